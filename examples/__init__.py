@@ -1,0 +1,27 @@
+"""Runnable examples: ``python -m examples`` runs them all, ``python -m examples NAME`` one.
+
+Each example module exposes ``async def main() -> Outcome``: it prints a short account of
+what happened and returns the key facts, which the test suite checks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+EXAMPLES: dict[str, str] = {
+    "approval_workflow": "examples.approval_workflow",
+    "governed_execution": "examples.governed_execution",
+}
+"""Example name -> module; the order is the order ``python -m examples`` runs them in."""
+
+
+def load(name: str) -> Callable[[], Awaitable[Any]]:
+    """The ``main`` coroutine function of example ``name``."""
+    if name not in EXAMPLES:
+        known = ", ".join(EXAMPLES)
+        raise SystemExit(f"unknown example {name!r}; choose one of: {known}")
+    module = importlib.import_module(EXAMPLES[name])
+    main: Callable[[], Awaitable[Any]] = module.main
+    return main

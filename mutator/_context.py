@@ -1,0 +1,179 @@
+"""Who asks for a mutation and why, and one run of it.
+
+``MutationContext`` is the semantic context; ``ExecutionContext`` describes one execution.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from ._enums import ActorType, MutationMode
+from ._freeze import freeze_mapping, names
+
+__all__ = ["ExecutionContext", "MutationContext", "new_execution_id", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _aware(_: Any, attribute: attrs.Attribute[datetime], value: datetime) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"{attribute.name} must be a timezone-aware datetime, got {value!r}")
+
+
+@attrs.frozen
+class MutationContext:
+    """The semantic context of a mutation: who, why, in which mode, correlated with what.
+
+    Build one with :meth:`user`, :meth:`service` or :meth:`system`; derive variants with
+    :func:`attrs.evolve` (it is immutable). Roles and groups used by approval targeting live
+    in ``metadata["roles"]`` and ``metadata["groups"]``.
+    """
+
+    actor_id: str | None = None
+    actor_name: str | None = None
+    actor_type: ActorType = ActorType.UNKNOWN
+    reason: str | None = None
+    mode: MutationMode = MutationMode.COMMIT
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    session_id: str | None = None
+    source_address: str | None = None
+    user_agent: str | None = None
+    timestamp: datetime = attrs.field(factory=utc_now, validator=_aware)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+
+    @classmethod
+    def user(
+        cls,
+        actor_id: str,
+        *,
+        name: str | None = None,
+        reason: str | None = None,
+        roles: str | Iterable[str] = (),
+        groups: str | Iterable[str] = (),
+        **fields: Any,
+    ) -> MutationContext:
+        """A context for a human user; ``roles``/``groups`` go into metadata for approvals."""
+        return cls._actor(actor_id, ActorType.USER, name, reason, roles, groups, fields)
+
+    @classmethod
+    def service(
+        cls,
+        service_id: str,
+        *,
+        reason: str | None = None,
+        name: str | None = None,
+        roles: str | Iterable[str] = (),
+        groups: str | Iterable[str] = (),
+        **fields: Any,
+    ) -> MutationContext:
+        """A context for another service acting on its own behalf."""
+        return cls._actor(service_id, ActorType.SERVICE, name, reason, roles, groups, fields)
+
+    @classmethod
+    def system(
+        cls,
+        reason: str | None = None,
+        *,
+        correlation_id: str | None = None,
+        **fields: Any,
+    ) -> MutationContext:
+        """A context for the system itself; a correlation id is generated when none is given."""
+        return cls(
+            actor_id="system",
+            actor_type=ActorType.SYSTEM,
+            reason=reason,
+            correlation_id=correlation_id or uuid.uuid4().hex,
+            **fields,
+        )
+
+    @classmethod
+    def _actor(
+        cls,
+        actor_id: str,
+        actor_type: ActorType,
+        name: str | None,
+        reason: str | None,
+        roles: str | Iterable[str],
+        groups: str | Iterable[str],
+        fields: dict[str, Any],
+    ) -> MutationContext:
+        if not isinstance(actor_id, str) or not actor_id.strip():
+            raise ValueError("actor_id must be a non-blank string")
+        metadata = dict(fields.pop("metadata", None) or {})
+        if roles:
+            metadata["roles"] = names(roles)
+        if groups:
+            metadata["groups"] = names(groups)
+        return cls(
+            actor_id=actor_id,
+            actor_name=name,
+            actor_type=actor_type,
+            reason=reason,
+            metadata=metadata,
+            **fields,
+        )
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Roles of the actor (``metadata["roles"]``)."""
+        return _strings(self.metadata.get("roles"))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Groups of the actor (``metadata["groups"]``)."""
+        return _strings(self.metadata.get("groups"))
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+_counter = itertools.count(1)
+_prefix = secrets.token_hex(6)
+
+
+def _reseed() -> None:
+    global _counter, _prefix
+    _counter = itertools.count(1)
+    _prefix = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_execution_id() -> str:
+    """A new execution id: a random per-process prefix and a counter, unique across processes."""
+    return f"{_prefix}-{next(_counter):08x}"
+
+
+@attrs.frozen
+class ExecutionContext:
+    """One run of one mutation: created by the engine, handed to interceptors.
+
+    ``deadline`` is on the event loop clock (``anyio.current_time()``) or None; ``data`` is a
+    scratch dictionary interceptors may use to pass values between their hooks.
+    """
+
+    execution_id: str
+    started_at: datetime
+    state_id: str | None = None
+    deadline: float | None = None
+    data: dict[str, Any] = attrs.field(factory=dict, eq=False)

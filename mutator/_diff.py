@@ -1,0 +1,266 @@
+"""Structural diff of two states into a :class:`ChangeSet`.
+
+The engine calls :func:`diff` when a mutation returns a bare new state. States are usually
+immutable and built with ``attrs.evolve``, so unchanged sub-objects are shared: identity is
+checked before equality, and only the parts that are not the same object are walked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from itertools import compress, count, filterfalse, repeat
+from operator import attrgetter, is_not
+from typing import Any, Final
+
+import attrs
+
+from ._changes import EMPTY_CHANGES, ChangeSet, StateChange
+from ._errors import StateDiffError
+
+__all__ = ["diff"]
+
+MAX_DEPTH: Final = 64
+"""Containers nested deeper than this are reported as a :class:`StateDiffError` (cycles)."""
+
+_BLOCK: Final = 256
+"""Sequences longer than this are first compared slice by slice (C speed) to skip equal runs."""
+
+_LEAF: Final = 0
+_FIELDS: Final = 1
+_MAPPING: Final = 2
+_SEQUENCE: Final = 3
+_SET: Final = 4
+
+_Getter = Callable[[Any], tuple[Any, ...]]
+_Shape = tuple[int, tuple[str, ...], _Getter | None]
+
+_MISSING: Final = object()
+
+_shapes: dict[type[Any], _Shape] = {}
+"""Per-class kind and compared field names, computed once per class."""
+
+
+def diff(old: object, new: object) -> ChangeSet:
+    """Return the changes that turn ``old`` into ``new``, one :class:`StateChange` per path.
+
+    Raises :class:`StateDiffError` when a part of either state cannot be walked or compared.
+    """
+    if old is new:
+        return EMPTY_CHANGES
+    out: list[StateChange] = []
+    try:
+        _walk(old, new, "", 0, out)
+    except RecursionError as exc:
+        raise StateDiffError("", f"the state is nested too deeply to walk: {exc}") from exc
+    return ChangeSet._trusted(tuple(out)) if out else EMPTY_CHANGES
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    shape = _shapes.get(cls)
+    if shape is None:
+        shape = _shapes[cls] = _classify(cls)
+    return shape
+
+
+def _classify(cls: type[Any]) -> _Shape:
+    if attrs.has(cls):
+        names = tuple(field.name for field in attrs.fields(cls) if field.eq)
+        return _FIELDS, names, _getter(names)
+    if dataclasses.is_dataclass(cls):
+        names = tuple(field.name for field in dataclasses.fields(cls) if field.compare)
+        return _FIELDS, names, _getter(names)
+    if issubclass(cls, Mapping):
+        return _MAPPING, (), None
+    if issubclass(cls, (list, tuple)):
+        return _SEQUENCE, (), None
+    if issubclass(cls, (set, frozenset)):
+        return _SET, (), None
+    return _LEAF, (), None
+
+
+def _getter(names: tuple[str, ...]) -> _Getter:
+    """A C-level reader of all compared fields at once, always returning a tuple."""
+    if not names:
+        return lambda _: ()
+    if len(names) == 1:
+        single = attrgetter(names[0])
+        return lambda obj: (single(obj),)
+    return attrgetter(*names)
+
+
+def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> None:
+    cls = type(old)
+    kind, names, getter = _shapes.get(cls) or _shape(cls)
+    if type(new) is not cls:
+        new_kind = _shape(type(new))[0]
+        # Mappings and sets compare by content across concrete types (dict == MappingProxyType).
+        if kind != new_kind or kind not in (_LEAF, _MAPPING, _SET):
+            out.append(StateChange.replaced(path, old, new))
+            return
+    if kind == _LEAF:
+        _compare_leaf(old, new, path, out)
+        return
+    if depth >= MAX_DEPTH:
+        raise StateDiffError(
+            path, f"the state is nested deeper than {MAX_DEPTH} levels (is it cyclic?)"
+        )
+    if kind == _FIELDS:
+        assert getter is not None
+        _walk_fields(old, new, names, getter, path, depth, out)
+    elif kind == _MAPPING:
+        _walk_mapping(old, new, path, depth, out)
+    elif kind == _SEQUENCE:
+        _walk_sequence(old, new, path, depth, out)
+    else:
+        _walk_set(old, new, path, out)
+
+
+def _compare_leaf(old: Any, new: Any, path: str, out: list[StateChange]) -> None:
+    try:
+        equal = bool(old == new)
+    except Exception as exc:
+        raise StateDiffError(
+            path,
+            f"comparing {type(old).__name__} with {type(new).__name__} raised "
+            f"{type(exc).__name__}: {exc}",
+        ) from exc
+    if not equal:
+        out.append(StateChange.modified(path, old, new))
+
+
+def _walk_fields(
+    old: Any,
+    new: Any,
+    names: tuple[str, ...],
+    getter: _Getter,
+    path: str,
+    depth: int,
+    out: list[StateChange],
+) -> None:
+    try:
+        old_values = getter(old)
+        new_values = getter(new)
+    except Exception as exc:
+        raise _unreadable_field(old, new, names, path, exc) from exc
+    for index in compress(count(), map(is_not, old_values, new_values)):
+        name = names[index]
+        _walk(
+            old_values[index],
+            new_values[index],
+            f"{path}.{name}" if path else name,
+            depth + 1,
+            out,
+        )
+
+
+def _unreadable_field(
+    old: Any, new: Any, names: tuple[str, ...], path: str, exc: Exception
+) -> StateDiffError:
+    """Name the first field that cannot be read, for a precise error path."""
+    for name in names:
+        for obj in (old, new):
+            try:
+                getattr(obj, name)
+            except Exception as field_exc:
+                where = f"{path}.{name}" if path else name
+                return StateDiffError(
+                    where,
+                    f"cannot read field {name!r} of {type(obj).__name__}: "
+                    f"{type(field_exc).__name__}: {field_exc}",
+                )
+    return StateDiffError(path, f"cannot read fields: {type(exc).__name__}: {exc}")
+
+
+def _key_path(path: str, key: object) -> str:
+    if isinstance(key, str):
+        text = str.__str__(key)
+        if text.isidentifier():
+            return f"{path}.{text}" if path else text
+        return f"{path}[{text!r}]"
+    return f"{path}[{key!r}]"
+
+
+def _walk_mapping(
+    old: Mapping[Any, Any], new: Mapping[Any, Any], path: str, depth: int, out: list[StateChange]
+) -> None:
+    try:
+        candidates = list(
+            compress(old.keys(), map(is_not, old.values(), map(new.get, old, repeat(_MISSING))))
+        )
+    except Exception as exc:
+        raise StateDiffError(path, f"cannot iterate mapping: {type(exc).__name__}: {exc}") from exc
+    removed = 0
+    for key in candidates:
+        try:
+            key_path = _key_path(path, key)
+            old_value = old[key]
+            new_value = new.get(key, _MISSING)
+        except Exception as exc:
+            raise StateDiffError(
+                path, f"cannot read key {key!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if new_value is _MISSING:
+            removed += 1
+            out.append(StateChange.removed(key_path, old_value))
+        else:
+            _walk(old_value, new_value, key_path, depth + 1, out)
+    if len(new) == len(old) - removed:
+        return
+    try:
+        added = [
+            StateChange.added(_key_path(path, key), new[key])
+            for key in filterfalse(old.__contains__, new)
+        ]
+    except Exception as exc:
+        raise StateDiffError(path, f"cannot iterate mapping: {type(exc).__name__}: {exc}") from exc
+    out.extend(added)
+
+
+def _differing_indices(old: Any, new: Any, length: int) -> list[int]:
+    """Indices below ``length`` whose items may differ, found without a Python-level loop.
+
+    Long sequences are compared block by block first, so runs of equal items are skipped;
+    within the remaining blocks every item that is not the same object is a candidate.
+    """
+    if length <= _BLOCK:
+        return list(compress(count(), map(is_not, old, new)))
+    indices: list[int] = []
+    for start in range(0, length, _BLOCK):
+        stop = min(start + _BLOCK, length)
+        old_block = old[start:stop]
+        new_block = new[start:stop]
+        try:
+            equal = old_block == new_block
+        except Exception:
+            equal = False  # an item's == raised; the per-item walk reports it with its path
+        if not equal:
+            indices.extend(compress(count(start), map(is_not, old_block, new_block)))
+    return indices
+
+
+def _walk_sequence(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> None:
+    old_length = len(old)
+    new_length = len(new)
+    common = min(old_length, new_length)
+    for index in _differing_indices(old, new, common):
+        _walk(old[index], new[index], f"{path}[{index}]", depth + 1, out)
+    if new_length > common:
+        out.extend(
+            StateChange.added(f"{path}[{index}]", new[index]) for index in range(common, new_length)
+        )
+    elif old_length > common:
+        out.extend(
+            StateChange.removed(f"{path}[{index}]", old[index])
+            for index in range(common, old_length)
+        )
+
+
+def _walk_set(old: Any, new: Any, path: str, out: list[StateChange]) -> None:
+    try:
+        removed = sorted(old - new, key=repr)
+        added = sorted(new - old, key=repr)
+    except Exception as exc:
+        raise StateDiffError(path, f"cannot compare sets: {type(exc).__name__}: {exc}") from exc
+    out.extend(StateChange.removed(path, element) for element in removed)
+    out.extend(StateChange.added(path, element) for element in added)

@@ -1,0 +1,591 @@
+"""The mutation engine: one auditable path from a mutation to a result."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import attrs
+
+from ._changes import EMPTY_CHANGES, ChangeSet
+from ._context import ExecutionContext, MutationContext, new_execution_id, utc_now
+from ._diff import diff
+from ._enums import ActorType, MutationMode, ResultStatus
+from ._errors import (
+    ExecutionTimeoutError,
+    InvalidMutationError,
+    MutationFailedError,
+    MutatorError,
+)
+from ._evaluation import ALLOWED, PolicyEvaluation, PolicySet, evaluate_policies
+from ._gate import ConcurrencyGate
+from ._intent import MutationIntent
+from ._interceptors import Interceptor, InterceptorChain, run_hook
+from ._memory import InMemoryAuditSink, InMemoryHistoryStore, NullAuditSink, NullHistoryStore
+from ._metrics import InMemoryMetrics
+from ._mutation import Mutation
+from ._options import EngineOptions
+from ._policies import MutationPolicy, PolicyModification, PolicyRequirement
+from ._records import AuditEntry, AuditOutcome, HistoryEntry, MutationHistory
+from ._results import BatchResult, MutationResult
+from ._statistics import EngineStatistics
+from ._validation import ValidationResult
+from .protocols import AuditSink, HistoryStore, MetricsCollector
+
+__all__ = ["MutationEngine"]
+
+StateT = TypeVar("StateT")
+
+_OUTCOMES = {
+    ResultStatus.SUCCEEDED: AuditOutcome.SUCCEEDED,
+    ResultStatus.VALIDATION_FAILED: AuditOutcome.VALIDATION_FAILED,
+    ResultStatus.POLICY_BLOCKED: AuditOutcome.POLICY_BLOCKED,
+    ResultStatus.APPROVAL_REQUIRED: AuditOutcome.APPROVAL_REQUIRED,
+}
+
+
+@attrs.define(slots=True)
+class _Run:
+    """What one pass through the pipeline produced, before it is recorded."""
+
+    result: MutationResult[Any]
+    history: HistoryEntry | None
+
+
+class MutationEngine(Generic[StateT]):
+    """Runs mutations through interceptors, policies, validation, the mode, audit and history.
+
+    Pipeline for one execution: concurrency slot (per-state lock, then a global slot) →
+    ``before`` interceptors → every applicable policy → validation (skipped only for
+    COMMIT when ``always_validate`` is off) → the mode (simulate / validate / commit) →
+    policy modifications → ``after`` interceptors → audit → history (successful commits
+    with a ``state_id``) → metrics.
+
+    Executions sharing a ``state_id`` never interleave; others run in parallel up to
+    ``max_concurrency``. The engine never stores states: the caller keeps
+    ``result.new_state``.
+    """
+
+    def __init__(
+        self,
+        options: EngineOptions | None = None,
+        *,
+        audit: AuditSink | None = None,
+        history: HistoryStore | None = None,
+        metrics: MetricsCollector | None = None,
+        policies: Iterable[MutationPolicy[Any]] = (),
+        interceptors: Iterable[Interceptor] = (),
+    ) -> None:
+        self.options = options if options is not None else EngineOptions.default()
+        if not isinstance(self.options, EngineOptions):
+            raise TypeError(f"options must be EngineOptions, got {type(options).__name__}")
+        self.audit: AuditSink = audit if audit is not None else InMemoryAuditSink()
+        self.history_store: HistoryStore = (
+            history if history is not None else InMemoryHistoryStore()
+        )
+        self.metrics: MetricsCollector = (
+            metrics if metrics is not None else InMemoryMetrics(self.options.metrics_window)
+        )
+        self._policies = PolicySet()
+        self._interceptors = InterceptorChain()
+        self._gate = ConcurrencyGate(self.options.max_concurrency)
+        self._intents: dict[type[Any], MutationIntent] = {}
+        self._audit_on = not isinstance(self.audit, NullAuditSink)
+        self._history_on = not isinstance(self.history_store, NullHistoryStore)
+        in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
+        self._shield_records = not (
+            isinstance(self.audit, in_memory) and isinstance(self.history_store, in_memory)
+        )
+        for policy in policies:
+            self.register_policy(policy)
+        for interceptor in interceptors:
+            self.register_interceptor(interceptor)
+
+    # -- registration --------------------------------------------------------------------
+
+    def register_policy(self, policy: MutationPolicy[Any]) -> None:
+        """Add a policy; it applies to states that are instances of its ``state_type``."""
+        self._policies.add(policy)
+
+    def unregister_policy(self, name: str) -> int:
+        """Remove every policy called ``name``; returns how many were removed."""
+        return self._policies.remove(name)
+
+    def register_interceptor(self, interceptor: Interceptor) -> None:
+        """Add an interceptor; hooks run in ascending ``order``, ties in registration order."""
+        self._interceptors.add(interceptor)
+
+    def unregister_interceptor(self, name: str) -> int:
+        """Remove every interceptor called ``name``; returns how many were removed."""
+        return self._interceptors.remove(name)
+
+    @property
+    def policies(self) -> tuple[MutationPolicy[Any], ...]:
+        """Registered policies in evaluation order."""
+        return self._policies.all()
+
+    @property
+    def interceptors(self) -> tuple[Interceptor, ...]:
+        """Registered interceptors in run order."""
+        return self._interceptors.interceptors
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def execute(
+        self,
+        mutation: Mutation[StateT],
+        state: StateT,
+        *,
+        context: MutationContext | None = None,
+        state_id: str | None = None,
+    ) -> MutationResult[StateT]:
+        """Run one mutation against ``state`` in ``context.mode`` (COMMIT by default).
+
+        Returns a result for every policy or validation outcome; raises
+        :class:`MutationFailedError` when the mutation's own code raised,
+        :class:`ExecutionTimeoutError` on timeout, and policy errors unchanged.
+        Cancellation propagates and is not audited.
+        """
+        intent = self._intent_of(mutation)
+        context = self._context(context)
+        await self._gate.enter(state_id)
+        try:
+            run = await self._run(mutation, intent, state, context, state_id)
+            if run.history is not None:
+                await self._write_history((run.history,))
+            return run.result
+        finally:
+            self._gate.leave(state_id)
+
+    async def execute_batch(
+        self,
+        mutations: Iterable[Mutation[StateT]],
+        state: StateT,
+        *,
+        context: MutationContext | None = None,
+        state_id: str | None = None,
+    ) -> BatchResult[StateT]:
+        """Run mutations in order against successive states, all or nothing.
+
+        The state is held for the whole batch. The first step that does not succeed stops
+        the batch: ``ok`` is False, ``final_state`` is None and no step is written to
+        history (every attempt is audited). An empty batch succeeds with ``state``.
+        """
+        steps = list(mutations)
+        intents = [self._intent_of(mutation) for mutation in steps]
+        context = self._context(context)
+        started = time.perf_counter()
+        results: list[MutationResult[StateT]] = []
+        entries: list[HistoryEntry] = []
+        current = state
+        changes = EMPTY_CHANGES
+        await self._gate.enter(state_id)
+        try:
+            for index, (mutation, intent) in enumerate(zip(steps, intents, strict=True)):
+                try:
+                    run = await self._run(mutation, intent, current, context, state_id)
+                except MutatorError as error:
+                    error.add_note(f"raised by batch step {index + 1} of {len(steps)}")
+                    raise
+                results.append(run.result)
+                if not run.result.ok:
+                    return BatchResult(
+                        False, None, tuple(results), EMPTY_CHANGES, time.perf_counter() - started
+                    )
+                if run.history is not None:
+                    entries.append(run.history)
+                current = run.result.new_state  # type: ignore[assignment]
+                changes = changes + run.result.changes
+            if entries:
+                await self._write_history(entries)
+        finally:
+            self._gate.leave(state_id)
+        return BatchResult(True, current, tuple(results), changes, time.perf_counter() - started)
+
+    async def execute_deferred(
+        self,
+        mutation: Mutation[StateT],
+        state: StateT,
+        *,
+        context: MutationContext,
+        state_id: str,
+        granted: Iterable[PolicyRequirement] = (),
+    ) -> tuple[MutationResult[StateT], HistoryEntry | None]:
+        """Execute like :meth:`execute` but hand the history entry back instead of writing it.
+
+        For callers that commit the new state and its history together (governed
+        execution). Approval requirements equal to one in ``granted`` (ignoring expiry) count
+        as already approved; denials still block. Audit entries are written as usual.
+        """
+        intent = self._intent_of(mutation)
+        context = self._context(context)
+        await self._gate.enter(state_id)
+        try:
+            run = await self._run(
+                mutation, intent, state, context, state_id, frozenset(map(_grant_key, granted))
+            )
+        finally:
+            self._gate.leave(state_id)
+        return run.result, run.history
+
+    async def evaluate(
+        self,
+        mutation: Mutation[StateT],
+        state: StateT,
+        *,
+        context: MutationContext | None = None,
+    ) -> PolicyEvaluation:
+        """Evaluate the policies only (a dry run: nothing is applied, audited or recorded)."""
+        self._intent_of(mutation)
+        policies = self._policies.applicable(type(state))
+        return await evaluate_policies(
+            policies, mutation, state, self._context(context), self.options.policy_timeout
+        )
+
+    async def history(self, state_id: str) -> MutationHistory[StateT]:
+        """The committed history of ``state_id``, oldest entry first."""
+        return await self.history_store.history(state_id)
+
+    async def statistics(self) -> EngineStatistics:
+        """Execution counts and latency percentiles (works with every preset)."""
+        return self.metrics.statistics()
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    async def _run(
+        self,
+        mutation: Mutation[Any],
+        intent: MutationIntent,
+        state: Any,
+        context: MutationContext,
+        state_id: str | None,
+        granted: frozenset[tuple[Any, ...]] = frozenset(),
+    ) -> _Run:
+        started = time.perf_counter()
+        execution = ExecutionContext(new_execution_id(), utc_now(), state_id)
+        interceptors = (
+            self._interceptors.active(intent, context) if self._interceptors.interceptors else ()
+        )
+        timeout = self.options.execution_timeout
+        try:
+            if timeout is None:
+                result = await self._decide(
+                    mutation, state, context, execution, interceptors, granted
+                )
+            else:
+                deadline = anyio.current_time() + timeout
+                execution = attrs.evolve(execution, deadline=deadline)
+                bounded: MutationResult[Any] | None = None
+                with anyio.CancelScope(deadline=deadline):
+                    bounded = await self._decide(
+                        mutation, state, context, execution, interceptors, granted
+                    )
+                if bounded is None or anyio.current_time() > deadline:
+                    raise ExecutionTimeoutError(
+                        timeout,
+                        time.perf_counter() - started,
+                        execution_id=execution.execution_id,
+                    )
+                result = bounded
+        except Exception as error:
+            failure = (
+                error
+                if isinstance(error, MutatorError)
+                else MutationFailedError(
+                    intent.operation, error, execution_id=execution.execution_id
+                )
+            )
+            if failure.execution_id is None:
+                failure.execution_id = execution.execution_id
+            with anyio.CancelScope(shield=True):
+                await self._record_failure(
+                    mutation, intent, state, context, execution, interceptors, failure, started
+                )
+            if failure is error:
+                raise
+            raise failure from error
+
+        duration = time.perf_counter() - started
+        result = attrs.evolve(
+            result,
+            execution_id=execution.execution_id,
+            duration=duration,
+            mode=context.mode,
+            completed_at=utc_now(),
+        )
+        if interceptors:
+            hook = "after" if result.status in _AFTER_HOOK else "policy_blocked"
+            await run_hook(interceptors, hook, mutation, state, result, context, execution)
+        history = None
+        if (
+            result.status is ResultStatus.SUCCEEDED
+            and context.mode is MutationMode.COMMIT
+            and state_id is not None
+            and self._history_on
+        ):
+            history = HistoryEntry(
+                execution.execution_id,
+                state_id,
+                intent,
+                context,
+                result.changes,
+                execution.started_at,
+                duration,
+                result.side_effects,
+                mutation,
+            )
+        if self._audit_on:
+            entry = AuditEntry(
+                execution.execution_id,
+                state_id,
+                type(state).__name__,
+                intent,
+                context,
+                context.mode,
+                _OUTCOMES[result.status],
+                execution.started_at,
+                duration,
+                result.changes,
+                result.side_effects,
+                result.policy_decisions,
+                result.error_message,
+            )
+            if self._shield_records:
+                with anyio.CancelScope(shield=True):
+                    await self.audit.record(entry)
+            else:
+                await self.audit.record(entry)
+        self.metrics.record(_OUTCOMES[result.status], duration)
+        return _Run(result, history)
+
+    async def _decide(
+        self,
+        mutation: Mutation[Any],
+        state: Any,
+        context: MutationContext,
+        execution: ExecutionContext,
+        interceptors: tuple[Interceptor, ...],
+        granted: frozenset[tuple[Any, ...]],
+    ) -> MutationResult[Any]:
+        """Before-hooks, policies, validation, the mode and policy modifications."""
+        if interceptors:
+            await run_hook(interceptors, "before", mutation, state, context, execution)
+        policies = self._policies.applicable(type(state))
+        evaluation = (
+            await evaluate_policies(
+                policies,
+                mutation,
+                state,
+                context,
+                self.options.policy_timeout,
+                execution.execution_id,
+            )
+            if policies
+            else ALLOWED
+        )
+        status = evaluation.status
+        if (
+            status is ResultStatus.APPROVAL_REQUIRED
+            and granted
+            and all(_grant_key(r) in granted for r in evaluation.requirements)
+        ):
+            status = ResultStatus.SUCCEEDED
+        if status is not ResultStatus.SUCCEEDED:
+            return MutationResult(
+                status,
+                policy_decisions=evaluation.decisions,
+                requirements=(
+                    evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
+                ),
+            )
+        mode = context.mode
+        validation = ValidationResult.ok()
+        if mode is not MutationMode.COMMIT or self.options.always_validate:
+            validation = await _call(mutation.validate, state)
+            if not isinstance(validation, ValidationResult):
+                raise InvalidMutationError(
+                    f"{type(mutation).__qualname__}.validate returned "
+                    f"{type(validation).__name__}, expected ValidationResult",
+                    execution_id=execution.execution_id,
+                )
+            if not validation.is_valid:
+                return MutationResult(
+                    ResultStatus.VALIDATION_FAILED,
+                    validation=validation,
+                    policy_decisions=evaluation.decisions,
+                )
+        if mode is MutationMode.VALIDATE:
+            return MutationResult(
+                ResultStatus.SUCCEEDED,
+                state,
+                validation=validation,
+                policy_decisions=evaluation.decisions,
+            )
+        outcome = await _call(
+            mutation.simulate if mode is MutationMode.SIMULATE else mutation.apply, state
+        )
+        return _shape(mutation, state, outcome, validation, evaluation, execution.execution_id)
+
+    async def _record_failure(
+        self,
+        mutation: Mutation[Any],
+        intent: MutationIntent,
+        state: Any,
+        context: MutationContext,
+        execution: ExecutionContext,
+        interceptors: tuple[Interceptor, ...],
+        error: MutatorError,
+        started: float,
+    ) -> None:
+        duration = time.perf_counter() - started
+        outcome = (
+            AuditOutcome.TIMED_OUT
+            if isinstance(error, ExecutionTimeoutError)
+            else AuditOutcome.FAILED
+        )
+        if interceptors:
+            await run_hook(interceptors, "failed", mutation, state, error, context, execution)
+        if self._audit_on:
+            await self.audit.record(
+                AuditEntry(
+                    execution.execution_id,
+                    execution.state_id,
+                    type(state).__name__,
+                    intent,
+                    context,
+                    context.mode,
+                    outcome,
+                    execution.started_at,
+                    duration,
+                    error=str(error),
+                )
+            )
+        self.metrics.record(outcome, duration)
+
+    async def _write_history(self, entries: Iterable[HistoryEntry]) -> None:
+        if self._shield_records:
+            with anyio.CancelScope(shield=True):
+                for entry in entries:
+                    await self.history_store.append(entry)
+        else:
+            for entry in entries:
+                await self.history_store.append(entry)
+
+    # -- input checks --------------------------------------------------------------------
+
+    def _intent_of(self, mutation: Mutation[Any]) -> MutationIntent:
+        cls = type(mutation)
+        intent = self._intents.get(cls)
+        if intent is not None:
+            return intent
+        if not isinstance(mutation, Mutation):
+            raise InvalidMutationError(
+                f"expected a mutator.Mutation, got {cls.__qualname__}: subclass Mutation "
+                "and declare an intent"
+            )
+        intent = getattr(cls, "intent", None)
+        if not isinstance(intent, MutationIntent):
+            raise InvalidMutationError(
+                f"{cls.__qualname__} has no intent: declare "
+                "`intent: ClassVar[MutationIntent] = MutationIntent(...)`"
+            )
+        if cls.apply is Mutation.apply:
+            raise InvalidMutationError(f"{cls.__qualname__} does not implement apply()")
+        self._intents[cls] = intent
+        return intent
+
+    @staticmethod
+    def _context(context: MutationContext | None) -> MutationContext:
+        if context is None:
+            return MutationContext(actor_id="system", actor_type=ActorType.SYSTEM)
+        if not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
+        return context
+
+
+def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
+    """What makes two approval requirements the same approval (expiry aside)."""
+    return (
+        requirement.type,
+        requirement.approvers,
+        requirement.role,
+        requirement.group,
+        requirement.required_approvals,
+        requirement.step,
+    )
+
+
+_AFTER_HOOK = frozenset({ResultStatus.SUCCEEDED, ResultStatus.VALIDATION_FAILED})
+
+
+async def _call(method: Callable[[Any], Any], state: Any) -> Any:
+    outcome = method(state)
+    if inspect.isawaitable(outcome):
+        return await outcome
+    return outcome
+
+
+def _shape(
+    mutation: Mutation[Any],
+    state: Any,
+    outcome: Any,
+    validation: ValidationResult,
+    evaluation: PolicyEvaluation,
+    execution_id: str,
+) -> MutationResult[Any]:
+    """Turn what apply/simulate returned into a result, with policy modifications applied."""
+    side_effects: tuple[Any, ...] = ()
+    if isinstance(outcome, MutationResult):
+        if outcome.status is ResultStatus.VALIDATION_FAILED:
+            return MutationResult(
+                ResultStatus.VALIDATION_FAILED,
+                validation=validation + outcome.validation,
+                policy_decisions=evaluation.decisions,
+            )
+        if outcome.status is not ResultStatus.SUCCEEDED:
+            raise InvalidMutationError(
+                f"{type(mutation).__qualname__}.apply returned a result with status "
+                f"{outcome.status.name}; return MutationResult.success(...) or .invalid(...)",
+                execution_id=execution_id,
+            )
+        new_state = outcome.new_state
+        changes = outcome.changes if outcome.changes_explicit else diff(state, new_state)
+        side_effects = outcome.side_effects
+    else:
+        if outcome is None and state is not None:
+            raise InvalidMutationError(
+                f"{type(mutation).__qualname__}.apply returned None: return the new state "
+                "(or a MutationResult)",
+                execution_id=execution_id,
+            )
+        new_state = outcome
+        changes = diff(state, new_state)
+    modification = evaluation.modification
+    if modification is not None:
+        new_state, changes, side_effects = _modify(
+            state, new_state, changes, side_effects, modification
+        )
+    return MutationResult(
+        ResultStatus.SUCCEEDED,
+        new_state,
+        changes,
+        side_effects,
+        validation,
+        evaluation.decisions,
+    )
+
+
+def _modify(
+    state: Any,
+    new_state: Any,
+    changes: ChangeSet,
+    side_effects: tuple[Any, ...],
+    modification: PolicyModification,
+) -> tuple[Any, ChangeSet, tuple[Any, ...]]:
+    if modification.replaces_state:
+        new_state = modification.state
+        changes = diff(state, new_state)
+    return new_state, changes, side_effects + modification.side_effects

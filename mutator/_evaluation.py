@@ -1,0 +1,228 @@
+"""Evaluating every applicable policy and merging what they decided."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from ._context import MutationContext
+from ._effects import SideEffect
+from ._enums import ResultStatus
+from ._errors import MutatorError, PolicyConflictError, PolicyEvaluationError, PolicyTimeoutError
+from ._policies import (
+    NOTHING,
+    MutationPolicy,
+    PolicyDecision,
+    PolicyModification,
+    PolicyRequirement,
+)
+
+__all__ = ["PolicyEvaluation", "PolicySet", "evaluate_policies", "merge_modifications"]
+
+
+@attrs.frozen
+class PolicyEvaluation:
+    """The combined verdict of every policy that applied, in evaluation order.
+
+    Blocked when any decision denies; otherwise approval is required when any decision
+    carries requirements; otherwise allowed, with the merged ``modification``.
+    """
+
+    decisions: tuple[PolicyDecision, ...] = ()
+    modification: PolicyModification | None = None
+
+    @property
+    def blockers(self) -> tuple[PolicyDecision, ...]:
+        return tuple(d for d in self.decisions if d.blocks)
+
+    @property
+    def requirements(self) -> tuple[PolicyRequirement, ...]:
+        return tuple(r for d in self.decisions if d.needs_approval for r in d.requirements)
+
+    @property
+    def status(self) -> ResultStatus:
+        if any(d.blocks for d in self.decisions):
+            return ResultStatus.POLICY_BLOCKED
+        if any(d.needs_approval for d in self.decisions):
+            return ResultStatus.APPROVAL_REQUIRED
+        return ResultStatus.SUCCEEDED
+
+    @property
+    def allowed(self) -> bool:
+        return all(d.allowed for d in self.decisions)
+
+
+ALLOWED = PolicyEvaluation()
+
+
+def sort_policies(policies: Iterable[MutationPolicy[Any]]) -> list[MutationPolicy[Any]]:
+    """Evaluation order: priority descending, then name; ties keep registration order."""
+    return sorted(policies, key=lambda p: (-p.priority, p.name))
+
+
+def check_policy(policy: object) -> MutationPolicy[Any]:
+    """Reject objects that cannot act as a policy, with a message that says why."""
+    name = getattr(policy, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a policy needs a non-empty str name, {policy!r} has {name!r}")
+    priority = getattr(policy, "priority", None)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"policy {name!r} needs an int priority, has {priority!r}")
+    state_type = getattr(policy, "state_type", None)
+    if state_type is not None and not isinstance(state_type, type):
+        raise TypeError(f"policy {name!r}: state_type must be a class or None")
+    if not callable(getattr(policy, "evaluate", None)):
+        raise TypeError(f"policy {name!r} has no evaluate(mutation, state, context) method")
+    return policy  # type: ignore[return-value]
+
+
+class PolicySet:
+    """Registered policies with a per-state-type cache of the applicable, ordered ones."""
+
+    __slots__ = ("_by_type", "_policies")
+
+    def __init__(self) -> None:
+        self._policies: list[MutationPolicy[Any]] = []
+        self._by_type: dict[type[Any], tuple[MutationPolicy[Any], ...]] = {}
+
+    def add(self, policy: MutationPolicy[Any]) -> None:
+        self._policies.append(check_policy(policy))
+        self._by_type.clear()
+
+    def remove(self, name: str) -> int:
+        before = len(self._policies)
+        self._policies = [p for p in self._policies if p.name != name]
+        self._by_type.clear()
+        return before - len(self._policies)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def all(self) -> tuple[MutationPolicy[Any], ...]:
+        return tuple(sort_policies(self._policies))
+
+    def applicable(self, state_type: type[Any]) -> tuple[MutationPolicy[Any], ...]:
+        cached = self._by_type.get(state_type)
+        if cached is None:
+            cached = tuple(
+                p
+                for p in sort_policies(self._policies)
+                if p.state_type is None or issubclass(state_type, p.state_type)
+            )
+            self._by_type[state_type] = cached
+        return cached
+
+
+async def decide(
+    policy: MutationPolicy[Any],
+    mutation: Any,
+    state: Any,
+    context: MutationContext,
+    limit: float | None,
+    execution_id: str | None = None,
+) -> PolicyDecision:
+    """Run one policy with its timeout and turn its failures into policy errors."""
+    name = policy.name
+    timeout = limit
+    started = time.perf_counter() if timeout is not None else 0.0
+    try:
+        decision: Any = policy.evaluate(mutation, state, context)
+        if inspect.isawaitable(decision):
+            if timeout is None:
+                decision = await decision
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    decision = await decision
+                if scope.cancelled_caught:
+                    raise PolicyTimeoutError(name, timeout, execution_id=execution_id)
+        elif timeout is not None and time.perf_counter() - started > timeout:
+            raise PolicyTimeoutError(name, timeout, execution_id=execution_id)
+    except MutatorError as error:
+        if error.execution_id is None:
+            error.execution_id = execution_id
+        raise
+    except Exception as error:
+        raise PolicyEvaluationError(
+            name, f"{type(error).__name__}: {error}", execution_id=execution_id
+        ) from error
+    if not isinstance(decision, PolicyDecision):
+        raise PolicyEvaluationError(
+            name,
+            f"evaluate() returned {type(decision).__name__}, expected PolicyDecision",
+            execution_id=execution_id,
+        )
+    named: PolicyDecision = decision
+    if named.policy_name is None:
+        named = attrs.evolve(named, policy_name=name)
+    return named
+
+
+async def evaluate_policies(
+    policies: Sequence[MutationPolicy[Any]],
+    mutation: Any,
+    state: Any,
+    context: MutationContext,
+    limit: float | None,
+    execution_id: str | None = None,
+) -> PolicyEvaluation:
+    """Evaluate every policy in order and merge their modifications."""
+    if not policies:
+        return ALLOWED
+    decisions = [
+        await decide(policy, mutation, state, context, limit, execution_id) for policy in policies
+    ]
+    modification = None
+    if any(d.modifications is not None for d in decisions):
+        modification = merge_modifications(decisions, execution_id=execution_id)
+    return PolicyEvaluation(tuple(decisions), modification)
+
+
+def merge_modifications(
+    decisions: Iterable[PolicyDecision],
+    *,
+    composition: str | None = None,
+    execution_id: str | None = None,
+) -> PolicyModification | None:
+    """Merge modifications: side effects concatenate, replacement states must agree.
+
+    Two decisions replacing the state with unequal values raise :class:`PolicyConflictError`
+    naming the key ``"state"`` and every policy that wrote it.
+    """
+    state: Any = NOTHING
+    writers: list[str] = []
+    side_effects: list[SideEffect] = []
+    conflict = False
+    seen = False
+    for decision in decisions:
+        modification = decision.modifications
+        if modification is None:
+            continue
+        seen = True
+        side_effects.extend(modification.side_effects)
+        if modification.replaces_state:
+            if writers and not _same(state, modification.state):
+                conflict = True
+            if not writers:
+                state = modification.state
+            writers.append(decision.policy_name or "<unnamed>")
+    if conflict:
+        raise PolicyConflictError(
+            "state", writers, composition=composition, execution_id=execution_id
+        )
+    if not seen:
+        return None
+    return PolicyModification(state, tuple(side_effects))
+
+
+def _same(left: Any, right: Any) -> bool:
+    if left is right:
+        return True
+    try:
+        return bool(left == right)
+    except Exception:
+        return False

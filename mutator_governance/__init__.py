@@ -1,0 +1,154 @@
+"""mutator_governance: governed mutations as durable requests.
+
+A :class:`Governance` turns a mutation into a :class:`MutationRequest` that waits for
+approvals, is resolved against the current state version and is executed exactly once.
+"""
+
+from ._approvals import ApprovalRequirement, RejectionReason
+from ._decisions import DecisionCode, RequestDecision
+from ._enums import (
+    ApprovalDecision,
+    ApprovalStatus,
+    CompensationKind,
+    CompensationTrigger,
+    DecisionCategory,
+    ExecutionKind,
+    LifecycleDecision,
+    LinkType,
+    PendingReason,
+    RequestStatus,
+    ResolutionDecision,
+    ResolutionOutcome,
+    ResolutionStrategy,
+)
+from ._commit import InMemoryCommitter, SequentialCommitter
+from ._commit_types import GovernedCommit, RequestWrite, StateWrite
+from ._errors import (
+    AlreadyCompensatedError,
+    CompensationError,
+    CompensationNotAllowedError,
+    RequestClaimedError,
+    ApprovalConfigurationError,
+    ApprovalError,
+    ApprovalExpiredError,
+    ApprovalNotFoundError,
+    ApprovalStateError,
+    ApprovalStepError,
+    ApproverMismatchError,
+    DuplicateApproverError,
+    GovernanceError,
+    InvalidApprovalActionError,
+    InvalidTransitionError,
+    RequestAlreadyExistsError,
+    RequestConcurrencyError,
+    RequestNotExecutableError,
+    RequestNotFoundError,
+    SelfApprovalError,
+    StateNotFoundError,
+    StoredDataError,
+    StoreUnavailableError,
+    UnknownMutationTypeError,
+)
+from ._execution import (
+    GovernedExecutionManager,
+    GovernedExecutionResult,
+    RecoverySweep,
+    WorkerReport,
+)
+from ._governance import ExpirySweep, Governance
+from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
+from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState, next_version
+from ._registry import MutationRegistry
+from ._request import (
+    CompensationPlan,
+    ExecutionClaim,
+    ExecutionDetails,
+    ExecutionLink,
+    MutationRequest,
+)
+from ._resolution import Resolution
+from ._transitions import ALLOWED_TRANSITIONS, can_transition, transition
+from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
+
+__all__ = [
+    # facade
+    "Governance",
+    "ExpirySweep",
+    "MutationRegistry",
+    # execution
+    "GovernedExecutionManager",
+    "GovernedExecutionResult",
+    "RecoverySweep",
+    "WorkerReport",
+    "ExecutionCommitter",
+    "GovernedCommit",
+    "RequestWrite",
+    "StateWrite",
+    "InMemoryCommitter",
+    "SequentialCommitter",
+    # requests
+    "MutationRequest",
+    "RequestStatus",
+    "PendingReason",
+    "RequestDecision",
+    "DecisionCode",
+    "DecisionCategory",
+    "LifecycleDecision",
+    "ApprovalDecision",
+    "ResolutionDecision",
+    "ApprovalRequirement",
+    "ApprovalStatus",
+    "RejectionReason",
+    "ExecutionDetails",
+    "ExecutionClaim",
+    "ExecutionLink",
+    "ExecutionKind",
+    "CompensationPlan",
+    "CompensationKind",
+    "CompensationTrigger",
+    "LinkType",
+    "ALLOWED_TRANSITIONS",
+    "can_transition",
+    "transition",
+    # resolution
+    "ResolutionStrategy",
+    "ResolutionOutcome",
+    "Resolution",
+    # stores
+    "RequestStore",
+    "DecisionHistory",
+    "StateStore",
+    "InMemoryRequestStore",
+    "InMemoryDecisionHistory",
+    "InMemoryStateStore",
+    "RequestQuery",
+    "RequestPage",
+    "DecisionRecord",
+    "VersionedState",
+    "next_version",
+    # errors
+    "GovernanceError",
+    "RequestNotFoundError",
+    "RequestAlreadyExistsError",
+    "RequestConcurrencyError",
+    "RequestNotExecutableError",
+    "InvalidTransitionError",
+    "StateNotFoundError",
+    "UnknownMutationTypeError",
+    "StoredDataError",
+    "StoreUnavailableError",
+    "ApprovalError",
+    "ApprovalConfigurationError",
+    "ApprovalStateError",
+    "ApprovalNotFoundError",
+    "InvalidApprovalActionError",
+    "ApprovalExpiredError",
+    "ApproverMismatchError",
+    "ApprovalStepError",
+    "SelfApprovalError",
+    "DuplicateApproverError",
+    "RequestClaimedError",
+    "CompensationError",
+    "CompensationNotAllowedError",
+    "AlreadyCompensatedError",
+]

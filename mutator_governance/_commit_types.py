@@ -1,0 +1,44 @@
+"""What a governed execution writes: the state, the requests and their decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from mutator import HistoryEntry
+from mutator._freeze import to_tuple
+
+from ._decisions import RequestDecision
+from ._request import MutationRequest
+
+__all__ = ["GovernedCommit", "RequestWrite", "StateWrite"]
+
+
+@attrs.frozen
+class StateWrite:
+    """Write ``state`` as ``new_version`` if the state is still at ``expected_version``."""
+
+    state_id: str
+    state: Any
+    expected_version: str | None
+    new_version: str
+    request_id: str
+
+
+@attrs.frozen
+class RequestWrite:
+    """Store ``request`` if its stored revision is ``expected_revision``; log the decisions."""
+
+    request: MutationRequest
+    expected_revision: int
+    new_decisions: tuple[RequestDecision, ...] = attrs.field(converter=to_tuple)
+
+
+@attrs.frozen
+class GovernedCommit:
+    """Everything one governed execution writes; all of it lands, or none of it."""
+
+    requests: tuple[RequestWrite, ...] = attrs.field(converter=to_tuple)
+    state: StateWrite | None = None
+    history: tuple[HistoryEntry, ...] = attrs.field(default=(), converter=to_tuple)

@@ -1,0 +1,66 @@
+"""Request decisions: the append-only record of everything that happened to a request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from mutator import MutationContext
+from mutator._context import utc_now
+from mutator._freeze import freeze_mapping
+
+from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
+
+__all__ = ["DecisionCode", "RequestDecision", "category_of"]
+
+DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
+
+_CATEGORIES: dict[type[Any], DecisionCategory] = {
+    LifecycleDecision: DecisionCategory.LIFECYCLE,
+    ApprovalDecision: DecisionCategory.APPROVAL,
+    ResolutionDecision: DecisionCategory.VERSION_RESOLUTION,
+}
+_CODES: dict[DecisionCategory, type[Any]] = {v: k for k, v in _CATEGORIES.items()}
+
+
+def category_of(code: DecisionCode) -> DecisionCategory:
+    """The category a decision code belongs to."""
+    return _CATEGORIES[type(code)]
+
+
+def code_for(category: DecisionCategory, name: str) -> DecisionCode:
+    """Look up a code by category and member name (raises ValueError when unknown)."""
+    enum_class = _CODES[category]
+    try:
+        code: DecisionCode = enum_class[name]
+    except KeyError:
+        raise ValueError(f"unknown {category.name} decision code {name!r}") from None
+    return code
+
+
+def _code(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) not in _CATEGORIES:
+        raise TypeError(f"decision code must be a decision enum member, got {value!r}")
+
+
+@attrs.frozen
+class RequestDecision:
+    """One decision about a request: its code, who made it, why, when, and details."""
+
+    code: DecisionCode = attrs.field(validator=_code)
+    context: MutationContext
+    reason: str | None = None
+    timestamp: datetime = attrs.field(factory=utc_now)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+
+    @property
+    def category(self) -> DecisionCategory:
+        return _CATEGORIES[type(self.code)]
+
+    def __str__(self) -> str:
+        who = self.context.actor_id or self.context.actor_type.value
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.category.name}/{self.code.name} by {who}{why}"

@@ -1,0 +1,696 @@
+"""Governed execution: claim, resolve, execute once, commit the outcome together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from mutator import (
+    HistoryEntry,
+    Mutation,
+    MutationContext,
+    MutationMode,
+    MutationResult,
+    MutatorError,
+    ResultStatus,
+)
+from mutator._gate import KeyedLock
+
+from ._approvals import map_requirements
+from ._commit import GovernedCommit, RequestWrite, StateWrite
+from ._decisions import RequestDecision
+from ._enums import (
+    ApprovalDecision,
+    ExecutionKind,
+    LifecycleDecision,
+    LinkType,
+    PendingReason,
+    RequestStatus,
+    ResolutionStrategy,
+)
+from ._errors import (
+    AlreadyCompensatedError,
+    CompensationNotAllowedError,
+    RequestClaimedError,
+    RequestConcurrencyError,
+    RequestNotExecutableError,
+    RequestNotFoundError,
+    StateNotFoundError,
+)
+from ._query import RequestQuery, next_version
+from ._request import (
+    CompensationPlan,
+    ExecutionClaim,
+    ExecutionDetails,
+    ExecutionLink,
+    MutationRequest,
+)
+from ._resolution import Resolution, resolve_version
+from ._transitions import record, transition
+
+if TYPE_CHECKING:
+    from ._governance import Governance
+
+__all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep", "WorkerReport"]
+
+_log = logging.getLogger("mutator.governance")
+
+_INACTIVE = frozenset(
+    {RequestStatus.REJECTED, RequestStatus.CANCELED, RequestStatus.EXPIRED, RequestStatus.FAILED}
+)
+
+
+@attrs.frozen
+class GovernedExecutionResult:
+    """What one governed execution did.
+
+    ``executed`` is true only when the mutation ran and its new state was committed as
+    ``resulting_version``. ``mutation_result`` is None when resolution stopped early.
+    """
+
+    request: MutationRequest
+    resolution: Resolution | None
+    mutation_result: MutationResult[Any] | None
+    executed: bool
+    resulting_version: str | None = None
+    original: MutationRequest | None = None
+
+
+@attrs.frozen
+class RecoverySweep:
+    """What :meth:`GovernedExecutionManager.recover_stale_claims` did."""
+
+    finished: tuple[MutationRequest, ...] = ()
+    released: tuple[MutationRequest, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WorkerReport:
+    """Counts of what a worker did before it stopped."""
+
+    executed: int = 0
+    not_executed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+def _executor_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class GovernedExecutionManager:
+    """Executes approved requests exactly once.
+
+    ``execute`` claims the request (APPROVED → EXECUTING, compare-and-set on its revision,
+    with a lease), resolves it against the current state version, runs the mutation in
+    COMMIT mode with the request id as correlation id, and commits the new state, the
+    terminal request and its decisions together. A crashed executor's claim expires after
+    ``lease`` seconds; :meth:`recover_stale_claims` then finishes or releases it without
+    applying the mutation twice.
+    """
+
+    def __init__(
+        self, governance: Governance, *, lease: float = 300.0, executor_id: str | None = None
+    ) -> None:
+        if lease <= 0:
+            raise ValueError("lease must be > 0 seconds")
+        self.governance = governance
+        self.lease = timedelta(seconds=lease)
+        self.executor_id = executor_id or _executor_id()
+        self._states = KeyedLock()
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def execute(
+        self,
+        request_id: str,
+        *,
+        context: MutationContext | None = None,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+    ) -> GovernedExecutionResult:
+        """Execute an approved request (see the class docstring for the steps)."""
+        gov = self.governance
+        context = context or MutationContext.system("governed execution", correlation_id=request_id)
+        request = await gov._load(request_id)
+        self._check_executable(request, strategy)
+        await self._states.acquire(request.state_id)
+        try:
+            request = await gov._load(request_id)
+            self._check_executable(request, strategy)
+            claimed = await self._claim(request, context)
+            try:
+                return await self._run_claimed(claimed, context, strategy)
+            except BaseException:
+                await self._release(claimed, context, "execution interrupted before commit")
+                raise
+        finally:
+            self._states.release(request.state_id)
+
+    def _check_executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> None:
+        if request.status is RequestStatus.EXECUTING and request.claim is not None:
+            raise RequestClaimedError(
+                request.request_id, request.claim.claimant, request.claim.lease_until
+            )
+        if request.status is RequestStatus.APPROVED:
+            return
+        if (
+            request.status is RequestStatus.PENDING
+            and request.pending_reason is PendingReason.REVALIDATION
+        ):
+            if strategy is ResolutionStrategy.REVALIDATE_ON_LATEST_STATE:
+                return
+            detail = "it awaits revalidation; execute it with REVALIDATE_ON_LATEST_STATE"
+        elif request.status is RequestStatus.EXECUTED:
+            detail = "it was already executed"
+        elif request.status.is_terminal:
+            detail = "a terminal request never runs again"
+        else:
+            detail = "only APPROVED requests are executed"
+        raise RequestNotExecutableError(
+            request.request_id, request.status, request.pending_reason, detail
+        )
+
+    async def _claim(self, request: MutationRequest, context: MutationContext) -> MutationRequest:
+        now = self.governance.clock()
+        claim = ExecutionClaim(
+            self.executor_id,
+            now,
+            now + self.lease,
+            revalidating=request.status is RequestStatus.PENDING,
+        )
+        claimed = transition(
+            request,
+            RequestStatus.EXECUTING,
+            [
+                RequestDecision(
+                    LifecycleDecision.CLAIMED,
+                    context,
+                    f"claimed by {self.executor_id}",
+                    now,
+                    {"claimant": self.executor_id, "lease_until": claim.lease_until},
+                )
+            ],
+            at=now,
+            claim=claim,
+        )
+        return await self.governance._save(request, claimed)
+
+    async def _run_claimed(
+        self, claimed: MutationRequest, context: MutationContext, strategy: ResolutionStrategy
+    ) -> GovernedExecutionResult:
+        gov = self.governance
+        current = await gov.states.get(claimed.state_id)
+        if current is None:
+            raise StateNotFoundError(claimed.state_id)
+        resolution = resolve_version(claimed, current.version, strategy, context, at=gov.clock())
+        if not resolution.executes:
+            stored = await gov._save(claimed, resolution.request)
+            return GovernedExecutionResult(
+                stored, attrs.evolve(resolution, request=stored), None, False
+            )
+        resolved = resolution.request
+        mutation = self._mutation_of(resolved)
+        granted = resolved.policy_requirements if resolved.approval_requirements else ()
+        mutation_result: MutationResult[Any] | None = None
+        history: HistoryEntry | None = None
+        failure: MutatorError | None = None
+        try:
+            mutation_result, history = await gov.engine.execute_deferred(
+                mutation,
+                current.state,
+                context=self._execution_context(resolved, context),
+                state_id=resolved.state_id,
+                granted=granted,
+            )
+        except MutatorError as error:
+            failure = error
+        now = gov.clock()
+        state_write = None
+        extra: list[RequestWrite] = []
+        if failure is not None:
+            final = transition(
+                resolved,
+                RequestStatus.FAILED,
+                [
+                    RequestDecision(
+                        LifecycleDecision.FAILED,
+                        context,
+                        str(failure),
+                        now,
+                        {
+                            "failure_type": type(failure).__name__,
+                            "execution_id": failure.execution_id or "",
+                        },
+                    )
+                ],
+                at=now,
+            )
+        else:
+            assert mutation_result is not None
+            final, state_write, extra = await self._outcome(
+                resolved, mutation_result, current.version, context, now
+            )
+        commit = GovernedCommit(
+            (
+                RequestWrite(final, claimed.revision, final.decisions[len(claimed.decisions) :]),
+                *extra,
+            ),
+            state_write,
+            (history,) if state_write is not None and history is not None else (),
+        )
+        with anyio.CancelScope(shield=True):
+            written = await gov.committer.commit(commit)
+        original = written[1] if len(written) > 1 else None
+        executed = state_write is not None
+        return GovernedExecutionResult(
+            written[0],
+            attrs.evolve(resolution, request=written[0]),
+            mutation_result,
+            executed,
+            state_write.new_version if state_write is not None else None,
+            original,
+        )
+
+    async def _outcome(
+        self,
+        request: MutationRequest,
+        result: MutationResult[Any],
+        current_version: str,
+        context: MutationContext,
+        now: datetime,
+    ) -> tuple[MutationRequest, StateWrite | None, list[RequestWrite]]:
+        """The terminal request (and writes) for a result the engine returned."""
+        metadata = {
+            "execution_id": result.execution_id or "",
+            "execution_kind": request.execution.kind.value,
+            "result_status": result.status.value,
+        }
+        if result.ok:
+            version = next_version(current_version)
+            final = transition(
+                request,
+                RequestStatus.EXECUTED,
+                [
+                    RequestDecision(
+                        LifecycleDecision.EXECUTED,
+                        context,
+                        f"executed; state is now at version {version}",
+                        now,
+                        {
+                            **metadata,
+                            "resulting_state_version": version,
+                            "change_count": len(result.changes),
+                            "side_effect_count": len(result.side_effects),
+                        },
+                    )
+                ],
+                at=now,
+                resulting_state_version=version,
+                executed_at=now,
+                side_effects=result.side_effects,
+            )
+            write = StateWrite(
+                request.state_id, result.new_state, current_version, version, request.request_id
+            )
+            extra = await self._link_compensation(final, version, context, now)
+            return final, write, extra
+        if result.status is ResultStatus.APPROVAL_REQUIRED:
+            round_ = request.approval_round + 1
+            approvals = map_requirements(result.requirements, round=round_)
+            final = transition(
+                request,
+                RequestStatus.PENDING,
+                [
+                    RequestDecision(
+                        LifecycleDecision.PENDING,
+                        context,
+                        f"policies now require approvals not granted: {result.error_message}",
+                        now,
+                        metadata,
+                    ),
+                    RequestDecision(
+                        ApprovalDecision.REQUESTED,
+                        context,
+                        f"approval round {round_}",
+                        now,
+                        {"approval_requirement_count": len(approvals), "round": round_},
+                    ),
+                ],
+                at=now,
+                pending_reason=PendingReason.APPROVAL,
+                policy_requirements=result.requirements,
+                approval_requirements=approvals,
+                approval_round=round_,
+                expected_state_version=current_version,
+            )
+            return final, None, []
+        final = transition(
+            request,
+            RequestStatus.REJECTED,
+            [
+                RequestDecision(
+                    LifecycleDecision.REJECTED, context, result.error_message, now, metadata
+                )
+            ],
+            at=now,
+            side_effects=result.side_effects,
+        )
+        return final, None, []
+
+    async def _link_compensation(
+        self, final: MutationRequest, version: str, context: MutationContext, now: datetime
+    ) -> list[RequestWrite]:
+        plan = final.execution.compensation
+        if final.execution.kind is not ExecutionKind.COMPENSATION or plan is None:
+            return []
+        original = await self.governance._load(plan.original_request_id)
+        if any(
+            link.type is LinkType.COMPENSATED_BY and link.request_id == final.request_id
+            for link in original.execution.links
+        ):
+            return []
+        link = ExecutionLink(
+            final.request_id,
+            LinkType.COMPENSATED_BY,
+            ExecutionKind.COMPENSATION,
+            now,
+            plan.kind,
+            plan.trigger,
+            plan.batch_id,
+        )
+        linked = record(
+            original,
+            [
+                RequestDecision(
+                    LifecycleDecision.COMPENSATED,
+                    context,
+                    plan.reason or f"compensated by {final.request_id}",
+                    now,
+                    {
+                        "compensation_request_id": final.request_id,
+                        "resulting_state_version": version,
+                        "compensation_kind": plan.kind.value,
+                        "compensation_trigger": plan.trigger.value,
+                    },
+                )
+            ],
+            at=now,
+            execution=attrs.evolve(original.execution, links=(*original.execution.links, link)),
+        )
+        return [
+            RequestWrite(linked, original.revision, linked.decisions[len(original.decisions) :])
+        ]
+
+    def _mutation_of(self, request: MutationRequest) -> Mutation[Any]:
+        cls = self.governance.registry.class_of(request.mutation_type)
+        if not isinstance(request.mutation, cls):
+            raise TypeError(
+                f"request {request.request_id!r} holds a {type(request.mutation).__qualname__}, "
+                f"but {request.mutation_type!r} is registered to {cls.__qualname__}"
+            )
+        return request.mutation
+
+    @staticmethod
+    def _execution_context(request: MutationRequest, executor: MutationContext) -> MutationContext:
+        """The requester's context, forced to COMMIT and correlated with the request."""
+        return attrs.evolve(
+            request.context,
+            mode=MutationMode.COMMIT,
+            correlation_id=request.request_id,
+            causation_id=executor.correlation_id,
+            metadata={
+                **request.context.metadata,
+                "governance_request_id": request.request_id,
+                "execution_kind": request.execution.kind.value,
+                "executed_by": executor.actor_id or executor.actor_type.value,
+            },
+        )
+
+    async def _release(
+        self, claimed: MutationRequest, context: MutationContext, reason: str
+    ) -> None:
+        """Give a claim back (shielded): EXECUTING → APPROVED or PENDING(REVALIDATION)."""
+        gov = self.governance
+        with anyio.CancelScope(shield=True):
+            try:
+                latest = await gov.requests.get(claimed.request_id)
+                if (
+                    latest is None
+                    or latest.status is not RequestStatus.EXECUTING
+                    or latest.revision != claimed.revision
+                ):
+                    return
+                await gov._save(latest, self._released(latest, context, reason))
+            except Exception:
+                _log.exception("could not release the claim on %s", claimed.request_id)
+
+    def _released(
+        self, request: MutationRequest, context: MutationContext, reason: str
+    ) -> MutationRequest:
+        now = self.governance.clock()
+        decision = RequestDecision(LifecycleDecision.RELEASED, context, reason, now)
+        if request.claim is not None and request.claim.revalidating:
+            return transition(
+                request,
+                RequestStatus.PENDING,
+                [decision],
+                at=now,
+                pending_reason=PendingReason.REVALIDATION,
+            )
+        return transition(request, RequestStatus.APPROVED, [decision], at=now)
+
+    # -- recovery ------------------------------------------------------------------------
+
+    async def recover_stale_claims(
+        self, now: datetime | None = None, *, context: MutationContext | None = None
+    ) -> RecoverySweep:
+        """Finish or release EXECUTING requests whose lease ran out.
+
+        When the state store records a version produced by the request, the mutation was
+        applied and only its outcome is missing: the request becomes EXECUTED with that
+        version. Otherwise it is released so it can be executed again.
+        """
+        gov = self.governance
+        now = now or gov.clock()
+        context = context or MutationContext.system("claim recovery")
+        finished: list[MutationRequest] = []
+        released: list[MutationRequest] = []
+        skipped: list[str] = []
+        for request in await self._executing():
+            if request.claim is None or request.claim.lease_until > now:
+                continue
+            version = await gov.states.version_by_request(request.state_id, request.request_id)
+            if version is not None:
+                updated = transition(
+                    request,
+                    RequestStatus.EXECUTED,
+                    [
+                        RequestDecision(
+                            LifecycleDecision.EXECUTED,
+                            context,
+                            f"recovered: the state reached version {version} before the "
+                            "executor stopped",
+                            now,
+                            {"resulting_state_version": version, "recovered": True},
+                        )
+                    ],
+                    at=now,
+                    resulting_state_version=version,
+                    executed_at=now,
+                )
+            else:
+                updated = self._released(request, context, "lease expired before commit")
+            try:
+                stored = await gov._save(request, updated)
+            except (RequestConcurrencyError, RequestNotFoundError):
+                skipped.append(request.request_id)
+                continue
+            (finished if version is not None else released).append(stored)
+        return RecoverySweep(tuple(finished), tuple(released), tuple(skipped))
+
+    async def _executing(self) -> list[MutationRequest]:
+        query = RequestQuery(statuses={RequestStatus.EXECUTING})
+        found: list[MutationRequest] = []
+        cursor = None
+        while True:
+            page = await self.governance.requests.list(query, limit=200, cursor=cursor)
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    # -- worker --------------------------------------------------------------------------
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+        context: MutationContext | None = None,
+        until_idle: bool = False,
+        recover_every: float = 30.0,
+    ) -> WorkerReport:
+        """Execute approved requests as they appear, ``concurrency`` at a time.
+
+        Each request's errors are logged and counted, never stopping the worker. Runs until
+        its task group is cancelled (in-flight executions release their claims), or with
+        ``until_idle`` until no approved request is left.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        context = context or MutationContext.system("governance worker")
+        counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
+        in_flight: set[str] = set()
+        limiter = anyio.CapacityLimiter(concurrency)
+        last_recovery = -recover_every
+
+        async def work(request_id: str) -> None:
+            try:
+                async with limiter:
+                    outcome = await self.execute(request_id, context=context, strategy=strategy)
+                if outcome.executed:
+                    counts["executed"] += 1
+                elif outcome.request.status is RequestStatus.FAILED:
+                    counts["failed"] += 1
+                else:
+                    counts["not_executed"] += 1
+            except (RequestConcurrencyError, RequestNotExecutableError):
+                counts["skipped"] += 1
+            except Exception:
+                counts["errors"] += 1
+                _log.exception("worker could not execute request %s", request_id)
+            finally:
+                in_flight.discard(request_id)
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                if anyio.current_time() - last_recovery >= recover_every:
+                    last_recovery = anyio.current_time()
+                    await self.recover_stale_claims(context=context)
+                ready = await self._approved(limit=concurrency * 4, exclude=in_flight)
+                for request in ready:
+                    in_flight.add(request.request_id)
+                    tg.start_soon(work, request.request_id)
+                if until_idle and not ready and not in_flight:
+                    break
+                await anyio.sleep(0 if ready else poll_interval)
+        return WorkerReport(**counts)
+
+    async def _approved(self, *, limit: int, exclude: set[str]) -> Sequence[MutationRequest]:
+        page = await self.governance.requests.list(
+            RequestQuery(statuses={RequestStatus.APPROVED}), limit=limit + len(exclude)
+        )
+        return [r for r in page.items if r.request_id not in exclude][:limit]
+
+    # -- compensation --------------------------------------------------------------------
+
+    async def compensate(
+        self,
+        original_request_id: str,
+        mutation: Mutation[Any],
+        plan: CompensationPlan | None = None,
+        *,
+        context: MutationContext,
+        allow_irreversible: bool = False,
+        request_id: str | None = None,
+    ) -> MutationRequest:
+        """Create an APPROVED compensation request linked to an executed request.
+
+        Executing it links ``COMPENSATED_BY`` on the original and appends its
+        ``COMPENSATED`` decision in the same commit. Raises
+        :class:`CompensationNotAllowedError` when the original was not executed or its intent
+        is not reversible (unless ``allow_irreversible``), and
+        :class:`AlreadyCompensatedError` when a compensation exists or is in flight.
+        """
+        gov = self.governance
+        plan = plan or CompensationPlan(original_request_id)
+        if plan.original_request_id != original_request_id:
+            raise ValueError("plan.original_request_id must name the request being compensated")
+        original = await gov._load(original_request_id)
+        if original.status is not RequestStatus.EXECUTED:
+            raise CompensationNotAllowedError(
+                f"request {original_request_id!r} is {original.status.name}; only EXECUTED "
+                "requests can be compensated",
+                request_id=original_request_id,
+            )
+        if not original.intent.reversible and not allow_irreversible:
+            raise CompensationNotAllowedError(
+                f"request {original_request_id!r} ({original.intent.operation}) is not "
+                "reversible; pass allow_irreversible=True to compensate it anyway",
+                request_id=original_request_id,
+            )
+        for link in original.execution.links:
+            if link.type is LinkType.COMPENSATED_BY:
+                raise AlreadyCompensatedError(original_request_id, link.request_id)
+        for other in await gov.requests.by_state(original.state_id):
+            compensation = other.execution.compensation
+            if (
+                compensation is not None
+                and compensation.original_request_id == original_request_id
+                and other.status not in _INACTIVE
+            ):
+                raise AlreadyCompensatedError(original_request_id, other.request_id)
+        current = await gov.states.get(original.state_id)
+        if current is None:
+            raise StateNotFoundError(original.state_id)
+        now = gov.clock()
+        new_id = request_id or uuid.uuid4().hex
+        metadata = {
+            "original_request_id": original_request_id,
+            "compensation_kind": plan.kind.value,
+            "compensation_trigger": plan.trigger.value,
+        }
+        if plan.batch_id is not None:
+            metadata["batch_id"] = plan.batch_id
+        request = MutationRequest(
+            request_id=new_id,
+            state_id=original.state_id,
+            state_type=original.state_type,
+            mutation_type=gov.registry.name_of(mutation),
+            mutation=mutation,
+            intent=mutation.intent,
+            context=context,
+            status=RequestStatus.APPROVED,
+            created_at=now,
+            updated_at=now,
+            decisions=(
+                RequestDecision(LifecycleDecision.SUBMITTED, context, plan.reason, now, metadata),
+                RequestDecision(
+                    LifecycleDecision.APPROVED,
+                    context,
+                    plan.reason or f"compensation of {original_request_id}",
+                    now,
+                    metadata,
+                ),
+            ),
+            expected_state_version=current.version,
+            execution=ExecutionDetails(
+                ExecutionKind.COMPENSATION,
+                plan,
+                (
+                    ExecutionLink(
+                        original_request_id,
+                        LinkType.COMPENSATES,
+                        ExecutionKind.COMPENSATION,
+                        now,
+                        plan.kind,
+                        plan.trigger,
+                        plan.batch_id,
+                    ),
+                ),
+            ),
+        )
+        stored = await gov.requests.create(request)
+        await gov.decisions.append(new_id, stored.decisions)
+        return stored

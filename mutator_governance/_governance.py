@@ -1,0 +1,559 @@
+"""The ``Governance`` facade: submit, decide, resolve and query governed requests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from mutator import Mutation, MutationContext, MutationEngine, ResultStatus
+from mutator._context import utc_now
+
+from ._approvals import RejectionReason, map_requirements, renew
+from ._commit import default_committer
+from ._decisions import RequestDecision
+from ._enums import (
+    ApprovalDecision,
+    LifecycleDecision,
+    PendingReason,
+    RequestStatus,
+    ResolutionStrategy,
+)
+from ._errors import (
+    ApprovalConfigurationError,
+    RequestConcurrencyError,
+    RequestNotFoundError,
+    SelfApprovalError,
+    StateNotFoundError,
+)
+from ._execution import (
+    GovernedExecutionManager,
+    GovernedExecutionResult,
+    RecoverySweep,
+    WorkerReport,
+)
+from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
+from ._query import RequestPage, RequestQuery
+from ._registry import MutationRegistry
+from ._request import CompensationPlan, MutationRequest
+from ._resolution import Resolution, resolve_version
+from ._transitions import transition
+from ._workflow import approve_requirement, expire_approvals, reject_requirement
+from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
+
+__all__ = ["ExpirySweep", "Governance"]
+
+_SYSTEM = "governance"
+
+
+@attrs.frozen
+class ExpirySweep:
+    """What :meth:`Governance.expire_due` did: requests it expired and ids it skipped."""
+
+    expired: tuple[MutationRequest, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+class Governance:
+    """Governed mutations as durable requests: submit, approve, resolve, execute.
+
+    Stores default to in-memory ones; pass your own (or use :meth:`open`) to make
+    requests, decisions and states durable. ``allow_self_approval`` turns off the
+    four-eyes rule (by default a requester may not approve their own request).
+    """
+
+    def __init__(
+        self,
+        engine: MutationEngine[Any],
+        *,
+        registry: MutationRegistry | None = None,
+        requests: RequestStore | None = None,
+        decisions: DecisionHistory | None = None,
+        states: StateStore | None = None,
+        allow_self_approval: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+        committer: ExecutionCommitter | None = None,
+        lease: float = 300.0,
+    ) -> None:
+        if not isinstance(engine, MutationEngine):
+            raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
+        self.engine = engine
+        self.registry = registry if registry is not None else MutationRegistry()
+        self.requests: RequestStore = requests if requests is not None else InMemoryRequestStore()
+        self.decisions: DecisionHistory = (
+            decisions if decisions is not None else InMemoryDecisionHistory()
+        )
+        self.states: StateStore = states if states is not None else InMemoryStateStore()
+        self.allow_self_approval = allow_self_approval
+        self.clock = clock
+        self.committer: ExecutionCommitter = committer or default_committer(
+            self.requests, self.decisions, self.states, engine.history_store
+        )
+        self.executor = GovernedExecutionManager(self, lease=lease)
+
+    # -- submission ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        mutation: Mutation[Any],
+        *,
+        state_id: str,
+        context: MutationContext,
+        pending_reason: PendingReason | None = None,
+        expires_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> MutationRequest:
+        """Create a request for ``mutation`` on ``state_id``.
+
+        The engine's policies run as a dry run against the current state: a denial creates
+        the request REJECTED (with every blocking reason), required approvals create it
+        PENDING(APPROVAL) with one approval slot per required approver, and an allowed
+        mutation creates it APPROVED, or PENDING(``pending_reason``) when a reason is given
+        (e.g. EXTERNAL_CHECK, SCHEDULE). The state version it was evaluated against is
+        recorded as ``expected_state_version``.
+        """
+        if not isinstance(context, MutationContext):
+            raise TypeError("context must be a MutationContext")
+        if pending_reason in (PendingReason.APPROVAL, PendingReason.REVALIDATION):
+            raise ValueError(
+                f"{pending_reason.name} is set by policies or resolution, not at submission"
+            )
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+        mutation_type = self.registry.name_of(mutation)
+        current = await self.states.get(state_id)
+        if current is None:
+            raise StateNotFoundError(state_id)
+        evaluation = await self.engine.evaluate(mutation, current.state, context=context)
+        now = self.clock()
+        request_id = request_id or uuid.uuid4().hex
+        decisions = [RequestDecision(LifecycleDecision.SUBMITTED, context, context.reason, now)]
+        base = MutationRequest(
+            request_id=request_id,
+            state_id=state_id,
+            state_type=type(current.state).__name__,
+            mutation_type=mutation_type,
+            mutation=mutation,
+            intent=mutation.intent,
+            context=context,
+            status=RequestStatus.CREATED,
+            created_at=now,
+            updated_at=now,
+            policy_requirements=evaluation.requirements,
+            expected_state_version=current.version,
+            expires_at=expires_at,
+            metadata=metadata or {},
+        )
+        system = MutationContext.system(correlation_id=request_id)
+        status = evaluation.status
+        if status is ResultStatus.POLICY_BLOCKED:
+            reason = "; ".join(
+                f"{d.policy_name}: {d.reason or 'denied'}" for d in evaluation.blockers
+            )
+            decisions.append(
+                RequestDecision(
+                    LifecycleDecision.REJECTED,
+                    system,
+                    reason,
+                    now,
+                    {"blocking_policies": tuple(d.policy_name for d in evaluation.blockers)},
+                )
+            )
+            request = attrs.evolve(
+                base,
+                status=RequestStatus.REJECTED,
+                decisions=tuple(decisions),
+                expires_at=None,
+            )
+        elif status is ResultStatus.APPROVAL_REQUIRED:
+            approvals = map_requirements(evaluation.requirements)
+            if not approvals:
+                raise ApprovalConfigurationError(
+                    "policies required approval but no requirement is of type 'approval'"
+                )
+            decisions.append(
+                RequestDecision(LifecycleDecision.PENDING, system, "approval required", now)
+            )
+            decisions.append(
+                RequestDecision(
+                    ApprovalDecision.REQUESTED,
+                    system,
+                    "; ".join(
+                        dict.fromkeys(
+                            d.reason or "approval required"
+                            for d in evaluation.decisions
+                            if d.needs_approval
+                        )
+                    ),
+                    now,
+                    {"approval_requirement_count": len(approvals), "round": 1},
+                )
+            )
+            request = transition(
+                base,
+                RequestStatus.PENDING,
+                decisions,
+                at=now,
+                pending_reason=PendingReason.APPROVAL,
+                approval_requirements=approvals,
+            )
+        elif pending_reason is not None:
+            decisions.append(
+                RequestDecision(LifecycleDecision.PENDING, context, pending_reason.name, now)
+            )
+            request = transition(
+                base, RequestStatus.PENDING, decisions, at=now, pending_reason=pending_reason
+            )
+        else:
+            decisions.append(
+                RequestDecision(LifecycleDecision.APPROVED, system, "allowed by policies", now)
+            )
+            request = transition(base, RequestStatus.APPROVED, decisions, at=now)
+        stored = await self.requests.create(request)
+        await self.decisions.append(request_id, stored.decisions)
+        return stored
+
+    # -- approvals -----------------------------------------------------------------------
+
+    async def approve(
+        self,
+        request_id: str,
+        approval_id: str | None = None,
+        *,
+        context: MutationContext,
+        reason: str | None = None,
+    ) -> MutationRequest:
+        """Approve: one approval slot, or the pending request itself when it has none.
+
+        Without ``approval_id`` the actor's one matching slot in the active step is used.
+        The request becomes APPROVED when every slot is approved or satisfied.
+        """
+        request = await self._load(request_id)
+        now = self._now(context)
+        awaiting_slots = (
+            request.pending_reason is PendingReason.APPROVAL and request.approval_requirements
+        )
+        if awaiting_slots or approval_id is not None:
+            updated = approve_requirement(
+                request,
+                approval_id,
+                context,
+                reason=reason,
+                at=now,
+                allow_self_approval=self.allow_self_approval,
+            )
+        else:
+            self._four_eyes(request, context)
+            updated = transition(
+                request,
+                RequestStatus.APPROVED,
+                [
+                    RequestDecision(
+                        LifecycleDecision.APPROVED, context, reason or context.reason, now
+                    )
+                ],
+                at=now,
+            )
+        return await self._save(request, updated)
+
+    async def reject(
+        self,
+        request_id: str,
+        approval_id: str | None = None,
+        *,
+        context: MutationContext,
+        reason: str | None = None,
+        rejection: RejectionReason | None = None,
+    ) -> MutationRequest:
+        """Reject the request (through the actor's approval slot when it awaits approvals)."""
+        request = await self._load(request_id)
+        now = self._now(context)
+        if (
+            request.status is RequestStatus.PENDING
+            and request.pending_reason is PendingReason.APPROVAL
+            and request.approval_requirements
+        ):
+            updated = reject_requirement(
+                request,
+                approval_id,
+                context,
+                reason=reason,
+                rejection=rejection,
+                at=now,
+                allow_self_approval=self.allow_self_approval,
+            )
+        else:
+            why = reason or (rejection.message if rejection else None) or context.reason
+            updated = transition(
+                request,
+                RequestStatus.REJECTED,
+                [RequestDecision(LifecycleDecision.REJECTED, context, why, now)],
+                at=now,
+            )
+        return await self._save(request, updated)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def cancel(
+        self, request_id: str, *, context: MutationContext, reason: str | None = None
+    ) -> MutationRequest:
+        """Cancel a request that has not run yet."""
+        return await self._lifecycle(
+            request_id, RequestStatus.CANCELED, LifecycleDecision.CANCELED, context, reason
+        )
+
+    async def expire(
+        self, request_id: str, *, context: MutationContext, reason: str | None = None
+    ) -> MutationRequest:
+        """Expire a pending request now."""
+        return await self._lifecycle(
+            request_id, RequestStatus.EXPIRED, LifecycleDecision.EXPIRED, context, reason
+        )
+
+    async def supersede(
+        self,
+        request_id: str,
+        superseding_request_id: str,
+        *,
+        context: MutationContext,
+        reason: str | None = None,
+    ) -> MutationRequest:
+        """Mark a request superseded by another request, which must exist."""
+        if superseding_request_id == request_id:
+            raise ValueError("a request cannot supersede itself")
+        await self._load(superseding_request_id)
+        return await self._lifecycle(
+            request_id,
+            RequestStatus.SUPERSEDED,
+            LifecycleDecision.SUPERSEDED,
+            context,
+            reason or f"superseded by {superseding_request_id}",
+            {"superseding_request_id": superseding_request_id},
+        )
+
+    async def move_to_pending(
+        self,
+        request_id: str,
+        reason: PendingReason,
+        *,
+        context: MutationContext,
+        note: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> MutationRequest:
+        """Send a request back to PENDING; to APPROVAL it gets a fresh approval round."""
+        if not isinstance(reason, PendingReason) or reason is PendingReason.REVALIDATION:
+            raise ValueError("reason must be a PendingReason other than REVALIDATION")
+        request = await self._load(request_id)
+        now = self._now(context)
+        changes: dict[str, Any] = {"expires_at": expires_at}
+        decisions = [RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)]
+        if reason is PendingReason.APPROVAL:
+            round_ = request.approval_round + 1
+            approvals = (
+                renew(request.approval_requirements, round_)
+                if request.approval_requirements
+                else map_requirements(request.policy_requirements, round=round_)
+            )
+            changes.update(approval_requirements=approvals, approval_round=round_)
+            if approvals:
+                decisions.append(
+                    RequestDecision(
+                        ApprovalDecision.REQUESTED,
+                        context,
+                        f"approval round {round_}",
+                        now,
+                        {"approval_requirement_count": len(approvals), "round": round_},
+                    )
+                )
+        updated = transition(
+            request, RequestStatus.PENDING, decisions, at=now, pending_reason=reason, **changes
+        )
+        return await self._save(request, updated)
+
+    async def expire_due(
+        self, now: datetime | None = None, *, context: MutationContext | None = None
+    ) -> ExpirySweep:
+        """Expire pending requests and approval slots whose deadline is at or before ``now``.
+
+        A request that changed concurrently is skipped and reported, never aborting the
+        sweep.
+        """
+        now = now or self.clock()
+        context = context or MutationContext.system("expiry sweep")
+        expired: list[MutationRequest] = []
+        skipped: list[str] = []
+        for request in await self.requests.pending():
+            updated = expire_approvals(request, now, context)
+            if updated is None and request.expires_at is not None and request.expires_at <= now:
+                updated = transition(
+                    request,
+                    RequestStatus.EXPIRED,
+                    [
+                        RequestDecision(
+                            LifecycleDecision.EXPIRED,
+                            context,
+                            f"expired at {request.expires_at.isoformat()}",
+                            now,
+                        )
+                    ],
+                    at=now,
+                )
+            if updated is None:
+                continue
+            try:
+                expired.append(await self._save(request, updated))
+            except (RequestConcurrencyError, RequestNotFoundError):
+                skipped.append(request.request_id)
+        return ExpirySweep(tuple(expired), tuple(skipped))
+
+    # -- resolution ----------------------------------------------------------------------
+
+    async def resolve(
+        self,
+        request_id: str,
+        current_version: str | None = None,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+        *,
+        context: MutationContext | None = None,
+    ) -> Resolution:
+        """Resolve a request against the current state version and persist the outcome.
+
+        Without ``current_version`` the version is read from the state store.
+        """
+        request = await self._load(request_id)
+        if current_version is None:
+            current = await self.states.get(request.state_id)
+            if current is None:
+                raise StateNotFoundError(request.state_id)
+            current_version = current.version
+        context = context or MutationContext.system("version resolution", correlation_id=request_id)
+        resolution = resolve_version(
+            request, current_version, strategy, context, at=self._now(context)
+        )
+        stored = await self._save(request, resolution.request)
+        return attrs.evolve(resolution, request=stored)
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def execute(
+        self,
+        request_id: str,
+        *,
+        context: MutationContext | None = None,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+    ) -> GovernedExecutionResult:
+        """Execute an approved request exactly once (see :class:`GovernedExecutionManager`)."""
+        return await self.executor.execute(request_id, context=context, strategy=strategy)
+
+    async def compensate(
+        self,
+        original_request_id: str,
+        mutation: Mutation[Any],
+        plan: CompensationPlan | None = None,
+        *,
+        context: MutationContext,
+        allow_irreversible: bool = False,
+    ) -> MutationRequest:
+        """Create an approved compensation request for an executed one."""
+        return await self.executor.compensate(
+            original_request_id,
+            mutation,
+            plan,
+            context=context,
+            allow_irreversible=allow_irreversible,
+        )
+
+    async def recover_stale_claims(self, now: datetime | None = None) -> RecoverySweep:
+        """Finish or release executions whose claim lease ran out."""
+        return await self.executor.recover_stale_claims(now)
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+        until_idle: bool = False,
+    ) -> WorkerReport:
+        """Execute approved requests as they appear; see ``GovernedExecutionManager``."""
+        return await self.executor.run_worker(
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            strategy=strategy,
+            until_idle=until_idle,
+        )
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def get(self, request_id: str) -> MutationRequest:
+        """The request (raises :class:`RequestNotFoundError` when unknown)."""
+        return await self._load(request_id)
+
+    async def pending(
+        self, reason: PendingReason | None = None, *, state_id: str | None = None
+    ) -> Sequence[MutationRequest]:
+        """Pending requests, optionally with one reason and for one state."""
+        return await self.requests.pending(reason, state_id=state_id)
+
+    async def list(
+        self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> RequestPage:
+        """A page of requests matching ``query``."""
+        return await self.requests.list(query, limit=limit, cursor=cursor)
+
+    async def decision_history(self, request_id: str) -> Sequence[RequestDecision]:
+        """Every decision about a request, oldest first."""
+        return await self.decisions.for_request(request_id)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _lifecycle(
+        self,
+        request_id: str,
+        target: RequestStatus,
+        code: LifecycleDecision,
+        context: MutationContext,
+        reason: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> MutationRequest:
+        request = await self._load(request_id)
+        now = self._now(context)
+        updated = transition(
+            request,
+            target,
+            [RequestDecision(code, context, reason or context.reason, now, metadata or {})],
+            at=now,
+        )
+        return await self._save(request, updated)
+
+    async def _load(self, request_id: str) -> MutationRequest:
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise ValueError("request_id must be a non-blank string")
+        request = await self.requests.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(request_id)
+        return request
+
+    async def _save(self, before: MutationRequest, after: MutationRequest) -> MutationRequest:
+        stored = await self.requests.replace(after, expected_revision=before.revision)
+        new = stored.decisions[len(before.decisions) :]
+        if new:
+            await self.decisions.append(stored.request_id, new)
+        return stored
+
+    def _now(self, context: MutationContext) -> datetime:
+        if not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
+        return self.clock()
+
+    def _four_eyes(self, request: MutationRequest, context: MutationContext) -> None:
+        if not self.allow_self_approval and context.actor_id == request.requester:
+            raise SelfApprovalError(
+                f"actor {context.actor_id!r} submitted request {request.request_id!r} and may "
+                "not approve it (four-eyes)",
+                request_id=request.request_id,
+            )

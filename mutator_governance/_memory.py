@@ -1,0 +1,183 @@
+"""In-memory stores: the reference implementations every backend is compared against."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from mutator import ConcurrencyError
+
+from ._decisions import RequestDecision
+from ._enums import DecisionCategory, PendingReason, RequestStatus
+from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
+from ._query import (
+    DecisionRecord,
+    RequestPage,
+    RequestQuery,
+    VersionedState,
+    next_version,
+    page_of,
+    sort_key,
+)
+from ._request import MutationRequest
+
+__all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStore"]
+
+
+class InMemoryRequestStore:
+    """Requests in a dict; every operation is atomic (a lock, no awaits inside)."""
+
+    def __init__(self) -> None:
+        self._requests: dict[str, MutationRequest] = {}
+        self._lock = threading.Lock()
+
+    async def create(self, request: MutationRequest) -> MutationRequest:
+        with self._lock:
+            if request.request_id in self._requests:
+                raise RequestAlreadyExistsError(request.request_id)
+            stored = request if request.revision == 0 else attrs.evolve(request, revision=0)
+            self._requests[request.request_id] = stored
+            return stored
+
+    async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
+        with self._lock:
+            self.check_revision(request.request_id, expected_revision)
+            return self.replace_now(request, expected_revision)
+
+    def check_revision(self, request_id: str, expected_revision: int) -> None:
+        """Raise unless ``request_id`` is stored at ``expected_revision`` (caller locks)."""
+        current = self._requests.get(request_id)
+        if current is None:
+            raise RequestNotFoundError(request_id)
+        if current.revision != expected_revision:
+            raise RequestConcurrencyError(request_id, expected_revision, current.revision)
+
+    def replace_now(self, request: MutationRequest, expected_revision: int) -> MutationRequest:
+        """The write itself, after :meth:`check_revision` (caller locks)."""
+        stored = attrs.evolve(request, revision=expected_revision + 1)
+        self._requests[request.request_id] = stored
+        return stored
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    async def get(self, request_id: str) -> MutationRequest | None:
+        return self._requests.get(request_id)
+
+    async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
+        return sorted((r for r in self._snapshot() if r.state_id == state_id), key=sort_key)
+
+    async def pending(
+        self, reason: PendingReason | None = None, *, state_id: str | None = None
+    ) -> Sequence[MutationRequest]:
+        return sorted(
+            (
+                r
+                for r in self._snapshot()
+                if r.status is RequestStatus.PENDING
+                and (reason is None or r.pending_reason is reason)
+                and (state_id is None or r.state_id == state_id)
+            ),
+            key=sort_key,
+        )
+
+    async def list(
+        self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> RequestPage:
+        query = query or RequestQuery()
+        ordered = sorted((r for r in self._snapshot() if query.matches(r)), key=sort_key)
+        return page_of(ordered, limit, cursor)
+
+    def _snapshot(self) -> builtins.list[MutationRequest]:
+        with self._lock:
+            return list(self._requests.values())
+
+
+class InMemoryDecisionHistory:
+    """Decisions in per-request lists plus one global append order."""
+
+    def __init__(self) -> None:
+        self._by_request: dict[str, list[RequestDecision]] = {}
+        self._log: list[DecisionRecord] = []
+        self._lock = threading.Lock()
+
+    async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
+        with self._lock:
+            self._by_request.setdefault(request_id, []).extend(decisions)
+            self._log.extend(DecisionRecord(request_id, d) for d in decisions)
+
+    async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
+        with self._lock:
+            return tuple(self._by_request.get(request_id, ()))
+
+    async def recent(
+        self, limit: int = 50, *, category: DecisionCategory | None = None
+    ) -> Sequence[DecisionRecord]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        with self._lock:
+            records = [
+                r
+                for r in reversed(self._log)
+                if category is None or r.decision.category is category
+            ]
+        records.sort(key=lambda r: r.decision.timestamp, reverse=True)
+        return records[:limit]
+
+
+class InMemoryStateStore:
+    """States with integer-string versions ("1", "2", ...) and compare-and-set writes."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, VersionedState] = {}
+        self._produced: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    async def get(self, state_id: str) -> VersionedState | None:
+        return self._states.get(state_id)
+
+    async def put(
+        self,
+        state_id: str,
+        state: Any,
+        *,
+        expected_version: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        with self._lock:
+            return self.put_now(state_id, state, expected_version, request_id)
+
+    def check_version(self, state_id: str, expected_version: str | None) -> None:
+        """Raise ConcurrencyError unless the state is at ``expected_version`` (caller locks)."""
+        current = self._states.get(state_id)
+        actual = current.version if current is not None else None
+        if actual != expected_version:
+            raise ConcurrencyError(
+                f"state {state_id!r} is at version {actual!r}, expected {expected_version!r}",
+                key=state_id,
+                expected=expected_version,
+                actual=actual,
+            )
+
+    def put_now(
+        self, state_id: str, state: Any, expected_version: str | None, request_id: str | None
+    ) -> str:
+        """The write itself; the caller holds the lock (used by atomic commits)."""
+        self.check_version(state_id, expected_version)
+        version = next_version(expected_version)
+        self._states[state_id] = VersionedState(state, version, request_id)
+        if request_id is not None:
+            self._produced[(state_id, request_id)] = version
+        return version
+
+    async def version_by_request(self, state_id: str, request_id: str) -> str | None:
+        return self._produced.get((state_id, request_id))
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock

@@ -1,0 +1,149 @@
+"""The durable request: a governed mutation waiting for, or past, its execution."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement, SideEffect
+from mutator._freeze import freeze_mapping, to_tuple
+
+from ._approvals import ApprovalRequirement
+from ._decisions import RequestDecision
+from ._enums import (
+    ApprovalStatus,
+    CompensationKind,
+    CompensationTrigger,
+    ExecutionKind,
+    LinkType,
+    PendingReason,
+    RequestStatus,
+)
+
+__all__ = [
+    "CompensationPlan",
+    "ExecutionClaim",
+    "ExecutionDetails",
+    "ExecutionLink",
+    "MutationRequest",
+]
+
+
+@attrs.frozen
+class CompensationPlan:
+    """Why and how a compensation request undoes or corrects an executed one."""
+
+    original_request_id: str
+    kind: CompensationKind = CompensationKind.ROLLBACK
+    trigger: CompensationTrigger = CompensationTrigger.OPERATOR_ROLLBACK
+    batch_id: str | None = None
+    related_request_ids: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    reason: str | None = None
+
+
+@attrs.frozen
+class ExecutionLink:
+    """A link between an execution and its compensation."""
+
+    request_id: str
+    type: LinkType
+    kind: ExecutionKind
+    linked_at: datetime
+    compensation_kind: CompensationKind | None = None
+    trigger: CompensationTrigger | None = None
+    batch_id: str | None = None
+
+
+@attrs.frozen
+class ExecutionDetails:
+    """Whether a request is a standard execution or a compensation, and its links."""
+
+    kind: ExecutionKind = ExecutionKind.STANDARD
+    compensation: CompensationPlan | None = None
+    links: tuple[ExecutionLink, ...] = attrs.field(default=(), converter=to_tuple)
+
+
+@attrs.frozen
+class ExecutionClaim:
+    """Who is executing a request and until when their lease holds."""
+
+    claimant: str
+    claimed_at: datetime
+    lease_until: datetime
+    revalidating: bool = False
+
+
+@attrs.frozen
+class MutationRequest:
+    """A governed mutation as a durable, versioned record.
+
+    Immutable: every change produces a new request with ``revision`` advanced by the
+    store. ``decisions`` is the append-only history of what happened to it.
+    """
+
+    request_id: str
+    state_id: str
+    state_type: str
+    mutation_type: str
+    mutation: Mutation[Any]
+    intent: MutationIntent
+    context: MutationContext
+    status: RequestStatus
+    created_at: datetime
+    updated_at: datetime
+    pending_reason: PendingReason | None = None
+    policy_requirements: tuple[PolicyRequirement, ...] = attrs.field(default=(), converter=to_tuple)
+    approval_requirements: tuple[ApprovalRequirement, ...] = attrs.field(
+        default=(), converter=to_tuple
+    )
+    decisions: tuple[RequestDecision, ...] = attrs.field(default=(), converter=to_tuple)
+    revision: int = 0
+    expected_state_version: str | None = None
+    resulting_state_version: str | None = None
+    expires_at: datetime | None = None
+    executed_at: datetime | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    side_effects: tuple[SideEffect, ...] = attrs.field(default=(), converter=to_tuple)
+    execution: ExecutionDetails = ExecutionDetails()
+    claim: ExecutionClaim | None = None
+    approval_round: int = 1
+
+    @property
+    def requester(self) -> str | None:
+        """The actor id of whoever submitted the request."""
+        return self.context.actor_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def is_executable(self) -> bool:
+        """APPROVED, or pending revalidation (executable under that strategy)."""
+        return self.status is RequestStatus.APPROVED or (
+            self.status is RequestStatus.PENDING
+            and self.pending_reason is PendingReason.REVALIDATION
+        )
+
+    @property
+    def open_approvals(self) -> tuple[ApprovalRequirement, ...]:
+        return tuple(a for a in self.approval_requirements if a.status is ApprovalStatus.PENDING)
+
+    @property
+    def active_step(self) -> int | None:
+        """The lowest step that still has a pending approval, or None."""
+        steps = [a.step for a in self.approval_requirements if a.status is ApprovalStatus.PENDING]
+        return min(steps) if steps else None
+
+    @property
+    def last_decision(self) -> RequestDecision | None:
+        return self.decisions[-1] if self.decisions else None
+
+    def approval(self, approval_id: str) -> ApprovalRequirement | None:
+        for requirement in self.approval_requirements:
+            if requirement.approval_id == approval_id:
+                return requirement
+        return None

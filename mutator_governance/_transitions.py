@@ -1,0 +1,113 @@
+"""The one function that changes a request's status, and the one that records decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ._decisions import RequestDecision
+from ._enums import PendingReason, RequestStatus
+from ._errors import InvalidTransitionError
+from ._request import MutationRequest
+
+__all__ = ["ALLOWED_TRANSITIONS", "can_transition", "record", "transition"]
+
+S = RequestStatus
+
+ALLOWED_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
+    S.CREATED: frozenset({S.PENDING, S.APPROVED, S.CANCELED, S.SUPERSEDED}),
+    S.PENDING: frozenset(
+        {S.APPROVED, S.REJECTED, S.CANCELED, S.EXPIRED, S.SUPERSEDED, S.EXECUTING}
+    ),
+    S.APPROVED: frozenset(
+        {S.PENDING, S.REJECTED, S.CANCELED, S.SUPERSEDED, S.EXECUTED, S.EXECUTING}
+    ),
+    S.EXECUTING: frozenset({S.EXECUTED, S.FAILED, S.REJECTED, S.APPROVED, S.PENDING}),
+    S.REJECTED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.SUPERSEDED: frozenset(),
+    S.EXECUTED: frozenset(),
+    S.FAILED: frozenset(),
+}
+"""Statuses reachable from each status (B.3 plus the execution claim edges)."""
+
+
+def can_transition(
+    request: MutationRequest,
+    target: RequestStatus,
+    pending_reason: PendingReason | None = None,
+) -> str | None:
+    """Why ``request`` may not move to ``target`` (None when it may)."""
+    current = request.status
+    if target not in ALLOWED_TRANSITIONS[current]:
+        if current.is_terminal:
+            return f"{current.name} is terminal"
+        return "not an allowed transition"
+    if target is S.PENDING and pending_reason is None:
+        return "a pending request needs a pending reason"
+    if (
+        current is S.PENDING
+        and target is S.EXECUTING
+        and request.pending_reason is not PendingReason.REVALIDATION
+    ):
+        return "only a request pending REVALIDATION may be claimed for execution"
+    if (
+        current is S.EXECUTING
+        and target is S.PENDING
+        and pending_reason not in (PendingReason.APPROVAL, PendingReason.REVALIDATION)
+    ):
+        return "an executing request may only return to pending APPROVAL or REVALIDATION"
+    return None
+
+
+def transition(
+    request: MutationRequest,
+    target: RequestStatus,
+    decisions: Iterable[RequestDecision],
+    *,
+    at: datetime,
+    pending_reason: PendingReason | None = None,
+    **changes: Any,
+) -> MutationRequest:
+    """Move ``request`` to ``target``, appending ``decisions``; the only status writer.
+
+    Raises :class:`InvalidTransitionError` (and changes nothing) for a move the lifecycle
+    does not allow. Leaving PENDING clears the pending reason; leaving EXECUTING drops the
+    claim; reaching a terminal status clears the expiry.
+    """
+    refusal = can_transition(request, target, pending_reason)
+    if refusal is not None:
+        raise InvalidTransitionError(request.request_id, request.status, target, refusal)
+    if target is not S.PENDING:
+        pending_reason = None
+    if target is not S.EXECUTING:
+        changes.setdefault("claim", None)
+    if target.is_terminal:
+        changes.setdefault("expires_at", None)
+    return attrs.evolve(
+        request,
+        status=target,
+        pending_reason=pending_reason,
+        decisions=request.decisions + tuple(decisions),
+        updated_at=at,
+        **changes,
+    )
+
+
+def record(
+    request: MutationRequest,
+    decisions: Iterable[RequestDecision],
+    *,
+    at: datetime,
+    **changes: Any,
+) -> MutationRequest:
+    """Append ``decisions`` (and field changes) without changing the status."""
+    if "status" in changes or "pending_reason" in changes:
+        raise ValueError("record() does not change status; use transition()")
+    return attrs.evolve(
+        request, decisions=request.decisions + tuple(decisions), updated_at=at, **changes
+    )

@@ -1,0 +1,105 @@
+"""The seams of governance: implement these to keep requests, decisions and states anywhere.
+
+Every implementation must pass the contract suites in :mod:`mutator_governance.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ._commit_types import GovernedCommit
+from ._decisions import RequestDecision
+from ._enums import DecisionCategory, PendingReason
+from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState
+from ._request import MutationRequest
+
+__all__ = ["DecisionHistory", "ExecutionCommitter", "RequestStore", "StateStore"]
+
+
+class RequestStore(Protocol):
+    """Durable requests with compare-and-set on ``revision``."""
+
+    async def create(self, request: MutationRequest) -> MutationRequest:
+        """Store a new request with revision 0 and return it.
+
+        Raises RequestAlreadyExistsError when the id is taken.
+        """
+
+    async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
+        """Store ``request`` if the stored revision is ``expected_revision``.
+
+        Returns the stored copy with revision ``expected_revision + 1``. Raises
+        RequestConcurrencyError on a revision mismatch and RequestNotFoundError when unknown.
+        """
+
+    async def get(self, request_id: str) -> MutationRequest | None:
+        """The request, or None."""
+
+    async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
+        """Requests targeting ``state_id``, by ``created_at`` then id."""
+
+    async def pending(
+        self, reason: PendingReason | None = None, *, state_id: str | None = None
+    ) -> Sequence[MutationRequest]:
+        """PENDING requests, optionally with one reason and for one state, ordered."""
+
+    async def list(
+        self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> RequestPage:
+        """A page of requests matching ``query``, ordered by ``created_at`` then id."""
+
+
+class DecisionHistory(Protocol):
+    """An append-only log of request decisions, queryable across requests."""
+
+    async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
+        """Append ``decisions`` to ``request_id``'s log."""
+
+    async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
+        """Decisions of one request, oldest first."""
+
+    async def recent(
+        self, limit: int = 50, *, category: DecisionCategory | None = None
+    ) -> Sequence[DecisionRecord]:
+        """The newest decisions across requests, newest first."""
+
+
+class StateStore(Protocol):
+    """Governed states with string versions and compare-and-set writes."""
+
+    async def get(self, state_id: str) -> VersionedState | None:
+        """The state with its version, or None."""
+
+    async def put(
+        self,
+        state_id: str,
+        state: Any,
+        *,
+        expected_version: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Write ``state`` and return its new version.
+
+        ``expected_version=None`` creates the state (it must not exist). A mismatch raises
+        :class:`mutator.ConcurrencyError`. ``request_id`` records which request produced
+        the version.
+        """
+
+    async def version_by_request(self, state_id: str, request_id: str) -> str | None:
+        """The version of ``state_id`` that ``request_id`` produced, if any."""
+
+
+class ExecutionCommitter(Protocol):
+    """Writes everything a governed execution produced, all or nothing.
+
+    Backends that share a transaction across their stores commit atomically; the
+    sequential fallback relies on claim recovery instead.
+    """
+
+    async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        """Apply every write in ``commit``; return the stored requests in order.
+
+        Raises RequestConcurrencyError or mutator.ConcurrencyError, writing nothing, when a
+        revision or the state version moved.
+        """

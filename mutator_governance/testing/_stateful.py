@@ -1,0 +1,407 @@
+"""A hypothesis state machine that drives a request store and the in-memory reference alike."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta, timezone
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from .._enums import PendingReason, RequestStatus
+from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
+from .._memory import InMemoryRequestStore
+from .._query import RequestPage, RequestQuery
+from .._request import MutationRequest
+from ..protocols import RequestStore
+from ._contracts import BASE, assert_identical
+from ._fixtures import sample_request
+
+__all__ = ["RequestStoreComparison", "make_store_comparison"]
+
+T = TypeVar("T")
+
+DEFAULT_SETTINGS = Settings(
+    max_examples=30,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+"""The settings every :class:`RequestStoreComparison` subclass's ``TestCase`` starts with."""
+
+REQUEST_IDS = ("r0", "r1", "r2", "r3", "r4", "r5")
+STATE_IDS = ("s:a", "s:b", "s:c")
+ACTOR_IDS = ("alice", "bob", "carol")
+_OFFSETS = (
+    timezone.utc,
+    timezone(timedelta(hours=5, minutes=30)),
+    timezone(timedelta(hours=-4)),
+)
+_MAX_PAGES = 100
+
+moments = st.builds(
+    lambda minute, tz: (BASE + timedelta(minutes=minute)).astimezone(tz),
+    st.integers(0, 6),
+    st.sampled_from(_OFFSETS),
+)
+"""A few instants (ties are common) written with different UTC offsets."""
+
+metadata_values: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**62), 2**62),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(exclude_characters="\x00"), max_size=6),
+    st.tuples(st.integers(0, 3), st.text("ab", max_size=2)),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+"""JSON-like metadata values, tuples and lists (no NUL characters, which SQL text refuses)."""
+
+metadata = st.dictionaries(st.sampled_from(("a", "b", "c")), metadata_values, max_size=3)
+
+queries = st.builds(
+    RequestQuery,
+    statuses=st.frozensets(st.sampled_from(RequestStatus), max_size=3),
+    pending_reasons=st.frozensets(st.sampled_from(PendingReason), max_size=2),
+    state_ids=st.frozensets(st.sampled_from((*STATE_IDS, "s:missing")), max_size=2),
+    actor_ids=st.frozensets(st.sampled_from(ACTOR_IDS), max_size=2),
+    created_from=st.none() | moments,
+    created_to=st.none() | moments,
+    updated_from=st.none() | moments,
+    updated_to=st.none() | moments,
+)
+
+edits = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(RequestStatus),
+        "pending_reason": st.none() | st.sampled_from(PendingReason),
+        "metadata": metadata,
+        "updated_at": moments,
+        "actor_id": st.sampled_from(ACTOR_IDS),
+        "value": st.integers(-3, 3),
+    },
+)
+"""Changes applied with :func:`attrs.evolve` to the current request before a replace."""
+
+
+@attrs.frozen
+class _Outcome:
+    value: Any = None
+    error: Exception | None = None
+
+
+class RequestStoreComparison(RuleBasedStateMachine):
+    """Run random operations on a store and on :class:`InMemoryRequestStore`; compare them.
+
+    Every rule (create, duplicate create, replace with the current or a stale revision,
+    replace of an unknown id, get, by_state, pending, list with random filters walked page
+    by page, invalid list arguments) runs against both stores; each must return identical
+    values (:func:`~mutator_governance.testing.assert_identical`) or raise the same
+    exception type. Cursors are opaque: each store is paged with its own cursors.
+
+    Subclass it, implement :meth:`make_store` (return a new, empty store) and optionally
+    :meth:`close_store`, and expose its ``TestCase`` to pytest::
+
+        class SQLiteComparison(RequestStoreComparison):
+            backend = "trio"  # the event loop the store runs on; default "asyncio"
+
+            async def make_store(self) -> RequestStore:
+                return await SQLiteRequestStore.open(":memory:", registry=sample_registry())
+
+            async def close_store(self, store: RequestStore) -> None:
+                await store.aclose()
+
+
+        TestSQLiteComparison = SQLiteComparison.TestCase
+
+    The store runs in an event loop of its own (a blocking portal started per example),
+    because hypothesis drives rules synchronously. ``TestCase.settings`` starts at
+    ``max_examples=30, stateful_step_count=20, deadline=None``; change it with the
+    ``@hypothesis.settings(...)`` class decorator or ``Machine.TestCase.settings = ...``.
+    :func:`make_store_comparison` builds such a subclass from a factory function.
+    """
+
+    backend: ClassVar[str] = "asyncio"
+    """The anyio backend of the portal the stores run in: ``"asyncio"`` or ``"trio"``."""
+
+    backend_options: ClassVar[Mapping[str, Any] | None] = None
+    """Options for the backend (e.g. ``{"use_uvloop": True}``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.TestCase.settings = DEFAULT_SETTINGS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._resources = contextlib.ExitStack()
+        options = dict(self.backend_options) if self.backend_options is not None else None
+        self.portal = self._resources.enter_context(
+            start_blocking_portal(self.backend, options)
+        )
+        try:
+            self.store: RequestStore = self.portal.call(self.make_store)
+            self._resources.callback(self.portal.call, self.close_store, self.store)
+            self.reference: RequestStore = self.portal.call(self.make_reference)
+        except BaseException:
+            self._resources.close()
+            raise
+
+    async def make_store(self) -> RequestStore:
+        """Return a new, empty store under test (override this)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement make_store()")
+
+    async def close_store(self, store: RequestStore) -> None:
+        """Release the store under test after an example (override when needed)."""
+
+    async def make_reference(self) -> RequestStore:
+        """The store the one under test is compared with: an :class:`InMemoryRequestStore`."""
+        return InMemoryRequestStore()
+
+    def teardown(self) -> None:
+        self._resources.close()
+
+    # -- running and comparing -------------------------------------------------------------
+
+    def _outcome(
+        self, store: RequestStore, operation: Callable[[RequestStore], Awaitable[T]]
+    ) -> _Outcome:
+        try:
+            return _Outcome(value=self.portal.call(operation, store))
+        except Exception as error:
+            return _Outcome(error=error)
+
+    def _compare(
+        self,
+        label: str,
+        operation: Callable[[RequestStore], Awaitable[T]],
+        normalize: Callable[[Any], Any] = lambda value: value,
+    ) -> _Outcome:
+        """Run ``operation`` on both stores and assert identical outcomes."""
+        expected = self._outcome(self.reference, operation)
+        actual = self._outcome(self.store, operation)
+        if expected.error is not None:
+            if actual.error is None:
+                raise AssertionError(
+                    f"{label}: the store returned {actual.value!r} where the reference "
+                    f"raised {expected.error!r}"
+                )
+            if type(actual.error) is not type(expected.error):
+                raise AssertionError(
+                    f"{label}: the store raised {actual.error!r} where the reference "
+                    f"raised {expected.error!r}"
+                ) from actual.error
+            _assert_same_error(label, expected.error, actual.error)
+            return expected
+        if actual.error is not None:
+            raise AssertionError(
+                f"{label}: the store raised {actual.error!r} where the reference returned "
+                f"{expected.value!r}"
+            ) from actual.error
+        assert_identical(normalize(expected.value), normalize(actual.value), label)
+        return expected
+
+    def _current(self, request_id: str) -> MutationRequest | None:
+        async def get(store: RequestStore) -> MutationRequest | None:
+            return await store.get(request_id)
+
+        return self.portal.call(get, self.reference)
+
+    # -- rules -------------------------------------------------------------------------------
+
+    @rule(
+        request_id=st.sampled_from(REQUEST_IDS),
+        state_id=st.sampled_from(STATE_IDS),
+        status=st.sampled_from(RequestStatus),
+        reason=st.sampled_from(PendingReason),
+        actor_id=st.sampled_from(ACTOR_IDS),
+        created_at=moments,
+        updated_after=st.integers(0, 3),
+        value=st.integers(-3, 3),
+        extra=metadata,
+    )
+    def create(
+        self,
+        request_id: str,
+        state_id: str,
+        status: RequestStatus,
+        reason: PendingReason,
+        actor_id: str,
+        created_at: Any,
+        updated_after: int,
+        value: int,
+        extra: dict[str, Any],
+    ) -> None:
+        """Create a request; ids come from a small pool, so duplicates happen too."""
+        request = sample_request(
+            request_id,
+            state_id=state_id,
+            status=status,
+            pending_reason=reason if status is RequestStatus.PENDING else None,
+            actor_id=actor_id,
+            created_at=created_at,
+            updated_at=created_at + timedelta(minutes=updated_after),
+            value=value,
+            metadata=extra,
+        )
+
+        async def create(store: RequestStore) -> MutationRequest:
+            return await store.create(request)
+
+        self._compare(f"create({request_id!r})", create)
+
+    @rule(request_id=st.sampled_from(REQUEST_IDS), changes=edits, stale_by=st.sampled_from(
+        (0, 0, 0, -1, 1, 2)
+    ))
+    def replace(self, request_id: str, changes: dict[str, Any], stale_by: int) -> None:
+        """Replace a request with edits, with the current revision (``stale_by=0``) or not.
+
+        Unknown ids are replaced too (with a fresh sample request), which must raise
+        RequestNotFoundError in both stores.
+        """
+        current = self._current(request_id)
+        base = current if current is not None else sample_request(request_id, created_at=BASE)
+        fields = dict(changes)
+        if "actor_id" in fields:
+            fields["context"] = attrs.evolve(base.context, actor_id=fields.pop("actor_id"))
+        if "value" in fields:
+            fields["mutation"] = attrs.evolve(base.mutation, value=fields.pop("value"))
+        changed = attrs.evolve(base, **fields)
+        expected_revision = base.revision + stale_by
+
+        async def replace(store: RequestStore) -> MutationRequest:
+            return await store.replace(changed, expected_revision=expected_revision)
+
+        self._compare(
+            f"replace({request_id!r}, expected_revision={expected_revision})", replace
+        )
+
+    @rule(request_id=st.sampled_from((*REQUEST_IDS, "missing")))
+    def get(self, request_id: str) -> None:
+        async def get(store: RequestStore) -> MutationRequest | None:
+            return await store.get(request_id)
+
+        self._compare(f"get({request_id!r})", get)
+
+    @rule(state_id=st.sampled_from((*STATE_IDS, "s:missing")))
+    def by_state(self, state_id: str) -> None:
+        async def by_state(store: RequestStore) -> Sequence[MutationRequest]:
+            return await store.by_state(state_id)
+
+        self._compare(f"by_state({state_id!r})", by_state, list)
+
+    @rule(
+        reason=st.none() | st.sampled_from(PendingReason),
+        state_id=st.none() | st.sampled_from(STATE_IDS),
+    )
+    def pending(self, reason: PendingReason | None, state_id: str | None) -> None:
+        async def pending(store: RequestStore) -> Sequence[MutationRequest]:
+            return await store.pending(reason, state_id=state_id)
+
+        self._compare(f"pending({reason}, state_id={state_id!r})", pending, list)
+
+    @rule(query=st.none() | queries, limit=st.integers(1, 4))
+    def list_pages(self, query: RequestQuery | None, limit: int) -> None:
+        """Walk every page of a query in both stores, each with its own cursors."""
+        cursors: dict[int, str | None] = {id(self.reference): None, id(self.store): None}
+
+        async def page(store: RequestStore) -> RequestPage:
+            result = await store.list(query, limit=limit, cursor=cursors[id(store)])
+            cursors[id(store)] = result.next_cursor
+            return result
+
+        for number in range(_MAX_PAGES):
+            outcome = self._compare(f"list({query!r}, limit={limit}) page {number}", page, _page)
+            if outcome.error is not None or outcome.value.next_cursor is None:
+                return
+        raise AssertionError(f"list({query!r}, limit={limit}) does not terminate")
+
+    @rule(
+        limit=st.integers(-2, 3),
+        cursor=st.sampled_from(("", "not a cursor", "W1sIHhdXQ==")) | st.none(),
+    )
+    def list_invalid(self, limit: int, cursor: str | None) -> None:
+        """Invalid limits and cursors raise ValueError in both stores."""
+
+        async def listing(store: RequestStore) -> RequestPage:
+            return await store.list(limit=limit, cursor=cursor)
+
+        self._compare(f"list(limit={limit}, cursor={cursor!r})", listing, _page)
+
+    @invariant()
+    def same_requests(self) -> None:
+        """After every step both stores hold the same requests in the same order."""
+
+        async def everything(store: RequestStore) -> RequestPage:
+            return await store.list(limit=len(REQUEST_IDS) + 1)
+
+        self._compare("list() of everything", everything, _page)
+
+
+def _page(page: RequestPage) -> tuple[list[MutationRequest], bool]:
+    return list(page.items), page.next_cursor is None
+
+
+def _assert_same_error(label: str, expected: Exception, actual: Exception) -> None:
+    if isinstance(expected, RequestConcurrencyError):
+        assert isinstance(actual, RequestConcurrencyError)
+        assert (actual.request_id, actual.expected_revision, actual.actual_revision) == (
+            expected.request_id,
+            expected.expected_revision,
+            expected.actual_revision,
+        ), f"{label}: {actual!r} does not match the reference's {expected!r}"
+    elif isinstance(expected, RequestAlreadyExistsError | RequestNotFoundError):
+        assert isinstance(actual, RequestAlreadyExistsError | RequestNotFoundError)
+        assert actual.request_id == expected.request_id, (
+            f"{label}: {actual!r} names another request than the reference's {expected!r}"
+        )
+
+
+def make_store_comparison(
+    factory: Callable[[], RequestStore | Awaitable[RequestStore]],
+    *,
+    close: Callable[[RequestStore], Awaitable[None]] | None = None,
+    backend: str = "asyncio",
+    backend_options: Mapping[str, Any] | None = None,
+    name: str = "StoreComparison",
+    settings: Settings | None = None,
+) -> type[RequestStoreComparison]:
+    """A :class:`RequestStoreComparison` subclass that makes its stores with ``factory``.
+
+    ``factory`` returns a new, empty store (or an awaitable of one; it is called inside the
+    portal's event loop); ``close`` releases it after each example. Expose the result's
+    ``TestCase`` to pytest::
+
+        TestInMemoryComparison = make_store_comparison(InMemoryRequestStore).TestCase
+
+    ``settings`` replaces the default ``TestCase`` settings.
+    """
+    backend_name = backend
+    options = backend_options
+
+    class StoreComparison(RequestStoreComparison):
+        backend = backend_name
+        backend_options = options
+
+        async def make_store(self) -> RequestStore:
+            made = factory()
+            if isinstance(made, Awaitable):
+                return await made
+            return made
+
+        async def close_store(self, store: RequestStore) -> None:
+            if close is not None:
+                await close(store)
+
+    StoreComparison.__name__ = StoreComparison.__qualname__ = name
+    test_case = StoreComparison.TestCase
+    test_case.__name__ = test_case.__qualname__ = f"{name}.TestCase"
+    if settings is not None:
+        StoreComparison.TestCase.settings = settings
+    return StoreComparison

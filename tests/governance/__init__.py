@@ -1,0 +1,1 @@
+"""Behaviour tests of ``mutator_governance``: lifecycle, approvals, resolution and queries."""

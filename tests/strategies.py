@@ -1,0 +1,222 @@
+"""Hypothesis strategies shared by the test suite.
+
+This module is the single home for strategies: tests import generators from here instead of
+defining their own, so every suite draws states, keys and leaves from the same shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+__all__ = [
+    "Box",
+    "Point",
+    "Tagged",
+    "identifier_keys",
+    "json_leaves",
+    "json_states",
+    "leaf_sets",
+    "mapping_keys",
+    "nested_states",
+    "other_keys",
+    "state_pairs",
+]
+
+
+@attrs.frozen
+class Point:
+    """A small frozen attrs state with two compared fields."""
+
+    x: Any
+    y: Any
+
+
+@attrs.frozen
+class Tagged:
+    """A frozen attrs state whose ``note`` is excluded from equality, and so from diffs."""
+
+    label: Any
+    value: Any
+    note: Any = attrs.field(default=None, eq=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A frozen dataclass state whose ``cache`` is excluded from comparison."""
+
+    content: Any
+    size: Any = 0
+    cache: Any = dataclasses.field(default=None, compare=False)
+
+
+def json_leaves() -> st.SearchStrategy[Any]:
+    """Hashable JSON scalars: None, booleans, integers, finite floats and short text."""
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    )
+
+
+def leaf_sets() -> st.SearchStrategy[frozenset[Any]]:
+    """Small frozensets of JSON scalars."""
+    return st.frozensets(json_leaves(), max_size=4)
+
+
+def identifier_keys() -> st.SearchStrategy[str]:
+    """Mapping keys that are Python identifiers, so they appear in paths after a dot."""
+    return st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)
+
+
+def other_keys() -> st.SearchStrategy[Any]:
+    """Mapping keys that are not identifiers, so they appear in paths as ``[repr(key)]``."""
+    return st.one_of(
+        st.integers(min_value=-5, max_value=100),
+        st.sampled_from(["a.b", "1st", "", "with space", "x[0]", "it's", 'q"uote', "a]b"]),
+        st.text(max_size=5).filter(lambda text: not text.isidentifier()),
+    )
+
+
+def mapping_keys() -> st.SearchStrategy[Any]:
+    """Mapping keys of both path styles, mostly identifiers."""
+    return st.one_of(identifier_keys(), identifier_keys(), other_keys())
+
+
+def json_states(
+    keys: st.SearchStrategy[Any] | None = None, *, max_leaves: int = 12
+) -> st.SearchStrategy[Any]:
+    """Recursive dicts and lists of JSON scalars (the shapes plain JSON can hold)."""
+    keys = identifier_keys() if keys is None else keys
+    return st.recursive(
+        json_leaves(),
+        lambda children: st.one_of(
+            st.dictionaries(keys, children, max_size=4),
+            st.lists(children, max_size=4),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def nested_states(
+    keys: st.SearchStrategy[Any] | None = None, *, max_leaves: int = 12
+) -> st.SearchStrategy[Any]:
+    """Recursive mixes of dicts, lists, tuples, frozensets, attrs classes and a dataclass."""
+    keys = identifier_keys() if keys is None else keys
+    return st.recursive(
+        st.one_of(json_leaves(), leaf_sets()),
+        lambda children: st.one_of(
+            st.dictionaries(keys, children, max_size=4),
+            st.lists(children, max_size=4),
+            st.lists(children, max_size=3).map(tuple),
+            st.builds(Point, children, children),
+            st.builds(Tagged, children, children, json_leaves()),
+            st.builds(Box, children, children, json_leaves()),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+_Pair = tuple[Any, Any]
+
+_ALL_KINDS = frozenset({"dict", "list", "tuple", "set", "attrs", "dataclass"})
+
+
+def state_pairs(
+    keys: st.SearchStrategy[Any] | None = None,
+    *,
+    kinds: frozenset[str] = _ALL_KINDS,
+    reshape: bool = True,
+    max_leaves: int = 16,
+) -> st.SearchStrategy[_Pair]:
+    """Pairs ``(old, new)`` of related states, built side by side.
+
+    Every container appears on both sides with child pairs; each child is changed, shared
+    (the same object on both sides, as after ``attrs.evolve``) or an equal deep copy. Leaf
+    pairs always differ. With ``reshape`` the pair may also differ in shape: dict keys on one
+    side only, sequences of different lengths, and unrelated values (usually of different
+    types). ``kinds`` limits the containers to some of ``dict``, ``list``, ``tuple``, ``set``,
+    ``attrs`` and ``dataclass``.
+    """
+    keys = mapping_keys() if keys is None else keys
+    leaves = [st.tuples(json_leaves(), json_leaves()).filter(lambda pair: pair[0] != pair[1])]
+    if "set" in kinds:
+        leaves.append(st.tuples(leaf_sets(), leaf_sets()))
+    if kinds <= {"dict", "list"}:
+        unrelated = json_states(keys, max_leaves=6)
+    else:
+        unrelated = nested_states(keys, max_leaves=6)
+
+    def extend(pairs: st.SearchStrategy[_Pair]) -> st.SearchStrategy[_Pair]:
+        children = st.tuples(pairs, st.sampled_from(_CHILD_MODES)).map(_child)
+        options: list[st.SearchStrategy[_Pair]] = []
+        if "dict" in kinds:
+            sides = st.sampled_from(["both", "both", "old", "new"] if reshape else ["both"])
+            options.append(
+                st.dictionaries(keys, st.tuples(sides, children), max_size=4).map(_dict_pair)
+            )
+        if "list" in kinds:
+            options.append(_sequence_pairs(children, reshape, list))
+        if "tuple" in kinds:
+            options.append(_sequence_pairs(children, reshape, tuple))
+        if "attrs" in kinds:
+            options.append(st.builds(_point_pair, children, children))
+            options.append(
+                st.builds(_tagged_pair, children, children, json_leaves(), json_leaves())
+            )
+        if "dataclass" in kinds:
+            options.append(st.builds(_box_pair, children, children, json_leaves(), json_leaves()))
+        if reshape:
+            options.append(st.tuples(unrelated, unrelated))
+        return st.one_of(options)
+
+    return st.recursive(st.one_of(leaves), extend, max_leaves=max_leaves)
+
+
+_CHILD_MODES = ("changed", "changed", "shared", "copied")
+
+
+def _child(drawn: tuple[_Pair, str]) -> _Pair:
+    (old, new), mode = drawn
+    if mode == "shared":
+        return old, old
+    if mode == "copied":
+        return old, copy.deepcopy(old)
+    return old, new
+
+
+def _dict_pair(entries: dict[Any, tuple[str, _Pair]]) -> _Pair:
+    old = {key: pair[0] for key, (side, pair) in entries.items() if side != "new"}
+    new = {key: pair[1] for key, (side, pair) in entries.items() if side != "old"}
+    return old, new
+
+
+def _sequence_pairs(
+    children: st.SearchStrategy[_Pair], reshape: bool, factory: type[Any]
+) -> st.SearchStrategy[_Pair]:
+    def build(common: list[_Pair], tail: list[_Pair], tail_in_new: bool) -> _Pair:
+        old = [pair[0] for pair in common]
+        new = [pair[1] for pair in common]
+        (new if tail_in_new else old).extend(pair[0] for pair in tail)
+        return factory(old), factory(new)
+
+    tails = st.lists(children, max_size=3) if reshape else st.just([])
+    return st.builds(build, st.lists(children, max_size=4), tails, st.booleans())
+
+
+def _point_pair(x: _Pair, y: _Pair) -> _Pair:
+    return Point(x[0], y[0]), Point(x[1], y[1])
+
+
+def _tagged_pair(label: _Pair, value: _Pair, old_note: Any, new_note: Any) -> _Pair:
+    return Tagged(label[0], value[0], old_note), Tagged(label[1], value[1], new_note)
+
+
+def _box_pair(content: _Pair, size: _Pair, old_cache: Any, new_cache: Any) -> _Pair:
+    return Box(content[0], size[0], old_cache), Box(content[1], size[1], new_cache)
