@@ -13,6 +13,14 @@ from typing import Any
 EXAMPLES: dict[str, str] = {
     "approval_workflow": "examples.approval_workflow",
     "governed_execution": "examples.governed_execution",
+    "billing_quotas": "examples.billing_quotas",
+    "feature_flags": "examples.feature_flags",
+    "iam_roles": "examples.iam_roles",
+    "workflow_approvals": "examples.workflow_approvals",
+    "policy_composition": "examples.policy_composition",
+    "request_lifecycle": "examples.request_lifecycle",
+    "decision_taxonomy": "examples.decision_taxonomy",
+    "versioned_resolution": "examples.versioned_resolution",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

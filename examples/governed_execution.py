@@ -93,14 +93,14 @@ async def main() -> dict[str, Any]:
         "flags:web", Flags(current.state.enabled | {"dark-mode"}), expected_version=current.version
     )
     print("  the state moved on outside this request (dark-mode enabled)")
-    stale = await gov.execute(
-        beta.request_id, strategy=ResolutionStrategy.REQUIRE_RENEWED_APPROVAL
-    )
+    stale = await gov.execute(beta.request_id, strategy=ResolutionStrategy.REQUIRE_RENEWED_APPROVAL)
     assert stale.resolution is not None
     print(f"  outcome={stale.resolution.outcome.name} status={stale.request.status.name}")
     await gov.approve(beta.request_id, context=rm)
     renewed = await gov.execute(beta.request_id)
-    print(f"  after renewed approval: executed={renewed.executed} version={renewed.resulting_version}")
+    print(
+        f"  after renewed approval: executed={renewed.executed} version={renewed.resulting_version}"
+    )
     history(renewed.request)
 
     print("3) compensation")

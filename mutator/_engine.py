@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -55,7 +55,7 @@ class _Run:
     history: HistoryEntry | None
 
 
-class MutationEngine(Generic[StateT]):
+class MutationEngine:
     """Runs mutations through interceptors, policies, validation, the mode, audit and history.
 
     Pipeline for one execution: concurrency slot (per-state lock, then a global slot) →
@@ -245,7 +245,7 @@ class MutationEngine(Generic[StateT]):
             policies, mutation, state, self._context(context), self.options.policy_timeout
         )
 
-    async def history(self, state_id: str) -> MutationHistory[StateT]:
+    async def history(self, state_id: str) -> MutationHistory[Any]:
         """The committed history of ``state_id``, oldest entry first."""
         return await self.history_store.history(state_id)
 

@@ -140,28 +140,43 @@ class PolicyDecision:
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
 
     @classmethod
-    def allow(cls, reason: str | None = None) -> PolicyDecision:
-        if reason is None:
+    def allow(
+        cls, reason: str | None = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> PolicyDecision:
+        if reason is None and not metadata:
             return _ALLOW
-        return cls(True, reason)
+        return cls(True, reason, metadata=metadata or {})
 
     @classmethod
-    def deny(cls, reason: str, *, severity: Severity = Severity.ERROR) -> PolicyDecision:
+    def deny(
+        cls,
+        reason: str,
+        *,
+        severity: Severity = Severity.ERROR,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> PolicyDecision:
         if severity < Severity.ERROR:
             raise ValueError("a denial has severity ERROR or CRITICAL")
-        return cls(False, reason, severity=severity)
+        return cls(False, reason, severity=severity, metadata=metadata or {})
 
     @classmethod
-    def deny_critical(cls, reason: str) -> PolicyDecision:
-        return cls(False, reason, severity=Severity.CRITICAL)
+    def deny_critical(
+        cls, reason: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> PolicyDecision:
+        return cls(False, reason, severity=Severity.CRITICAL, metadata=metadata or {})
 
     @classmethod
     def require_approval(
-        cls, *requirements: PolicyRequirement, reason: str | None = None
+        cls,
+        *requirements: PolicyRequirement,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
         if not requirements:
             raise ValueError("require_approval needs at least one PolicyRequirement")
-        return cls(False, reason or "approval required", requirements=requirements)
+        return cls(
+            False, reason or "approval required", requirements=requirements, metadata=metadata or {}
+        )
 
     @classmethod
     def modify(
@@ -170,11 +185,12 @@ class PolicyDecision:
         *,
         side_effects: Iterable[SideEffect] = (),
         reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
         modification = PolicyModification(state, tuple(side_effects))
         if not modification.replaces_state and not modification.side_effects:
             raise ValueError("modify() needs a replacement state or side effects")
-        return cls(True, reason, modifications=modification)
+        return cls(True, reason, modifications=modification, metadata=metadata or {})
 
     @property
     def blocks(self) -> bool:

@@ -39,12 +39,13 @@ import dataclasses
 import enum
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
 from collections.abc import Sequence as AbcSequence
 from collections.abc import Set as AbstractSet
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, NoReturn, TypeVar, Union
@@ -84,6 +85,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_Clock = TypeVar("_Clock", datetime, time)
 
 Unstructure = Callable[[Any], Any]
 Structure = Callable[[Any, Any], Any]
@@ -164,11 +166,22 @@ class SerializationError(MutatorError, ValueError):
         self.errors = errors
         self.args = (self._render(),)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_error, (self.errors, self.execution_id))
+
     def _render(self) -> str:
         shown = [f"{path or '<root>'}: {problem}" for path, problem in self.errors[:5]]
         if len(self.errors) > 5:
             shown.append(f"and {len(self.errors) - 5} more")
         return "; ".join(shown)
+
+
+def _restore_error(
+    errors: tuple[tuple[str, str], ...], execution_id: str | None
+) -> SerializationError:
+    error = SerializationError(*errors[0], execution_id=execution_id)
+    error._set(errors)
+    return error
 
 
 def _join(prefix: str, path: str) -> str:
@@ -344,8 +357,35 @@ def _text(data: object, what: str) -> str:
     return data
 
 
+_SUBSECOND_OFFSET = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)\.(\d{6})$")
+
+
+def _with_exact_offset(value: _Clock, text: str) -> _Clock:
+    """Repair a sub-second UTC offset that ``fromisoformat`` reads as UTC (CPython 3.11)."""
+    if text[-7:-6] == "." and value.utcoffset() == timedelta(0):
+        match = _SUBSECOND_OFFSET.search(text)
+        if match is not None:
+            sign, hours, minutes, seconds, micros = match.groups()
+            offset = timedelta(
+                hours=int(hours),
+                minutes=int(minutes),
+                seconds=int(seconds),
+                microseconds=int(micros),
+            )
+            return value.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+    return value
+
+
+def _datetime_from(text: str) -> datetime:
+    return _with_exact_offset(datetime.fromisoformat(text), text)
+
+
+def _time_from(text: str) -> time:
+    return _with_exact_offset(time.fromisoformat(text), text)
+
+
 def _aware_in(data: object, _: object = None) -> datetime:
-    value = _parse(datetime.fromisoformat, _text(data, "an ISO-8601 datetime string"))
+    value = _parse(_datetime_from, _text(data, "an ISO-8601 datetime string"))
     if value.utcoffset() is None:
         _fail(f"naive datetime {data!r}; timestamps must carry a UTC offset")
     return value
@@ -541,6 +581,8 @@ class _Hooks:
         self.class_st: dict[type[Any], Structure] = {}
         self.enums_un: dict[type[enum.Enum], Unstructure] = {}
         self.enums_st: dict[type[enum.Enum], Structure] = {}
+        self.building_un: set[type[Any]] = set()
+        self.building_st: set[type[Any]] = set()
         self.encode = self._make_encoder()
         self.decode = self._make_decoder()
 
@@ -549,7 +591,7 @@ class _Hooks:
         scalars: tuple[tuple[type[Any], Unstructure, Structure], ...] = (
             (datetime, _aware_out, _aware_in),
             (date, _iso, lambda d, _: _parse(date.fromisoformat, _text(d, "an ISO date"))),
-            (time, _iso, lambda d, _: _parse(time.fromisoformat, _text(d, "an ISO time"))),
+            (time, _iso, lambda d, _: _parse(_time_from, _text(d, "an ISO time"))),
             (timedelta, _seconds_out, _seconds_in),
             (Decimal, str, _decimal_in),
             (UUID, str, _uuid_in),
@@ -584,11 +626,16 @@ class _Hooks:
             return self.encode
         if _is_enum(tp):
             return self.enum_un(tp)
+        if tp in self.building_un:  # a class that contains itself: look it up on use
+            return lambda value: self.model_un(tp)(value)
         return self.converter.get_unstructure_hook(tp)
 
     def sthook(self, tp: Any) -> Structure:
+        """The structure hook for a declared type."""
         if tp is Any or isinstance(tp, TypeVar):
             return self._decode_st
+        if tp in self.building_st:
+            return lambda data, cls: self.model_st(tp)(data, cls)
         return self.converter.get_structure_hook(tp)
 
     def _decode_st(self, data: Any, _: object) -> Any:
@@ -695,6 +742,8 @@ class _Hooks:
 
         if item is identity and not is_set:
             return list
+        if item is identity and args and args[0] is str:
+            return sorted
         return unstructure_items
 
     def _fixed_tuple_un(self, args: tuple[Any, ...]) -> Unstructure:
@@ -838,6 +887,13 @@ class _Hooks:
     def _model_un(self, cls: type[Any]) -> Unstructure:
         if cls is PolicyModification:
             return self._modification_un()
+        self.building_un.add(cls)
+        try:
+            return self._generate_un(cls)
+        finally:
+            self.building_un.discard(cls)
+
+    def _generate_un(self, cls: type[Any]) -> Unstructure:
         omitted = _OMITTED.get(cls, frozenset())
         overrides: dict[str, Any] = {}
         for name, tp in _field_types(cls).items():
@@ -852,6 +908,13 @@ class _Hooks:
     def _model_st(self, cls: type[Any]) -> Structure:
         if cls is PolicyModification:
             return self._modification_st()
+        self.building_st.add(cls)
+        try:
+            return self._generate_st(cls)
+        finally:
+            self.building_st.discard(cls)
+
+    def _generate_st(self, cls: type[Any]) -> Structure:
         omitted = _OMITTED.get(cls, frozenset())
         overrides: dict[str, Any] = {}
         for name, tp in _field_types(cls).items():
@@ -1134,9 +1197,9 @@ class _Hooks:
             "$tuple": single("$tuple", lambda d: tuple(array(d, "$tuple"))),
             "$set": single("$set", lambda d: set(array(d, "$set"))),
             "$frozenset": single("$frozenset", lambda d: frozenset(array(d, "$frozenset"))),
-            "$datetime": single("$datetime", text(datetime.fromisoformat, "$datetime")),
+            "$datetime": single("$datetime", text(_datetime_from, "$datetime")),
             "$date": single("$date", text(date.fromisoformat, "$date")),
-            "$time": single("$time", text(time.fromisoformat, "$time")),
+            "$time": single("$time", text(_time_from, "$time")),
             "$timedelta": single("$timedelta", lambda d: _seconds_in(d["$timedelta"])),
             "$decimal": single("$decimal", text(Decimal, "$decimal")),
             "$uuid": single("$uuid", text(UUID, "$uuid")),
@@ -1164,16 +1227,22 @@ def _within(hook: Unstructure, name: str) -> Unstructure:
 # -------------------------------------------------------------------- entry points
 
 
-def unstructure(converter: cattrs.Converter, obj: object, *, where: str = "") -> Any:
+def unstructure(
+    converter: cattrs.Converter, obj: object, *, unstructure_as: Any = None, where: str = ""
+) -> Any:
     """``obj`` as plain JSON data.
 
-    Instances of attrs classes and dataclasses are unstructured as their class; any
-    other value with the tagged ``Any`` encoding (structure it back with ``cls=Any``).
-    Failures raise :class:`SerializationError` with paths prefixed by ``where``.
+    Without ``unstructure_as``, instances of attrs classes and dataclasses are unstructured
+    as their class (structure them back with that class) and any other value with the
+    tagged ``Any`` encoding (structure it back with ``cls=Any``); pass ``unstructure_as=Any``
+    to tag a registered class instance too. Failures raise :class:`SerializationError`
+    with paths prefixed by ``where``.
     """
-    cls = type(obj)
+    if unstructure_as is None:
+        cls = type(obj)
+        unstructure_as = cls if _is_model(cls) else Any
     try:
-        return converter.unstructure(obj, unstructure_as=cls if _is_model(cls) else Any)
+        return converter.unstructure(obj, unstructure_as=unstructure_as)
     except Exception as exc:
         _reraise(exc, where)
 

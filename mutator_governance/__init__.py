@@ -5,7 +5,9 @@ approvals, is resolved against the current state version and is executed exactly
 """
 
 from ._approvals import ApprovalRequirement, RejectionReason
-from ._decisions import DecisionCode, RequestDecision
+from ._commit import InMemoryCommitter, SequentialCommitter
+from ._commit_types import GovernedCommit, RequestWrite, StateWrite
+from ._decisions import DecisionCode, RequestDecision, category_of, code_for
 from ._enums import (
     ApprovalDecision,
     ApprovalStatus,
@@ -21,13 +23,8 @@ from ._enums import (
     ResolutionOutcome,
     ResolutionStrategy,
 )
-from ._commit import InMemoryCommitter, SequentialCommitter
-from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import (
     AlreadyCompensatedError,
-    CompensationError,
-    CompensationNotAllowedError,
-    RequestClaimedError,
     ApprovalConfigurationError,
     ApprovalError,
     ApprovalExpiredError,
@@ -35,11 +32,14 @@ from ._errors import (
     ApprovalStateError,
     ApprovalStepError,
     ApproverMismatchError,
+    CompensationError,
+    CompensationNotAllowedError,
     DuplicateApproverError,
     GovernanceError,
     InvalidApprovalActionError,
     InvalidTransitionError,
     RequestAlreadyExistsError,
+    RequestClaimedError,
     RequestConcurrencyError,
     RequestNotExecutableError,
     RequestNotFoundError,
@@ -55,7 +55,7 @@ from ._execution import (
     RecoverySweep,
     WorkerReport,
 )
-from ._governance import ExpirySweep, Governance
+from ._governance import KEEP, ExpirySweep, Governance
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState, next_version
 from ._registry import MutationRegistry
@@ -74,6 +74,7 @@ __all__ = [
     # facade
     "Governance",
     "ExpirySweep",
+    "KEEP",
     "MutationRegistry",
     # execution
     "GovernedExecutionManager",
@@ -92,6 +93,8 @@ __all__ = [
     "PendingReason",
     "RequestDecision",
     "DecisionCode",
+    "category_of",
+    "code_for",
     "DecisionCategory",
     "LifecycleDecision",
     "ApprovalDecision",

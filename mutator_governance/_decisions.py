@@ -14,7 +14,7 @@ from mutator._freeze import freeze_mapping
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 
-__all__ = ["DecisionCode", "RequestDecision", "category_of"]
+__all__ = ["DecisionCode", "RequestDecision", "category_of", "code_for"]
 
 DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -44,7 +45,16 @@ from ._transitions import transition
 from ._workflow import approve_requirement, expire_approvals, reject_requirement
 from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
 
-__all__ = ["ExpirySweep", "Governance"]
+__all__ = ["KEEP", "ExpirySweep", "Governance", "Keep"]
+
+
+class Keep(enum.Enum):
+    """Marker type for "leave this field as it is"."""
+
+    KEEP = "KEEP"
+
+
+KEEP = Keep.KEEP
 
 _SYSTEM = "governance"
 
@@ -67,7 +77,7 @@ class Governance:
 
     def __init__(
         self,
-        engine: MutationEngine[Any],
+        engine: MutationEngine,
         *,
         registry: MutationRegistry | None = None,
         requests: RequestStore | None = None,
@@ -342,14 +352,17 @@ class Governance:
         *,
         context: MutationContext,
         note: str | None = None,
-        expires_at: datetime | None = None,
+        expires_at: datetime | Keep | None = KEEP,
     ) -> MutationRequest:
-        """Send a request back to PENDING; to APPROVAL it gets a fresh approval round."""
+        """Send a request back to PENDING; to APPROVAL it gets a fresh approval round.
+
+        ``expires_at`` replaces the request's deadline when given (None clears it).
+        """
         if not isinstance(reason, PendingReason) or reason is PendingReason.REVALIDATION:
             raise ValueError("reason must be a PendingReason other than REVALIDATION")
         request = await self._load(request_id)
         now = self._now(context)
-        changes: dict[str, Any] = {"expires_at": expires_at}
+        changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
         decisions = [RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)]
         if reason is PendingReason.APPROVAL:
             round_ = request.approval_round + 1

@@ -492,7 +492,7 @@ def join_key(path: str, key: object) -> str:
     return f"{path}[{key!r}]"
 
 
-def compared_fields(value: object) -> list[str] | None:
+def compared_fields(value: Any) -> list[str] | None:
     if attrs.has(type(value)):
         return [field.name for field in attrs.fields(type(value)) if field.eq]
     if dataclasses.is_dataclass(value):

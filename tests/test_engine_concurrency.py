@@ -142,7 +142,7 @@ class TestPerStateSerialization:
     async def test_same_state_never_interleaves(self) -> None:
         """Executions on one state_id run one at a time."""
         occupancy = Occupancy()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=8))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=8))
         async with anyio.create_task_group() as tg:
             for _ in range(6):
                 tg.start_soon(
@@ -159,7 +159,7 @@ class TestPerStateSerialization:
     async def test_without_state_id_executions_overlap(self) -> None:
         """Executions without a state_id are not serialized against each other."""
         occupancy = Occupancy()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=8))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=8))
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(engine.execute, Occupy(occupancy, "same"), quotas())
@@ -171,7 +171,7 @@ class TestGlobalLimit:
         """With more distinct states than max_concurrency, exactly the limit run at once."""
         occupancy = Occupancy()
         gate = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=3))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=3))
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 for index in range(7):
@@ -193,7 +193,7 @@ class TestGlobalLimit:
         gate = anyio.Event()
         a_entered = anyio.Event()
         c_done = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=2))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=2))
 
         async def run_c() -> None:
             await engine.execute(Occupy(occupancy, "Y"), quotas(), state_id="Y")
@@ -224,7 +224,7 @@ class TestGlobalLimit:
     async def test_max_concurrency_one_serializes_everything(self) -> None:
         """max_concurrency=1 runs executions on different states one at a time."""
         occupancy = Occupancy()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=1))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=1))
         async with anyio.create_task_group() as tg:
             for index in range(4):
                 key = f"s{index}"
@@ -238,7 +238,7 @@ class TestLockEviction:
     async def test_state_locks_are_evicted_when_idle(self) -> None:
         """After every execution finishes no per-state lock remains."""
         occupancy = Occupancy()
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         async with anyio.create_task_group() as tg:
             for index in range(20):
                 key = f"s{index % 5}"
@@ -249,7 +249,7 @@ class TestLockEviction:
 
     async def test_locks_evicted_after_failures(self) -> None:
         """A failing execution releases and evicts its state's lock."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         with pytest.raises(MutationFailedError):
             await engine.execute(Raises(RuntimeError("x")), quotas(), state_id="q")
         assert engine._gate.tracked_states == 0
@@ -262,7 +262,7 @@ class TestCancellation:
         started = anyio.Event()
         seen: list[type[BaseException]] = []
         log: Log = []
-        engine: MutationEngine[Quotas] = MutationEngine(interceptors=[RecordingInterceptor(log)])
+        engine: MutationEngine = MutationEngine(interceptors=[RecordingInterceptor(log)])
 
         async def caller(scope: anyio.CancelScope) -> None:
             with scope:
@@ -289,7 +289,7 @@ class TestCancellation:
     async def test_cancellation_with_timeout_configured_is_not_a_timeout(self) -> None:
         """With an execution timeout set, caller cancellation is still not audited."""
         started = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(execution_timeout=30))
+        engine: MutationEngine = MutationEngine(EngineOptions(execution_timeout=30))
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(partial(engine.execute, Sleeps(started), quotas(), state_id="q"))
@@ -303,7 +303,7 @@ class TestCancellation:
         occupancy = Occupancy()
         gate = anyio.Event()
         entered = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         waiter = anyio.CancelScope()
 
         async def queued() -> None:
@@ -334,7 +334,7 @@ class TestCancellation:
 class TestTimeouts:
     async def test_async_apply_times_out(self) -> None:
         """An async apply past execution_timeout raises ExecutionTimeoutError with details."""
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(execution_timeout=0.05))
+        engine: MutationEngine = MutationEngine(EngineOptions(execution_timeout=0.05))
         with anyio.fail_after(5):
             with pytest.raises(ExecutionTimeoutError) as caught:
                 await engine.execute(Sleeps(anyio.Event()), quotas(), state_id="q")
@@ -354,7 +354,7 @@ class TestTimeouts:
 
     async def test_sync_apply_overrun_times_out(self) -> None:
         """A sync apply that returns after the deadline is reported as a timeout."""
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(execution_timeout=0.05))
+        engine: MutationEngine = MutationEngine(EngineOptions(execution_timeout=0.05))
         with pytest.raises(ExecutionTimeoutError) as caught:
             await engine.execute(BlockingSleep(0.1), quotas(), state_id="q")
         assert caught.value.elapsed >= 0.05
@@ -365,7 +365,7 @@ class TestTimeouts:
     @pytest.mark.parametrize("slow", ["sync", "async"])
     async def test_timeout_leaves_no_pending_cancellation(self, slow: str) -> None:
         """After a timeout the caller keeps running normally: no stray cancellation leaks."""
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(execution_timeout=0.05))
+        engine: MutationEngine = MutationEngine(EngineOptions(execution_timeout=0.05))
         mutation = BlockingSleep(0.1) if slow == "sync" else Sleeps(anyio.Event())
         with anyio.fail_after(5), pytest.raises(ExecutionTimeoutError):
             await engine.execute(mutation, quotas(), state_id="q")
@@ -377,7 +377,7 @@ class TestTimeouts:
 
     async def test_fast_apply_within_timeout_succeeds(self) -> None:
         """An apply that finishes in time is unaffected by the timeout."""
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(execution_timeout=5))
+        engine: MutationEngine = MutationEngine(EngineOptions(execution_timeout=5))
         result = await engine.execute(SetQuota("a", 1), quotas(), state_id="q")
         assert result.ok
         assert len(await engine.history("q")) == 1
@@ -393,7 +393,7 @@ class TestTimeouts:
                 return PolicyDecision.allow()
 
         audit = InMemoryAuditSink()
-        engine: MutationEngine[Quotas] = MutationEngine(
+        engine: MutationEngine = MutationEngine(
             EngineOptions(execution_timeout=0.05), policies=[SlowPolicy()], audit=audit
         )
         with anyio.fail_after(5), pytest.raises(ExecutionTimeoutError):
@@ -404,7 +404,7 @@ class TestTimeouts:
         """Interceptors see a timeout through the failed hook."""
         log: Log = []
         interceptor = RecordingInterceptor(log)
-        engine: MutationEngine[Quotas] = MutationEngine(
+        engine: MutationEngine = MutationEngine(
             EngineOptions(execution_timeout=0.05), interceptors=[interceptor]
         )
         with anyio.fail_after(5), pytest.raises(ExecutionTimeoutError):
@@ -416,7 +416,7 @@ class TestTimeouts:
 class TestBatches:
     async def test_successful_batch(self) -> None:
         """A successful batch chains states, aggregates changes and records each step."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         batch = await engine.execute_batch(
             [SetQuota("a", 1), SetQuota("b", 2), SetQuota("a", 3)], quotas(), state_id="q"
         )
@@ -430,7 +430,7 @@ class TestBatches:
 
     async def test_empty_batch_succeeds_with_input_state(self) -> None:
         """An empty batch is ok and returns the input state unchanged."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         state = quotas(a=1)
         batch = await engine.execute_batch([], state, state_id="q")
         assert batch.ok
@@ -441,7 +441,7 @@ class TestBatches:
 
     async def test_failing_step_fails_everything(self) -> None:
         """A failing step makes the batch fail, with no history for any step."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         batch = await engine.execute_batch(
             [SetQuota("a", 1), SetQuota("b", -1), SetQuota("c", 1)], quotas(), state_id="q"
         )
@@ -458,7 +458,7 @@ class TestBatches:
 
     async def test_raising_step_records_no_history(self) -> None:
         """A step that raises propagates the error and no step is recorded."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         with pytest.raises(MutationFailedError) as caught:
             await engine.execute_batch(
                 [SetQuota("a", 1), Raises(RuntimeError("boom"))], quotas(), state_id="q"
@@ -474,7 +474,7 @@ class TestBatches:
         log: Log = []
         gate = anyio.Event()
         entered = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
@@ -498,7 +498,7 @@ class TestSlotCancellation:
         occupancy = Occupancy()
         gate = anyio.Event()
         entered = anyio.Event()
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(max_concurrency=1))
+        engine: MutationEngine = MutationEngine(EngineOptions(max_concurrency=1))
         waiter = anyio.CancelScope()
 
         async def queued() -> None:
@@ -533,7 +533,7 @@ class TestFailures:
         """An exception from apply becomes MutationFailedError with the original as cause."""
         log: Log = []
         interceptor = RecordingInterceptor(log)
-        engine: MutationEngine[Quotas] = MutationEngine(interceptors=[interceptor])
+        engine: MutationEngine = MutationEngine(interceptors=[interceptor])
         original = ValueError("bad arithmetic")
         with pytest.raises(MutationFailedError) as caught:
             await engine.execute(Raises(original), quotas(), state_id="q")
@@ -563,7 +563,7 @@ class TestFailures:
             def apply(self, state: Quotas) -> Quotas:
                 return state
 
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         with pytest.raises(MutationFailedError) as caught:
             await engine.execute(BadValidate(), quotas(), state_id="q")
         assert isinstance(caught.value.__cause__, ZeroDivisionError)

@@ -76,7 +76,7 @@ class StringPriority(MutationPolicy[Any]):
         return PolicyDecision.allow()
 
 
-def engine() -> MutationEngine[Quotas]:
+def engine() -> MutationEngine:
     return MutationEngine()
 
 

@@ -22,7 +22,6 @@ from mutator import (
 
 from ._domain import (
     Log,
-    Quotas,
     Raises,
     RecordingInterceptor,
     SetQuota,
@@ -87,7 +86,7 @@ class BadFilter(RecordingInterceptor):
         raise ValueError("filter broke")
 
 
-def engine_with(*interceptors: Interceptor, policies: Any = ()) -> MutationEngine[Quotas]:
+def engine_with(*interceptors: Interceptor, policies: Any = ()) -> MutationEngine:
     return MutationEngine(interceptors=interceptors, policies=policies)
 
 

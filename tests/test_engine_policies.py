@@ -71,7 +71,7 @@ def effects(name: str, *kinds: str) -> Fixed:
     return Fixed(name, PolicyDecision.modify(side_effects=[SideEffect(k) for k in kinds]))
 
 
-def engine_with(*policies: Any, options: EngineOptions | None = None) -> MutationEngine[Any]:
+def engine_with(*policies: Any, options: EngineOptions | None = None) -> MutationEngine:
     return MutationEngine(options, policies=policies)
 
 
@@ -220,9 +220,7 @@ class TestPolicyErrors:
         """A raising policy is audited as a failure and reported to interceptors."""
         log: Log = []
         interceptor = RecordingInterceptor(log)
-        engine: MutationEngine[Quotas] = MutationEngine(
-            policies=[Raising()], interceptors=[interceptor]
-        )
+        engine: MutationEngine = MutationEngine(policies=[Raising()], interceptors=[interceptor])
         with pytest.raises(PolicyEvaluationError):
             await engine.execute(SetQuota("x", 1), quotas(), state_id="q")
         assert log == ["before", "failed"]

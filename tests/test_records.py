@@ -85,8 +85,8 @@ def audit_entry(execution_id: str, state_id: str | None, at: datetime) -> AuditE
 
 async def committed_history(
     *mutations: Any, context: MutationContext | None = None
-) -> tuple[MutationEngine[Quotas], MutationHistory[Quotas], Quotas]:
-    engine: MutationEngine[Quotas] = MutationEngine()
+) -> tuple[MutationEngine, MutationHistory[Quotas], Quotas]:
+    engine: MutationEngine = MutationEngine()
     state = quotas()
     for mutation in mutations:
         result = await engine.execute(mutation, state, context=context, state_id="q")
@@ -293,7 +293,7 @@ class TestAuditSink:
 
     async def test_engine_audits_every_attempt_per_state(self) -> None:
         """Engine audit entries can be filtered by state and time."""
-        engine: MutationEngine[Quotas] = MutationEngine(policies=[deny("never", "x")])
+        engine: MutationEngine = MutationEngine(policies=[deny("never", "x")])
         before = datetime.now(UTC)
         await engine.execute(SetQuota("a", 1), quotas(), state_id="s1")
         await engine.execute(SetQuota("a", 1), quotas(), state_id="s2")
@@ -306,7 +306,7 @@ class TestAuditSink:
 class TestEngineStatistics:
     async def test_default_options_report_statistics(self) -> None:
         """With default options the engine reports counts and ordered percentiles."""
-        engine: MutationEngine[Quotas] = MutationEngine()
+        engine: MutationEngine = MutationEngine()
         for index in range(20):
             await engine.execute(SetQuota("a", index - 2), quotas())
         stats = await engine.statistics()
@@ -324,7 +324,7 @@ class TestEngineStatistics:
 
     async def test_metrics_window_option_bounds_the_window(self) -> None:
         """EngineOptions.metrics_window bounds the latency window."""
-        engine: MutationEngine[Quotas] = MutationEngine(EngineOptions(metrics_window=3))
+        engine: MutationEngine = MutationEngine(EngineOptions(metrics_window=3))
         for index in range(5):
             await engine.execute(SetQuota("a", index), quotas())
         stats = await engine.statistics()

@@ -11,7 +11,7 @@ import enum
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
@@ -74,7 +74,7 @@ def assert_identical(expected: object, actual: object, path: str = "value") -> N
         assert type(actual) is type(expected), (
             f"{path}: expected {type(expected).__qualname__}, got {type(actual).__qualname__}"
         )
-        for field in attrs.fields(type(expected)):
+        for field in attrs.fields(cast(Any, type(expected))):
             if field.eq:
                 assert_identical(
                     getattr(expected, field.name),
@@ -195,13 +195,21 @@ class RequestStoreContract:
             async def close_request_store(self, store: RequestStore) -> None:
                 await store.aclose()
 
-    The tests are ``async`` and marked ``anyio``: they run on every backend the
-    ``anyio_backend`` fixture of your project yields (anyio's default is asyncio only).
-    A store that only works on asyncio pins it in the subclass::
+    The tests are ``async`` and marked ``anyio`` (the anyio pytest plugin must be active,
+    e.g. ``-p anyio``): they run once per backend the ``anyio_backend`` fixture in scope
+    yields. anyio's built-in fixture yields asyncio, and in recent anyio releases trio too
+    when trio is installed. A store that only works on asyncio (asyncpg, redis.asyncio, ...)
+    pins it in the subclass::
 
+        class TestPostgresRequestStore(RequestStoreContract):
             @pytest.fixture
             def anyio_backend(self) -> str:
                 return "asyncio"
+
+            async def make_request_store(self) -> RequestStore: ...
+
+    A subclass can also take other fixtures into the hooks through an autouse fixture
+    that stores them on ``self`` (pytest makes one instance per test).
 
     Stores that keep mutations as data must know :class:`SampleMutation` and
     :class:`SampleState`: build them with :func:`sample_registry`. Values must round-trip
@@ -852,9 +860,10 @@ class DecisionHistoryContract:
         decisions = list(sample_rich_request().decisions)
         await decision_history.append("req-1", decisions)
         assert_identical(decisions, list(await decision_history.for_request("req-1")))
-        by_time = sorted(decisions, key=lambda d: d.timestamp, reverse=True)
+        # Newest first; equal timestamps newest-appended first.
+        by_time = sorted(enumerate(decisions), key=lambda p: (p[1].timestamp, p[0]), reverse=True)
         recent = list(await decision_history.recent())
-        assert_identical([DecisionRecord("req-1", d) for d in by_time], recent)
+        assert_identical([DecisionRecord("req-1", d) for _, d in by_time], recent)
 
 
 # -- state store -------------------------------------------------------------------------------

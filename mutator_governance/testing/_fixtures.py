@@ -28,6 +28,7 @@ from mutator import (
     side_effect_payload,
 )
 from mutator._context import utc_now
+from mutator._freeze import to_tuple
 
 from .._approvals import ApprovalRequirement, RejectionReason
 from .._decisions import DecisionCode, RequestDecision
@@ -82,7 +83,7 @@ class SampleState:
 
     name: str = "sample"
     value: int = 0
-    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -91,7 +92,7 @@ class SampleMutation(Mutation[SampleState]):
 
     value: int = 1
     note: str | None = None
-    labels: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    labels: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     intent: ClassVar[MutationIntent] = MutationIntent(
         "testing.sample.set",
         category="testing",
@@ -110,7 +111,7 @@ class SamplePayload:
 
     channel: str
     attempts: int = 1
-    recipients: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    recipients: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 def sample_registry() -> MutationRegistry:
@@ -182,9 +183,10 @@ def sample_rich_request(
     """A request with every optional field set, for round-trip tests of durable stores.
 
     Datetimes use several UTC offsets (with microseconds); metadata holds ints (one beyond
-    2**53), floats, bools, None, unicode text, tuples, lists and nested mappings; there
-    are policy and approval requirements (with a structured rejection), decisions of each
-    category with metadata, side effects, a claim, and compensation execution details.
+    2**53), floats (whole and huge ones too), bools, None, unicode text, tuples, lists and
+    nested mappings; there are policy and approval requirements (with a structured
+    rejection), decisions of each category with metadata, side effects, a claim, and
+    compensation execution details.
     """
     created = datetime(2024, 3, 10, 8, 15, 30, 123456, tzinfo=_IST)
     updated = datetime(2024, 3, 10, 4, 45, 1, 654321, tzinfo=UTC)
@@ -337,6 +339,8 @@ def sample_rich_request(
             "negative": -3,
             "big": 2**53 + 1,
             "float": 1.25,
+            "whole_float": 2.0,
+            "huge_float": 1e300,
             "bool": True,
             "none": None,
             "text": 'ünïcode ✓ "quoted" \\ back',

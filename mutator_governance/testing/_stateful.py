@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta, timezone
-from typing import Any, ClassVar, TypeVar
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, ClassVar, TypeVar, cast
 
 import attrs
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
 
 from .._enums import PendingReason, RequestStatus
 from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
@@ -39,11 +47,14 @@ REQUEST_IDS = ("r0", "r1", "r2", "r3", "r4", "r5")
 STATE_IDS = ("s:a", "s:b", "s:c")
 ACTOR_IDS = ("alice", "bob", "carol")
 _OFFSETS = (
-    timezone.utc,
+    UTC,
     timezone(timedelta(hours=5, minutes=30)),
     timezone(timedelta(hours=-4)),
 )
 _MAX_PAGES = 100
+
+created: Bundle[str] = Bundle("created")
+"""Ids of requests that were created."""
 
 moments = st.builds(
     lambda minute, tz: (BASE + timedelta(minutes=minute)).astimezone(tz),
@@ -65,17 +76,51 @@ metadata_values: st.SearchStrategy[Any] = st.one_of(
 
 metadata = st.dictionaries(st.sampled_from(("a", "b", "c")), metadata_values, max_size=3)
 
-queries = st.builds(
-    RequestQuery,
-    statuses=st.frozensets(st.sampled_from(RequestStatus), max_size=3),
-    pending_reasons=st.frozensets(st.sampled_from(PendingReason), max_size=2),
-    state_ids=st.frozensets(st.sampled_from((*STATE_IDS, "s:missing")), max_size=2),
-    actor_ids=st.frozensets(st.sampled_from(ACTOR_IDS), max_size=2),
-    created_from=st.none() | moments,
-    created_to=st.none() | moments,
-    updated_from=st.none() | moments,
-    updated_to=st.none() | moments,
+_FILTERS: dict[str, st.SearchStrategy[Any]] = {
+    "statuses": st.frozensets(st.sampled_from(RequestStatus), min_size=1, max_size=3),
+    "pending_reasons": st.frozensets(st.sampled_from(PendingReason), min_size=1, max_size=2),
+    "state_ids": st.frozensets(st.sampled_from((*STATE_IDS, "s:missing")), min_size=1, max_size=2),
+    "actor_ids": st.frozensets(st.sampled_from(ACTOR_IDS), min_size=1, max_size=2),
+    "created_from": moments,
+    "created_to": moments,
+    "updated_from": moments,
+    "updated_to": moments,
+}
+
+
+@st.composite
+def _queries(draw: st.DrawFn) -> RequestQuery:
+    names = draw(st.lists(st.sampled_from(sorted(_FILTERS)), max_size=2, unique=True))
+    return RequestQuery(**{name: draw(_FILTERS[name]) for name in names})
+
+
+queries = _queries()
+"""Request queries with up to two filters (more would rarely match anything)."""
+
+request_specs = st.fixed_dictionaries(
+    {
+        "request_id": st.sampled_from(REQUEST_IDS),
+        "state_id": st.sampled_from(STATE_IDS),
+        "status": st.sampled_from(RequestStatus),
+        "pending_reason": st.sampled_from(PendingReason),
+        "actor_id": st.sampled_from(ACTOR_IDS),
+        "created_at": moments,
+        "updated_after": st.integers(0, 3),
+        "value": st.integers(-3, 3),
+        "metadata": metadata,
+    }
 )
+"""Arguments of :func:`_build` (printed compactly when hypothesis reports a failure)."""
+
+
+def _build(spec: dict[str, Any]) -> MutationRequest:
+    fields = dict(spec)
+    created_at: datetime = fields["created_at"]
+    if fields["status"] is not RequestStatus.PENDING:
+        fields["pending_reason"] = None
+    fields["updated_at"] = created_at + timedelta(minutes=fields.pop("updated_after"))
+    return sample_request(fields.pop("request_id"), **fields)
+
 
 edits = st.fixed_dictionaries(
     {},
@@ -142,9 +187,7 @@ class RequestStoreComparison(RuleBasedStateMachine):
         super().__init__()
         self._resources = contextlib.ExitStack()
         options = dict(self.backend_options) if self.backend_options is not None else None
-        self.portal = self._resources.enter_context(
-            start_blocking_portal(self.backend, options)
-        )
+        self.portal = self._resources.enter_context(start_blocking_portal(self.backend, options))
         try:
             self.store: RequestStore = self.portal.call(self.make_store)
             self._resources.callback(self.portal.call, self.close_store, self.store)
@@ -215,75 +258,78 @@ class RequestStoreComparison(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------
 
-    @rule(
-        request_id=st.sampled_from(REQUEST_IDS),
-        state_id=st.sampled_from(STATE_IDS),
-        status=st.sampled_from(RequestStatus),
-        reason=st.sampled_from(PendingReason),
-        actor_id=st.sampled_from(ACTOR_IDS),
-        created_at=moments,
-        updated_after=st.integers(0, 3),
-        value=st.integers(-3, 3),
-        extra=metadata,
-    )
-    def create(
-        self,
-        request_id: str,
-        state_id: str,
-        status: RequestStatus,
-        reason: PendingReason,
-        actor_id: str,
-        created_at: Any,
-        updated_after: int,
-        value: int,
-        extra: dict[str, Any],
-    ) -> None:
-        """Create a request; ids come from a small pool, so duplicates happen too."""
-        request = sample_request(
-            request_id,
-            state_id=state_id,
-            status=status,
-            pending_reason=reason if status is RequestStatus.PENDING else None,
-            actor_id=actor_id,
-            created_at=created_at,
-            updated_at=created_at + timedelta(minutes=updated_after),
-            value=value,
-            metadata=extra,
-        )
+    @initialize(target=created, specs=st.lists(request_specs, max_size=6))
+    def seed(self, specs: list[dict[str, Any]]) -> MultipleResults[str]:
+        """Start with a few requests (some ids may repeat)."""
+        ids = [spec["request_id"] for spec in specs if self._create(spec)]
+        return multiple(*ids)
+
+    @rule(target=created, spec=request_specs)
+    def create(self, spec: dict[str, Any]) -> MultipleResults[str]:
+        """Create a request; ids come from a small pool, so some are duplicates."""
+        return multiple(spec["request_id"]) if self._create(spec) else multiple()
+
+    def _create(self, spec: dict[str, Any]) -> bool:
+        request = _build(spec)
 
         async def create(store: RequestStore) -> MutationRequest:
             return await store.create(request)
 
-        self._compare(f"create({request_id!r})", create)
+        return self._compare(f"create({request.request_id!r})", create).error is None
 
-    @rule(request_id=st.sampled_from(REQUEST_IDS), changes=edits, stale_by=st.sampled_from(
-        (0, 0, 0, -1, 1, 2)
-    ))
+    @rule(request_id=created, value=st.integers(-3, 3))
+    def create_duplicate(self, request_id: str, value: int) -> None:
+        """Create a request whose id is taken: RequestAlreadyExistsError in both stores."""
+        request = sample_request(request_id, created_at=BASE, value=value)
+
+        async def create(store: RequestStore) -> MutationRequest:
+            return await store.create(request)
+
+        self._compare(f"create({request_id!r}) again", create)
+
+    @rule(request_id=created, changes=edits, stale_by=st.sampled_from((0, 0, 0, -1, 1, 2)))
     def replace(self, request_id: str, changes: dict[str, Any], stale_by: int) -> None:
-        """Replace a request with edits, with the current revision (``stale_by=0``) or not.
-
-        Unknown ids are replaced too (with a fresh sample request), which must raise
-        RequestNotFoundError in both stores.
-        """
+        """Replace a request with edits, with its current revision (``stale_by=0``) or not."""
         current = self._current(request_id)
-        base = current if current is not None else sample_request(request_id, created_at=BASE)
+        assert current is not None
+        self._replace(current, changes, current.revision + stale_by)
+
+    @rule(
+        request_id=st.sampled_from(("missing", "r9")),
+        changes=edits,
+        expected_revision=st.integers(0, 2),
+    )
+    def replace_unknown(
+        self, request_id: str, changes: dict[str, Any], expected_revision: int
+    ) -> None:
+        """Replace a request nobody created: RequestNotFoundError in both stores."""
+        self._replace(sample_request(request_id, created_at=BASE), changes, expected_revision)
+
+    def _replace(
+        self, base: MutationRequest, changes: dict[str, Any], expected_revision: int
+    ) -> None:
         fields = dict(changes)
         if "actor_id" in fields:
             fields["context"] = attrs.evolve(base.context, actor_id=fields.pop("actor_id"))
         if "value" in fields:
-            fields["mutation"] = attrs.evolve(base.mutation, value=fields.pop("value"))
+            fields["mutation"] = attrs.evolve(cast(Any, base.mutation), value=fields.pop("value"))
         changed = attrs.evolve(base, **fields)
-        expected_revision = base.revision + stale_by
 
         async def replace(store: RequestStore) -> MutationRequest:
             return await store.replace(changed, expected_revision=expected_revision)
 
-        self._compare(
-            f"replace({request_id!r}, expected_revision={expected_revision})", replace
-        )
+        label = f"replace({base.request_id!r}, expected_revision={expected_revision})"
+        self._compare(label, replace)
+
+    @rule(request_id=created)
+    def get_created(self, request_id: str) -> None:
+        self._get(request_id)
 
     @rule(request_id=st.sampled_from((*REQUEST_IDS, "missing")))
     def get(self, request_id: str) -> None:
+        self._get(request_id)
+
+    def _get(self, request_id: str) -> None:
         async def get(store: RequestStore) -> MutationRequest | None:
             return await store.get(request_id)
 

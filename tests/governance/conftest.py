@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -148,7 +149,7 @@ def yield_inside_replace() -> InterposedStore:
     """A store whose ``replace`` yields to other tasks between the caller's read and write."""
 
     async def pause(_: MutationRequest) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     return InterposedStore(InMemoryRequestStore(), pause)
 

@@ -293,7 +293,8 @@ class TestExpireDue:
         approved = await world.submit(expires_at=T0 + timedelta(minutes=1))
 
         early = await world.gov.expire_due(T0 + timedelta(minutes=59))
-        assert early.expired == () and early.skipped == ()
+        assert early.expired == ()
+        assert early.skipped == ()
 
         sweep = await world.gov.expire_due(T0 + timedelta(hours=1))
 

@@ -200,7 +200,7 @@ class TestApprovalRequired:
         assert [s.expires_at for s in request.approval_requirements] == [deadline, deadline]
 
     async def test_approval_beats_an_explicit_pending_reason(self, world: World) -> None:
-        """When policies require approval the request waits for APPROVAL whatever reason is given."""
+        """Required approval makes the request wait for APPROVAL even if another reason is given."""
         world.rules.require(PolicyRequirement.approval("carol"))
         request = await world.submit(pending_reason=PendingReason.SCHEDULE)
         assert request.pending_reason is PendingReason.APPROVAL
@@ -283,7 +283,7 @@ class TestExplicitPendingReasons:
     async def test_naive_expiry_is_refused(self, world: World) -> None:
         """A timezone-naive expires_at is refused."""
         with pytest.raises(ValueError, match="timezone"):
-            await world.submit(expires_at=datetime(2030, 1, 2))  # noqa: DTZ001
+            await world.submit(expires_at=datetime(2030, 1, 2))
         assert await nothing_stored(world)
 
 

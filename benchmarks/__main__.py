@@ -1,0 +1,142 @@
+"""Command line: ``python -m benchmarks [--quick] [--filter S] [--backend B] [--compare OLD]``.
+
+Progress goes to stderr (one line per scenario), the results table to stdout, and the
+results to ``benchmarks/results/<UTC timestamp>.json``. Exit status: 0 when every selected
+scenario ran or was skipped with a reason, 1 when one failed, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import engine, governance
+from .harness import (
+    FULL,
+    QUICK,
+    Scenario,
+    format_compare,
+    format_table,
+    load_run,
+    profile,
+    run,
+    save_run,
+    select,
+)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def scenarios() -> tuple[Scenario, ...]:
+    """Every registered scenario, baselines first within each group."""
+    return engine.SCENARIOS + governance.SCENARIOS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmarks of the mutator engine and governance (see benchmarks/README.md).",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke pass: 5 operations x 3 repeats per scenario; the times mean nothing",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="run scenarios whose name contains SUBSTRING (repeatable; baselines are added)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("asyncio", "trio", "both"),
+        default="asyncio",
+        help="event loop; 'both' runs the engine scenarios on asyncio and trio",
+    )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OLD.json",
+        help="after the run, print new/old per scenario against an earlier results file",
+    )
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="DIR",
+        help=f"where to write the results file (default {RESULTS_DIR})",
+    )
+    p.add_argument("--no-save", action="store_true", help="do not write a results file")
+    p.add_argument("--repeats", type=int, help="timed repeats per scenario (default 9)")
+    p.add_argument(
+        "--markdown", action="store_true", help="print tables as Markdown (with C# references)"
+    )
+    p.add_argument("--list", action="store_true", help="list the selected scenarios and exit")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the timed loop of each selected scenario (no timing, no results file)",
+    )
+    p.add_argument("--profile-ops", type=int, default=2000, help="operations to profile")
+    p.add_argument("--profile-top", type=int, default=25, help="functions to list per sort")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = select(scenarios(), args.filter)
+    if args.filter and not any(any(f in s.name for f in args.filter) for s in selected):
+        print(f"no scenario matches {args.filter!r}; see --list", file=sys.stderr)
+        return 2
+    if args.list:
+        for s in selected:
+            ref = f"  [C#: {s.reference}]" if s.reference else ""
+            print(f"{s.name}  (baseline {s.baseline}) — {s.summary}{ref}")
+        return 0
+    if args.profile:
+        backend = "asyncio" if args.backend == "both" else args.backend
+        wanted = [s for s in selected if not args.filter or any(f in s.name for f in args.filter)]
+        print(profile(wanted, backend=backend, ops=args.profile_ops, top=args.profile_top))
+        return 0
+    old = None
+    if args.compare is not None:
+        try:
+            old = load_run(args.compare)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+    settings = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        if args.repeats < 1:
+            print("--repeats must be >= 1", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, repeats=args.repeats)
+    outcome = run(selected, backend=args.backend, settings=settings, argv=argv)
+    print(format_table(outcome, markdown=args.markdown, references=args.markdown))
+    print(
+        f"\n{len(outcome.results)} scenario(s) in {outcome.wall_seconds:.1f} s "
+        f"({settings.mode} run, {args.backend}); ratio = per-mutation time / baseline's",
+    )
+    if outcome.skipped:
+        print(f"skipped: {', '.join(s['name'] for s in outcome.skipped)}")
+    if not args.no_save:
+        path = save_run(outcome, args.results_dir)
+        print(f"results: {path}")
+    if old is not None:
+        print()
+        print(format_compare(old, outcome.to_json(), markdown=args.markdown))
+    if outcome.failed:
+        for failure in outcome.failed:
+            print(f"FAILED {failure['name']}@{failure['backend']}: {failure['error']}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

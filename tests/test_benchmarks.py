@@ -1,0 +1,196 @@
+"""The benchmark suite runs, writes and compares results; its statistics are right.
+
+Timings are never asserted: these tests only check that the harness works.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import (
+    QUICK,
+    SCHEMA,
+    Fixture,
+    Scenario,
+    plan,
+    quartiles,
+    run,
+    select,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMIT_SCENARIOS = {
+    "engine.direct.counter",
+    "engine.commit.performance_no_policy",
+    "engine.commit.strict_policy",
+}
+RESULT_KEYS = {
+    "name",
+    "backend",
+    "baseline",
+    "summary",
+    "mutations",
+    "reference",
+    "ops_per_repeat",
+    "repeats_us",
+    "median_us",
+    "q1_us",
+    "q3_us",
+    "min_us",
+    "max_us",
+    "iqr_pct",
+    "ops_per_sec",
+    "ratio",
+    "load1",
+}
+
+
+def benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    results = tmp_path_factory.mktemp("results")
+    done = benchmarks("--quick", "--filter", "engine.commit", "--results-dir", str(results))
+    return done, results
+
+
+def results_file(directory: Path) -> Path:
+    files = sorted(directory.glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_quick_run_exits_zero_with_progress_and_table(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, _ = quick_run
+    assert done.returncode == 0, done.stderr
+    assert "[1/3] engine.direct.counter ... " in done.stderr
+    assert "engine.commit.strict_policy ... " in done.stderr
+    assert "median µs/op" in done.stdout
+    assert "results: " in done.stdout
+
+
+def test_quick_run_writes_results_with_expected_keys(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, directory = quick_run
+    data = json.loads(results_file(directory).read_text())
+    assert data["schema"] == SCHEMA
+    assert data["mode"] == "quick"
+    assert data["backend"] == "asyncio"
+    for key in ("created_at", "argv", "settings", "machine", "wall_seconds", "skipped", "failed"):
+        assert key in data
+    assert {"python", "cpu_count"} <= set(data["machine"])
+    assert data["failed"] == []
+    assert {r["name"] for r in data["results"]} == COMMIT_SCENARIOS
+    for result in data["results"]:
+        assert set(result) == RESULT_KEYS
+        assert len(result["repeats_us"]) == QUICK.repeats
+        assert result["median_us"] > 0
+        assert result["ratio"] > 0
+    baseline = next(r for r in data["results"] if r["name"] == "engine.direct.counter")
+    assert baseline["ratio"] == 1.0
+
+
+def test_compare_against_an_earlier_results_file(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, directory = quick_run
+    old = results_file(directory)
+    done = benchmarks("--quick", "--filter", "engine.commit", "--no-save", "--compare", str(old))
+    assert done.returncode == 0, done.stderr
+    assert "new/old" in done.stdout
+    compared = done.stdout.split("compared with", 1)[1]
+    for name in COMMIT_SCENARIOS:
+        assert name in compared
+
+
+def test_compare_with_a_file_that_is_not_results_fails_cleanly(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"schema": 0}')
+    done = benchmarks("--quick", "--no-save", "--compare", str(bogus))
+    assert done.returncode == 2
+    assert "not a schema-" in done.stderr
+
+
+def test_quartiles_and_summary_of_a_known_list() -> None:
+    values = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0]
+    assert quartiles(values) == (3.0, 5.0, 7.0)
+    summary = summarize(values)
+    assert (summary.median, summary.q1, summary.q3) == (5.0, 3.0, 7.0)
+    assert (summary.minimum, summary.maximum) == (1.0, 9.0)
+    assert summary.iqr == 4.0
+    assert summary.iqr_pct == pytest.approx(80.0)
+
+
+def test_quartiles_of_even_and_single_lists() -> None:
+    assert quartiles([1.0, 2.0, 3.0, 4.0]) == (1.75, 2.5, 3.25)
+    assert quartiles([2.5]) == (2.5, 2.5, 2.5)
+    with pytest.raises(ValueError):
+        quartiles([])
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _setup(ops: int) -> Fixture:
+    return Fixture(_noop)
+
+
+async def _broken(ops: int) -> Fixture:
+    def check(_: object) -> None:
+        raise AssertionError("wrong outcome")
+
+    return Fixture(_noop, check)
+
+
+def test_selection_adds_baselines_and_both_runs_engine_scenarios_twice() -> None:
+    base = Scenario("g.base", "g.base", _setup, "baseline", engine=True)
+    engine = Scenario("g.engine", "g.base", _setup, "engine", engine=True)
+    other = Scenario("h.other", "g.base", _setup, "not an engine scenario")
+    assert [s.name for s in select([base, engine, other], ["engine"])] == ["g.base", "g.engine"]
+    pairs = [(s.name, b) for s, b in plan([base, engine, other], "both")]
+    assert pairs == [
+        ("g.base", "asyncio"),
+        ("g.engine", "asyncio"),
+        ("h.other", "asyncio"),
+        ("g.base", "trio"),
+        ("g.engine", "trio"),
+    ]
+
+
+def test_unavailable_scenarios_are_skipped_and_failed_checks_reported() -> None:
+    scenarios = [
+        Scenario("g.base", "g.base", _setup, "baseline"),
+        Scenario("g.remote", "g.base", _setup, "needs a server", unavailable=lambda: "no server"),
+        Scenario("g.broken", "g.base", _broken, "checks fail"),
+    ]
+    progress = io.StringIO()
+    outcome = run(scenarios, settings=QUICK, progress=progress)
+    assert [r.name for r in outcome.results] == ["g.base"]
+    assert outcome.results[0].ratio == 1.0
+    assert outcome.skipped == [{"name": "g.remote", "backend": "asyncio", "reason": "no server"}]
+    assert [f["name"] for f in outcome.failed] == ["g.broken"]
+    lines = progress.getvalue().splitlines()
+    assert lines[1] == "[2/3] g.remote ... skipped: no server"
+    assert lines[2].startswith("[3/3] g.broken ... FAILED: AssertionError: wrong outcome")
