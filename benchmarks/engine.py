@@ -208,7 +208,7 @@ def engine(
     diagnostics: bool = True,
     policies: Iterable[MutationPolicy[Any]] = (),
     interceptors: Iterable[Interceptor] = (),
-) -> MutationEngine[Any]:
+) -> MutationEngine:
     """An engine with in-memory audit/history (``diagnostics``) or the Null sinks."""
     if diagnostics:
         return MutationEngine(options, policies=policies, interceptors=interceptors)
@@ -250,7 +250,7 @@ async def direct(mutation: Mutation[Any], state: Any, ops: int) -> Fixture:
     apply = mutation.apply
 
     def op() -> Any:
-        if not validate(state).is_valid:
+        if not validate(state).is_valid:  # type: ignore[union-attr]  # a sync validate
             raise AssertionError("validation failed")
         return apply(state)
 
@@ -258,7 +258,7 @@ async def direct(mutation: Mutation[Any], state: Any, ops: int) -> Fixture:
 
 
 async def execute(
-    make_engine: functools.partial[MutationEngine[Any]],
+    make_engine: functools.partial[MutationEngine],
     mutation: Mutation[Any],
     state: Any,
     mode: MutationMode,
@@ -272,7 +272,7 @@ async def execute(
 
 
 async def batch(
-    make_engine: functools.partial[MutationEngine[Any]],
+    make_engine: functools.partial[MutationEngine],
     mutations: Sequence[Mutation[Any]],
     state: Any,
     ops: int,
@@ -614,7 +614,7 @@ def _scenarios() -> list[Scenario]:
             )
         )
     # diagnostics and interceptors
-    diagnostics = (
+    diagnostics: tuple[tuple[str, dict[str, Any], str, str], ...] = (
         (
             "engine.diagnostics.null_sinks",
             {"diagnostics": False},

@@ -163,7 +163,7 @@ def governance(
     *policies: MutationPolicy[Any],
     stores: Stores | None = None,
     clock: Callable[[], datetime] | None = None,
-    engine: MutationEngine[Any] | None = None,
+    engine: MutationEngine | None = None,
 ) -> Governance:
     """A fresh Governance over a default-preset engine with in-memory audit and history."""
     eng = engine or MutationEngine(EngineOptions.default(), policies=policies)
@@ -407,6 +407,7 @@ async def queries(kind: str, ops: int) -> Fixture:
             context=REQUESTER,
             pending_reason=PendingReason.EXTERNAL_CHECK if seeded == "external_check" else None,
         )
+    run: Callable[[], Awaitable[Any]]
     if kind == "pending":
         run = functools.partial(gov.pending)
         expected = SEEDED["pending_approval"] + SEEDED["external_check"]

@@ -11,18 +11,20 @@ time. For each scenario the harness runs, inside ONE ``anyio.run``:
 3. warm-up rounds of ``K`` operations, each result checked by ``Fixture.check`` so a
    scenario cannot silently time an error path;
 4. ``N`` repeats of a timed loop of ``K`` operations; the per-operation time of each repeat
-   is recorded.
+   is recorded. After each repeat, a shorter repeat of the scenario's baseline (its own
+   fixture, set up in the same event loop) is timed, so each repeat has a paired baseline
+   measured moments later on the same machine state.
 
 The report gives the median of the repeat values and their spread (quartiles and
-min/max). Every scenario names a baseline that runs in the same process; the ratio to it
-(per mutation, see :attr:`Scenario.mutations`) is the number that holds on a noisy machine.
+min/max), and the median of the per-repeat ratios to the paired baseline (per mutation,
+see :attr:`Scenario.mutations`): the number that holds on a noisy machine. Every baseline
+also runs as a scenario of its own in the same process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import cProfile
-import dataclasses
 import gc
 import io
 import itertools
@@ -59,6 +61,7 @@ __all__ = [
     "format_table",
     "load_run",
     "measure",
+    "paired_ratios",
     "plan",
     "profile",
     "quartiles",
@@ -193,10 +196,17 @@ def summarize(values: Sequence[float]) -> Summary:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """Raw outcome of timing one scenario: operations per repeat and µs/op per repeat."""
+    """Raw outcome of timing one scenario: µs/op per repeat, and of its paired baseline.
+
+    ``baseline_us[i]`` was timed right after ``repeats_us[i]`` in the same event loop, so
+    both saw the same machine; ``None`` when the scenario is its own baseline or its
+    baseline could not run.
+    """
 
     ops_per_repeat: int
     repeats_us: tuple[float, ...]
+    baseline_ops: int = 0
+    baseline_us: tuple[float, ...] | None = None
 
 
 async def _timed_async(op: Op, ops: int) -> float:
@@ -237,7 +247,7 @@ async def _close(fixture: Fixture) -> None:
             await fixture.close()
 
 
-async def _calibrate(scenario: Scenario, settings: Settings) -> int:
+async def _calibrate(scenario: Scenario, settings: Settings, seconds: float) -> int:
     """Pick operations per repeat from a probe fixture (first operation untimed)."""
     if settings.fixed_ops is not None:
         return settings.fixed_ops
@@ -247,16 +257,33 @@ async def _calibrate(scenario: Scenario, settings: Settings) -> int:
         per_op_us = await _timed(probe, settings.probe_ops - 1)
     finally:
         await _close(probe)
-    wanted = int(settings.repeat_seconds * 1e6 / max(per_op_us, 1e-3))
+    wanted = int(seconds * 1e6 / max(per_op_us, 1e-3))
     return max(settings.min_ops, min(settings.max_ops, wanted))
 
 
-async def measure(scenario: Scenario, settings: Settings) -> Measurement:
-    """Calibrate, set up, warm up and time one scenario (call inside an event loop)."""
-    ops = await _calibrate(scenario, settings)
-    fixture = await scenario.setup(ops * (settings.warmup_rounds + settings.repeats))
+async def measure(
+    scenario: Scenario, settings: Settings, baseline: Scenario | None = None
+) -> Measurement:
+    """Calibrate, set up, warm up and time one scenario (call inside an event loop).
+
+    With a ``baseline``, its fixture is set up in the same event loop and one shorter
+    repeat of it (a quarter of the scenario's repeat time) is timed after each repeat of
+    the scenario: the ratio is then taken between measurements made moments apart.
+    """
+    rounds = settings.warmup_rounds + settings.repeats
+    ops = await _calibrate(scenario, settings, settings.repeat_seconds)
+    base_ops = 0
+    if baseline is not None:
+        base_ops = await _calibrate(baseline, settings, settings.repeat_seconds / 4)
     times: list[float] = []
-    try:
+    base_times: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        fixture = await scenario.setup(ops * rounds)
+        stack.push_async_callback(_close, fixture)
+        paired = None
+        if baseline is not None:
+            paired = await baseline.setup(base_ops * rounds)
+            stack.push_async_callback(_close, paired)
         # Setup objects (pools, seeded stores) are moved out of the collector's view so
         # that a big pool does not make the collections during the timed loops slower.
         gc.collect()
@@ -264,14 +291,19 @@ async def measure(scenario: Scenario, settings: Settings) -> Measurement:
         try:
             for _ in range(settings.warmup_rounds):
                 await _checked(fixture, ops)
+                if paired is not None:
+                    await _checked(paired, base_ops)
             for _ in range(settings.repeats):
                 gc.collect()
                 times.append(await _timed(fixture, ops))
+                if paired is not None:
+                    gc.collect()
+                    base_times.append(await _timed(paired, base_ops))
         finally:
             gc.unfreeze()
-    finally:
-        await _close(fixture)
-    return Measurement(ops, tuple(times))
+    return Measurement(
+        ops, tuple(times), base_ops, tuple(base_times) if baseline is not None else None
+    )
 
 
 def backend_unavailable(backend: str) -> str | None:
@@ -317,7 +349,13 @@ def plan(scenarios: Sequence[Scenario], backend: str) -> list[tuple[Scenario, st
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One timed scenario on one backend, with its ratio to its baseline."""
+    """One timed scenario on one backend, with its ratio to its baseline.
+
+    ``ratio`` is the median over repeats of (scenario µs per mutation) / (paired baseline
+    µs per mutation), ``ratio_q1``/``ratio_q3`` its quartiles; ``paired_baseline_us`` the
+    median of the baseline repeats timed alongside. All None when the baseline could not
+    run; 1.0 for a scenario that is its own baseline.
+    """
 
     name: str
     backend: str
@@ -330,6 +368,9 @@ class Result:
     stats: Summary
     load1: float | None = None
     ratio: float | None = None
+    ratio_q1: float | None = None
+    ratio_q3: float | None = None
+    paired_baseline_us: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -357,8 +398,25 @@ class Result:
             "iqr_pct": self.stats.iqr_pct,
             "ops_per_sec": self.ops_per_sec,
             "ratio": self.ratio,
+            "ratio_q1": self.ratio_q1,
+            "ratio_q3": self.ratio_q3,
+            "paired_baseline_us": self.paired_baseline_us,
             "load1": self.load1,
         }
+
+
+def paired_ratios(
+    measured: Measurement, mutations: int, baseline_mutations: int
+) -> tuple[float, float, float] | None:
+    """Quartiles (q1, median, q3) of the per-repeat, per-mutation ratios to the baseline."""
+    if not measured.baseline_us:
+        return None
+    per = [
+        (t / mutations) / (b / baseline_mutations)
+        for t, b in zip(measured.repeats_us, measured.baseline_us, strict=True)
+        if b > 0
+    ]
+    return quartiles(per) if per else None
 
 
 @dataclass(slots=True)
@@ -424,19 +482,6 @@ def format_us(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _ratios(results: list[Result]) -> list[Result]:
-    """Each result with its per-mutation ratio to its baseline on the same backend."""
-    by_key = {r.key: r for r in results}
-    out = []
-    for r in results:
-        base = by_key.get((r.baseline, r.backend))
-        ratio = None
-        if base is not None and base.stats.median > 0:
-            ratio = (r.stats.median / r.mutations) / (base.stats.median / base.mutations)
-        out.append(dataclasses.replace(r, ratio=ratio))
-    return out
-
-
 def run(
     scenarios: Sequence[Scenario],
     *,
@@ -445,9 +490,10 @@ def run(
     progress: TextIO | None = None,
     argv: Sequence[str] = (),
 ) -> Run:
-    """Run ``scenarios`` (each in its own event loop) and compute ratios to baselines."""
+    """Run ``scenarios`` (each in its own event loop, paired with its baseline)."""
     out = progress if progress is not None else sys.stderr
     outcome = Run(settings, backend, argv=list(argv))
+    by_name = {s.name: s for s in scenarios}
     pairs = plan(scenarios, backend)
     width = len(str(len(pairs)))
     started = time.perf_counter()
@@ -459,9 +505,12 @@ def run(
             print(f"skipped: {reason}", file=out, flush=True)
             outcome.skipped.append({"name": scenario.name, "backend": on, "reason": reason})
             continue
+        baseline = by_name.get(scenario.baseline)
+        if baseline is scenario or (baseline is not None and baseline.unavailable()):
+            baseline = None
         began = time.perf_counter()
         try:
-            measured = anyio.run(measure, scenario, settings, backend=on)
+            measured = anyio.run(measure, scenario, settings, baseline, backend=on)
         except Exception as error:
             print(f"FAILED: {type(error).__name__}: {error}", file=out, flush=True)
             outcome.failed.append(
@@ -469,8 +518,15 @@ def run(
             )
             continue
         stats = summarize(measured.repeats_us)
+        if scenario.baseline == scenario.name:
+            ratios: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+        elif baseline is not None:
+            ratios = paired_ratios(measured, scenario.mutations, baseline.mutations)
+        else:
+            ratios = None
+        shown = "—" if ratios is None else f"{ratios[1]:.2f}"
         print(
-            f"{format_us(stats.median)} µs  (±{stats.iqr_pct / 2:.1f}%, "
+            f"{format_us(stats.median)} µs  ratio {shown}  (±{stats.iqr_pct / 2:.1f}%, "
             f"{measured.ops_per_repeat} ops x {len(measured.repeats_us)}, "
             f"{time.perf_counter() - began:.1f} s)",
             file=out,
@@ -488,9 +544,14 @@ def run(
                 measured.repeats_us,
                 stats,
                 _load1(),
+                ratio=None if ratios is None else ratios[1],
+                ratio_q1=None if ratios is None else ratios[0],
+                ratio_q3=None if ratios is None else ratios[2],
+                paired_baseline_us=(
+                    statistics.median(measured.baseline_us) if measured.baseline_us else None
+                ),
             )
         )
-    outcome.results = _ratios(outcome.results)
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
 
@@ -515,10 +576,18 @@ def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def _ratio_text(r: Result) -> str:
+    if r.ratio is None:
+        return "—"
+    if r.ratio_q1 is None or r.ratio_q3 is None or r.baseline == r.name:
+        return f"{r.ratio:.2f}"
+    return f"{r.ratio:.2f} ({r.ratio_q1:.2f}-{r.ratio_q3:.2f})"
+
+
 def format_table(outcome: Run, *, markdown: bool = False, references: bool = False) -> str:
     """The results table: median µs/op, spread, ops/s and ratio to baseline (per mutation)."""
     headers = ["scenario", "baseline", "median µs/op", "spread µs (q1-q3, ±IQR/2)", "ops/s"]
-    headers.append("ratio")
+    headers.append("ratio (q1-q3)")
     if references:
         headers.append("reference (C#, µs)")
     rows = []
@@ -530,7 +599,7 @@ def format_table(outcome: Run, *, markdown: bool = False, references: bool = Fal
             format_us(s.median),
             f"{format_us(s.q1)}-{format_us(s.q3)} (±{s.iqr_pct / 2:.1f}%)",
             f"{r.ops_per_sec:,.0f}",
-            "—" if r.ratio is None else f"{r.ratio:.2f}",
+            _ratio_text(r),
         ]
         if references:
             row.append(r.reference or "")

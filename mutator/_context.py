@@ -51,7 +51,7 @@ class MutationContext:
     source_address: str | None = None
     user_agent: str | None = None
     timestamp: datetime = attrs.field(factory=utc_now, validator=_aware)
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @classmethod
     def user(

@@ -58,4 +58,4 @@ class MutationIntent:
     reversible: bool = True
     blast_radius: BlastRadius | None = None
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=name_set)
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)

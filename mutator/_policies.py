@@ -63,7 +63,7 @@ class PolicyRequirement:
     step: int = attrs.field(default=1, validator=_positive)
     expires_at: datetime | None = None
     reason: str | None = None
-    data: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @classmethod
     def approval(
@@ -137,7 +137,7 @@ class PolicyDecision:
     severity: Severity = Severity.INFO
     requirements: tuple[PolicyRequirement, ...] = attrs.field(default=(), converter=_requirements)
     modifications: PolicyModification | None = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @classmethod
     def allow(

@@ -25,7 +25,7 @@ class RejectionReason:
     code: str
     message: str
     category: str | None = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
 
 @attrs.frozen

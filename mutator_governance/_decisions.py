@@ -54,7 +54,7 @@ class RequestDecision:
     context: MutationContext
     reason: str | None = None
     timestamp: datetime = attrs.field(factory=utc_now)
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @property
     def category(self) -> DecisionCategory:

@@ -212,7 +212,9 @@ class GovernedExecutionManager:
         current = await gov.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
-        resolution = resolve_version(claimed, current.version, strategy, context, at=gov.clock())
+        resolution = resolve_version(
+            claimed, current.version, strategy, context, at=gov.clock(), claimed=True
+        )
         if not resolution.executes:
             stored = await gov._save(claimed, resolution.request)
             return GovernedExecutionResult(

@@ -173,12 +173,7 @@ class Governance:
                     {"blocking_policies": tuple(d.policy_name for d in evaluation.blockers)},
                 )
             )
-            request = attrs.evolve(
-                base,
-                status=RequestStatus.REJECTED,
-                decisions=tuple(decisions),
-                expires_at=None,
-            )
+            request = transition(base, RequestStatus.REJECTED, decisions, at=now)
         elif status is ResultStatus.APPROVAL_REQUIRED:
             approvals = map_requirements(evaluation.requirements)
             if not approvals:
@@ -282,11 +277,12 @@ class Governance:
         """Reject the request (through the actor's approval slot when it awaits approvals)."""
         request = await self._load(request_id)
         now = self._now(context)
-        if (
+        awaiting_slots = (
             request.status is RequestStatus.PENDING
             and request.pending_reason is PendingReason.APPROVAL
-            and request.approval_requirements
-        ):
+            and bool(request.approval_requirements)
+        )
+        if awaiting_slots or approval_id is not None:
             updated = reject_requirement(
                 request,
                 approval_id,

@@ -105,7 +105,7 @@ class MutationRequest:
     resulting_state_version: str | None = None
     expires_at: datetime | None = None
     executed_at: datetime | None = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
     side_effects: tuple[SideEffect, ...] = attrs.field(default=(), converter=to_tuple)
     execution: ExecutionDetails = ExecutionDetails()
     claim: ExecutionClaim | None = None

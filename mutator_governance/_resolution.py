@@ -48,17 +48,20 @@ def resolve_version(
     context: MutationContext,
     *,
     at: datetime,
+    claimed: bool = False,
 ) -> Resolution:
     """Resolve ``request`` against ``current_version`` following strategy table B.5.
 
-    Only executable requests (APPROVED, pending REVALIDATION, or EXECUTING under a claim)
-    can be resolved; anything else raises :class:`RequestNotExecutableError`.
+    Only executable requests (APPROVED or pending REVALIDATION) can be resolved, and an
+    EXECUTING one only by its executor (``claimed=True``); anything else raises
+    :class:`RequestNotExecutableError`.
     """
     if not isinstance(current_version, str) or not current_version.strip():
         raise ValueError("current_version must be a non-blank string")
     if not isinstance(strategy, ResolutionStrategy):
         raise TypeError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
-    if not (request.is_executable or request.status is RequestStatus.EXECUTING):
+    executing = request.status is RequestStatus.EXECUTING
+    if not (request.is_executable or (claimed and executing)):
         raise RequestNotExecutableError(
             request.request_id,
             request.status,

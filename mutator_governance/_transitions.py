@@ -18,7 +18,7 @@ __all__ = ["ALLOWED_TRANSITIONS", "can_transition", "record", "transition"]
 S = RequestStatus
 
 ALLOWED_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
-    S.CREATED: frozenset({S.PENDING, S.APPROVED, S.CANCELED, S.SUPERSEDED}),
+    S.CREATED: frozenset({S.PENDING, S.APPROVED, S.REJECTED, S.CANCELED, S.SUPERSEDED}),
     S.PENDING: frozenset(
         {S.APPROVED, S.REJECTED, S.CANCELED, S.EXPIRED, S.SUPERSEDED, S.EXECUTING}
     ),
@@ -33,7 +33,9 @@ ALLOWED_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     S.EXECUTED: frozenset(),
     S.FAILED: frozenset(),
 }
-"""Statuses reachable from each status (B.3 plus the execution claim edges)."""
+"""Statuses reachable from each status: B.3, plus CREATED → REJECTED (denied at submission),
+the execution claim edges, and PENDING(REVALIDATION) → PENDING(APPROVAL) (renewed approval
+of a request awaiting revalidation)."""
 
 
 def can_transition(
@@ -43,6 +45,13 @@ def can_transition(
 ) -> str | None:
     """Why ``request`` may not move to ``target`` (None when it may)."""
     current = request.status
+    if (
+        current is S.PENDING
+        and target is S.PENDING
+        and request.pending_reason is PendingReason.REVALIDATION
+        and pending_reason is PendingReason.APPROVAL
+    ):
+        return None
     if target not in ALLOWED_TRANSITIONS[current]:
         if current.is_terminal:
             return f"{current.name} is terminal"

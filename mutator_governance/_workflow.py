@@ -54,6 +54,7 @@ def _select(
     approval_id: str | None,
     context: MutationContext,
     allow_self_approval: bool,
+    at: datetime,
 ) -> ApprovalRequirement:
     """Pick the slot the actor decides, checking the reference's validation order."""
     rid = request.request_id
@@ -81,7 +82,7 @@ def _select(
                 request_id=rid,
                 approval_id=approval_id,
             )
-        _check_slot(request, slot, context, allow_self_approval)
+        _check_slot(request, slot, context, allow_self_approval, at)
         return slot
     if not actor or not actor.strip():
         raise InvalidApprovalActionError("the deciding actor has no actor_id", request_id=rid)
@@ -101,7 +102,7 @@ def _select(
         )
     usable = [s for s in candidates if not _already_in_group(request, s, actor)]
     slot = (usable or candidates)[0]
-    _check_slot(request, slot, context, allow_self_approval)
+    _check_slot(request, slot, context, allow_self_approval, at)
     return slot
 
 
@@ -119,6 +120,7 @@ def _check_slot(
     slot: ApprovalRequirement,
     context: MutationContext,
     allow_self_approval: bool,
+    at: datetime,
 ) -> None:
     rid, aid = request.request_id, slot.approval_id
     if slot.status is not ApprovalStatus.PENDING:
@@ -127,7 +129,7 @@ def _check_slot(
             request_id=rid,
             approval_id=aid,
         )
-    if slot.is_expired(context.timestamp):
+    if slot.is_expired(at):
         assert slot.expires_at is not None
         raise ApprovalExpiredError(rid, aid, slot.expires_at)
     actor = context.actor_id
@@ -171,7 +173,7 @@ def approve_requirement(
     allow_self_approval: bool = False,
 ) -> MutationRequest:
     """Approve one slot; fill its quorum; approve the request when every slot is done."""
-    slot = _select(request, approval_id, context, allow_self_approval)
+    slot = _select(request, approval_id, context, allow_self_approval, at)
     decided = attrs.evolve(
         slot,
         status=ApprovalStatus.APPROVED,
@@ -236,7 +238,7 @@ def reject_requirement(
     allow_self_approval: bool = False,
 ) -> MutationRequest:
     """Reject one slot, which rejects the whole request."""
-    slot = _select(request, approval_id, context, allow_self_approval)
+    slot = _select(request, approval_id, context, allow_self_approval, at)
     why = reason or (rejection.message if rejection else None) or context.reason
     decided = attrs.evolve(
         slot,

@@ -48,6 +48,9 @@ RESULT_KEYS = {
     "iqr_pct",
     "ops_per_sec",
     "ratio",
+    "ratio_q1",
+    "ratio_q3",
+    "paired_baseline_us",
     "load1",
 }
 

@@ -581,13 +581,6 @@ class TestExpiry:
         expired = await world.gov.get(request.request_id)
         assert codes(expired.decisions[3:]) == [A.EXPIRED, A.EXPIRED, A.EXPIRED, L.EXPIRED]
 
-    @pytest.mark.xfail(
-        reason="_workflow._check_slot tests expiry against context.timestamp, not the "
-        "Governance clock that stamps the decision, so a slot expired on the clock is "
-        "still approved (decided_at > expires_at)",
-        raises=pytest.fail.Exception,
-        strict=True,
-    )
     async def test_expiry_is_judged_by_the_governance_clock(self, world: World) -> None:
         """A slot expired on the Governance clock cannot be approved, whatever the context says."""
         deadline = T0 + timedelta(hours=1)
@@ -815,13 +808,6 @@ class TestConcurrentApprovals:
 
 
 class TestStaleRejection:
-    @pytest.mark.xfail(
-        reason="Governance.reject ignores approval_id when the request no longer awaits "
-        "approvals and rejects the whole (APPROVED) request; approve() raises "
-        "ApprovalStateError in the same situation",
-        raises=pytest.fail.Exception,
-        strict=True,
-    )
     async def test_rejecting_a_slot_after_the_quorum_was_met(self, world: World) -> None:
         """Rejecting a named slot of a request that is already approved is refused."""
         world.rules.require(Req(approvers=["carol", "dave"]))

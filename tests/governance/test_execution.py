@@ -50,14 +50,14 @@ from ._execution_support import (
     seed,
     world_over,
 )
-from .conftest import STATE_ID, IncreaseQuota, Quotas, World
+from .conftest import STATE_ID, Quotas, World
 
 pytestmark = pytest.mark.anyio
 
 S = RequestStatus
 L = LifecycleDecision
 R = ResolutionDecision
-O = ResolutionOutcome
+OUT = ResolutionOutcome
 RS = ResolutionStrategy
 
 
@@ -159,7 +159,7 @@ class TestMatchingVersion:
         result = await world.gov.execute(request.request_id, strategy=strategy)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.EXECUTE_APPROVED_VERSION
+        assert result.resolution.outcome is OUT.EXECUTE_APPROVED_VERSION
         assert result.resolution.is_stale is False
         assert (result.resolution.expected_version, result.resolution.current_version) == (
             "1",
@@ -193,7 +193,7 @@ class TestStaleVersion:
         result = await world.gov.execute(request.request_id, strategy=RS.REJECT_STALE)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.REJECTED_AS_STALE
+        assert result.resolution.outcome is OUT.REJECTED_AS_STALE
         assert result.resolution.is_stale is True
         assert (result.resolution.expected_version, result.resolution.current_version) == (
             "1",
@@ -213,14 +213,14 @@ class TestStaleVersion:
         assert audit_entries(world) == ()
 
     async def test_require_renewed_approval_sends_back_to_approval(self, world: World) -> None:
-        """REQUIRE_RENEWED_APPROVAL returns a stale request to PENDING(APPROVAL) at the new version."""
+        """REQUIRE_RENEWED_APPROVAL sends a stale request back to PENDING(APPROVAL)."""
         request = await world.submit()
         await move_state(world, {"bob": 100})
 
         result = await world.gov.execute(request.request_id, strategy=RS.REQUIRE_RENEWED_APPROVAL)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.REQUIRES_RENEWED_APPROVAL
+        assert result.resolution.outcome is OUT.REQUIRES_RENEWED_APPROVAL
         assert (result.executed, result.mutation_result, result.resulting_version) == (
             False,
             None,
@@ -246,12 +246,10 @@ class TestStaleVersion:
         request = await world.submit()
         await move_state(world, {"bob": 100})
 
-        result = await world.gov.execute(
-            request.request_id, strategy=RS.REVALIDATE_ON_LATEST_STATE
-        )
+        result = await world.gov.execute(request.request_id, strategy=RS.REVALIDATE_ON_LATEST_STATE)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.REVALIDATE_ON_LATEST_STATE
+        assert result.resolution.outcome is OUT.REVALIDATE_ON_LATEST_STATE
         assert result.resolution.is_stale is True
         assert result.request.expected_state_version == "2"
         assert added(request, result) == [
@@ -270,12 +268,10 @@ class TestStaleVersion:
         )
         assert resolved.request.pending_reason is PendingReason.REVALIDATION
 
-        result = await world.gov.execute(
-            request.request_id, strategy=RS.REVALIDATE_ON_LATEST_STATE
-        )
+        result = await world.gov.execute(request.request_id, strategy=RS.REVALIDATE_ON_LATEST_STATE)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.EXECUTE_APPROVED_VERSION
+        assert result.resolution.outcome is OUT.EXECUTE_APPROVED_VERSION
         assert codes_of(result.request.decisions)[-3:] == [L.CLAIMED, R.VALIDATED, L.EXECUTED]
         await assert_executed(world, result, version="3", quotas={"bob": 110})
 
@@ -495,14 +491,10 @@ class TestApprovalLoop:
         (first_slot,) = request.approval_requirements
         approved = await world.gov.approve(request.request_id, context=world.ctx("carol"))
         assert approved.status is S.APPROVED
-        version = await world.gov.states.put(
-            STATE_ID, Quotas({"bob": 100}), expected_version="1"
-        )
+        version = await world.gov.states.put(STATE_ID, Quotas({"bob": 100}), expected_version="1")
         assert version == "2"
 
-        renewed = await world.gov.execute(
-            request.request_id, strategy=RS.REQUIRE_RENEWED_APPROVAL
-        )
+        renewed = await world.gov.execute(request.request_id, strategy=RS.REQUIRE_RENEWED_APPROVAL)
 
         pending = renewed.request
         assert renewed.executed is False
@@ -524,7 +516,7 @@ class TestApprovalLoop:
         result = await world.gov.execute(request.request_id, strategy=RS.REQUIRE_RENEWED_APPROVAL)
 
         assert result.resolution is not None
-        assert result.resolution.outcome is O.EXECUTE_APPROVED_VERSION
+        assert result.resolution.outcome is OUT.EXECUTE_APPROVED_VERSION
         await assert_executed(world, result, version="3", quotas={"bob": 110})
 
     async def test_same_approval_still_required_counts_as_granted(self, world: World) -> None:

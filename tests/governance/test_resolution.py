@@ -207,12 +207,6 @@ class TestStale:
         resolution = await world.gov.resolve(request.request_id, strategy=RS.REJECT_STALE)
         assert resolution.request.status is S.REJECTED
 
-    @pytest.mark.xfail(
-        reason="resolve_version moves a PENDING(REVALIDATION) request with transition(PENDING), "
-        "a refused same-status move, so REQUIRE_RENEWED_APPROVAL raises InvalidTransitionError",
-        raises=InvalidTransitionError,
-        strict=True,
-    )
     async def test_revalidating_request_can_require_renewed_approval(self, world: World) -> None:
         """A stale PENDING(REVALIDATION) request can be sent back for renewed approval."""
         request = await revalidating(world)
@@ -327,12 +321,6 @@ class TestRefusals:
             assert await world.gov.get(request.request_id) == request, name
             assert await world.history(request.request_id) == history, name
 
-    @pytest.mark.xfail(
-        reason="resolve_version also accepts EXECUTING requests, so the public "
-        "Governance.resolve can reject/re-pend a request another worker has claimed",
-        raises=pytest.fail.Exception,
-        strict=True,
-    )
     async def test_claimed_request_is_not_resolved_through_the_facade(self, world: World) -> None:
         """A request being executed by a worker cannot be re-resolved from outside."""
         request = await world.force(

@@ -345,12 +345,6 @@ class TestDecisionHistory:
         assert [r.request_id for r in recent] == [request.request_id] * 3
         assert [r.decision for r in recent] == list(reversed(request.decisions))
 
-    @pytest.mark.xfail(
-        reason="RequestDecision/MutationContext are frozen attrs classes whose generated "
-        "__hash__ hashes a mappingproxy metadata field and raises TypeError",
-        raises=TypeError,
-        strict=True,
-    )
     async def test_decisions_are_hashable_values(self, world: World) -> None:
         """Frozen decisions can be collected in a set (e.g. to deduplicate merged histories)."""
         request = await world.submit()

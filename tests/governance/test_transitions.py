@@ -35,7 +35,7 @@ P = PendingReason
 # The table as specified (reference B.3 plus the execution edges), written out
 # independently of the library's ALLOWED_TRANSITIONS.
 EXPECTED: dict[RequestStatus, set[RequestStatus]] = {
-    S.CREATED: {S.PENDING, S.APPROVED, S.CANCELED, S.SUPERSEDED},
+    S.CREATED: {S.PENDING, S.APPROVED, S.REJECTED, S.CANCELED, S.SUPERSEDED},
     S.PENDING: {S.APPROVED, S.REJECTED, S.CANCELED, S.EXPIRED, S.SUPERSEDED, S.EXECUTING},
     S.APPROVED: {S.PENDING, S.REJECTED, S.CANCELED, S.SUPERSEDED, S.EXECUTED, S.EXECUTING},
     S.EXECUTING: {S.EXECUTED, S.FAILED, S.REJECTED, S.APPROVED, S.PENDING},
@@ -77,8 +77,13 @@ def note(code: LifecycleDecision = LifecycleDecision.PENDING) -> RequestDecision
 
 
 def reason_for(source: RequestStatus, target: RequestStatus) -> PendingReason | None:
-    """The pending reason to pass: APPROVAL for a PENDING target (legal from EXECUTING too)."""
-    return P.APPROVAL if target is S.PENDING else None
+    """The pending reason to pass: APPROVAL for a PENDING target (legal from EXECUTING too).
+
+    PENDING -> PENDING uses EXTERNAL_CHECK: only REVALIDATION -> APPROVAL (renewal) re-pends.
+    """
+    if target is not S.PENDING:
+        return None
+    return P.EXTERNAL_CHECK if source is S.PENDING else P.APPROVAL
 
 
 class TestTable:
@@ -145,8 +150,17 @@ class TestTable:
     ) -> None:
         """Moving to the status a request already has is never allowed."""
         request = in_status(approved_request, status)
+        reason = P.REVALIDATION if status is S.PENDING else P.APPROVAL
         with pytest.raises(InvalidTransitionError):
-            transition(request, status, [note()], at=AT, pending_reason=P.APPROVAL)
+            transition(request, status, [note()], at=AT, pending_reason=reason)
+
+    def test_revalidating_request_can_be_sent_for_renewed_approval(
+        self, approved_request: MutationRequest
+    ) -> None:
+        """PENDING(REVALIDATION) may re-pend as PENDING(APPROVAL), the renewal edge."""
+        request = in_status(approved_request, S.PENDING)
+        moved = transition(request, S.PENDING, [note()], at=AT, pending_reason=P.APPROVAL)
+        assert (moved.status, moved.pending_reason) == (S.PENDING, P.APPROVAL)
 
 
 class TestPendingEdges:
