@@ -145,10 +145,12 @@ class SerializationError(MutatorError, ValueError):
 
     @property
     def path(self) -> str:
+        """Where the (first) problem is, e.g. ``"context.metadata.limit"``."""
         return self.errors[0][0]
 
     @property
     def problem(self) -> str:
+        """What the (first) problem is."""
         return self.errors[0][1]
 
     @classmethod

@@ -58,10 +58,12 @@ class InMemoryCommitter:
 class SequentialCommitter:
     """Commits through the plain store protocols, for stores that share no transaction.
 
-    The state is written first (recording the request that produced it), then the
-    requests, decisions and history. A crash in between leaves the request EXECUTING;
+    The state is written first (recording the request that produced it), then the linked
+    requests, then the executed request itself, whose terminal status marks the commit as
+    done, then decisions and history. A crash in between leaves the request EXECUTING;
     :meth:`GovernedExecutionManager.recover_stale_claims` sees the recorded version and
-    finishes it without applying the mutation again.
+    finishes it without applying the mutation again. The history entry of an execution
+    finished that way is not recorded (use an atomic committer where that matters).
     """
 
     def __init__(
@@ -95,17 +97,16 @@ class SequentialCommitter:
                     f"state store produced version {version!r}, expected {s.new_version!r}: "
                     "versions must be decimal counters (see next_version)"
                 )
-        stored = []
-        for write in commit.requests:
-            stored.append(
-                await self.requests.replace(
-                    write.request, expected_revision=write.expected_revision
-                )
+        stored: dict[int, MutationRequest] = {}
+        for index in [*range(1, len(commit.requests)), 0]:
+            write = commit.requests[index]
+            stored[index] = await self.requests.replace(
+                write.request, expected_revision=write.expected_revision
             )
             await self.decisions.append(write.request.request_id, write.new_decisions)
         for entry in commit.history:
             await self.history.append(entry)
-        return tuple(stored)
+        return tuple(stored[index] for index in range(len(commit.requests)))
 
 
 def default_committer(

@@ -37,7 +37,12 @@ class RequestWrite:
 
 @attrs.frozen
 class GovernedCommit:
-    """Everything one governed execution writes; all of it lands, or none of it."""
+    """Everything one governed execution writes; all of it lands, or none of it.
+
+    ``requests[0]`` is the executed request; later entries are requests it links (the
+    original of a compensation). A committer that cannot write atomically writes the
+    executed request last, so its terminal status means everything else landed.
+    """
 
     requests: tuple[RequestWrite, ...] = attrs.field(converter=to_tuple)
     state: StateWrite | None = None

@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +63,13 @@ __all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep
 _log = logging.getLogger("mutator.governance")
 
 _INACTIVE = frozenset(
-    {RequestStatus.REJECTED, RequestStatus.CANCELED, RequestStatus.EXPIRED, RequestStatus.FAILED}
+    {
+        RequestStatus.REJECTED,
+        RequestStatus.CANCELED,
+        RequestStatus.EXPIRED,
+        RequestStatus.SUPERSEDED,
+        RequestStatus.FAILED,
+    }
 )
 
 
@@ -91,6 +96,7 @@ class RecoverySweep:
     finished: tuple[MutationRequest, ...] = ()
     released: tuple[MutationRequest, ...] = ()
     skipped: tuple[str, ...] = ()
+    repaired_decisions: int = 0
 
 
 @attrs.frozen
@@ -147,11 +153,13 @@ class GovernedExecutionManager:
         try:
             request = await gov._load(request_id)
             self._check_executable(request, strategy)
-            claimed = await self._claim(request, context)
+            claim = self._new_claim(request)
             try:
+                with anyio.CancelScope(shield=True):
+                    claimed = await self._claim(request, claim, context)
                 return await self._run_claimed(claimed, context, strategy)
             except BaseException:
-                await self._release(claimed, context, "execution interrupted before commit")
+                await self._settle_own(request_id, claim, context, "interrupted before commit")
                 raise
         finally:
             self._states.release(request.state_id)
@@ -180,14 +188,19 @@ class GovernedExecutionManager:
             request.request_id, request.status, request.pending_reason, detail
         )
 
-    async def _claim(self, request: MutationRequest, context: MutationContext) -> MutationRequest:
+    def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
         now = self.governance.clock()
-        claim = ExecutionClaim(
+        return ExecutionClaim(
             self.executor_id,
             now,
             now + self.lease,
             revalidating=request.status is RequestStatus.PENDING,
         )
+
+    async def _claim(
+        self, request: MutationRequest, claim: ExecutionClaim, context: MutationContext
+    ) -> MutationRequest:
+        now = claim.claimed_at
         claimed = transition(
             request,
             RequestStatus.EXECUTING,
@@ -324,7 +337,20 @@ class GovernedExecutionManager:
             write = StateWrite(
                 request.state_id, result.new_state, current_version, version, request.request_id
             )
-            extra = await self._link_compensation(final, version, context, now)
+            try:
+                extra = await self._link_compensation(final, version, context, now)
+            except AlreadyCompensatedError as error:
+                refused = transition(
+                    request,
+                    RequestStatus.REJECTED,
+                    [
+                        RequestDecision(
+                            LifecycleDecision.REJECTED, context, str(error), now, metadata
+                        )
+                    ],
+                    at=now,
+                )
+                return refused, None, []
             return final, write, extra
         if result.status is ResultStatus.APPROVAL_REQUIRED:
             round_ = request.approval_round + 1
@@ -376,11 +402,11 @@ class GovernedExecutionManager:
         if final.execution.kind is not ExecutionKind.COMPENSATION or plan is None:
             return []
         original = await self.governance._load(plan.original_request_id)
-        if any(
-            link.type is LinkType.COMPENSATED_BY and link.request_id == final.request_id
-            for link in original.execution.links
-        ):
-            return []
+        for existing in original.execution.links:
+            if existing.type is LinkType.COMPENSATED_BY:
+                if existing.request_id == final.request_id:
+                    return []
+                raise AlreadyCompensatedError(original.request_id, existing.request_id)
         link = ExecutionLink(
             final.request_id,
             LinkType.COMPENSATED_BY,
@@ -438,28 +464,74 @@ class GovernedExecutionManager:
             },
         )
 
-    async def _release(
-        self, claimed: MutationRequest, context: MutationContext, reason: str
+    async def _settle_own(
+        self, request_id: str, claim: ExecutionClaim, context: MutationContext, reason: str
     ) -> None:
-        """Give a claim back (shielded): EXECUTING → APPROVED or PENDING(REVALIDATION)."""
-        gov = self.governance
+        """After an interrupted execution, settle the request if it still holds our claim."""
         with anyio.CancelScope(shield=True):
             try:
-                latest = await gov.requests.get(claimed.request_id)
+                latest = await self.governance.requests.get(request_id)
                 if (
-                    latest is None
-                    or latest.status is not RequestStatus.EXECUTING
-                    or latest.revision != claimed.revision
+                    latest is not None
+                    and latest.status is RequestStatus.EXECUTING
+                    and latest.claim is not None
+                    and latest.claim.token == claim.token
                 ):
-                    return
-                await gov._save(latest, self._released(latest, context, reason))
+                    await self._settle(latest, context, reason)
             except Exception:
-                _log.exception("could not release the claim on %s", claimed.request_id)
+                _log.exception("could not settle the claim on %s", request_id)
 
-    def _released(
+    async def _settle(
         self, request: MutationRequest, context: MutationContext, reason: str
+    ) -> tuple[MutationRequest, bool]:
+        """Finish an EXECUTING request whose executor stopped before recording the outcome.
+
+        When the state store holds a version this request produced, the mutation was
+        applied: the request becomes EXECUTED with that version (and a compensation links
+        its original). Otherwise the claim is released so the request can run again.
+        Returns the stored request and whether it was finished as executed.
+        """
+        gov = self.governance
+        await gov._sync_log(request)
+        now = gov.clock()
+        version = await gov.states.version_by_request(request.state_id, request.request_id)
+        if version is None:
+            released = self._released(request, context, reason, now)
+            return await gov._save(request, released), False
+        finished = transition(
+            request,
+            RequestStatus.EXECUTED,
+            [
+                RequestDecision(
+                    LifecycleDecision.EXECUTED,
+                    context,
+                    f"recovered: the state reached version {version} before the executor stopped",
+                    now,
+                    {"resulting_state_version": version, "recovered": True},
+                )
+            ],
+            at=now,
+            resulting_state_version=version,
+            executed_at=now,
+        )
+        writes = [
+            RequestWrite(finished, request.revision, finished.decisions[len(request.decisions) :])
+        ]
+        try:
+            writes.extend(await self._link_compensation(finished, version, context, now))
+        except AlreadyCompensatedError:
+            _log.error(
+                "recovered compensation %s was applied, but its original is already "
+                "compensated by another request",
+                request.request_id,
+            )
+        stored = await gov.committer.commit(GovernedCommit(writes))
+        return stored[0], True
+
+    @staticmethod
+    def _released(
+        request: MutationRequest, context: MutationContext, reason: str, now: datetime
     ) -> MutationRequest:
-        now = self.governance.clock()
         decision = RequestDecision(LifecycleDecision.RELEASED, context, reason, now)
         if request.claim is not None and request.claim.revalidating:
             return transition(
@@ -482,42 +554,22 @@ class GovernedExecutionManager:
         applied and only its outcome is missing: the request becomes EXECUTED with that
         version. Otherwise it is released so it can be executed again.
         """
-        gov = self.governance
-        now = now or gov.clock()
-        context = context or MutationContext.system("claim recovery")
+        now = now or self.governance.clock()
         finished: list[MutationRequest] = []
         released: list[MutationRequest] = []
         skipped: list[str] = []
         for request in await self._executing():
             if request.claim is None or request.claim.lease_until > now:
                 continue
-            version = await gov.states.version_by_request(request.state_id, request.request_id)
-            if version is not None:
-                updated = transition(
-                    request,
-                    RequestStatus.EXECUTED,
-                    [
-                        RequestDecision(
-                            LifecycleDecision.EXECUTED,
-                            context,
-                            f"recovered: the state reached version {version} before the "
-                            "executor stopped",
-                            now,
-                            {"resulting_state_version": version, "recovered": True},
-                        )
-                    ],
-                    at=now,
-                    resulting_state_version=version,
-                    executed_at=now,
-                )
-            else:
-                updated = self._released(request, context, "lease expired before commit")
+            scoped = context or MutationContext.system(
+                "claim recovery", correlation_id=request.request_id
+            )
             try:
-                stored = await gov._save(request, updated)
+                stored, executed = await self._settle(request, scoped, "lease expired")
             except (RequestConcurrencyError, RequestNotFoundError):
                 skipped.append(request.request_id)
                 continue
-            (finished if version is not None else released).append(stored)
+            (finished if executed else released).append(stored)
         return RecoverySweep(tuple(finished), tuple(released), tuple(skipped))
 
     async def _executing(self) -> list[MutationRequest]:
@@ -545,7 +597,9 @@ class GovernedExecutionManager:
     ) -> WorkerReport:
         """Execute approved requests as they appear, ``concurrency`` at a time.
 
-        Each request's errors are logged and counted, never stopping the worker. Runs until
+        With REVALIDATE_ON_LATEST_STATE, requests pending revalidation are executed too.
+        Each request's errors are logged and counted, never stopping the worker; a request
+        that raised is not retried until the worker restarts. Runs until
         its task group is cancelled (in-flight executions release their claims), or with
         ``until_idle`` until no approved request is left.
         """
@@ -554,6 +608,7 @@ class GovernedExecutionManager:
         context = context or MutationContext.system("governance worker")
         counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
         in_flight: set[str] = set()
+        broken: set[str] = set()
         limiter = anyio.CapacityLimiter(concurrency)
         last_recovery = -recover_every
 
@@ -571,7 +626,10 @@ class GovernedExecutionManager:
                 counts["skipped"] += 1
             except Exception:
                 counts["errors"] += 1
-                _log.exception("worker could not execute request %s", request_id)
+                broken.add(request_id)
+                _log.exception(
+                    "worker could not execute request %s; not retrying it in this run", request_id
+                )
             finally:
                 in_flight.discard(request_id)
 
@@ -580,7 +638,9 @@ class GovernedExecutionManager:
                 if anyio.current_time() - last_recovery >= recover_every:
                     last_recovery = anyio.current_time()
                     await self.recover_stale_claims(context=context)
-                ready = await self._approved(limit=concurrency * 4, exclude=in_flight)
+                ready = await self._ready(
+                    strategy, limit=concurrency * 4, exclude=in_flight | broken
+                )
                 for request in ready:
                     in_flight.add(request.request_id)
                     tg.start_soon(work, request.request_id)
@@ -589,11 +649,19 @@ class GovernedExecutionManager:
                 await anyio.sleep(0 if ready else poll_interval)
         return WorkerReport(**counts)
 
-    async def _approved(self, *, limit: int, exclude: set[str]) -> Sequence[MutationRequest]:
-        page = await self.governance.requests.list(
+    async def _ready(
+        self, strategy: ResolutionStrategy, *, limit: int, exclude: set[str]
+    ) -> list[MutationRequest]:
+        """Approved requests (and, when revalidating, requests pending revalidation)."""
+        requests = self.governance.requests
+        page = await requests.list(
             RequestQuery(statuses={RequestStatus.APPROVED}), limit=limit + len(exclude)
         )
-        return [r for r in page.items if r.request_id not in exclude][:limit]
+        ready = [r for r in page.items if r.request_id not in exclude]
+        if strategy is ResolutionStrategy.REVALIDATE_ON_LATEST_STATE:
+            waiting = await requests.pending(PendingReason.REVALIDATION)
+            ready.extend(r for r in waiting if r.request_id not in exclude)
+        return ready[:limit]
 
     # -- compensation --------------------------------------------------------------------
 

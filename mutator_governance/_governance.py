@@ -480,6 +480,17 @@ class Governance:
         """Finish or release executions whose claim lease ran out."""
         return await self.executor.recover_stale_claims(now)
 
+    async def recover(self, now: datetime | None = None) -> RecoverySweep:
+        """Everything to do after a crash: settle stale claims, then repair the decision log.
+
+        With atomic stores (in-memory, SQL) the log never falls behind and the repair finds
+        nothing; with stores that share no transaction it restores decisions that reached a
+        request but not the log.
+        """
+        sweep = await self.executor.recover_stale_claims(now)
+        repaired = await self.repair_decision_log()
+        return attrs.evolve(sweep, repaired_decisions=repaired)
+
     async def run_worker(
         self,
         *,
@@ -487,6 +498,8 @@ class Governance:
         poll_interval: float = 1.0,
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
         until_idle: bool = False,
+        context: MutationContext | None = None,
+        recover_every: float = 30.0,
     ) -> WorkerReport:
         """Execute approved requests as they appear; see ``GovernedExecutionManager``."""
         return await self.executor.run_worker(
@@ -494,6 +507,8 @@ class Governance:
             poll_interval=poll_interval,
             strategy=strategy,
             until_idle=until_idle,
+            context=context,
+            recover_every=recover_every,
         )
 
     # -- queries -------------------------------------------------------------------------
@@ -515,8 +530,39 @@ class Governance:
         return await self.requests.list(query, limit=limit, cursor=cursor)
 
     async def decision_history(self, request_id: str) -> Sequence[RequestDecision]:
-        """Every decision about a request, oldest first."""
-        return await self.decisions.for_request(request_id)
+        """Every decision about a request, oldest first (the request is the source of truth)."""
+        return (await self._load(request_id)).decisions
+
+    async def repair_decision_log(self, request_ids: Sequence[str] | None = None) -> int:
+        """Append decisions that reached a request but not the decision log.
+
+        Needed only with stores that share no transaction, after a crash between the two
+        writes. Checks the given requests (all when None); returns how many were appended.
+        """
+        if request_ids is None:
+            ids: list[str] = []
+            cursor = None
+            while True:
+                page = await self.requests.list(limit=500, cursor=cursor)
+                ids.extend(r.request_id for r in page.items)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        else:
+            ids = list(request_ids)
+        appended = 0
+        for request_id in ids:
+            request = await self.requests.get(request_id)
+            if request is not None:
+                appended += await self._sync_log(request)
+        return appended
+
+    async def _sync_log(self, request: MutationRequest) -> int:
+        logged = await self.decisions.for_request(request.request_id)
+        missing = request.decisions[len(logged) :]
+        if missing:
+            await self.decisions.append(request.request_id, missing)
+        return len(missing)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -74,6 +75,7 @@ class ExecutionClaim:
     claimed_at: datetime
     lease_until: datetime
     revalidating: bool = False
+    token: str = attrs.field(factory=lambda: uuid.uuid4().hex)
 
 
 @attrs.frozen

@@ -371,6 +371,8 @@ def sample_rich_request(
             "worker-1",
             datetime(2024, 3, 10, 4, 44, tzinfo=UTC),
             datetime(2024, 3, 10, 4, 49, tzinfo=UTC),
+            revalidating=True,
+            token="claim-token-1",
         ),
         approval_round=2,
     )

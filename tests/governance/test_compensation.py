@@ -222,13 +222,6 @@ class TestRefusals:
 
         assert again.status is S.APPROVED
 
-    @pytest.mark.xfail(
-        reason=(
-            "_execution.py:66 _INACTIVE omits SUPERSEDED: a superseded compensation can never "
-            "run, yet compensate() still reports it as the compensation in flight"
-        ),
-        strict=True,
-    )
     async def test_superseded_compensation_allows_a_new_one(self, xworld: World) -> None:
         """A superseded compensation (terminal, never runs) no longer blocks a new one."""
         original = await executed(xworld)
@@ -278,15 +271,6 @@ class TestRefusals:
 
 
 class TestRaces:
-    @pytest.mark.xfail(
-        reason=(
-            "compensate() checks for an existing compensation (_execution.py:633-643) and then "
-            "creates the new one with no atomic guard, and _link_compensation never checks "
-            "that the original already has a COMPENSATED_BY link: two concurrent calls both "
-            "succeed and both compensations execute"
-        ),
-        strict=True,
-    )
     async def test_concurrent_compensations_never_both_apply(self) -> None:
         """Two compensations requested at the same moment never both undo the original."""
         stores = Stores()

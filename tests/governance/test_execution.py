@@ -472,7 +472,8 @@ class TestNotExecutable:
     async def test_claimed_request_is_refused_as_taken(self, world: World) -> None:
         """A request another executor holds raises RequestClaimedError, a concurrency error."""
         request = await world.submit()
-        claimed = await world.gov.executor._claim(request, world.ctx("other"))
+        executor = world.gov.executor
+        claimed = await executor._claim(request, executor._new_claim(request), world.ctx("other"))
 
         with pytest.raises(RequestClaimedError) as raised:
             await world.gov.execute(request.request_id)

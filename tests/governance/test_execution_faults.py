@@ -201,29 +201,20 @@ async def crash(world: Deployment, point: str) -> None:
 async def recover(world: Deployment) -> tuple[Governance, Any]:
     gov = world.restart()
     world.clock.now = past_lease(world.clock)
-    sweep = await gov.recover_stale_claims(now=world.clock.now)
+    sweep = await gov.recover(now=world.clock.now)
     return gov, sweep
 
 
 MODES = [pytest.param(True, id="process-crash"), pytest.param(False, id="transient")]
 
-RELEASE_AFTER_STATE_WRITE = (
-    "_execution.py execute(): any exception from the commit runs _release(), which only "
-    "compares the request revision; after SequentialCommitter wrote the state but not the "
-    "request, the request is released to APPROVED although the state holds its version"
-)
-
 
 def _cases() -> list[Any]:
-    cases = []
-    for name in POINTS:
-        for mode in MODES:
-            process_dies = mode.values[0]
-            marks: tuple[Any, ...] = ()
-            if name == "terminal" and not process_dies:
-                marks = (pytest.mark.xfail(reason=RELEASE_AFTER_STATE_WRITE, strict=True),)
-            cases.append(pytest.param(name, process_dies, id=f"{name}-{mode.id}", marks=marks))
-    return cases
+    """Every crash point, with the process dying or the write failing transiently."""
+    return [
+        pytest.param(name, mode.values[0], id=f"{name}-{mode.id}")
+        for name in POINTS
+        for mode in MODES
+    ]
 
 
 class TestCrashPoints:
@@ -293,7 +284,6 @@ class TestCrashPoints:
         assert result.executed is True
         await world.check_consistent()
 
-    @pytest.mark.xfail(reason=RELEASE_AFTER_STATE_WRITE, strict=True)
     async def test_failed_request_write_does_not_allow_a_second_application(self) -> None:
         """After the state landed but the request write failed, a retry must not apply again."""
         world = await deployment(process_dies=False)
@@ -309,26 +299,8 @@ class TestCrashPoints:
         assert current.state.quotas["bob"] == 11
 
 
-DECISION_LOG_AFTER_WRITE = (
-    "governed execution appends decisions to DecisionHistory after the request write "
-    "(Governance._save, SequentialCommitter.commit): a crash in between loses them for good, "
-    "recovery does not reconcile the log with request.decisions"
-)
-
-
-def _log_cases() -> list[Any]:
-    cases = []
-    for name in POINTS:
-        for mode in MODES:
-            marks: tuple[Any, ...] = ()
-            if name in ("claim-decision", "decision"):
-                marks = (pytest.mark.xfail(reason=DECISION_LOG_AFTER_WRITE, strict=True),)
-            cases.append(pytest.param(name, mode.values[0], id=f"{name}-{mode.id}", marks=marks))
-    return cases
-
-
 class TestRecordsAfterRecovery:
-    @pytest.mark.parametrize(("point", "process_dies"), _log_cases())
+    @pytest.mark.parametrize(("point", "process_dies"), _cases())
     async def test_decision_log_matches_request_after_recovery(
         self, point: str, process_dies: bool
     ) -> None:
@@ -347,9 +319,9 @@ class TestRecordsAfterRecovery:
     @pytest.mark.parametrize("point", ["terminal", "decision"])
     @pytest.mark.xfail(
         reason=(
-            "the engine HistoryEntry travels only in the in-memory GovernedCommit and is "
-            "appended last by SequentialCommitter; recover_stale_claims finishes the request "
-            "EXECUTED but never writes the history entry of the applied mutation"
+            "known limitation of non-transactional stores (documented on "
+            "SequentialCommitter): the engine HistoryEntry travels only in the GovernedCommit; "
+            "recovery finishes the request EXECUTED without the history entry"
         ),
         strict=True,
     )
@@ -366,14 +338,6 @@ class TestRecordsAfterRecovery:
 
 class TestCompensationCrash:
     @pytest.mark.parametrize("write", ["compensation", "original"])
-    @pytest.mark.xfail(
-        reason=(
-            "recover_stale_claims (_execution.py:493-510) finishes a crashed COMPENSATION "
-            "request as EXECUTED but never links COMPENSATED_BY / appends COMPENSATED on the "
-            "original; SequentialCommitter also writes the two requests separately"
-        ),
-        strict=True,
-    )
     async def test_recovered_compensation_links_the_original(self, write: str) -> None:
         """A compensation whose state landed before a crash still links its original."""
         world = await deployment(process_dies=True)

@@ -12,7 +12,6 @@ from mutator_governance import (
     ApprovalStatus,
     DecisionCategory,
     ExecutionClaim,
-    InvalidTransitionError,
     PendingReason,
     RequestNotExecutableError,
     RequestStatus,

@@ -180,15 +180,6 @@ class TestRunUntilIdle:
         with pytest.raises(ValueError):
             await world.gov.run_worker(until_idle=True, concurrency=0)
 
-    @pytest.mark.xfail(
-        reason=(
-            "_execution.py run_worker: a request whose execution raises a non-outcome error "
-            "(here StateNotFoundError) is released to APPROVED, picked up again at once and "
-            "retried forever (sleep(0) hot loop, two decisions per attempt); until_idle never "
-            "returns"
-        ),
-        strict=True,
-    )
     async def test_request_that_keeps_erroring_does_not_stall_the_worker(
         self, world: World
     ) -> None:
@@ -255,7 +246,10 @@ class TestCancellation:
 
 async def claimed(world: World, request: MutationRequest) -> MutationRequest:
     """Claim ``request`` like an executor that then crashes (lease from the test clock)."""
-    return await world.gov.executor._claim(request, world.ctx("crashed-executor"))
+    executor = world.gov.executor
+    return await executor._claim(
+        request, executor._new_claim(request), world.ctx("crashed-executor")
+    )
 
 
 class TestRecovery:
