@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import anyio
 import attrs
 
-from mutator import Mutation, MutationContext, MutationEngine, ResultStatus
+from mutator import EngineOptions, Mutation, MutationContext, MutationEngine, ResultStatus
 from mutator._context import utc_now
 
 from ._approvals import RejectionReason, map_requirements, renew
@@ -103,6 +105,45 @@ class Governance:
             self.requests, self.decisions, self.states, engine.history_store
         )
         self.executor = GovernedExecutionManager(self, lease=lease)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str,
+        *,
+        registry: MutationRegistry,
+        engine: MutationEngine | None = None,
+        options: EngineOptions | None = None,
+        **governance: Any,
+    ) -> AsyncIterator[Governance]:
+        """A governance whose requests, decisions, states, audit and history live at ``url``.
+
+        ``sqlite:///path.db`` (embedded), ``postgresql://...`` or ``redis://...``. Without
+        ``engine`` an engine is built (with ``options``) whose audit and history are the
+        backend's too, so one database holds everything. The store closes on exit::
+
+            async with Governance.open("sqlite:///gov.db", registry=registry) as gov:
+                ...
+        """
+        from .stores import open_store
+
+        store = await open_store(url, registry=registry)
+        try:
+            if engine is None:
+                engine = MutationEngine(options, audit=store.audit, history=store.history)
+            yield cls(
+                engine,
+                registry=registry,
+                requests=store.requests,
+                decisions=store.decisions,
+                states=store.states,
+                committer=store.committer,
+                **governance,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
 
     # -- submission ----------------------------------------------------------------------
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import typing
 from typing import Any, TypeVar
 
-from mutator import Mutation
+import cattrs
 
+from mutator import Mutation
+from mutator._serialization import TypeRegistry, make_converter, structure, unstructure
+
+from ._decisions import DecisionCode, RequestDecision, category_of, code_for
+from ._enums import DecisionCategory
 from ._errors import UnknownMutationTypeError
+from ._request import MutationRequest
 
 __all__ = ["MutationRegistry"]
 
@@ -21,7 +29,9 @@ class MutationRegistry:
         registry = MutationRegistry()
         registry.register(IncreaseQuota, name="quota.increase")
 
-    The name defaults to the class's ``intent.operation``.
+    The name defaults to the class's ``intent.operation``. The registry also owns the
+    cattrs converter that turns requests, decisions and states into plain JSON data and
+    back, exactly (see :mod:`mutator._serialization` for the encoding).
     """
 
     def __init__(self) -> None:
@@ -29,6 +39,8 @@ class MutationRegistry:
         self._mutation_names: dict[type[Any], str] = {}
         self._states: dict[str, type[Any]] = {}
         self._state_names: dict[type[Any], str] = {}
+        self.types = TypeRegistry()
+        self._converter: cattrs.Converter | None = None
 
     def register(self, cls: type[T], *, name: str | None = None) -> type[T]:
         """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class."""
@@ -40,14 +52,94 @@ class MutationRegistry:
                 raise TypeError(f"{cls.__qualname__} has no intent; pass name=...")
             name = str(intent.operation)
         self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        self.types.register(cls, name)
         return cls
 
     def register_state(self, cls: type[T], *, name: str | None = None) -> type[T]:
         """Register a state class (needed by durable state stores); returns the class."""
         if not isinstance(cls, type):
             raise TypeError(f"register_state() takes a class, got {cls!r}")
-        self._bind(self._states, self._state_names, cls, name or cls.__qualname__, "state")
+        name = name or cls.__qualname__
+        self._bind(self._states, self._state_names, cls, name, "state")
+        self.types.register(cls, name)
         return cls
+
+    def register_value(self, cls: type[T], *, name: str) -> type[T]:
+        """Register another class that appears inside states, metadata or payloads."""
+        self.types.register(cls, name)
+        return cls
+
+    # -- serialization -------------------------------------------------------------------
+
+    @property
+    def converter(self) -> cattrs.Converter:
+        """The cattrs converter for requests, decisions, states and core values."""
+        if self._converter is None:
+            self._converter = self._build_converter()
+        return self._converter
+
+    def unstructure_request(self, request: MutationRequest) -> dict[str, Any]:
+        """``request`` as plain JSON data (its mutation is stored by registered name)."""
+        data: dict[str, Any] = unstructure(
+            self.converter, request, where=f"request {request.request_id}"
+        )
+        return data
+
+    def structure_request(self, data: Any, *, where: str = "") -> MutationRequest:
+        """A request from :meth:`unstructure_request` data; raises SerializationError."""
+        return structure(self.converter, data, MutationRequest, where=where)
+
+    def unstructure_decision(self, decision: RequestDecision) -> dict[str, Any]:
+        data: dict[str, Any] = unstructure(self.converter, decision)
+        return data
+
+    def structure_decision(self, data: Any, *, where: str = "") -> RequestDecision:
+        return structure(self.converter, data, RequestDecision, where=where)
+
+    def unstructure_value(self, value: Any) -> Any:
+        """Any value (a state, a payload) with the tagged, type-preserving encoding."""
+        return unstructure(self.converter, value, unstructure_as=Any)
+
+    def structure_value(self, data: Any, *, where: str = "") -> Any:
+        value: Any = structure(self.converter, data, typing.cast(type[Any], Any), where=where)
+        return value
+
+    def dumps(self, data: Any) -> str:
+        """Compact JSON text of unstructured data (what durable stores write)."""
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    @staticmethod
+    def loads(text: str | bytes) -> Any:
+        return json.loads(text)
+
+    def _build_converter(self) -> cattrs.Converter:
+        converter = make_converter(self.types)
+
+        def is_mutation(tp: Any) -> bool:
+            return (typing.get_origin(tp) or tp) is Mutation
+
+        def mutation_out(value: Mutation[Any]) -> Any:
+            return converter.unstructure(value, unstructure_as=Any)
+
+        def mutation_in(data: Any, _: Any) -> Mutation[Any]:
+            value = converter.structure(data, typing.cast(type[Any], Any))
+            if not isinstance(value, Mutation):
+                raise TypeError(f"expected a registered mutation, got {type(value).__name__}")
+            return value
+
+        def code_out(code: DecisionCode) -> dict[str, str]:
+            return {"category": category_of(code).value, "code": code.name}
+
+        def code_in(data: Any, _: Any) -> DecisionCode:
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a decision code object, got {type(data).__name__}")
+            return code_for(DecisionCategory(data["category"]), data["code"])
+
+        converter.register_unstructure_hook_func(is_mutation, mutation_out)
+        converter.register_structure_hook_func(is_mutation, mutation_in)
+        converter.register_unstructure_hook(DecisionCode, code_out)
+        converter.register_structure_hook(DecisionCode, code_in)
+        return converter
 
     def name_of(self, mutation: Mutation[Any] | type[Mutation[Any]]) -> str:
         """The registered name of a mutation or mutation class."""

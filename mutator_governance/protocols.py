@@ -8,13 +8,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from mutator import AuditSink, HistoryStore
+
 from ._commit_types import GovernedCommit
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason
 from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState
 from ._request import MutationRequest
 
-__all__ = ["DecisionHistory", "ExecutionCommitter", "RequestStore", "StateStore"]
+__all__ = [
+    "DecisionHistory",
+    "ExecutionCommitter",
+    "GovernanceStore",
+    "RequestStore",
+    "StateStore",
+]
 
 
 class RequestStore(Protocol):
@@ -103,3 +111,33 @@ class ExecutionCommitter(Protocol):
         Raises RequestConcurrencyError or mutator.ConcurrencyError, writing nothing, when a
         revision or the state version moved.
         """
+
+
+class GovernanceStore(Protocol):
+    """One durable backend holding everything a deployment needs, on one database.
+
+    ``committer`` writes a governed execution (state, requests, decisions, history) in one
+    atomic step; the engine should use ``audit`` and ``history`` so its records live in the
+    same database.
+    """
+
+    @property
+    def requests(self) -> RequestStore: ...
+
+    @property
+    def decisions(self) -> DecisionHistory: ...
+
+    @property
+    def states(self) -> StateStore: ...
+
+    @property
+    def audit(self) -> AuditSink: ...
+
+    @property
+    def history(self) -> HistoryStore: ...
+
+    @property
+    def committer(self) -> ExecutionCommitter: ...
+
+    async def aclose(self) -> None:
+        """Release connections; the store is unusable afterwards."""

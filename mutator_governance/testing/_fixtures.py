@@ -65,10 +65,10 @@ __all__ = [
     "sample_rich_request",
 ]
 
-SAMPLE_MUTATION_TYPE = "mutator.testing.sample"
+SAMPLE_MUTATION_TYPE = "testing.sample"
 """The registry name of :class:`SampleMutation` (and ``mutation_type`` of sample requests)."""
 
-SAMPLE_STATE_TYPE = "SampleState"
+SAMPLE_STATE_TYPE = "testing.SampleState"
 """The ``state_type`` of sample requests (the state class name, as ``Governance.submit`` does)."""
 
 SAMPLE_STATE_ID = "sample:1"

@@ -1,0 +1,53 @@
+"""Durable backends: SQLite (embedded default), PostgreSQL and Redis.
+
+``open_store(url, registry=...)`` picks the backend from the URL scheme:
+
+- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``
+- ``postgresql://user:password@host:port/database`` (extra ``postgres``; asyncio only)
+- ``redis://host:port/db`` (extra ``redis``; asyncio only)
+
+Each backend implements :class:`~mutator_governance.protocols.GovernanceStore`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from .._registry import MutationRegistry
+    from ..protocols import GovernanceStore
+
+__all__ = ["open_store", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+async def open_store(url: str, *, registry: MutationRegistry, **options: Any) -> GovernanceStore:
+    """Open the backend named by ``url``'s scheme (see the module docstring)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from ._sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url, registry=registry, **options)
+    if scheme in ("postgresql", "postgres"):
+        from ._postgres import PostgresStore
+
+        return await PostgresStore.open(url, registry=registry, **options)
+    if scheme in ("redis", "rediss"):
+        from ._redis import RedisStore
+
+        return await RedisStore.open(url, registry=registry, **options)
+    raise ValueError(
+        f"unsupported store URL {redact_url(url)!r}: use sqlite://, postgresql:// or redis://"
+    )
