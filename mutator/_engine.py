@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -12,6 +11,7 @@ import attrs
 
 from ._changes import EMPTY_CHANGES, ChangeSet
 from ._context import ExecutionContext, MutationContext, new_execution_id, utc_now
+from ._deadline import DeadlineExpired, bounded_call
 from ._diff import diff
 from ._enums import ActorType, MutationMode, ResultStatus
 from ._errors import (
@@ -28,7 +28,7 @@ from ._memory import InMemoryAuditSink, InMemoryHistoryStore, NullAuditSink, Nul
 from ._metrics import InMemoryMetrics
 from ._mutation import Mutation
 from ._options import EngineOptions
-from ._policies import MutationPolicy, PolicyModification, PolicyRequirement
+from ._policies import MutationPolicy, PolicyDecision, PolicyModification, PolicyRequirement
 from ._records import AuditEntry, AuditOutcome, HistoryEntry, MutationHistory
 from ._results import BatchResult, MutationResult
 from ._statistics import EngineStatistics
@@ -53,6 +53,41 @@ class _Run:
 
     result: MutationResult[Any]
     history: HistoryEntry | None
+
+
+class _Decided:
+    """The parts of a result decided before it is recorded (built once, no copies)."""
+
+    __slots__ = (
+        "changes",
+        "decisions",
+        "new_state",
+        "requirements",
+        "side_effects",
+        "status",
+        "validation",
+    )
+
+    def __init__(
+        self,
+        status: ResultStatus,
+        new_state: Any,
+        changes: ChangeSet,
+        side_effects: tuple[Any, ...],
+        validation: ValidationResult,
+        decisions: tuple[PolicyDecision, ...],
+        requirements: tuple[PolicyRequirement, ...],
+    ) -> None:
+        self.status = status
+        self.new_state = new_state
+        self.changes = changes
+        self.side_effects = side_effects
+        self.validation = validation
+        self.decisions = decisions
+        self.requirements = requirements
+
+
+_VALID = ValidationResult.ok()
 
 
 class MutationEngine:
@@ -265,39 +300,28 @@ class MutationEngine:
         granted: frozenset[tuple[Any, ...]] = frozenset(),
     ) -> _Run:
         started = time.perf_counter()
-        execution = ExecutionContext(new_execution_id(), utc_now(), state_id)
+        timeout = self.options.execution_timeout
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        execution = ExecutionContext(new_execution_id(), utc_now(), state_id, deadline)
         interceptors = (
             self._interceptors.active(intent, context) if self._interceptors.interceptors else ()
         )
-        timeout = self.options.execution_timeout
         try:
-            if timeout is None:
-                result = await self._decide(
-                    mutation, state, context, execution, interceptors, granted
-                )
-            else:
-                deadline = anyio.current_time() + timeout
-                execution = attrs.evolve(execution, deadline=deadline)
-                bounded: MutationResult[Any] | None = None
-                with anyio.CancelScope(deadline=deadline):
-                    bounded = await self._decide(
-                        mutation, state, context, execution, interceptors, granted
-                    )
-                if bounded is None or anyio.current_time() > deadline:
-                    raise ExecutionTimeoutError(
-                        timeout,
-                        time.perf_counter() - started,
-                        execution_id=execution.execution_id,
-                    )
-                result = bounded
+            decided = await self._decide(mutation, state, context, execution, interceptors, granted)
+            if deadline is not None and anyio.current_time() > deadline:
+                raise DeadlineExpired
         except Exception as error:
-            failure = (
-                error
-                if isinstance(error, MutatorError)
-                else MutationFailedError(
+            if isinstance(error, DeadlineExpired):
+                assert timeout is not None
+                failure: MutatorError = ExecutionTimeoutError(
+                    timeout, time.perf_counter() - started, execution_id=execution.execution_id
+                )
+            elif isinstance(error, MutatorError):
+                failure = error
+            else:
+                failure = MutationFailedError(
                     intent.operation, error, execution_id=execution.execution_id
                 )
-            )
             if failure.execution_id is None:
                 failure.execution_id = execution.execution_id
             with anyio.CancelScope(shield=True):
@@ -306,22 +330,31 @@ class MutationEngine:
                 )
             if failure is error:
                 raise
+            if isinstance(error, DeadlineExpired):
+                raise failure from None
             raise failure from error
 
         duration = time.perf_counter() - started
-        result = attrs.evolve(
-            result,
-            execution_id=execution.execution_id,
-            duration=duration,
-            mode=context.mode,
-            completed_at=utc_now(),
+        status = decided.status
+        result: MutationResult[Any] = MutationResult(
+            status,
+            decided.new_state,
+            decided.changes,
+            decided.side_effects,
+            decided.validation,
+            decided.decisions,
+            decided.requirements,
+            execution.execution_id,
+            duration,
+            context.mode,
+            utc_now(),
         )
         if interceptors:
-            hook = "after" if result.status in _AFTER_HOOK else "policy_blocked"
+            hook = "after" if status in _AFTER_HOOK else "policy_blocked"
             await run_hook(interceptors, hook, mutation, state, result, context, execution)
         history = None
         if (
-            result.status is ResultStatus.SUCCEEDED
+            status is ResultStatus.SUCCEEDED
             and context.mode is MutationMode.COMMIT
             and state_id is not None
             and self._history_on
@@ -337,6 +370,7 @@ class MutationEngine:
                 result.side_effects,
                 mutation,
             )
+        outcome = _OUTCOMES[status]
         if self._audit_on:
             entry = AuditEntry(
                 execution.execution_id,
@@ -345,20 +379,20 @@ class MutationEngine:
                 intent,
                 context,
                 context.mode,
-                _OUTCOMES[result.status],
+                outcome,
                 execution.started_at,
                 duration,
                 result.changes,
                 result.side_effects,
                 result.policy_decisions,
-                result.error_message,
+                None if status is ResultStatus.SUCCEEDED else result.error_message,
             )
             if self._shield_records:
                 with anyio.CancelScope(shield=True):
                     await self.audit.record(entry)
             else:
                 await self.audit.record(entry)
-        self.metrics.record(_OUTCOMES[result.status], duration)
+        self.metrics.record(outcome, duration)
         return _Run(result, history)
 
     async def _decide(
@@ -369,10 +403,13 @@ class MutationEngine:
         execution: ExecutionContext,
         interceptors: tuple[Interceptor, ...],
         granted: frozenset[tuple[Any, ...]],
-    ) -> MutationResult[Any]:
+    ) -> _Decided:
         """Before-hooks, policies, validation, the mode and policy modifications."""
+        deadline = execution.deadline
         if interceptors:
-            await run_hook(interceptors, "before", mutation, state, context, execution)
+            await run_hook(
+                interceptors, "before", mutation, state, context, execution, deadline=deadline
+            )
         policies = self._policies.applicable(type(state))
         evaluation = (
             await evaluate_policies(
@@ -382,6 +419,7 @@ class MutationEngine:
                 context,
                 self.options.policy_timeout,
                 execution.execution_id,
+                deadline,
             )
             if policies
             else ALLOWED
@@ -394,17 +432,16 @@ class MutationEngine:
         ):
             status = ResultStatus.SUCCEEDED
         if status is not ResultStatus.SUCCEEDED:
-            return MutationResult(
-                status,
-                policy_decisions=evaluation.decisions,
-                requirements=(
-                    evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
-                ),
+            requirements = (
+                evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
+            )
+            return _Decided(
+                status, None, EMPTY_CHANGES, (), _VALID, evaluation.decisions, requirements
             )
         mode = context.mode
-        validation = ValidationResult.ok()
+        validation = _VALID
         if mode is not MutationMode.COMMIT or self.options.always_validate:
-            validation = await _call(mutation.validate, state)
+            validation = await bounded_call(mutation.validate, state, deadline)
             if not isinstance(validation, ValidationResult):
                 raise InvalidMutationError(
                     f"{type(mutation).__qualname__}.validate returned "
@@ -412,20 +449,27 @@ class MutationEngine:
                     execution_id=execution.execution_id,
                 )
             if not validation.is_valid:
-                return MutationResult(
+                return _Decided(
                     ResultStatus.VALIDATION_FAILED,
-                    validation=validation,
-                    policy_decisions=evaluation.decisions,
+                    None,
+                    EMPTY_CHANGES,
+                    (),
+                    validation,
+                    evaluation.decisions,
+                    (),
                 )
         if mode is MutationMode.VALIDATE:
-            return MutationResult(
+            return _Decided(
                 ResultStatus.SUCCEEDED,
                 state,
-                validation=validation,
-                policy_decisions=evaluation.decisions,
+                EMPTY_CHANGES,
+                (),
+                validation,
+                evaluation.decisions,
+                (),
             )
-        outcome = await _call(
-            mutation.simulate if mode is MutationMode.SIMULATE else mutation.apply, state
+        outcome = await bounded_call(
+            mutation.simulate if mode is MutationMode.SIMULATE else mutation.apply, state, deadline
         )
         return _shape(mutation, state, outcome, validation, evaluation, execution.execution_id)
 
@@ -521,13 +565,6 @@ def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
 _AFTER_HOOK = frozenset({ResultStatus.SUCCEEDED, ResultStatus.VALIDATION_FAILED})
 
 
-async def _call(method: Callable[[Any], Any], state: Any) -> Any:
-    outcome = method(state)
-    if inspect.isawaitable(outcome):
-        return await outcome
-    return outcome
-
-
 def _shape(
     mutation: Mutation[Any],
     state: Any,
@@ -535,15 +572,19 @@ def _shape(
     validation: ValidationResult,
     evaluation: PolicyEvaluation,
     execution_id: str,
-) -> MutationResult[Any]:
-    """Turn what apply/simulate returned into a result, with policy modifications applied."""
+) -> _Decided:
+    """Turn what apply/simulate returned into an outcome, with policy modifications applied."""
     side_effects: tuple[Any, ...] = ()
     if isinstance(outcome, MutationResult):
         if outcome.status is ResultStatus.VALIDATION_FAILED:
-            return MutationResult(
+            return _Decided(
                 ResultStatus.VALIDATION_FAILED,
-                validation=validation + outcome.validation,
-                policy_decisions=evaluation.decisions,
+                None,
+                EMPTY_CHANGES,
+                (),
+                validation + outcome.validation,
+                evaluation.decisions,
+                (),
             )
         if outcome.status is not ResultStatus.SUCCEEDED:
             raise InvalidMutationError(
@@ -568,13 +609,14 @@ def _shape(
         new_state, changes, side_effects = _modify(
             state, new_state, changes, side_effects, modification
         )
-    return MutationResult(
+    return _Decided(
         ResultStatus.SUCCEEDED,
         new_state,
         changes,
         side_effects,
         validation,
         evaluation.decisions,
+        (),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -11,10 +13,12 @@ import anyio
 import attrs
 
 from ._context import MutationContext
+from ._deadline import DeadlineExpired
 from ._effects import SideEffect
 from ._enums import ResultStatus
 from ._errors import MutatorError, PolicyConflictError, PolicyEvaluationError, PolicyTimeoutError
 from ._policies import (
+    _ALLOW,
     NOTHING,
     MutationPolicy,
     PolicyDecision,
@@ -118,6 +122,12 @@ class PolicySet:
         return cached
 
 
+@functools.lru_cache(maxsize=4096)
+def _allowed_by(name: str) -> PolicyDecision:
+    """The plain allow decision of the policy called ``name`` (shared, immutable)."""
+    return PolicyDecision(True, None, name)
+
+
 async def decide(
     policy: MutationPolicy[Any],
     mutation: Any,
@@ -125,31 +135,44 @@ async def decide(
     context: MutationContext,
     limit: float | None,
     execution_id: str | None = None,
+    deadline: float | None = None,
 ) -> PolicyDecision:
-    """Run one policy with its timeout and turn its failures into policy errors."""
+    """Run one policy within its time limit and turn its failures into policy errors.
+
+    ``limit`` is the policy's own budget in seconds; ``deadline`` (event-loop clock) is the
+    execution's, and running past it raises :class:`DeadlineExpired` for the engine.
+    """
     name = policy.name
-    timeout = limit
-    started = time.perf_counter() if timeout is not None else 0.0
+    started = time.perf_counter() if limit is not None else 0.0
     try:
         decision: Any = policy.evaluate(mutation, state, context)
         if inspect.isawaitable(decision):
-            if timeout is None:
+            if limit is None and deadline is None:
                 decision = await decision
             else:
-                with anyio.move_on_after(timeout) as scope:
+                ends = min(
+                    math.inf if limit is None else anyio.current_time() + limit,
+                    math.inf if deadline is None else deadline,
+                )
+                with anyio.CancelScope(deadline=ends) as scope:
                     decision = await decision
                 if scope.cancelled_caught:
-                    raise PolicyTimeoutError(name, timeout, execution_id=execution_id)
-        elif timeout is not None and time.perf_counter() - started > timeout:
-            raise PolicyTimeoutError(name, timeout, execution_id=execution_id)
-    except MutatorError as error:
-        if error.execution_id is None:
+                    if deadline is not None and anyio.current_time() >= deadline:
+                        raise DeadlineExpired
+                    assert limit is not None
+                    raise PolicyTimeoutError(name, limit, execution_id=execution_id)
+        elif limit is not None and time.perf_counter() - started > limit:
+            raise PolicyTimeoutError(name, limit, execution_id=execution_id)
+    except (MutatorError, DeadlineExpired) as error:
+        if isinstance(error, MutatorError) and error.execution_id is None:
             error.execution_id = execution_id
         raise
     except Exception as error:
         raise PolicyEvaluationError(
             name, f"{type(error).__name__}: {error}", execution_id=execution_id
         ) from error
+    if decision is _ALLOW:
+        return _allowed_by(name)
     if not isinstance(decision, PolicyDecision):
         raise PolicyEvaluationError(
             name,
@@ -169,12 +192,14 @@ async def evaluate_policies(
     context: MutationContext,
     limit: float | None,
     execution_id: str | None = None,
+    deadline: float | None = None,
 ) -> PolicyEvaluation:
     """Evaluate every policy in order and merge their modifications."""
     if not policies:
         return ALLOWED
     decisions = [
-        await decide(policy, mutation, state, context, limit, execution_id) for policy in policies
+        await decide(policy, mutation, state, context, limit, execution_id, deadline)
+        for policy in policies
     ]
     modification = None
     if any(d.modifications is not None for d in decisions):

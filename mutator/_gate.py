@@ -16,12 +16,19 @@ class _Entry:
 
 
 class KeyedLock:
-    """One lock per key, created on first use and dropped when nobody holds or awaits it."""
+    """One lock per key, created on first use and dropped when nobody holds or awaits it.
 
-    __slots__ = ("_entries",)
+    Dropped locks go to a small free list and are reused for other keys, so an
+    uncontended acquire allocates nothing; the map itself never outgrows the keys in use.
+    """
+
+    __slots__ = ("_entries", "_free")
+
+    _FREE_LIMIT = 64
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._free: list[_Entry] = []
 
     def __len__(self) -> int:
         """How many keys are held or awaited right now."""
@@ -30,7 +37,7 @@ class KeyedLock:
     async def acquire(self, key: str) -> None:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry()
+            entry = self._entries[key] = self._free.pop() if self._free else _Entry()
         entry.users += 1
         try:
             await entry.lock.acquire()
@@ -47,6 +54,8 @@ class KeyedLock:
         entry.users -= 1
         if not entry.users:
             del self._entries[key]
+            if len(self._free) < self._FREE_LIMIT:
+                self._free.append(entry)
 
 
 class ConcurrencyGate:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ._context import ExecutionContext, MutationContext
+from ._deadline import DeadlineExpired, bounded
 from ._intent import MutationIntent
 
 if TYPE_CHECKING:
@@ -125,13 +126,20 @@ class InterceptorChain:
         return tuple(selected)
 
 
-async def run_hook(interceptors: tuple[Interceptor, ...], hook: str, *args: Any) -> None:
-    """Call ``hook`` on each interceptor in order; log and swallow their errors."""
+async def run_hook(
+    interceptors: tuple[Interceptor, ...], hook: str, *args: Any, deadline: float | None = None
+) -> None:
+    """Call ``hook`` on each interceptor in order; log and swallow their errors.
+
+    Awaited hooks run under ``deadline``; running out of it propagates.
+    """
     for interceptor in interceptors:
         try:
             outcome = getattr(interceptor, hook)(*args)
             if inspect.isawaitable(outcome):
-                await outcome
+                await bounded(outcome, deadline)
+        except DeadlineExpired:
+            raise
         except Exception:
             _log.exception("interceptor %r failed in %s()", interceptor.name, hook)
 
