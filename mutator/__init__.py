@@ -55,6 +55,7 @@ from ._records import (
     TimelineEntry,
 )
 from ._results import BatchResult, MutationResult
+from ._serialization import SerializationError, TypeRegistry, make_converter
 from ._statistics import EngineStatistics
 from ._validation import ValidationIssue, ValidationResult
 from .protocols import AuditSink, HistoryStore, MetricsCollector
@@ -129,4 +130,8 @@ __all__ = [
     "PolicyTimeoutError",
     "PolicyConflictError",
     "ConcurrencyError",
+    "SerializationError",
+    # serialization
+    "TypeRegistry",
+    "make_converter",
 ]

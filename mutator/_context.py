@@ -26,9 +26,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(_: Any, attribute: attrs.Attribute[datetime], value: datetime) -> None:
+def aware(_: Any, attribute: attrs.Attribute[Any], value: datetime) -> None:
+    """attrs validator: ``value`` is a timezone-aware datetime."""
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise ValueError(f"{attribute.name} must be a timezone-aware datetime, got {value!r}")
+
+
+def optional_aware(instance: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    """attrs validator: None or a timezone-aware datetime."""
+    if value is not None:
+        aware(instance, attribute, value)
 
 
 @attrs.frozen
@@ -50,7 +57,7 @@ class MutationContext:
     session_id: str | None = None
     source_address: str | None = None
     user_agent: str | None = None
-    timestamp: datetime = attrs.field(factory=utc_now, validator=_aware)
+    timestamp: datetime = attrs.field(factory=utc_now, validator=aware)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @classmethod

@@ -58,6 +58,7 @@ from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._changes import ChangeSet, StateChange
+from ._composition import CompositionMode
 from ._context import ExecutionContext, MutationContext
 from ._effects import SideEffect, SideEffectContract, payload_class, payload_contract
 from ._enums import (
@@ -119,6 +120,7 @@ _CORE_TYPES: tuple[type[Any], ...] = (
     TimelineEntry,
     ValidationIssue,
     ValidationResult,
+    CompositionMode,
 )
 # Names that annotations of core classes use only under TYPE_CHECKING.
 _LOCALNS: dict[str, Any] = {"Mutation": Mutation}

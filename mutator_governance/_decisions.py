@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext
-from mutator._context import utc_now
+from mutator._context import aware, utc_now
 from mutator._freeze import freeze_mapping
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
@@ -53,7 +53,7 @@ class RequestDecision:
     code: DecisionCode = attrs.field(validator=_code)
     context: MutationContext
     reason: str | None = None
-    timestamp: datetime = attrs.field(factory=utc_now)
+    timestamp: datetime = attrs.field(factory=utc_now, validator=aware)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
 
     @property

@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from mutator._freeze import to_tuple
+
 from ._decisions import RequestDecision
 from ._enums import PendingReason, RequestStatus
 from ._request import MutationRequest
@@ -60,7 +62,7 @@ class RequestQuery:
 class RequestPage:
     """One page of requests and the cursor of the next page (None on the last page)."""
 
-    items: tuple[MutationRequest, ...]
+    items: tuple[MutationRequest, ...] = attrs.field(converter=to_tuple)
     next_cursor: str | None = None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement, SideEffect
+from mutator._context import aware, optional_aware
 from mutator._freeze import freeze_mapping, to_tuple
 
 from ._approvals import ApprovalRequirement
@@ -72,8 +73,8 @@ class ExecutionClaim:
     """Who is executing a request and until when their lease holds."""
 
     claimant: str
-    claimed_at: datetime
-    lease_until: datetime
+    claimed_at: datetime = attrs.field(validator=aware)
+    lease_until: datetime = attrs.field(validator=aware)
     revalidating: bool = False
     token: str = attrs.field(factory=lambda: uuid.uuid4().hex)
 
@@ -94,8 +95,8 @@ class MutationRequest:
     intent: MutationIntent
     context: MutationContext
     status: RequestStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = attrs.field(validator=aware)
+    updated_at: datetime = attrs.field(validator=aware)
     pending_reason: PendingReason | None = None
     policy_requirements: tuple[PolicyRequirement, ...] = attrs.field(default=(), converter=to_tuple)
     approval_requirements: tuple[ApprovalRequirement, ...] = attrs.field(
@@ -105,8 +106,8 @@ class MutationRequest:
     revision: int = 0
     expected_state_version: str | None = None
     resulting_state_version: str | None = None
-    expires_at: datetime | None = None
-    executed_at: datetime | None = None
+    expires_at: datetime | None = attrs.field(default=None, validator=optional_aware)
+    executed_at: datetime | None = attrs.field(default=None, validator=optional_aware)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
     side_effects: tuple[SideEffect, ...] = attrs.field(default=(), converter=to_tuple)
     execution: ExecutionDetails = ExecutionDetails()

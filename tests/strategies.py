@@ -220,3 +220,118 @@ def _tagged_pair(label: _Pair, value: _Pair, old_note: Any, new_note: Any) -> _P
 
 def _box_pair(content: _Pair, size: _Pair, old_cache: Any, new_cache: Any) -> _Pair:
     return Box(content[0], size[0], old_cache), Box(content[1], size[1], new_cache)
+
+
+# --------------------------------------------------------------------------- governance
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from mutator import MutationContext, PolicyRequirement  # noqa: E402
+from mutator_governance import (  # noqa: E402
+    ApprovalDecision,
+    ApprovalRequirement,
+    ApprovalStatus,
+    LifecycleDecision,
+    MutationRequest,
+    PendingReason,
+    RejectionReason,
+    RequestDecision,
+    RequestStatus,
+    ResolutionDecision,
+)
+from mutator_governance.testing import sample_request  # noqa: E402
+
+aware_datetimes = st.builds(
+    lambda moment, minutes: moment.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.integers(min_value=-12 * 60, max_value=14 * 60),
+)
+"""Timezone-aware datetimes with assorted UTC offsets."""
+
+metadata_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | aware_datetimes,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(alphabet="abcxyz", min_size=1, max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+"""Values found in metadata: JSON-like, plus tuples and aware datetimes."""
+
+metadata = st.dictionaries(
+    st.text(alphabet="abcdef_", min_size=1, max_size=6), metadata_values, max_size=4
+)
+
+contexts = st.builds(
+    MutationContext.user,
+    st.text(alphabet="abcdefgh", min_size=1, max_size=6),
+    reason=st.none() | st.text(max_size=10),
+    roles=st.lists(st.sampled_from(["finance", "sre", "admin"]), max_size=2, unique=True),
+    timestamp=aware_datetimes,
+    metadata=metadata,
+)
+
+decision_codes = st.sampled_from([*LifecycleDecision, *ApprovalDecision, *ResolutionDecision])
+
+decisions = st.builds(
+    RequestDecision,
+    decision_codes,
+    contexts,
+    st.none() | st.text(max_size=10),
+    aware_datetimes,
+    metadata,
+)
+
+approval_requirements = st.builds(
+    ApprovalRequirement,
+    approval_id=st.uuids().map(lambda u: u.hex),
+    step=st.integers(min_value=1, max_value=3),
+    approver_id=st.none() | st.sampled_from(["alice", "bob"]),
+    role=st.none() | st.just("finance"),
+    required_approvals=st.integers(min_value=1, max_value=3),
+    expires_at=st.none() | aware_datetimes,
+    status=st.sampled_from(ApprovalStatus),
+    decided_at=st.none() | aware_datetimes,
+    rejection=st.none() | st.builds(RejectionReason, st.text(max_size=5), st.text(max_size=10)),
+)
+
+policy_requirements = st.builds(
+    PolicyRequirement.approval,
+    st.sampled_from(["alice", "bob", "carol"]),
+    step=st.integers(min_value=1, max_value=3),
+    expires_at=st.none() | aware_datetimes,
+    reason=st.none() | st.text(max_size=10),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> MutationRequest:
+    """Generated requests over the testing package's sample mutation, every field varied."""
+    status = draw(st.sampled_from(RequestStatus))
+    created = draw(aware_datetimes)
+    return sample_request(
+        draw(st.uuids()).hex,
+        status=status,
+        pending_reason=draw(st.sampled_from(PendingReason))
+        if status is RequestStatus.PENDING
+        else None,
+        actor_id=draw(st.sampled_from(["alice", "bob"])),
+        created_at=created,
+        updated_at=created
+        + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9))),
+        value=draw(st.integers()),
+        metadata=draw(metadata),
+        context=draw(contexts),
+        decisions=tuple(draw(st.lists(decisions, max_size=3))),
+        approval_requirements=tuple(draw(st.lists(approval_requirements, max_size=3))),
+        policy_requirements=tuple(draw(st.lists(policy_requirements, max_size=2))),
+        revision=draw(st.integers(min_value=0, max_value=10**6)),
+        expected_state_version=draw(st.none() | st.integers(min_value=1).map(str)),
+        expires_at=draw(st.none() | aware_datetimes),
+    )

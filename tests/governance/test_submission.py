@@ -15,6 +15,7 @@ from mutator_governance import (
     LifecycleDecision,
     PendingReason,
     RequestAlreadyExistsError,
+    RequestNotFoundError,
     RequestQuery,
     RequestStatus,
     StateNotFoundError,
@@ -357,7 +358,9 @@ class TestDecisionHistory:
         second = await world.submit(IncreaseQuota("eve", 2))
         assert await world.history(first.request_id) == first.decisions
         assert await world.history(second.request_id) == second.decisions
-        assert await world.gov.decision_history("unknown") == ()
+        assert tuple(await world.gov.decisions.for_request("unknown")) == ()
+        with pytest.raises(RequestNotFoundError):
+            await world.gov.decision_history("unknown")
 
     async def test_submitted_decision_keeps_the_requester_context(self, world: World) -> None:
         """The SUBMITTED decision carries the requester's own context."""
