@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -14,15 +16,16 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def test_quick_start_prints_the_documented_output(tmp_path: Path) -> None:
-    """Running the quick start in a fresh interpreter prints the README's text block."""
-    script = tmp_path / "quick_start.py"
-    script.write_text(_blocks("python")[0])
+@pytest.mark.parametrize("index", [0, 1], ids=["quick-start", "governance"])
+def test_program_prints_the_documented_output(tmp_path: Path, index: int) -> None:
+    """Each complete README program runs in a fresh interpreter and prints its text block."""
+    script = tmp_path / "readme_program.py"
+    script.write_text(_blocks("python")[index])
     completed = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == _blocks("text")[0].strip()
+    assert completed.stdout.strip() == _blocks("text")[index].strip()
 
 
 def test_setup_commands_are_install_then_test() -> None:
