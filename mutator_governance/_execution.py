@@ -23,11 +23,9 @@ from mutator import (
 )
 from mutator._gate import KeyedLock
 
-from ._approvals import map_requirements
 from ._commit import GovernedCommit, RequestWrite, StateWrite
 from ._decisions import RequestDecision
 from ._enums import (
-    ApprovalDecision,
     ExecutionKind,
     LifecycleDecision,
     LinkType,
@@ -54,6 +52,7 @@ from ._request import (
 )
 from ._resolution import Resolution, resolve_version
 from ._transitions import record, transition
+from ._workflow import fresh_round
 
 if TYPE_CHECKING:
     from ._governance import Governance
@@ -353,8 +352,7 @@ class GovernedExecutionManager:
                 return refused, None, []
             return final, write, extra
         if result.status is ResultStatus.APPROVAL_REQUIRED:
-            round_ = request.approval_round + 1
-            approvals = map_requirements(result.requirements, round=round_)
+            changes, requested = fresh_round(request, context, now, result.requirements)
             final = transition(
                 request,
                 RequestStatus.PENDING,
@@ -366,20 +364,13 @@ class GovernedExecutionManager:
                         now,
                         metadata,
                     ),
-                    RequestDecision(
-                        ApprovalDecision.REQUESTED,
-                        context,
-                        f"approval round {round_}",
-                        now,
-                        {"approval_requirement_count": len(approvals), "round": round_},
-                    ),
+                    *requested,
                 ],
                 at=now,
                 pending_reason=PendingReason.APPROVAL,
                 policy_requirements=result.requirements,
-                approval_requirements=approvals,
-                approval_round=round_,
                 expected_state_version=current_version,
+                **changes,
             )
             return final, None, []
         final = transition(

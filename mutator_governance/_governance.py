@@ -15,7 +15,7 @@ import attrs
 from mutator import EngineOptions, Mutation, MutationContext, MutationEngine, ResultStatus
 from mutator._context import utc_now
 
-from ._approvals import RejectionReason, map_requirements, renew
+from ._approvals import RejectionReason, map_requirements
 from ._commit import default_committer
 from ._decisions import RequestDecision
 from ._enums import (
@@ -44,7 +44,7 @@ from ._registry import MutationRegistry
 from ._request import CompensationPlan, MutationRequest
 from ._resolution import Resolution, resolve_version
 from ._transitions import transition
-from ._workflow import approve_requirement, expire_approvals, reject_requirement
+from ._workflow import approve_requirement, expire_approvals, fresh_round, reject_requirement
 from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
 
 __all__ = ["KEEP", "ExpirySweep", "Governance", "Keep"]
@@ -402,23 +402,9 @@ class Governance:
         changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
         decisions = [RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)]
         if reason is PendingReason.APPROVAL:
-            round_ = request.approval_round + 1
-            approvals = (
-                renew(request.approval_requirements, round_)
-                if request.approval_requirements
-                else map_requirements(request.policy_requirements, round=round_)
-            )
-            changes.update(approval_requirements=approvals, approval_round=round_)
-            if approvals:
-                decisions.append(
-                    RequestDecision(
-                        ApprovalDecision.REQUESTED,
-                        context,
-                        f"approval round {round_}",
-                        now,
-                        {"approval_requirement_count": len(approvals), "round": round_},
-                    )
-                )
+            round_changes, round_decisions = fresh_round(request, context, now)
+            changes.update(round_changes)
+            decisions.extend(round_decisions)
         updated = transition(
             request, RequestStatus.PENDING, decisions, at=now, pending_reason=reason, **changes
         )

@@ -8,10 +8,8 @@ import attrs
 
 from mutator import MutationContext
 
-from ._approvals import map_requirements, renew
 from ._decisions import RequestDecision
 from ._enums import (
-    ApprovalDecision,
     PendingReason,
     RequestStatus,
     ResolutionDecision,
@@ -21,6 +19,7 @@ from ._enums import (
 from ._errors import RequestNotExecutableError
 from ._request import MutationRequest
 from ._transitions import record, transition
+from ._workflow import fresh_round
 
 __all__ = ["Resolution", "resolve_version"]
 
@@ -98,23 +97,8 @@ def resolve_version(
             )
         elif strategy is ResolutionStrategy.REQUIRE_RENEWED_APPROVAL:
             outcome = ResolutionOutcome.REQUIRES_RENEWED_APPROVAL
-            round_ = request.approval_round + 1
-            approvals = (
-                renew(request.approval_requirements, round_)
-                if request.approval_requirements
-                else map_requirements(request.policy_requirements, round=round_)
-            )
-            decisions = [decided(ResolutionDecision.RENEWED_APPROVAL_REQUIRED, why)]
-            if approvals:
-                decisions.append(
-                    RequestDecision(
-                        ApprovalDecision.REQUESTED,
-                        context,
-                        f"approval round {round_}",
-                        at,
-                        {"approval_requirement_count": len(approvals), "round": round_},
-                    )
-                )
+            changes, requested = fresh_round(request, context, at)
+            decisions = [decided(ResolutionDecision.RENEWED_APPROVAL_REQUIRED, why), *requested]
             resolved = transition(
                 request,
                 RequestStatus.PENDING,
@@ -122,8 +106,7 @@ def resolve_version(
                 at=at,
                 pending_reason=PendingReason.APPROVAL,
                 expected_state_version=current_version,
-                approval_requirements=approvals,
-                approval_round=round_,
+                **changes,
             )
         else:
             outcome = ResolutionOutcome.REVALIDATE_ON_LATEST_STATE

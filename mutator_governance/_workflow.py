@@ -7,9 +7,9 @@ from typing import Any
 
 import attrs
 
-from mutator import MutationContext
+from mutator import MutationContext, PolicyRequirement
 
-from ._approvals import ApprovalRequirement, RejectionReason
+from ._approvals import ApprovalRequirement, RejectionReason, map_requirements, renew
 from ._decisions import RequestDecision
 from ._enums import (
     ApprovalDecision,
@@ -31,7 +31,7 @@ from ._errors import (
 from ._request import MutationRequest
 from ._transitions import record, transition
 
-__all__ = ["approve_requirement", "expire_approvals", "reject_requirement"]
+__all__ = ["approve_requirement", "expire_approvals", "fresh_round", "reject_requirement"]
 
 
 def _slot_metadata(slot: ApprovalRequirement) -> dict[str, Any]:
@@ -299,3 +299,37 @@ def expire_approvals(
     return transition(
         request, RequestStatus.EXPIRED, decisions, at=now, approval_requirements=slots
     )
+
+
+def fresh_round(
+    request: MutationRequest,
+    context: MutationContext,
+    at: datetime,
+    requirements: tuple[PolicyRequirement, ...] | None = None,
+) -> tuple[dict[str, Any], list[RequestDecision]]:
+    """A new round of approval slots, as request field changes plus its REQUESTED decision.
+
+    The slots come from ``requirements`` when given, else the request's current slots are
+    renewed (new ids, all pending), else its policy requirements are mapped. Earlier
+    approvals never count towards the new round.
+    """
+    round_ = request.approval_round + 1
+    if requirements is not None:
+        approvals = map_requirements(requirements, round=round_)
+    elif request.approval_requirements:
+        approvals = renew(request.approval_requirements, round_)
+    else:
+        approvals = map_requirements(request.policy_requirements, round=round_)
+    changes: dict[str, Any] = {"approval_requirements": approvals, "approval_round": round_}
+    decisions = []
+    if approvals:
+        decisions.append(
+            RequestDecision(
+                ApprovalDecision.REQUESTED,
+                context,
+                f"approval round {round_}",
+                at,
+                {"approval_requirement_count": len(approvals), "round": round_},
+            )
+        )
+    return changes, decisions
