@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import os
 import random
+import socket
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from mutator import (
     EngineOptions,
@@ -52,6 +58,7 @@ from mutator_governance import (
     ResolutionStrategy,
     StateStore,
 )
+from mutator_governance.stores import open_store
 
 from .engine import Counter, IncrementCounter
 from .harness import Fixture, Scenario, always_available
@@ -104,10 +111,90 @@ async def memory_stores() -> AsyncIterator[Stores]:
     yield Stores(InMemoryRequestStore(), InMemoryDecisionHistory(), InMemoryStateStore())
 
 
+POSTGRES_URL = os.environ.get(
+    "MUTATOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _server_unavailable(name: str, url: str, port: int, module: str) -> str | None:
+    """A one-line reason when the driver is missing or the server does not answer."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return f"{name} driver not installed (pip install mutator[{name.lower()}])"
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or port), 1.0):
+            return None
+    except OSError:
+        return f"{name} not reachable at {url}"
+
+
+@contextlib.asynccontextmanager
+async def durable_stores(url: str) -> AsyncIterator[Stores]:
+    store = await open_store(url, registry=registry())
+    try:
+        yield Stores(store.requests, store.decisions, store.states, store.committer)
+    finally:
+        await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def sqlite_stores() -> AsyncIterator[Stores]:
+    with tempfile.TemporaryDirectory() as folder:
+        async with durable_stores(f"sqlite:///{folder}/bench.db") as stores:
+            yield stores
+
+
+@contextlib.asynccontextmanager
+async def postgres_stores() -> AsyncIterator[Stores]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    try:
+        async with durable_stores(f"{POSTGRES_URL}?schema={schema}") as stores:
+            yield stores
+    finally:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.asynccontextmanager
+async def redis_stores() -> AsyncIterator[Stores]:
+    import redis.asyncio as aioredis
+
+    prefix = f"bench-{uuid.uuid4().hex[:12]}"
+    try:
+        async with durable_stores(f"{REDIS_URL}?prefix={prefix}") as stores:
+            yield stores
+    finally:
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
 STORE_BACKENDS: tuple[StoreBackend, ...] = (
     StoreBackend("memory", "in-memory stores, atomic in-memory committer", memory_stores),
-    # Durable backends are added here, e.g.
-    # StoreBackend("sqlite", "...", sqlite_stores, unavailable=sqlite_unavailable),
+    StoreBackend("sqlite", "SQLite file (WAL), one transaction per commit", sqlite_stores),
+    StoreBackend(
+        "postgresql",
+        "PostgreSQL on loopback, psycopg pool",
+        postgres_stores,
+        unavailable=functools.partial(
+            _server_unavailable, "Postgres", POSTGRES_URL, 5432, "psycopg"
+        ),
+    ),
+    StoreBackend(
+        "redis",
+        "Redis on loopback, Lua commits",
+        redis_stores,
+        unavailable=functools.partial(_server_unavailable, "Redis", REDIS_URL, 6379, "redis"),
+    ),
 )
 MEMORY_BACKEND = STORE_BACKENDS[0].name
 
@@ -156,6 +243,7 @@ ROLE_BASED = (PolicyRequirement.approval(role="sre", required_approvals=2),)
 def registry() -> MutationRegistry:
     reg = MutationRegistry()
     reg.register(IncrementCounter, name="benchmark.counter.increment")
+    reg.register_state(Counter, name="benchmark.counter")
     return reg
 
 

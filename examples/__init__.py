@@ -21,6 +21,7 @@ EXAMPLES: dict[str, str] = {
     "request_lifecycle": "examples.request_lifecycle",
     "decision_taxonomy": "examples.decision_taxonomy",
     "versioned_resolution": "examples.versioned_resolution",
+    "durable_sqlite": "examples.durable_sqlite",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

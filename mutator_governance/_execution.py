@@ -13,6 +13,7 @@ import anyio
 import attrs
 
 from mutator import (
+    ConcurrencyError,
     HistoryEntry,
     Mutation,
     MutationContext,
@@ -613,7 +614,7 @@ class GovernedExecutionManager:
                     counts["failed"] += 1
                 else:
                     counts["not_executed"] += 1
-            except (RequestConcurrencyError, RequestNotExecutableError):
+            except (RequestConcurrencyError, RequestNotExecutableError, ConcurrencyError):
                 counts["skipped"] += 1
             except Exception:
                 counts["errors"] += 1

@@ -230,7 +230,15 @@ def check_versioned_resolution(outcome: dict[str, Any]) -> None:
         assert request.revision == 2
 
 
+def check_durable_sqlite(outcome: dict[str, Any]) -> None:
+    assert outcome["status"] is RequestStatus.EXECUTED
+    assert outcome["limit"] == 150
+    assert outcome["history"] == 1
+    assert outcome["decisions"] >= 5
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
+    "durable_sqlite": check_durable_sqlite,
     "approval_workflow": check_approval_workflow,
     "governed_execution": check_governed_execution,
     "billing_quotas": check_billing_quotas,

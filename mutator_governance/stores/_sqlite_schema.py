@@ -1,0 +1,137 @@
+"""The SQLite schema of :class:`~mutator_governance.stores._sqlite.SQLiteStore` and its migrations.
+
+Times are stored as integer microseconds since the Unix epoch (UTC), so they sort and
+compare by instant whatever offset they were written with; documents are the registry's
+compact JSON. ``schema_version`` holds one row per applied migration; the highest is the
+database's version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+from .._errors import StoredDataError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+_V1 = (
+    """
+    CREATE TABLE requests (
+        request_id     TEXT    NOT NULL PRIMARY KEY,
+        state_id       TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        pending_reason TEXT,
+        actor_id       TEXT,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL,
+        revision       INTEGER NOT NULL,
+        document       TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX requests_by_created ON requests (created_at, request_id)",
+    "CREATE INDEX requests_by_status ON requests (status, created_at, request_id)",
+    "CREATE INDEX requests_by_pending ON requests "
+    "(pending_reason, status, state_id, created_at, request_id)",
+    "CREATE INDEX requests_by_state ON requests (state_id, created_at, request_id)",
+    "CREATE INDEX requests_by_actor ON requests (actor_id, created_at, request_id)",
+    "CREATE INDEX requests_by_updated ON requests (updated_at)",
+    """
+    CREATE TABLE decisions (
+        id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT    NOT NULL,
+        category   TEXT    NOT NULL,
+        timestamp  INTEGER NOT NULL,
+        document   TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX decisions_by_request ON decisions (request_id, id)",
+    "CREATE INDEX decisions_by_time ON decisions (timestamp, id)",
+    "CREATE INDEX decisions_by_category ON decisions (category, timestamp, id)",
+    """
+    CREATE TABLE states (
+        state_id   TEXT NOT NULL PRIMARY KEY,
+        version    TEXT NOT NULL,
+        request_id TEXT,
+        document   TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE state_versions (
+        state_id   TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        PRIMARY KEY (state_id, request_id)
+    )
+    """,
+    """
+    CREATE TABLE audit (
+        id           INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT    NOT NULL,
+        state_id     TEXT,
+        executed_at  INTEGER NOT NULL,
+        document     TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX audit_by_state ON audit (state_id, id)",
+    "CREATE INDEX audit_by_time ON audit (executed_at, id)",
+    """
+    CREATE TABLE history (
+        id           INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT    NOT NULL,
+        state_id     TEXT    NOT NULL,
+        executed_at  INTEGER NOT NULL,
+        document     TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX history_by_state ON history (state_id, id)",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+"""Schema version -> the statements that migrate the version before it to it."""
+
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The schema version this library writes (and the newest it can read)."""
+
+
+def migrate(connection: sqlite3.Connection, path: str) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION` in one immediate transaction.
+
+    Returns the version. A database written by a newer schema raises StoredDataError
+    naming both versions and changes nothing. ``connection`` must be in autocommit mode.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        row = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        found = row[0] if row is not None and row[0] is not None else 0
+        if not isinstance(found, int):
+            raise StoredDataError(
+                f"schema_version holds {found!r}, not an integer version",
+                backend="sqlite",
+                key=path,
+                field="schema_version.version",
+            )
+        if found > SCHEMA_VERSION:
+            raise StoredDataError(
+                f"the database has schema version {found}, newer than version "
+                f"{SCHEMA_VERSION} that this library supports; upgrade mutator to open it",
+                backend="sqlite",
+                key=path,
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version, datetime.now(UTC).isoformat()),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
