@@ -105,8 +105,17 @@ class MutationRegistry:
         return value
 
     def dumps(self, data: Any) -> str:
-        """Compact JSON text of unstructured data (what durable stores write)."""
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        """Compact JSON text of unstructured data (what durable stores write).
+
+        The text always encodes as UTF-8: strings holding lone surrogates fall back to
+        ``\\u`` escapes.
+        """
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return text
 
     @staticmethod
     def loads(text: str | bytes) -> Any:
