@@ -42,7 +42,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import heapq
-import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -245,17 +244,9 @@ class _Backend:
     # -- documents ---------------------------------------------------------------------
 
     def dump(self, kind: str, data: Any) -> bytes:
-        """UTF-8 JSON of ``{"schema": ..., kind: data}``.
-
-        Text with lone surrogates (valid in Python strings, not in UTF-8) is written with
-        ``\\u`` escapes instead, which read back exactly.
-        """
+        """UTF-8 JSON of ``{"schema": ..., kind: data}`` (the registry's encodable text)."""
         document = {"schema": SCHEMA_VERSION, kind: data}
-        try:
-            return self.registry.dumps(document).encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(document, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-            return text.encode("ascii")
+        return self.registry.dumps(document).encode("utf-8")
 
     def load(self, raw: bytes | str, kind: str, *, key: str, field: str | None) -> Any:
         """The ``kind`` payload of a stored document, checked for its schema version."""

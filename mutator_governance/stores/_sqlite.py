@@ -23,7 +23,6 @@ transaction that checks before it writes: a lost race writes nothing.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sqlite3
 import threading
@@ -324,18 +323,8 @@ class _Codec:
         self.registry = registry
 
     def dumps(self, data: Any) -> str:
-        """The registry's compact JSON; ASCII-escaped when it holds lone surrogates.
-
-        SQLite text is UTF-8, which cannot hold a lone surrogate (``"\\ud800"``); JSON's
-        ``\\uXXXX`` escapes can, and read back as the same string.
-        """
-        text = self.registry.dumps(data)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        return text
+        """The registry's compact JSON (always encodable as UTF-8)."""
+        return self.registry.dumps(data)
 
     def request(self, request: MutationRequest) -> str:
         return self.dumps(self.registry.unstructure_request(request))
