@@ -248,19 +248,27 @@ class MutationEngine:
         context: MutationContext,
         state_id: str,
         granted: Iterable[PolicyRequirement] = (),
+        audit: AuditSink | None = None,
     ) -> tuple[MutationResult[StateT], HistoryEntry | None]:
         """Execute like :meth:`execute` but hand the history entry back instead of writing it.
 
         For callers that commit the new state and its history together (governed
         execution). Approval requirements equal to one in ``granted`` (ignoring expiry) count
-        as already approved; denials still block. Audit entries are written as usual.
+        as already approved; denials still block. Audit entries go to ``audit`` when given,
+        else to the engine's sink.
         """
         intent = self._intent_of(mutation)
         context = self._context(context)
         await self._gate.enter(state_id)
         try:
             run = await self._run(
-                mutation, intent, state, context, state_id, frozenset(map(_grant_key, granted))
+                mutation,
+                intent,
+                state,
+                context,
+                state_id,
+                frozenset(map(_grant_key, granted)),
+                audit,
             )
         finally:
             self._gate.leave(state_id)
@@ -298,8 +306,14 @@ class MutationEngine:
         context: MutationContext,
         state_id: str | None,
         granted: frozenset[tuple[Any, ...]] = frozenset(),
+        audit: AuditSink | None = None,
     ) -> _Run:
         started = time.perf_counter()
+        sink, audit_on, shield = (
+            (self.audit, self._audit_on, self._shield_records)
+            if audit is None
+            else (audit, not isinstance(audit, NullAuditSink), True)
+        )
         timeout = self.options.execution_timeout
         deadline = None if timeout is None else anyio.current_time() + timeout
         execution = ExecutionContext(new_execution_id(), utc_now(), state_id, deadline)
@@ -326,7 +340,15 @@ class MutationEngine:
                 failure.execution_id = execution.execution_id
             with anyio.CancelScope(shield=True):
                 await self._record_failure(
-                    mutation, intent, state, context, execution, interceptors, failure, started
+                    mutation,
+                    intent,
+                    state,
+                    context,
+                    execution,
+                    interceptors,
+                    failure,
+                    started,
+                    sink if audit_on else None,
                 )
             if failure is error:
                 raise
@@ -371,7 +393,7 @@ class MutationEngine:
                 mutation,
             )
         outcome = _OUTCOMES[status]
-        if self._audit_on:
+        if audit_on:
             entry = AuditEntry(
                 execution.execution_id,
                 state_id,
@@ -387,11 +409,11 @@ class MutationEngine:
                 result.policy_decisions,
                 None if status is ResultStatus.SUCCEEDED else result.error_message,
             )
-            if self._shield_records:
+            if shield:
                 with anyio.CancelScope(shield=True):
-                    await self.audit.record(entry)
+                    await sink.record(entry)
             else:
-                await self.audit.record(entry)
+                await sink.record(entry)
         self.metrics.record(outcome, duration)
         return _Run(result, history)
 
@@ -483,6 +505,7 @@ class MutationEngine:
         interceptors: tuple[Interceptor, ...],
         error: MutatorError,
         started: float,
+        sink: AuditSink | None,
     ) -> None:
         duration = time.perf_counter() - started
         outcome = (
@@ -492,8 +515,8 @@ class MutationEngine:
         )
         if interceptors:
             await run_hook(interceptors, "failed", mutation, state, error, context, execution)
-        if self._audit_on:
-            await self.audit.record(
+        if sink is not None:
+            await sink.record(
                 AuditEntry(
                     execution.execution_id,
                     execution.state_id,

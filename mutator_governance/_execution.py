@@ -246,6 +246,7 @@ class GovernedExecutionManager:
                 context=self._execution_context(resolved, context),
                 state_id=resolved.state_id,
                 granted=granted,
+                audit=gov.audit,
             )
         except MutatorError as error:
             failure = error

@@ -12,7 +12,14 @@ from typing import Any
 import anyio
 import attrs
 
-from mutator import EngineOptions, Mutation, MutationContext, MutationEngine, ResultStatus
+from mutator import (
+    AuditSink,
+    EngineOptions,
+    Mutation,
+    MutationContext,
+    MutationEngine,
+    ResultStatus,
+)
 from mutator._context import utc_now
 
 from ._approvals import RejectionReason, map_requirements
@@ -73,8 +80,9 @@ class Governance:
     """Governed mutations as durable requests: submit, approve, resolve, execute.
 
     Stores default to in-memory ones; pass your own (or use :meth:`open`) to make
-    requests, decisions and states durable. ``allow_self_approval`` turns off the
-    four-eyes rule (by default a requester may not approve their own request).
+    requests, decisions and states durable. ``audit`` is where governed executions are
+    audited (default: the engine's sink). ``allow_self_approval`` turns off the four-eyes
+    rule (by default a requester may not approve their own request).
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class Governance:
         clock: Callable[[], datetime] = utc_now,
         committer: ExecutionCommitter | None = None,
         lease: float = 300.0,
+        audit: AuditSink | None = None,
     ) -> None:
         if not isinstance(engine, MutationEngine):
             raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
@@ -99,6 +108,7 @@ class Governance:
             decisions if decisions is not None else InMemoryDecisionHistory()
         )
         self.states: StateStore = states if states is not None else InMemoryStateStore()
+        self.audit: AuditSink = audit if audit is not None else engine.audit
         self.allow_self_approval = allow_self_approval
         self.clock = clock
         self.committer: ExecutionCommitter = committer or default_committer(
@@ -139,6 +149,7 @@ class Governance:
                 decisions=store.decisions,
                 states=store.states,
                 committer=store.committer,
+                audit=store.audit,
                 **governance,
             )
         finally:

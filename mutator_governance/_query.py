@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from mutator._context import optional_aware
 from mutator._freeze import to_tuple
 
 from ._decisions import RequestDecision
@@ -34,10 +35,10 @@ class RequestQuery:
     pending_reasons: frozenset[PendingReason] = attrs.field(default=frozenset(), converter=_frozen)
     state_ids: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen)
     actor_ids: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen)
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    updated_from: datetime | None = None
-    updated_to: datetime | None = None
+    created_from: datetime | None = attrs.field(default=None, validator=optional_aware)
+    created_to: datetime | None = attrs.field(default=None, validator=optional_aware)
+    updated_from: datetime | None = attrs.field(default=None, validator=optional_aware)
+    updated_to: datetime | None = attrs.field(default=None, validator=optional_aware)
 
     def matches(self, request: MutationRequest) -> bool:
         """The reference predicate every backend's pushed-down query must agree with."""

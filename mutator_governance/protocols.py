@@ -55,7 +55,12 @@ class RequestStore(Protocol):
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
-        """A page of requests matching ``query``, ordered by ``created_at`` then id."""
+        """A page of requests matching ``query``, ordered by ``created_at`` then id.
+
+        Ordering is by the instant of ``created_at``, ties broken by ``request_id`` in
+        code-point order. A cursor is a position (the last item's created-at and id), not an
+        offset. An invalid cursor or ``limit < 1`` raises ValueError.
+        """
 
 
 class DecisionHistory(Protocol):

@@ -12,6 +12,7 @@ from mutator import (
     AuditOutcome,
     ConcurrencyError,
     EngineOptions,
+    InMemoryAuditSink,
     MutationContext,
     MutationMode,
     PolicyRequirement,
@@ -287,6 +288,24 @@ class TestCommitMode:
 
         await assert_executed(xworld, result, version="2", quotas={"bob": 11})
         assert [e.mode for e in audit_entries(xworld)] == [MutationMode.COMMIT]
+
+
+class TestAuditSink:
+    async def test_governed_executions_are_audited_to_the_governance_sink(self) -> None:
+        """Governance(audit=...) receives the audit entries of governed executions."""
+        sink = InMemoryAuditSink()
+        world = await world_over(audit=sink)
+        request = await world.submit()
+
+        result = await world.gov.execute(request.request_id)
+
+        assert result.executed
+        assert [e.correlation_id for e in sink.all()] == [request.request_id]
+        assert audit_entries(world) == ()
+
+    async def test_default_sink_is_the_engines(self, xworld: World) -> None:
+        """Without audit=..., governed executions are audited to the engine's own sink."""
+        assert xworld.gov.audit is xworld.engine.audit
 
 
 class TestOutcomes:
