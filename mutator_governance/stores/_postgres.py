@@ -48,7 +48,7 @@ import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import SerializationError, structure, unstructure
+from mutator._serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision
@@ -72,6 +72,7 @@ from .._query import (
 from .._registry import MutationRegistry
 from .._request import MutationRequest
 from . import redact_url
+from ._documents import decode, parse
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -239,43 +240,27 @@ class _Database:
 
     def load(self, text: Any, *, key: str, field: str, request_id: str | None = None) -> Any:
         """Parse the JSON text of one column; StoredDataError when it is not JSON."""
-        if not isinstance(text, str):
-            raise StoredDataError(
-                f"expected JSON text, found {type(text).__name__}",
-                backend=BACKEND,
-                key=key,
-                field=field,
-                request_id=request_id,
-            )
-        try:
-            return self.registry.loads(text)
-        except ValueError as error:
-            raise StoredDataError(
-                f"not valid JSON: {error}",
-                backend=BACKEND,
-                key=key,
-                field=field,
-                request_id=request_id,
-            ) from error
+        return parse(
+            self.registry, text, backend=BACKEND, key=key, field=field, request_id=request_id
+        )
 
     def request_from(self, request_id: str, text: Any) -> MutationRequest:
-        data = self.load(text, key=request_id, field="requests.document", request_id=request_id)
-        try:
-            request = self.registry.structure_request(data, where="request")
-        except SerializationError as error:
-            raise StoredDataError(
-                str(error),
-                backend=BACKEND,
-                key=request_id,
-                field="requests.document",
-                request_id=request_id,
-            ) from error
+        field = "requests.document"
+        data = self.load(text, key=request_id, field=field, request_id=request_id)
+        request = decode(
+            self.registry.structure_request,
+            data,
+            backend=BACKEND,
+            key=request_id,
+            field=field,
+            request_id=request_id,
+        )
         if request.request_id != request_id:
             raise StoredDataError(
                 f"the document belongs to request {request.request_id!r}",
                 backend=BACKEND,
                 key=request_id,
-                field="requests.document",
+                field=field,
                 request_id=request_id,
             )
         return request
@@ -298,17 +283,16 @@ class _Database:
 
     def decision_from(self, row_id: int, request_id: str, text: Any) -> RequestDecision:
         key = f"decision {row_id} of request {request_id}"
-        data = self.load(text, key=key, field="decisions.document", request_id=request_id)
-        try:
-            return self.registry.structure_decision(data, where="decision")
-        except SerializationError as error:
-            raise StoredDataError(
-                str(error),
-                backend=BACKEND,
-                key=key,
-                field="decisions.document",
-                request_id=request_id,
-            ) from error
+        field = "decisions.document"
+        data = self.load(text, key=key, field=field, request_id=request_id)
+        return decode(
+            self.registry.structure_decision,
+            data,
+            backend=BACKEND,
+            key=key,
+            field=field,
+            request_id=request_id,
+        )
 
     def decision_rows(
         self, request_id: str, decisions: Sequence[RequestDecision]
@@ -325,22 +309,22 @@ class _Database:
 
     def state_from(self, state_id: str, text: Any) -> Any:
         data = self.load(text, key=state_id, field="states.document")
-        try:
-            return self.registry.structure_value(data, where="state")
-        except SerializationError as error:
-            raise StoredDataError(
-                str(error), backend=BACKEND, key=state_id, field="states.document"
-            ) from error
+        return decode(
+            self.registry.structure_value,
+            data,
+            backend=BACKEND,
+            key=state_id,
+            field="states.document",
+        )
 
     def record_from(self, table: str, row_id: int, text: Any, cls: type[Any]) -> Any:
         key = f"{table} {row_id}"
-        data = self.load(text, key=key, field=f"{table}.document")
-        try:
-            return structure(self.registry.converter, data, cls, where=table)
-        except SerializationError as error:
-            raise StoredDataError(
-                str(error), backend=BACKEND, key=key, field=f"{table}.document"
-            ) from error
+        field = f"{table}.document"
+        data = self.load(text, key=key, field=field)
+        converter = self.registry.converter
+        return decode(
+            lambda d: structure(converter, d, cls), data, backend=BACKEND, key=key, field=field
+        )
 
     def record_document(self, record: AuditEntry | HistoryEntry) -> str:
         return self.dumps(unstructure(self.registry.converter, record))

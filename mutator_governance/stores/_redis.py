@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import SerializationError, structure, unstructure
+from mutator._serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision
@@ -78,6 +78,7 @@ from .._registry import MutationRegistry
 from .._request import MutationRequest
 from . import _redis_scripts as scripts
 from . import redact_url
+from ._documents import decode, join_field, parse
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -250,19 +251,16 @@ class _Backend:
 
     def load(self, raw: bytes | str, kind: str, *, key: str, field: str | None) -> Any:
         """The ``kind`` payload of a stored document, checked for its schema version."""
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            document = self.registry.loads(text)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise StoredDataError(
-                f"not a JSON document: {error}", backend=BACKEND, key=key, field=field
-            ) from error
+        document = parse(self.registry, raw, backend=BACKEND, key=key, field=field)
         if not isinstance(document, dict):
             raise StoredDataError("not a JSON object", backend=BACKEND, key=key, field=field)
         schema = document.get("schema")
         if not isinstance(schema, int) or isinstance(schema, bool):
             raise StoredDataError(
-                "missing schema version", backend=BACKEND, key=key, field=_join(field, "schema")
+                "missing schema version",
+                backend=BACKEND,
+                key=key,
+                field=join_field(field, "schema"),
             )
         if schema > SCHEMA_VERSION:
             raise StoredDataError(
@@ -270,7 +268,7 @@ class _Backend:
                 "(upgrade mutator)",
                 backend=BACKEND,
                 key=key,
-                field=_join(field, "schema"),
+                field=join_field(field, "schema"),
             )
         if kind not in document:
             raise StoredDataError(
@@ -279,12 +277,7 @@ class _Backend:
         return document[kind]
 
     def structured(self, build: Any, data: Any, *, key: str, field: str | None) -> Any:
-        try:
-            return build(data)
-        except SerializationError as error:
-            raise StoredDataError(
-                str(error), backend=BACKEND, key=key, field=_join(field, error.path)
-            ) from error
+        return decode(build, data, backend=BACKEND, key=key, field=field)
 
     def request_from(self, raw: bytes | str, key: str) -> MutationRequest:
         data = self.load(raw, "request", key=key, field="document")
@@ -359,12 +352,6 @@ class _Backend:
             _raw(request_id or ""),
         ]
         return keys, args
-
-
-def _join(field: str | None, path: str) -> str | None:
-    if not path:
-        return field
-    return f"{field}.{path}" if field else path
 
 
 def _text(value: Any) -> str:

@@ -35,7 +35,7 @@ import anyio
 import attrs
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import SerializationError, structure, unstructure
+from mutator._serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision
@@ -59,6 +59,7 @@ from .._query import (
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest
+from ._documents import decode, parse
 from ._sqlite_schema import SCHEMA_VERSION, migrate
 
 __all__ = [
@@ -341,31 +342,15 @@ class _Codec:
     def read(
         self,
         document: Any,
-        decode: Callable[[Any], T],
+        build: Callable[[Any], T],
         *,
         what: str,
         key: str | None,
         request_id: str | None = None,
     ) -> T:
-        try:
-            data = self.registry.loads(document)
-        except (ValueError, TypeError) as error:
-            raise StoredDataError(
-                f"the {what} document is not valid JSON: {error}",
-                backend=BACKEND,
-                key=key,
-                request_id=request_id,
-            ) from error
-        try:
-            return decode(data)
-        except SerializationError as error:
-            raise StoredDataError(
-                f"the {what} document cannot be read: {error.problem}",
-                backend=BACKEND,
-                key=key,
-                field=error.path or None,
-                request_id=request_id,
-            ) from error
+        """A ``what`` document read back through ``build`` (StoredDataError when unreadable)."""
+        data = parse(self.registry, document, backend=BACKEND, key=key, request_id=request_id)
+        return decode(build, data, backend=BACKEND, key=key, request_id=request_id)
 
     def read_request(self, row: Row) -> MutationRequest:
         request_id, document = row[0], row[1]
