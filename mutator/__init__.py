@@ -10,7 +10,7 @@ from ._composition import ComposedPolicy, CompositionMode, all_of, any_of, first
 from ._context import ExecutionContext, MutationContext
 from ._diff import diff
 from ._effects import SideEffect, SideEffectContract, side_effect_payload
-from ._engine import MutationEngine
+from ._engine import DeferredExecution, MutationEngine
 from ._enums import (
     ActorType,
     BlastRadiusScope,
@@ -100,6 +100,7 @@ __all__ = [
     "first_decisive",
     # engine
     "MutationEngine",
+    "DeferredExecution",
     "EngineOptions",
     "EngineStatistics",
     "Interceptor",

@@ -35,7 +35,7 @@ from ._statistics import EngineStatistics
 from ._validation import ValidationResult
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
-__all__ = ["MutationEngine"]
+__all__ = ["DeferredExecution", "MutationEngine"]
 
 StateT = TypeVar("StateT")
 
@@ -52,6 +52,22 @@ class _Run:
     """What one pass through the pipeline produced, before it is recorded."""
 
     result: MutationResult[Any]
+    history: HistoryEntry | None
+
+
+@attrs.frozen
+class DeferredExecution:
+    """What :meth:`MutationEngine.execute_deferred` produced, not yet written anywhere.
+
+    Exactly one of ``result`` and ``error`` is set. ``audit`` is the entry the engine would
+    have recorded (None when the engine audits nothing) and ``history`` the entry of a
+    successful commit; the caller writes both together with the new state, so a commit
+    that does not land leaves no record of success.
+    """
+
+    result: MutationResult[Any] | None
+    error: MutatorError | None
+    audit: AuditEntry | None
     history: HistoryEntry | None
 
 
@@ -248,17 +264,19 @@ class MutationEngine:
         context: MutationContext,
         state_id: str,
         granted: Iterable[PolicyRequirement] = (),
-        audit: AuditSink | None = None,
-    ) -> tuple[MutationResult[StateT], HistoryEntry | None]:
-        """Execute like :meth:`execute` but hand the history entry back instead of writing it.
+    ) -> DeferredExecution:
+        """Execute like :meth:`execute`, but hand the audit and history entries back.
 
-        For callers that commit the new state and its history together (governed
-        execution). Approval requirements equal to one in ``granted`` (ignoring expiry) count
-        as already approved; denials still block. Audit entries go to ``audit`` when given,
-        else to the engine's sink.
+        For callers that commit the new state with its records in one write (governed
+        execution). A :class:`MutatorError` (the mutation raised, returned something
+        invalid, timed out, or a policy failed) is returned as ``error`` with its audit
+        entry, not raised; cancellation propagates. Approval requirements equal to one in
+        ``granted`` (ignoring expiry) count as already approved; denials still block.
+        Metrics are recorded as usual.
         """
         intent = self._intent_of(mutation)
         context = self._context(context)
+        collected: list[AuditEntry] = []
         await self._gate.enter(state_id)
         try:
             run = await self._run(
@@ -268,11 +286,13 @@ class MutationEngine:
                 context,
                 state_id,
                 frozenset(map(_grant_key, granted)),
-                audit,
+                collected,
             )
+        except MutatorError as error:
+            return DeferredExecution(None, error, collected[0] if collected else None, None)
         finally:
             self._gate.leave(state_id)
-        return run.result, run.history
+        return DeferredExecution(run.result, None, collected[0] if collected else None, run.history)
 
     async def evaluate(
         self,
@@ -306,14 +326,12 @@ class MutationEngine:
         context: MutationContext,
         state_id: str | None,
         granted: frozenset[tuple[Any, ...]] = frozenset(),
-        audit: AuditSink | None = None,
+        collected: list[AuditEntry] | None = None,
     ) -> _Run:
+        """One pass; audit entries go to ``collected`` instead of the sink when given."""
         started = time.perf_counter()
-        sink, audit_on, shield = (
-            (self.audit, self._audit_on, self._shield_records)
-            if audit is None
-            else (audit, not isinstance(audit, NullAuditSink), True)
-        )
+        sink: AuditSink | list[AuditEntry] = self.audit if collected is None else collected
+        audit_on, shield = self._audit_on, self._shield_records
         timeout = self.options.execution_timeout
         deadline = None if timeout is None else anyio.current_time() + timeout
         execution = ExecutionContext(new_execution_id(), utc_now(), state_id, deadline)
@@ -409,7 +427,9 @@ class MutationEngine:
                 result.policy_decisions,
                 None if status is ResultStatus.SUCCEEDED else result.error_message,
             )
-            if shield:
+            if isinstance(sink, list):
+                sink.append(entry)
+            elif shield:
                 with anyio.CancelScope(shield=True):
                     await sink.record(entry)
             else:
@@ -505,7 +525,7 @@ class MutationEngine:
         interceptors: tuple[Interceptor, ...],
         error: MutatorError,
         started: float,
-        sink: AuditSink | None,
+        sink: AuditSink | list[AuditEntry] | None,
     ) -> None:
         duration = time.perf_counter() - started
         outcome = (
@@ -516,20 +536,22 @@ class MutationEngine:
         if interceptors:
             await run_hook(interceptors, "failed", mutation, state, error, context, execution)
         if sink is not None:
-            await sink.record(
-                AuditEntry(
-                    execution.execution_id,
-                    execution.state_id,
-                    type(state).__name__,
-                    intent,
-                    context,
-                    context.mode,
-                    outcome,
-                    execution.started_at,
-                    duration,
-                    error=str(error),
-                )
+            entry = AuditEntry(
+                execution.execution_id,
+                execution.state_id,
+                type(state).__name__,
+                intent,
+                context,
+                context.mode,
+                outcome,
+                execution.started_at,
+                duration,
+                error=str(error),
             )
+            if isinstance(sink, list):
+                sink.append(entry)
+            else:
+                await sink.record(entry)
         self.metrics.record(outcome, duration)
 
     async def _write_history(self, entries: Iterable[HistoryEntry]) -> None:

@@ -14,12 +14,10 @@ import attrs
 
 from mutator import (
     ConcurrencyError,
-    HistoryEntry,
     Mutation,
     MutationContext,
     MutationMode,
     MutationResult,
-    MutatorError,
     ResultStatus,
 )
 from mutator._gate import KeyedLock
@@ -236,20 +234,14 @@ class GovernedExecutionManager:
         resolved = resolution.request
         mutation = self._mutation_of(resolved)
         granted = resolved.policy_requirements if resolved.approval_requirements else ()
-        mutation_result: MutationResult[Any] | None = None
-        history: HistoryEntry | None = None
-        failure: MutatorError | None = None
-        try:
-            mutation_result, history = await gov.engine.execute_deferred(
-                mutation,
-                current.state,
-                context=self._execution_context(resolved, context),
-                state_id=resolved.state_id,
-                granted=granted,
-                audit=gov.audit,
-            )
-        except MutatorError as error:
-            failure = error
+        deferred = await gov.engine.execute_deferred(
+            mutation,
+            current.state,
+            context=self._execution_context(resolved, context),
+            state_id=resolved.state_id,
+            granted=granted,
+        )
+        mutation_result, history, failure = deferred.result, deferred.history, deferred.error
         now = gov.clock()
         state_write = None
         extra: list[RequestWrite] = []
@@ -286,6 +278,8 @@ class GovernedExecutionManager:
         )
         with anyio.CancelScope(shield=True):
             written = await gov.committer.commit(commit)
+            if deferred.audit is not None:
+                await gov.audit.record(deferred.audit)
         original = written[1] if len(written) > 1 else None
         executed = state_write is not None
         return GovernedExecutionResult(
