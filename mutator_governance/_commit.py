@@ -1,11 +1,11 @@
-"""Committing a governed execution: state, requests, decisions and history together."""
+"""Committing governance operations: requests, decisions, state, history and audit together."""
 
 from __future__ import annotations
 
-from mutator import HistoryStore
+from mutator import AuditSink, HistoryStore
 
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
-from ._errors import RequestConcurrencyError, RequestNotFoundError
+from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._request import MutationRequest
 from .protocols import DecisionHistory, RequestStore, StateStore
@@ -21,7 +21,16 @@ __all__ = [
 
 
 class InMemoryCommitter:
-    """Atomic commits over the in-memory stores: every check passes before any write."""
+    """Atomic commits over the in-memory stores: every check passes before any write.
+
+    ``audit`` receives the audit entries of governed executions (None: not recorded).
+    Requests, states and decisions change under their stores' locks in one critical
+    section; the history and audit entries follow without a suspension point in between
+    when the sinks are the in-memory ones, so no other task observes a half-written
+    operation.
+    """
+
+    atomic = True
 
     def __init__(
         self,
@@ -29,42 +38,53 @@ class InMemoryCommitter:
         decisions: InMemoryDecisionHistory,
         states: InMemoryStateStore,
         history: HistoryStore,
+        audit: AuditSink | None = None,
     ) -> None:
         self.requests = requests
         self.decisions = decisions
         self.states = states
         self.history = history
+        self.audit = audit
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
-        with self.requests.lock, self.states.lock:
+        with self.requests.lock, self.states.lock, self.decisions.lock:
             for write in commit.requests:
                 self.requests.check_revision(write.request.request_id, write.expected_revision)
-            if commit.state is not None:
-                self.states.check_version(commit.state.state_id, commit.state.expected_version)
-            if commit.state is not None:
-                s = commit.state
-                self.states.put_now(s.state_id, s.state, s.expected_version, s.request_id)
+            state = commit.state
+            if state is not None:
+                self.states.check_version(state.state_id, state.expected_version)
+                self.states.check_request(state.state_id, state.request_id)
+                self.states.put_now(
+                    state.state_id, state.state, state.expected_version, state.request_id
+                )
             stored = tuple(
                 self.requests.replace_now(write.request, write.expected_revision)
                 for write in commit.requests
             )
-        for write in commit.requests:
-            await self.decisions.append(write.request.request_id, write.new_decisions)
+            for write in commit.requests:
+                self.decisions.append_now(write.request.request_id, write.new_decisions)
         for entry in commit.history:
             await self.history.append(entry)
+        if self.audit is not None:
+            for record in commit.audit:
+                await self.audit.record(record)
         return stored
 
 
 class SequentialCommitter:
     """Commits through the plain store protocols, for stores that share no transaction.
 
-    The state is written first (recording the request that produced it), then the linked
-    requests, then the executed request itself, whose terminal status marks the commit as
-    done, then decisions and history. A crash in between leaves the request EXECUTING;
-    :meth:`GovernedExecutionManager.recover_stale_claims` sees the recorded version and
-    finishes it without applying the mutation again. The history entry of an execution
-    finished that way is not recorded (use an atomic committer where that matters).
+    Order: check every revision; write the state (the state store refuses a second version
+    from the same request, so a mutation lands at most once whatever interleaves); the
+    linked requests; the request the operation is about, whose new revision marks the
+    operation as done; then its decisions (idempotent by sequence number), history and
+    audit. A crash in between leaves the request EXECUTING (recovery finishes it from the
+    recorded state version) or its log behind (``Governance.recover`` appends exactly the
+    missing sequence numbers). The history and audit entries of an execution finished by
+    recovery are not recorded: use an atomic committer where that matters.
     """
+
+    atomic = False
 
     def __init__(
         self,
@@ -72,21 +92,17 @@ class SequentialCommitter:
         decisions: DecisionHistory,
         states: StateStore,
         history: HistoryStore,
+        audit: AuditSink | None = None,
     ) -> None:
         self.requests = requests
         self.decisions = decisions
         self.states = states
         self.history = history
+        self.audit = audit
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         for write in commit.requests:
-            current = await self.requests.get(write.request.request_id)
-            if current is None:
-                raise RequestNotFoundError(write.request.request_id)
-            if current.revision != write.expected_revision:
-                raise RequestConcurrencyError(
-                    write.request.request_id, write.expected_revision, current.revision
-                )
+            await self._check(write)
         if commit.state is not None:
             s = commit.state
             version = await self.states.put(
@@ -100,17 +116,40 @@ class SequentialCommitter:
         stored: dict[int, MutationRequest] = {}
         for index in [*range(1, len(commit.requests)), 0]:
             write = commit.requests[index]
-            stored[index] = await self.requests.replace(
-                write.request, expected_revision=write.expected_revision
-            )
-            await self.decisions.append(write.request.request_id, write.new_decisions)
+            if write.expected_revision is None:
+                stored[index] = await self.requests.create(write.request)
+            else:
+                stored[index] = await self.requests.replace(
+                    write.request, expected_revision=write.expected_revision
+                )
+            if write.new_decisions:
+                await self.decisions.append(write.request.request_id, write.new_decisions)
         for entry in commit.history:
             await self.history.append(entry)
+        if self.audit is not None:
+            for record in commit.audit:
+                await self.audit.record(record)
         return tuple(stored[index] for index in range(len(commit.requests)))
+
+    async def _check(self, write: RequestWrite) -> None:
+        request_id = write.request.request_id
+        current = await self.requests.get(request_id)
+        if write.expected_revision is None:
+            if current is not None:
+                raise RequestAlreadyExistsError(request_id)
+            return
+        if current is None:
+            raise RequestNotFoundError(request_id)
+        if current.revision != write.expected_revision:
+            raise RequestConcurrencyError(request_id, write.expected_revision, current.revision)
 
 
 def default_committer(
-    requests: RequestStore, decisions: DecisionHistory, states: StateStore, history: HistoryStore
+    requests: RequestStore,
+    decisions: DecisionHistory,
+    states: StateStore,
+    history: HistoryStore,
+    audit: AuditSink,
 ) -> InMemoryCommitter | SequentialCommitter:
     """Atomic for the in-memory stores, sequential (with crash recovery) otherwise."""
     if (
@@ -118,5 +157,5 @@ def default_committer(
         and isinstance(decisions, InMemoryDecisionHistory)
         and isinstance(states, InMemoryStateStore)
     ):
-        return InMemoryCommitter(requests, decisions, states, history)
-    return SequentialCommitter(requests, decisions, states, history)
+        return InMemoryCommitter(requests, decisions, states, history, audit)
+    return SequentialCommitter(requests, decisions, states, history, audit)

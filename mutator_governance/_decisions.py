@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from mutator._freeze import freeze_mapping
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 
-__all__ = ["DecisionCode", "RequestDecision", "category_of", "code_for"]
+__all__ = ["DecisionCode", "RequestDecision", "category_of", "code_for", "numbered"]
 
 DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
 
@@ -48,13 +48,20 @@ def _code(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 @attrs.frozen
 class RequestDecision:
-    """One decision about a request: its code, who made it, why, when, and details."""
+    """One decision about a request: its code, who made it, why, when, and details.
+
+    ``sequence`` is the decision's position in its request, counted from 1; the request
+    numbers its decisions as they are appended (0 means "not numbered yet"). Decision logs
+    store ``(request_id, sequence)`` uniquely, so appending the same decision twice is a
+    no-op and a repair appends exactly the missing sequence numbers.
+    """
 
     code: DecisionCode = attrs.field(validator=_code)
     context: MutationContext
     reason: str | None = None
     timestamp: datetime = attrs.field(factory=utc_now, validator=aware)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
+    sequence: int = 0
 
     @property
     def category(self) -> DecisionCategory:
@@ -64,3 +71,14 @@ class RequestDecision:
         who = self.context.actor_id or self.context.actor_type.value
         why = f": {self.reason}" if self.reason else ""
         return f"{self.category.name}/{self.code.name} by {who}{why}"
+
+
+def numbered(decisions: Iterable[RequestDecision], start: int = 0) -> tuple[RequestDecision, ...]:
+    """``decisions`` numbered ``start + 1``, ``start + 2``, ... (copies only where needed)."""
+    result = tuple(decisions)
+    if all(d.sequence == start + i for i, d in enumerate(result, 1)):
+        return result
+    return tuple(
+        d if d.sequence == start + i else attrs.evolve(d, sequence=start + i)
+        for i, d in enumerate(result, 1)
+    )

@@ -6,23 +6,30 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import attrs
 
 from mutator import (
     ConcurrencyError,
+    ConfigurationError,
+    ExecutionTimeoutError,
+    InvalidMutationError,
     Mutation,
     MutationContext,
+    MutationEngine,
+    MutationFailedError,
     MutationMode,
     MutationResult,
+    MutatorError,
+    PolicyEvaluationError,
     ResultStatus,
 )
-from mutator._gate import KeyedLock
 
-from ._commit import GovernedCommit, RequestWrite, StateWrite
+from ._commit_types import RequestWrite, StateWrite
 from ._decisions import RequestDecision
 from ._enums import (
     ExecutionKind,
@@ -40,8 +47,12 @@ from ._errors import (
     RequestNotExecutableError,
     RequestNotFoundError,
     StateNotFoundError,
+    StoreUnavailableError,
 )
+from ._keyed_lock import KeyedLock
+from ._ledger import RequestLedger
 from ._query import RequestQuery, next_version
+from ._registry import MutationRegistry
 from ._request import (
     CompensationPlan,
     ExecutionClaim,
@@ -52,9 +63,6 @@ from ._request import (
 from ._resolution import Resolution, resolve_version
 from ._transitions import record, transition
 from ._workflow import fresh_round
-
-if TYPE_CHECKING:
-    from ._governance import Governance
 
 __all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep", "WorkerReport"]
 
@@ -112,26 +120,75 @@ def _executor_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+_OUTAGE_TYPES: tuple[type[BaseException], ...] = (StoreUnavailableError, OSError, TimeoutError)
+
+
+def _outage_in(error: BaseException) -> BaseException | None:
+    """The store outage behind ``error`` (itself or a cause), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, StoreUnavailableError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _decides_failure(error: MutatorError) -> bool:
+    """Whether ``error`` makes a request FAILED: the mutation's own fault, never a store's."""
+    if _outage_in(error) is not None:
+        return False
+    return isinstance(
+        error, MutationFailedError | ExecutionTimeoutError | InvalidMutationError
+    ) or not isinstance(error, PolicyEvaluationError)
+
+
+class _Claim:
+    """The claimed request of one running execution, renewed while the mutation runs."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: MutationRequest) -> None:
+        self.request = request
+
+
 class GovernedExecutionManager:
     """Executes approved requests exactly once.
 
     ``execute`` claims the request (APPROVED → EXECUTING, compare-and-set on its revision,
     with a lease), resolves it against the current state version, runs the mutation in
     COMMIT mode with the request id as correlation id, and commits the new state, the
-    terminal request and its decisions together. A crashed executor's claim expires after
-    ``lease`` seconds; :meth:`recover_stale_claims` then finishes or releases it without
-    applying the mutation twice.
+    terminal request, its decisions, the history entry and the audit entry as one write.
+    The claimed revision fences the commit: if recovery took the claim over, the commit
+    changes nothing. A running execution renews its lease; a crashed executor's claim
+    expires after ``lease`` seconds and :meth:`recover_stale_claims` then finishes or
+    releases it without applying the mutation twice. A store error never decides the
+    outcome: the claim is released (or the request finished, when its state landed) and
+    the error propagates.
     """
 
     def __init__(
-        self, governance: Governance, *, lease: float = 300.0, executor_id: str | None = None
+        self,
+        ledger: RequestLedger,
+        engine: MutationEngine,
+        registry: MutationRegistry,
+        *,
+        lease: float = 300.0,
+        executor_id: str | None = None,
     ) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be > 0 seconds")
-        self.governance = governance
+        if not lease > 0 or lease == float("inf"):
+            raise ConfigurationError(f"lease must be a finite number of seconds > 0, got {lease!r}")
+        self.ledger = ledger
+        self.engine = engine
+        self.registry = registry
         self.lease = timedelta(seconds=lease)
         self.executor_id = executor_id or _executor_id()
         self._states = KeyedLock()
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.ledger.clock
 
     # -- execution -----------------------------------------------------------------------
 
@@ -143,13 +200,13 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
         """Execute an approved request (see the class docstring for the steps)."""
-        gov = self.governance
+        ledger = self.ledger
         context = context or MutationContext.system("governed execution", correlation_id=request_id)
-        request = await gov._load(request_id)
+        request = await ledger.load(request_id)
         self._check_executable(request, strategy)
         await self._states.acquire(request.state_id)
         try:
-            request = await gov._load(request_id)
+            request = await ledger.load(request_id)
             self._check_executable(request, strategy)
             claim = self._new_claim(request)
             try:
@@ -187,7 +244,7 @@ class GovernedExecutionManager:
         )
 
     def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
-        now = self.governance.clock()
+        now = self.clock()
         return ExecutionClaim(
             self.executor_id,
             now,
@@ -214,35 +271,86 @@ class GovernedExecutionManager:
             at=now,
             claim=claim,
         )
-        return await self.governance._save(request, claimed)
+        return await self.ledger.update(request, claimed)
+
+    async def _renew(self, held: _Claim) -> None:
+        """Extend the lease every third of it while the mutation runs."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await anyio.sleep(interval)
+            current = held.request
+            assert current.claim is not None
+            now = self.clock()
+            renewed = record(
+                current, (), at=now, claim=attrs.evolve(current.claim, lease_until=now + self.lease)
+            )
+            try:
+                with anyio.CancelScope(shield=True):
+                    held.request = await self.ledger.update(current, renewed)
+            except Exception:
+                _log.warning(
+                    "could not renew the claim on %s; the commit will find out whether it "
+                    "still holds",
+                    current.request_id,
+                    exc_info=True,
+                    extra={"request_id": current.request_id, "operation": "renew"},
+                )
+                return
 
     async def _run_claimed(
         self, claimed: MutationRequest, context: MutationContext, strategy: ResolutionStrategy
     ) -> GovernedExecutionResult:
-        gov = self.governance
-        current = await gov.states.get(claimed.state_id)
+        ledger = self.ledger
+        current = await ledger.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
+        if not ledger.atomic:
+            produced = await ledger.states.version_by_request(claimed.state_id, claimed.request_id)
+            if produced is not None:
+                finished, _ = await self._finish_applied(
+                    claimed, produced, context, "the state already holds this request's version"
+                )
+                return GovernedExecutionResult(finished, None, None, True, produced)
         resolution = resolve_version(
-            claimed, current.version, strategy, context, at=gov.clock(), claimed=True
+            claimed, current.version, strategy, context, at=self.clock(), claimed=True
         )
         if not resolution.executes:
-            stored = await gov._save(claimed, resolution.request)
+            with anyio.CancelScope(shield=True):
+                stored = await ledger.update(claimed, resolution.request)
             return GovernedExecutionResult(
                 stored, attrs.evolve(resolution, request=stored), None, False
             )
         resolved = resolution.request
         mutation = self._mutation_of(resolved)
         granted = resolved.policy_requirements if resolved.approval_requirements else ()
-        deferred = await gov.engine.execute_deferred(
-            mutation,
-            current.state,
-            context=self._execution_context(resolved, context),
-            state_id=resolved.state_id,
-            granted=granted,
-        )
-        mutation_result, history, failure = deferred.result, deferred.history, deferred.error
-        now = gov.clock()
+        held = _Claim(claimed)
+        async with anyio.create_task_group() as renewals:
+            renewals.start_soon(self._renew, held)
+            try:
+                deferred = await self.engine.execute_deferred(
+                    mutation,
+                    current.state,
+                    context=self._execution_context(resolved, context),
+                    state_id=resolved.state_id,
+                    granted=granted,
+                )
+            finally:
+                renewals.cancel_scope.cancel()
+        if held.request is not claimed:
+            # The lease was renewed: carry the new revision and claim into the outcome.
+            claimed = held.request
+            resolved = attrs.evolve(
+                resolved,
+                revision=claimed.revision,
+                claim=claimed.claim,
+                updated_at=claimed.updated_at,
+            )
+        failure = deferred.error
+        if failure is not None and not _decides_failure(failure):
+            outage = _outage_in(failure)
+            raise (outage if outage is not None else failure) from failure
+        mutation_result = deferred.result
+        now = self.clock()
         state_write = None
         extra: list[RequestWrite] = []
         if failure is not None:
@@ -268,20 +376,14 @@ class GovernedExecutionManager:
             final, state_write, extra = await self._outcome(
                 resolved, mutation_result, current.version, context, now
             )
-        commit = GovernedCommit(
-            (
-                RequestWrite(final, claimed.revision, final.decisions[len(claimed.decisions) :]),
-                *extra,
-            ),
-            state_write,
-            (history,) if state_write is not None and history is not None else (),
-        )
-        with anyio.CancelScope(shield=True):
-            written = await gov.committer.commit(commit)
-            if deferred.audit is not None:
-                await gov.audit.record(deferred.audit)
-        original = written[1] if len(written) > 1 else None
         executed = state_write is not None
+        history = (deferred.history,) if executed and deferred.history is not None else ()
+        audit = (deferred.audit,) if deferred.audit is not None else ()
+        with anyio.CancelScope(shield=True):
+            written = await ledger.save(
+                claimed, final, linked=extra, state=state_write, history=history, audit=audit
+            )
+        original = written[1] if len(written) > 1 else None
         return GovernedExecutionResult(
             written[0],
             attrs.evolve(resolution, request=written[0]),
@@ -388,7 +490,7 @@ class GovernedExecutionManager:
         plan = final.execution.compensation
         if final.execution.kind is not ExecutionKind.COMPENSATION or plan is None:
             return []
-        original = await self.governance._load(plan.original_request_id)
+        original = await self.ledger.load(plan.original_request_id)
         for existing in original.execution.links:
             if existing.type is LinkType.COMPENSATED_BY:
                 if existing.request_id == final.request_id:
@@ -427,7 +529,7 @@ class GovernedExecutionManager:
         ]
 
     def _mutation_of(self, request: MutationRequest) -> Mutation[Any]:
-        cls = self.governance.registry.class_of(request.mutation_type)
+        cls = self.registry.class_of(request.mutation_type)
         if not isinstance(request.mutation, cls):
             raise TypeError(
                 f"request {request.request_id!r} holds a {type(request.mutation).__qualname__}, "
@@ -457,16 +559,23 @@ class GovernedExecutionManager:
         """After an interrupted execution, settle the request if it still holds our claim."""
         with anyio.CancelScope(shield=True):
             try:
-                latest = await self.governance.requests.get(request_id)
+                latest = await self.ledger.requests.get(request_id)
                 if (
                     latest is not None
                     and latest.status is RequestStatus.EXECUTING
                     and latest.claim is not None
+                    and latest.claim.claimant == claim.claimant
+                    and latest.claim.claimed_at == claim.claimed_at
                     and latest.claim.token == claim.token
                 ):
                     await self._settle(latest, context, reason)
             except Exception:
-                _log.exception("could not settle the claim on %s", request_id)
+                _log.warning(
+                    "could not settle the claim on %s; recovery will after its lease",
+                    request_id,
+                    exc_info=True,
+                    extra={"request_id": request_id, "operation": "settle"},
+                )
 
     async def _settle(
         self, request: MutationRequest, context: MutationContext, reason: str
@@ -478,13 +587,22 @@ class GovernedExecutionManager:
         its original). Otherwise the claim is released so the request can run again.
         Returns the stored request and whether it was finished as executed.
         """
-        gov = self.governance
-        await gov._sync_log(request)
-        now = gov.clock()
-        version = await gov.states.version_by_request(request.state_id, request.request_id)
+        version = await self.ledger.states.version_by_request(request.state_id, request.request_id)
         if version is None:
-            released = self._released(request, context, reason, now)
-            return await gov._save(request, released), False
+            released = self._released(request, context, reason, self.clock())
+            return await self.ledger.update(request, released), False
+        return await self._finish_applied(
+            request,
+            version,
+            context,
+            f"recovered: the state reached version {version} before the executor stopped",
+        )
+
+    async def _finish_applied(
+        self, request: MutationRequest, version: str, context: MutationContext, reason: str
+    ) -> tuple[MutationRequest, bool]:
+        """Record EXECUTED for a request whose state version ``version`` already landed."""
+        now = self.clock()
         finished = transition(
             request,
             RequestStatus.EXECUTED,
@@ -492,7 +610,7 @@ class GovernedExecutionManager:
                 RequestDecision(
                     LifecycleDecision.EXECUTED,
                     context,
-                    f"recovered: the state reached version {version} before the executor stopped",
+                    reason,
                     now,
                     {"resulting_state_version": version, "recovered": True},
                 )
@@ -501,18 +619,17 @@ class GovernedExecutionManager:
             resulting_state_version=version,
             executed_at=now,
         )
-        writes = [
-            RequestWrite(finished, request.revision, finished.decisions[len(request.decisions) :])
-        ]
         try:
-            writes.extend(await self._link_compensation(finished, version, context, now))
+            linked = await self._link_compensation(finished, version, context, now)
         except AlreadyCompensatedError:
             _log.error(
                 "recovered compensation %s was applied, but its original is already "
                 "compensated by another request",
                 request.request_id,
+                extra={"request_id": request.request_id, "operation": "recover"},
             )
-        stored = await gov.committer.commit(GovernedCommit(writes))
+            linked = []
+        stored = await self.ledger.save(request, finished, linked=linked)
         return stored[0], True
 
     @staticmethod
@@ -541,7 +658,7 @@ class GovernedExecutionManager:
         applied and only its outcome is missing: the request becomes EXECUTED with that
         version. Otherwise it is released so it can be executed again.
         """
-        now = now or self.governance.clock()
+        now = now or self.clock()
         finished: list[MutationRequest] = []
         released: list[MutationRequest] = []
         skipped: list[str] = []
@@ -564,7 +681,7 @@ class GovernedExecutionManager:
         found: list[MutationRequest] = []
         cursor = None
         while True:
-            page = await self.governance.requests.list(query, limit=200, cursor=cursor)
+            page = await self.ledger.requests.list(query, limit=200, cursor=cursor)
             found.extend(page.items)
             if page.next_cursor is None:
                 return found
@@ -640,7 +757,7 @@ class GovernedExecutionManager:
         self, strategy: ResolutionStrategy, *, limit: int, exclude: set[str]
     ) -> list[MutationRequest]:
         """Approved requests (and, when revalidating, requests pending revalidation)."""
-        requests = self.governance.requests
+        requests = self.ledger.requests
         page = await requests.list(
             RequestQuery(statuses={RequestStatus.APPROVED}), limit=limit + len(exclude)
         )
@@ -670,11 +787,11 @@ class GovernedExecutionManager:
         is not reversible (unless ``allow_irreversible``), and
         :class:`AlreadyCompensatedError` when a compensation exists or is in flight.
         """
-        gov = self.governance
+        ledger = self.ledger
         plan = plan or CompensationPlan(original_request_id)
         if plan.original_request_id != original_request_id:
             raise ValueError("plan.original_request_id must name the request being compensated")
-        original = await gov._load(original_request_id)
+        original = await ledger.load(original_request_id)
         if original.status is not RequestStatus.EXECUTED:
             raise CompensationNotAllowedError(
                 f"request {original_request_id!r} is {original.status.name}; only EXECUTED "
@@ -690,7 +807,7 @@ class GovernedExecutionManager:
         for link in original.execution.links:
             if link.type is LinkType.COMPENSATED_BY:
                 raise AlreadyCompensatedError(original_request_id, link.request_id)
-        for other in await gov.requests.by_state(original.state_id):
+        for other in await ledger.requests.by_state(original.state_id):
             compensation = other.execution.compensation
             if (
                 compensation is not None
@@ -698,10 +815,10 @@ class GovernedExecutionManager:
                 and other.status not in _INACTIVE
             ):
                 raise AlreadyCompensatedError(original_request_id, other.request_id)
-        current = await gov.states.get(original.state_id)
+        current = await ledger.states.get(original.state_id)
         if current is None:
             raise StateNotFoundError(original.state_id)
-        now = gov.clock()
+        now = self.clock()
         new_id = request_id or uuid.uuid4().hex
         metadata = {
             "original_request_id": original_request_id,
@@ -714,7 +831,7 @@ class GovernedExecutionManager:
             request_id=new_id,
             state_id=original.state_id,
             state_type=original.state_type,
-            mutation_type=gov.registry.name_of(mutation),
+            mutation_type=self.registry.name_of(mutation),
             mutation=mutation,
             intent=mutation.intent,
             context=context,
@@ -748,6 +865,4 @@ class GovernedExecutionManager:
                 ),
             ),
         )
-        stored = await gov.requests.create(request)
-        await gov.decisions.append(new_id, stored.decisions)
-        return stored
+        return await ledger.create(request)

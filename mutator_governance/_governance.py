@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -15,12 +15,14 @@ import attrs
 from mutator import (
     AuditSink,
     EngineOptions,
+    Interceptor,
     Mutation,
     MutationContext,
     MutationEngine,
+    MutationHistory,
+    MutationPolicy,
     ResultStatus,
 )
-from mutator._context import utc_now
 
 from ._approvals import RejectionReason, map_requirements
 from ._commit import default_committer
@@ -34,6 +36,8 @@ from ._enums import (
 )
 from ._errors import (
     ApprovalConfigurationError,
+    ApprovalStateError,
+    InvalidTransitionError,
     RequestConcurrencyError,
     RequestNotFoundError,
     SelfApprovalError,
@@ -45,6 +49,7 @@ from ._execution import (
     RecoverySweep,
     WorkerReport,
 )
+from ._ledger import RequestLedger
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._query import RequestPage, RequestQuery
 from ._registry import MutationRegistry
@@ -76,13 +81,22 @@ class ExpirySweep:
     skipped: tuple[str, ...] = ()
 
 
+def utc_now() -> datetime:
+    """The governance clock's default: the current UTC time."""
+    return datetime.now(UTC)
+
+
 class Governance:
     """Governed mutations as durable requests: submit, approve, resolve, execute.
 
-    Stores default to in-memory ones; pass your own (or use :meth:`open`) to make
-    requests, decisions and states durable. ``audit`` is where governed executions are
-    audited (default: the engine's sink). ``allow_self_approval`` turns off the four-eyes
-    rule (by default a requester may not approve their own request).
+    Attributes: ``engine`` (the :class:`~mutator.MutationEngine` that evaluates and runs
+    mutations), ``registry``, and the stores ``requests``, ``decisions``, ``states``,
+    ``audit`` (where governed executions are audited; default: the engine's sink) and
+    ``committer`` (writes every operation as one atomic commit). Stores default to
+    in-memory ones; pass your own (or use :meth:`open`) to make them durable.
+    ``allow_self_approval`` turns off the four-eyes rule (by default a requester may not
+    approve their own request). ``lease`` is how long an execution's claim holds before
+    recovery may take it over (a running execution renews it).
     """
 
     def __init__(
@@ -112,9 +126,12 @@ class Governance:
         self.allow_self_approval = allow_self_approval
         self.clock = clock
         self.committer: ExecutionCommitter = committer or default_committer(
-            self.requests, self.decisions, self.states, engine.history_store
+            self.requests, self.decisions, self.states, engine.history_store, self.audit
         )
-        self.executor = GovernedExecutionManager(self, lease=lease)
+        self._ledger = RequestLedger(
+            self.requests, self.decisions, self.states, self.committer, clock
+        )
+        self.executor = GovernedExecutionManager(self._ledger, engine, self.registry, lease=lease)
 
     @classmethod
     @asynccontextmanager
@@ -125,23 +142,42 @@ class Governance:
         registry: MutationRegistry,
         engine: MutationEngine | None = None,
         options: EngineOptions | None = None,
-        **governance: Any,
+        policies: Iterable[MutationPolicy[Any]] = (),
+        interceptors: Iterable[Interceptor] = (),
+        allow_self_approval: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+        lease: float = 300.0,
+        **store_options: Any,
     ) -> AsyncIterator[Governance]:
         """A governance whose requests, decisions, states, audit and history live at ``url``.
 
         ``sqlite:///path.db`` (embedded), ``postgresql://...`` or ``redis://...``. Without
-        ``engine`` an engine is built (with ``options``) whose audit and history are the
-        backend's too, so one database holds everything. The store closes on exit::
+        ``engine`` an engine is built (with ``options``, ``policies`` and ``interceptors``)
+        whose audit and history are the backend's too, so one database holds everything;
+        with ``engine``, its policies and interceptors are extended by the given ones.
+        ``store_options`` go to the backend (see :func:`~mutator_governance.stores.open_store`).
+        The store closes on exit::
 
             async with Governance.open("sqlite:///gov.db", registry=registry) as gov:
                 ...
         """
         from .stores import open_store
 
-        store = await open_store(url, registry=registry)
+        store = await open_store(url, registry=registry, **store_options)
         try:
             if engine is None:
-                engine = MutationEngine(options, audit=store.audit, history=store.history)
+                engine = MutationEngine(
+                    options,
+                    audit=store.audit,
+                    history=store.history,
+                    policies=policies,
+                    interceptors=interceptors,
+                )
+            else:
+                for policy in policies:
+                    engine.register_policy(policy)
+                for interceptor in interceptors:
+                    engine.register_interceptor(interceptor)
             yield cls(
                 engine,
                 registry=registry,
@@ -150,7 +186,9 @@ class Governance:
                 states=store.states,
                 committer=store.committer,
                 audit=store.audit,
-                **governance,
+                allow_self_approval=allow_self_approval,
+                clock=clock,
+                lease=lease,
             )
         finally:
             with anyio.CancelScope(shield=True):
@@ -270,9 +308,7 @@ class Governance:
                 RequestDecision(LifecycleDecision.APPROVED, system, "allowed by policies", now)
             )
             request = transition(base, RequestStatus.APPROVED, decisions, at=now)
-        stored = await self.requests.create(request)
-        await self.decisions.append(request_id, stored.decisions)
-        return stored
+        return await self._ledger.create(request)
 
     # -- approvals -----------------------------------------------------------------------
 
@@ -290,6 +326,12 @@ class Governance:
         The request becomes APPROVED when every slot is approved or satisfied.
         """
         request = await self._load(request_id)
+        self._fence(request, RequestStatus.APPROVED)
+        if request.status is RequestStatus.APPROVED and approval_id is None:
+            raise ApprovalStateError(
+                f"request {request_id!r} is already APPROVED; there is nothing left to approve",
+                request_id=request_id,
+            )
         now = self._now(context)
         awaiting_slots = (
             request.pending_reason is PendingReason.APPROVAL and request.approval_requirements
@@ -315,7 +357,7 @@ class Governance:
                 ],
                 at=now,
             )
-        return await self._save(request, updated)
+        return await self._ledger.update(request, updated)
 
     async def reject(
         self,
@@ -328,6 +370,7 @@ class Governance:
     ) -> MutationRequest:
         """Reject the request (through the actor's approval slot when it awaits approvals)."""
         request = await self._load(request_id)
+        self._fence(request, RequestStatus.REJECTED)
         now = self._now(context)
         awaiting_slots = (
             request.status is RequestStatus.PENDING
@@ -352,7 +395,7 @@ class Governance:
                 [RequestDecision(LifecycleDecision.REJECTED, context, why, now)],
                 at=now,
             )
-        return await self._save(request, updated)
+        return await self._ledger.update(request, updated)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -409,6 +452,7 @@ class Governance:
         if not isinstance(reason, PendingReason) or reason is PendingReason.REVALIDATION:
             raise ValueError("reason must be a PendingReason other than REVALIDATION")
         request = await self._load(request_id)
+        self._fence(request, RequestStatus.PENDING)
         now = self._now(context)
         changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
         decisions = [RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)]
@@ -419,7 +463,7 @@ class Governance:
         updated = transition(
             request, RequestStatus.PENDING, decisions, at=now, pending_reason=reason, **changes
         )
-        return await self._save(request, updated)
+        return await self._ledger.update(request, updated)
 
     async def expire_due(
         self, now: datetime | None = None, *, context: MutationContext | None = None
@@ -452,7 +496,7 @@ class Governance:
             if updated is None:
                 continue
             try:
-                expired.append(await self._save(request, updated))
+                expired.append(await self._ledger.update(request, updated))
             except (RequestConcurrencyError, RequestNotFoundError):
                 skipped.append(request.request_id)
         return ExpirySweep(tuple(expired), tuple(skipped))
@@ -481,7 +525,7 @@ class Governance:
         resolution = resolve_version(
             request, current_version, strategy, context, at=self._now(context)
         )
-        stored = await self._save(request, resolution.request)
+        stored = await self._ledger.update(request, resolution.request)
         return attrs.evolve(resolution, request=stored)
 
     # -- execution -----------------------------------------------------------------------
@@ -567,6 +611,10 @@ class Governance:
         """A page of requests matching ``query``."""
         return await self.requests.list(query, limit=limit, cursor=cursor)
 
+    async def history(self, state_id: str) -> MutationHistory[Any]:
+        """The committed history of ``state_id``, from this governance's history store."""
+        return await self.engine.history_store.history(state_id)
+
     async def decision_history(self, request_id: str) -> Sequence[RequestDecision]:
         """Every decision about a request, oldest first (the request is the source of truth)."""
         return (await self._load(request_id)).decisions
@@ -592,15 +640,8 @@ class Governance:
         for request_id in ids:
             request = await self.requests.get(request_id)
             if request is not None:
-                appended += await self._sync_log(request)
+                appended += await self._ledger.repair(request)
         return appended
-
-    async def _sync_log(self, request: MutationRequest) -> int:
-        logged = await self.decisions.for_request(request.request_id)
-        missing = request.decisions[len(logged) :]
-        if missing:
-            await self.decisions.append(request.request_id, missing)
-        return len(missing)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -614,6 +655,7 @@ class Governance:
         metadata: Mapping[str, Any] | None = None,
     ) -> MutationRequest:
         request = await self._load(request_id)
+        self._fence(request, target)
         now = self._now(context)
         updated = transition(
             request,
@@ -621,22 +663,28 @@ class Governance:
             [RequestDecision(code, context, reason or context.reason, now, metadata or {})],
             at=now,
         )
-        return await self._save(request, updated)
+        return await self._ledger.update(request, updated)
 
     async def _load(self, request_id: str) -> MutationRequest:
-        if not isinstance(request_id, str) or not request_id.strip():
-            raise ValueError("request_id must be a non-blank string")
-        request = await self.requests.get(request_id)
-        if request is None:
-            raise RequestNotFoundError(request_id)
-        return request
+        return await self._ledger.load(request_id)
 
-    async def _save(self, before: MutationRequest, after: MutationRequest) -> MutationRequest:
-        stored = await self.requests.replace(after, expected_revision=before.revision)
-        new = stored.decisions[len(before.decisions) :]
-        if new:
-            await self.decisions.append(stored.request_id, new)
-        return stored
+    @staticmethod
+    def _fence(request: MutationRequest, target: RequestStatus) -> None:
+        """Refuse to move a claimed request: only its claimant, or recovery, may."""
+        if request.status is RequestStatus.EXECUTING:
+            claim = request.claim
+            holder = (
+                f"claimed by {claim.claimant} until {claim.lease_until.isoformat()}"
+                if claim is not None
+                else "claimed"
+            )
+            raise InvalidTransitionError(
+                request.request_id,
+                request.status,
+                target,
+                f"it is being executed ({holder}); only its executor, or recovery after the "
+                "lease, may move it",
+            )
 
     def _now(self, context: MutationContext) -> datetime:
         if not isinstance(context, MutationContext):

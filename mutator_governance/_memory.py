@@ -37,28 +37,37 @@ class InMemoryRequestStore:
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         with self._lock:
-            if request.request_id in self._requests:
-                raise RequestAlreadyExistsError(request.request_id)
-            stored = request if request.revision == 0 else attrs.evolve(request, revision=0)
-            self._requests[request.request_id] = stored
-            return stored
+            self.check_revision(request.request_id, None)
+            return self.replace_now(request, None)
 
     async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
         with self._lock:
             self.check_revision(request.request_id, expected_revision)
             return self.replace_now(request, expected_revision)
 
-    def check_revision(self, request_id: str, expected_revision: int) -> None:
-        """Raise unless ``request_id`` is stored at ``expected_revision`` (caller locks)."""
+    def check_revision(self, request_id: str, expected_revision: int | None) -> None:
+        """Raise unless ``request_id`` is stored at ``expected_revision`` (caller locks).
+
+        ``None`` expects the request not to exist.
+        """
         current = self._requests.get(request_id)
+        if expected_revision is None:
+            if current is not None:
+                raise RequestAlreadyExistsError(request_id)
+            return
         if current is None:
             raise RequestNotFoundError(request_id)
         if current.revision != expected_revision:
             raise RequestConcurrencyError(request_id, expected_revision, current.revision)
 
-    def replace_now(self, request: MutationRequest, expected_revision: int) -> MutationRequest:
+    def replace_now(
+        self, request: MutationRequest, expected_revision: int | None
+    ) -> MutationRequest:
         """The write itself, after :meth:`check_revision` (caller locks)."""
-        stored = attrs.evolve(request, revision=expected_revision + 1)
+        revision = 0 if expected_revision is None else expected_revision + 1
+        stored = (
+            request if request.revision == revision else attrs.evolve(request, revision=revision)
+        )
         self._requests[request.request_id] = stored
         return stored
 
@@ -99,21 +108,41 @@ class InMemoryRequestStore:
 
 
 class InMemoryDecisionHistory:
-    """Decisions in per-request lists plus one global append order."""
+    """Decisions in per-request lists plus one global append order.
+
+    Appends are idempotent per ``(request_id, sequence)``: a decision whose sequence number
+    is already logged for its request is skipped, so a repair can never log it twice.
+    """
 
     def __init__(self) -> None:
-        self._by_request: dict[str, list[RequestDecision]] = {}
+        self._by_request: dict[str, dict[int, RequestDecision]] = {}
         self._log: list[DecisionRecord] = []
         self._lock = threading.Lock()
 
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
         with self._lock:
-            self._by_request.setdefault(request_id, []).extend(decisions)
-            self._log.extend(DecisionRecord(request_id, d) for d in decisions)
+            self.append_now(request_id, decisions)
+
+    def append_now(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
+        """The append itself; the caller holds :attr:`lock` (used by atomic commits)."""
+        logged = self._by_request.setdefault(request_id, {})
+        for decision in decisions:
+            if decision.sequence < 1:
+                raise ValueError(
+                    f"decision {decision} of request {request_id!r} has no sequence number"
+                )
+            if decision.sequence not in logged:
+                logged[decision.sequence] = decision
+                self._log.append(DecisionRecord(request_id, decision))
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         with self._lock:
-            return tuple(self._by_request.get(request_id, ()))
+            logged = self._by_request.get(request_id, {})
+            return tuple(logged[sequence] for sequence in sorted(logged))
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -164,11 +193,26 @@ class InMemoryStateStore:
                 actual=actual,
             )
 
+    def check_request(self, state_id: str, request_id: str | None) -> None:
+        """Raise ConcurrencyError when ``request_id`` already produced a version (caller locks)."""
+        if request_id is None:
+            return
+        produced = self._produced.get((state_id, request_id))
+        if produced is not None:
+            raise ConcurrencyError(
+                f"request {request_id!r} already produced version {produced!r} of state "
+                f"{state_id!r}; a request is applied at most once",
+                key=state_id,
+                expected=None,
+                actual=produced,
+            )
+
     def put_now(
         self, state_id: str, state: Any, expected_version: str | None, request_id: str | None
     ) -> str:
         """The write itself; the caller holds the lock (used by atomic commits)."""
         self.check_version(state_id, expected_version)
+        self.check_request(state_id, request_id)
         version = next_version(expected_version)
         self._states[state_id] = VersionedState(state, version, request_id)
         if request_id is not None:

@@ -14,7 +14,7 @@ from mutator._context import aware, optional_aware
 from mutator._freeze import freeze_mapping, to_tuple
 
 from ._approvals import ApprovalRequirement
-from ._decisions import RequestDecision
+from ._decisions import RequestDecision, numbered
 from ._enums import (
     ApprovalStatus,
     CompensationKind,
@@ -102,7 +102,7 @@ class MutationRequest:
     approval_requirements: tuple[ApprovalRequirement, ...] = attrs.field(
         default=(), converter=to_tuple
     )
-    decisions: tuple[RequestDecision, ...] = attrs.field(default=(), converter=to_tuple)
+    decisions: tuple[RequestDecision, ...] = attrs.field(default=(), converter=numbered)
     revision: int = 0
     expected_state_version: str | None = None
     resulting_state_version: str | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._decisions import RequestDecision
+from ._decisions import RequestDecision, numbered
 from ._enums import PendingReason, RequestStatus
 from ._errors import InvalidTransitionError
 from ._request import MutationRequest
@@ -101,7 +101,7 @@ def transition(
         request,
         status=target,
         pending_reason=pending_reason,
-        decisions=request.decisions + tuple(decisions),
+        decisions=request.decisions + numbered(decisions, len(request.decisions)),
         updated_at=at,
         **changes,
     )
@@ -118,5 +118,8 @@ def record(
     if "status" in changes or "pending_reason" in changes:
         raise ValueError("record() does not change status; use transition()")
     return attrs.evolve(
-        request, decisions=request.decisions + tuple(decisions), updated_at=at, **changes
+        request,
+        decisions=request.decisions + numbered(decisions, len(request.decisions)),
+        updated_at=at,
+        **changes,
     )

@@ -19,7 +19,7 @@ import pytest
 
 from mutator import ConcurrencyError, SideEffect
 
-from .._decisions import RequestDecision
+from .._decisions import RequestDecision, numbered
 from .._enums import (
     ApprovalDecision,
     DecisionCategory,
@@ -746,20 +746,52 @@ class DecisionHistoryContract:
         finally:
             await self.close_decision_history(history)
 
-    async def test_for_request_keeps_append_order(self, decision_history: DecisionHistory) -> None:
-        first = [
-            sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0)),
-            sample_decision(ApprovalDecision.REQUESTED, timestamp=_at(0)),
-        ]
-        # Appended later but stamped earlier: for_request keeps append order.
-        second = [sample_decision(ApprovalDecision.GRANTED, actor_id="carol", timestamp=_at(-5))]
+    async def test_for_request_is_in_sequence_order(
+        self, decision_history: DecisionHistory
+    ) -> None:
+        first = numbered(
+            [
+                sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0)),
+                sample_decision(ApprovalDecision.REQUESTED, timestamp=_at(0)),
+            ]
+        )
+        # Appended later but stamped earlier: for_request keeps sequence order.
+        second = numbered(
+            [sample_decision(ApprovalDecision.GRANTED, actor_id="carol", timestamp=_at(-5))], 2
+        )
         await decision_history.append("req-1", first)
         await decision_history.append("req-1", second)
         assert list(await decision_history.for_request("req-1")) == [*first, *second]
 
+    async def test_append_is_idempotent_per_sequence(
+        self, decision_history: DecisionHistory
+    ) -> None:
+        decisions = numbered(
+            [sample_decision(timestamp=_at(i), metadata={"n": i}) for i in range(4)]
+        )
+        await decision_history.append("req-1", decisions[:2])
+        # A repair that re-sends logged decisions appends only the missing ones.
+        await decision_history.append("req-1", decisions)
+        await decision_history.append("req-1", decisions[1:3])
+        assert list(await decision_history.for_request("req-1")) == list(decisions)
+        assert len(await decision_history.recent(100)) == 4
+
+    async def test_append_fills_a_hole(self, decision_history: DecisionHistory) -> None:
+        decisions = numbered([sample_decision(timestamp=_at(i)) for i in range(3)])
+        await decision_history.append("req-1", [decisions[0], decisions[2]])
+        await decision_history.append("req-1", [decisions[1]])
+        assert list(await decision_history.for_request("req-1")) == list(decisions)
+
+    async def test_append_refuses_unnumbered_decisions(
+        self, decision_history: DecisionHistory
+    ) -> None:
+        with pytest.raises(ValueError, match="sequence"):
+            await decision_history.append("req-1", [sample_decision(timestamp=_at(0))])
+        assert list(await decision_history.for_request("req-1")) == []
+
     async def test_for_request_separates_requests(self, decision_history: DecisionHistory) -> None:
-        one = sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0))
-        two = sample_decision(LifecycleDecision.CANCELED, timestamp=_at(1))
+        (one,) = numbered([sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0))])
+        (two,) = numbered([sample_decision(LifecycleDecision.CANCELED, timestamp=_at(1))])
         await decision_history.append("req-1", [one])
         await decision_history.append("req-2", [two])
         assert list(await decision_history.for_request("req-1")) == [one]
@@ -767,7 +799,7 @@ class DecisionHistoryContract:
 
     async def test_for_request_unknown_is_empty(self, decision_history: DecisionHistory) -> None:
         assert list(await decision_history.for_request("missing")) == []
-        await decision_history.append("req-1", [sample_decision(timestamp=_at(0))])
+        await decision_history.append("req-1", numbered([sample_decision(timestamp=_at(0))]))
         assert list(await decision_history.for_request("missing")) == []
 
     async def test_append_nothing(self, decision_history: DecisionHistory) -> None:
@@ -776,10 +808,14 @@ class DecisionHistoryContract:
         assert list(await decision_history.recent()) == []
 
     async def test_recent_is_newest_first(self, decision_history: DecisionHistory) -> None:
-        a = sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0))
-        b = sample_decision(ApprovalDecision.GRANTED, timestamp=_at(2, _EAST))
-        c = sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(1, _WEST))
-        d = sample_decision(ResolutionDecision.VALIDATED, timestamp=_at(3))
+        a, b, d = numbered(
+            [
+                sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0)),
+                sample_decision(ApprovalDecision.GRANTED, timestamp=_at(2, _EAST)),
+                sample_decision(ResolutionDecision.VALIDATED, timestamp=_at(3)),
+            ]
+        )
+        (c,) = numbered([sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(1, _WEST))])
         await decision_history.append("req-1", [a, b])
         await decision_history.append("req-2", [c])
         await decision_history.append("req-1", [d])
@@ -792,10 +828,11 @@ class DecisionHistoryContract:
         ]
 
     async def test_recent_ties_newest_append_first(self, decision_history: DecisionHistory) -> None:
-        decisions = [
+        made = [
             sample_decision(LifecycleDecision.SUBMITTED, actor_id=f"actor-{i}", timestamp=_at(0))
             for i in range(4)
         ]
+        decisions = [*numbered(made[:2]), *numbered(made[2:])]
         await decision_history.append("req-1", decisions[:2])
         await decision_history.append("req-2", decisions[2:])
         recent = await decision_history.recent()
@@ -803,7 +840,7 @@ class DecisionHistoryContract:
         assert [r.request_id for r in recent] == ["req-2", "req-2", "req-1", "req-1"]
 
     async def test_recent_limit(self, decision_history: DecisionHistory) -> None:
-        decisions = [sample_decision(timestamp=_at(i)) for i in range(60)]
+        decisions = [numbered([sample_decision(timestamp=_at(i))], i // 3)[0] for i in range(60)]
         for index, decision in enumerate(decisions):
             await decision_history.append(f"req-{index % 3}", [decision])
         newest_first = decisions[::-1]
@@ -817,11 +854,19 @@ class DecisionHistoryContract:
             await decision_history.recent(-1)
 
     async def test_recent_by_category(self, decision_history: DecisionHistory) -> None:
-        submitted = sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0))
-        requested = sample_decision(ApprovalDecision.REQUESTED, timestamp=_at(1))
-        granted = sample_decision(ApprovalDecision.GRANTED, timestamp=_at(2))
-        validated = sample_decision(ResolutionDecision.VALIDATED, timestamp=_at(3))
-        executed = sample_decision(LifecycleDecision.EXECUTED, timestamp=_at(4))
+        submitted, requested, granted = numbered(
+            [
+                sample_decision(LifecycleDecision.SUBMITTED, timestamp=_at(0)),
+                sample_decision(ApprovalDecision.REQUESTED, timestamp=_at(1)),
+                sample_decision(ApprovalDecision.GRANTED, timestamp=_at(2)),
+            ]
+        )
+        validated, executed = numbered(
+            [
+                sample_decision(ResolutionDecision.VALIDATED, timestamp=_at(3)),
+                sample_decision(LifecycleDecision.EXECUTED, timestamp=_at(4)),
+            ]
+        )
         await decision_history.append("req-1", [submitted, requested, granted])
         await decision_history.append("req-2", [validated, executed])
 
@@ -841,20 +886,32 @@ class DecisionHistoryContract:
     async def test_concurrent_appends_keep_everything(
         self, decision_history: DecisionHistory
     ) -> None:
-        decisions = [
-            sample_decision(timestamp=_at(i), metadata={"writer": i})
-            for i in range(CONCURRENT_WRITERS)
-        ]
+        decisions = numbered(
+            [
+                sample_decision(timestamp=_at(i), metadata={"writer": i})
+                for i in range(CONCURRENT_WRITERS)
+            ]
+        )
 
         async with anyio.create_task_group() as group:
             for decision in decisions:
                 group.start_soon(decision_history.append, "req-1", [decision])
 
         stored = list(await decision_history.for_request("req-1"))
-        assert len(stored) == CONCURRENT_WRITERS
-        assert sorted(d.metadata["writer"] for d in stored) == list(range(CONCURRENT_WRITERS))
+        assert stored == list(decisions)
         recent = await decision_history.recent(CONCURRENT_WRITERS)
-        assert [r.decision for r in recent] == decisions[::-1]
+        assert [r.decision for r in recent] == list(decisions[::-1])
+
+    async def test_concurrent_repairs_append_once(self, decision_history: DecisionHistory) -> None:
+        decisions = numbered([sample_decision(timestamp=_at(i)) for i in range(5)])
+        await decision_history.append("req-1", decisions[:1])
+
+        async with anyio.create_task_group() as group:
+            for _ in range(CONCURRENT_WRITERS):
+                group.start_soon(decision_history.append, "req-1", decisions)
+
+        assert list(await decision_history.for_request("req-1")) == list(decisions)
+        assert len(await decision_history.recent(100)) == len(decisions)
 
     async def test_round_trip(self, decision_history: DecisionHistory) -> None:
         decisions = list(sample_rich_request().decisions)

@@ -291,7 +291,7 @@ class TestRaces:
             stores,
             requests=Probe(stores.requests, "requests", after=barrier),
             committer=InMemoryCommitter(
-                stores.requests, stores.decisions, stores.states, stores.history
+                stores.requests, stores.decisions, stores.states, stores.history, stores.audit
             ),
         )
         original = await executed(world)

@@ -623,7 +623,7 @@ class TestExactlyOnce:
         def governance() -> Any:
             engine = stores.engine()
             committer = InMemoryCommitter(
-                stores.requests, stores.decisions, stores.states, engine.history_store
+                stores.requests, stores.decisions, stores.states, engine.history_store, engine.audit
             )
             return make_governance(stores, engine=engine, requests=requests, committer=committer)
 

@@ -28,11 +28,9 @@ from ._execution_support import (
     Gate,
     Probe,
     Stores,
-    appended,
     codes_of,
     make_governance,
     seed,
-    stored_request,
 )
 from .conftest import STATE_ID, IncreaseQuota
 
@@ -70,16 +68,17 @@ class Parker:
 
 
 class ParkingCommitter:
-    """Wraps a committer; when armed, ``commit`` parks on ``gate`` before committing."""
+    """Wraps a committer; when armed, the first commit writing a request with status
+    ``armed`` parks on ``gate`` before committing."""
 
     def __init__(self, inner: InMemoryCommitter, gate: Gate) -> None:
         self.inner = inner
         self.gate = gate
-        self.armed = False
+        self.armed: RequestStatus | None = None
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
-        if self.armed:
-            self.armed = False
+        if self.armed is not None and commit.requests[0].request.status is self.armed:
+            self.armed = None
             await self.gate.pass_through()
         return await self.inner.commit(commit)
 
@@ -99,7 +98,9 @@ async def setup(mutation: Any = None) -> Setup:
     parker = Parker()
     engine = stores.engine()
     committer = ParkingCommitter(
-        InMemoryCommitter(stores.requests, stores.decisions, stores.states, engine.history_store),
+        InMemoryCommitter(
+            stores.requests, stores.decisions, stores.states, engine.history_store, engine.audit
+        ),
         parker.gate,
     )
     gov = make_governance(
@@ -118,27 +119,17 @@ async def setup(mutation: Any = None) -> Setup:
     return Setup(stores, parker, committer, gov, request)
 
 
-def claim_write(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return stored_request(args).status is S.EXECUTING
-
-
-def claim_logged(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return L.CLAIMED in codes_of(appended(args))
-
-
 async def arm(case: str, world: Setup) -> Gate:
     """Arm the parking point named ``case``; returns the gate it parks on."""
     parker = world.parker
     if case == "request load":
         parker.arm("requests", "get")
-    elif case == "claim write":
-        parker.arm("requests", "replace", match=claim_write)
-    elif case == "claim logged":
-        parker.arm("decisions", "append", match=claim_logged)
+    elif case == "claim commit":
+        world.committer.armed = S.EXECUTING
     elif case == "state load":
         parker.arm("states", "get")
     elif case == "commit":
-        world.committer.armed = True
+        world.committer.armed = S.EXECUTED
     elif case != "async apply":
         raise AssertionError(case)
     return parker.gate
@@ -194,8 +185,7 @@ class TestCancellation:
         ("case", "expected"),
         [
             ("request load", "untouched"),
-            ("claim write", "released"),
-            ("claim logged", "released"),
+            ("claim commit", "released"),
             ("state load", "released"),
             ("async apply", "released"),
             ("commit", "executed"),
@@ -209,7 +199,7 @@ class TestCancellation:
             gate = await arm(case, world)
 
         # the claim and the commit are shielded: they finish even when cancelled mid-write
-        shielded = case in ("claim write", "claim logged", "commit")
+        shielded = case in ("claim commit", "commit")
         outcome = await cancel_at(world, gate, open_after_cancel=shielded)
 
         request = await assert_clean(world)

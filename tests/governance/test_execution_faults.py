@@ -175,7 +175,9 @@ async def deployment(*, process_dies: bool, stale: bool = False) -> Deployment:
         requests=requests,
         decisions=decisions,
         states=states,
-        committer=SequentialCommitter(requests, decisions, states, engine.history_store),
+        committer=SequentialCommitter(
+            requests, decisions, states, engine.history_store, engine.audit
+        ),
     )
     world = Deployment(stores, clock, injector, gov)
     request = await gov.submit(

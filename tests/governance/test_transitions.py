@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mutator import MutationContext, MutatorError
 from mutator_governance import (
     ALLOWED_TRANSITIONS,
+    ApprovalStateError,
     ExecutionClaim,
     GovernanceError,
     InvalidTransitionError,
@@ -24,6 +25,7 @@ from mutator_governance import (
     can_transition,
     transition,
 )
+from mutator_governance._decisions import numbered
 
 from .conftest import T0, World
 
@@ -109,7 +111,8 @@ class TestTable:
         moved = transition(request, target, decisions, at=AT, pending_reason=reason)
 
         assert moved.status is target
-        assert moved.decisions == request.decisions + tuple(decisions)
+        assert moved.decisions == request.decisions + numbered(decisions, len(request.decisions))
+        assert [d.sequence for d in moved.decisions] == list(range(1, len(moved.decisions) + 1))
         assert moved.updated_at == AT
         assert moved.pending_reason is reason
         assert moved.revision == request.revision
@@ -274,12 +277,13 @@ class TestFacadeRefusesTerminal:
             assert after.revision == before.revision
             assert await world.history(rid) == history
 
-    async def test_approving_an_approved_request_is_a_same_status_move(self, world: World) -> None:
-        """Approving an APPROVED request raises InvalidTransitionError and keeps its revision."""
+    async def test_approving_an_approved_request_says_it_is_already_approved(
+        self, world: World
+    ) -> None:
+        """Approving an APPROVED request raises ApprovalStateError and keeps its revision."""
         request = await world.submit()
-        with pytest.raises(InvalidTransitionError) as caught:
+        with pytest.raises(ApprovalStateError, match="already APPROVED"):
             await world.gov.approve(request.request_id, context=world.ctx("carol"))
-        assert (caught.value.current, caught.value.target) == (S.APPROVED, S.APPROVED)
         assert (await world.gov.get(request.request_id)).revision == 0
 
     async def test_expiring_an_approved_request_is_refused(self, world: World) -> None:
