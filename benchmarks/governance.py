@@ -111,14 +111,15 @@ async def memory_stores() -> AsyncIterator[Stores]:
     yield Stores(InMemoryRequestStore(), InMemoryDecisionHistory(), InMemoryStateStore())
 
 
-POSTGRES_URL = os.environ.get(
-    "MUTATOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("MUTATOR_TEST_POSTGRES_URL") or ""
+REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL") or ""
 
 
 def _server_unavailable(name: str, url: str, port: int, module: str) -> str | None:
-    """A one-line reason when the driver is missing or the server does not answer."""
+    """A one-line reason when no server is named, the driver is missing or it does not answer."""
+    if not url:
+        variable = "MUTATOR_TEST_POSTGRES_URL" if port == 5432 else "MUTATOR_TEST_REDIS_URL"
+        return f"no {name} server named (set {variable})"
     try:
         importlib.import_module(module)
     except ImportError:

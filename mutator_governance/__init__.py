@@ -5,7 +5,7 @@ approvals, is resolved against the current state version and is executed exactly
 """
 
 from ._approvals import ApprovalRequirement, RejectionReason
-from ._commit import InMemoryCommitter, SequentialCommitter
+from ._commit import InMemoryCommitter, InMemoryGovernanceStore, SequentialCommitter
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._decisions import DecisionCode, RequestDecision, category_of, code_for
 from ._enums import (
@@ -68,7 +68,13 @@ from ._request import (
 )
 from ._resolution import Resolution
 from ._transitions import ALLOWED_TRANSITIONS, can_transition, transition
-from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
+from .protocols import (
+    DecisionHistory,
+    ExecutionCommitter,
+    GovernanceStore,
+    RequestStore,
+    StateStore,
+)
 
 __all__ = [
     # facade
@@ -86,6 +92,8 @@ __all__ = [
     "RequestWrite",
     "StateWrite",
     "InMemoryCommitter",
+    "InMemoryGovernanceStore",
+    "GovernanceStore",
     "SequentialCommitter",
     # requests
     "MutationRequest",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mutator import AuditSink, HistoryStore
+from mutator import AuditSink, HistoryStore, InMemoryAuditSink, InMemoryHistoryStore
 
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
@@ -13,6 +13,7 @@ from .protocols import DecisionHistory, RequestStore, StateStore
 __all__ = [
     "GovernedCommit",
     "InMemoryCommitter",
+    "InMemoryGovernanceStore",
     "RequestWrite",
     "SequentialCommitter",
     "StateWrite",
@@ -69,6 +70,57 @@ class InMemoryCommitter:
             for record in commit.audit:
                 await self.audit.record(record)
         return stored
+
+
+class InMemoryGovernanceStore:
+    """Every in-memory store behind one atomic committer: a whole backend in one process.
+
+    What ``open_store("memory://")`` returns; useful for tests, examples and services that
+    need no durability.
+    """
+
+    def __init__(self) -> None:
+        self._requests = InMemoryRequestStore()
+        self._decisions = InMemoryDecisionHistory()
+        self._states = InMemoryStateStore()
+        self._audit = InMemoryAuditSink()
+        self._history = InMemoryHistoryStore()
+        self._committer = InMemoryCommitter(
+            self._requests, self._decisions, self._states, self._history, self._audit
+        )
+
+    @property
+    def requests(self) -> InMemoryRequestStore:
+        """The request store."""
+        return self._requests
+
+    @property
+    def decisions(self) -> InMemoryDecisionHistory:
+        """The decision log."""
+        return self._decisions
+
+    @property
+    def states(self) -> InMemoryStateStore:
+        """The state store."""
+        return self._states
+
+    @property
+    def audit(self) -> InMemoryAuditSink:
+        """The audit sink (governed executions are audited here)."""
+        return self._audit
+
+    @property
+    def history(self) -> InMemoryHistoryStore:
+        """The history store."""
+        return self._history
+
+    @property
+    def committer(self) -> InMemoryCommitter:
+        """The atomic committer over the stores above."""
+        return self._committer
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 class SequentialCommitter:

@@ -67,10 +67,16 @@ class DecisionHistory(Protocol):
     """An append-only log of request decisions, queryable across requests."""
 
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
-        """Append ``decisions`` to ``request_id``'s log."""
+        """Append ``decisions`` to ``request_id``'s log, idempotently.
+
+        Each decision carries its ``sequence`` number within the request; a decision
+        whose ``(request_id, sequence)`` is already logged is skipped, so appending the
+        same decisions twice (two recoverers, a retried write) logs them once. A decision
+        without a sequence number (0) raises ValueError.
+        """
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
-        """Decisions of one request, oldest first."""
+        """Decisions of one request in sequence order."""
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -96,7 +102,9 @@ class StateStore(Protocol):
 
         ``expected_version=None`` creates the state (it must not exist). A mismatch raises
         :class:`mutator.ConcurrencyError`. ``request_id`` records which request produced
-        the version.
+        the version; a request produces at most one version of a state, so a second put
+        with the same ``request_id`` raises :class:`mutator.ConcurrencyError` and writes
+        nothing.
         """
 
     async def version_by_request(self, state_id: str, request_id: str) -> str | None:
@@ -104,25 +112,34 @@ class StateStore(Protocol):
 
 
 class ExecutionCommitter(Protocol):
-    """Writes everything a governed execution produced, all or nothing.
+    """Writes one governance operation, all or nothing: the seam every operation goes through.
 
-    Backends that share a transaction across their stores commit atomically; the
-    sequential fallback relies on claim recovery instead.
+    ``atomic`` is True when a commit lands whole (one transaction, one script, one
+    critical section); the sequential fallback (False) relies on claim recovery and
+    log repair instead. The contract suite
+    :class:`~mutator_governance.testing.GovernanceStoreContract` checks it.
     """
+
+    atomic: bool
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         """Apply every write in ``commit``; return the stored requests in order.
 
-        Raises RequestConcurrencyError or mutator.ConcurrencyError, writing nothing, when a
-        revision or the state version moved.
+        A write with ``expected_revision=None`` creates its request (revision 0);
+        otherwise the stored revision must equal it and becomes ``expected_revision + 1``.
+        Decisions are appended idempotently by sequence number; the state, history and
+        audit entries land with the requests. Raises RequestAlreadyExistsError,
+        RequestNotFoundError, RequestConcurrencyError or :class:`mutator.ConcurrencyError`
+        — writing nothing — when a request exists, is missing, or a revision or the state
+        version moved (or the request already produced a state version).
         """
 
 
 class GovernanceStore(Protocol):
     """One durable backend holding everything a deployment needs, on one database.
 
-    ``committer`` writes a governed execution (state, requests, decisions, history) in one
-    atomic step; the engine should use ``audit`` and ``history`` so its records live in the
+    ``committer`` writes every governance operation (requests, decisions and, for
+    executions, the state, history and audit entries) in one atomic step; the engine should use ``audit`` and ``history`` so its records live in the
     same database.
     """
 

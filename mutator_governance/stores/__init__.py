@@ -2,6 +2,7 @@
 
 ``open_store(url, registry=...)`` picks the backend from the URL scheme:
 
+- ``memory://`` (in-process, nothing durable)
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``
 - ``postgresql://user:password@host:port/database`` (extra ``postgres``; asyncio only)
 - ``redis://host:port/db`` (extra ``redis``; asyncio only)
@@ -36,6 +37,10 @@ def redact_url(url: str) -> str:
 async def open_store(url: str, *, registry: MutationRegistry, **options: Any) -> GovernanceStore:
     """Open the backend named by ``url``'s scheme (see the module docstring)."""
     scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        from .._commit import InMemoryGovernanceStore
+
+        return InMemoryGovernanceStore()
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._commit_contract import GovernanceStoreContract
 from ._contracts import (
     DecisionHistoryContract,
     RequestStoreContract,
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from ._stateful import RequestStoreComparison, make_store_comparison
 
 __all__ = [
+    "GovernanceStoreContract",
     # contract suites
     "RequestStoreContract",
     "DecisionHistoryContract",

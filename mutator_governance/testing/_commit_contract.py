@@ -13,6 +13,7 @@ import pytest
 from mutator import (
     AuditEntry,
     AuditOutcome,
+    ChangeSet,
     ConcurrencyError,
     HistoryEntry,
     MutationContext,
@@ -59,7 +60,7 @@ def _records(request: MutationRequest) -> tuple[AuditEntry, HistoryEntry]:
         request.state_id,
         mutation.intent,
         context,
-        (),
+        ChangeSet(),
         at,
         0.001,
         (),
@@ -152,7 +153,8 @@ class GovernanceStoreContract:
         assert await store.requests.get("req-1") == before
         await self._log_matches(store, "req-1")
         current = await store.states.get(SAMPLE_STATE_ID)
-        assert current is not None and current.version == "1"
+        assert current is not None
+        assert current.version == "1"
         assert await store.states.version_by_request(SAMPLE_STATE_ID, "req-1") is None
         assert list(await store.audit.entries(SAMPLE_STATE_ID)) == []
         assert (await store.history.history(SAMPLE_STATE_ID)).entries == ()
@@ -160,14 +162,12 @@ class GovernanceStoreContract:
     async def test_unknown_request_writes_nothing(self, store: GovernanceStore) -> None:
         created = await self._seeded(store)
         ghost = attrs.evolve(created, request_id="ghost")
+        canceled = _decided(created, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
         with pytest.raises(RequestNotFoundError):
             await store.committer.commit(
                 GovernedCommit(
                     (
-                        RequestWrite.update(
-                            created,
-                            _decided(created, RequestStatus.CANCELED, LifecycleDecision.CANCELED),
-                        ),
+                        RequestWrite.update(created, canceled),
                         RequestWrite.update(ghost, ghost),
                     )
                 )
@@ -222,7 +222,8 @@ class GovernanceStoreContract:
         assert await store.requests.get("req-1") == created
         await self._log_matches(store, "req-1")
         current = await store.states.get(SAMPLE_STATE_ID)
-        assert current is not None and current.version == "1"
+        assert current is not None
+        assert current.version == "1"
         assert list(await store.audit.entries(SAMPLE_STATE_ID)) == []
 
     async def test_a_request_produces_at_most_one_version(self, store: GovernanceStore) -> None:
@@ -236,7 +237,8 @@ class GovernanceStoreContract:
                 SAMPLE_STATE_ID, SampleState("sample", 3), expected_version="2", request_id="req-1"
             )
         current = await store.states.get(SAMPLE_STATE_ID)
-        assert current is not None and current.version == "2"
+        assert current is not None
+        assert current.version == "2"
         assert await store.states.version_by_request(SAMPLE_STATE_ID, "req-1") == "2"
 
     async def test_racing_operations_on_one_request_land_once(self, store: GovernanceStore) -> None:

@@ -20,7 +20,9 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from mutator_governance import (
     DecisionHistory,
+    GovernanceStore,
     InMemoryDecisionHistory,
+    InMemoryGovernanceStore,
     InMemoryRequestStore,
     InMemoryStateStore,
     MutationRequest,
@@ -32,6 +34,7 @@ from mutator_governance import (
 )
 from mutator_governance.testing import (
     DecisionHistoryContract,
+    GovernanceStoreContract,
     RequestStoreComparison,
     RequestStoreContract,
     StateStoreContract,
@@ -238,3 +241,10 @@ def test_comparison_catches_broken_store(broken: type[InMemoryRequestStore]) -> 
         run_state_machine_as_test(
             machine, settings=settings(QUICK, max_examples=200, phases=[Phase.generate])
         )
+
+
+class TestInMemoryGovernanceStore(GovernanceStoreContract):
+    """The in-memory stores behind their atomic committer keep the commit contract."""
+
+    async def make_store(self) -> GovernanceStore:
+        return InMemoryGovernanceStore()

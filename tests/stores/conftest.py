@@ -1,8 +1,10 @@
 """Service fixtures for the durable-store tests.
 
-PostgreSQL and Redis tests need real servers on loopback. On a machine without them they
-skip with a one-line reason; CI sets ``MUTATOR_REQUIRE_SERVICES=1`` so a missing server
-fails the run instead of silently skipping.
+PostgreSQL and Redis tests run only against servers someone named:
+``MUTATOR_TEST_POSTGRES_URL`` and ``MUTATOR_TEST_REDIS_URL``. Without the variable (or
+when the named server does not answer) they skip with a one-line reason — a test never
+writes to a server nobody named. CI sets both and ``MUTATOR_REQUIRE_SERVICES=1``, so a
+missing server fails the run instead of silently skipping.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-POSTGRES_URL = os.environ.get(
-    "MUTATOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("MUTATOR_TEST_POSTGRES_URL") or None
+REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL") or None
 REQUIRE_SERVICES = os.environ.get("MUTATOR_REQUIRE_SERVICES") == "1"
 
 
@@ -31,10 +31,14 @@ def _answers(url: str, default_port: int) -> bool:
         return False
 
 
-def _need(name: str, url: str, default_port: int, variable: str) -> str:
-    if _answers(url, default_port):
+def _need(name: str, url: str | None, default_port: int, variable: str) -> str:
+    if url is not None and _answers(url, default_port):
         return url
-    reason = f"{name} is not reachable at {url} (set {variable})"
+    reason = (
+        f"{name} tests need {variable} (no server was named)"
+        if url is None
+        else f"{name} is not reachable at {url} (named by {variable})"
+    )
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason}; MUTATOR_REQUIRE_SERVICES=1 requires it")
     pytest.skip(reason)
