@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext, PolicyRequirement
-from mutator._freeze import freeze_mapping
+from mutator.values import freeze_mapping
 
 from ._enums import ApprovalStatus
 from ._errors import ApprovalConfigurationError

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from mutator import AuditSink, HistoryStore, InMemoryAuditSink, InMemoryHistoryStore
+from collections.abc import Coroutine
+from typing import Any
+
+from mutator import (
+    AuditSink,
+    HistoryStore,
+    InMemoryAuditSink,
+    InMemoryHistoryStore,
+    NullAuditSink,
+    NullHistoryStore,
+)
 
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
@@ -21,14 +31,27 @@ __all__ = [
 ]
 
 
+_SYNC_SINKS = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
+
+
+def _run_now(call: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never suspends (an in-memory sink's write) to its end, now."""
+    try:
+        call.send(None)
+    except StopIteration:
+        return
+    call.close()
+    raise RuntimeError("an in-memory sink suspended inside an atomic commit")
+
+
 class InMemoryCommitter:
     """Atomic commits over the in-memory stores: every check passes before any write.
 
-    ``audit`` receives the audit entries of governed executions (None: not recorded).
-    Requests, states and decisions change under their stores' locks in one critical
-    section; the history and audit entries follow without a suspension point in between
-    when the sinks are the in-memory ones, so no other task observes a half-written
-    operation.
+    Requests, states, decisions, and the history and audit entries (``audit=None``: not
+    recorded) change in one critical section under the stores' locks, so no task or
+    thread observes a half-written operation. The history store and audit sink must be
+    the in-memory (or null) ones; :func:`default_committer` picks
+    :class:`SequentialCommitter` for anything else.
     """
 
     atomic = True
@@ -41,6 +64,12 @@ class InMemoryCommitter:
         history: HistoryStore,
         audit: AuditSink | None = None,
     ) -> None:
+        for sink in (history, audit):
+            if sink is not None and not isinstance(sink, _SYNC_SINKS):
+                raise TypeError(
+                    f"InMemoryCommitter needs in-memory history and audit sinks, got "
+                    f"{type(sink).__name__}; use SequentialCommitter for other sinks"
+                )
         self.requests = requests
         self.decisions = decisions
         self.states = states
@@ -48,6 +77,7 @@ class InMemoryCommitter:
         self.audit = audit
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        """Apply every write in ``commit`` atomically; return the stored requests in order."""
         with self.requests.lock, self.states.lock, self.decisions.lock:
             for write in commit.requests:
                 self.requests.check_revision(write.request.request_id, write.expected_revision)
@@ -64,11 +94,11 @@ class InMemoryCommitter:
             )
             for write in commit.requests:
                 self.decisions.append_now(write.request.request_id, write.new_decisions)
-        for entry in commit.history:
-            await self.history.append(entry)
-        if self.audit is not None:
-            for record in commit.audit:
-                await self.audit.record(record)
+            for entry in commit.history:
+                _run_now(self.history.append(entry))
+            if self.audit is not None:
+                for record in commit.audit:
+                    _run_now(self.audit.record(record))
         return stored
 
 
@@ -153,6 +183,7 @@ class SequentialCommitter:
         self.audit = audit
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        """Write ``commit`` store by store, the operation's own request last."""
         for write in commit.requests:
             await self._check(write)
         if commit.state is not None:
@@ -203,11 +234,13 @@ def default_committer(
     history: HistoryStore,
     audit: AuditSink,
 ) -> InMemoryCommitter | SequentialCommitter:
-    """Atomic for the in-memory stores, sequential (with crash recovery) otherwise."""
+    """Atomic for the in-memory stores and sinks, sequential (with crash recovery) otherwise."""
     if (
         isinstance(requests, InMemoryRequestStore)
         and isinstance(decisions, InMemoryDecisionHistory)
         and isinstance(states, InMemoryStateStore)
+        and isinstance(history, _SYNC_SINKS)
+        and isinstance(audit, _SYNC_SINKS)
     ):
         return InMemoryCommitter(requests, decisions, states, history, audit)
     return SequentialCommitter(requests, decisions, states, history, audit)

@@ -9,8 +9,7 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext
-from mutator._context import aware, utc_now
-from mutator._freeze import freeze_mapping
+from mutator.values import aware, freeze_mapping, utc_now
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 

@@ -6,7 +6,7 @@ import enum
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -86,6 +86,28 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _store_clock(store: object) -> Callable[[], datetime]:
+    """A clock that follows the store's own clock where it has one.
+
+    Leases are then judged by one clock, the store's, whatever the skew of each host's
+    wall clock: the offset is measured once, halfway through the round trip.
+    """
+    server_time = getattr(store, "server_time", None)
+    if server_time is None:
+        return utc_now
+    before = datetime.now(UTC)
+    remote = await server_time()
+    after = datetime.now(UTC)
+    if remote is None:
+        return utc_now
+    offset: timedelta = remote - (before + (after - before) / 2)
+
+    def store_clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    return store_clock
+
+
 class Governance:
     """Governed mutations as durable requests: submit, approve, resolve, execute.
 
@@ -156,6 +178,8 @@ class Governance:
         whose audit and history are the backend's too, so one database holds everything;
         with ``engine``, its policies and interceptors are extended by the given ones.
         ``store_options`` go to the backend (see :func:`~mutator_governance.stores.open_store`).
+        Without ``clock``, the governance clock follows the store's own clock where the
+        store has one (PostgreSQL, Redis), so every host judges leases alike.
         The store closes on exit::
 
             async with Governance.open("sqlite:///gov.db", registry=registry) as gov:
@@ -165,6 +189,8 @@ class Governance:
 
         store = await open_store(url, registry=registry, **store_options)
         try:
+            if clock is utc_now:
+                clock = await _store_clock(store)
             if engine is None:
                 engine = MutationEngine(
                     options,

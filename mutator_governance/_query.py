@@ -10,8 +10,7 @@ from typing import Any
 
 import attrs
 
-from mutator._context import optional_aware
-from mutator._freeze import to_tuple
+from mutator.values import optional_aware, to_tuple
 
 from ._decisions import RequestDecision
 from ._enums import PendingReason, RequestStatus

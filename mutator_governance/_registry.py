@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import cattrs
 
 from mutator import Mutation
-from mutator._serialization import TypeRegistry, make_converter, structure, unstructure
+from mutator.serialization import TypeRegistry, make_converter, structure, unstructure
 
 from ._decisions import DecisionCode, RequestDecision, category_of, code_for
 from ._enums import DecisionCategory

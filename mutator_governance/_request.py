@@ -10,8 +10,7 @@ from typing import Any
 import attrs
 
 from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement, SideEffect
-from mutator._context import aware, optional_aware
-from mutator._freeze import freeze_mapping, to_tuple
+from mutator.values import aware, freeze_mapping, optional_aware, to_tuple
 
 from ._approvals import ApprovalRequirement
 from ._decisions import RequestDecision, numbered

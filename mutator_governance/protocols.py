@@ -139,7 +139,8 @@ class GovernanceStore(Protocol):
     """One durable backend holding everything a deployment needs, on one database.
 
     ``committer`` writes every governance operation (requests, decisions and, for
-    executions, the state, history and audit entries) in one atomic step; the engine should use ``audit`` and ``history`` so its records live in the
+    executions, the state, history and audit entries) in one atomic step; the engine
+    should use ``audit`` and ``history`` so its records live in the
     same database.
     """
 

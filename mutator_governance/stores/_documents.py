@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mutator._serialization import SerializationError
+from mutator.serialization import SerializationError
 
 from .._errors import StoredDataError
 from .._registry import MutationRegistry

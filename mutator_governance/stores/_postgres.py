@@ -48,7 +48,7 @@ import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import structure, unstructure
+from mutator.serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision

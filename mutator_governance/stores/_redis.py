@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import structure, unstructure
+from mutator.serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision

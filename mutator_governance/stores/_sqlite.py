@@ -35,7 +35,7 @@ import anyio
 import attrs
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
-from mutator._serialization import structure, unstructure
+from mutator.serialization import structure, unstructure
 
 from .._commit_types import GovernedCommit
 from .._decisions import RequestDecision

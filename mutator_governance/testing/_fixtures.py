@@ -27,8 +27,7 @@ from mutator import (
     SideEffect,
     side_effect_payload,
 )
-from mutator._context import utc_now
-from mutator._freeze import to_tuple
+from mutator.values import to_tuple, utc_now
 
 from .._approvals import ApprovalRequirement, RejectionReason
 from .._decisions import DecisionCode, RequestDecision

@@ -1,0 +1,13 @@
+"""Building blocks for frozen attrs values that extend mutator's own (public API).
+
+Validators and converters the library's models use, for packages built on it (the
+governance package among them) and for users' own values: timezone-aware datetimes,
+read-only mappings, tuples from any iterable.
+"""
+
+from __future__ import annotations
+
+from ._context import aware, optional_aware, utc_now
+from ._freeze import freeze_mapping, to_tuple
+
+__all__ = ["aware", "freeze_mapping", "optional_aware", "to_tuple", "utc_now"]
