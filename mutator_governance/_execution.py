@@ -144,6 +144,19 @@ def _decides_failure(error: MutatorError) -> bool:
     ) or not isinstance(error, PolicyEvaluationError)
 
 
+def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False) -> None:
+    """Refuse a worker option that is not a finite positive number (ConfigurationError)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number of seconds"
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+    if number == 0 and not allow_zero:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
 class _Claim:
     """The claimed request of one running execution, renewed while the mutation runs."""
 
@@ -707,8 +720,9 @@ class GovernedExecutionManager:
         its task group is cancelled (in-flight executions release their claims), or with
         ``until_idle`` until no approved request is left.
         """
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        _positive("concurrency", concurrency, integer=True)
+        _positive("poll_interval", poll_interval, allow_zero=True)
+        _positive("recover_every", recover_every)
         context = context or MutationContext.system("governance worker")
         counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
         in_flight: set[str] = set()

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from mutator import ConfigurationError
+
 if TYPE_CHECKING:
     from .._registry import MutationRegistry
     from ..protocols import GovernanceStore
@@ -24,7 +26,10 @@ __all__ = ["open_store", "redact_url"]
 
 def redact_url(url: str) -> str:
     """``url`` without its password, for error messages and logs."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed URL>"
     if parts.password is None:
         return url
     host = parts.hostname or ""
@@ -34,12 +39,34 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+ACCEPTED_FORMS = (
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user@host:port/database or redis://host:port/db"
+)
+
+
 async def open_store(url: str, *, registry: MutationRegistry, **options: Any) -> GovernanceStore:
-    """Open the backend named by ``url``'s scheme (see the module docstring)."""
-    scheme = urlsplit(url).scheme.lower()
+    """Open the backend named by ``url``'s scheme (see the module docstring).
+
+    ``options`` are the backend's own (pool sizes, timeouts, ...); an unknown scheme, a
+    malformed URL or an unknown option raises :class:`mutator.ConfigurationError` before
+    anything connects.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"a store URL is a non-empty string such as {ACCEPTED_FORMS}")
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:
+        raise ConfigurationError(
+            f"malformed store URL {redact_url(url)!r} ({error}); use {ACCEPTED_FORMS}"
+        ) from None
     if scheme == "memory":
         from .._commit import InMemoryGovernanceStore
 
+        if options:
+            raise ConfigurationError(
+                f"the in-memory store takes no options, got {', '.join(sorted(options))}"
+            )
         return InMemoryGovernanceStore()
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
@@ -53,6 +80,4 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
         from ._redis import RedisStore
 
         return await RedisStore.open(url, registry=registry, **options)
-    raise ValueError(
-        f"unsupported store URL {redact_url(url)!r}: use sqlite://, postgresql:// or redis://"
-    )
+    raise ConfigurationError(f"unsupported store URL {redact_url(url)!r}: use {ACCEPTED_FORMS}")

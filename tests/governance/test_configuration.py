@@ -1,0 +1,100 @@
+"""Opening a governance: URLs and options refused at the door, policies and history wired."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mutator import (
+    ConfigurationError,
+    Interceptor,
+    MutationContext,
+    PolicyDecision,
+)
+from mutator_governance import Governance, RequestStatus
+from mutator_governance.stores import open_store
+
+from ._execution_support import registry
+from .conftest import STATE_ID, Fixed, IncreaseQuota, Quotas
+
+pytestmark = pytest.mark.anyio
+
+
+class TestStoreURLs:
+    @pytest.mark.parametrize(
+        "url",
+        ["mysql://db/gov", "gov.db", "", "http://[::1", "ftp://host/x"],
+        ids=["unknown scheme", "no scheme", "empty", "malformed", "other scheme"],
+    )
+    async def test_a_bad_url_is_a_configuration_error_naming_the_accepted_forms(
+        self, url: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=r"sqlite:///") as caught:
+            await open_store(url, registry=registry())
+        assert isinstance(caught.value, ValueError)
+
+    async def test_the_in_memory_store_refuses_options(self) -> None:
+        with pytest.raises(ConfigurationError, match="pool_size"):
+            await open_store("memory://", registry=registry(), pool_size=3)
+
+
+class Recording(Interceptor):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def after(self, mutation: Any, state: Any, result: Any, context: Any, execution: Any) -> None:
+        self.seen.append(type(mutation).__name__)
+
+
+class TestOpen:
+    async def test_open_takes_policies_and_interceptors(self) -> None:
+        interceptor = Recording()
+        async with Governance.open(
+            "memory://",
+            registry=registry(),
+            policies=[Fixed("no", PolicyDecision.deny("frozen"))],
+            interceptors=[interceptor],
+        ) as gov:
+            await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+            request = await gov.submit(
+                IncreaseQuota("bob", 1), state_id=STATE_ID, context=MutationContext.user("al")
+            )
+            assert request.status is RequestStatus.REJECTED
+            assert [p.name for p in gov.engine.policies] == ["no"]
+            assert gov.engine.interceptors == (interceptor,)
+
+    async def test_history_reads_the_governance_history_store(self) -> None:
+        async with Governance.open("memory://", registry=registry()) as gov:
+            await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+            request = await gov.submit(
+                IncreaseQuota("bob", 1), state_id=STATE_ID, context=MutationContext.user("al")
+            )
+            await gov.execute(request.request_id)
+            history = await gov.history(STATE_ID)
+            assert [e.context.correlation_id for e in history.entries] == [request.request_id]
+            audit = await gov.audit.entries(STATE_ID)
+            assert [e.context.correlation_id for e in audit] == [request.request_id]
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("poll_interval", -1),
+            ("poll_interval", float("nan")),
+            ("concurrency", 0),
+            ("concurrency", 1.5),
+            ("recover_every", float("inf")),
+        ],
+    )
+    async def test_bad_worker_options_are_refused_before_anything_runs(
+        self, option: str, value: Any
+    ) -> None:
+        async with Governance.open("memory://", registry=registry()) as gov:
+            with pytest.raises(ConfigurationError, match=option):
+                await gov.run_worker(until_idle=True, **{option: value})
+
+    @pytest.mark.parametrize("lease", [0, -5, float("nan"), float("inf")])
+    async def test_a_bad_lease_is_refused(self, lease: float) -> None:
+        with pytest.raises(ConfigurationError, match="lease"):
+            async with Governance.open("memory://", registry=registry(), lease=lease):
+                pass
