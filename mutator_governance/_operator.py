@@ -7,7 +7,7 @@ ones are applied here with the queries' reference predicates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 from mutator import MutationContext
@@ -41,14 +41,23 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
 
 
-async def _requests(
-    requests: RequestStore, query: RequestQuery, cursor: str | None, batch: int
-) -> AsyncIterator[MutationRequest]:
-    """Every request matching ``query`` after ``cursor``, in store order."""
+async def _fill(
+    requests: RequestStore,
+    query: RequestQuery,
+    cursor: str | None,
+    batch: int,
+    take: Callable[[MutationRequest], bool],
+) -> None:
+    """Feed requests matching ``query`` after ``cursor`` to ``take`` until it returns True.
+
+    (A plain loop rather than an async generator, which trio cannot finalize when the
+    consumer stops early.)
+    """
     while True:
         page = await requests.list(query, limit=batch, cursor=cursor)
         for request in page.items:
-            yield request
+            if take(request):
+                return
         if page.next_cursor is None:
             return
         cursor = page.next_cursor
@@ -76,11 +85,12 @@ async def _approval_page(
             found.extend(v for v in views_of(current) if v.sort_key > after)
         request_cursor = encode_position(created, request_id)
     if len(found) <= limit:
-        batch = min(max(limit + 1, 20), _SCAN)
-        async for request in _requests(requests, query, request_cursor, batch):
+
+        def take(request: MutationRequest) -> bool:
             found.extend(views_of(request))
-            if len(found) > limit:
-                break
+            return len(found) > limit
+
+        await _fill(requests, query, request_cursor, min(max(limit + 1, 20), _SCAN), take)
     items = found[:limit]
     more = len(found) > limit
     return ApprovalPage(items, encode_approval_cursor(items[-1]) if more else None)
@@ -179,8 +189,12 @@ async def list_decisions(
     after = decode_decision_cursor(cursor) if cursor is not None else None
     request_query = query.request_filter()
     views: list[DecisionView] = []
-    async for request in _requests(requests, request_query, None, _SCAN):
+
+    def take(request: MutationRequest) -> bool:
         views.extend(query.views(request))
+        return False
+
+    await _fill(requests, request_query, None, _SCAN, take)
     _newest_first(views)
     if after is not None:
         views = [view for view in views if _after(view, after)]
