@@ -237,8 +237,29 @@ def check_durable_sqlite(outcome: dict[str, Any]) -> None:
     assert outcome["decisions"] >= 5
 
 
+def check_queries(outcome: dict[str, Any]) -> None:
+    assert outcome["approval queue"] == ["grant", "rotate"]
+    assert outcome["tagged prod"] == outcome["security and prod"] == ["rotate"]
+    assert outcome["module-wide or wider"] == ["rotate", "quota"]
+    assert outcome["ticket SEC-1"] == ["grant"]
+    assert outcome["carol inbox"] == [("grant", "role:security"), ("rotate", "actor:carol")]
+    assert outcome["sam inbox before"] == []
+    assert outcome["sam inbox after"] == [("rotate", "role:sre")]
+    assert outcome["open sre slots"] == ["rotate"]
+    assert outcome["outcomes"] == [("quota", "EXECUTED")]
+
+
+def check_redis_queries(outcome: dict[str, Any]) -> None:
+    if "skipped" in outcome:
+        assert outcome["skipped"].startswith("skipped: ")
+    else:
+        check_queries(outcome)
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "durable_sqlite": check_durable_sqlite,
+    "queries": check_queries,
+    "redis_queries": check_redis_queries,
     "approval_workflow": check_approval_workflow,
     "governed_execution": check_governed_execution,
     "billing_quotas": check_billing_quotas,
