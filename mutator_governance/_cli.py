@@ -584,10 +584,24 @@ _COMMANDS: dict[str, _Command] = {
 }
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
+
+
 async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
-    async with Governance.open(args.url, registry=registry) as gov:
-        await _COMMANDS[name](gov, args, Output(args.json))
+    try:
+        async with Governance.open(args.url, registry=registry) as gov:
+            await _COMMANDS[name](gov, args, Output(args.json))
+    except BaseExceptionGroup as group:
+        # a task group (the worker's) wraps the one error that stopped it: report that one
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -617,4 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``mutator ... | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0

@@ -216,3 +216,21 @@ def test_ctrl_c_stops_the_worker_cleanly(url: str) -> None:
     assert process.returncode == 0, err
     assert out.strip().splitlines()[-1].startswith("worker stopped: 0 executed")
     assert "Traceback" not in err
+
+
+def test_a_store_failure_inside_the_worker_is_reported_without_traceback(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error that stops the worker's task group exits 1 with its own message."""
+    from mutator_governance import Governance, StoreUnavailableError
+    from mutator_governance._cli import main
+
+    async def broken(self: Governance, **options: object) -> None:
+        raise StoreUnavailableError("connection lost", url="sqlite:///gov.db")
+
+    monkeypatch.setattr(Governance, "run_worker", broken)
+    code = main(["--url", url, "--registry", "tests.cli_domain:registry", "worker", "--until-idle"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip() == "mutator: connection lost (sqlite:///gov.db)"
+    assert "worker stopped" not in captured.out
