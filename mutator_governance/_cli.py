@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
@@ -28,18 +27,28 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import anyio
-import attrs
 
 from mutator import ConfigurationError, MutationContext, MutatorError
 
-from ._approvals import ApprovalRequirement
-from ._decisions import RequestDecision
+from ._cli_output import (
+    Output,
+    age,
+    approval_json,
+    decision_json,
+    inbox_json,
+    operation,
+    outcome_json,
+    outcome_line,
+    plain,
+    request_json,
+    status,
+    table,
+)
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import RequestConcurrencyError, RequestNotExecutableError
 from ._execution import GovernedExecutionResult
 from ._governance import Governance
 from ._query import RequestQuery
-from ._query_views import ApprovalView
 from ._registry import MutationRegistry
 from ._request import MutationRequest
 
@@ -190,131 +199,6 @@ def load_registry(spec: str) -> MutationRegistry:
     return found
 
 
-# -- output --------------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _age(moment: datetime, now: datetime) -> str:
-    seconds = (now - moment).total_seconds()
-    if seconds < 60:
-        return "<1m"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return "<1m"  # pragma: no cover
-
-
-def _status(request: MutationRequest) -> str:
-    reason = request.pending_reason
-    return request.status.value + (f"/{reason.value}" if reason is not None else "")
-
-
-def _operation(request: MutationRequest) -> str:
-    operation = request.intent.operation
-    if operation == request.mutation_type:
-        return operation
-    return f"{request.mutation_type} ({operation})"
-
-
-def _when(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def request_json(request: MutationRequest) -> dict[str, Any]:
-    """The ``--json`` object of a request."""
-    return {
-        "request_id": request.request_id,
-        "status": request.status.value,
-        "pending_reason": request.pending_reason.value if request.pending_reason else None,
-        "mutation_type": request.mutation_type,
-        "operation": request.intent.operation,
-        "category": request.intent.category,
-        "state_id": request.state_id,
-        "requester": request.requester,
-        "created_at": _when(request.created_at),
-        "updated_at": _when(request.updated_at),
-        "active_step": request.active_step,
-    }
-
-
-def approval_json(approval: ApprovalRequirement) -> dict[str, Any]:
-    """The ``--json`` object of an approval slot."""
-    return {
-        "approval_id": approval.approval_id,
-        "step": approval.step,
-        "target": approval.target,
-        "status": approval.status.value,
-        "quorum_group": approval.quorum_group,
-        "required_approvals": approval.required_approvals,
-        "expires_at": _when(approval.expires_at),
-        "decided_by": approval.decided_by,
-        "decided_at": _when(approval.decided_at),
-    }
-
-
-def decision_json(decision: RequestDecision) -> dict[str, Any]:
-    """The ``--json`` object of a decision."""
-    return {
-        "category": decision.category.value,
-        "code": decision.code.name,
-        "actor": decision.context.actor_id,
-        "reason": decision.reason,
-        "timestamp": _when(decision.timestamp),
-    }
-
-
-def _inbox_json(view: ApprovalView) -> dict[str, Any]:
-    return {"request": request_json(view.request), "approval": approval_json(view.approval)}
-
-
-def _outcome_json(outcome: GovernedExecutionResult) -> dict[str, Any]:
-    resolution = outcome.resolution
-    return {
-        "request_id": outcome.request.request_id,
-        "executed": outcome.executed,
-        "status": outcome.request.status.value,
-        "pending_reason": (
-            outcome.request.pending_reason.value if outcome.request.pending_reason else None
-        ),
-        "resolution": resolution.outcome.value if resolution is not None else None,
-        "resulting_version": outcome.resulting_version,
-    }
-
-
-def _outcome_line(outcome: GovernedExecutionResult) -> str:
-    request = outcome.request
-    line = f"{request.request_id}: {_status(request)}"
-    if outcome.executed:
-        return f"{line} (version {outcome.resulting_version})"
-    if outcome.resolution is not None and not outcome.resolution.executes:
-        return f"{line} ({outcome.resolution.outcome.value})"
-    last = request.last_decision
-    return f"{line}: {last.reason}" if last is not None and last.reason else line
-
-
-class Output:
-    """Prints human text or JSON documents."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-
-    def emit(self, human: str, document: Any) -> None:
-        if self.as_json:
-            print(json.dumps(document, sort_keys=True))
-        elif human:
-            print(human)
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -346,16 +230,16 @@ async def _requests_list(gov: Governance, args: argparse.Namespace, out: Output)
     rows = [
         [
             r.request_id,
-            _status(r),
+            status(r),
             r.mutation_type,
             r.state_id,
             r.requester or "-",
-            _age(r.created_at, now),
+            age(r.created_at, now),
         ]
         for r in page.items
     ]
     headers = ["ID", "STATUS", "OPERATION", "STATE", "REQUESTER", "AGE"]
-    human = _table(headers, rows) if rows else "no requests"
+    human = table(headers, rows) if rows else "no requests"
     out.emit(
         human + _next_page(page.next_cursor),
         {"items": [request_json(r) for r in page.items], "next_cursor": page.next_cursor},
@@ -366,8 +250,8 @@ async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output)
     request = await gov.get(args.request_id)
     fields = [
         ("request", request.request_id),
-        ("status", _status(request)),
-        ("operation", _operation(request)),
+        ("status", status(request)),
+        ("operation", operation(request)),
         ("state", f"{request.state_id} (expects version {request.expected_state_version})"),
         ("requester", request.requester or "-"),
         ("created", request.created_at.isoformat()),
@@ -379,8 +263,8 @@ async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output)
             [str(a.step), a.approval_id, a.target, a.status.value, a.decided_by or "-"]
             for a in sorted(request.approval_requirements, key=lambda a: a.step)
         ]
-        table = _table(["STEP", "APPROVAL", "TARGET", "STATUS", "DECIDED BY"], rows)
-        lines += ["", "approvals (by step)", table]
+        slots = table(["STEP", "APPROVAL", "TARGET", "STATUS", "DECIDED BY"], rows)
+        lines += ["", "approvals (by step)", slots]
     rows = [
         [
             d.timestamp.isoformat(timespec="seconds"),
@@ -390,7 +274,7 @@ async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output)
         ]
         for d in request.decisions
     ]
-    lines += ["", "decisions", _table(["TIME", "DECISION", "ACTOR", "REASON"], rows)]
+    lines += ["", "decisions", table(["TIME", "DECISION", "ACTOR", "REASON"], rows)]
     out.emit(
         "\n".join(lines),
         {
@@ -413,15 +297,15 @@ async def _inbox(gov: Governance, args: argparse.Namespace, out: Output) -> None
             v.request.mutation_type,
             v.request.state_id,
             v.request.requester or "-",
-            _age(v.request.created_at, now),
+            age(v.request.created_at, now),
         ]
         for v in page.items
     ]
     headers = ["REQUEST", "APPROVAL", "STEP", "TARGET", "OPERATION", "STATE", "REQUESTER", "AGE"]
-    human = _table(headers, rows) if rows else f"nothing to approve for {args.actor}"
+    human = table(headers, rows) if rows else f"nothing to approve for {args.actor}"
     out.emit(
         human + _next_page(page.next_cursor),
-        {"items": [_inbox_json(v) for v in page.items], "next_cursor": page.next_cursor},
+        {"items": [inbox_json(v) for v in page.items], "next_cursor": page.next_cursor},
     )
 
 
@@ -429,7 +313,7 @@ def _decided(request: MutationRequest, out: Output) -> None:
     waiting = ""
     if request.status is RequestStatus.PENDING and request.open_approvals:
         waiting = f" ({len(request.open_approvals)} approval(s) open)"
-    out.emit(f"{request.request_id}: {_status(request)}{waiting}", request_json(request))
+    out.emit(f"{request.request_id}: {status(request)}{waiting}", request_json(request))
 
 
 async def _approve(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -453,7 +337,7 @@ async def _cancel(gov: Governance, args: argparse.Namespace, out: Output) -> Non
 
 async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     outcome = await gov.execute(args.request_id, strategy=_STRATEGIES[args.strategy])
-    out.emit(_outcome_line(outcome), _outcome_json(outcome))
+    out.emit(outcome_line(outcome), outcome_json(outcome))
 
 
 class _WorkerCounts:
@@ -470,7 +354,7 @@ class _WorkerCounts:
             self.counts["failed"] += 1
         else:
             self.counts["not_executed"] += 1
-        self.out.emit(_outcome_line(outcome), _outcome_json(outcome))
+        self.out.emit(outcome_line(outcome), outcome_json(outcome))
 
     def error(self, request_id: str, error: Exception) -> None:
         skipped = isinstance(error, RequestConcurrencyError | RequestNotExecutableError)
@@ -554,17 +438,7 @@ async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) ->
         return
     items = list(await listing())
     human = "\n".join(str(item) for item in items) if items else "no quarantined rows"
-    out.emit(human, {"supported": True, "items": [_plain(item) for item in items]})
-
-
-def _plain(item: Any) -> Any:
-    if attrs.has(type(item)):
-        return {k: _plain(v) for k, v in attrs.asdict(item, recurse=False).items()}
-    if isinstance(item, datetime):
-        return item.isoformat()
-    if isinstance(item, str | int | float | bool) or item is None:
-        return item
-    return str(item)
+    out.emit(human, {"supported": True, "items": [plain(item) for item in items]})
 
 
 _Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[None]]
