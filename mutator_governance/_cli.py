@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import anyio
+from anyio.abc import TaskStatus
 
 from mutator import ConfigurationError, MutationContext, MutatorError
 
@@ -391,13 +392,20 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> Non
     setattr(gov.executor, "execute", observed)  # noqa: B010
     async with anyio.create_task_group() as group:
 
-        async def stop_on_signal() -> None:
+        async def stop_on_signal(*, task_status: TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
                 async for _ in signals:
                     group.cancel_scope.cancel()
                     return
 
-        group.start_soon(stop_on_signal)
+        await group.start(stop_on_signal)
+        if not args.until_idle:
+            out.emit(
+                f"worker started: concurrency {args.concurrency}, strategy {args.strategy}; "
+                "Ctrl-C stops it",
+                None,
+            )
         await gov.run_worker(
             concurrency=args.concurrency,
             poll_interval=args.poll_interval,

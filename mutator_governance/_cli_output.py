@@ -157,11 +157,12 @@ class Output:
         self.as_json = as_json
 
     def emit(self, human: str, document: Any) -> None:
-        """Print ``document`` as JSON with ``--json``, else the ``human`` text."""
+        """Print ``document`` as JSON with ``--json`` (nothing when None), else ``human``."""
         if self.as_json:
-            print(json.dumps(document, sort_keys=True))
+            if document is not None:
+                print(json.dumps(document, sort_keys=True), flush=True)
         elif human:
-            print(human)
+            print(human, flush=True)
 
 
 def plain(item: Any) -> Any:

@@ -208,7 +208,10 @@ def test_ctrl_c_stops_the_worker_cleanly(url: str) -> None:
         text=True,
     )
     try:
-        time.sleep(2.0)
+        assert process.stdout is not None
+        started = process.stdout.readline()  # printed once Ctrl-C is handled
+        assert started.startswith("worker started: concurrency 4"), started
+        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
