@@ -1,0 +1,110 @@
+"""Pages generated from the code at build time, so the docs cannot drift from it.
+
+- ``_generated/request_states.md``: the request state machine as a Mermaid diagram, from
+  :data:`mutator_governance._transitions.ALLOWED_TRANSITIONS`, with a table of the edges;
+- ``_generated/errors.md``: the error hierarchy, from the exception classes that
+  ``mutator.__all__`` and ``mutator_governance.__all__`` export, with each one's summary.
+
+Both are written on ``builder-inited`` (before Sphinx reads any page) and included by the
+explanation pages with ``{include}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import mutator
+import mutator_governance
+from mutator_governance._transitions import ALLOWED_TRANSITIONS
+
+__all__ = ["error_hierarchy_markdown", "request_states_markdown", "setup"]
+
+_PACKAGES = (mutator, mutator_governance)
+
+
+def _summary(obj: Any) -> str:
+    doc = inspect.getdoc(obj) if vars(obj).get("__doc__") else None
+    return doc.strip().split("\n\n")[0].replace("\n", " ") if doc else ""
+
+
+def request_states_markdown() -> str:
+    """The state machine as a Mermaid block plus a table of every allowed transition."""
+    lines = ["```mermaid", "stateDiagram-v2", "    direction LR"]
+    initial = next(iter(ALLOWED_TRANSITIONS))
+    lines.append(f"    [*] --> {initial.name}")
+    for source, targets in ALLOWED_TRANSITIONS.items():
+        for target in sorted(targets, key=lambda status: status.name):
+            lines.append(f"    {source.name} --> {target.name}")
+        if not targets:
+            lines.append(f"    {source.name} --> [*]")
+    lines.append("```")
+    lines += ["", "| from | may move to |", "| --- | --- |"]
+    for source, targets in ALLOWED_TRANSITIONS.items():
+        names = ", ".join(f"`{t.name}`" for t in sorted(targets, key=lambda s: s.name))
+        lines.append(f"| `{source.name}` | {names or '— (terminal)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _public_errors() -> dict[type[BaseException], str]:
+    found: dict[type[BaseException], str] = {}
+    for package in _PACKAGES:
+        for name in package.__all__:
+            obj = getattr(package, name)
+            if inspect.isclass(obj) and issubclass(obj, BaseException):
+                found.setdefault(obj, f"{package.__name__}.{name}")
+    return found
+
+
+def _public_parent(
+    cls: type[BaseException], public: dict[type[BaseException], str]
+) -> type[BaseException] | None:
+    return next((base for base in cls.__mro__[1:] if base in public), None)
+
+
+def error_hierarchy_markdown() -> str:
+    """A nested list of the public exceptions under ``MutatorError``, each with its summary."""
+    public = _public_errors()
+    lines: list[str] = []
+    walked: set[type[BaseException]] = set()
+
+    def walk(cls: type[BaseException], depth: int) -> None:
+        walked.add(cls)
+        others = [
+            f"`{base.__name__}`"
+            for base in cls.__mro__[1:]
+            if base.__module__ == "builtins" and base not in (Exception, BaseException, object)
+        ]
+        also = f" (also {', '.join(others)})" if others else ""
+        summary = _summary(cls)
+        text = f"{{py:class}}`~{public[cls]}`{also}" + (f": {summary}" if summary else "")
+        lines.append("  " * depth + f"- {text}")
+        children = [c for c in public if _public_parent(c, public) is cls]
+        for child in sorted(children, key=lambda c: c.__name__):
+            walk(child, depth + 1)
+
+    walk(mutator.MutatorError, 0)
+    outside = set(public) - walked
+    if outside:
+        names = ", ".join(sorted(public[c] for c in outside))
+        raise RuntimeError(f"public errors outside the MutatorError tree: {names}")
+    return "\n".join(lines) + "\n"
+
+
+def _write(app: Any) -> None:
+    target = Path(app.srcdir) / "_generated"
+    target.mkdir(exist_ok=True)
+    for name, text in (
+        ("request_states.md", request_states_markdown()),
+        ("errors.md", error_hierarchy_markdown()),
+    ):
+        path = target / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Register the generator with Sphinx."""
+    app.connect("builder-inited", _write)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
