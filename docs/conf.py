@@ -18,7 +18,7 @@ import mutator  # noqa: E402
 
 project = "mutator"
 author = "mutator developers"
-copyright = "mutator developers"  # noqa: A001
+copyright = "mutator developers"
 release = mutator.__version__
 version = release
 

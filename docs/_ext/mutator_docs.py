@@ -35,8 +35,8 @@ def request_states_markdown() -> str:
     initial = next(iter(ALLOWED_TRANSITIONS))
     lines.append(f"    [*] --> {initial.name}")
     for source, targets in ALLOWED_TRANSITIONS.items():
-        for target in sorted(targets, key=lambda status: status.name):
-            lines.append(f"    {source.name} --> {target.name}")
+        ordered = sorted(targets, key=lambda status: status.name)
+        lines.extend(f"    {source.name} --> {target.name}" for target in ordered)
         if not targets:
             lines.append(f"    {source.name} --> [*]")
     lines.append("```")
