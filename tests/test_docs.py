@@ -114,6 +114,27 @@ def _env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
+def test_page_programs_are_lint_clean(tmp_path: Path) -> None:
+    """Each page's program has no unused import, undefined name or over-long line, and is
+    formatted as the project's code is (ruff, line length 100)."""
+    for page in RUNNABLE:
+        name = _page_id(page).replace("/", "__").replace("-", "_").removesuffix(".md")
+        (tmp_path / f"{name}.py").write_text("\n\n".join(code for code, _ in programs(page)))
+    for command in (
+        ["check", "--select", "E,F,W", "--ignore", "E402"],
+        ["format", "--check"],
+    ):
+        completed = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "--isolated", "--line-length", "100", "."],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
 @pytest.mark.parametrize("page", pages(), ids=_page_id)
 def test_every_block_is_runnable_output_or_setup(page: Path) -> None:
     """Blocks are python (run), text (checked output), the set-up commands, or directives."""
