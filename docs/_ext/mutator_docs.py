@@ -3,7 +3,10 @@
 - ``_generated/request_states.md``: the request state machine as a Mermaid diagram, from
   :data:`mutator_governance._transitions.ALLOWED_TRANSITIONS`, with a table of the edges;
 - ``_generated/errors.md``: the error hierarchy, from the exception classes that
-  ``mutator.__all__`` and ``mutator_governance.__all__`` export, with each one's summary.
+  ``mutator.__all__`` and ``mutator_governance.__all__`` export, with each one's summary;
+- ``_generated/constants_<package>.md``: the public constants (names in ``__all__`` that are
+  neither classes nor functions), which autodoc skips when they are re-exported, with the
+  docstring written under their assignment.
 
 Both are written on ``builder-inited`` (before Sphinx reads any page) and included by the
 explanation pages with ``{include}``.
@@ -11,7 +14,11 @@ explanation pages with ``{include}``.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
+import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +26,13 @@ import mutator
 import mutator_governance
 from mutator_governance._transitions import ALLOWED_TRANSITIONS
 
-__all__ = ["error_hierarchy_markdown", "request_states_markdown", "setup"]
+__all__ = [
+    "constant_docs",
+    "constants_markdown",
+    "error_hierarchy_markdown",
+    "request_states_markdown",
+    "setup",
+]
 
 _PACKAGES = (mutator, mutator_governance)
 
@@ -92,13 +105,76 @@ def error_hierarchy_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _attribute_docs(module: Any) -> dict[str, str]:
+    """Docstrings written as a string literal right under a module-level assignment."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return {}
+    found: dict[str, str] = {}
+    body = tree.body
+    for statement, following in itertools.pairwise(body):
+        targets: list[ast.expr] = []
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign):
+            targets = [statement.target]
+        if (
+            isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = inspect.cleandoc(following.value.value)
+    return found
+
+
+def constant_docs(package: Any) -> dict[str, str | None]:
+    """Each public constant of ``package`` with its docstring (None when it has none)."""
+    modules = [package] + [
+        module
+        for name, module in sorted(sys.modules.items())
+        if name.startswith(package.__name__ + ".") and module is not None
+    ]
+    docs: dict[str, str] = {}
+    for module in modules:
+        for name, doc in _attribute_docs(module).items():
+            if getattr(module, name, None) is getattr(package, name, object()):
+                docs.setdefault(name, doc)
+    return {
+        name: docs.get(name)
+        for name in package.__all__
+        if not (inspect.isclass(getattr(package, name)) or callable(getattr(package, name)))
+    }
+
+
+def constants_markdown(package_name: str) -> str:
+    """``py:data`` entries for the public constants of ``package_name``."""
+    package = importlib.import_module(package_name)
+    lines = ["```{eval-rst}", f".. py:currentmodule:: {package_name}", ""]
+    for name, doc in constant_docs(package).items():
+        lines.append(f".. py:data:: {name}")
+        lines.append("")
+        lines.extend(f"   {line}" if line else "" for line in (doc or "").splitlines())
+        lines.append("")
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+_CONSTANT_PAGES = ("mutator", "mutator_governance", "mutator.testing", "mutator_governance.testing")
+
+
 def _write(app: Any) -> None:
     target = Path(app.srcdir) / "_generated"
     target.mkdir(exist_ok=True)
-    for name, text in (
-        ("request_states.md", request_states_markdown()),
-        ("errors.md", error_hierarchy_markdown()),
-    ):
+    pages = {
+        "request_states.md": request_states_markdown(),
+        "errors.md": error_hierarchy_markdown(),
+    }
+    for package_name in _CONSTANT_PAGES:
+        pages[f"constants_{package_name.replace('.', '_')}.md"] = constants_markdown(package_name)
+    for name, text in pages.items():
         path = target / name
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
