@@ -43,15 +43,20 @@ def _summary(obj: Any) -> str:
 
 
 def request_states_markdown() -> str:
-    """The state machine as a Mermaid block plus a table of every allowed transition."""
+    """The state machine as a Mermaid block plus a table of every allowed transition.
+
+    Terminal statuses (no way out) are drawn shaded rather than wired to an end marker,
+    which keeps the diagram readable.
+    """
     lines = ["```mermaid", "stateDiagram-v2", "    direction LR"]
     initial = next(iter(ALLOWED_TRANSITIONS))
     lines.append(f"    [*] --> {initial.name}")
     for source, targets in ALLOWED_TRANSITIONS.items():
         ordered = sorted(targets, key=lambda status: status.name)
         lines.extend(f"    {source.name} --> {target.name}" for target in ordered)
-        if not targets:
-            lines.append(f"    {source.name} --> [*]")
+    terminal = [status.name for status, targets in ALLOWED_TRANSITIONS.items() if not targets]
+    lines.append("    classDef terminal fill:#e8e8e8,stroke:#888888,color:#333333")
+    lines.append(f"    class {', '.join(terminal)} terminal")
     lines.append("```")
     lines += ["", "| from | may move to |", "| --- | --- |"]
     for source, targets in ALLOWED_TRANSITIONS.items():
