@@ -27,6 +27,7 @@ import mutator_governance
 from mutator_governance._transitions import ALLOWED_TRANSITIONS
 
 __all__ = [
+    "public_bases",
     "constant_docs",
     "constants_markdown",
     "error_hierarchy_markdown",
@@ -185,7 +186,35 @@ def _write(app: Any) -> None:
             path.write_text(text)
 
 
+def public_bases(bases: list[type[Any]]) -> list[type[Any]]:
+    """``bases`` as a reader should see them: private ones replaced by their own bases,
+    ``object`` dropped (every class has it)."""
+    shown: list[type[Any]] = []
+    for base in bases:
+        if base is object:
+            continue
+        private = base.__name__.startswith("_")
+        candidates = public_bases(list(base.__bases__)) if private else [base]
+        shown.extend(c for c in candidates if c not in shown)
+    return shown
+
+
+def _process_bases(app: Any, name: str, obj: Any, options: Any, bases: list[type[Any]]) -> None:
+    bases[:] = public_bases(bases)
+
+
+def _drop_empty_bases(app: Any, doctree: Any) -> None:
+    """Autodoc always writes a "Bases:" line; drop it when no public base is left."""
+    from docutils import nodes
+
+    for paragraph in list(doctree.findall(nodes.paragraph)):
+        if paragraph.astext().strip() == "Bases:":
+            paragraph.parent.remove(paragraph)
+
+
 def setup(app: Any) -> dict[str, Any]:
-    """Register the generator with Sphinx."""
+    """Register the generators with Sphinx."""
     app.connect("builder-inited", _write)
+    app.connect("autodoc-process-bases", _process_bases)
+    app.connect("doctree-read", _drop_empty_bases)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
