@@ -2,8 +2,9 @@
 
 Public names are those in ``mutator.__all__`` and ``mutator_governance.__all__``; for
 public classes, their public methods and properties too (inherited ones included when they
-are defined in this project); for constants, the string literal under their assignment. ``KNOWN_UNDOCUMENTED`` lists the names that still lack one
-while their modules are being rewritten; it only ever shrinks.
+are defined in this project); for constants, the string literal under their assignment.
+``KNOWN_UNDOCUMENTED`` lists the names that still lack one while their modules are being
+rewritten; it only ever shrinks.
 """
 
 from __future__ import annotations

@@ -273,6 +273,15 @@ class HistoryStoreContract:
         found = await history_store.between("s:a", _at(2, _EAST), _at(3, _WEST))
         assert _ids(found) == ["h3", "h4"]
 
+    async def test_between_is_exact_to_the_microsecond(self, history_store: HistoryStore) -> None:
+        tick = timedelta(microseconds=1)
+        for index, moment in enumerate((_at(0) - tick, _at(0), _at(0) + tick)):
+            entry = attrs.evolve(sample_history_entry(f"t{index}"), executed_at=moment)
+            await history_store.append(entry)
+        assert _ids(await history_store.between("sample:1", _at(0), _at(0))) == ["t1"]
+        assert _ids(await history_store.between("sample:1", _at(0) + tick, _at(1))) == ["t2"]
+        assert _ids(await history_store.between("sample:1", _at(-1), _at(0) - tick)) == ["t0"]
+
     async def test_between_empty_window(self, history_store: HistoryStore) -> None:
         await self._append_catalog(history_store)
         assert list(await history_store.between("s:a", _at(3), _at(2))) == []
