@@ -21,7 +21,8 @@ class AuditSink(Protocol):
 
     A sink keeps every entry it is given (recording is not idempotent: the engine records
     each attempt once) and gives entries back exactly as recorded, with their types.
-    Concurrent ``record`` calls from many tasks must all be kept.
+    Concurrent ``record`` calls from many tasks must all be kept. State ids are opaque
+    strings (any characters, including separators and wildcards of the backing store).
     """
 
     async def record(self, entry: AuditEntry) -> None:
@@ -47,7 +48,8 @@ class HistoryStore(Protocol):
 
     Each state's entries stay in append order (not sorted by ``executed_at``). A store need
     not keep :attr:`HistoryEntry.mutation`; every other field must come back exactly, with
-    its type. Concurrent appends, to one state or many, must all be kept.
+    its type. Concurrent appends, to one state or many, must all be kept. State ids are
+    opaque strings (any characters, including separators and wildcards of the backing store).
     """
 
     async def append(self, entry: HistoryEntry) -> None:

@@ -32,6 +32,9 @@ __all__ = ["AuditSinkContract", "HistoryStoreContract", "MetricsCollectorContrac
 
 CONCURRENT_WRITERS = 20
 
+# State ids are opaque strings: separators, glob and SQL wildcards, quotes, spaces, non-ASCII.
+OPAQUE_STATE_IDS = ("a:b", "a", "a:b:*", "x%_y", "it's", "space d", "état/ü", "[1]?")
+
 _EAST = timezone(timedelta(hours=5, minutes=30))
 _WEST = timezone(timedelta(hours=-4))
 
@@ -156,6 +159,14 @@ class AuditSinkContract:
         assert list(await audit_sink.entries()) == first
         assert len(first) == 6
 
+    async def test_state_ids_are_opaque(self, audit_sink: AuditSink) -> None:
+        for index, state_id in enumerate(OPAQUE_STATE_IDS):
+            await audit_sink.record(sample_audit_entry(f"e{index}", state_id=state_id))
+        for index, state_id in enumerate(OPAQUE_STATE_IDS):
+            found = list(await audit_sink.entries(state_id))
+            assert _ids(found) == [f"e{index}"], state_id
+            assert found[0].state_id == state_id
+
     async def test_entry_without_state_is_kept(self, audit_sink: AuditSink) -> None:
         entry = sample_audit_entry("no-state", state_id=None)
         await audit_sink.record(entry)
@@ -252,6 +263,17 @@ class HistoryStoreContract:
         assert history.entries == ()
         await self._append_catalog(history_store)
         assert (await history_store.history("missing")).entries == ()
+
+    async def test_state_ids_are_opaque(self, history_store: HistoryStore) -> None:
+        for index, state_id in enumerate(OPAQUE_STATE_IDS):
+            await history_store.append(sample_history_entry(f"h{index}", state_id=state_id))
+        for index, state_id in enumerate(OPAQUE_STATE_IDS):
+            history = await history_store.history(state_id)
+            assert _ids(history.entries) == [f"h{index}"], state_id
+            assert history.entries[0].state_id == state_id
+            assert _ids(await history_store.recent(state_id, 5)) == [f"h{index}"], state_id
+            window = await history_store.between(state_id, _at(-1), _at(1))
+            assert _ids(window) == [f"h{index}"], state_id
 
     async def test_history_keeps_append_order(self, history_store: HistoryStore) -> None:
         await self._append_catalog(history_store)
