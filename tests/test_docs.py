@@ -153,6 +153,19 @@ def test_every_block_is_runnable_output_or_setup(page: Path) -> None:
             )
 
 
+def test_quick_start_is_the_readme_quick_start() -> None:
+    """The tutorial shows the README's quick start program and output, unchanged."""
+    readme = fences(ROOT / "README.md")
+    tutorial = fences(DOCS / "tutorials" / "quickstart.md")
+    assert [body for language, body in tutorial if language == "bash"] == [
+        body for language, body in readme if language == "bash"
+    ][:1]
+    first_program = next(i for i, (language, _) in enumerate(readme) if language == "python")
+    assert readme[first_program : first_program + 2] == [
+        block for block in tutorial if block[0] in ("python", "text")
+    ]
+
+
 def test_state_machine_diagram_has_every_transition() -> None:
     """The generated diagram draws exactly the edges of ALLOWED_TRANSITIONS."""
     text = mutator_docs.request_states_markdown()
