@@ -17,6 +17,7 @@ __all__ = [
     "Box",
     "Point",
     "Tagged",
+    "append_runs",
     "identifier_keys",
     "json_leaves",
     "json_states",
@@ -334,4 +335,12 @@ def requests(draw: st.DrawFn) -> MutationRequest:
         revision=draw(st.integers(min_value=0, max_value=10**6)),
         expected_state_version=draw(st.none() | st.integers(min_value=1).map(str)),
         expires_at=draw(st.none() | aware_datetimes),
+    )
+
+
+def append_runs() -> st.SearchStrategy[tuple[int, list[str]]]:
+    """A store bound (1-8) and the state ids of a run of appends over a few states."""
+    return st.tuples(
+        st.integers(min_value=1, max_value=8),
+        st.lists(st.sampled_from(["a", "b", "c"]), max_size=60),
     )
