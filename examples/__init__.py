@@ -22,6 +22,7 @@ EXAMPLES: dict[str, str] = {
     "decision_taxonomy": "examples.decision_taxonomy",
     "versioned_resolution": "examples.versioned_resolution",
     "durable_sqlite": "examples.durable_sqlite",
+    "observability": "examples.observability",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

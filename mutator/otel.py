@@ -251,8 +251,14 @@ class TracingInterceptor(Interceptor):
 
 
 def _qualname(error: BaseException) -> str:
+    """The ``error.type`` of an exception: its public, fully qualified class name."""
     cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    if module.startswith("mutator._"):
+        module = "mutator"
+    return f"{module}.{cls.__qualname__}"
 
 
 class OpenTelemetryMetrics:

@@ -217,7 +217,7 @@ class TestOutcomes:
         assert span.status.status_code is StatusCode.ERROR
         assert "disk on fire" in (span.status.description or "")
         assert span.attributes["mutator.status"] == "failed"
-        assert span.attributes["error.type"] == "mutator._errors.MutationFailedError"
+        assert span.attributes["error.type"] == "mutator.MutationFailedError"
         (event,) = span.events
         assert event.name == "exception"
         assert "disk on fire" in event.attributes["exception.message"]
