@@ -7,6 +7,8 @@ Every scenario here has ``engine.commit.strict_policy`` as its baseline, so its 
   provider set up, the engine not instrumented (target <= 1.02);
 - ``otel.strict_policy.noop_providers``: ``instrument(engine)`` against the API's no-op
   tracer and meter providers (an application without an SDK);
+- ``otel.strict_policy.sampled_out``: ``instrument(engine)`` with an SDK tracer provider
+  whose sampler records nothing (``ALWAYS_OFF``), no-op meter: a trace that is not sampled;
 - ``otel.strict_policy.tracing_on``: ``instrument(engine)`` with an SDK tracer provider
   whose span processor drops every finished span (no export cost), no-op meter
   (target <= 1.3);
@@ -44,6 +46,7 @@ def _make_engine(setup: str) -> MutationEngine:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
     from mutator.otel import instrument
 
@@ -56,6 +59,12 @@ def _make_engine(setup: str) -> MutationEngine:
         instrument(
             engine,
             tracer_provider=trace.NoOpTracerProvider(),
+            meter_provider=metrics.NoOpMeterProvider(),
+        )
+    elif setup == "sampled_out":
+        instrument(
+            engine,
+            tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
             meter_provider=metrics.NoOpMeterProvider(),
         )
     elif setup == "tracing_on":
@@ -83,6 +92,7 @@ def _scenario(setup: str, summary: str) -> Scenario:
 SCENARIOS: tuple[Scenario, ...] = (
     _scenario("installed_off", "strict_policy, OpenTelemetry SDK loaded, engine not instrumented"),
     _scenario("noop_providers", "strict_policy, instrument() with the API's no-op providers"),
+    _scenario("sampled_out", "strict_policy, instrument() with an SDK sampling nothing"),
     _scenario("tracing_on", "strict_policy, instrument() with an SDK tracer dropping spans"),
     _scenario(
         "tracing_metrics_on", "strict_policy, SDK tracer dropping spans + SDK meter provider"

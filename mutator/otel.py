@@ -158,7 +158,12 @@ class TracingInterceptor(Interceptor):
         span = self.tracer.start_span(
             SPAN_NAME, kind=trace.SpanKind.INTERNAL, attributes=attributes
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        # An invalid span (no SDK) would only hide the caller's span from child spans.
+        token = (
+            otel_context.attach(trace.set_span_in_context(span))
+            if span.get_span_context().is_valid
+            else None
+        )
         execution.data[_KEY] = (span, token)
 
     def after(
@@ -246,7 +251,8 @@ class TracingInterceptor(Interceptor):
         if opened is None:
             return None
         span, token = opened
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         return span  # type: ignore[no-any-return]
 
 

@@ -264,6 +264,19 @@ class TestInstrumentation:
             await engine.execute(SetQuota("a", 1), quotas(), state_id="q")
         assert [s.name for s in tracing.spans()] == ["request"]
 
+    async def test_without_an_sdk_the_callers_span_stays_current(
+        self, tracing: SpanCapture
+    ) -> None:
+        """With the API's no-op provider, spans opened in apply still nest in the caller's."""
+        engine = MutationEngine()
+        instrument(engine, tracer_provider=trace.NoOpTracerProvider())
+        tracer = tracing.provider.get_tracer("tests")
+        with tracer.start_as_current_span("request"):
+            await engine.execute(Traced(tracer), quotas(), state_id="q")
+        db, request = tracing.spans()
+        assert (db.name, request.name) == ("db.write", "request")
+        assert db.parent.span_id == request.context.span_id
+
     async def test_uninstrument_stops_spans_and_restores_metrics(
         self, tracing: SpanCapture
     ) -> None:
