@@ -48,7 +48,9 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 from . import __version__
 from ._context import ExecutionContext, MutationContext
 from ._engine import MutationEngine
+from ._enums import MutationMode
 from ._errors import ConfigurationError, ExecutionTimeoutError
+from ._intent import MutationIntent
 from ._interceptors import Interceptor
 from ._metrics import InMemoryMetrics
 from ._mutation import Mutation
@@ -135,6 +137,21 @@ class TracingInterceptor(Interceptor):
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        self._static: dict[tuple[type[Any], MutationMode], dict[str, str]] = {}
+
+    def _describe(
+        self, intent: MutationIntent, cls: type[Any], mode: MutationMode
+    ) -> dict[str, str]:
+        """The attributes every execution of mutation class ``cls`` in ``mode`` shares."""
+        static = {
+            OPERATION: intent.operation,
+            CATEGORY: intent.category,
+            RISK: intent.risk.name.lower(),
+            MODE: mode.value,
+        }
+        if len(self._static) < _MAX_ATTRIBUTE_SETS:
+            self._static[cls, mode] = static
+        return static
 
     def before(
         self,
@@ -143,14 +160,12 @@ class TracingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
-        intent = mutation.intent
-        attributes = {
-            OPERATION: intent.operation,
-            CATEGORY: intent.category,
-            RISK: intent.risk.name.lower(),
-            MODE: context.mode.value,
-            EXECUTION_ID: execution.execution_id,
-        }
+        key = (type(mutation), context.mode)
+        static = self._static.get(key)
+        if static is None:
+            static = self._describe(mutation.intent, *key)
+        attributes = static.copy()
+        attributes[EXECUTION_ID] = execution.execution_id
         if execution.state_id is not None:
             attributes[STATE_ID] = execution.state_id
         if context.correlation_id is not None:
