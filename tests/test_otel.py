@@ -370,6 +370,29 @@ class TestMetrics:
         counts = {dict(k)["mutator.status"]: p.value for k, p in points.items()}
         assert counts == {"failed": 1, "timed_out": 1, "policy_blocked": 1}
 
+    async def test_nested_executions_keep_their_own_operation(
+        self, tracing: SpanCapture, metering: MetricCapture
+    ) -> None:
+        """An execution run from inside another's apply is counted under its own operation."""
+        inner, _ = instrumented(tracing, metering)
+
+        @attrs.frozen
+        class Outer(Mutation[Quotas]):
+            intent: ClassVar[MutationIntent] = MutationIntent("quota.outer")
+
+            async def apply(self, state: Quotas) -> Quotas:
+                result = await inner.execute(SetQuota("a", 1), state, state_id="inner")
+                return result.new_state  # type: ignore[return-value]
+
+        outer, _ = instrumented(tracing, metering)
+        await outer.execute(Outer(), quotas(), state_id="outer")
+        operations = sorted(
+            dict(k)["mutator.operation"] for k in metering.points(EXECUTIONS_METRIC)
+        )
+        assert operations == ["quota.outer", "quota.set"]
+        set_span, outer_span = tracing.spans(SPAN_NAME)
+        assert set_span.parent.span_id == outer_span.context.span_id
+
     async def test_statistics_keep_their_meaning(
         self, tracing: SpanCapture, metering: MetricCapture
     ) -> None:
