@@ -184,13 +184,14 @@ class LoggingInterceptor(Interceptor):
     """Logs each execution through the standard :mod:`logging` module, one record per outcome.
 
     Records go to ``logger`` (default: the ``mutator`` logger) at ``level`` (failures at
-    ERROR); the start of an execution and each change are logged at DEBUG. Every record
-    carries these ``extra`` fields, which JSON formatters and structlog's ``ExtraAdder`` pick
-    up as they are: ``execution_id``, ``operation``, ``category``, ``mode``, ``state_id``,
-    ``actor_id``, ``correlation_id``, and on outcomes ``status`` (``succeeded``,
+    ERROR); the start of an execution and each change are logged at DEBUG. Records carry
+    ``extra`` fields that JSON formatters and structlog's ``ExtraAdder`` pick up as they
+    are: ``execution_id``, ``operation``, ``category``, ``mode``, ``state_id``,
+    ``actor_id``, ``correlation_id``; outcome records add ``status`` (``succeeded``,
     ``validation_failed``, ``policy_blocked``, ``approval_required``, ``failed``,
     ``timed_out`` or ``cancelled``), ``duration`` (seconds), ``changes`` (a count) and
-    ``error`` (the one-line reason of a non-success, else None).
+    ``error`` (the one-line reason of a non-success, else None). Change records carry
+    ``execution_id``, ``operation``, ``state_id``, ``path`` and ``change_type``.
     """
 
     name = "logging"
