@@ -24,6 +24,7 @@ EXAMPLES: dict[str, str] = {
     "durable_sqlite": "examples.durable_sqlite",
     "queries": "examples.queries",
     "redis_queries": "examples.redis_queries",
+    "observability": "examples.observability",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

@@ -17,6 +17,7 @@ __all__ = [
     "Box",
     "Point",
     "Tagged",
+    "append_runs",
     "identifier_keys",
     "json_leaves",
     "json_states",
@@ -485,3 +486,11 @@ def request_queries(draw: st.DrawFn, max_filters: int = 3) -> RequestQuery:
         st.lists(st.sampled_from(sorted(QUERY_FILTERS)), max_size=max_filters, unique=True)
     )
     return RequestQuery(**{name: draw(QUERY_FILTERS[name]) for name in names})
+
+
+def append_runs() -> st.SearchStrategy[tuple[int, list[str]]]:
+    """A store bound (1-8) and the state ids of a run of appends over a few states."""
+    return st.tuples(
+        st.integers(min_value=1, max_value=8),
+        st.lists(st.sampled_from(["a", "b", "c"]), max_size=60),
+    )
