@@ -63,6 +63,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """The caller cancelled the execution (not a failure); runs shielded, then it re-raises."""
         return None
 
     def after(
@@ -300,6 +301,7 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
+        """Log the cancellation at the interceptor's level (status ``cancelled``)."""
         if not self.logger.isEnabledFor(self.level):
             return
         fields = self._fields(mutation, context, execution)
