@@ -63,7 +63,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
-        """The caller cancelled the execution (not a failure); runs shielded, then it re-raises."""
+        """Runs before the policies; may be sync or async (its errors are logged only)."""
         return None
 
     def after(
@@ -103,6 +103,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """The caller cancelled the execution (not a failure); runs shielded."""
         return None
 
 
