@@ -22,6 +22,9 @@ EXAMPLES: dict[str, str] = {
     "decision_taxonomy": "examples.decision_taxonomy",
     "versioned_resolution": "examples.versioned_resolution",
     "durable_sqlite": "examples.durable_sqlite",
+    "queries": "examples.queries",
+    "redis_queries": "examples.redis_queries",
+    "observability": "examples.observability",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

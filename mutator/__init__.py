@@ -57,6 +57,7 @@ from ._records import (
 from ._results import BatchResult, MutationResult
 from ._serialization import SerializationError, TypeRegistry, make_converter
 from ._statistics import EngineStatistics
+from ._tracecontext import capture_trace_context, trace_link
 from ._validation import ValidationIssue, ValidationResult
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
@@ -120,6 +121,8 @@ __all__ = [
     "NullHistoryStore",
     "MetricsCollector",
     "InMemoryMetrics",
+    "capture_trace_context",
+    "trace_link",
     # errors
     "MutatorError",
     "ConfigurationError",

@@ -373,6 +373,11 @@ class MutationEngine:
             if isinstance(error, DeadlineExpired):
                 raise failure from None
             raise failure from error
+        except BaseException:  # cancelled: not a failure, but interceptors see it ended
+            if interceptors:
+                with anyio.CancelScope(shield=True):
+                    await run_hook(interceptors, "cancelled", mutation, state, context, execution)
+            raise
 
         duration = time.perf_counter() - started
         status = decided.status

@@ -23,18 +23,22 @@ class BlastRadius:
 
     @classmethod
     def single(cls, description: str | None = None) -> BlastRadius:
+        """Touches one entity."""
         return cls(BlastRadiusScope.SINGLE, 1, description)
 
     @classmethod
     def module(cls, description: str | None = None) -> BlastRadius:
+        """Touches one module or tenant's worth of entities."""
         return cls(BlastRadiusScope.MODULE, None, description)
 
     @classmethod
     def system(cls, description: str | None = None) -> BlastRadius:
+        """Touches a whole system."""
         return cls(BlastRadiusScope.SYSTEM, None, description)
 
     @classmethod
     def global_(cls, description: str | None = None) -> BlastRadius:
+        """Touches everything (``global`` is a keyword, hence the underscore)."""
         return cls(BlastRadiusScope.GLOBAL, None, description)
 
 

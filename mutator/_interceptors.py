@@ -1,4 +1,9 @@
-"""Interceptors observe executions through four hooks; they never change an outcome."""
+"""Interceptors observe executions through five hooks; they never change an outcome.
+
+Loggers: ``mutator.interceptors`` reports a hook that raised (ERROR, with the traceback;
+``extra`` fields ``interceptor``, ``hook``, ``execution_id``); :class:`LoggingInterceptor`
+writes one record per execution outcome to ``mutator`` (or the logger it is given).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from ._context import ExecutionContext, MutationContext
+from ._context import ExecutionContext, MutationContext, utc_now
 from ._deadline import DeadlineExpired, bounded
+from ._errors import ExecutionTimeoutError
 from ._intent import MutationIntent
 
 if TYPE_CHECKING:
@@ -30,7 +36,9 @@ class Interceptor:
     - :meth:`after`: for every result that reached validation (``result.ok`` tells
       success from a validation failure);
     - :meth:`policy_blocked`: when policies denied the mutation or required approval;
-    - :meth:`failed`: when the execution raised (including timeouts).
+    - :meth:`failed`: when the execution raised (including timeouts);
+    - :meth:`cancelled`: when the caller cancelled the execution before it produced a result
+      (it is neither audited nor a failure; the hook runs shielded and must not block).
 
     The rule for errors: an exception raised by a hook is logged on the
     ``mutator.interceptors`` logger and swallowed; the other interceptors still run and the
@@ -55,6 +63,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """Runs before the policies; may be sync or async (its errors are logged only)."""
         return None
 
     def after(
@@ -85,6 +94,16 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        return None
+
+    def cancelled(
+        self,
+        mutation: Mutation[Any],
+        state: Any,
+        context: MutationContext,
+        execution: ExecutionContext,
+    ) -> Awaitable[None] | None:
+        """The caller cancelled the execution (not a failure); runs shielded."""
         return None
 
 
@@ -122,7 +141,11 @@ class InterceptorChain:
                 if interceptor.should_run(intent, context):
                     selected.append(interceptor)
             except Exception:
-                _log.exception("interceptor %r failed in should_run", interceptor.name)
+                _log.exception(
+                    "interceptor %r failed in should_run",
+                    interceptor.name,
+                    extra={"interceptor": interceptor.name, "hook": "should_run"},
+                )
         return tuple(selected)
 
 
@@ -141,13 +164,36 @@ async def run_hook(
         except DeadlineExpired:
             raise
         except Exception:
-            _log.exception("interceptor %r failed in %s()", interceptor.name, hook)
+            execution = args[-1] if args else None
+            _log.exception(
+                "interceptor %r failed in %s()",
+                interceptor.name,
+                hook,
+                extra={
+                    "interceptor": interceptor.name,
+                    "hook": hook,
+                    "execution_id": getattr(execution, "execution_id", None),
+                },
+            )
+
+
+def _elapsed(execution: ExecutionContext) -> float:
+    """Seconds since the execution started (for outcomes that carry no result)."""
+    return (utc_now() - execution.started_at).total_seconds()
 
 
 class LoggingInterceptor(Interceptor):
-    """Logs each execution through the standard :mod:`logging` module.
+    """Logs each execution through the standard :mod:`logging` module, one record per outcome.
 
-    One line per outcome on ``logger`` (default ``mutator``); changes are listed at DEBUG.
+    Records go to ``logger`` (default: the ``mutator`` logger) at ``level`` (failures at
+    ERROR); the start of an execution and each change are logged at DEBUG. Records carry
+    ``extra`` fields that JSON formatters and structlog's ``ExtraAdder`` pick up as they
+    are: ``execution_id``, ``operation``, ``category``, ``mode``, ``state_id``,
+    ``actor_id``, ``correlation_id``; outcome records add ``status`` (``succeeded``,
+    ``validation_failed``, ``policy_blocked``, ``approval_required``, ``failed``,
+    ``timed_out`` or ``cancelled``), ``duration`` (seconds), ``changes`` (a count) and
+    ``error`` (the one-line reason of a non-success, else None). Change records carry
+    ``execution_id``, ``operation``, ``state_id``, ``path`` and ``change_type``.
     """
 
     name = "logging"
@@ -156,6 +202,21 @@ class LoggingInterceptor(Interceptor):
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
         self.logger = logger or logging.getLogger("mutator")
         self.level = level
+
+    @staticmethod
+    def _fields(
+        mutation: Mutation[Any], context: MutationContext, execution: ExecutionContext
+    ) -> dict[str, Any]:
+        intent = mutation.intent
+        return {
+            "execution_id": execution.execution_id,
+            "operation": intent.operation,
+            "category": intent.category,
+            "mode": context.mode.value,
+            "state_id": execution.state_id,
+            "actor_id": context.actor_id,
+            "correlation_id": context.correlation_id,
+        }
 
     def before(
         self,
@@ -171,6 +232,7 @@ class LoggingInterceptor(Interceptor):
                 execution.execution_id,
                 context.actor_id,
                 execution.state_id,
+                extra=self._fields(mutation, context, execution),
             )
 
     def after(
@@ -181,20 +243,8 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
-        if not self.logger.isEnabledFor(self.level):
-            return
-        self.logger.log(
-            self.level,
-            "mutation %s %s [%s] actor=%s state=%s changes=%d%s",
-            mutation.intent.operation,
-            result.status.value,
-            execution.execution_id,
-            context.actor_id,
-            execution.state_id,
-            len(result.changes),
-            "" if result.ok else f" error={result.error_message}",
-        )
-        if self.logger.isEnabledFor(logging.DEBUG):
+        self._outcome(mutation, result, context, execution)
+        if result.changes and self.logger.isEnabledFor(logging.DEBUG):
             for change in result.changes:
                 self.logger.debug(
                     "  %s %s: %r -> %r",
@@ -202,6 +252,13 @@ class LoggingInterceptor(Interceptor):
                     change.path,
                     change.old_value,
                     change.new_value,
+                    extra={
+                        "execution_id": execution.execution_id,
+                        "operation": mutation.intent.operation,
+                        "state_id": execution.state_id,
+                        "path": change.path,
+                        "change_type": change.type.value,
+                    },
                 )
 
     def policy_blocked(
@@ -212,16 +269,7 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
-        if self.logger.isEnabledFor(self.level):
-            self.logger.log(
-                self.level,
-                "mutation %s %s [%s] actor=%s: %s",
-                mutation.intent.operation,
-                result.status.value,
-                execution.execution_id,
-                context.actor_id,
-                result.error_message,
-            )
+        self._outcome(mutation, result, context, execution)
 
     def failed(
         self,
@@ -231,10 +279,82 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
+        if not self.logger.isEnabledFor(logging.ERROR):
+            return
+        status = "timed_out" if isinstance(error, ExecutionTimeoutError) else "failed"
+        fields = self._fields(mutation, context, execution)
+        fields.update(status=status, duration=_elapsed(execution), changes=0, error=str(error))
         self.logger.error(
-            "mutation %s failed [%s] actor=%s: %s",
-            mutation.intent.operation,
+            "mutation %s %s [%s] actor=%s state=%s: %s",
+            fields["operation"],
+            status,
             execution.execution_id,
             context.actor_id,
+            execution.state_id,
             error,
+            extra=fields,
         )
+
+    def cancelled(
+        self,
+        mutation: Mutation[Any],
+        state: Any,
+        context: MutationContext,
+        execution: ExecutionContext,
+    ) -> None:
+        """Log the cancellation at the interceptor's level (status ``cancelled``)."""
+        if not self.logger.isEnabledFor(self.level):
+            return
+        fields = self._fields(mutation, context, execution)
+        fields.update(status="cancelled", duration=_elapsed(execution), changes=0, error=None)
+        self.logger.log(
+            self.level,
+            "mutation %s cancelled [%s] actor=%s state=%s",
+            fields["operation"],
+            execution.execution_id,
+            context.actor_id,
+            execution.state_id,
+            extra=fields,
+        )
+
+    def _outcome(
+        self,
+        mutation: Mutation[Any],
+        result: MutationResult[Any],
+        context: MutationContext,
+        execution: ExecutionContext,
+    ) -> None:
+        if not self.logger.isEnabledFor(self.level):
+            return
+        fields = self._fields(mutation, context, execution)
+        error = result.error_message
+        fields.update(
+            status=result.status.value,
+            duration=result.duration,
+            changes=len(result.changes),
+            error=error,
+        )
+        if error is None:
+            self.logger.log(
+                self.level,
+                "mutation %s %s [%s] actor=%s state=%s changes=%d",
+                fields["operation"],
+                fields["status"],
+                execution.execution_id,
+                context.actor_id,
+                execution.state_id,
+                fields["changes"],
+                extra=fields,
+            )
+        else:
+            self.logger.log(
+                self.level,
+                "mutation %s %s [%s] actor=%s state=%s: %s",
+                fields["operation"],
+                fields["status"],
+                execution.execution_id,
+                context.actor_id,
+                execution.state_id,
+                error,
+                extra=fields,
+            )

@@ -1,26 +1,50 @@
-"""In-memory audit sink and history store: the reference implementations of the protocols."""
+"""In-memory audit sink and history store: the reference implementations of the protocols.
+
+Both keep everything by default; give ``max_entries`` to bound them for long-running
+services: once full, every append drops the oldest entry (O(1)).
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from itertools import islice
+from typing import Any, cast
 
+from ._errors import ConfigurationError
 from ._records import AuditEntry, HistoryEntry, MutationHistory
 
 __all__ = ["InMemoryAuditSink", "InMemoryHistoryStore", "NullAuditSink", "NullHistoryStore"]
 
 
+def _bound(max_entries: int | None) -> int | None:
+    if max_entries is None:
+        return None
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise ConfigurationError(f"max_entries must be None or an int >= 1, got {max_entries!r}")
+    return max_entries
+
+
 class InMemoryAuditSink:
-    """Keeps every audit entry in a list (for tests, examples and small services)."""
+    """Keeps audit entries in memory, oldest first (for tests, examples and small services).
 
-    __slots__ = ("_entries",)
+    With ``max_entries`` it keeps only the newest ``max_entries`` entries; ``dropped``
+    counts the entries discarded to stay within the bound.
+    """
 
-    def __init__(self) -> None:
-        self._entries: list[AuditEntry] = []
+    __slots__ = ("_entries", "dropped", "max_entries")
+
+    def __init__(self, *, max_entries: int | None = None) -> None:
+        self.max_entries = _bound(max_entries)
+        self._entries: deque[AuditEntry] = deque(maxlen=self.max_entries)
+        self.dropped = 0
 
     async def record(self, entry: AuditEntry) -> None:
-        self._entries.append(entry)
+        entries = self._entries
+        if entries.maxlen is not None and len(entries) == entries.maxlen:
+            self.dropped += 1
+        entries.append(entry)
 
     async def entries(
         self,
@@ -38,41 +62,98 @@ class InMemoryAuditSink:
         ]
 
     def all(self) -> tuple[AuditEntry, ...]:
-        """Every entry recorded so far, oldest first."""
+        """Every entry kept, oldest first."""
         return tuple(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
 
 
+class _Log:
+    """One state's entries; the first ``head`` slots were dropped (cleared, then compacted).
+
+    Compacting once half the list is dropped keeps each drop amortized O(1).
+    """
+
+    __slots__ = ("entries", "head")
+
+    def __init__(self, entry: HistoryEntry) -> None:
+        self.entries: list[HistoryEntry | None] = [entry]
+        self.head = 0
+
+    def kept(self) -> list[HistoryEntry]:
+        kept = self.entries[self.head :] if self.head else self.entries
+        return cast("list[HistoryEntry]", kept)  # every slot from head on is an entry
+
+    def drop_oldest(self) -> bool:
+        """Drop the oldest entry; True when none is left."""
+        entries = self.entries
+        entries[self.head] = None
+        self.head += 1
+        if self.head == len(entries):
+            return True
+        if self.head * 2 >= len(entries):
+            del entries[: self.head]
+            self.head = 0
+        return False
+
+
 class InMemoryHistoryStore:
-    """Keeps each state's committed history in a list."""
+    """Keeps each state's committed history in memory.
 
-    __slots__ = ("_by_state",)
+    With ``max_entries`` it keeps at most that many entries over all states: each append
+    beyond it drops the oldest entry of the store (whatever its state); ``dropped`` counts
+    them. A state whose history was trimmed keeps its newest entries, oldest first, so
+    :meth:`MutationHistory.replay` of what is kept starts from the state before its first
+    entry.
+    """
 
-    def __init__(self) -> None:
-        self._by_state: dict[str, list[HistoryEntry]] = {}
+    __slots__ = ("_by_state", "_limit", "_order", "dropped", "max_entries")
+
+    def __init__(self, *, max_entries: int | None = None) -> None:
+        self.max_entries = _bound(max_entries)
+        self._by_state: dict[str, _Log] = {}
+        self._limit = self.max_entries or 0
+        self._order: deque[str] | None = None if self.max_entries is None else deque()
+        self.dropped = 0
 
     async def append(self, entry: HistoryEntry) -> None:
-        entries = self._by_state.get(entry.state_id)
-        if entries is None:
-            self._by_state[entry.state_id] = [entry]
+        state_id = entry.state_id
+        log = self._by_state.get(state_id)
+        if log is None:
+            self._by_state[state_id] = _Log(entry)
         else:
-            entries.append(entry)
+            log.entries.append(entry)
+        order = self._order
+        if order is None:
+            return
+        order.append(state_id)
+        if len(order) > self._limit:
+            oldest = order.popleft()
+            if self._by_state[oldest].drop_oldest():
+                del self._by_state[oldest]
+            self.dropped += 1
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
-        return MutationHistory(state_id, tuple(self._by_state.get(state_id, ())))
+        log = self._by_state.get(state_id)
+        return MutationHistory(state_id, () if log is None else tuple(log.kept()))
 
     async def between(
         self, state_id: str, start: datetime, end: datetime
     ) -> Sequence[HistoryEntry]:
-        return [e for e in self._by_state.get(state_id, ()) if start <= e.executed_at <= end]
+        log = self._by_state.get(state_id)
+        if log is None:
+            return []
+        return [e for e in log.kept() if start <= e.executed_at <= end]
 
     async def recent(self, state_id: str, limit: int) -> Sequence[HistoryEntry]:
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        entries = self._by_state.get(state_id, [])
-        return entries[::-1][:limit]
+        log = self._by_state.get(state_id)
+        if log is None:
+            return []
+        newest = islice(reversed(log.entries), min(limit, len(log.entries) - log.head))
+        return cast("list[HistoryEntry]", list(newest))  # never reaches a dropped slot
 
     def state_ids(self) -> tuple[str, ...]:
         return tuple(self._by_state)

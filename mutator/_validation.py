@@ -50,18 +50,22 @@ class ValidationResult:
 
     @classmethod
     def error(cls, path: str, message: str, code: str | None = None) -> ValidationResult:
+        """A result with one blocking error at ``path``."""
         return cls((ValidationIssue(path, message, code, Severity.ERROR),))
 
     @classmethod
     def warning(cls, path: str, message: str, code: str | None = None) -> ValidationResult:
+        """A result with one warning at ``path`` (it does not block)."""
         return cls((ValidationIssue(path, message, code, Severity.WARNING),))
 
     @classmethod
     def info(cls, path: str, message: str, code: str | None = None) -> ValidationResult:
+        """A result with one informational note at ``path`` (it does not block)."""
         return cls((ValidationIssue(path, message, code, Severity.INFO),))
 
     @classmethod
     def of(cls, issues: Iterable[ValidationIssue]) -> ValidationResult:
+        """A result holding ``issues`` in the given order."""
         return cls(tuple(issues))
 
     def __add__(self, other: ValidationResult) -> ValidationResult:
@@ -75,18 +79,22 @@ class ValidationResult:
 
     @property
     def is_valid(self) -> bool:
+        """True when no issue is an error (warnings and info never block)."""
         return not any(issue.severity >= Severity.ERROR for issue in self.issues)
 
     @property
     def errors(self) -> tuple[ValidationIssue, ...]:
+        """The issues of severity ERROR or above, in order."""
         return tuple(i for i in self.issues if i.severity >= Severity.ERROR)
 
     @property
     def warnings(self) -> tuple[ValidationIssue, ...]:
+        """The WARNING issues, in order."""
         return tuple(i for i in self.issues if i.severity is Severity.WARNING)
 
     @property
     def infos(self) -> tuple[ValidationIssue, ...]:
+        """The INFO issues, in order."""
         return tuple(i for i in self.issues if i.severity is Severity.INFO)
 
     def summary(self) -> str:

@@ -8,6 +8,6 @@ read-only mappings, tuples from any iterable.
 from __future__ import annotations
 
 from ._context import aware, optional_aware, utc_now
-from ._freeze import freeze_mapping, to_tuple
+from ._freeze import EMPTY_MAPPING, freeze_mapping, to_tuple
 
-__all__ = ["aware", "freeze_mapping", "optional_aware", "to_tuple", "utc_now"]
+__all__ = ["EMPTY_MAPPING", "aware", "freeze_mapping", "optional_aware", "to_tuple", "utc_now"]

@@ -57,7 +57,23 @@ from ._execution import (
 )
 from ._governance import KEEP, ExpirySweep, Governance
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
-from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState, next_version
+from ._operator import inbox, list_approvals, list_decisions
+from ._query import (
+    DecisionRecord,
+    RequestPage,
+    RequestQuery,
+    TagMatch,
+    VersionedState,
+    next_version,
+)
+from ._query_views import (
+    ApprovalPage,
+    ApprovalQuery,
+    ApprovalView,
+    DecisionPage,
+    DecisionQuery,
+    DecisionView,
+)
 from ._registry import MutationRegistry
 from ._request import (
     CompensationPlan,
@@ -134,6 +150,17 @@ __all__ = [
     "InMemoryStateStore",
     "RequestQuery",
     "RequestPage",
+    "TagMatch",
+    # queries and operator views
+    "ApprovalQuery",
+    "ApprovalView",
+    "ApprovalPage",
+    "DecisionQuery",
+    "DecisionView",
+    "DecisionPage",
+    "list_approvals",
+    "list_decisions",
+    "inbox",
     "DecisionRecord",
     "VersionedState",
     "next_version",

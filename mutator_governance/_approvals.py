@@ -63,10 +63,12 @@ class ApprovalRequirement:
 
     @property
     def is_open(self) -> bool:
+        """Whether the slot still waits for a decision (status PENDING)."""
         return self.status is ApprovalStatus.PENDING
 
     @property
     def is_fulfilled(self) -> bool:
+        """Whether the slot counts towards its step (APPROVED, or SATISFIED by a quorum)."""
         return self.status in (ApprovalStatus.APPROVED, ApprovalStatus.SATISFIED)
 
     def matches(self, context: MutationContext) -> bool:
@@ -78,6 +80,7 @@ class ApprovalRequirement:
         return self.group is not None and self.group in context.groups
 
     def is_expired(self, now: datetime) -> bool:
+        """Whether the slot's own expiry has passed at ``now`` (False when it has none)."""
         return self.expires_at is not None and self.expires_at <= now
 
 

@@ -37,6 +37,7 @@ class RequestStatus(enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether no transition leaves this status (the request never runs again)."""
         return self in _TERMINAL
 
 
@@ -136,6 +137,7 @@ class ResolutionOutcome(enum.Enum):
 
     @property
     def executes(self) -> bool:
+        """Whether this outcome lets the request's mutation run."""
         return self in (
             ResolutionOutcome.EXECUTE_APPROVED_VERSION,
             ResolutionOutcome.REVALIDATE_ON_LATEST_STATE,
@@ -150,16 +152,22 @@ class ExecutionKind(enum.Enum):
 
 
 class CompensationKind(enum.Enum):
+    """How a compensation undoes an execution: restore the old values or correct forward."""
+
     ROLLBACK = "rollback"
     FORWARD_CORRECTION = "forward_correction"
 
 
 class CompensationTrigger(enum.Enum):
+    """What asked for a compensation."""
+
     OPERATOR_ROLLBACK = "operator_rollback"
     BATCH_FAILURE = "batch_failure"
     FAILED_EXECUTION = "failed_execution"
 
 
 class LinkType(enum.Enum):
+    """How two requests are linked (a compensation and the execution it compensates)."""
+
     COMPENSATES = "compensates"
     COMPENSATED_BY = "compensated_by"

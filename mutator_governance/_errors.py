@@ -45,11 +45,15 @@ class GovernanceError(MutatorError):
 
 
 class RequestNotFoundError(GovernanceError, LookupError):
+    """No request with this id exists in the store."""
+
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request {request_id!r} does not exist", request_id=request_id)
 
 
 class RequestAlreadyExistsError(GovernanceError):
+    """A request with this id already exists; creating it again changes nothing."""
+
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request {request_id!r} already exists", request_id=request_id)
 
@@ -158,6 +162,8 @@ class InvalidApprovalActionError(ApprovalError):
 
 
 class ApprovalExpiredError(InvalidApprovalActionError):
+    """The approval slot's own expiry passed before this decision (``expires_at``)."""
+
     def __init__(self, request_id: str, approval_id: str, expires_at: datetime) -> None:
         super().__init__(
             f"approval {approval_id!r} of request {request_id!r} expired at "

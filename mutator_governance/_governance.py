@@ -24,6 +24,7 @@ from mutator import (
     ResultStatus,
 )
 
+from . import _operator
 from ._approvals import RejectionReason, map_requirements
 from ._commit import default_committer
 from ._decisions import RequestDecision
@@ -52,6 +53,7 @@ from ._execution import (
 from ._ledger import RequestLedger
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._query import RequestPage, RequestQuery
+from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQuery
 from ._registry import MutationRegistry
 from ._request import CompensationPlan, MutationRequest
 from ._resolution import Resolution, resolve_version
@@ -640,6 +642,41 @@ class Governance:
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The committed history of ``state_id``, from this governance's history store."""
         return await self.engine.history_store.history(state_id)
+
+    async def list_approvals(
+        self, query: ApprovalQuery | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> ApprovalPage:
+        """A page of approval slots matching ``query`` (see :func:`list_approvals`)."""
+        return await _operator.list_approvals(self.requests, query, limit=limit, cursor=cursor)
+
+    async def list_decisions(
+        self, query: DecisionQuery | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> DecisionPage:
+        """A page of decisions matching ``query``, newest first (see :func:`list_decisions`)."""
+        return await _operator.list_decisions(self.requests, query, limit=limit, cursor=cursor)
+
+    async def inbox(
+        self,
+        context: MutationContext,
+        *,
+        query: RequestQuery | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ApprovalPage:
+        """The approval slots the actor of ``context`` may decide now, oldest first.
+
+        Open slots in each pending request's active step that target the actor (id, role
+        or group), with this governance's four-eyes rule applied (see :func:`inbox`).
+        """
+        return await _operator.inbox(
+            self.requests,
+            context,
+            allow_self_approval=self.allow_self_approval,
+            at=self.clock(),
+            query=query,
+            limit=limit,
+            cursor=cursor,
+        )
 
     async def decision_history(self, request_id: str) -> Sequence[RequestDecision]:
         """Every decision about a request, oldest first (the request is the source of truth)."""

@@ -37,6 +37,7 @@ class Resolution:
 
     @property
     def executes(self) -> bool:
+        """Whether the resolution lets the request's mutation run."""
         return self.outcome.executes
 
 

@@ -19,6 +19,7 @@ from ._enums import (
     RequestStatus,
 )
 from ._errors import (
+    ApprovalError,
     ApprovalExpiredError,
     ApprovalNotFoundError,
     ApprovalStateError,
@@ -31,7 +32,14 @@ from ._errors import (
 from ._request import MutationRequest
 from ._transitions import record, transition
 
-__all__ = ["approve_requirement", "expire_approvals", "fresh_round", "reject_requirement"]
+__all__ = [
+    "approve_requirement",
+    "decidable_slots",
+    "expire_approvals",
+    "fresh_round",
+    "reject_requirement",
+    "slot_refusal",
+]
 
 
 def _slot_metadata(slot: ApprovalRequirement) -> dict[str, Any]:
@@ -122,45 +130,92 @@ def _check_slot(
     allow_self_approval: bool,
     at: datetime,
 ) -> None:
+    refusal = slot_refusal(request, slot, context, allow_self_approval=allow_self_approval, at=at)
+    if refusal is not None:
+        raise refusal
+
+
+def slot_refusal(
+    request: MutationRequest,
+    slot: ApprovalRequirement,
+    context: MutationContext,
+    *,
+    allow_self_approval: bool,
+    at: datetime,
+) -> ApprovalError | None:
+    """Why the actor of ``context`` may not decide ``slot`` now, or None when they may.
+
+    The one rule behind approving, rejecting and the approver inbox: the slot is open and
+    not expired, the actor has an id and is its target, it is in the active step, the
+    actor did not submit the request (four-eyes, unless allowed) and did not already
+    approve in its quorum group.
+    """
     rid, aid = request.request_id, slot.approval_id
     if slot.status is not ApprovalStatus.PENDING:
-        raise InvalidApprovalActionError(
+        return InvalidApprovalActionError(
             f"approval {aid!r} of request {rid!r} is already {slot.status.name}",
             request_id=rid,
             approval_id=aid,
         )
     if slot.is_expired(at):
         assert slot.expires_at is not None
-        raise ApprovalExpiredError(rid, aid, slot.expires_at)
+        return ApprovalExpiredError(rid, aid, slot.expires_at)
     actor = context.actor_id
     if not actor or not actor.strip():
-        raise InvalidApprovalActionError(
+        return InvalidApprovalActionError(
             "the deciding actor has no actor_id", request_id=rid, approval_id=aid
         )
     if not slot.matches(context):
-        raise ApproverMismatchError(
+        return ApproverMismatchError(
             f"actor {actor!r} is not {slot.target} required by approval {aid!r}",
             request_id=rid,
             approval_id=aid,
         )
     if slot.step != request.active_step:
-        raise ApprovalStepError(
+        return ApprovalStepError(
             f"approval {aid!r} is in step {slot.step}; step {request.active_step} comes first",
             request_id=rid,
             approval_id=aid,
         )
     if not allow_self_approval and actor == request.requester:
-        raise SelfApprovalError(
+        return SelfApprovalError(
             f"actor {actor!r} submitted request {rid!r} and may not decide it (four-eyes)",
             request_id=rid,
             approval_id=aid,
         )
     if _already_in_group(request, slot, actor):
-        raise DuplicateApproverError(
+        return DuplicateApproverError(
             f"actor {actor!r} already approved quorum group {slot.quorum_group!r}",
             request_id=rid,
             approval_id=aid,
         )
+    return None
+
+
+def decidable_slots(
+    request: MutationRequest,
+    context: MutationContext,
+    *,
+    allow_self_approval: bool,
+    at: datetime,
+) -> tuple[ApprovalRequirement, ...]:
+    """The open slots of ``request``'s active step that the actor of ``context`` may decide.
+
+    Empty unless the request is pending for approval; see :func:`slot_refusal`.
+    """
+    if request.status is not RequestStatus.PENDING or (
+        request.pending_reason is not PendingReason.APPROVAL
+    ):
+        return ()
+    step = request.active_step
+    return tuple(
+        slot
+        for slot in request.open_approvals
+        if slot.step == step
+        and slot.matches(context)
+        and slot_refusal(request, slot, context, allow_self_approval=allow_self_approval, at=at)
+        is None
+    )
 
 
 def approve_requirement(

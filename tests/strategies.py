@@ -17,6 +17,7 @@ __all__ = [
     "Box",
     "Point",
     "Tagged",
+    "append_runs",
     "identifier_keys",
     "json_leaves",
     "json_states",
@@ -224,7 +225,7 @@ def _box_pair(content: _Pair, size: _Pair, old_cache: Any, new_cache: Any) -> _P
 
 # --------------------------------------------------------------------------- governance
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
+from datetime import UTC, datetime, timedelta, timezone  # noqa: E402
 
 from mutator import MutationContext, PolicyRequirement  # noqa: E402
 from mutator_governance import (  # noqa: E402
@@ -334,4 +335,162 @@ def requests(draw: st.DrawFn) -> MutationRequest:
         revision=draw(st.integers(min_value=0, max_value=10**6)),
         expected_state_version=draw(st.none() | st.integers(min_value=1).map(str)),
         expires_at=draw(st.none() | aware_datetimes),
+    )
+
+
+# --------------------------------------------------------------------------- queries
+
+from mutator import (  # noqa: E402
+    BlastRadius,
+    BlastRadiusScope,
+    MutationIntent,
+    Severity,
+    SideEffect,
+)
+from mutator_governance import DecisionCategory, RequestQuery, TagMatch  # noqa: E402
+from mutator_governance.testing import SamplePayload  # noqa: E402
+
+QUERY_BASE = datetime(2031, 5, 1, 9, 0, tzinfo=UTC)
+"""Where the query corpus's request times start."""
+
+QUERY_STATES = ("s:a", "s:b", "s:c")
+QUERY_ACTORS = ("alice", "bob", "carol")
+QUERY_ACTOR_NAMES = ("Alice", "Bob")
+QUERY_STATE_TYPES = ("testing.SampleState", "testing.Other")
+QUERY_CATEGORIES = ("billing", "access", "testing")
+QUERY_TAGS = ("pii", "prod", "batch")
+QUERY_EFFECT_TYPES = ("email", "webhook")
+
+
+def query_corpus(size: int = 40) -> list[MutationRequest]:
+    """A deterministic, varied set of requests for comparing query answers across stores.
+
+    Every query dimension takes several values, including None where the model allows it
+    (no actor id or name, no pending reason, no blast radius, no side effects).
+    """
+    corpus = []
+    for n in range(size):
+        status = list(RequestStatus)[n % len(RequestStatus)]
+        created = QUERY_BASE + timedelta(minutes=n // 3)  # ties on created_at
+        actor = QUERY_ACTORS[n % 3] if n % 7 else None
+        name = QUERY_ACTOR_NAMES[n % 2] if n % 5 else None
+        context = MutationContext(actor_id=actor, actor_name=name, timestamp=created)
+        intent = MutationIntent(
+            "testing.sample.set",
+            category=QUERY_CATEGORIES[n % 3],
+            tags=frozenset(t for i, t in enumerate(QUERY_TAGS) if (n >> i) & 1),
+            metadata={"team": "a" if n % 2 else "b", "weight": n % 3}
+            if n % 4
+            else {"flag": n % 8 == 0},
+            blast_radius=BlastRadius(list(BlastRadiusScope)[n % 4]) if n % 6 else None,
+        )
+        effects = []
+        if n % 3:
+            data = SamplePayload("ops") if n % 2 else {"plain": n}
+            effects.append(
+                SideEffect(
+                    QUERY_EFFECT_TYPES[n % 2],
+                    severity=list(Severity)[n % 4],
+                    data=data,
+                    requires_action=n % 5 == 0,
+                    timestamp=created,
+                )
+            )
+        decisions = [RequestDecision(LifecycleDecision.SUBMITTED, context, None, created)]
+        if n % 2:
+            decided = created + timedelta(minutes=1)
+            decisions.append(RequestDecision(ApprovalDecision.GRANTED, context, None, decided))
+        if n % 3 == 0:
+            decisions.append(RequestDecision(ResolutionDecision.VALIDATED, context, None, created))
+        if status.is_terminal and status is not RequestStatus.FAILED:
+            code = LifecycleDecision[status.name]
+            final = created + timedelta(minutes=n % 5)
+            decisions.append(RequestDecision(code, context, None, final))
+        approvals = []
+        if n % 4 != 3:
+            approvals.append(
+                ApprovalRequirement(f"a{n:02d}-1", step=1, approver_id=("carol", "dave")[n % 2])
+            )
+            approvals.append(
+                ApprovalRequirement(
+                    f"a{n:02d}-0",
+                    step=1 + n % 2,
+                    approver_id="dave" if n % 5 == 0 else None,
+                    role=None if n % 5 == 0 else "sre",
+                    status=list(ApprovalStatus)[n % len(ApprovalStatus)],
+                )
+            )
+        corpus.append(
+            sample_request(
+                f"q{n:02d}",
+                state_id=QUERY_STATES[n % 3],
+                state_type=QUERY_STATE_TYPES[n % 2],
+                status=status,
+                pending_reason=list(PendingReason)[n % 7]
+                if status is RequestStatus.PENDING
+                else None,
+                created_at=created,
+                updated_at=created + timedelta(minutes=n % 5),
+                metadata={"env": ("prod", "dev")[n % 2], "n": n % 4} if n % 3 else {},
+                context=context,
+                intent=intent,
+                side_effects=tuple(effects),
+                decisions=tuple(decisions),
+                approval_requirements=tuple(approvals),
+            )
+        )
+    return corpus
+
+
+_query_moments = st.integers(0, 16).map(lambda m: QUERY_BASE + timedelta(minutes=m))
+
+
+def _some(values: Any) -> st.SearchStrategy[frozenset[Any]]:
+    return st.frozensets(st.sampled_from(values), min_size=1, max_size=2)
+
+
+QUERY_FILTERS: dict[str, st.SearchStrategy[Any]] = {
+    "request_ids": _some([f"q{n:02d}" for n in range(0, 40, 3)] + ["missing"]),
+    "state_ids": _some(QUERY_STATES),
+    "state_types": _some(QUERY_STATE_TYPES),
+    "mutation_types": _some(("testing.sample", "other.type")),
+    "actor_ids": _some(QUERY_ACTORS),
+    "actor_names": _some(QUERY_ACTOR_NAMES),
+    "intent_categories": _some(QUERY_CATEGORIES),
+    "tags": _some(QUERY_TAGS),
+    "tag_match": st.sampled_from(TagMatch),
+    "intent_metadata": st.sampled_from(
+        [{"team": "a"}, {"team": "b", "weight": 1}, {"flag": True}, {"flag": 1}, {"nope": 0}]
+    ),
+    "min_blast_radius": st.sampled_from(BlastRadiusScope),
+    "max_blast_radius": st.sampled_from(BlastRadiusScope),
+    "metadata": st.sampled_from([{"env": "prod"}, {"env": "dev", "n": 2}, {"n": 0}]),
+    "statuses": _some(list(RequestStatus)),
+    "pending_reasons": _some(list(PendingReason)),
+    "decision_categories": _some(list(DecisionCategory)),
+    "created_from": _query_moments,
+    "created_to": _query_moments,
+    "updated_from": _query_moments,
+    "updated_to": _query_moments,
+    "side_effect_types": _some(QUERY_EFFECT_TYPES),
+    "side_effect_contracts": _some(("mutator.testing.sample", "other.contract")),
+    "side_effect_severities": _some(list(Severity)),
+    "side_effect_requires_action": st.booleans(),
+}
+
+
+@st.composite
+def request_queries(draw: st.DrawFn, max_filters: int = 3) -> RequestQuery:
+    """Request queries over :func:`query_corpus`'s vocabulary with up to ``max_filters``."""
+    names = draw(
+        st.lists(st.sampled_from(sorted(QUERY_FILTERS)), max_size=max_filters, unique=True)
+    )
+    return RequestQuery(**{name: draw(QUERY_FILTERS[name]) for name in names})
+
+
+def append_runs() -> st.SearchStrategy[tuple[int, list[str]]]:
+    """A store bound (1-8) and the state ids of a run of appends over a few states."""
+    return st.tuples(
+        st.integers(min_value=1, max_value=8),
+        st.lists(st.sampled_from(["a", "b", "c"]), max_size=60),
     )

@@ -237,8 +237,51 @@ def check_durable_sqlite(outcome: dict[str, Any]) -> None:
     assert outcome["decisions"] >= 5
 
 
+def check_queries(outcome: dict[str, Any]) -> None:
+    assert outcome["approval queue"] == ["grant", "rotate"]
+    assert outcome["tagged prod"] == outcome["security and prod"] == ["rotate"]
+    assert outcome["module-wide or wider"] == ["rotate", "quota"]
+    assert outcome["ticket SEC-1"] == ["grant"]
+    assert outcome["carol inbox"] == [("grant", "role:security"), ("rotate", "actor:carol")]
+    assert outcome["sam inbox before"] == []
+    assert outcome["sam inbox after"] == [("rotate", "role:sre")]
+    assert outcome["open sre slots"] == ["rotate"]
+    assert outcome["outcomes"] == [("quota", "EXECUTED")]
+
+
+def check_redis_queries(outcome: dict[str, Any]) -> None:
+    if "skipped" in outcome:
+        assert outcome["skipped"].startswith("skipped: ")
+    else:
+        check_queries(outcome)
+
+
+def check_observability(outcome: dict[str, Any]) -> None:
+    if "skipped" in outcome:  # the OpenTelemetry SDK is not installed
+        pytest.importorskip("opentelemetry.sdk")
+        raise AssertionError(f"skipped although the SDK is installed: {outcome['skipped']}")
+    *executions, request = outcome["spans"]
+    assert request.name == "PUT /quotas/acme"
+    assert [s.name for s in executions] == ["mutator.execute"] * 3
+    assert all(s.parent.span_id == request.context.span_id for s in executions)
+    statuses = [s.attributes["mutator.status"] for s in executions]
+    assert statuses == ["succeeded", "policy_blocked", "failed"]
+    assert [e.name for e in executions[1].events] == ["mutator.policy.denied"]
+    assert executions[2].status.status_code.name == "ERROR"
+    assert outcome["histogram"] == {
+        "quota.set_limit/succeeded": 1,
+        "quota.set_limit/policy_blocked": 1,
+        "quota.set_limit/failed": 1,
+    }
+    assert outcome["statistics"].total_executed == 3
+    assert "does not fit" in outcome["failure"]
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "durable_sqlite": check_durable_sqlite,
+    "queries": check_queries,
+    "redis_queries": check_redis_queries,
+    "observability": check_observability,
     "approval_workflow": check_approval_workflow,
     "governed_execution": check_governed_execution,
     "billing_quotas": check_billing_quotas,
@@ -267,6 +310,21 @@ async def test_example_key_outcome(name: str, capsys: pytest.CaptureFixture[str]
     assert printed.strip()
     if name in CORE:
         assert "metrics:" in printed
+
+
+def test_observability_example_skips_in_one_line_without_the_sdk() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None\n"
+        "import anyio; from examples import load\n"
+        "print(anyio.run(load('observability')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    first, returned = done.stdout.splitlines()
+    assert first.startswith("skipped: the OpenTelemetry SDK is not installed")
+    assert "skipped" in returned
 
 
 def test_running_all_examples_from_the_command_line() -> None:

@@ -414,44 +414,73 @@ class PostgresRequestStore:
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
-        """A page of requests matching ``query``, ordered by ``created_at`` then id."""
+        """A page of requests matching ``query``, ordered by ``created_at`` then id.
+
+        Dimensions with a column are filtered in SQL; the rest of ``query.matches`` is
+        checked on the rows, fetching further rows until the page is full.
+        """
         if limit < 1:
             raise ValueError("limit must be >= 1")
         query = query or RequestQuery()
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-
-        def any_of(column: str, values: builtins.list[str]) -> None:
-            clauses.append(f"{column} = ANY(%s)")
-            params.append(values)
-
-        if query.statuses:
-            any_of("status", [s.value for s in query.statuses])
-        if query.pending_reasons:
-            any_of("pending_reason", [r.value for r in query.pending_reasons])
-        if query.state_ids:
-            any_of("state_id", sorted(query.state_ids))
-        if query.actor_ids:
-            any_of("actor_id", sorted(query.actor_ids))
-        bounds: tuple[tuple[str, str, datetime | None], ...] = (
-            ("created_at", ">=", query.created_from),
-            ("created_at", "<=", query.created_to),
-            ("updated_at", ">=", query.updated_from),
-            ("updated_at", "<=", query.updated_to),
-        )
-        for column, operator, bound in bounds:
-            if bound is not None:
-                clauses.append(f"{column} {operator} %s")
-                params.append(bound)
-        if cursor is not None:
-            after_at, after_id = decode_cursor(cursor)
-            clauses.append('(created_at, request_id COLLATE "C") > (%s, %s)')
-            params.extend((after_at, after_id))
-        params.append(limit + 1)
-        found = await self._fetch(" AND ".join(clauses), params, " LIMIT %s")
+        where, params = _where(query)
+        position = decode_cursor(cursor) if cursor is not None else None
+        found: builtins.list[MutationRequest] = []
+        batch = limit + 1
+        while True:
+            clauses, values = ([where], builtins.list(params)) if where else ([], [])
+            if position is not None:
+                clauses.append('(created_at, request_id COLLATE "C") > (%s, %s)')
+                values.extend(position)
+            values.append(batch)
+            rows = await self._fetch(" AND ".join(clauses), values, " LIMIT %s")
+            for request in rows:
+                position = (request.created_at, request.request_id)
+                if query.matches(request):
+                    found.append(request)
+                    if len(found) > limit:
+                        break
+            if len(found) > limit or len(rows) < batch:
+                break
+            batch = min(batch * 2, 1000)
         items = tuple(found[:limit])
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
+
+
+def _where(query: RequestQuery) -> tuple[str, list[Any]]:
+    """The SQL filter for the dimensions of ``query`` that have columns, and its parameters.
+
+    Rows it selects may still fail ``query.matches`` on the other dimensions, which
+    :meth:`PostgresRequestStore.list` checks in Python.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def any_of(column: str, values: list[str]) -> None:
+        clauses.append(f"{column} = ANY(%s)")
+        params.append(values)
+
+    if query.request_ids:
+        any_of("request_id", sorted(query.request_ids))
+    if query.statuses:
+        any_of("status", [s.value for s in query.statuses])
+    if query.pending_reasons:
+        any_of("pending_reason", [r.value for r in query.pending_reasons])
+    if query.state_ids:
+        any_of("state_id", sorted(query.state_ids))
+    if query.actor_ids:
+        any_of("actor_id", sorted(query.actor_ids))
+    bounds: tuple[tuple[str, str, datetime | None], ...] = (
+        ("created_at", ">=", query.created_from),
+        ("created_at", "<=", query.created_to),
+        ("updated_at", ">=", query.updated_from),
+        ("updated_at", "<=", query.updated_to),
+    )
+    for column, operator, bound in bounds:
+        if bound is not None:
+            clauses.append(f"{column} {operator} %s")
+            params.append(bound)
+    return " AND ".join(clauses), params
 
 
 class PostgresDecisionHistory:

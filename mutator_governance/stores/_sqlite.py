@@ -499,7 +499,11 @@ def _within(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
 
 
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
-    """The SQL filter equivalent to ``query.matches`` and its parameters."""
+    """The SQL filter for the dimensions of ``query`` that have columns, and its parameters.
+
+    Rows it selects may still fail ``query.matches`` on the other dimensions (intent,
+    metadata, side effects, ...), which :meth:`SQLiteRequestStore.list` checks in Python.
+    """
     clauses: list[str] = []
     params: list[Any] = []
 
@@ -520,6 +524,8 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
             "pending_reason",
             [r.value if r is not None else None for r in query.pending_reasons],
         )
+    if query.request_ids:
+        within("request_id", query.request_ids)
     if query.state_ids:
         within("state_id", query.state_ids)
     if query.actor_ids:
@@ -600,18 +606,36 @@ class SQLiteRequestStore:
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
-        """A page of requests matching ``query``, ordered by ``created_at`` then id."""
+        """A page of requests matching ``query``, ordered by ``created_at`` then id.
+
+        Dimensions with a column are filtered in SQL; the rest of ``query.matches`` is
+        checked on the rows, fetching further rows until the page is full.
+        """
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        where, params = _where(query or RequestQuery())
-        if cursor is not None:
-            after, after_id = decode_cursor(cursor)
-            position = "(created_at, request_id) > (?, ?)"
-            where = f"{where} AND {position}" if where else position
-            params.extend((_micros(after), after_id))
-        rows = await self._rows(where, params, limit + 1)
-        items = [self._codec.read_request(row) for row in rows[:limit]]
-        more = len(rows) > limit
+        query = query or RequestQuery()
+        where, params = _where(query)
+        position = decode_cursor(cursor) if cursor is not None else None
+        found: builtins.list[MutationRequest] = []
+        batch = limit + 1
+        while True:
+            clauses, values = ([where], builtins.list(params)) if where else ([], [])
+            if position is not None:
+                clauses.append("(created_at, request_id) > (?, ?)")
+                values.extend((_micros(position[0]), position[1]))
+            rows = await self._rows(" AND ".join(clauses), values, batch)
+            for row in rows:
+                request = self._codec.read_request(row)
+                position = (request.created_at, request.request_id)
+                if query.matches(request):
+                    found.append(request)
+                    if len(found) > limit:
+                        break
+            if len(found) > limit or len(rows) < batch:
+                break
+            batch = min(batch * 2, 1000)
+        items = found[:limit]
+        more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
 
     async def _rows(

@@ -1,0 +1,521 @@
+"""The ``mutator`` command line: what operators and approvers run against a store.
+
+Global options (before the command): ``--url URL`` (or ``MUTATOR_URL``), ``--registry
+MODULE:ATTRIBUTE`` (or ``MUTATOR_REGISTRY``; a :class:`MutationRegistry`, or a callable
+returning one, that knows the stored mutation and state types) and ``--json``.
+
+Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
+a self-approval or an invalid transition; its message goes to stderr, never a
+traceback); 2 a usage error (bad arguments, URL, registry or cursor).
+
+``--json`` output is stable: one JSON document per command (the worker prints one JSON
+object per outcome line and a final ``{"summary": ...}`` line). A request is
+``{"request_id", "status", "pending_reason", "mutation_type", "operation", "category",
+"state_id", "requester", "created_at", "updated_at", "active_step"}`` (times ISO 8601,
+enums lower-case values); listings are ``{"items": [...], "next_cursor": str | null}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mutator import ConfigurationError, MutationContext, MutatorError
+
+from ._cli_output import (
+    Output,
+    age,
+    approval_json,
+    decision_json,
+    inbox_json,
+    operation,
+    outcome_json,
+    outcome_line,
+    plain,
+    request_json,
+    status,
+    table,
+)
+from ._enums import PendingReason, RequestStatus, ResolutionStrategy
+from ._errors import RequestConcurrencyError, RequestNotExecutableError
+from ._execution import GovernedExecutionResult
+from ._governance import Governance
+from ._query import RequestQuery
+from ._registry import MutationRegistry
+from ._request import MutationRequest
+
+__all__ = ["main"]
+
+PROG = "mutator"
+
+_STRATEGIES = {
+    "reject-stale": ResolutionStrategy.REJECT_STALE,
+    "renew": ResolutionStrategy.REQUIRE_RENEWED_APPROVAL,
+    "revalidate": ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit code 2)."""
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _actor_options(parser: argparse.ArgumentParser, *, approval: bool) -> None:
+    parser.add_argument("--as", dest="actor", required=True, metavar="ACTOR", help="actor id")
+    if approval:
+        parser.add_argument(
+            "--role", action="append", default=[], metavar="R", help="a role of the actor"
+        )
+        parser.add_argument(
+            "--group", action="append", default=[], metavar="G", help="a group of the actor"
+        )
+
+
+def _paging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive, default=50, metavar="N")
+    parser.add_argument("--cursor", metavar="C", help="the next cursor of a previous page")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mutator`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Operate governed mutation requests in a store."
+    )
+    parser.add_argument("--url", default=os.environ.get("MUTATOR_URL"), help="store URL")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("MUTATOR_REGISTRY"),
+        metavar="MODULE:ATTRIBUTE",
+        help="the MutationRegistry (or a callable returning one)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    requests = commands.add_parser("requests", help="list or show requests")
+    which = requests.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = which.add_parser("list", help="a page of requests, oldest first")
+    listing.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=[s.value for s in RequestStatus],
+        metavar="S",
+        help="status (repeatable): " + ", ".join(s.value for s in RequestStatus),
+    )
+    listing.add_argument(
+        "--reason",
+        choices=[r.value for r in PendingReason],
+        metavar="R",
+        help="pending reason: " + ", ".join(r.value for r in PendingReason),
+    )
+    listing.add_argument("--state-id", metavar="ID")
+    listing.add_argument("--actor", metavar="ID", help="the requester's actor id")
+    _paging(listing)
+    show = which.add_parser("show", help="a request, its approval slots and decisions")
+    show.add_argument("request_id", metavar="ID")
+
+    inbox = commands.add_parser("inbox", help="what an actor may approve now")
+    _actor_options(inbox, approval=True)
+    _paging(inbox)
+
+    approve = commands.add_parser("approve", help="approve a request (one approval slot)")
+    approve.add_argument("request_id", metavar="ID")
+    _actor_options(approve, approval=True)
+    approve.add_argument("--approval", metavar="APPROVAL_ID")
+    approve.add_argument("--reason", metavar="TEXT")
+
+    reject = commands.add_parser("reject", help="reject a request")
+    reject.add_argument("request_id", metavar="ID")
+    _actor_options(reject, approval=True)
+    reject.add_argument("--approval", metavar="APPROVAL_ID")
+    reject.add_argument("--reason", required=True, metavar="TEXT")
+
+    cancel = commands.add_parser("cancel", help="cancel a request that has not run")
+    cancel.add_argument("request_id", metavar="ID")
+    _actor_options(cancel, approval=False)
+    cancel.add_argument("--reason", metavar="TEXT")
+
+    execute = commands.add_parser("execute", help="execute one approved request")
+    execute.add_argument("request_id", metavar="ID")
+    execute.add_argument("--strategy", choices=list(_STRATEGIES), default="reject-stale")
+
+    worker = commands.add_parser("worker", help="execute approved requests as they appear")
+    worker.add_argument("--concurrency", type=_positive, default=4, metavar="N")
+    worker.add_argument(
+        "--until-idle", action="store_true", help="stop when no approved request is left"
+    )
+    worker.add_argument("--strategy", choices=list(_STRATEGIES), default="reject-stale")
+    worker.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+
+    commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
+    commands.add_parser("expire", help="one expiry sweep")
+    commands.add_parser("quarantine", help="list unreadable stored rows")
+    return parser
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def load_registry(spec: str) -> MutationRegistry:
+    """The registry named by ``MODULE:ATTRIBUTE`` (UsageError when it is not one)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"--registry must be MODULE:ATTRIBUTE, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like ``python -m``: modules of the current project
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UsageError(f"cannot import {module_name!r} for --registry: {error}") from None
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(found, MutationRegistry) and callable(found):
+        found = found()
+    if not isinstance(found, MutationRegistry):
+        raise UsageError(f"{spec} is a {type(found).__name__}, not a MutationRegistry")
+    return found
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _context(args: argparse.Namespace) -> MutationContext:
+    actor = args.actor.strip()
+    if not actor:
+        raise UsageError("--as needs a non-blank actor id")
+    return MutationContext.user(
+        actor,
+        reason=getattr(args, "reason", None),
+        roles=tuple(getattr(args, "role", ())),
+        groups=tuple(getattr(args, "group", ())),
+    )
+
+
+def _next_page(cursor: str | None) -> str:
+    return f"\nnext page: --cursor {cursor}" if cursor else ""
+
+
+async def _requests_list(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    query = RequestQuery(
+        statuses={RequestStatus(s) for s in args.status},
+        pending_reasons={PendingReason(args.reason)} if args.reason else (),
+        state_ids={args.state_id} if args.state_id else (),
+        actor_ids={args.actor} if args.actor else (),
+    )
+    page = await gov.list(query, limit=args.limit, cursor=args.cursor)
+    now = datetime.now(UTC)
+    rows = [
+        [
+            r.request_id,
+            status(r),
+            r.mutation_type,
+            r.state_id,
+            r.requester or "-",
+            age(r.created_at, now),
+        ]
+        for r in page.items
+    ]
+    headers = ["ID", "STATUS", "OPERATION", "STATE", "REQUESTER", "AGE"]
+    human = table(headers, rows) if rows else "no requests"
+    out.emit(
+        human + _next_page(page.next_cursor),
+        {"items": [request_json(r) for r in page.items], "next_cursor": page.next_cursor},
+    )
+
+
+async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    request = await gov.get(args.request_id)
+    fields = [
+        ("request", request.request_id),
+        ("status", status(request)),
+        ("operation", operation(request)),
+        ("state", f"{request.state_id} (expects version {request.expected_state_version})"),
+        ("requester", request.requester or "-"),
+        ("created", request.created_at.isoformat()),
+        ("updated", request.updated_at.isoformat()),
+    ]
+    lines = [f"{name:<10}{value}" for name, value in fields]
+    if request.approval_requirements:
+        rows = [
+            [str(a.step), a.approval_id, a.target, a.status.value, a.decided_by or "-"]
+            for a in sorted(request.approval_requirements, key=lambda a: a.step)
+        ]
+        slots = table(["STEP", "APPROVAL", "TARGET", "STATUS", "DECIDED BY"], rows)
+        lines += ["", "approvals (by step)", slots]
+    rows = [
+        [
+            d.timestamp.isoformat(timespec="seconds"),
+            f"{d.category.value}/{d.code.name}",
+            d.context.actor_id or d.context.actor_type.value,
+            d.reason or "",
+        ]
+        for d in request.decisions
+    ]
+    lines += ["", "decisions", table(["TIME", "DECISION", "ACTOR", "REASON"], rows)]
+    out.emit(
+        "\n".join(lines),
+        {
+            "request": request_json(request),
+            "approvals": [approval_json(a) for a in request.approval_requirements],
+            "decisions": [decision_json(d) for d in request.decisions],
+        },
+    )
+
+
+async def _inbox(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    page = await gov.inbox(_context(args), limit=args.limit, cursor=args.cursor)
+    now = datetime.now(UTC)
+    rows = [
+        [
+            v.request.request_id,
+            v.approval.approval_id,
+            str(v.approval.step),
+            v.approval.target,
+            v.request.mutation_type,
+            v.request.state_id,
+            v.request.requester or "-",
+            age(v.request.created_at, now),
+        ]
+        for v in page.items
+    ]
+    headers = ["REQUEST", "APPROVAL", "STEP", "TARGET", "OPERATION", "STATE", "REQUESTER", "AGE"]
+    human = table(headers, rows) if rows else f"nothing to approve for {args.actor}"
+    out.emit(
+        human + _next_page(page.next_cursor),
+        {"items": [inbox_json(v) for v in page.items], "next_cursor": page.next_cursor},
+    )
+
+
+def _decided(request: MutationRequest, out: Output) -> None:
+    waiting = ""
+    if request.status is RequestStatus.PENDING and request.open_approvals:
+        waiting = f" ({len(request.open_approvals)} approval(s) open)"
+    out.emit(f"{request.request_id}: {status(request)}{waiting}", request_json(request))
+
+
+async def _approve(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    request = await gov.approve(
+        args.request_id, args.approval, context=_context(args), reason=args.reason
+    )
+    _decided(request, out)
+
+
+async def _reject(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    request = await gov.reject(
+        args.request_id, args.approval, context=_context(args), reason=args.reason
+    )
+    _decided(request, out)
+
+
+async def _cancel(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    request = await gov.cancel(args.request_id, context=_context(args), reason=args.reason)
+    _decided(request, out)
+
+
+async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    outcome = await gov.execute(args.request_id, strategy=_STRATEGIES[args.strategy])
+    out.emit(outcome_line(outcome), outcome_json(outcome))
+
+
+class _WorkerCounts:
+    """Outcomes seen by the worker, counted the way its report counts them."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
+
+    def outcome(self, outcome: GovernedExecutionResult) -> None:
+        if outcome.executed:
+            self.counts["executed"] += 1
+        elif outcome.request.status is RequestStatus.FAILED:
+            self.counts["failed"] += 1
+        else:
+            self.counts["not_executed"] += 1
+        self.out.emit(outcome_line(outcome), outcome_json(outcome))
+
+    def error(self, request_id: str, error: Exception) -> None:
+        skipped = isinstance(error, RequestConcurrencyError | RequestNotExecutableError)
+        self.counts["skipped" if skipped else "errors"] += 1
+        kind = "skipped" if skipped else "error"
+        self.out.emit(
+            f"{request_id}: {kind}: {error}",
+            {"request_id": request_id, kind: str(error)},
+        )
+
+    def summary(self) -> None:
+        c = self.counts
+        self.out.emit(
+            f"worker stopped: {c['executed']} executed, {c['not_executed']} not executed, "
+            f"{c['failed']} failed, {c['skipped']} skipped, {c['errors']} errors",
+            {"summary": dict(c)},
+        )
+
+
+async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    seen = _WorkerCounts(out)
+    execute: Callable[..., Awaitable[GovernedExecutionResult]] = gov.executor.execute
+
+    async def observed(request_id: str, **options: Any) -> GovernedExecutionResult:
+        try:
+            outcome = await execute(request_id, **options)
+        except Exception as error:
+            seen.error(request_id, error)
+            raise
+        seen.outcome(outcome)
+        return outcome
+
+    # the worker calls ``executor.execute`` per request: observe each outcome there
+    setattr(gov.executor, "execute", observed)  # noqa: B010
+    async with anyio.create_task_group() as group:
+
+        async def stop_on_signal(*, task_status: TaskStatus[None]) -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
+                async for _ in signals:
+                    group.cancel_scope.cancel()
+                    return
+
+        await group.start(stop_on_signal)
+        if not args.until_idle:
+            out.emit(
+                f"worker started: concurrency {args.concurrency}, strategy {args.strategy}; "
+                "Ctrl-C stops it",
+                None,
+            )
+        await gov.run_worker(
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            strategy=_STRATEGIES[args.strategy],
+            until_idle=args.until_idle,
+        )
+        group.cancel_scope.cancel()
+    seen.summary()
+
+
+async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    sweep = await gov.recover()
+    out.emit(
+        f"recovery: {len(sweep.finished)} finished, {len(sweep.released)} released, "
+        f"{len(sweep.skipped)} skipped, {sweep.repaired_decisions} decision(s) repaired",
+        {
+            "finished": [r.request_id for r in sweep.finished],
+            "released": [r.request_id for r in sweep.released],
+            "skipped": list(sweep.skipped),
+            "repaired_decisions": sweep.repaired_decisions,
+        },
+    )
+
+
+async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    sweep = await gov.expire_due()
+    names = "".join(f"\n  {r.request_id}" for r in sweep.expired)
+    out.emit(
+        f"expiry: {len(sweep.expired)} expired, {len(sweep.skipped)} skipped{names}",
+        {"expired": [r.request_id for r in sweep.expired], "skipped": list(sweep.skipped)},
+    )
+
+
+async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    listing = getattr(gov, "quarantined", None)
+    if listing is None:
+        out.emit("this store reports no quarantine yet", {"supported": False, "items": []})
+        return
+    items = list(await listing())
+    human = "\n".join(str(item) for item in items) if items else "no quarantined rows"
+    out.emit(human, {"supported": True, "items": [plain(item) for item in items]})
+
+
+_Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[None]]
+
+_COMMANDS: dict[str, _Command] = {
+    "requests list": _requests_list,
+    "requests show": _requests_show,
+    "inbox": _inbox,
+    "approve": _approve,
+    "reject": _reject,
+    "cancel": _cancel,
+    "execute": _execute,
+    "worker": _worker,
+    "recover": _recover,
+    "expire": _expire,
+    "quarantine": _quarantine,
+}
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
+
+
+async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:
+    name = f"{args.command} {args.action}" if args.command == "requests" else args.command
+    try:
+        async with Governance.open(args.url, registry=registry) as gov:
+            await _COMMANDS[name](gov, args, Output(args.json))
+    except BaseExceptionGroup as group:
+        # a task group (the worker's) wraps the one error that stopped it: report that one
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mutator`` with ``argv`` (default: the process arguments); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def usage(message: str) -> NoReturn:
+        parser.error(message)
+
+    if not args.url:
+        usage("--url (or MUTATOR_URL) is required")
+    if not args.registry:
+        usage("--registry (or MUTATOR_REGISTRY) is required")
+    try:
+        registry = load_registry(args.registry)
+        anyio.run(_run, args, registry)
+    except UsageError as error:
+        usage(str(error))
+    except ConfigurationError as error:
+        usage(str(error))
+    except MutatorError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        usage(str(error))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (``mutator ... | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0

@@ -1,0 +1,239 @@
+"""The ``mutator`` command line, run as a real process against a SQLite file.
+
+The command is the installed ``mutator`` console script when the environment has it, else
+``python -m mutator_governance`` (the same ``_cli.main``); either way the code under test
+is this checkout's (``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.cli_domain import submit
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).with_name("mutator")
+
+
+def command() -> list[str]:
+    """How to run ``mutator`` here: the console script, or the package's ``__main__``."""
+    if SCRIPT.exists():
+        return [str(SCRIPT)]
+    return [sys.executable, "-m", "mutator_governance"]
+
+
+def environment(url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUTATOR_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["MUTATOR_REGISTRY"] = "tests.cli_domain:registry"
+    if url is not None:
+        env["MUTATOR_URL"] = url
+    return env
+
+
+def mutator(url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*command(), *args],
+        cwd=ROOT,
+        env=environment(url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ok(url: str, *args: str) -> str:
+    done = mutator(url, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def rows(table: str) -> list[list[str]]:
+    """The cells of a printed table, without its header."""
+    return [line.split() for line in table.strip().splitlines()[1:]]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite store where alice submitted req-1 and req-2 (each needs a finance approval)."""
+    location = f"sqlite:///{tmp_path / 'gov.db'}"
+    anyio.run(submit, location, "req-1", "req-2")
+    return location
+
+
+def test_the_console_script_is_declared() -> None:
+    """``pip install`` creates ``mutator`` from the entry point that the tests run."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"mutator": "mutator_governance._cli:main"}
+
+
+def test_an_approver_works_through_the_whole_story(url: str) -> None:
+    """inbox, a refused self-approval, approve, show, worker and a JSON listing."""
+    inbox = rows(ok(url, "inbox", "--as", "fiona", "--role", "finance"))
+    assert [(r[0], r[2], r[3]) for r in inbox] == [
+        ("req-1", "1", "role:finance"),
+        ("req-2", "1", "role:finance"),
+    ]
+    assert "nothing to approve for alice" in ok(url, "inbox", "--as", "alice", "--role", "finance")
+
+    refused = mutator(url, "approve", "req-1", "--as", "alice", "--role", "finance")
+    assert refused.returncode == 1
+    assert "four-eyes" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stdout == ""
+
+    approval_id = inbox[0][1]
+    approved = ok(
+        url, "approve", "req-1", "--as", "fiona", "--role", "finance", "--approval", approval_id
+    )
+    assert approved.strip() == "req-1: approved"
+
+    shown = ok(url, "requests", "show", "req-1")
+    assert "status    approved" in shown
+    assert f"1     {approval_id}  role:finance  approved  fiona" in shown
+    assert "lifecycle/SUBMITTED  alice" in shown
+    assert "approval/GRANTED     fiona" in shown
+
+    worker = ok(url, "worker", "--until-idle")
+    assert worker.splitlines() == [
+        "req-1: executed (version 2)",
+        "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors",
+    ]
+
+    listed = json.loads(ok(url, "--json", "requests", "list"))
+    assert listed["next_cursor"] is None
+    assert [(r["request_id"], r["status"], r["pending_reason"]) for r in listed["items"]] == [
+        ("req-1", "executed", None),
+        ("req-2", "pending", "approval"),
+    ]
+    assert listed["items"][0]["mutation_type"] == "quota.raise"
+    assert listed["items"][0]["requester"] == "alice"
+
+
+def test_requests_list_filters_and_pages(url: str) -> None:
+    """Filters narrow the table; --limit and the printed cursor walk the pages."""
+    first = json.loads(ok(url, "--json", "requests", "list", "--limit", "1"))
+    assert [r["request_id"] for r in first["items"]] == ["req-1"]
+    rest = json.loads(
+        ok(url, "--json", "requests", "list", "--limit", "1", "--cursor", first["next_cursor"])
+    )
+    assert [r["request_id"] for r in rest["items"]] == ["req-2"]
+    assert rest["next_cursor"] is None
+    human = ok(url, "requests", "list", "--limit", "1")
+    assert human.splitlines()[0].split() == [
+        "ID",
+        "STATUS",
+        "OPERATION",
+        "STATE",
+        "REQUESTER",
+        "AGE",
+    ]
+    assert f"next page: --cursor {first['next_cursor']}" in human
+    table = ok(
+        url, "requests", "list", "--status", "pending", "--reason", "approval", "--actor", "alice"
+    )
+    assert [r[:2] for r in rows(table)] == [
+        ["req-1", "pending/approval"],
+        ["req-2", "pending/approval"],
+    ]
+    assert ok(url, "requests", "list", "--state-id", "elsewhere").strip() == "no requests"
+
+
+def test_reject_cancel_execute_and_sweeps(url: str) -> None:
+    """reject and cancel print the new status; execute refuses an unapproved request."""
+    assert ok(
+        url, "reject", "req-1", "--as", "fiona", "--role", "finance", "--reason", "no"
+    ).strip() == ("req-1: rejected")
+    assert ok(url, "cancel", "req-2", "--as", "alice").strip() == "req-2: canceled"
+    refused = mutator(url, "execute", "req-2")
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("mutator: ")
+    missing = mutator(url, "requests", "show", "nope")
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr
+    assert json.loads(ok(url, "--json", "expire")) == {"expired": [], "skipped": []}
+    assert json.loads(ok(url, "--json", "recover"))["repaired_decisions"] == 0
+    assert ok(url, "quarantine").strip() == "this store reports no quarantine yet"
+
+
+@pytest.mark.parametrize(
+    ("url_given", "args", "message"),
+    [
+        (False, ["inbox", "--as", "x"], "--url (or MUTATOR_URL) is required"),
+        (True, ["frobnicate"], "invalid choice"),
+        (True, ["approve"], "the following arguments are required"),
+        (True, ["requests", "list", "--limit", "0"], "must be >= 1"),
+        (True, ["requests", "list", "--cursor", "bogus"], "not a request cursor"),
+        (True, ["--registry", "tests.cli_domain:nothing", "recover"], "has no attribute"),
+        (True, ["--registry", "tests.cli_domain", "recover"], "MODULE:ATTRIBUTE"),
+    ],
+)
+def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], message: str) -> None:
+    """Bad arguments, registries or cursors are usage errors: exit 2, no traceback."""
+    done = mutator(url if url_given else None, *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:
+    """An unsupported URL scheme is reported before anything runs."""
+    done = mutator("ftp://nowhere/x", "recover")
+    assert done.returncode == 2
+    assert "unsupported store URL" in done.stderr
+
+
+def test_ctrl_c_stops_the_worker_cleanly(url: str) -> None:
+    """SIGINT stops a long-running worker with its summary and exit code 0."""
+    process = subprocess.Popen(
+        [*command(), "worker", "--poll-interval", "0.1"],
+        cwd=ROOT,
+        env=environment(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        started = process.stdout.readline()  # printed once Ctrl-C is handled
+        assert started.startswith("worker started: concurrency 4"), started
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.strip().splitlines()[-1].startswith("worker stopped: 0 executed")
+    assert "Traceback" not in err
+
+
+def test_a_store_failure_inside_the_worker_is_reported_without_traceback(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error that stops the worker's task group exits 1 with its own message."""
+    from mutator_governance import Governance, StoreUnavailableError
+    from mutator_governance._cli import main
+
+    async def broken(self: Governance, **options: object) -> None:
+        raise StoreUnavailableError("connection lost", url="sqlite:///gov.db")
+
+    monkeypatch.setattr(Governance, "run_worker", broken)
+    code = main(["--url", url, "--registry", "tests.cli_domain:registry", "worker", "--until-idle"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip() == "mutator: connection lost (sqlite:///gov.db)"
+    assert "worker stopped" not in captured.out

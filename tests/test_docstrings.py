@@ -1,0 +1,210 @@
+"""Every public name has a docstring: the API reference is generated from them.
+
+Public names are those in ``mutator.__all__`` and ``mutator_governance.__all__``; for
+public classes, their public methods and properties too (inherited ones included when they
+are defined in this project); for constants, the string literal under their assignment.
+``KNOWN_UNDOCUMENTED`` lists the names that still lack one while their modules are being
+rewritten; it only ever shrinks.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mutator
+import mutator_governance
+
+from .test_docs import mutator_docs
+
+PACKAGES = (mutator, mutator_governance)
+
+# Names in modules other engineers are rewriting right now (mutator/_changes.py, _engine.py,
+# _evaluation.py, _interceptors.py, _memory.py, _metrics.py, _policies.py, _records.py,
+# _results.py; mutator_governance/_commit.py, _decisions.py, _memory.py, _registry.py,
+# _request.py). The lead empties this set when those branches merge.
+KNOWN_UNDOCUMENTED: frozenset[str] = frozenset(
+    {
+        "mutator._changes.ChangeSet.of",
+        "mutator._changes.StateChange.added",
+        "mutator._changes.StateChange.modified",
+        "mutator._changes.StateChange.moved",
+        "mutator._changes.StateChange.removed",
+        "mutator._changes.StateChange.replaced",
+        "mutator._evaluation.PolicyEvaluation.allowed",
+        "mutator._evaluation.PolicyEvaluation.blockers",
+        "mutator._evaluation.PolicyEvaluation.requirements",
+        "mutator._evaluation.PolicyEvaluation.status",
+        "mutator._interceptors.Interceptor.after",
+        "mutator._interceptors.Interceptor.failed",
+        "mutator._interceptors.Interceptor.policy_blocked",
+        "mutator._interceptors.Interceptor.should_run",
+        "mutator._interceptors.LoggingInterceptor.after",
+        "mutator._interceptors.LoggingInterceptor.failed",
+        "mutator._interceptors.LoggingInterceptor.policy_blocked",
+        "mutator._memory.InMemoryAuditSink.clear",
+        "mutator._memory.InMemoryAuditSink.entries",
+        "mutator._memory.InMemoryAuditSink.record",
+        "mutator._memory.InMemoryHistoryStore.append",
+        "mutator._memory.InMemoryHistoryStore.between",
+        "mutator._memory.InMemoryHistoryStore.history",
+        "mutator._memory.InMemoryHistoryStore.recent",
+        "mutator._memory.InMemoryHistoryStore.state_ids",
+        "mutator._memory.NullAuditSink.entries",
+        "mutator._memory.NullAuditSink.record",
+        "mutator._memory.NullHistoryStore.append",
+        "mutator._memory.NullHistoryStore.between",
+        "mutator._memory.NullHistoryStore.history",
+        "mutator._memory.NullHistoryStore.recent",
+        "mutator._metrics.InMemoryMetrics.record",
+        "mutator._metrics.InMemoryMetrics.statistics",
+        "mutator._policies.MutationPolicy.evaluate",
+        "mutator._policies.PolicyDecision.allow",
+        "mutator._policies.PolicyDecision.deny",
+        "mutator._policies.PolicyDecision.deny_critical",
+        "mutator._policies.PolicyDecision.modify",
+        "mutator._policies.PolicyDecision.needs_approval",
+        "mutator._policies.PolicyDecision.require_approval",
+        "mutator._policies.PolicyModification.replaces_state",
+        "mutator._policies.PolicyRequirement.is_approval",
+        "mutator._records.AuditEntry.correlation_id",
+        "mutator._records.AuditEntry.succeeded",
+        "mutator._records.MutationHistory.first_at",
+        "mutator._records.MutationHistory.last_at",
+        "mutator._records.MutationHistory.statistics",
+        "mutator._results.BatchResult.failure_count",
+        "mutator._results.BatchResult.success_count",
+        "mutator._results.MutationResult.ok",
+        "mutator_governance.DecisionCode",
+        "mutator_governance.KEEP",
+        "mutator_governance._commit.InMemoryCommitter.commit",
+        "mutator_governance._commit.SequentialCommitter.commit",
+        "mutator_governance._decisions.RequestDecision.category",
+        "mutator_governance._memory.InMemoryDecisionHistory.append",
+        "mutator_governance._memory.InMemoryDecisionHistory.for_request",
+        "mutator_governance._memory.InMemoryDecisionHistory.recent",
+        "mutator_governance._memory.InMemoryRequestStore.by_state",
+        "mutator_governance._memory.InMemoryRequestStore.create",
+        "mutator_governance._memory.InMemoryRequestStore.get",
+        "mutator_governance._memory.InMemoryRequestStore.list",
+        "mutator_governance._memory.InMemoryRequestStore.lock",
+        "mutator_governance._memory.InMemoryRequestStore.pending",
+        "mutator_governance._memory.InMemoryRequestStore.replace",
+        "mutator_governance._memory.InMemoryStateStore.get",
+        "mutator_governance._memory.InMemoryStateStore.lock",
+        "mutator_governance._memory.InMemoryStateStore.put",
+        "mutator_governance._memory.InMemoryStateStore.version_by_request",
+        "mutator_governance._registry.MutationRegistry.loads",
+        "mutator_governance._registry.MutationRegistry.mutation_names",
+        "mutator_governance._registry.MutationRegistry.state_class_of",
+        "mutator_governance._registry.MutationRegistry.state_name_of",
+        "mutator_governance._registry.MutationRegistry.structure_decision",
+        "mutator_governance._registry.MutationRegistry.structure_value",
+        "mutator_governance._registry.MutationRegistry.unstructure_decision",
+        "mutator_governance._request.MutationRequest.approval",
+        "mutator_governance._request.MutationRequest.is_terminal",
+        "mutator_governance._request.MutationRequest.last_decision",
+        "mutator_governance._request.MutationRequest.open_approvals",
+    }
+)
+
+
+def _own_doc(obj: Any) -> str | None:
+    doc = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    return doc if isinstance(doc, str) and doc.strip() else None
+
+
+def _member_doc(cls: type[Any], name: str, member: Any) -> str | None:
+    """The member's docstring, or one it overrides in a base class (as autodoc shows it)."""
+    if isinstance(member, classmethod | staticmethod):
+        member = member.__func__
+    if _own_doc(member):
+        return _own_doc(member)
+    for base in cls.__mro__[1:]:
+        inherited = vars(base).get(name)
+        if inherited is not None:
+            if isinstance(inherited, classmethod | staticmethod):
+                inherited = inherited.__func__
+            if _own_doc(inherited):
+                return _own_doc(inherited)
+    return None
+
+
+def _ours(obj: Any) -> bool:
+    module = getattr(obj, "__module__", "") or ""
+    return module.split(".")[0] in {"mutator", "mutator_governance"}
+
+
+def _documentable(member: Any) -> bool:
+    if isinstance(member, classmethod | staticmethod):
+        member = member.__func__
+    return inspect.isfunction(member) or isinstance(member, property)
+
+
+def public_names() -> Iterator[tuple[str, str | None]]:
+    """(qualified name, docstring) for every public name and public class member."""
+    seen: set[str] = set()
+    for package in PACKAGES:
+        for name in package.__all__:
+            obj = getattr(package, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            qualified = f"{obj.__module__}.{obj.__qualname__}"
+            if qualified in seen:
+                continue
+            seen.add(qualified)
+            yield qualified, _own_doc(obj)
+            if not inspect.isclass(obj) or issubclass(obj, BaseException):
+                continue
+            for base in obj.__mro__:
+                if not _ours(base) or base is enum.Enum:
+                    continue
+                for member_name, member in vars(base).items():
+                    if member_name.startswith("_") or not _documentable(member):
+                        continue
+                    member_qualified = f"{base.__module__}.{base.__qualname__}.{member_name}"
+                    if member_qualified in seen:
+                        continue
+                    seen.add(member_qualified)
+                    yield member_qualified, _member_doc(base, member_name, member)
+
+
+def public_constants() -> Iterator[tuple[str, str | None]]:
+    """(qualified name, docstring) for every public name that is neither class nor function;
+    the docstring is the string literal under its assignment, as the reference shows it."""
+    for package in PACKAGES:
+        for name, doc in mutator_docs.constant_docs(package).items():
+            yield f"{package.__name__}.{name}", doc
+
+
+def undocumented() -> set[str]:
+    found = [*public_names(), *public_constants()]
+    return {name for name, doc in found if doc is None}
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    """A public name without a docstring fails, unless it is on the known list."""
+    missing = undocumented() - KNOWN_UNDOCUMENTED
+    assert not missing, "public names without a docstring:\n" + "\n".join(sorted(missing))
+
+
+def test_known_undocumented_list_holds_no_documented_name() -> None:
+    """Documenting a listed name means deleting it from the list, so the list cannot go stale."""
+    stale = KNOWN_UNDOCUMENTED - undocumented()
+    assert not stale, "documented or gone; remove from KNOWN_UNDOCUMENTED:\n" + "\n".join(
+        sorted(stale)
+    )
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+def test_checker_sees_the_whole_public_surface(package: Any) -> None:
+    """The check covers every name of ``__all__`` that is a class or a function."""
+    names = {name for name, _ in public_names()}
+    for name in package.__all__:
+        obj = getattr(package, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert f"{obj.__module__}.{obj.__qualname__}" in names
