@@ -201,6 +201,7 @@ class GovernedExecutionManager:
 
     @property
     def clock(self) -> Callable[[], datetime]:
+        """The governance clock (leases, decision times)."""
         return self.ledger.clock
 
     # -- execution -----------------------------------------------------------------------

@@ -137,6 +137,7 @@ class InMemoryDecisionHistory:
 
     @property
     def lock(self) -> threading.Lock:
+        """The lock an atomic commit holds while it appends."""
         return self._lock
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:

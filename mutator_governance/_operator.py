@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from mutator import MutationContext
-from mutator._context import utc_now
+from mutator.values import utc_now
 
 from ._query import RequestQuery, encode_position
 from ._query_views import (

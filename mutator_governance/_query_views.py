@@ -15,8 +15,7 @@ from typing import Any
 
 import attrs
 
-from mutator._context import optional_aware
-from mutator._freeze import to_tuple
+from mutator.values import optional_aware, to_tuple
 
 from ._approvals import ApprovalRequirement
 from ._decisions import DecisionCode, RequestDecision

@@ -145,22 +145,34 @@ class GovernanceStore(Protocol):
     """
 
     @property
-    def requests(self) -> RequestStore: ...
+    def requests(self) -> RequestStore:
+        """The request store."""
+        ...
 
     @property
-    def decisions(self) -> DecisionHistory: ...
+    def decisions(self) -> DecisionHistory:
+        """The decision log."""
+        ...
 
     @property
-    def states(self) -> StateStore: ...
+    def states(self) -> StateStore:
+        """The state store."""
+        ...
 
     @property
-    def audit(self) -> AuditSink: ...
+    def audit(self) -> AuditSink:
+        """The audit sink (governed executions are audited here)."""
+        ...
 
     @property
-    def history(self) -> HistoryStore: ...
+    def history(self) -> HistoryStore:
+        """The history store."""
+        ...
 
     @property
-    def committer(self) -> ExecutionCommitter: ...
+    def committer(self) -> ExecutionCommitter:
+        """Writes every governance operation as one atomic commit."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections; the store is unusable afterwards."""

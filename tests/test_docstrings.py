@@ -81,8 +81,6 @@ KNOWN_UNDOCUMENTED: frozenset[str] = frozenset(
         "mutator._results.MutationResult.ok",
         "mutator_governance.DecisionCode",
         "mutator_governance.KEEP",
-        "mutator_governance._commit.InMemoryCommitter.commit",
-        "mutator_governance._commit.SequentialCommitter.commit",
         "mutator_governance._decisions.RequestDecision.category",
         "mutator_governance._memory.InMemoryDecisionHistory.append",
         "mutator_governance._memory.InMemoryDecisionHistory.for_request",
