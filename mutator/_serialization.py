@@ -331,6 +331,12 @@ class TypeRegistry:
         self._by_name[name] = cls
         self._by_class[cls] = name
 
+    def forget(self, cls: type[Any]) -> None:
+        """Drop the registration of ``cls`` (so it can be registered under another name)."""
+        name = self._by_class.pop(cls, None)
+        if name is not None:
+            del self._by_name[name]
+
     def name_of(self, cls: type[Any]) -> str | None:
         """The name ``cls`` is registered under, if any."""
         return self._by_class.get(cls)

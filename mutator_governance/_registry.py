@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import typing
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 
 from mutator import Mutation
@@ -40,28 +43,84 @@ class MutationRegistry:
         self._states: dict[str, type[Any]] = {}
         self._state_names: dict[type[Any], str] = {}
         self.types = TypeRegistry()
+        self._inferred: set[type[Any]] = set()
         self._converter: cattrs.Converter | None = None
 
-    def register(self, cls: type[T], *, name: str | None = None) -> type[T]:
-        """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class."""
+    def register(
+        self, cls: type[T], *, name: str | None = None, state_name: str | None = None
+    ) -> type[T]:
+        """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class.
+
+        The state class of ``Mutation[Quotas]`` (``Quotas``) is registered as a state type
+        too, under ``state_name`` (default: the name it already has, else its qualname),
+        unless the generic parameter is ``Any`` or not an attrs class, dataclass or enum.
+        A later :meth:`register_state` with an explicit name replaces a defaulted one.
+        """
         if not isinstance(cls, type) or not issubclass(cls, Mutation):
-            raise TypeError(f"register() takes a Mutation subclass, got {cls!r}")
+            raise TypeError(
+                f"MutationRegistry.register() takes a Mutation subclass, got {cls!r}; "
+                "register state classes with MutationRegistry.register_state and other "
+                "classes with MutationRegistry.register_value"
+            )
         if name is None:
             intent = getattr(cls, "intent", None)
             if intent is None:
                 raise TypeError(f"{cls.__qualname__} has no intent; pass name=...")
             name = str(intent.operation)
-        self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        state = _state_class_of(cls)
+        inferred_name = state_name is None
+        if state is not None:
+            state_name = self._state_name_for(state, state_name)
+        elif state_name is not None:
+            raise TypeError(
+                f"{cls.__qualname__} declares no state class (Mutation[State]); register "
+                "the state with MutationRegistry.register_state instead of state_name=..."
+            )
+        self._check_free(self._mutations, self._mutation_names, cls, name, "mutation")
+        self._check_type_name(cls, name)
+        if state is not None and state_name is not None:
+            self._check_free(self._states, self._state_names, state, state_name, "state")
+            self._check_type_name(state, state_name)
         self.types.register(cls, name)
+        self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        if state is not None and state_name is not None and state not in self._state_names:
+            self.register_state(state, name=state_name)
+            if inferred_name:
+                self._inferred.add(state)
         return cls
 
+    def _check_type_name(self, cls: type[Any], name: str) -> None:
+        holder = self.types.class_of(name)
+        if holder is not None and holder is not cls:
+            raise ValueError(f"type name {name!r} is already registered to {holder.__qualname__}")
+
+    def _state_name_for(self, state: type[Any], given: str | None) -> str:
+        known = self._state_names.get(state) or self.types.name_of(state)
+        if given is None:
+            return known or state.__qualname__
+        if known is not None and known != given:
+            raise ValueError(
+                f"state class {state.__qualname__} is already registered as {known!r}, "
+                f"not {given!r}"
+            )
+        return given
+
     def register_state(self, cls: type[T], *, name: str | None = None) -> type[T]:
-        """Register a state class (needed by durable state stores); returns the class."""
+        """Register a state class (needed by durable state stores); returns the class.
+
+        Registering the same class under the same name again is a no-op.
+        """
         if not isinstance(cls, type):
             raise TypeError(f"register_state() takes a class, got {cls!r}")
         name = name or cls.__qualname__
-        self._bind(self._states, self._state_names, cls, name, "state")
+        if cls in self._inferred and self._state_names.get(cls) != name:
+            # Named from a Mutation[State] parameter: an explicit name replaces that one.
+            self._inferred.discard(cls)
+            del self._states[self._state_names.pop(cls)]
+            self.types.forget(cls)
+        self._check_free(self._states, self._state_names, cls, name, "state")
         self.types.register(cls, name)
+        self._bind(self._states, self._state_names, cls, name, "state")
         return cls
 
     def register_value(self, cls: type[T], *, name: str) -> type[T]:
@@ -157,7 +216,7 @@ class MutationRegistry:
         if name is None:
             raise UnknownMutationTypeError(
                 f"mutation class {cls.__qualname__} is not registered: call "
-                f"registry.register({cls.__name__}, name=...)"
+                f"MutationRegistry.register({cls.__name__}, name=...)"
             )
         return name
 
@@ -181,14 +240,28 @@ class MutationRegistry:
     def mutation_names(self) -> tuple[str, ...]:
         return tuple(self._mutations)
 
-    @staticmethod
+    @classmethod
     def _bind(
+        cls_,
         by_name: dict[str, Any],
         by_class: dict[type[Any], str],
         cls: type[Any],
         name: str,
         kind: str,
     ) -> None:
+        cls_._check_free(by_name, by_class, cls, name, kind)
+        by_name[name] = cls
+        by_class[cls] = name
+
+    @staticmethod
+    def _check_free(
+        by_name: dict[str, Any],
+        by_class: dict[type[Any], str],
+        cls: type[Any],
+        name: str,
+        kind: str,
+    ) -> None:
+        """Raise unless ``cls`` may be bound to ``name`` (unbound, or bound to each other)."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a {kind} name must be a non-blank string")
         existing = by_name.get(name)
@@ -199,5 +272,20 @@ class MutationRegistry:
         previous = by_class.get(cls)
         if previous is not None and previous != name:
             raise ValueError(f"{cls.__qualname__} is already registered as {previous!r}")
-        by_name[name] = cls
-        by_class[cls] = name
+
+
+def _state_class_of(cls: type[Any]) -> type[Any] | None:
+    """``S`` of the nearest ``Mutation[S]`` base of ``cls``, when it is a storable class."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if not (isinstance(origin, type) and issubclass(origin, Mutation)):
+                continue
+            arguments = typing.get_args(base)
+            state = arguments[0] if arguments else None
+            if isinstance(state, type) and (
+                attrs.has(state) or dataclasses.is_dataclass(state) or issubclass(state, enum.Enum)
+            ):
+                return state
+            return None
+    return None
