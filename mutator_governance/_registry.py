@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -14,7 +15,7 @@ import cattrs
 from mutator import Mutation
 from mutator._serialization import TypeRegistry, make_converter, structure, unstructure
 
-from ._decisions import DecisionCode, RequestDecision, category_of, code_for
+from ._decisions import _CATEGORIES, _CODES, DecisionCode, RequestDecision, code_for
 from ._enums import DecisionCategory
 from ._errors import UnknownMutationTypeError
 from ._request import MutationRequest
@@ -22,6 +23,55 @@ from ._request import MutationRequest
 __all__ = ["MutationRegistry"]
 
 T = TypeVar("T")
+
+
+def _stdlib_dumps(data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text
+
+
+def _stdlib_loads(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+def _json_codec() -> tuple[str, Callable[[Any], str], Callable[[str | bytes], Any]]:
+    """orjson when it is installed (the ``fast`` extra), else the stdlib ``json``.
+
+    Both give text that reads back to the same data; orjson hands anything it refuses
+    (lone surrogates, integers beyond 64 bits, non-string keys, subclasses) to the stdlib,
+    so the two fail or succeed alike.
+    """
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - the stdlib-only install
+        return "json", _stdlib_dumps, _stdlib_loads
+    encode, decode = orjson.dumps, orjson.loads
+    options = (
+        orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+
+    def dumps(data: Any) -> str:
+        try:
+            return encode(data, option=options).decode("utf-8")
+        except TypeError:
+            return _stdlib_dumps(data)
+
+    def loads(text: str | bytes) -> Any:
+        try:
+            return decode(text)
+        except ValueError:  # lone-surrogate escapes, NaN, big integers: the stdlib decides
+            return json.loads(text)
+
+    return "orjson", dumps, loads
+
+
+JSON_LIBRARY, _dumps, _loads = _json_codec()
 
 
 class MutationRegistry:
@@ -167,43 +217,48 @@ class MutationRegistry:
         """Compact JSON text of unstructured data (what durable stores write).
 
         The text always encodes as UTF-8: strings holding lone surrogates fall back to
-        ``\\u`` escapes.
+        ``\\u`` escapes. Uses orjson when it is installed (the ``fast`` extra), the
+        stdlib ``json`` otherwise; both read back to the same data.
         """
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        return text
+        return _dumps(data)
 
     @staticmethod
     def loads(text: str | bytes) -> Any:
-        return json.loads(text)
+        """The data of JSON text written by :meth:`dumps` (orjson when installed)."""
+        return _loads(text)
 
     def _build_converter(self) -> cattrs.Converter:
         converter = make_converter(self.types)
+        encode = converter.get_unstructure_hook(Any)
+        decode = converter.get_structure_hook(Any)
 
         def is_mutation(tp: Any) -> bool:
             return (typing.get_origin(tp) or tp) is Mutation
 
-        def mutation_out(value: Mutation[Any]) -> Any:
-            return converter.unstructure(value, unstructure_as=Any)
-
         def mutation_in(data: Any, _: Any) -> Mutation[Any]:
-            value = converter.structure(data, typing.cast(type[Any], Any))
+            value = decode(data, Any)
             if not isinstance(value, Mutation):
                 raise TypeError(f"expected a registered mutation, got {type(value).__name__}")
             return value
 
+        categories = {cls: category.value for cls, category in _CATEGORIES.items()}
+        codes = {category.value: cls.__members__ for category, cls in _CODES.items()}
+
         def code_out(code: DecisionCode) -> dict[str, str]:
-            return {"category": category_of(code).value, "code": code.name}
+            return {"category": categories[code.__class__], "code": code._name_}
 
         def code_in(data: Any, _: Any) -> DecisionCode:
+            try:
+                code: DecisionCode = codes[data["category"]][data["code"]]
+            except (KeyError, TypeError, IndexError):
+                pass
+            else:
+                return code
             if not isinstance(data, dict):
                 raise TypeError(f"expected a decision code object, got {type(data).__name__}")
             return code_for(DecisionCategory(data["category"]), data["code"])
 
-        converter.register_unstructure_hook_func(is_mutation, mutation_out)
+        converter.register_unstructure_hook_func(is_mutation, encode)
         converter.register_structure_hook_func(is_mutation, mutation_in)
         converter.register_unstructure_hook(DecisionCode, code_out)
         converter.register_structure_hook(DecisionCode, code_in)
