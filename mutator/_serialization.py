@@ -1249,13 +1249,6 @@ def _fields_of(cls: type[Any]) -> list[tuple[str, str, Any, bool]]:
     return [(f.name, f.name, types[f.name], f.init) for f in dataclasses.fields(cls)]
 
 
-def _aware_fast(value: Any) -> str:
-    """:func:`_aware_out` for the common case (a datetime with a fixed-offset timezone)."""
-    if value.__class__ is datetime and value.tzinfo.__class__ is timezone:
-        return value.isoformat()
-    return _aware_out(value)
-
-
 _PARSED: dict[str, datetime] = {}
 """Recently read timestamps by text (datetimes are immutable; documents repeat them)."""
 _PARSED_LIMIT = 4096
@@ -1284,6 +1277,26 @@ def _scalar_items(kind: type[Any]) -> Callable[[Any], list[Any]]:
     return items
 
 
+def _is_frozen(cls: type[Any]) -> bool:
+    if attrs.has(cls):
+        return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+    params = getattr(cls, "__dataclass_params__", None)
+    return bool(params is not None and params.frozen)
+
+
+def _memo_kind(tp: Any) -> str | None:
+    """How a field takes part in memoizing: "text" (str-like), "map" (Any mapping) or None."""
+    if _is_optional(tp):
+        tp = next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE)
+    if tp is str or tp is datetime:
+        return "text"
+    if _is_enum(tp) and tp and all(type(member.value) is str for member in tp):
+        return "text"
+    if _is_mapping(tp) and _any_valued(tp):
+        return "map"
+    return None
+
+
 class _Compiler:
     """Straight-line (un)structure functions for one attrs class or dataclass.
 
@@ -1300,6 +1313,30 @@ class _Compiler:
         self.hooks = hooks
         self.cls = cls
         self.scope: dict[str, Any] = {"_Mismatch": _Mismatch, "H": hooks, "cls": cls}
+        self.fields = [
+            field for field in _fields_of(cls) if field[0] not in _OMITTED.get(cls, frozenset())
+        ]
+        # Frozen classes of text fields and Any mappings repeat within documents (the
+        # contexts of decisions): the last value read or written is kept, and reused
+        # when the next one is the same object (unstructure) or equal data with empty
+        # mappings (structure; text compares exactly, unlike numbers where 1 == True).
+        kinds = [_memo_kind(_without_typevars(field[2])) for field in self.fields]
+        self.memo = _is_frozen(cls) and None not in kinds and all(f[3] for f in self.fields)
+        self.maps = [f"v{i}" for i, kind in enumerate(kinds) if kind == "map"]
+        self.map_names = [self.fields[i][0] for i, kind in enumerate(kinds) if kind == "map"]
+        self.scope["M"] = [(None, None)]
+
+    def st_memo_store(self) -> list[str]:
+        """Keep ``(copy of the data, value)`` when every mapping field is empty."""
+        if not self.memo:
+            return []
+        empty = " and ".join(f"not {var}" for var in self.maps) or "True"
+        resets = "".join(f"; kept[{name!r}] = {{}}" for name in self.map_names)
+        return [
+            f"        if {empty}:",
+            f"            kept = o.copy(){resets}",
+            "            M[0] = (kept, value)",
+        ]
 
     def bind(self, value: Any) -> str:
         key = f"g{len(self.scope)}"
@@ -1315,13 +1352,10 @@ class _Compiler:
     # -- unstructure --------------------------------------------------------------------
 
     def unstructure(self, located: Unstructure) -> Unstructure:
-        omitted = _OMITTED.get(self.cls, frozenset())
         reads: list[str] = []
         checks: list[str] = []
         items: list[str] = []
-        for index, (name, _, tp, _) in enumerate(_fields_of(self.cls)):
-            if name in omitted:
-                continue
+        for index, (name, _, tp, _) in enumerate(self.fields):
             var = f"v{index}"
             reads.append(f"        {var} = i.{name}")
             check, expr = self.un_field(_without_typevars(tp), var)
@@ -1334,10 +1368,13 @@ class _Compiler:
             "def unstructure_fast(i):",
             "    if H.locating:",
             "        return located(i)",
+            *(self.un_memo_hit() if self.memo else []),
             "    try:",
             *reads,
             *(guard if checks else []),
-            "        return {" + ", ".join(items) + "}",
+            "        out = {" + ", ".join(items) + "}",
+            *self.un_memo_store(),
+            "        return out",
             "    except Exception:",
             "        H.locating += 1",
             "        try:",
@@ -1346,6 +1383,22 @@ class _Compiler:
             "            H.locating -= 1",
         ]
         return self.define("unstructure_fast", lines)  # type: ignore[no-any-return]
+
+    def un_memo_store(self) -> list[str]:
+        """Keep ``(instance, output copy)`` when every mapping field is empty."""
+        if not self.memo:
+            return []
+        empty = " and ".join(f"not {var}" for var in self.maps) or "True"
+        return [f"        if {empty}:", "            M[0] = (i, out.copy())"]
+
+    def un_memo_hit(self) -> list[str]:
+        resets = "".join(f"; out[{name!r}] = {{}}" for name in self.map_names)
+        return [
+            "    kept = M[0]",
+            "    if i is kept[0]:",
+            f"        out = kept[1].copy(){resets}",
+            "        return out",
+        ]
 
     def un_field(self, tp: Any, var: str) -> tuple[str | None, str]:
         if tp is str or tp is int or tp is bool:
@@ -1358,7 +1411,9 @@ class _Compiler:
         if _is_enum(tp) and all(type(member.value) in _JSON_SCALARS for member in tp):
             return f"{var}.__class__ is not {self.bind(tp)}", f"{var}._value_"
         if tp is datetime:
-            return None, f"{self.bind(_aware_fast)}({var})"
+            dt, tz, slow = self.bind(datetime), self.bind(timezone), self.bind(_aware_out)
+            fast = f"{var}.__class__ is {dt} and {var}.tzinfo.__class__ is {tz}"
+            return None, f"({var}.isoformat() if {fast} else {slow}({var}))"
         if tp is Any:
             return None, f"{self.bind(self.hooks.encode)}({var})"
         origin = _origin(tp)
@@ -1372,24 +1427,19 @@ class _Compiler:
             check = f"({var}.__class__ is not tuple and {var}.__class__ is not list)"
             return check, f"[{hook}(e) for e in {var}]"
         if _is_mapping(tp) and _any_valued(tp):
-            return None, f"{self.bind(self._any_mapping_out)}({var})"
+            proxy = self.bind(types.MappingProxyType)
+            check = f"({var}.__class__ is not dict and {var}.__class__ is not {proxy})"
+            return check, f"({self.bind(self.hooks.encode_dict)}({var}) if {var} else {{}})"
         return None, f"{self.bind(self.hooks.unhook(tp))}({var})"
-
-    def _any_mapping_out(self, value: Any) -> Any:
-        kind = value.__class__
-        if kind is not dict and kind is not types.MappingProxyType:
-            raise _Mismatch
-        return self.hooks.encode_dict(value) if value else {}
 
     # -- structure ----------------------------------------------------------------------
 
     def structure(self, located: Structure) -> Structure:
-        omitted = _OMITTED.get(self.cls, frozenset())
         reads: list[str] = []
         checks: list[str] = []
         arguments: list[str] = []
-        for index, (name, alias, tp, init) in enumerate(_fields_of(self.cls)):
-            if name in omitted or not init:
+        for index, (name, alias, tp, init) in enumerate(self.fields):
+            if not init:
                 continue
             var = f"v{index}"
             reads.append(f"        {var} = o[{name!r}]")
@@ -1403,10 +1453,17 @@ class _Compiler:
             "def structure_fast(o, t):",
             "    if o.__class__ is not dict or H.locating:",
             "        return located(o, t)",
+            *(
+                ["    kept = M[0]", "    if o == kept[0]:", "        return kept[1]"]
+                if self.memo
+                else []
+            ),
             "    try:",
             *reads,
             *(guard if checks else []),
-            "        return cls(" + ", ".join(arguments) + ")",
+            "        value = cls(" + ", ".join(arguments) + ")",
+            *self.st_memo_store(),
+            "        return value",
             "    except Exception:",
             "        H.locating += 1",
             "        try:",
@@ -1444,14 +1501,11 @@ class _Compiler:
             hook, kind = self.bind(self.hooks.sthook(item)), self.bind(item)
             return check, f"{build}([{hook}(e, {kind}) for e in {var}])"
         if _is_mapping(tp) and _any_valued(tp) and origin is not types.MappingProxyType:
-            return None, f"{self.bind(self._any_mapping_in)}({var})"
+            check = f"{var}.__class__ is not dict"
+            return check, f"({self.bind(self._any_mapping_in)}({var}) if {var} else {{}})"
         return None, f"{self.bind(self.hooks.sthook(tp))}({var}, {self.bind(tp)})"
 
     def _any_mapping_in(self, data: Any) -> dict[str, Any]:
-        if data.__class__ is not dict:
-            raise _Mismatch
-        if not data:
-            return {}
         value = self.hooks.decode(data)
         if value.__class__ is not dict:
             raise _Mismatch
