@@ -28,8 +28,15 @@ registered attrs class / dataclass      ``{"$type": name, "value": {...}}``
 side-effect payload                     ``{"$payload": name, "version": n, "value": {...}}``
 ======================================  ==========================================
 
-Anything else raises :class:`SerializationError`; register the class with
-:meth:`TypeRegistry.register`.
+Fields typed as a union of several types (``int | str | bytes | None``) hold the tagged
+encoding too, so every member reads back as itself. Aware datetimes with a
+:class:`zoneinfo.ZoneInfo` zone are written ``<ISO 8601>[<zone key>]`` and read back in
+that zone, with the ``fold`` the offset implies.
+
+Anything else (a value of an unregistered class, a value that does not match its
+field's declared type) raises :class:`SerializationError` naming the field path, when
+the value is written; register classes with ``MutationRegistry.register_value`` (or
+``MutationRegistry.register_state`` for state classes).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, NoReturn, TypeVar, Union
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import cattrs
@@ -290,6 +298,19 @@ def _fail(problem: str) -> NoReturn:
     raise SerializationError("", problem)
 
 
+_REGISTER_HINT = (
+    "MutationRegistry.register_value(cls, name=...) "
+    "(MutationRegistry.register_state for a state class)"
+)
+
+
+def _unregistered(kind: type[Any]) -> str:
+    return (
+        f"cannot serialize a value of type {kind.__module__}.{kind.__qualname__}: "
+        f"register it with {_REGISTER_HINT}"
+    )
+
+
 # ------------------------------------------------------------------------- registry
 
 
@@ -358,6 +379,33 @@ def _aware_out(value: datetime) -> str:
         _fail(f"expected a datetime, got {type(value).__qualname__}")
     if value.utcoffset() is None:
         _fail(f"naive datetime {value.isoformat()}; timestamps must be timezone-aware")
+    return _datetime_text(value)
+
+
+def _datetime_text(value: datetime) -> str:
+    """ISO 8601, with ``[zone key]`` for a ZoneInfo zone; other zone kinds are refused."""
+    zone = value.tzinfo
+    if zone is None or zone.__class__ is timezone:
+        return value.isoformat()
+    if isinstance(zone, ZoneInfo):
+        if zone.key is None:
+            _fail(
+                f"datetime {value.isoformat()} has a ZoneInfo read from a file (no key): "
+                "it cannot be read back; use ZoneInfo(<zone name>)"
+            )
+        return f"{value.isoformat()}[{zone.key}]"
+    _fail(
+        f"datetime {value.isoformat()} has a {type(zone).__qualname__} zone, which cannot be "
+        "read back exactly: use datetime.timezone or zoneinfo.ZoneInfo"
+    )
+
+
+def _time_text(value: time) -> str:
+    if value.tzinfo is not None and value.tzinfo.__class__ is not timezone:
+        _fail(
+            f"time {value.isoformat()} has a {type(value.tzinfo).__qualname__} zone, whose "
+            "offset depends on the date: store a datetime, or a time with datetime.timezone"
+        )
     return value.isoformat()
 
 
@@ -387,7 +435,27 @@ def _with_exact_offset(value: _Clock, text: str) -> _Clock:
 
 
 def _datetime_from(text: str) -> datetime:
+    if text[-1:] == "]":
+        return _zoned_from(text)
     return _with_exact_offset(datetime.fromisoformat(text), text)
+
+
+def _zoned_from(text: str) -> datetime:
+    """``<ISO 8601 with offset>[<zone key>]`` in that zone, with the fold its offset implies."""
+    base, _, key = text[:-1].partition("[")
+    fixed = _with_exact_offset(datetime.fromisoformat(base), base)
+    offset = fixed.utcoffset()
+    if offset is None:
+        raise ValueError("a zoned datetime needs its UTC offset")
+    try:
+        zone = ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {key!r}") from exc
+    for fold in (0, 1):
+        value = fixed.replace(tzinfo=zone, fold=fold)
+        if value.utcoffset() == offset:
+            return value
+    raise ValueError(f"offset {offset} is not an offset of {key} at that time")
 
 
 def _time_from(text: str) -> time:
@@ -603,7 +671,7 @@ class _Hooks:
         scalars: tuple[tuple[type[Any], Unstructure, Structure], ...] = (
             (datetime, _aware_out, _aware_in),
             (date, _iso, lambda d, _: _parse(date.fromisoformat, _text(d, "an ISO date"))),
-            (time, _iso, lambda d, _: _parse(_time_from, _text(d, "an ISO time"))),
+            (time, _time_text, lambda d, _: _parse(_time_from, _text(d, "an ISO time"))),
             (timedelta, _seconds_out, _seconds_in),
             (Decimal, str, _decimal_in),
             (UUID, str, _uuid_in),
@@ -621,6 +689,8 @@ class _Hooks:
         c.register_structure_hook(Any, lambda data, _: self.decode(data))
         c.register_unstructure_hook_factory(_is_enum, self.enum_un)
         c.register_structure_hook_factory(_is_enum, self.enum_st)
+        c.register_unstructure_hook_factory(_is_union, self._union_un)
+        c.register_structure_hook_factory(_is_union, self._union_st)
         c.register_unstructure_hook_factory(_is_optional, self._optional_un)
         c.register_structure_hook_factory(_is_optional, self._optional_st)
         c.register_unstructure_hook_factory(_is_sequence, self._sequence_un)
@@ -640,11 +710,18 @@ class _Hooks:
             return self.enum_un(tp)
         if tp in self.building_un:  # a class that contains itself: look it up on use
             return lambda value: self.model_un(tp)(value)
-        return self.converter.get_unstructure_hook(tp)
+        if tp is str or tp is int or tp is bool:
+            return _CHECKED[tp]
+        if tp is object:
+            return self.encode
+        hook = self.converter.get_unstructure_hook(tp)
+        if hook is identity and isinstance(tp, type) and tp not in _JSON_SCALARS:
+            return _refuse(tp)
+        return hook
 
     def sthook(self, tp: Any) -> Structure:
         """The structure hook for a declared type."""
-        if tp is Any or isinstance(tp, TypeVar):
+        if tp is Any or tp is object or isinstance(tp, TypeVar):
             return self._decode_st
         if tp in self.building_st:
             return lambda data, cls: self.model_st(tp)(data, cls)
@@ -712,6 +789,32 @@ class _Hooks:
                 _fail(f"{_short(data)} is not a valid {cls.__qualname__}")
 
         return structure_enum
+
+    def _union_un(self, tp: Any) -> Unstructure:
+        """A union of several types holds the tagged encoding: each member reads back as
+        itself. A value of none of the members is refused."""
+        classes, encode = _runtime_classes(tp), self.encode
+
+        def unstructure_union(value: Any) -> Any:
+            if not isinstance(value, classes):
+                _fail(
+                    f"expected {_type_name(tp)}, got {type(value).__qualname__} "
+                    f"{_short(value)}: it could not be read back as the declared type"
+                )
+            return encode(value)
+
+        return unstructure_union
+
+    def _union_st(self, tp: Any) -> Structure:
+        classes, decode = _runtime_classes(tp), self.decode
+
+        def structure_union(data: Any, _: object) -> Any:
+            value = decode(data)
+            if not isinstance(value, classes):
+                _fail(f"expected {_type_name(tp)}, got {_json_type(data)}")
+            return value
+
+        return structure_union
 
     def _optional_un(self, tp: Any) -> Unstructure:
         inner = self.unhook(next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE))
@@ -935,7 +1038,7 @@ class _Hooks:
                 overrides[name] = override(omit=True)
                 continue
             bare = _without_typevars(tp)
-            if bare is not tp:
+            if bare is not tp or bare is object:
                 overrides[name] = override(struct_hook=self.sthook(bare))
         generated = make_dict_structure_fn(_with_any(cls), self.converter, **overrides)
 
@@ -1028,10 +1131,7 @@ class _Hooks:
                 if isinstance(value, enum.Enum):
                     return {"$enum": name, "value": enum_un(kind)(value)}
                 return {"$type": name, "value": model_un(kind)(value)}
-            _fail(
-                f"cannot serialize a value of type {kind.__module__}.{kind.__qualname__}: "
-                "register it with TypeRegistry.register"
-            )
+            _fail(_unregistered(kind))
 
         def encode_items(values: Any) -> list[Any]:
             out: list[Any] = []
@@ -1077,9 +1177,9 @@ class _Hooks:
             tuple: lambda v: {"$tuple": encode_items(v)},
             frozenset: encode_set("$frozenset"),
             set: encode_set("$set"),
-            datetime: lambda v: {"$datetime": v.isoformat()},
+            datetime: lambda v: {"$datetime": _datetime_text(v)},
             date: lambda v: {"$date": v.isoformat()},
-            time: lambda v: {"$time": v.isoformat()},
+            time: lambda v: {"$time": _time_text(v)},
             timedelta: lambda v: {"$timedelta": _seconds_out(v)},
             Decimal: lambda v: {"$decimal": str(v)},
             UUID: lambda v: {"$uuid": str(v)},
@@ -1191,8 +1291,7 @@ class _Hooks:
             cls = registry.class_of(name) if isinstance(name, str) else None
             if cls is None:
                 _fail(
-                    f"unknown {tag} name {_short(name)}: register the class with "
-                    "TypeRegistry.register"
+                    f"unknown {tag} name {_short(name)}: register the class with {_REGISTER_HINT}"
                 )
             return cls
 
@@ -1232,6 +1331,58 @@ class _Hooks:
             "$payload": (frozenset({"$payload", "version", "value"}), decode_payload),
         }
         return decode
+
+
+# ----------------------------------------------------------------- write-time checks
+
+
+def _checked_scalar(kind: type[Any], what: str) -> Unstructure:
+    """A declared ``str``/``int``/``bool`` field: the value must read back as one."""
+
+    def check(value: Any) -> Any:
+        if value.__class__ is kind:
+            return value
+        if kind is not bool and isinstance(value, kind) and not isinstance(value, bool):
+            return kind.__str__(value) if kind is str else int(value)  # e.g. a StrEnum
+        _fail(f"expected {what}, got {type(value).__qualname__} {_short(value)}")
+
+    return check
+
+
+_CHECKED: dict[type[Any], Unstructure] = {
+    str: _checked_scalar(str, "a string"),
+    int: _checked_scalar(int, "an integer"),
+    bool: _checked_scalar(bool, "a boolean"),
+}
+
+
+def _refuse(declared: type[Any]) -> Unstructure:
+    """A field declared as a plain class that no store can read back."""
+
+    def refuse(value: Any) -> NoReturn:
+        _fail(_unregistered(type(value) if isinstance(value, declared) else declared))
+
+    return refuse
+
+
+def _is_union(tp: object) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and not _is_optional(tp)
+
+
+def _runtime_classes(tp: Any) -> tuple[type[Any], ...]:
+    """The classes an instance of union ``tp`` may have (for write and read checks)."""
+    out: list[type[Any]] = []
+    for member in typing.get_args(tp):
+        origin = _origin(member)
+        if origin is Any or isinstance(member, TypeVar):
+            return (object,)
+        if _is_union(member) or _is_optional(member):
+            out.extend(_runtime_classes(member))
+        elif isinstance(origin, type):
+            out.append(origin)
+        else:
+            return (object,)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------ compiled fast path

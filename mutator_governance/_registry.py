@@ -260,8 +260,8 @@ class MutationRegistry:
 
         converter.register_unstructure_hook_func(is_mutation, encode)
         converter.register_structure_hook_func(is_mutation, mutation_in)
-        converter.register_unstructure_hook(DecisionCode, code_out)
-        converter.register_structure_hook(DecisionCode, code_in)
+        converter.register_unstructure_hook_func(lambda tp: tp == DecisionCode, code_out)
+        converter.register_structure_hook_func(lambda tp: tp == DecisionCode, code_in)
         return converter
 
     def name_of(self, mutation: Mutation[Any] | type[Mutation[Any]]) -> str:
