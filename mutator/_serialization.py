@@ -404,7 +404,8 @@ def _time_text(value: time) -> str:
     if value.tzinfo is not None and value.tzinfo.__class__ is not timezone:
         _fail(
             f"time {value.isoformat()} has a {type(value.tzinfo).__qualname__} zone, whose "
-            "offset depends on the date: store a datetime, or a time with datetime.timezone"
+            "offset depends on the date, so it cannot be read back exactly: store a datetime, "
+            "or a time with datetime.timezone"
         )
     return value.isoformat()
 

@@ -38,6 +38,10 @@ def _stdlib_loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # digit -> "0"
+_LONG_NUMBER = b"0" * 19
+
+
 def _json_codec() -> tuple[str, Callable[[Any], str], Callable[[str | bytes], Any]]:
     """orjson when it is installed (the ``fast`` extra), else the stdlib ``json``.
 
@@ -63,9 +67,13 @@ def _json_codec() -> tuple[str, Callable[[Any], str], Callable[[str | bytes], An
             return _stdlib_dumps(data)
 
     def loads(text: str | bytes) -> Any:
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        if _LONG_NUMBER in raw.translate(_DIGITS):
+            # orjson reads integers beyond 64 bits as floats: 19+ digits go to the stdlib.
+            return json.loads(text)
         try:
             return decode(text)
-        except ValueError:  # lone-surrogate escapes, NaN, big integers: the stdlib decides
+        except ValueError:  # lone-surrogate escapes, NaN: the stdlib decides
             return json.loads(text)
 
     return "orjson", dumps, loads

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given
 
 from mutator import SerializationError
-from mutator_governance import MutationRegistry, MutationRequest
+from mutator_governance import MutationRegistry, MutationRequest, _registry
 from mutator_governance.testing import sample_registry, sample_rich_request
 
 from ..strategies import requests
@@ -79,3 +80,42 @@ class TestBadDocuments:
         with pytest.raises(SerializationError) as caught:
             MutationRegistry().unstructure_request(sample_rich_request())
         assert "register" in str(caught.value)
+
+
+class TestJsonLibraries:
+    """orjson (the ``fast`` extra) and the stdlib ``json`` write documents that read back alike."""
+
+    @pytest.fixture(params=["installed", "stdlib"])
+    def library(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+        if request.param == "stdlib":
+            monkeypatch.setattr(_registry, "_dumps", _registry._stdlib_dumps)
+            monkeypatch.setattr(_registry, "_loads", _registry._stdlib_loads)
+        return str(request.param)
+
+    @given(requests())
+    def test_both_libraries_round_trip_generated_requests(self, request: MutationRequest) -> None:
+        """Each library's text reads back (with either library) to the same request."""
+        data = REGISTRY.unstructure_request(request)
+        for dumps in (_registry._dumps, _registry._stdlib_dumps):
+            for loads in (_registry._loads, _registry._stdlib_loads):
+                assert REGISTRY.structure_request(loads(dumps(data))) == request
+
+    def test_awkward_values_survive_either_library(self, library: str) -> None:
+        """Lone surrogates, integers beyond 64 bits and non-ASCII text come back exactly."""
+        values = {"surrogate": "a\ud800b", "big": 2**70, "negative": -(2**65), "text": "€ ü"}
+        text = REGISTRY.dumps(REGISTRY.unstructure_value(values))
+        text.encode("utf-8")  # always valid UTF-8
+        assert REGISTRY.structure_value(REGISTRY.loads(text)) == values
+
+    def test_non_finite_floats_are_refused_by_either_library(self, library: str) -> None:
+        """Raw NaN in plain data is not JSON: the stdlib refuses it; unstructured data tags it."""
+        assert REGISTRY.structure_value(
+            REGISTRY.loads(REGISTRY.dumps(REGISTRY.unstructure_value([math.inf])))
+        ) == [math.inf]
+        if library == "stdlib":
+            with pytest.raises(ValueError, match="not JSON compliant"):
+                REGISTRY.dumps([math.nan])
+
+    def test_json_library_is_reported(self) -> None:
+        """JSON_LIBRARY says which library the registry uses in this install."""
+        assert _registry.JSON_LIBRARY in ("orjson", "json")
