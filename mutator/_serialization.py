@@ -47,6 +47,7 @@ import enum
 import json
 import math
 import re
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
@@ -664,8 +665,18 @@ class _Hooks:
         self.building_st: set[type[Any]] = set()
         # > 0 while a located (error-reporting) pass runs: compiled functions defer to it.
         self.locating = 0
+        self._locating_lock = threading.Lock()
         self.encode = self._make_encoder()
         self.decode = self._make_decoder()
+
+    def enter_located(self) -> None:
+        """Start a located pass (any thread): compiled functions defer to it meanwhile."""
+        with self._locating_lock:
+            self.locating += 1
+
+    def leave_located(self) -> None:
+        with self._locating_lock:
+            self.locating -= 1
 
     def install(self) -> None:
         c = self.converter
@@ -1528,11 +1539,11 @@ class _Compiler:
             *self.un_memo_store(),
             "        return out",
             "    except Exception:",
-            "        H.locating += 1",
+            "        H.enter_located()",
             "        try:",
             "            return located(i)",
             "        finally:",
-            "            H.locating -= 1",
+            "            H.leave_located()",
         ]
         return self.define("unstructure_fast", lines)  # type: ignore[no-any-return]
 
@@ -1617,11 +1628,11 @@ class _Compiler:
             *self.st_memo_store(),
             "        return value",
             "    except Exception:",
-            "        H.locating += 1",
+            "        H.enter_located()",
             "        try:",
             "            return located(o, t)",
             "        finally:",
-            "            H.locating -= 1",
+            "            H.leave_located()",
         ]
         return self.define("structure_fast", lines)  # type: ignore[no-any-return]
 

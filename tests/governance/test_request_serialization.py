@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import attrs
 import pytest
 from hypothesis import given
 
-from mutator import SerializationError
+from mutator import MutationContext, SerializationError
 from mutator_governance import MutationRegistry, MutationRequest, _registry
 from mutator_governance.testing import sample_registry, sample_rich_request
 
@@ -119,3 +120,37 @@ class TestJsonLibraries:
     def test_json_library_is_reported(self) -> None:
         """JSON_LIBRARY says which library the registry uses in this install."""
         assert _registry.JSON_LIBRARY in ("orjson", "json")
+
+
+class TestRepeatedValues:
+    """Repeated contexts are reused inside the codec, never shared with the caller."""
+
+    def test_unstructured_documents_do_not_alias(self) -> None:
+        """Changing one returned document leaves the next one (of the same request) intact."""
+        plain = MutationContext(actor_id="alice")  # text fields only: the reused kind
+        request = sample_rich_request()
+        decisions = tuple(attrs.evolve(d, context=plain) for d in request.decisions)
+        request = attrs.evolve(request, context=plain, decisions=decisions)
+        first = REGISTRY.unstructure_request(request)
+        for context in [first["context"]] + [d["context"] for d in first["decisions"]]:
+            context["actor_id"] = "mallory"
+            context["metadata"]["injected"] = 1
+        second = REGISTRY.unstructure_request(request)
+        for context in [second["context"]] + [d["context"] for d in second["decisions"]]:
+            assert context["actor_id"] == "alice"
+            assert context["metadata"] == {}
+        assert REGISTRY.structure_request(second) == request
+
+    def test_changed_document_is_read_as_changed(self) -> None:
+        """Reading a document, changing it and reading it again sees the change (or its error)."""
+        converter = REGISTRY.converter
+        data = converter.unstructure(MutationContext(actor_id="alice"))
+        assert converter.structure(data, MutationContext).actor_id == "alice"
+        data["actor_id"] = "mallory"
+        assert converter.structure(data, MutationContext).actor_id == "mallory"
+        data["metadata"]["limit"] = 5
+        assert converter.structure(data, MutationContext).metadata == {"limit": 5}
+        data["actor_id"] = 5
+        with pytest.raises(SerializationError) as caught:
+            REGISTRY.structure_value({"$type": "mutator.MutationContext", "value": data})
+        assert caught.value.path == "actor_id"
