@@ -139,3 +139,34 @@ __all__ = [
     "TypeRegistry",
     "make_converter",
 ]
+
+
+def _publish() -> None:
+    """Give every public class and function this package as its ``__module__`` (as anyio
+    does), so reprs and tracebacks name the public module. String annotations are
+    evaluated first, while their defining module can still be found."""
+    import inspect
+    import sys
+
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if not (isinstance(value, type) or inspect.isfunction(value)):
+            continue
+        own = inspect.get_annotations(value) if isinstance(value, type) else None
+        if own:
+            scope = {**namespace, **vars(sys.modules[value.__module__])}
+            evaluated = {}
+            for key, annotation in own.items():
+                try:
+                    evaluated[key] = (
+                        eval(annotation, scope) if isinstance(annotation, str) else annotation
+                    )
+                except NameError:  # a name only visible to type checkers: left as is
+                    evaluated[key] = annotation
+            value.__annotations__ = evaluated
+        value.__module__ = __name__
+
+
+_publish()
+del _publish

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Awaitable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -210,7 +211,9 @@ class MutationPolicy(Generic[StateT]):
 
     Set ``name`` (defaults to the class name), ``priority`` (higher runs first) and
     ``state_type`` (the policy applies to states that are instances of it; None = all), and
-    implement :meth:`evaluate`, plainly or as ``async def``.
+    implement :meth:`evaluate`, plainly or as ``async def``. A subclass of
+    ``MutationPolicy[Quotas]`` gets ``state_type = Quotas`` from its generic parameter
+    unless it sets ``state_type`` itself.
     """
 
     __slots__ = ()
@@ -224,8 +227,25 @@ class MutationPolicy(Generic[StateT]):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
             cls.name = cls.__name__
+        if "state_type" not in cls.__dict__:
+            inferred = _generic_state_type(cls)
+            if inferred is not None:
+                cls.state_type = inferred
 
     def evaluate(
         self, mutation: Mutation[StateT], state: StateT, context: MutationContext
     ) -> PolicyDecision | Awaitable[PolicyDecision]:
         raise NotImplementedError(f"{type(self).__name__}.evaluate is not implemented")
+
+
+def _generic_state_type(cls: type[Any]) -> type[Any] | None:
+    """The class ``C`` of a direct ``MutationPolicy[C]`` base, if there is one."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, MutationPolicy)):
+            continue
+        for argument in typing.get_args(base):
+            argument = typing.get_origin(argument) or argument
+            if isinstance(argument, type) and argument not in (object, Any):
+                return argument
+    return None

@@ -28,8 +28,15 @@ registered attrs class / dataclass      ``{"$type": name, "value": {...}}``
 side-effect payload                     ``{"$payload": name, "version": n, "value": {...}}``
 ======================================  ==========================================
 
-Anything else raises :class:`SerializationError`; register the class with
-:meth:`TypeRegistry.register`.
+Fields typed as a union of several types (``int | str | bytes | None``) hold the tagged
+encoding too, so every member reads back as itself. Aware datetimes with a
+:class:`zoneinfo.ZoneInfo` zone are written ``<ISO 8601>[<zone key>]`` and read back in
+that zone, with the ``fold`` the offset implies.
+
+Anything else (a value of an unregistered class, a value that does not match its
+field's declared type) raises :class:`SerializationError` naming the field path, when
+the value is written; register classes with ``MutationRegistry.register_value`` (or
+``MutationRegistry.register_state`` for state classes).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import enum
 import json
 import math
 import re
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
@@ -50,6 +58,7 @@ from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, NoReturn, TypeVar, Union
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import cattrs
@@ -290,6 +299,19 @@ def _fail(problem: str) -> NoReturn:
     raise SerializationError("", problem)
 
 
+_REGISTER_HINT = (
+    "MutationRegistry.register_value(cls, name=...) "
+    "(MutationRegistry.register_state for a state class)"
+)
+
+
+def _unregistered(kind: type[Any]) -> str:
+    return (
+        f"cannot serialize a value of type {kind.__module__}.{kind.__qualname__}: "
+        f"register it with {_REGISTER_HINT}"
+    )
+
+
 # ------------------------------------------------------------------------- registry
 
 
@@ -331,6 +353,12 @@ class TypeRegistry:
         self._by_name[name] = cls
         self._by_class[cls] = name
 
+    def forget(self, cls: type[Any]) -> None:
+        """Drop the registration of ``cls`` (so it can be registered under another name)."""
+        name = self._by_class.pop(cls, None)
+        if name is not None:
+            del self._by_name[name]
+
     def name_of(self, cls: type[Any]) -> str | None:
         """The name ``cls`` is registered under, if any."""
         return self._by_class.get(cls)
@@ -352,6 +380,34 @@ def _aware_out(value: datetime) -> str:
         _fail(f"expected a datetime, got {type(value).__qualname__}")
     if value.utcoffset() is None:
         _fail(f"naive datetime {value.isoformat()}; timestamps must be timezone-aware")
+    return _datetime_text(value)
+
+
+def _datetime_text(value: datetime) -> str:
+    """ISO 8601, with ``[zone key]`` for a ZoneInfo zone; other zone kinds are refused."""
+    zone = value.tzinfo
+    if zone is None or zone.__class__ is timezone:
+        return value.isoformat()
+    if isinstance(zone, ZoneInfo):
+        if zone.key is None:
+            _fail(
+                f"datetime {value.isoformat()} has a ZoneInfo read from a file (no key): "
+                "it cannot be read back; use ZoneInfo(<zone name>)"
+            )
+        return f"{value.isoformat()}[{zone.key}]"
+    _fail(
+        f"datetime {value.isoformat()} has a {type(zone).__qualname__} zone, which cannot be "
+        "read back exactly: use datetime.timezone or zoneinfo.ZoneInfo"
+    )
+
+
+def _time_text(value: time) -> str:
+    if value.tzinfo is not None and value.tzinfo.__class__ is not timezone:
+        _fail(
+            f"time {value.isoformat()} has a {type(value.tzinfo).__qualname__} zone, whose "
+            "offset depends on the date, so it cannot be read back exactly: store a datetime, "
+            "or a time with datetime.timezone"
+        )
     return value.isoformat()
 
 
@@ -381,7 +437,27 @@ def _with_exact_offset(value: _Clock, text: str) -> _Clock:
 
 
 def _datetime_from(text: str) -> datetime:
+    if text[-1:] == "]":
+        return _zoned_from(text)
     return _with_exact_offset(datetime.fromisoformat(text), text)
+
+
+def _zoned_from(text: str) -> datetime:
+    """``<ISO 8601 with offset>[<zone key>]`` in that zone, with the fold its offset implies."""
+    base, _, key = text[:-1].partition("[")
+    fixed = _with_exact_offset(datetime.fromisoformat(base), base)
+    offset = fixed.utcoffset()
+    if offset is None:
+        raise ValueError("a zoned datetime needs its UTC offset")
+    try:
+        zone = ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {key!r}") from exc
+    for fold in (0, 1):
+        value = fixed.replace(tzinfo=zone, fold=fold)
+        if value.utcoffset() == offset:
+            return value
+    raise ValueError(f"offset {offset} is not an offset of {key} at that time")
 
 
 def _time_from(text: str) -> time:
@@ -587,15 +663,27 @@ class _Hooks:
         self.enums_st: dict[type[enum.Enum], Structure] = {}
         self.building_un: set[type[Any]] = set()
         self.building_st: set[type[Any]] = set()
+        # > 0 while a located (error-reporting) pass runs: compiled functions defer to it.
+        self.locating = 0
+        self._locating_lock = threading.Lock()
         self.encode = self._make_encoder()
         self.decode = self._make_decoder()
+
+    def enter_located(self) -> None:
+        """Start a located pass (any thread): compiled functions defer to it meanwhile."""
+        with self._locating_lock:
+            self.locating += 1
+
+    def leave_located(self) -> None:
+        with self._locating_lock:
+            self.locating -= 1
 
     def install(self) -> None:
         c = self.converter
         scalars: tuple[tuple[type[Any], Unstructure, Structure], ...] = (
             (datetime, _aware_out, _aware_in),
             (date, _iso, lambda d, _: _parse(date.fromisoformat, _text(d, "an ISO date"))),
-            (time, _iso, lambda d, _: _parse(_time_from, _text(d, "an ISO time"))),
+            (time, _time_text, lambda d, _: _parse(_time_from, _text(d, "an ISO time"))),
             (timedelta, _seconds_out, _seconds_in),
             (Decimal, str, _decimal_in),
             (UUID, str, _uuid_in),
@@ -613,6 +701,8 @@ class _Hooks:
         c.register_structure_hook(Any, lambda data, _: self.decode(data))
         c.register_unstructure_hook_factory(_is_enum, self.enum_un)
         c.register_structure_hook_factory(_is_enum, self.enum_st)
+        c.register_unstructure_hook_factory(_is_union, self._union_un)
+        c.register_structure_hook_factory(_is_union, self._union_st)
         c.register_unstructure_hook_factory(_is_optional, self._optional_un)
         c.register_structure_hook_factory(_is_optional, self._optional_st)
         c.register_unstructure_hook_factory(_is_sequence, self._sequence_un)
@@ -632,11 +722,18 @@ class _Hooks:
             return self.enum_un(tp)
         if tp in self.building_un:  # a class that contains itself: look it up on use
             return lambda value: self.model_un(tp)(value)
-        return self.converter.get_unstructure_hook(tp)
+        if tp is str or tp is int or tp is bool:
+            return _CHECKED[tp]
+        if tp is object:
+            return self.encode
+        hook = self.converter.get_unstructure_hook(tp)
+        if hook is identity and isinstance(tp, type) and tp not in _JSON_SCALARS:
+            return _refuse(tp)
+        return hook
 
     def sthook(self, tp: Any) -> Structure:
         """The structure hook for a declared type."""
-        if tp is Any or isinstance(tp, TypeVar):
+        if tp is Any or tp is object or isinstance(tp, TypeVar):
             return self._decode_st
         if tp in self.building_st:
             return lambda data, cls: self.model_st(tp)(data, cls)
@@ -704,6 +801,32 @@ class _Hooks:
                 _fail(f"{_short(data)} is not a valid {cls.__qualname__}")
 
         return structure_enum
+
+    def _union_un(self, tp: Any) -> Unstructure:
+        """A union of several types holds the tagged encoding: each member reads back as
+        itself. A value of none of the members is refused."""
+        classes, encode = _runtime_classes(tp), self.encode
+
+        def unstructure_union(value: Any) -> Any:
+            if not isinstance(value, classes):
+                _fail(
+                    f"expected {_type_name(tp)}, got {type(value).__qualname__} "
+                    f"{_short(value)}: it could not be read back as the declared type"
+                )
+            return encode(value)
+
+        return unstructure_union
+
+    def _union_st(self, tp: Any) -> Structure:
+        classes, decode = _runtime_classes(tp), self.decode
+
+        def structure_union(data: Any, _: object) -> Any:
+            value = decode(data)
+            if not isinstance(value, classes):
+                _fail(f"expected {_type_name(tp)}, got {_json_type(data)}")
+            return value
+
+        return structure_union
 
     def _optional_un(self, tp: Any) -> Unstructure:
         inner = self.unhook(next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE))
@@ -907,7 +1030,8 @@ class _Hooks:
             hook = self.unhook(_without_typevars(tp))
             if hook is not identity:
                 overrides[name] = override(unstruct_hook=_within(hook, name))
-        return make_dict_unstructure_fn(_with_any(cls), self.converter, **overrides)
+        located = make_dict_unstructure_fn(_with_any(cls), self.converter, **overrides)
+        return _Compiler(self, cls).unstructure(located)
 
     def _model_st(self, cls: type[Any]) -> Structure:
         if cls is PolicyModification:
@@ -926,11 +1050,12 @@ class _Hooks:
                 overrides[name] = override(omit=True)
                 continue
             bare = _without_typevars(tp)
-            if bare is not tp:
+            if bare is not tp or bare is object:
                 overrides[name] = override(struct_hook=self.sthook(bare))
         generated = make_dict_structure_fn(_with_any(cls), self.converter, **overrides)
 
         def structure_model(data: Any, _: object) -> Any:
+            """The located path: every problem of ``data`` with its field path."""
             if type(data) is not dict:
                 _fail(f"expected an object for {cls.__qualname__}, got {_json_type(data)}")
             try:
@@ -940,7 +1065,7 @@ class _Hooks:
             except Exception as exc:
                 raise SerializationError("", f"invalid {cls.__qualname__}: {exc}") from exc
 
-        return structure_model
+        return _Compiler(self, cls).structure(structure_model)
 
     def _modification_un(self) -> Unstructure:
         effects = _within(self.unhook(tuple[SideEffect, ...]), "side_effects")
@@ -1018,10 +1143,7 @@ class _Hooks:
                 if isinstance(value, enum.Enum):
                     return {"$enum": name, "value": enum_un(kind)(value)}
                 return {"$type": name, "value": model_un(kind)(value)}
-            _fail(
-                f"cannot serialize a value of type {kind.__module__}.{kind.__qualname__}: "
-                "register it with TypeRegistry.register"
-            )
+            _fail(_unregistered(kind))
 
         def encode_items(values: Any) -> list[Any]:
             out: list[Any] = []
@@ -1042,8 +1164,12 @@ class _Hooks:
         def encode_dict(value: Mapping[Any, Any]) -> Any:
             out: dict[str, Any] = {}
             for key, item in value.items():
-                if type(key) is not str or key[:1] == "$":
+                if key.__class__ is not str or key[:1] == "$":
                     return encode_map(value)
+                kind = item.__class__
+                if kind is str or kind is int or kind is bool or item is None:
+                    out[key] = item
+                    continue
                 try:
                     out[key] = encode(item)
                 except Exception as exc:
@@ -1063,9 +1189,9 @@ class _Hooks:
             tuple: lambda v: {"$tuple": encode_items(v)},
             frozenset: encode_set("$frozenset"),
             set: encode_set("$set"),
-            datetime: lambda v: {"$datetime": v.isoformat()},
+            datetime: lambda v: {"$datetime": _datetime_text(v)},
             date: lambda v: {"$date": v.isoformat()},
-            time: lambda v: {"$time": v.isoformat()},
+            time: lambda v: {"$time": _time_text(v)},
             timedelta: lambda v: {"$timedelta": _seconds_out(v)},
             Decimal: lambda v: {"$decimal": str(v)},
             UUID: lambda v: {"$uuid": str(v)},
@@ -1090,6 +1216,10 @@ class _Hooks:
                         _fail(f"object keys must be strings, got {_short(key)}")
                     if key[:1] == "$":
                         return decode_tagged(data, key)
+                    kind = item.__class__
+                    if kind is str or kind is int or kind is bool or item is None or kind is float:
+                        out[key] = item
+                        continue
                     try:
                         out[key] = decode(item)
                     except Exception as exc:
@@ -1173,8 +1303,7 @@ class _Hooks:
             cls = registry.class_of(name) if isinstance(name, str) else None
             if cls is None:
                 _fail(
-                    f"unknown {tag} name {_short(name)}: register the class with "
-                    "TypeRegistry.register"
+                    f"unknown {tag} name {_short(name)}: register the class with {_REGISTER_HINT}"
                 )
             return cls
 
@@ -1214,6 +1343,336 @@ class _Hooks:
             "$payload": (frozenset({"$payload", "version", "value"}), decode_payload),
         }
         return decode
+
+
+# ----------------------------------------------------------------- write-time checks
+
+
+def _checked_scalar(kind: type[Any], what: str) -> Unstructure:
+    """A declared ``str``/``int``/``bool`` field: the value must read back as one."""
+
+    def check(value: Any) -> Any:
+        if value.__class__ is kind:
+            return value
+        if kind is not bool and isinstance(value, kind) and not isinstance(value, bool):
+            return kind.__str__(value) if kind is str else int(value)  # e.g. a StrEnum
+        _fail(f"expected {what}, got {type(value).__qualname__} {_short(value)}")
+
+    return check
+
+
+_CHECKED: dict[type[Any], Unstructure] = {
+    str: _checked_scalar(str, "a string"),
+    int: _checked_scalar(int, "an integer"),
+    bool: _checked_scalar(bool, "a boolean"),
+}
+
+
+def _refuse(declared: type[Any]) -> Unstructure:
+    """A field declared as a plain class that no store can read back."""
+
+    def refuse(value: Any) -> NoReturn:
+        _fail(_unregistered(type(value) if isinstance(value, declared) else declared))
+
+    return refuse
+
+
+def _is_union(tp: object) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and not _is_optional(tp)
+
+
+def _runtime_classes(tp: Any) -> tuple[type[Any], ...]:
+    """The classes an instance of union ``tp`` may have (for write and read checks)."""
+    out: list[type[Any]] = []
+    for member in typing.get_args(tp):
+        origin = _origin(member)
+        if origin is Any or isinstance(member, TypeVar):
+            return (object,)
+        if _is_union(member) or _is_optional(member):
+            out.extend(_runtime_classes(member))
+        elif isinstance(origin, type):
+            out.append(origin)
+        else:
+            return (object,)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------ compiled fast path
+
+
+class _Mismatch(Exception):
+    """Raised by compiled code: a value the fast path does not take (the located path decides)."""
+
+
+def _fields_of(cls: type[Any]) -> list[tuple[str, str, Any, bool]]:
+    """``(attribute, init argument, declared type, init)`` of every field of ``cls``."""
+    types = _field_types(cls)
+    if attrs.has(cls):
+        return [(f.name, f.alias or f.name, types[f.name], f.init) for f in attrs.fields(cls)]
+    return [(f.name, f.name, types[f.name], f.init) for f in dataclasses.fields(cls)]
+
+
+_PARSED: dict[str, datetime] = {}
+"""Recently read timestamps by text (datetimes are immutable; documents repeat them)."""
+_PARSED_LIMIT = 4096
+
+
+def _aware_in_fast(text: Any) -> datetime:
+    """:func:`_aware_in` for the common case (``...±HH:MM``, read exactly by fromisoformat)."""
+    if text.__class__ is str and len(text) > 6 and text[-3] == ":" and text[-6] in "+-":
+        value = datetime.fromisoformat(text)
+        if value.tzinfo is not None:
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            _PARSED[text] = value
+            return value
+    return _aware_in(text)
+
+
+def _scalar_items(kind: type[Any]) -> Callable[[Any], list[Any]]:
+    def items(values: Any) -> list[Any]:
+        out = list(values)
+        for value in out:
+            if value.__class__ is not kind:
+                raise _Mismatch
+        return out
+
+    return items
+
+
+def _is_frozen(cls: type[Any]) -> bool:
+    if attrs.has(cls):
+        return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+    params = getattr(cls, "__dataclass_params__", None)
+    return bool(params is not None and params.frozen)
+
+
+def _memo_kind(tp: Any) -> str | None:
+    """How a field takes part in memoizing: "text" (str-like), "map" (Any mapping) or None."""
+    if _is_optional(tp):
+        tp = next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE)
+    if tp is str or tp is datetime:
+        return "text"
+    if _is_enum(tp) and tp and all(type(member.value) is str for member in tp):
+        return "text"
+    if _is_mapping(tp) and _any_valued(tp):
+        return "map"
+    return None
+
+
+class _Compiler:
+    """Straight-line (un)structure functions for one attrs class or dataclass.
+
+    The generated code reads every field, checks the simple ones inline (exact types,
+    enum members, fixed-offset datetimes) and calls the converter's hooks for the rest,
+    with no per-field wrappers. On anything unexpected it runs the *located* path (the
+    per-field hooks that name the path of every problem) with the converter in locating
+    mode, so nested classes skip their own fast attempt; the located path raises the
+    error, or returns the value where the fast path was merely stricter. Both paths give
+    equal results on every value the fast path accepts.
+    """
+
+    def __init__(self, hooks: _Hooks, cls: type[Any]) -> None:
+        self.hooks = hooks
+        self.cls = cls
+        self.scope: dict[str, Any] = {"_Mismatch": _Mismatch, "H": hooks, "cls": cls}
+        self.fields = [
+            field for field in _fields_of(cls) if field[0] not in _OMITTED.get(cls, frozenset())
+        ]
+        # Frozen classes of text fields and Any mappings repeat within documents (the
+        # contexts of decisions): the last value read or written is kept, and reused
+        # when the next one is the same object (unstructure) or equal data with empty
+        # mappings (structure; text compares exactly, unlike numbers where 1 == True).
+        kinds = [_memo_kind(_without_typevars(field[2])) for field in self.fields]
+        self.memo = _is_frozen(cls) and None not in kinds and all(f[3] for f in self.fields)
+        self.maps = [f"v{i}" for i, kind in enumerate(kinds) if kind == "map"]
+        self.map_names = [self.fields[i][0] for i, kind in enumerate(kinds) if kind == "map"]
+        self.scope["M"] = [(None, None)]
+
+    def st_memo_store(self) -> list[str]:
+        """Keep ``(copy of the data, value)`` when every mapping field is empty."""
+        if not self.memo:
+            return []
+        empty = " and ".join(f"not {var}" for var in self.maps) or "True"
+        resets = "".join(f"; kept[{name!r}] = {{}}" for name in self.map_names)
+        return [
+            f"        if {empty}:",
+            f"            kept = o.copy(){resets}",
+            "            M[0] = (kept, value)",
+        ]
+
+    def bind(self, value: Any) -> str:
+        key = f"g{len(self.scope)}"
+        self.scope[key] = value
+        return key
+
+    def define(self, name: str, lines: list[str]) -> Any:
+        source = "\n".join(lines)
+        filename = f"<mutator compiled {name} {self.cls.__module__}.{self.cls.__qualname__}>"
+        exec(compile(source, filename, "exec"), self.scope)
+        return self.scope[name]
+
+    # -- unstructure --------------------------------------------------------------------
+
+    def unstructure(self, located: Unstructure) -> Unstructure:
+        reads: list[str] = []
+        checks: list[str] = []
+        items: list[str] = []
+        for index, (name, _, tp, _) in enumerate(self.fields):
+            var = f"v{index}"
+            reads.append(f"        {var} = i.{name}")
+            check, expr = self.un_field(_without_typevars(tp), var)
+            if check:
+                checks.append(check)
+            items.append(f"{name!r}: {expr}")
+        self.scope["located"] = located
+        guard = ["        if " + " or ".join(checks) + ":", "            raise _Mismatch"]
+        lines = [
+            "def unstructure_fast(i):",
+            "    if H.locating:",
+            "        return located(i)",
+            *(self.un_memo_hit() if self.memo else []),
+            "    try:",
+            *reads,
+            *(guard if checks else []),
+            "        out = {" + ", ".join(items) + "}",
+            *self.un_memo_store(),
+            "        return out",
+            "    except Exception:",
+            "        H.enter_located()",
+            "        try:",
+            "            return located(i)",
+            "        finally:",
+            "            H.leave_located()",
+        ]
+        return self.define("unstructure_fast", lines)  # type: ignore[no-any-return]
+
+    def un_memo_store(self) -> list[str]:
+        """Keep ``(instance, output copy)`` when every mapping field is empty."""
+        if not self.memo:
+            return []
+        empty = " and ".join(f"not {var}" for var in self.maps) or "True"
+        return [f"        if {empty}:", "            M[0] = (i, out.copy())"]
+
+    def un_memo_hit(self) -> list[str]:
+        resets = "".join(f"; out[{name!r}] = {{}}" for name in self.map_names)
+        return [
+            "    kept = M[0]",
+            "    if i is kept[0]:",
+            f"        out = kept[1].copy(){resets}",
+            "        return out",
+        ]
+
+    def un_field(self, tp: Any, var: str) -> tuple[str | None, str]:
+        if tp is str or tp is int or tp is bool:
+            return f"{var}.__class__ is not {tp.__name__}", var
+        if _is_optional(tp):
+            inner = next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE)
+            check, expr = self.un_field(inner, var)
+            guarded = f"({var} is not None and {check})" if check else None
+            return guarded, var if expr == var else f"(None if {var} is None else {expr})"
+        if _is_enum(tp) and all(type(member.value) in _JSON_SCALARS for member in tp):
+            return f"{var}.__class__ is not {self.bind(tp)}", f"{var}._value_"
+        if tp is datetime:
+            dt, tz, slow = self.bind(datetime), self.bind(timezone), self.bind(_aware_out)
+            fast = f"{var}.__class__ is {dt} and {var}.tzinfo.__class__ is {tz}"
+            return None, f"({var}.isoformat() if {fast} else {slow}({var}))"
+        if tp is Any:
+            return None, f"{self.bind(self.hooks.encode)}({var})"
+        origin = _origin(tp)
+        args = typing.get_args(tp)
+        variadic = origin is not tuple or not args or args[-1] is Ellipsis
+        if _is_sequence(tp) and origin not in _SETS and variadic:
+            item = args[0] if args else Any
+            if item is str or item is int or item is bool:
+                return None, f"{self.bind(_scalar_items(item))}({var})"
+            hook = self.bind(self.hooks.unhook(item))
+            check = f"({var}.__class__ is not tuple and {var}.__class__ is not list)"
+            return check, f"[{hook}(e) for e in {var}]"
+        if _is_mapping(tp) and _any_valued(tp):
+            proxy = self.bind(types.MappingProxyType)
+            check = f"({var}.__class__ is not dict and {var}.__class__ is not {proxy})"
+            return check, f"({self.bind(self.hooks.encode_dict)}({var}) if {var} else {{}})"
+        return None, f"{self.bind(self.hooks.unhook(tp))}({var})"
+
+    # -- structure ----------------------------------------------------------------------
+
+    def structure(self, located: Structure) -> Structure:
+        reads: list[str] = []
+        checks: list[str] = []
+        arguments: list[str] = []
+        for index, (name, alias, tp, init) in enumerate(self.fields):
+            if not init:
+                continue
+            var = f"v{index}"
+            reads.append(f"        {var} = o[{name!r}]")
+            check, expr = self.st_field(_without_typevars(tp), var)
+            if check:
+                checks.append(check)
+            arguments.append(f"{alias}={expr}")
+        self.scope["located"] = located
+        guard = ["        if " + " or ".join(checks) + ":", "            raise _Mismatch"]
+        lines = [
+            "def structure_fast(o, t):",
+            "    if o.__class__ is not dict or H.locating:",
+            "        return located(o, t)",
+            *(
+                ["    kept = M[0]", "    if o == kept[0]:", "        return kept[1]"]
+                if self.memo
+                else []
+            ),
+            "    try:",
+            *reads,
+            *(guard if checks else []),
+            "        value = cls(" + ", ".join(arguments) + ")",
+            *self.st_memo_store(),
+            "        return value",
+            "    except Exception:",
+            "        H.enter_located()",
+            "        try:",
+            "            return located(o, t)",
+            "        finally:",
+            "            H.leave_located()",
+        ]
+        return self.define("structure_fast", lines)  # type: ignore[no-any-return]
+
+    def st_field(self, tp: Any, var: str) -> tuple[str | None, str]:
+        if tp is str or tp is int or tp is bool:
+            return f"{var}.__class__ is not {tp.__name__}", var
+        if _is_optional(tp):
+            inner = next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE)
+            check, expr = self.st_field(inner, var)
+            guarded = f"({var} is not None and {check})" if check else None
+            return guarded, var if expr == var else f"(None if {var} is None else {expr})"
+        if _is_enum(tp) and tp and all(type(member.value) is str for member in tp):
+            table = self.bind({member.value: member for member in tp})
+            return f"{var}.__class__ is not str", f"{table}[{var}]"
+        if tp is datetime:
+            cached, parse = self.bind(_PARSED), self.bind(_aware_in_fast)
+            return None, f"({cached}.get({var}) or {parse}({var}))"
+        if tp is Any:
+            return None, f"{self.bind(self.hooks.decode)}({var})"
+        origin = _origin(tp)
+        args = typing.get_args(tp)
+        variadic = origin is not tuple or not args or args[-1] is Ellipsis
+        if _is_sequence(tp) and origin not in _SETS and variadic:
+            item = args[0] if args else Any
+            build = "tuple" if _SEQUENCES[origin] is tuple else "list"
+            check = f"{var}.__class__ is not list"
+            if item is str or item is int or item is bool:
+                return check, f"{build}({self.bind(_scalar_items(item))}({var}))"
+            hook, kind = self.bind(self.hooks.sthook(item)), self.bind(item)
+            return check, f"{build}([{hook}(e, {kind}) for e in {var}])"
+        if _is_mapping(tp) and _any_valued(tp) and origin is not types.MappingProxyType:
+            check = f"{var}.__class__ is not dict"
+            return check, f"({self.bind(self._any_mapping_in)}({var}) if {var} else {{}})"
+        return None, f"{self.bind(self.hooks.sthook(tp))}({var}, {self.bind(tp)})"
+
+    def _any_mapping_in(self, data: Any) -> dict[str, Any]:
+        value = self.hooks.decode(data)
+        if value.__class__ is not dict:
+            raise _Mismatch
+        return value
 
 
 def _within(hook: Unstructure, name: str) -> Unstructure:

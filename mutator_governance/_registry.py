@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 
 from mutator import Mutation
 from mutator.serialization import TypeRegistry, make_converter, structure, unstructure
 
-from ._decisions import DecisionCode, RequestDecision, category_of, code_for
+from ._decisions import _CATEGORIES, _CODES, DecisionCode, RequestDecision, code_for
 from ._enums import DecisionCategory
 from ._errors import UnknownMutationTypeError
 from ._request import MutationRequest
@@ -19,6 +23,63 @@ from ._request import MutationRequest
 __all__ = ["MutationRegistry"]
 
 T = TypeVar("T")
+
+
+def _stdlib_dumps(data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text
+
+
+def _stdlib_loads(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # digit -> "0"
+_LONG_NUMBER = b"0" * 19
+
+
+def _json_codec() -> tuple[str, Callable[[Any], str], Callable[[str | bytes], Any]]:
+    """orjson when it is installed (the ``fast`` extra), else the stdlib ``json``.
+
+    Both give text that reads back to the same data; orjson hands anything it refuses
+    (lone surrogates, integers beyond 64 bits, non-string keys, subclasses) to the stdlib,
+    so the two fail or succeed alike.
+    """
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - the stdlib-only install
+        return "json", _stdlib_dumps, _stdlib_loads
+    encode, decode = orjson.dumps, orjson.loads
+    options = (
+        orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+
+    def dumps(data: Any) -> str:
+        try:
+            return encode(data, option=options).decode("utf-8")
+        except TypeError:
+            return _stdlib_dumps(data)
+
+    def loads(text: str | bytes) -> Any:
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        if _LONG_NUMBER in raw.translate(_DIGITS):
+            # orjson reads integers beyond 64 bits as floats: 19+ digits go to the stdlib.
+            return json.loads(text)
+        try:
+            return decode(text)
+        except ValueError:  # lone-surrogate escapes, NaN: the stdlib decides
+            return json.loads(text)
+
+    return "orjson", dumps, loads
+
+
+JSON_LIBRARY, _dumps, _loads = _json_codec()
 
 
 class MutationRegistry:
@@ -40,28 +101,84 @@ class MutationRegistry:
         self._states: dict[str, type[Any]] = {}
         self._state_names: dict[type[Any], str] = {}
         self.types = TypeRegistry()
+        self._inferred: set[type[Any]] = set()
         self._converter: cattrs.Converter | None = None
 
-    def register(self, cls: type[T], *, name: str | None = None) -> type[T]:
-        """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class."""
+    def register(
+        self, cls: type[T], *, name: str | None = None, state_name: str | None = None
+    ) -> type[T]:
+        """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class.
+
+        The state class of ``Mutation[Quotas]`` (``Quotas``) is registered as a state type
+        too, under ``state_name`` (default: the name it already has, else its qualname),
+        unless the generic parameter is ``Any`` or not an attrs class, dataclass or enum.
+        A later :meth:`register_state` with an explicit name replaces a defaulted one.
+        """
         if not isinstance(cls, type) or not issubclass(cls, Mutation):
-            raise TypeError(f"register() takes a Mutation subclass, got {cls!r}")
+            raise TypeError(
+                f"MutationRegistry.register() takes a Mutation subclass, got {cls!r}; "
+                "register state classes with MutationRegistry.register_state and other "
+                "classes with MutationRegistry.register_value"
+            )
         if name is None:
             intent = getattr(cls, "intent", None)
             if intent is None:
                 raise TypeError(f"{cls.__qualname__} has no intent; pass name=...")
             name = str(intent.operation)
-        self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        state = _state_class_of(cls)
+        inferred_name = state_name is None
+        if state is not None:
+            state_name = self._state_name_for(state, state_name)
+        elif state_name is not None:
+            raise TypeError(
+                f"{cls.__qualname__} declares no state class (Mutation[State]); register "
+                "the state with MutationRegistry.register_state instead of state_name=..."
+            )
+        self._check_free(self._mutations, self._mutation_names, cls, name, "mutation")
+        self._check_type_name(cls, name)
+        if state is not None and state_name is not None:
+            self._check_free(self._states, self._state_names, state, state_name, "state")
+            self._check_type_name(state, state_name)
         self.types.register(cls, name)
+        self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        if state is not None and state_name is not None and state not in self._state_names:
+            self.register_state(state, name=state_name)
+            if inferred_name:
+                self._inferred.add(state)
         return cls
 
+    def _check_type_name(self, cls: type[Any], name: str) -> None:
+        holder = self.types.class_of(name)
+        if holder is not None and holder is not cls:
+            raise ValueError(f"type name {name!r} is already registered to {holder.__qualname__}")
+
+    def _state_name_for(self, state: type[Any], given: str | None) -> str:
+        known = self._state_names.get(state) or self.types.name_of(state)
+        if given is None:
+            return known or state.__qualname__
+        if known is not None and known != given:
+            raise ValueError(
+                f"state class {state.__qualname__} is already registered as {known!r}, "
+                f"not {given!r}"
+            )
+        return given
+
     def register_state(self, cls: type[T], *, name: str | None = None) -> type[T]:
-        """Register a state class (needed by durable state stores); returns the class."""
+        """Register a state class (needed by durable state stores); returns the class.
+
+        Registering the same class under the same name again is a no-op.
+        """
         if not isinstance(cls, type):
             raise TypeError(f"register_state() takes a class, got {cls!r}")
         name = name or cls.__qualname__
-        self._bind(self._states, self._state_names, cls, name, "state")
+        if cls in self._inferred and self._state_names.get(cls) != name:
+            # Named from a Mutation[State] parameter: an explicit name replaces that one.
+            self._inferred.discard(cls)
+            del self._states[self._state_names.pop(cls)]
+            self.types.forget(cls)
+        self._check_free(self._states, self._state_names, cls, name, "state")
         self.types.register(cls, name)
+        self._bind(self._states, self._state_names, cls, name, "state")
         return cls
 
     def register_value(self, cls: type[T], *, name: str) -> type[T]:
@@ -108,46 +225,51 @@ class MutationRegistry:
         """Compact JSON text of unstructured data (what durable stores write).
 
         The text always encodes as UTF-8: strings holding lone surrogates fall back to
-        ``\\u`` escapes.
+        ``\\u`` escapes. Uses orjson when it is installed (the ``fast`` extra), the
+        stdlib ``json`` otherwise; both read back to the same data.
         """
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        return text
+        return _dumps(data)
 
     @staticmethod
     def loads(text: str | bytes) -> Any:
-        return json.loads(text)
+        """The data of JSON text written by :meth:`dumps` (orjson when installed)."""
+        return _loads(text)
 
     def _build_converter(self) -> cattrs.Converter:
         converter = make_converter(self.types)
+        encode = converter.get_unstructure_hook(Any)
+        decode = converter.get_structure_hook(Any)
 
         def is_mutation(tp: Any) -> bool:
             return (typing.get_origin(tp) or tp) is Mutation
 
-        def mutation_out(value: Mutation[Any]) -> Any:
-            return converter.unstructure(value, unstructure_as=Any)
-
         def mutation_in(data: Any, _: Any) -> Mutation[Any]:
-            value = converter.structure(data, typing.cast(type[Any], Any))
+            value = decode(data, Any)
             if not isinstance(value, Mutation):
                 raise TypeError(f"expected a registered mutation, got {type(value).__name__}")
             return value
 
+        categories = {cls: category.value for cls, category in _CATEGORIES.items()}
+        codes = {category.value: cls.__members__ for category, cls in _CODES.items()}
+
         def code_out(code: DecisionCode) -> dict[str, str]:
-            return {"category": category_of(code).value, "code": code.name}
+            return {"category": categories[code.__class__], "code": code._name_}
 
         def code_in(data: Any, _: Any) -> DecisionCode:
+            try:
+                code: DecisionCode = codes[data["category"]][data["code"]]
+            except (KeyError, TypeError, IndexError):
+                pass
+            else:
+                return code
             if not isinstance(data, dict):
                 raise TypeError(f"expected a decision code object, got {type(data).__name__}")
             return code_for(DecisionCategory(data["category"]), data["code"])
 
-        converter.register_unstructure_hook_func(is_mutation, mutation_out)
+        converter.register_unstructure_hook_func(is_mutation, encode)
         converter.register_structure_hook_func(is_mutation, mutation_in)
-        converter.register_unstructure_hook(DecisionCode, code_out)
-        converter.register_structure_hook(DecisionCode, code_in)
+        converter.register_unstructure_hook_func(lambda tp: tp == DecisionCode, code_out)
+        converter.register_structure_hook_func(lambda tp: tp == DecisionCode, code_in)
         return converter
 
     def name_of(self, mutation: Mutation[Any] | type[Mutation[Any]]) -> str:
@@ -157,7 +279,7 @@ class MutationRegistry:
         if name is None:
             raise UnknownMutationTypeError(
                 f"mutation class {cls.__qualname__} is not registered: call "
-                f"registry.register({cls.__name__}, name=...)"
+                f"MutationRegistry.register({cls.__name__}, name=...)"
             )
         return name
 
@@ -181,14 +303,28 @@ class MutationRegistry:
     def mutation_names(self) -> tuple[str, ...]:
         return tuple(self._mutations)
 
-    @staticmethod
+    @classmethod
     def _bind(
+        cls_,
         by_name: dict[str, Any],
         by_class: dict[type[Any], str],
         cls: type[Any],
         name: str,
         kind: str,
     ) -> None:
+        cls_._check_free(by_name, by_class, cls, name, kind)
+        by_name[name] = cls
+        by_class[cls] = name
+
+    @staticmethod
+    def _check_free(
+        by_name: dict[str, Any],
+        by_class: dict[type[Any], str],
+        cls: type[Any],
+        name: str,
+        kind: str,
+    ) -> None:
+        """Raise unless ``cls`` may be bound to ``name`` (unbound, or bound to each other)."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a {kind} name must be a non-blank string")
         existing = by_name.get(name)
@@ -199,5 +335,20 @@ class MutationRegistry:
         previous = by_class.get(cls)
         if previous is not None and previous != name:
             raise ValueError(f"{cls.__qualname__} is already registered as {previous!r}")
-        by_name[name] = cls
-        by_class[cls] = name
+
+
+def _state_class_of(cls: type[Any]) -> type[Any] | None:
+    """``S`` of the nearest ``Mutation[S]`` base of ``cls``, when it is a storable class."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if not (isinstance(origin, type) and issubclass(origin, Mutation)):
+                continue
+            arguments = typing.get_args(base)
+            state = arguments[0] if arguments else None
+            if isinstance(state, type) and (
+                attrs.has(state) or dataclasses.is_dataclass(state) or issubclass(state, enum.Enum)
+            ):
+                return state
+            return None
+    return None

@@ -819,7 +819,7 @@ class TestUnstructureErrors:
         error = caught.value
         assert error.path == "metadata.limit.rules[1]"
         assert "Unregistered" in str(error)
-        assert "TypeRegistry.register" in str(error)
+        assert "MutationRegistry.register_value" in str(error)
         assert isinstance(error, MutatorError)
         assert isinstance(error, ValueError)
 

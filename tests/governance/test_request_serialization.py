@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
+import attrs
 import pytest
 from hypothesis import given
 
-from mutator import SerializationError
-from mutator_governance import MutationRegistry, MutationRequest
+from mutator import MutationContext, SerializationError
+from mutator_governance import MutationRegistry, MutationRequest, _registry
 from mutator_governance.testing import sample_registry, sample_rich_request
 
 from ..strategies import requests
@@ -79,3 +81,76 @@ class TestBadDocuments:
         with pytest.raises(SerializationError) as caught:
             MutationRegistry().unstructure_request(sample_rich_request())
         assert "register" in str(caught.value)
+
+
+class TestJsonLibraries:
+    """orjson (the ``fast`` extra) and the stdlib ``json`` write documents that read back alike."""
+
+    @pytest.fixture(params=["installed", "stdlib"])
+    def library(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+        if request.param == "stdlib":
+            monkeypatch.setattr(_registry, "_dumps", _registry._stdlib_dumps)
+            monkeypatch.setattr(_registry, "_loads", _registry._stdlib_loads)
+        return str(request.param)
+
+    @given(requests())
+    def test_both_libraries_round_trip_generated_requests(self, request: MutationRequest) -> None:
+        """Each library's text reads back (with either library) to the same request."""
+        data = REGISTRY.unstructure_request(request)
+        for dumps in (_registry._dumps, _registry._stdlib_dumps):
+            for loads in (_registry._loads, _registry._stdlib_loads):
+                assert REGISTRY.structure_request(loads(dumps(data))) == request
+
+    def test_awkward_values_survive_either_library(self, library: str) -> None:
+        """Lone surrogates, integers beyond 64 bits and non-ASCII text come back exactly."""
+        values = {"surrogate": "a\ud800b", "big": 2**70, "negative": -(2**65), "text": "€ ü"}
+        text = REGISTRY.dumps(REGISTRY.unstructure_value(values))
+        text.encode("utf-8")  # always valid UTF-8
+        assert REGISTRY.structure_value(REGISTRY.loads(text)) == values
+
+    def test_non_finite_floats_are_refused_by_either_library(self, library: str) -> None:
+        """Raw NaN in plain data is not JSON: the stdlib refuses it; unstructured data tags it."""
+        assert REGISTRY.structure_value(
+            REGISTRY.loads(REGISTRY.dumps(REGISTRY.unstructure_value([math.inf])))
+        ) == [math.inf]
+        if library == "stdlib":
+            with pytest.raises(ValueError, match="not JSON compliant"):
+                REGISTRY.dumps([math.nan])
+
+    def test_json_library_is_reported(self) -> None:
+        """JSON_LIBRARY says which library the registry uses in this install."""
+        assert _registry.JSON_LIBRARY in ("orjson", "json")
+
+
+class TestRepeatedValues:
+    """Repeated contexts are reused inside the codec, never shared with the caller."""
+
+    def test_unstructured_documents_do_not_alias(self) -> None:
+        """Changing one returned document leaves the next one (of the same request) intact."""
+        plain = MutationContext(actor_id="alice")  # text fields only: the reused kind
+        request = sample_rich_request()
+        decisions = tuple(attrs.evolve(d, context=plain) for d in request.decisions)
+        request = attrs.evolve(request, context=plain, decisions=decisions)
+        first = REGISTRY.unstructure_request(request)
+        for context in [first["context"]] + [d["context"] for d in first["decisions"]]:
+            context["actor_id"] = "mallory"
+            context["metadata"]["injected"] = 1
+        second = REGISTRY.unstructure_request(request)
+        for context in [second["context"]] + [d["context"] for d in second["decisions"]]:
+            assert context["actor_id"] == "alice"
+            assert context["metadata"] == {}
+        assert REGISTRY.structure_request(second) == request
+
+    def test_changed_document_is_read_as_changed(self) -> None:
+        """Reading a document, changing it and reading it again sees the change (or its error)."""
+        converter = REGISTRY.converter
+        data = converter.unstructure(MutationContext(actor_id="alice"))
+        assert converter.structure(data, MutationContext).actor_id == "alice"
+        data["actor_id"] = "mallory"
+        assert converter.structure(data, MutationContext).actor_id == "mallory"
+        data["metadata"]["limit"] = 5
+        assert converter.structure(data, MutationContext).metadata == {"limit": 5}
+        data["actor_id"] = 5
+        with pytest.raises(SerializationError) as caught:
+            REGISTRY.structure_value({"$type": "mutator.MutationContext", "value": data})
+        assert caught.value.path == "actor_id"
