@@ -242,6 +242,7 @@ class TestViewPredicates:
         system = decision(ResolutionDecision.VALIDATED, actor=None, at=T0)
         named = decision(LifecycleDecision.EXECUTED, actor="w1", at=T0 + MIN, name="Worker")
         request = sample_request(decisions=[system, named])
+        system, named = request.decisions  # numbered by the request
         assert [v.decision for v in DecisionQuery(actor_ids={"w1"}).views(request)] == [named]
         assert DecisionQuery(actor_names={"Worker"}).views(request)[0].decision == named
         window = DecisionQuery(decided_from=T0, decided_to=T0)
