@@ -164,11 +164,11 @@ class InMemoryStateStore:
     """States with integer-string versions ("1", "2", ...) and compare-and-set writes."""
 
     def __init__(self) -> None:
-        self._states: dict[str, VersionedState] = {}
+        self._states: dict[str, VersionedState[Any]] = {}
         self._produced: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    async def get(self, state_id: str) -> VersionedState | None:
+    async def get(self, state_id: str) -> VersionedState[Any] | None:
         return self._states.get(state_id)
 
     async def put(

@@ -12,7 +12,7 @@ import enum
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -323,11 +323,19 @@ class DecisionRecord:
     decision: RequestDecision
 
 
-@attrs.frozen
-class VersionedState:
-    """A state, its version, and the request whose execution produced that version."""
+StateT = TypeVar("StateT")
 
-    state: Any
+
+@attrs.frozen
+class VersionedState(Generic[StateT]):
+    """A state, its version, and the request whose execution produced that version.
+
+    Generic in the state's type, so callers can type what a store returns::
+
+        current: VersionedState[Quotas] | None = await gov.states.get("quotas:acme")
+    """
+
+    state: StateT
     version: str
     request_id: str | None = None
 

@@ -85,9 +85,13 @@ class DecisionHistory(Protocol):
 
 
 class StateStore(Protocol):
-    """Governed states with string versions and compare-and-set writes."""
+    """Governed states with string versions and compare-and-set writes.
 
-    async def get(self, state_id: str) -> VersionedState | None:
+    ``get`` returns ``VersionedState[Any]``; annotate the result with your state type
+    (``VersionedState[Quotas] | None``) to type what you read.
+    """
+
+    async def get(self, state_id: str) -> VersionedState[Any] | None:
         """The state with its version, or None."""
 
     async def put(
