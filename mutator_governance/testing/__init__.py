@@ -52,12 +52,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mutator.testing import assert_identical
+
 from ._commit_contract import GovernanceStoreContract
 from ._contracts import (
     DecisionHistoryContract,
     RequestStoreContract,
     StateStoreContract,
-    assert_identical,
 )
 from ._fixtures import (
     SAMPLE_MUTATION_TYPE,

@@ -7,17 +7,17 @@ collects it through a subclass that implements the factory hook.
 from __future__ import annotations
 
 import base64
-import enum
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import attrs
 import pytest
 
 from mutator import ConcurrencyError, SideEffect
+from mutator.testing import assert_identical
 
 from .._decisions import RequestDecision, numbered
 from .._enums import (
@@ -55,50 +55,6 @@ def _at(minutes: float, tz: timezone = UTC) -> datetime:
 
 def _ids(requests: Any) -> list[str]:
     return [r.request_id for r in requests]
-
-
-def assert_identical(expected: object, actual: object, path: str = "value") -> None:
-    """Assert ``actual`` equals ``expected`` with the same types all the way down.
-
-    Plain equality hides what durable stores typically lose: ``1 == 1.0 == True`` and a
-    list is not a tuple. Datetimes must stay timezone-aware and denote the same instant
-    (the offset may change); mappings may be any Mapping; enum members must be identical.
-    """
-    if isinstance(expected, datetime):
-        assert isinstance(actual, datetime), f"{path}: expected a datetime, got {actual!r}"
-        assert actual.utcoffset() is not None, f"{path}: {actual!r} lost its timezone"
-        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
-    elif isinstance(expected, enum.Enum):
-        assert actual is expected, f"{path}: {actual!r} is not {expected!r}"
-    elif attrs.has(type(expected)):
-        assert type(actual) is type(expected), (
-            f"{path}: expected {type(expected).__qualname__}, got {type(actual).__qualname__}"
-        )
-        for field in attrs.fields(cast(Any, type(expected))):
-            if field.eq:
-                assert_identical(
-                    getattr(expected, field.name),
-                    getattr(actual, field.name),
-                    f"{path}.{field.name}",
-                )
-    elif isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), f"{path}: expected a mapping, got {actual!r}"
-        assert set(actual) == set(expected), f"{path}: keys {set(actual)} != {set(expected)}"
-        for key, value in expected.items():
-            assert_identical(value, actual[key], f"{path}[{key!r}]")
-    elif isinstance(expected, tuple | list):
-        assert type(actual) is type(expected), (
-            f"{path}: expected a {type(expected).__name__}, got {actual!r}"
-        )
-        assert len(actual) == len(expected), f"{path}: {actual!r} != {expected!r}"
-        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
-            assert_identical(left, right, f"{path}[{index}]")
-    else:
-        assert type(actual) is type(expected), (
-            f"{path}: expected {type(expected).__name__} {expected!r}, "
-            f"got {type(actual).__name__} {actual!r}"
-        )
-        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
 # -- request store -------------------------------------------------------------------------
