@@ -22,13 +22,15 @@ from hypothesis.stateful import (
     rule,
 )
 
+from mutator.testing import assert_identical
+
 from .._enums import PendingReason, RequestStatus
 from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
 from .._memory import InMemoryRequestStore
 from .._query import RequestPage, RequestQuery
 from .._request import MutationRequest
 from ..protocols import RequestStore
-from ._contracts import BASE, assert_identical
+from ._contracts import BASE
 from ._fixtures import sample_request
 
 __all__ = ["RequestStoreComparison", "make_store_comparison"]
