@@ -15,7 +15,7 @@ import attrs
 from mutator import AuditEntry, HistoryEntry
 
 from ._decisions import RequestDecision
-from ._request import MutationRequest
+from ._request import MutationRequest, evolve_request
 
 __all__ = ["GovernedCommit", "RequestWrite", "StateWrite"]
 
@@ -90,5 +90,5 @@ class GovernedCommit:
     def stored(self) -> tuple[MutationRequest, ...]:
         """The requests as they are stored once this commit lands (revisions advanced)."""
         return tuple(
-            attrs.evolve(write.request, revision=write.stored_revision) for write in self.requests
+            evolve_request(write.request, revision=write.stored_revision) for write in self.requests
         )

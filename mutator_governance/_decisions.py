@@ -74,8 +74,10 @@ class RequestDecision:
 
 def numbered(decisions: Iterable[RequestDecision], start: int = 0) -> tuple[RequestDecision, ...]:
     """``decisions`` numbered ``start + 1``, ``start + 2``, ... (copies only where needed)."""
-    result = tuple(decisions)
-    if all(d.sequence == start + i for i, d in enumerate(result, 1)):
+    result = decisions if type(decisions) is tuple else tuple(decisions)
+    if not result or (
+        result[0].sequence == start + 1 and result[-1].sequence == start + len(result)
+    ):
         return result
     return tuple(
         d if d.sequence == start + i else attrs.evolve(d, sequence=start + i)

@@ -28,6 +28,7 @@ from mutator import (
     PolicyEvaluationError,
     ResultStatus,
 )
+from mutator.concurrency import KeyedLock
 
 from ._commit_types import RequestWrite, StateWrite
 from ._decisions import RequestDecision
@@ -49,7 +50,6 @@ from ._errors import (
     StateNotFoundError,
     StoreUnavailableError,
 )
-from ._keyed_lock import KeyedLock
 from ._ledger import RequestLedger
 from ._query import RequestQuery, next_version
 from ._registry import MutationRegistry
@@ -287,6 +287,14 @@ class GovernedExecutionManager:
         )
         return await self.ledger.update(request, claimed)
 
+    def _outlives_lease(self) -> bool:
+        """Whether an execution may run long enough to need its lease renewed.
+
+        Not when the engine's execution timeout ends it within a third of the lease.
+        """
+        timeout = self.engine.options.execution_timeout
+        return timeout is None or timeout > self.lease.total_seconds() / 3
+
     async def _renew(self, held: _Claim) -> None:
         """Extend the lease every third of it while the mutation runs."""
         interval = self.lease.total_seconds() / 3
@@ -338,18 +346,28 @@ class GovernedExecutionManager:
         mutation = self._mutation_of(resolved)
         granted = resolved.policy_requirements if resolved.approval_requirements else ()
         held = _Claim(claimed)
-        async with anyio.create_task_group() as renewals:
-            renewals.start_soon(self._renew, held)
-            try:
-                deferred = await self.engine.execute_deferred(
-                    mutation,
-                    current.state,
-                    context=self._execution_context(resolved, context),
-                    state_id=resolved.state_id,
-                    granted=granted,
-                )
-            finally:
-                renewals.cancel_scope.cancel()
+        run_context = self._execution_context(resolved, context)
+        if self._outlives_lease():
+            async with anyio.create_task_group() as renewals:
+                renewals.start_soon(self._renew, held)
+                try:
+                    deferred = await self.engine.execute_deferred(
+                        mutation,
+                        current.state,
+                        context=run_context,
+                        state_id=resolved.state_id,
+                        granted=granted,
+                    )
+                finally:
+                    renewals.cancel_scope.cancel()
+        else:
+            deferred = await self.engine.execute_deferred(
+                mutation,
+                current.state,
+                context=run_context,
+                state_id=resolved.state_id,
+                granted=granted,
+            )
         if held.request is not claimed:
             # The lease was renewed: carry the new revision and claim into the outcome.
             claimed = held.request

@@ -7,8 +7,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from mutator import ConcurrencyError
 
 from ._decisions import RequestDecision
@@ -23,7 +21,7 @@ from ._query import (
     page_of,
     sort_key,
 )
-from ._request import MutationRequest
+from ._request import MutationRequest, evolve_request
 
 __all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStore"]
 
@@ -66,7 +64,7 @@ class InMemoryRequestStore:
         """The write itself, after :meth:`check_revision` (caller locks)."""
         revision = 0 if expected_revision is None else expected_revision + 1
         stored = (
-            request if request.revision == revision else attrs.evolve(request, revision=revision)
+            request if request.revision == revision else evolve_request(request, revision=revision)
         )
         self._requests[request.request_id] = stored
         return stored

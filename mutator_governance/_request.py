@@ -25,6 +25,7 @@ from ._enums import (
 )
 
 __all__ = [
+    "evolve_request",
     "CompensationPlan",
     "ExecutionClaim",
     "ExecutionDetails",
@@ -149,3 +150,34 @@ class MutationRequest:
             if requirement.approval_id == approval_id:
                 return requirement
         return None
+
+
+_REQUEST_FIELDS = attrs.fields(MutationRequest)
+_REQUEST_FIELD_NAMES = frozenset(a.name for a in _REQUEST_FIELDS)
+_new_request = object.__new__
+_set = object.__setattr__
+
+
+def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
+    """A copy of ``request`` with ``changes``: converts and validates only the changed fields.
+
+    The trusted copy used on the library's own paths (transitions, stores): the fields
+    that did not change were validated when ``request`` was built, so unlike
+    :func:`attrs.evolve` this does not run every converter again.
+    """
+    unknown = changes.keys() - _REQUEST_FIELD_NAMES
+    if unknown:
+        raise TypeError(f"MutationRequest has no field(s) {', '.join(sorted(unknown))}")
+    new = _new_request(MutationRequest)
+    for field in _REQUEST_FIELDS:
+        name = field.name
+        if name in changes:
+            value = changes[name]
+            if field.converter is not None:
+                value = field.converter(value)  # type: ignore[operator]
+            if field.validator is not None:
+                field.validator(new, field, value)
+        else:
+            value = getattr(request, name)
+        _set(new, name, value)
+    return new

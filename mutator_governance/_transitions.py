@@ -6,12 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import attrs
-
 from ._decisions import RequestDecision, numbered
 from ._enums import PendingReason, RequestStatus
 from ._errors import InvalidTransitionError
-from ._request import MutationRequest
+from ._request import MutationRequest, evolve_request
 
 __all__ = ["ALLOWED_TRANSITIONS", "can_transition", "record", "transition"]
 
@@ -97,7 +95,7 @@ def transition(
         changes.setdefault("claim", None)
     if target.is_terminal:
         changes.setdefault("expires_at", None)
-    return attrs.evolve(
+    return evolve_request(
         request,
         status=target,
         pending_reason=pending_reason,
@@ -117,7 +115,7 @@ def record(
     """Append ``decisions`` (and field changes) without changing the status."""
     if "status" in changes or "pending_reason" in changes:
         raise ValueError("record() does not change status; use transition()")
-    return attrs.evolve(
+    return evolve_request(
         request,
         decisions=request.decisions + numbered(decisions, len(request.decisions)),
         updated_at=at,
