@@ -81,7 +81,7 @@ def _registry() -> MutationRegistry:
     return registry
 
 
-# -- counting the driver ------------------------------------------------------------------------
+# -- counting the driver ----------------------------------------------------------------------
 
 COUNTS: Counter[str] = Counter()
 
@@ -122,7 +122,7 @@ def counting() -> Iterator[None]:
         anyio.to_thread.run_sync = run_sync
 
 
-# -- fixtures ---------------------------------------------------------------------------------------
+# -- fixtures ---------------------------------------------------------------------------------
 
 
 class _World:
@@ -239,7 +239,7 @@ async def operation(name: str, ops: int) -> AsyncIterator[Operation]:
 NAMES = ("raw_commit", "submit", "approve", "execute", "round_trip")
 
 
-# -- the harness's scenarios -----------------------------------------------------------------------
+# -- the harness's scenarios ------------------------------------------------------------------
 
 
 async def _fixture(name: str, ops: int) -> Fixture:
@@ -268,7 +268,7 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
-# -- paired measurement with counts --------------------------------------------------------------
+# -- paired measurement with counts -----------------------------------------------------------
 
 
 async def measure(ops: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     args = parser.parse_args(argv)
     result = anyio.run(measure, args.ops, args.rounds, backend=args.backend)
-    print("| operation | µs/op | × raw commit | transactions/op | statements/op | hops/op |")
+    print("| operation | µs/op | x raw commit | transactions/op | statements/op | hops/op |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, row in result.items():
         print(
