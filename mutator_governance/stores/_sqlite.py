@@ -14,11 +14,13 @@ or, more commonly, ``Governance.open("sqlite:///governance.db", registry=registr
 
 Files run in WAL mode with ``synchronous=FULL`` (configurable, see
 :class:`~mutator_governance.stores._sqlite_options.SQLiteOptions`) and a busy timeout, so
-several processes can share one database. Every operation is one thread hop: a write
-encodes its documents and runs its whole ``BEGIN IMMEDIATE`` transaction — every check
-before the first write — in one worker thread, on the store's one writing connection; a
-read runs its query and decodes the rows in one worker thread on a pooled reading
-connection. Reads and writes take threads from separate limiters, so writers queued on
+several processes can share one database. Every operation costs at most one thread hop:
+a write encodes its documents and runs its whole ``BEGIN IMMEDIATE`` transaction — every
+check before the first write — in one worker thread, on the store's one writing
+connection, on a one-token write limiter. Work that needs no lock and no flush runs on
+the event loop's thread at once, where it is cheaper than a hop: reads (a WAL reader takes
+no lock) and the claim of a governed execution (committed without a flush of its own);
+when the database is busy they hop too, reads on their own limiter, so writers queued on
 the database lock never starve a read. An in-memory database (``sqlite:///:memory:``) is
 private to its store and uses one connection for everything.
 """
@@ -264,28 +266,59 @@ class _Database:
         its own; the next flushed commit makes it durable too).
         """
         with self._write_lock:
-            connection = self._writer
-            if connection is None:
-                raise self._closed_error()
-            relax = relaxed and self.relax_claims
+            done, result = self._transaction(operation, relaxed=relaxed, wait=True)
+            assert done
+            return result  # type: ignore[return-value]
+
+    def write_now(self, operation: _Op[T]) -> tuple[bool, T | None]:
+        """Try a relaxed ``operation`` at once on the calling thread, never waiting.
+
+        ``(False, None)`` when the store's writer or the database lock is taken (nothing
+        was written); the caller then hops to a worker thread with :meth:`write`.
+        """
+        if not self._write_lock.acquire(blocking=False):
+            return False, None
+        try:
+            return self._transaction(operation, relaxed=True, wait=False)
+        finally:
+            self._write_lock.release()
+
+    def _transaction(
+        self, operation: _Op[T], *, relaxed: bool, wait: bool
+    ) -> tuple[bool, T | None]:
+        """One transaction on the writer (the write lock held by the caller)."""
+        connection = self._writer
+        if connection is None:
+            raise self._closed_error()
+        relax = relaxed and self.relax_claims
+        try:
+            if not wait:
+                _execute(connection, "PRAGMA busy_timeout = 0")
+            if relax:
+                _execute(connection, "PRAGMA synchronous = NORMAL")
             try:
-                if relax:
-                    _execute(connection, "PRAGMA synchronous = NORMAL")
                 try:
                     _execute(connection, "BEGIN IMMEDIATE")
-                    try:
-                        result = self._no_cursor(operation(connection))
-                        _execute(connection, "COMMIT")
-                    except BaseException:
-                        if connection.in_transaction:
-                            connection.rollback()
-                        raise
-                finally:
-                    if relax:
-                        _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
-            except sqlite3.Error as error:
-                raise self._translate(error) from error
-            return result
+                except sqlite3.OperationalError as error:
+                    message = str(error)
+                    if not wait and ("locked" in message or "busy" in message):
+                        return False, None
+                    raise
+                try:
+                    result = self._no_cursor(operation(connection))
+                    _execute(connection, "COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.rollback()
+                    raise
+            finally:
+                if relax:
+                    _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
+                if not wait:
+                    _execute(connection, f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as error:
+            raise self._translate(error) from error
+        return True, result
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._pool_lock:
@@ -393,9 +426,21 @@ class _Database:
         """``encode()`` then its transaction, both in one worker thread (one hop).
 
         The documents are encoded before the write lock is taken, so encoding never
-        holds up another writer.
+        holds up another writer. A ``relaxed`` write (a claim: no flush of its own) is
+        first tried at once on the event loop's thread, where it costs tens of
+        microseconds instead of a thread hop; when the writer or the database is busy
+        it hops like any other write.
         """
         _, writes = self._limiters()
+        if relaxed:
+            operation = encode()
+            done, result = self.write_now(operation)
+            if done:
+                await anyio.lowlevel.checkpoint()
+                return result  # type: ignore[return-value]
+            return await anyio.to_thread.run_sync(
+                lambda: self.write(operation, relaxed=True), limiter=writes
+            )
 
         def run() -> T:
             return self.write(encode(), relaxed=relaxed)

@@ -533,3 +533,36 @@ async def test_queued_writers_do_not_starve_a_read(tmp_path: Path) -> None:
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
+
+
+async def test_a_claim_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    """A claim tried at once on a locked database falls back to waiting, then lands."""
+    async with await open_file(tmp_path, busy_timeout=5) as store:
+        (created,) = await store.committer.commit(
+            GovernedCommit((RequestWrite.create(sample_request("r1", status=APPROVED)),))
+        )
+        claimed = decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+        blocker = sqlite3.connect(tmp_path / "gov.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        landed: list[MutationRequest] = []
+
+        async def claim() -> None:
+            landed.extend(
+                await store.committer.commit(
+                    GovernedCommit((RequestWrite.update(created, claimed),))
+                )
+            )
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(claim)
+                await anyio.sleep(0.3)
+                assert landed == []
+                blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert [r.status for r in landed] == [RequestStatus.EXECUTING]
+        assert await store.requests.get("r1") == landed[0]
+        await log_matches(store, "r1")
+        assert pragma(tmp_path, store, "busy_timeout") == 5000
+        assert pragma(tmp_path, store, "synchronous") == 2
