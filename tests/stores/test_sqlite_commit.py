@@ -566,3 +566,22 @@ async def test_a_claim_waits_for_another_process_holding_the_lock(tmp_path: Path
         await log_matches(store, "r1")
         assert pragma(tmp_path, store, "busy_timeout") == 5000
         assert pragma(tmp_path, store, "synchronous") == 2
+
+
+async def test_governance_open_passes_options_through(tmp_path: Path) -> None:
+    from mutator_governance import Governance
+
+    url = f"sqlite:///{tmp_path}/gov.db"
+    with pytest.raises(ConfigurationError, match="synchronous must be one of"):
+        async with Governance.open(url, registry=sample_registry(), synchronous="SOMETIMES"):
+            pass
+    assert files(tmp_path) == []
+    async with Governance.open(
+        url, registry=sample_registry(), synchronous="NORMAL", busy_timeout=1
+    ) as gov:
+        await gov.states.put("s:1", SampleState())
+    raw = sqlite3.connect(tmp_path / "gov.db")
+    try:
+        assert raw.execute("SELECT version FROM states").fetchall() == [("1",)]
+    finally:
+        raw.close()
