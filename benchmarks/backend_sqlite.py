@@ -125,6 +125,10 @@ def counting() -> Iterator[None]:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
+STORE_OPTIONS: dict[str, Any] = {}
+"""Store options of every governance the scenarios open (``--synchronous``)."""
+
+
 class _World:
     """A governance on a new SQLite file in a temporary directory."""
 
@@ -135,7 +139,7 @@ class _World:
     async def __aenter__(self) -> _World:
         folder = self._stack.enter_context(tempfile.TemporaryDirectory())
         self.gov = await self._stack.enter_async_context(
-            Governance.open(f"sqlite:///{folder}/bench.db", registry=_registry())
+            Governance.open(f"sqlite:///{folder}/bench.db", registry=_registry(), **STORE_OPTIONS)
         )
         self.gov.engine.register_policy(NeedsApprover())
         return self
@@ -308,7 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ops", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument(
+        "--synchronous", help="the store's synchronous option (default: the store's default)"
+    )
     args = parser.parse_args(argv)
+    if args.synchronous:
+        STORE_OPTIONS["synchronous"] = args.synchronous
     result = anyio.run(measure, args.ops, args.rounds, backend=args.backend)
     print("| operation | µs/op | x raw commit | transactions/op | statements/op | hops/op |")
     print("|---|---:|---:|---:|---:|---:|")
