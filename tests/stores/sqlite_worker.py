@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import anyio
 import attrs
+import sniffio
 
 from mutator import ConcurrencyError, Mutation, MutationContext, MutationIntent
 from mutator_governance import (
@@ -99,7 +100,7 @@ async def serve(path: str, lease: float) -> None:
             concurrency=4,
             poll_interval=0.05,
             strategy=ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
-            context=MutationContext.service("kill-worker"),
+            context=MutationContext.service(f"kill-worker-{sniffio.current_async_library()}"),
             recover_every=1.0,
         )
 
