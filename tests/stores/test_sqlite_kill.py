@@ -74,6 +74,9 @@ def _start(path: Path, index: int) -> BaseProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs os.fork (POSIX)"
+)
 def test_killed_workers_execute_every_request_exactly_once(tmp_path: Path) -> None:
     path = tmp_path / "kill.db"
     plan: dict[str, tuple[str, int]] = {}
