@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import codec, engine, governance, otel
+from . import backend_sqlite, codec, engine, governance, otel
 from .harness import (
     FULL,
     QUICK,
@@ -32,7 +32,13 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def scenarios() -> tuple[Scenario, ...]:
     """Every registered scenario, baselines first within each group."""
-    return engine.SCENARIOS + governance.SCENARIOS + otel.SCENARIOS + codec.SCENARIOS
+    return (
+        engine.SCENARIOS
+        + governance.SCENARIOS
+        + otel.SCENARIOS
+        + codec.SCENARIOS
+        + backend_sqlite.SCENARIOS
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,12 +12,17 @@ with the standard library's :mod:`sqlite3`, run on worker threads through
 
 or, more commonly, ``Governance.open("sqlite:///governance.db", registry=registry)``.
 
-Files run in WAL mode with ``synchronous=NORMAL`` and a busy timeout, so several processes
-can share one database. Each store writes through one connection, one immediate
-transaction at a time, and reads through a small pool of connections; an in-memory
-database (``sqlite:///:memory:``) is private to its store and uses one connection for
-everything. Every compare-and-set, and every governed commit, is one ``BEGIN IMMEDIATE``
-transaction that checks before it writes: a lost race writes nothing.
+Files run in WAL mode with ``synchronous=FULL`` (configurable, see
+:class:`~mutator_governance.stores._sqlite_options.SQLiteOptions`) and a busy timeout, so
+several processes can share one database. Every operation costs at most one thread hop:
+a write encodes its documents and runs its whole ``BEGIN IMMEDIATE`` transaction — every
+check before the first write — in one worker thread, on the store's one writing
+connection, on a one-token write limiter. Work that needs no lock and no flush runs on
+the event loop's thread at once, where it is cheaper than a hop: reads (a WAL reader takes
+no lock) and the claim of a governed execution (committed without a flush of its own);
+when the database is busy they hop too, reads on their own limiter, so writers queued on
+the database lock never starve a read. An in-memory database (``sqlite:///:memory:``) is
+private to its store and uses one connection for everything.
 """
 
 from __future__ import annotations
@@ -29,15 +34,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
-from .._commit_types import GovernedCommit
+from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
 from .._errors import (
@@ -60,6 +65,7 @@ from .._query import (
 from .._registry import MutationRegistry
 from .._request import MutationRequest
 from ._documents import decode, parse
+from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
 from ._sqlite_schema import SCHEMA_VERSION, migrate
 
 __all__ = [
@@ -68,9 +74,11 @@ __all__ = [
     "SQLiteCommitter",
     "SQLiteDecisionHistory",
     "SQLiteHistoryStore",
+    "SQLiteOptions",
     "SQLiteRequestStore",
     "SQLiteStateStore",
     "SQLiteStore",
+    "Synchronous",
     "sqlite_path",
 ]
 
@@ -79,38 +87,10 @@ Row = tuple[Any, ...]
 _Op = Callable[[sqlite3.Connection], T]
 
 BACKEND = "sqlite"
-MEMORY = ":memory:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 _REQUEST_COLUMNS = "request_id, document"
-
-
-def sqlite_path(url: str | os.PathLike[str]) -> str:
-    """The database path named by ``url``.
-
-    ``sqlite:///relative.db`` is relative to the working directory,
-    ``sqlite:////absolute/path.db`` absolute, ``sqlite:///:memory:`` (or ``sqlite://``) an
-    in-memory database; anything that is not a ``sqlite:`` URL is taken as a plain path.
-    """
-    if isinstance(url, os.PathLike):
-        return os.fspath(url)
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"expected a sqlite:/// URL or a path, got {url!r}")
-    scheme, colon, rest = url.partition(":")
-    if not colon or scheme.lower() != "sqlite":
-        return url
-    if not rest.startswith("//"):
-        raise ValueError(f"malformed SQLite URL {url!r}: use sqlite:///relative/path.db")
-    host, _, path = rest[2:].partition("/")
-    if host not in ("", "localhost"):
-        raise ValueError(f"SQLite URLs name no host, got {host!r} in {url!r}")
-    if "?" in path or "#" in path:
-        raise ValueError(
-            f"SQLite URL {url!r} has a query or fragment; pass options as keyword arguments"
-        )
-    path = unquote(path)
-    return path or MEMORY
 
 
 def _micros(moment: datetime) -> int:
@@ -152,32 +132,42 @@ def _fetch_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any] =
 
 
 class _Database:
-    """Connections to one SQLite database and the threads that use them.
+    """Connections to one SQLite database, the threads that use them, and their limiters.
 
     Writes go through one connection under a lock, each in its own ``BEGIN IMMEDIATE``
-    transaction; reads take a pooled connection (autocommit, ``query_only``). An
-    in-memory database lives in its one connection, which serves reads too.
+    transaction, on threads from a one-token limiter (queued writers wait in the event
+    loop, cancellably); reads take a pooled connection (autocommit, ``query_only``) on
+    threads from their own ``pool_size``-token limiter. An in-memory database lives in its
+    one connection, which serves reads too.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float, pool_size: int) -> None:
+    def __init__(self, path: str, options: SQLiteOptions) -> None:
         self.path = path
         self.memory = path == MEMORY
-        self.busy_timeout = busy_timeout
-        self.pool_size = pool_size
+        self.options = options
+        self.busy_timeout = options.busy_timeout
+        self.pool_size = options.pool_size
         self.schema_version = 0
+        # Claims may skip the WAL flush when commits flush (see SQLiteCommitter).
+        self.relax_claims = not self.memory and options.synchronous in ("FULL", "EXTRA")
         self._write_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()
+        self._inline: sqlite3.Connection | None = None
         self._closed = False
+        self._read_limiter: anyio.CapacityLimiter | None = None
+        self._write_limiter: anyio.CapacityLimiter | None = None
 
     # -- connections (worker threads) --------------------------------------------------
 
-    def _connect(self, *, reader: bool) -> sqlite3.Connection:
+    def _connect(self, *, reader: bool, wait: bool = True) -> sqlite3.Connection:
+        timeout = self.busy_timeout if wait else 0.0
         try:
             connection = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout,
+                timeout=timeout,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=128,
@@ -187,9 +177,9 @@ class _Database:
                 f"cannot open the SQLite database {self.path!r}: {error}", url=self.path
             ) from error
         try:
-            _execute(connection, f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            _execute(connection, f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if not self.memory:
-                _execute(connection, "PRAGMA synchronous = NORMAL")
+                _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
             if reader:
                 _execute(connection, "PRAGMA query_only = ON")
         except BaseException as error:
@@ -222,6 +212,10 @@ class _Database:
             writer, self._writer = self._writer, None
         with self._pool_lock:
             idle, self._idle = self._idle, []
+        with self._inline_lock:
+            if self._inline is not None:
+                idle.append(self._inline)
+                self._inline = None
         for connection in idle:
             connection.close()
         if writer is not None:
@@ -264,27 +258,67 @@ class _Database:
         finally:
             self._give_back(connection)
 
-    def write(self, operation: _Op[T]) -> T:
+    def write(self, operation: _Op[T], *, relaxed: bool = False) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction (from a worker thread).
 
         Any exception rolls the transaction back; sqlite3 errors become governance errors.
+        ``relaxed`` commits this transaction with ``synchronous=NORMAL`` (no WAL flush of
+        its own; the next flushed commit makes it durable too).
         """
         with self._write_lock:
-            connection = self._writer
-            if connection is None:
-                raise self._closed_error()
+            done, result = self._transaction(operation, relaxed=relaxed, wait=True)
+            assert done
+            return result  # type: ignore[return-value]
+
+    def write_now(self, operation: _Op[T]) -> tuple[bool, T | None]:
+        """Try a relaxed ``operation`` at once on the calling thread, never waiting.
+
+        ``(False, None)`` when the store's writer or the database lock is taken (nothing
+        was written); the caller then hops to a worker thread with :meth:`write`.
+        """
+        if not self._write_lock.acquire(blocking=False):
+            return False, None
+        try:
+            return self._transaction(operation, relaxed=True, wait=False)
+        finally:
+            self._write_lock.release()
+
+    def _transaction(
+        self, operation: _Op[T], *, relaxed: bool, wait: bool
+    ) -> tuple[bool, T | None]:
+        """One transaction on the writer (the write lock held by the caller)."""
+        connection = self._writer
+        if connection is None:
+            raise self._closed_error()
+        relax = relaxed and self.relax_claims
+        try:
+            if not wait:
+                _execute(connection, "PRAGMA busy_timeout = 0")
+            if relax:
+                _execute(connection, "PRAGMA synchronous = NORMAL")
             try:
-                _execute(connection, "BEGIN IMMEDIATE")
+                try:
+                    _execute(connection, "BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as error:
+                    message = str(error)
+                    if not wait and ("locked" in message or "busy" in message):
+                        return False, None
+                    raise
                 try:
                     result = self._no_cursor(operation(connection))
                     _execute(connection, "COMMIT")
                 except BaseException:
                     if connection.in_transaction:
-                        _execute(connection, "ROLLBACK")
+                        connection.rollback()
                     raise
-            except sqlite3.Error as error:
-                raise self._translate(error) from error
-            return result
+            finally:
+                if relax:
+                    _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
+                if not wait:
+                    _execute(connection, f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as error:
+            raise self._translate(error) from error
+        return True, result
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._pool_lock:
@@ -310,11 +344,112 @@ class _Database:
 
     # -- from the event loop -------------------------------------------------------------
 
-    async def run_read(self, operation: _Op[T]) -> T:
-        return await anyio.to_thread.run_sync(self.read, operation)
+    def _limiters(self) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+        if self._read_limiter is None or self._write_limiter is None:
+            self._read_limiter = anyio.CapacityLimiter(self.pool_size)
+            self._write_limiter = anyio.CapacityLimiter(1)
+        return self._read_limiter, self._write_limiter
 
-    async def run_write(self, operation: _Op[T]) -> T:
-        return await anyio.to_thread.run_sync(self.write, operation)
+    async def start(self) -> None:
+        """Open the database (one thread hop) and create the limiters on this event loop."""
+        _, writes = self._limiters()
+        await anyio.to_thread.run_sync(self.open, limiter=writes)
+
+    def _read_now(self, operation: _Op[T]) -> tuple[bool, T | None]:
+        """Try ``operation`` on the event loop's own reading connection, never waiting.
+
+        A WAL reader needs no lock, so this almost always succeeds at once; the
+        connection has no busy timeout, and when the database is busy (or the in-memory
+        database's one connection is in use) it gives up: ``(False, None)``.
+        """
+        if self.memory:
+            if not self._write_lock.acquire(blocking=False):
+                return False, None
+            try:
+                if self._writer is None:
+                    raise self._closed_error()
+                try:
+                    return True, self._no_cursor(operation(self._writer))
+                except sqlite3.Error as error:
+                    raise self._translate(error) from error
+            finally:
+                self._write_lock.release()
+        if not self._inline_lock.acquire(blocking=False):
+            return False, None
+        try:
+            if self._closed:
+                raise self._closed_error()
+            connection = self._inline
+            if connection is None:
+                connection = self._inline = self._connect(reader=True, wait=False)
+            try:
+                return True, self._no_cursor(operation(connection))
+            except sqlite3.OperationalError as error:
+                message = str(error)
+                if "locked" in message or "busy" in message:
+                    return False, None
+                raise self._translate(error) from error
+            except sqlite3.Error as error:
+                raise self._translate(error) from error
+        finally:
+            self._inline_lock.release()
+
+    async def run_read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """``operation`` on a reading connection: at once, or in one hop on the read limiter.
+
+        Reads run on the event loop's thread when the database lets them at once (a WAL
+        read takes no lock: tens of microseconds, cheaper than a thread hop), then yield
+        to the loop; otherwise they hop to a worker thread on their own limiter.
+        """
+        done, result = self._read_now(operation)
+        if done:
+            await anyio.lowlevel.checkpoint()
+            return result  # type: ignore[return-value]
+        reads, _ = self._limiters()
+        return await anyio.to_thread.run_sync(self.read, operation, limiter=reads)
+
+    async def run_write(
+        self, operation: Callable[[sqlite3.Connection], T], *, relaxed: bool = False
+    ) -> T:
+        """``operation`` in one transaction, in one hop on the write limiter."""
+        _, writes = self._limiters()
+        return await anyio.to_thread.run_sync(
+            lambda: self.write(operation, relaxed=relaxed), limiter=writes
+        )
+
+    async def run_encoded_write(
+        self,
+        encode: Callable[[], Callable[[sqlite3.Connection], T]],
+        *,
+        relaxed: bool = False,
+    ) -> T:
+        """``encode()`` then its transaction, both in one worker thread (one hop).
+
+        The documents are encoded before the write lock is taken, so encoding never
+        holds up another writer. A ``relaxed`` write (a claim: no flush of its own) is
+        first tried at once on the event loop's thread, where it costs tens of
+        microseconds instead of a thread hop; when the writer or the database is busy
+        it hops like any other write.
+        """
+        _, writes = self._limiters()
+        if relaxed:
+            operation = encode()
+            done, result = self.write_now(operation)
+            if done:
+                await anyio.lowlevel.checkpoint()
+                return result  # type: ignore[return-value]
+            return await anyio.to_thread.run_sync(
+                lambda: self.write(operation, relaxed=True), limiter=writes
+            )
+
+        def run() -> T:
+            return self.write(encode(), relaxed=relaxed)
+
+        return await anyio.to_thread.run_sync(run, limiter=writes)
+
+    async def close_async(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.close)
 
 
 class _Codec:
@@ -344,50 +479,60 @@ class _Codec:
         document: Any,
         build: Callable[[Any], T],
         *,
-        what: str,
         key: str | None,
         request_id: str | None = None,
     ) -> T:
-        """A ``what`` document read back through ``build`` (StoredDataError when unreadable)."""
+        """A document read back through ``build`` (StoredDataError when unreadable)."""
         data = parse(self.registry, document, backend=BACKEND, key=key, request_id=request_id)
         return decode(build, data, backend=BACKEND, key=key, request_id=request_id)
 
     def read_request(self, row: Row) -> MutationRequest:
         request_id, document = row[0], row[1]
-        return self.read(
-            document,
-            self.registry.structure_request,
-            what="request",
-            key=request_id,
-            request_id=request_id,
+        request = self.read(
+            document, self.registry.structure_request, key=request_id, request_id=request_id
         )
+        if request.request_id != request_id:
+            raise StoredDataError(
+                f"the document stored under request {request_id!r} belongs to request "
+                f"{request.request_id!r}",
+                backend=BACKEND,
+                key=request_id,
+                field="request_id",
+                request_id=request_id,
+            )
+        return request
 
-    def read_decision(self, request_id: str, document: Any) -> RequestDecision:
-        return self.read(
-            document,
-            self.registry.structure_decision,
-            what="decision",
-            key=request_id,
-            request_id=request_id,
+    def read_decision(self, request_id: str, sequence: int, document: Any) -> RequestDecision:
+        decision = self.read(
+            document, self.registry.structure_decision, key=request_id, request_id=request_id
         )
+        if decision.sequence != sequence:
+            # Rows logged before schema version 2 have no sequence in their document.
+            decision = attrs.evolve(decision, sequence=sequence)
+        return decision
 
     def read_state(self, state_id: str, document: Any) -> Any:
-        return self.read(document, self.registry.structure_value, what="state", key=state_id)
+        return self.read(document, self.registry.structure_value, key=state_id)
 
     def read_audit(self, key: str, document: Any) -> AuditEntry:
         converter = self.registry.converter
-        return self.read(
-            document, lambda data: structure(converter, data, AuditEntry), what="audit", key=key
-        )
+        return self.read(document, lambda data: structure(converter, data, AuditEntry), key=key)
 
     def read_history(self, key: str, document: Any) -> HistoryEntry:
         converter = self.registry.converter
-        return self.read(
-            document,
-            lambda data: structure(converter, data, HistoryEntry),
-            what="history",
-            key=key,
-        )
+        return self.read(document, lambda data: structure(converter, data, HistoryEntry), key=key)
+
+
+def _version(state_id: str, raw: Any) -> str:
+    """A stored state version, which must be a decimal counter (StoredDataError otherwise)."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and str(int(raw)) == raw:
+        return raw
+    raise StoredDataError(
+        f"the stored version {raw!r} is not a decimal counter",
+        backend=BACKEND,
+        key=state_id,
+        field="version",
+    )
 
 
 def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
@@ -407,8 +552,7 @@ def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
 
 _INSERT_REQUEST = (
     "INSERT INTO requests (request_id, state_id, status, pending_reason, actor_id, "
-    "created_at, updated_at, revision, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (request_id) DO NOTHING"
+    "created_at, updated_at, revision, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_REQUEST = (
     "UPDATE requests SET state_id = ?, status = ?, pending_reason = ?, actor_id = ?, "
@@ -416,7 +560,22 @@ _UPDATE_REQUEST = (
     "WHERE request_id = ? AND revision = ?"
 )
 _INSERT_DECISION = (
-    "INSERT INTO decisions (request_id, category, timestamp, document) VALUES (?, ?, ?, ?)"
+    "INSERT INTO decisions (request_id, sequence, category, timestamp, document) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id, sequence) DO NOTHING"
+)
+_INSERT_HISTORY = (
+    "INSERT INTO history (execution_id, state_id, executed_at, document) VALUES (?, ?, ?, ?)"
+)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (execution_id, state_id, executed_at, document) VALUES (?, ?, ?, ?)"
+)
+_UPSERT_STATE = (
+    "INSERT INTO states (state_id, version, request_id, document) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (state_id) DO UPDATE SET version = excluded.version, "
+    "request_id = excluded.request_id, document = excluded.document"
+)
+_INSERT_STATE_VERSION = (
+    "INSERT INTO state_versions (state_id, request_id, version) VALUES (?, ?, ?)"
 )
 
 
@@ -431,8 +590,13 @@ def _stored_revision(connection: sqlite3.Connection, request_id: str) -> int | N
     return None if found is None else int(found[0])
 
 
-def _check_revision(connection: sqlite3.Connection, request_id: str, expected: int) -> None:
+def _check_revision(connection: sqlite3.Connection, request_id: str, expected: int | None) -> None:
+    """The stored revision is ``expected`` (None: the request does not exist yet)."""
     actual = _stored_revision(connection, request_id)
+    if expected is None:
+        if actual is not None:
+            raise RequestAlreadyExistsError(request_id)
+        return
     if actual is None:
         raise RequestNotFoundError(request_id)
     if actual != expected:
@@ -442,25 +606,28 @@ def _check_revision(connection: sqlite3.Connection, request_id: str, expected: i
 def _decision_rows(
     codec: _Codec, request_id: str, decisions: Iterable[RequestDecision]
 ) -> list[tuple[Any, ...]]:
-    return [
-        (request_id, d.category.value, _micros(d.timestamp), codec.decision(d)) for d in decisions
-    ]
+    rows = []
+    for d in decisions:
+        if d.sequence < 1:
+            raise ValueError(
+                f"decision {d} of request {request_id!r} has no sequence number "
+                "(sequences count from 1 within a request)"
+            )
+        rows.append(
+            (request_id, d.sequence, d.category.value, _micros(d.timestamp), codec.decision(d))
+        )
+    return rows
 
 
-def _state_version(connection: sqlite3.Connection, state_id: str) -> str | None:
-    found = _fetch_one(connection, "SELECT version FROM states WHERE state_id = ?", (state_id,))
-    return None if found is None else str(found[0])
-
-
-def _put_state(
+def _check_state(
     connection: sqlite3.Connection,
     state_id: str,
-    document: str,
     expected_version: str | None,
     request_id: str | None,
 ) -> str:
-    """Check the version, then write the state; returns the new version (caller's tx)."""
-    actual = _state_version(connection, state_id)
+    """Check the version and the producing request; returns the new version (no write)."""
+    found = _fetch_one(connection, "SELECT version FROM states WHERE state_id = ?", (state_id,))
+    actual = None if found is None else _version(state_id, found[0])
     if actual != expected_version:
         raise ConcurrencyError(
             f"state {state_id!r} is at version {actual!r}, expected {expected_version!r}",
@@ -468,22 +635,33 @@ def _put_state(
             expected=expected_version,
             actual=actual,
         )
-    version = next_version(expected_version)
-    _execute(
-        connection,
-        "INSERT INTO states (state_id, version, request_id, document) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (state_id) DO UPDATE SET version = excluded.version, "
-        "request_id = excluded.request_id, document = excluded.document",
-        (state_id, version, request_id, document),
-    )
     if request_id is not None:
-        _execute(
+        produced = _fetch_one(
             connection,
-            "INSERT OR REPLACE INTO state_versions (state_id, request_id, version) "
-            "VALUES (?, ?, ?)",
-            (state_id, request_id, version),
+            "SELECT version FROM state_versions WHERE state_id = ? AND request_id = ?",
+            (state_id, request_id),
         )
-    return version
+        if produced is not None:
+            raise ConcurrencyError(
+                f"request {request_id!r} already produced version {produced[0]!r} of state "
+                f"{state_id!r}; a request produces at most one version",
+                key=state_id,
+                expected=expected_version,
+                actual=actual,
+            )
+    return next_version(expected_version)
+
+
+def _write_state(
+    connection: sqlite3.Connection,
+    state_id: str,
+    document: str,
+    version: str,
+    request_id: str | None,
+) -> None:
+    _execute(connection, _UPSERT_STATE, (state_id, version, request_id, document))
+    if request_id is not None:
+        _execute(connection, _INSERT_STATE_VERSION, (state_id, request_id, version))
 
 
 def _within(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
@@ -551,13 +729,18 @@ class SQLiteRequestStore:
     async def create(self, request: MutationRequest) -> MutationRequest:
         """Store a new request at revision 0 (RequestAlreadyExistsError when the id is taken)."""
         stored = request if request.revision == 0 else attrs.evolve(request, revision=0)
-        row = _request_row(self._codec, stored)
+        codec = self._codec
 
-        def insert(connection: sqlite3.Connection) -> None:
-            if _execute(connection, _INSERT_REQUEST, row) == 0:
-                raise RequestAlreadyExistsError(stored.request_id)
+        def encode() -> Callable[[sqlite3.Connection], None]:
+            row = _request_row(codec, stored)
 
-        await self._db.run_write(insert)
+            def insert(connection: sqlite3.Connection) -> None:
+                _check_revision(connection, stored.request_id, None)
+                _execute(connection, _INSERT_REQUEST, row)
+
+            return insert
+
+        await self._db.run_encoded_write(encode)
         return stored
 
     async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
@@ -566,24 +749,33 @@ class SQLiteRequestStore:
         Raises RequestConcurrencyError on a mismatch, RequestNotFoundError when unknown.
         """
         stored = attrs.evolve(request, revision=expected_revision + 1)
-        params = _update_params(_request_row(self._codec, stored), expected_revision)
+        codec = self._codec
 
-        def update(connection: sqlite3.Connection) -> None:
-            if _execute(connection, _UPDATE_REQUEST, params) == 0:
+        def encode() -> Callable[[sqlite3.Connection], None]:
+            params = _update_params(_request_row(codec, stored), expected_revision)
+
+            def update(connection: sqlite3.Connection) -> None:
                 _check_revision(connection, stored.request_id, expected_revision)
-                raise AssertionError("unreachable: the revision matched but nothing was updated")
+                _execute(connection, _UPDATE_REQUEST, params)
 
-        await self._db.run_write(update)
+            return update
+
+        await self._db.run_encoded_write(encode)
         return stored
 
     async def get(self, request_id: str) -> MutationRequest | None:
         """The stored request, or None."""
-        row = await self._db.run_read(
-            lambda c: _fetch_one(
-                c, f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE request_id = ?", (request_id,)
+        read = self._codec.read_request
+
+        def select(connection: sqlite3.Connection) -> MutationRequest | None:
+            row = _fetch_one(
+                connection,
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE request_id = ?",
+                (request_id,),
             )
-        )
-        return None if row is None else self._codec.read_request(row)
+            return None if row is None else read(row)
+
+        return await self._db.run_read(select)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id."""
@@ -623,9 +815,8 @@ class SQLiteRequestStore:
             if position is not None:
                 clauses.append("(created_at, request_id) > (?, ?)")
                 values.extend((_micros(position[0]), position[1]))
-            rows = await self._rows(" AND ".join(clauses), values, batch)
-            for row in rows:
-                request = self._codec.read_request(row)
+            rows = await self._select(" AND ".join(clauses), values, batch)
+            for request in rows:
                 position = (request.created_at, request.request_id)
                 if query.matches(request):
                     found.append(request)
@@ -638,9 +829,9 @@ class SQLiteRequestStore:
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
 
-    async def _rows(
+    async def _select(
         self, where: str, params: builtins.list[Any], limit: int | None = None
-    ) -> builtins.list[Row]:
+    ) -> builtins.list[MutationRequest]:
         sql = f"SELECT {_REQUEST_COLUMNS} FROM requests"
         if where:
             sql += f" WHERE {where}"
@@ -648,16 +839,12 @@ class SQLiteRequestStore:
         if limit is not None:
             sql += " LIMIT ?"
             params = [*params, limit]
-        return await self._db.run_read(lambda c: _fetch_all(c, sql, params))
-
-    async def _select(
-        self, where: str, params: builtins.list[Any]
-    ) -> builtins.list[MutationRequest]:
-        return [self._codec.read_request(row) for row in await self._rows(where, params)]
+        read = self._codec.read_request
+        return await self._db.run_read(lambda c: [read(row) for row in _fetch_all(c, sql, params)])
 
 
 class SQLiteDecisionHistory:
-    """Decisions in the ``decisions`` table, in insertion order.
+    """Decisions in the ``decisions`` table, unique per ``(request_id, sequence)``.
 
     Implements :class:`~mutator_governance.DecisionHistory`.
     """
@@ -667,19 +854,40 @@ class SQLiteDecisionHistory:
         self._codec = codec
 
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
-        """Append ``decisions`` to ``request_id``'s log, in one transaction."""
-        rows = _decision_rows(self._codec, request_id, decisions)
-        if rows:
-            await self._db.run_write(lambda c: _execute_many(c, _INSERT_DECISION, rows))
+        """Append ``decisions`` to ``request_id``'s log, idempotently, in one transaction.
+
+        A decision whose sequence number is already logged is skipped; one without a
+        sequence number raises ValueError (nothing written).
+        """
+        for d in decisions:
+            if d.sequence < 1:
+                raise ValueError(
+                    f"decision {d} of request {request_id!r} has no sequence number "
+                    "(sequences count from 1 within a request)"
+                )
+        if not decisions:
+            return
+        codec = self._codec
+
+        def encode() -> Callable[[sqlite3.Connection], None]:
+            rows = _decision_rows(codec, request_id, decisions)
+            return lambda c: _execute_many(c, _INSERT_DECISION, rows)
+
+        await self._db.run_encoded_write(encode)
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
-        """Decisions of one request, oldest (first appended) first."""
-        rows = await self._db.run_read(
-            lambda c: _fetch_all(
-                c, "SELECT document FROM decisions WHERE request_id = ? ORDER BY id", (request_id,)
+        """Decisions of one request in sequence order."""
+        read = self._codec.read_decision
+
+        def select(connection: sqlite3.Connection) -> tuple[RequestDecision, ...]:
+            rows = _fetch_all(
+                connection,
+                "SELECT sequence, document FROM decisions WHERE request_id = ? ORDER BY sequence",
+                (request_id,),
             )
-        )
-        return tuple(self._codec.read_decision(request_id, row[0]) for row in rows)
+            return tuple(read(request_id, row[0], row[1]) for row in rows)
+
+        return await self._db.run_read(select)
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -687,22 +895,27 @@ class SQLiteDecisionHistory:
         """The newest decisions across requests: by timestamp, then newest appended, first."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        sql = "SELECT request_id, document FROM decisions"
+        sql = "SELECT request_id, sequence, document FROM decisions"
         params: list[Any] = []
         if category is not None:
             sql += " WHERE category = ?"
             params.append(category.value)
         sql += " ORDER BY timestamp DESC, id DESC LIMIT ?"
         params.append(limit)
-        rows = await self._db.run_read(lambda c: _fetch_all(c, sql, params))
-        return [DecisionRecord(row[0], self._codec.read_decision(row[0], row[1])) for row in rows]
+        read = self._codec.read_decision
+        return await self._db.run_read(
+            lambda c: [
+                DecisionRecord(row[0], read(row[0], row[1], row[2]))
+                for row in _fetch_all(c, sql, params)
+            ]
+        )
 
 
 class SQLiteStateStore:
     """States in the ``states`` table with decimal-counter versions and compare-and-set.
 
-    ``state_versions`` records which request produced which version. Implements
-    :class:`~mutator_governance.StateStore`.
+    ``state_versions`` records which request produced which version; a request produces
+    at most one version of a state. Implements :class:`~mutator_governance.StateStore`.
     """
 
     def __init__(self, database: _Database, codec: _Codec) -> None:
@@ -710,17 +923,24 @@ class SQLiteStateStore:
         self._codec = codec
 
     async def get(self, state_id: str) -> VersionedState | None:
-        """The state with its version and producing request, or None."""
-        row = await self._db.run_read(
-            lambda c: _fetch_one(
-                c,
+        """The state with its version and producing request, or None.
+
+        A stored version that is not a decimal counter raises StoredDataError.
+        """
+        read = self._codec.read_state
+
+        def select(connection: sqlite3.Connection) -> VersionedState | None:
+            row = _fetch_one(
+                connection,
                 "SELECT version, request_id, document FROM states WHERE state_id = ?",
                 (state_id,),
             )
-        )
-        if row is None:
-            return None
-        return VersionedState(self._codec.read_state(state_id, row[2]), str(row[0]), row[1])
+            if row is None:
+                return None
+            version = _version(state_id, row[0])
+            return VersionedState(read(state_id, row[2]), version, row[1])
+
+        return await self._db.run_read(select)
 
     async def put(
         self,
@@ -732,12 +952,22 @@ class SQLiteStateStore:
     ) -> str:
         """Write ``state`` if it is at ``expected_version`` (None: it must not exist).
 
-        Returns the new version; a mismatch raises :class:`mutator.ConcurrencyError`.
+        Returns the new version; a mismatch, or a second version produced by
+        ``request_id``, raises :class:`mutator.ConcurrencyError` and writes nothing.
         """
-        document = self._codec.value(state)
-        return await self._db.run_write(
-            lambda c: _put_state(c, state_id, document, expected_version, request_id)
-        )
+        codec = self._codec
+
+        def encode() -> Callable[[sqlite3.Connection], str]:
+            document = codec.value(state)
+
+            def put(connection: sqlite3.Connection) -> str:
+                version = _check_state(connection, state_id, expected_version, request_id)
+                _write_state(connection, state_id, document, version, request_id)
+                return version
+
+            return put
+
+        return await self._db.run_encoded_write(encode)
 
     async def version_by_request(self, state_id: str, request_id: str) -> str | None:
         """The version of ``state_id`` that ``request_id`` produced, if any."""
@@ -748,7 +978,11 @@ class SQLiteStateStore:
                 (state_id, request_id),
             )
         )
-        return None if row is None else str(row[0])
+        return None if row is None else _version(state_id, row[0])
+
+
+def _audit_row(codec: _Codec, entry: AuditEntry) -> tuple[Any, ...]:
+    return (entry.execution_id, entry.state_id, _micros(entry.executed_at), codec.record(entry))
 
 
 class SQLiteAuditSink:
@@ -760,20 +994,13 @@ class SQLiteAuditSink:
 
     async def record(self, entry: AuditEntry) -> None:
         """Persist ``entry``."""
-        params = (
-            entry.execution_id,
-            entry.state_id,
-            _micros(entry.executed_at),
-            self._codec.record(entry),
-        )
-        await self._db.run_write(
-            lambda c: _execute(
-                c,
-                "INSERT INTO audit (execution_id, state_id, executed_at, document) "
-                "VALUES (?, ?, ?, ?)",
-                params,
-            )
-        )
+        codec = self._codec
+
+        def encode() -> Callable[[sqlite3.Connection], int]:
+            row = _audit_row(codec, entry)
+            return lambda c: _execute(c, _INSERT_AUDIT, row)
+
+        await self._db.run_encoded_write(encode)
 
     async def entries(
         self,
@@ -798,13 +1025,10 @@ class SQLiteAuditSink:
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY id"
-        rows = await self._db.run_read(lambda c: _fetch_all(c, sql, params))
-        return [self._codec.read_audit(row[0], row[1]) for row in rows]
-
-
-_INSERT_HISTORY = (
-    "INSERT INTO history (execution_id, state_id, executed_at, document) VALUES (?, ?, ?, ?)"
-)
+        read = self._codec.read_audit
+        return await self._db.run_read(
+            lambda c: [read(row[0], row[1]) for row in _fetch_all(c, sql, params)]
+        )
 
 
 def _history_row(codec: _Codec, entry: HistoryEntry) -> tuple[Any, ...]:
@@ -823,8 +1047,13 @@ class SQLiteHistoryStore:
 
     async def append(self, entry: HistoryEntry) -> None:
         """Append ``entry`` to its state's history."""
-        row = _history_row(self._codec, entry)
-        await self._db.run_write(lambda c: _execute(c, _INSERT_HISTORY, row))
+        codec = self._codec
+
+        def encode() -> Callable[[sqlite3.Connection], int]:
+            row = _history_row(codec, entry)
+            return lambda c: _execute(c, _INSERT_HISTORY, row)
+
+        await self._db.run_encoded_write(encode)
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The whole history of ``state_id``, oldest first (empty when unknown)."""
@@ -857,20 +1086,49 @@ class SQLiteHistoryStore:
     ) -> list[HistoryEntry]:
         sql = f"SELECT document FROM history WHERE state_id = ?{where} ORDER BY {order}"
         values = [state_id, *params, *(tail or [])]
-        rows = await self._db.run_read(lambda c: _fetch_all(c, sql, values))
-        return [self._codec.read_history(state_id, row[0]) for row in rows]
+        read = self._codec.read_history
+        return await self._db.run_read(
+            lambda c: [read(state_id, row[0]) for row in _fetch_all(c, sql, values)]
+        )
+
+
+def is_claim(commit: GovernedCommit) -> bool:
+    """True for the claim of a governed execution: EXECUTING, and no state write."""
+    return commit.state is None and commit.requests[0].request.status is RequestStatus.EXECUTING
+
+
+def _request_writes(
+    codec: _Codec, writes: Sequence[RequestWrite], stored: Sequence[MutationRequest]
+) -> list[tuple[str, int | None, tuple[Any, ...], list[tuple[Any, ...]]]]:
+    """Per request: id, expected revision, the statement's parameters, its decision rows."""
+    result = []
+    for write, request in zip(writes, stored, strict=True):
+        row = _request_row(codec, request)
+        expected = write.expected_revision
+        params = row if expected is None else _update_params(row, expected)
+        decisions = _decision_rows(codec, request.request_id, write.new_decisions)
+        result.append((request.request_id, expected, params, decisions))
+    return result
 
 
 class SQLiteCommitter:
-    """Writes a governed execution in one ``BEGIN IMMEDIATE`` transaction.
+    """Writes each governance operation in one ``BEGIN IMMEDIATE`` transaction, one hop.
 
-    Every expected request revision and the expected state version are checked first; any
-    mismatch rolls back and raises RequestConcurrencyError (or RequestNotFoundError) or
-    :class:`mutator.ConcurrencyError`, writing nothing. Then the state (and the version
-    it produced for its request), the requests, their decisions and the history entries
-    are written and committed together. Implements
+    Every request revision (or absence, for a create), the state version and the state's
+    producing request are checked before the first write; any mismatch raises
+    RequestAlreadyExistsError, RequestNotFoundError, RequestConcurrencyError or
+    :class:`mutator.ConcurrencyError` and writes nothing. Then the state, the requests,
+    their decisions (idempotent per sequence number), the history and the audit entries
+    are written and committed together.
+
+    The claim of a governed execution (EXECUTING, no state write) commits without a WAL
+    flush of its own when the store runs ``synchronous=FULL``: a claim lost in a power
+    loss is harmless, since the final commit checks the claimed revision, and the next
+    flushed commit makes it durable anyway. Implements
     :class:`~mutator_governance.ExecutionCommitter`.
     """
+
+    atomic = True
 
     def __init__(self, database: _Database, codec: _Codec) -> None:
         self._db = database
@@ -878,51 +1136,55 @@ class SQLiteCommitter:
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         """Apply every write in ``commit`` atomically; return the stored requests in order."""
+        stored = commit.stored()
         codec = self._codec
-        stored = tuple(
-            attrs.evolve(write.request, revision=write.expected_revision + 1)
-            for write in commit.requests
-        )
-        updates = [
-            (
-                request.request_id,
-                write.expected_revision,
-                _update_params(_request_row(codec, request), write.expected_revision),
-                _decision_rows(codec, request.request_id, write.new_decisions),
-            )
-            for write, request in zip(commit.requests, stored, strict=True)
-        ]
-        state = commit.state
-        state_document = codec.value(state.state) if state is not None else None
-        history = [_history_row(codec, entry) for entry in commit.history]
 
-        def write_all(connection: sqlite3.Connection) -> None:
-            for request_id, expected, _, _ in updates:
-                _check_revision(connection, request_id, expected)
-            if state is not None:
-                assert state_document is not None
-                version = _put_state(
-                    connection,
-                    state.state_id,
-                    state_document,
-                    state.expected_version,
-                    state.request_id,
-                )
-                if version != state.new_version:
-                    raise ValueError(
-                        f"the state store produced version {version!r}, expected "
-                        f"{state.new_version!r}: versions must be decimal counters "
-                        "(see next_version)"
-                    )
-            for _, _, params, decisions in updates:
-                _execute(connection, _UPDATE_REQUEST, params)
-                if decisions:
-                    _execute_many(connection, _INSERT_DECISION, decisions)
-            if history:
-                _execute_many(connection, _INSERT_HISTORY, history)
+        def encode() -> Callable[[sqlite3.Connection], None]:
+            return _commit_transaction(codec, commit, stored)
 
-        await self._db.run_write(write_all)
+        await self._db.run_encoded_write(encode, relaxed=is_claim(commit))
         return stored
+
+
+def _commit_transaction(
+    codec: _Codec, commit: GovernedCommit, stored: Sequence[MutationRequest]
+) -> Callable[[sqlite3.Connection], None]:
+    """Encode ``commit`` (in the worker thread) and return its transaction body."""
+    updates = _request_writes(codec, commit.requests, stored)
+    state: StateWrite | None = commit.state
+    state_document = codec.value(state.state) if state is not None else None
+    history = [_history_row(codec, entry) for entry in commit.history]
+    audit = [_audit_row(codec, entry) for entry in commit.audit]
+
+    def write_all(connection: sqlite3.Connection) -> None:
+        for request_id, expected, _, _ in updates:
+            _check_revision(connection, request_id, expected)
+        version = None
+        if state is not None:
+            version = _check_state(
+                connection, state.state_id, state.expected_version, state.request_id
+            )
+            if version != state.new_version:
+                raise ValueError(
+                    f"the state store produced version {version!r}, expected "
+                    f"{state.new_version!r}: versions must be decimal counters "
+                    "(see next_version)"
+                )
+        # Every check passed: write.
+        if state is not None:
+            assert state_document is not None
+            assert version is not None
+            _write_state(connection, state.state_id, state_document, version, state.request_id)
+        for _, expected, params, decisions in updates:
+            _execute(connection, _INSERT_REQUEST if expected is None else _UPDATE_REQUEST, params)
+            if decisions:
+                _execute_many(connection, _INSERT_DECISION, decisions)
+        if history:
+            _execute_many(connection, _INSERT_HISTORY, history)
+        if audit:
+            _execute_many(connection, _INSERT_AUDIT, audit)
+
+    return write_all
 
 
 class SQLiteStore:
@@ -951,31 +1213,38 @@ class SQLiteStore:
         url: str | os.PathLike[str],
         *,
         registry: MutationRegistry,
-        busy_timeout: float = 5.0,
-        pool_size: int = 4,
+        **options: Any,
     ) -> SQLiteStore:
         """Open (creating and migrating as needed) the database named by ``url``.
 
         ``url`` is ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``,
-        ``sqlite:///:memory:`` or a plain path. ``busy_timeout`` is how many seconds a
-        write waits for another connection's lock before StoreUnavailableError;
-        ``pool_size`` how many idle reading connections are kept. A file that cannot be
-        opened raises StoreUnavailableError naming its path.
+        ``sqlite:///:memory:`` or a plain path. Options, as keyword arguments or URL query
+        parameters (``sqlite:///gov.db?synchronous=NORMAL&busy_timeout=2``), are those of
+        :class:`SQLiteOptions`: ``synchronous`` (``FULL`` default; ``NORMAL`` may roll
+        back the last commits on a power loss, never a process crash), ``busy_timeout``
+        (seconds a write waits for another process's lock before StoreUnavailableError,
+        default 5) and ``pool_size`` (reading connections and concurrent reads, default
+        4). A malformed URL or an unknown or malformed option raises
+        :class:`mutator.ConfigurationError` before any file is opened; a file that cannot
+        be opened raises StoreUnavailableError naming its path.
         """
         if not isinstance(registry, MutationRegistry):
             raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
-        if busy_timeout < 0:
-            raise ValueError("busy_timeout must be >= 0 seconds")
-        if pool_size < 0:
-            raise ValueError("pool_size must be >= 0")
-        database = _Database(sqlite_path(url), busy_timeout=busy_timeout, pool_size=pool_size)
-        await anyio.to_thread.run_sync(database.open)
+        path, query = parse_sqlite_url(url)
+        settings = SQLiteOptions.build(query, options)
+        database = _Database(path, settings)
+        await database.start()
         return cls(database, registry)
 
     @property
     def path(self) -> str:
         """The database file (``":memory:"`` for an in-memory database)."""
         return self._db.path
+
+    @property
+    def options(self) -> SQLiteOptions:
+        """The options the store was opened with."""
+        return self._db.options
 
     @property
     def schema_version(self) -> int:
@@ -1009,13 +1278,16 @@ class SQLiteStore:
 
     @property
     def committer(self) -> SQLiteCommitter:
-        """The atomic committer of governed executions."""
+        """The atomic committer of every governance operation."""
         return self._committer
+
+    async def server_time(self) -> datetime | None:
+        """None: SQLite has no clock of its own; leases use the governance clock."""
+        return None
 
     async def aclose(self) -> None:
         """Close every connection; the store is unusable afterwards (idempotent)."""
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._db.close)
+        await self._db.close_async()
 
     async def __aenter__(self) -> SQLiteStore:
         return self

@@ -87,7 +87,33 @@ _V1 = (
     "CREATE INDEX history_by_state ON history (state_id, id)",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+_V2 = (
+    # Decisions are numbered within their request and logged once per number; rows of a
+    # version 1 log take their number from their position in the request's log.
+    """
+    CREATE TABLE decisions_v2 (
+        id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT    NOT NULL,
+        sequence   INTEGER NOT NULL CHECK (sequence >= 1),
+        category   TEXT    NOT NULL,
+        timestamp  INTEGER NOT NULL,
+        document   TEXT    NOT NULL,
+        UNIQUE (request_id, sequence)
+    )
+    """,
+    """
+    INSERT INTO decisions_v2 (id, request_id, sequence, category, timestamp, document)
+    SELECT id, request_id, ROW_NUMBER() OVER (PARTITION BY request_id ORDER BY id),
+           category, timestamp, document
+    FROM decisions
+    """,
+    "DROP TABLE decisions",
+    "ALTER TABLE decisions_v2 RENAME TO decisions",
+    "CREATE INDEX decisions_by_time ON decisions (timestamp, id)",
+    "CREATE INDEX decisions_by_category ON decisions (category, timestamp, id)",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 """Schema version -> the statements that migrate the version before it to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)

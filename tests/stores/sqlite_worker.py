@@ -6,6 +6,10 @@ then executes approved requests (and requests pending revalidation) until none i
 revalidating on the latest state, on the anyio backend ``BACKEND`` (asyncio or trio).
 Losing a race (for the claim or for the commit) is expected and retried. Prints one JSON
 line: ``{"executed": [...request ids this process executed...], "conflicts": n}``.
+
+``python -m tests.stores.sqlite_worker serve PATH BACKEND LEASE`` runs ``gov.run_worker``
+on the SQLite file ``PATH`` (claims leased for ``LEASE`` seconds, stale claims recovered
+every second) until it is killed: the worker of the kill test.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, ClassVar
 
 import anyio
 import attrs
+import sniffio
 
 from mutator import ConcurrencyError, Mutation, MutationContext, MutationIntent
 from mutator_governance import (
@@ -89,7 +94,20 @@ async def race(path: str, start: float) -> dict[str, Any]:
     return {"executed": executed, "conflicts": conflicts}
 
 
-if __name__ == "__main__":
+async def serve(path: str, lease: float) -> None:
+    async with Governance.open(f"sqlite:///{path}", registry=registry(), lease=lease) as gov:
+        await gov.run_worker(
+            concurrency=4,
+            poll_interval=0.05,
+            strategy=ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
+            context=MutationContext.service(f"kill-worker-{sniffio.current_async_library()}"),
+            recover_every=1.0,
+        )
+
+
+if __name__ == "__main__" and sys.argv[1] == "serve":
+    anyio.run(serve, sys.argv[2], float(sys.argv[4]), backend=sys.argv[3])
+elif __name__ == "__main__":
     database, moment, backend = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     result = anyio.run(race, database, moment, backend=backend)
     print(json.dumps(result))

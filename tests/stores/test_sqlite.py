@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from mutator import (
@@ -360,7 +361,8 @@ async def test_corrupt_request_document_names_the_key(tmp_path: Path) -> None:
 async def test_corrupt_state_and_decision_documents(tmp_path: Path) -> None:
     async with await SQLiteStore.open(url_of(tmp_path), registry=sample_registry()) as store:
         await store.states.put("s:1", SampleState())
-        await store.decisions.append("r1", [sample_decision(LifecycleDecision.SUBMITTED)])
+        decision = attrs.evolve(sample_decision(LifecycleDecision.SUBMITTED), sequence=1)
+        await store.decisions.append("r1", [decision])
         _corrupt(tmp_path / "gov.db", 'UPDATE states SET document = \'{"$type": "nope"}\'')
         _corrupt(tmp_path / "gov.db", "UPDATE decisions SET document = '[]'")
         with pytest.raises(StoredDataError) as caught:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mutator_governance import DecisionHistory, RequestStore, StateStore
+from mutator_governance import DecisionHistory, GovernanceStore, RequestStore, StateStore
 from mutator_governance.stores._sqlite import SQLiteStore
 from mutator_governance.testing import (
     DecisionHistoryContract,
+    GovernanceStoreContract,
     RequestStoreContract,
     StateStoreContract,
     make_store_comparison,
@@ -91,6 +92,16 @@ class TestSQLiteMemoryStateStore(_SQLiteMemory, StateStoreContract):
 
     async def close_state_store(self, store: StateStore) -> None:
         await self._close()
+
+
+class TestSQLiteFileGovernanceStore(_SQLiteFile, GovernanceStoreContract):
+    async def make_store(self) -> GovernanceStore:
+        return await self._open()
+
+
+class TestSQLiteMemoryGovernanceStore(_SQLiteMemory, GovernanceStoreContract):
+    async def make_store(self) -> GovernanceStore:
+        return await self._open()
 
 
 # -- stateful comparison with the in-memory reference ------------------------------------------

@@ -1,0 +1,163 @@
+"""The options of the SQLite backend: from keyword arguments and URL query parameters.
+
+``sqlite:///gov.db?synchronous=NORMAL&busy_timeout=2.5&pool_size=8`` and
+``SQLiteStore.open("sqlite:///gov.db", synchronous="NORMAL", busy_timeout=2.5,
+pool_size=8)`` mean the same; naming an option both ways with different values, an unknown
+option or a malformed value raises :class:`mutator.ConfigurationError` before any file is
+opened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Final, Literal, cast
+from urllib.parse import parse_qsl, unquote
+
+import attrs
+
+from mutator import ConfigurationError
+
+__all__ = ["MEMORY", "SQLiteOptions", "Synchronous", "parse_sqlite_url", "sqlite_path"]
+
+MEMORY: Final = ":memory:"
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+"""SQLite's ``PRAGMA synchronous`` levels (case-insensitive on input)."""
+
+_SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+_ACCEPTED = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:, or a plain path"
+)
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{name} must be a finite number >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ConfigurationError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def _synchronous(value: Any) -> Synchronous:
+    if not isinstance(value, str) or value.upper() not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {value!r}"
+        )
+    return cast(Synchronous, value.upper())
+
+
+def _busy_timeout(value: Any) -> float:
+    return _seconds("busy_timeout", value)
+
+
+def _pool_size(value: Any) -> int:
+    return _count("pool_size", value)
+
+
+@attrs.frozen
+class SQLiteOptions:
+    """How a :class:`~mutator_governance.stores._sqlite.SQLiteStore` uses its database.
+
+    - ``synchronous``: ``PRAGMA synchronous`` of every write (default ``FULL``: a commit
+      that returned survives a power loss). ``NORMAL`` skips the WAL flush per commit:
+      still never corrupt and still atomic, but the last commits before a power loss or
+      OS crash (not a process crash) may be rolled back.
+    - ``busy_timeout``: seconds a write waits for another process's lock before
+      ``StoreUnavailableError`` (default 5).
+    - ``pool_size``: reading connections, and reads that run at once (default 4); reads
+      never queue behind writes.
+    """
+
+    synchronous: Synchronous = attrs.field(default="FULL", converter=_synchronous)
+    busy_timeout: float = attrs.field(default=5.0, converter=_busy_timeout)
+    pool_size: int = attrs.field(default=4, converter=_pool_size)
+
+    @classmethod
+    def build(cls, query: dict[str, str], keywords: dict[str, Any]) -> SQLiteOptions:
+        """Options from URL query parameters and keyword arguments (ConfigurationError)."""
+        known = {field.name for field in attrs.fields(cls)}
+        for source, names in (("URL query parameter", query), ("keyword option", keywords)):
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown SQLite {source} {', '.join(map(repr, unknown))}; "
+                    f"accepted: {', '.join(sorted(known))}"
+                )
+        values: dict[str, Any] = {}
+        for name in known:
+            if name in query and name in keywords:
+                from_url = cls(**{name: query[name]})
+                from_keyword = cls(**{name: keywords[name]})
+                if getattr(from_url, name) != getattr(from_keyword, name):
+                    raise ConfigurationError(
+                        f"SQLite option {name!r} is {query[name]!r} in the URL but "
+                        f"{keywords[name]!r} as a keyword argument; name it once"
+                    )
+            if name in keywords:
+                values[name] = keywords[name]
+            elif name in query:
+                values[name] = query[name]
+        return cls(**values)
+
+
+def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
+    """The database path and the query parameters named by ``url``.
+
+    ``sqlite:///relative.db`` is relative to the working directory,
+    ``sqlite:////absolute/path.db`` absolute, ``sqlite:///:memory:`` (or ``sqlite://``)
+    an in-memory database; anything that is not a ``sqlite:`` URL is a plain path.
+    Malformed URLs raise :class:`mutator.ConfigurationError` naming the accepted forms.
+    """
+    if isinstance(url, os.PathLike):
+        return os.fspath(url), {}
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"expected a SQLite URL or a path, got {url!r}: use {_ACCEPTED}")
+    scheme, colon, rest = url.partition(":")
+    if not colon or scheme.lower() != "sqlite":
+        return url, {}
+    if not rest.startswith("//"):
+        raise ConfigurationError(f"malformed SQLite URL {url!r}: use {_ACCEPTED}")
+    host, _, path = rest[2:].partition("/")
+    if host not in ("", "localhost"):
+        raise ConfigurationError(
+            f"SQLite URLs name no host, got {host!r} in {url!r}: use {_ACCEPTED}"
+        )
+    if "#" in path:
+        raise ConfigurationError(f"SQLite URL {url!r} has a fragment: use {_ACCEPTED}")
+    path, _, query = path.partition("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as error:
+        raise ConfigurationError(f"malformed query in SQLite URL {url!r}: {error}") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise ConfigurationError(f"SQLite URL {url!r} names {name!r} twice")
+        params[name] = value
+    return unquote(path) or MEMORY, params
+
+
+def sqlite_path(url: str | os.PathLike[str]) -> str:
+    """The database path named by ``url`` (its query parameters must be known options)."""
+    path, query = parse_sqlite_url(url)
+    SQLiteOptions.build(query, {})
+    return path
