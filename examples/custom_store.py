@@ -23,8 +23,10 @@ What it guarantees, and why:
 
 What it does not do: it is for one host (``flock`` does not work reliably over NFS), it
 keeps the whole journal in memory in each process, the journal grows forever (no
-compaction), every operation — reads too — is serialized, and it has no clock of its own
-(governance uses the host's). It needs a POSIX system for ``fcntl``. File work runs in a
+compaction), every operation — reads too — is serialized, a complete line that cannot be
+read (edited by hand, say) stops the store with the decoder's error rather than
+:class:`~mutator_governance.StoredDataError`, and it has no clock of its own (governance
+uses the host's). It needs a POSIX system for ``fcntl``. File work runs in a
 worker thread through ``anyio.to_thread``, so it works on asyncio and trio.
 
 ``main()`` runs a governed request end to end on it (submit, approve, execute), then

@@ -8,6 +8,8 @@ journal, and a torn last line (a writer that died mid-write) is never seen.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -34,6 +36,7 @@ from mutator_governance.testing import (
     RequestStoreContract,
     SampleState,
     StateStoreContract,
+    make_store_comparison,
     sample_registry,
     sample_request,
 )
@@ -177,3 +180,30 @@ class TestJournalDurability(_Journal):
         finally:
             await stores[1].aclose()
             await self._close()
+
+
+# -- stateful comparison with the in-memory reference ------------------------------------------
+
+_OPEN: dict[int, tuple[JournalStore, str]] = {}
+
+
+def _fresh_requests() -> RequestStore:
+    directory = tempfile.mkdtemp(prefix="mutator-journal-")
+    store = JournalStore(f"{directory}/cmp.jsonl", registry=sample_registry(), fsync=False)
+    _OPEN[id(store.requests)] = (store, directory)
+    return store.requests
+
+
+async def _close(requests: RequestStore) -> None:
+    store, directory = _OPEN.pop(id(requests))
+    await store.aclose()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+TestJournalComparisonAsyncio = make_store_comparison(
+    _fresh_requests, close=_close, backend="asyncio", name="JournalComparisonAsyncio"
+).TestCase
+
+TestJournalComparisonTrio = make_store_comparison(
+    _fresh_requests, close=_close, backend="trio", name="JournalComparisonTrio"
+).TestCase
