@@ -22,6 +22,7 @@ EXAMPLES: dict[str, str] = {
     "decision_taxonomy": "examples.decision_taxonomy",
     "versioned_resolution": "examples.versioned_resolution",
     "durable_sqlite": "examples.durable_sqlite",
+    "custom_store": "examples.custom_store",
     "queries": "examples.queries",
     "redis_queries": "examples.redis_queries",
     "observability": "examples.observability",

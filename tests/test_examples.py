@@ -237,6 +237,14 @@ def check_durable_sqlite(outcome: dict[str, Any]) -> None:
     assert outcome["decisions"] >= 5
 
 
+def check_custom_store(outcome: dict[str, Any]) -> None:
+    assert outcome["atomic"] is True
+    assert outcome["status"] is RequestStatus.EXECUTED
+    assert (outcome["limit"], outcome["version"]) == (150, "2")
+    assert outcome["log_matches"]
+    assert (outcome["history"], outcome["audit"], outcome["repaired"]) == (1, 1, 0)
+
+
 def check_queries(outcome: dict[str, Any]) -> None:
     assert outcome["approval queue"] == ["grant", "rotate"]
     assert outcome["tagged prod"] == outcome["security and prod"] == ["rotate"]
@@ -279,6 +287,7 @@ def check_observability(outcome: dict[str, Any]) -> None:
 
 CHECKS: dict[str, Callable[[Any], None]] = {
     "durable_sqlite": check_durable_sqlite,
+    "custom_store": check_custom_store,
     "queries": check_queries,
     "redis_queries": check_redis_queries,
     "observability": check_observability,
