@@ -593,11 +593,14 @@ class Governance:
     async def recover(self, now: datetime | None = None) -> RecoverySweep:
         """Everything to do after a crash: settle stale claims, then repair the decision log.
 
-        With atomic stores (in-memory, SQL) the log never falls behind and the repair finds
-        nothing; with stores that share no transaction it restores decisions that reached a
-        request but not the log.
+        With an atomic committer (every shipped store) the log never falls behind, so only
+        claims are settled; with stores that share no transaction the decisions that
+        reached a request but not its log are appended (exactly the missing sequence
+        numbers, safe to run from several processes at once).
         """
         sweep = await self.executor.recover_stale_claims(now)
+        if self._ledger.atomic:
+            return sweep
         repaired = await self.repair_decision_log()
         return attrs.evolve(sweep, repaired_decisions=repaired)
 

@@ -132,7 +132,20 @@ class Deployment:
     def restart(self) -> Governance:
         """The governance that runs after the failure (a new process, or the same one)."""
         if self.injector.process_dies:
-            return make_governance(self.stores, clock=self.clock)
+            # the same deployment, so the same kind of committer: one sharing no transaction
+            engine = self.stores.engine()
+            return make_governance(
+                self.stores,
+                engine=engine,
+                clock=self.clock,
+                committer=SequentialCommitter(
+                    self.stores.requests,
+                    self.stores.decisions,
+                    self.stores.states,
+                    engine.history_store,
+                    engine.audit,
+                ),
+            )
         return self.gov
 
     async def request(self) -> Any:
