@@ -16,7 +16,9 @@ from typing import Any, Final
 import attrs
 
 from ._changes import EMPTY_CHANGES, ChangeSet, StateChange
+from ._enums import ChangeType
 from ._errors import StateDiffError
+from ._trusted import trusted
 
 __all__ = ["diff"]
 
@@ -37,6 +39,12 @@ _Shape = tuple[int, tuple[str, ...], _Getter | None]
 
 _MISSING: Final = object()
 
+_SCALARS: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
+"""Leaf types compared inline: built-in, never walked into, and == never raises."""
+
+_MODIFIED: Final = ChangeType.MODIFIED
+_change = trusted(StateChange)
+
 _shapes: dict[type[Any], _Shape] = {}
 """Per-class kind and compared field names, computed once per class."""
 
@@ -50,7 +58,13 @@ def diff(old: object, new: object) -> ChangeSet:
         return EMPTY_CHANGES
     out: list[StateChange] = []
     try:
-        _walk(old, new, "", 0, out)
+        cls = type(old)
+        shape = _shapes.get(cls)
+        if shape is not None and shape[0] == _FIELDS and type(new) is cls:
+            # The common root: two instances of one attrs class or dataclass.
+            _walk_fields(old, new, shape[1], shape[2], "", 0, out)  # type: ignore[arg-type]
+        else:
+            _walk(old, new, "", 0, out)
     except RecursionError as exc:
         raise StateDiffError("", f"the state is nested too deeply to walk: {exc}") from exc
     return ChangeSet._trusted(tuple(out)) if out else EMPTY_CHANGES
@@ -96,7 +110,7 @@ def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> 
         new_kind = _shape(type(new))[0]
         # Mappings and sets compare by content across concrete types (dict == MappingProxyType).
         if kind != new_kind or kind not in (_LEAF, _MAPPING, _SET):
-            out.append(StateChange.replaced(path, old, new))
+            out.append(_change(path, old, new, ChangeType.REPLACED))
             return
     if kind == _LEAF:
         _compare_leaf(old, new, path, out)
@@ -126,7 +140,7 @@ def _compare_leaf(old: Any, new: Any, path: str, out: list[StateChange]) -> None
             f"{type(exc).__name__}: {exc}",
         ) from exc
     if not equal:
-        out.append(StateChange.modified(path, old, new))
+        out.append(_change(path, old, new, _MODIFIED))
 
 
 def _walk_fields(
@@ -145,13 +159,17 @@ def _walk_fields(
         raise _unreadable_field(old, new, names, path, exc) from exc
     for index in compress(count(), map(is_not, old_values, new_values)):
         name = names[index]
-        _walk(
-            old_values[index],
-            new_values[index],
-            f"{path}.{name}" if path else name,
-            depth + 1,
-            out,
-        )
+        old_value = old_values[index]
+        new_value = new_values[index]
+        kind = type(old_value)
+        if kind in _SCALARS and type(new_value) is kind:
+            # A leaf whose == cannot raise: compared here instead of by _walk.
+            if old_value != new_value:
+                out.append(
+                    _change(f"{path}.{name}" if path else name, old_value, new_value, _MODIFIED)
+                )
+            continue
+        _walk(old_value, new_value, f"{path}.{name}" if path else name, depth + 1, out)
 
 
 def _unreadable_field(
@@ -202,14 +220,14 @@ def _walk_mapping(
             ) from exc
         if new_value is _MISSING:
             removed += 1
-            out.append(StateChange.removed(key_path, old_value))
+            out.append(_change(key_path, old_value, None, ChangeType.REMOVED))
         else:
             _walk(old_value, new_value, key_path, depth + 1, out)
     if len(new) == len(old) - removed:
         return
     try:
         added = [
-            StateChange.added(_key_path(path, key), new[key])
+            _change(_key_path(path, key), None, new[key], ChangeType.ADDED)
             for key in filterfalse(old.__contains__, new)
         ]
     except Exception as exc:
@@ -244,14 +262,22 @@ def _walk_sequence(old: Any, new: Any, path: str, depth: int, out: list[StateCha
     new_length = len(new)
     common = min(old_length, new_length)
     for index in _differing_indices(old, new, common):
-        _walk(old[index], new[index], f"{path}[{index}]", depth + 1, out)
+        old_value = old[index]
+        new_value = new[index]
+        kind = type(old_value)
+        if kind in _SCALARS and type(new_value) is kind:
+            if old_value != new_value:
+                out.append(_change(f"{path}[{index}]", old_value, new_value, _MODIFIED))
+            continue
+        _walk(old_value, new_value, f"{path}[{index}]", depth + 1, out)
     if new_length > common:
         out.extend(
-            StateChange.added(f"{path}[{index}]", new[index]) for index in range(common, new_length)
+            _change(f"{path}[{index}]", None, new[index], ChangeType.ADDED)
+            for index in range(common, new_length)
         )
     elif old_length > common:
         out.extend(
-            StateChange.removed(f"{path}[{index}]", old[index])
+            _change(f"{path}[{index}]", old[index], None, ChangeType.REMOVED)
             for index in range(common, old_length)
         )
 
@@ -262,5 +288,5 @@ def _walk_set(old: Any, new: Any, path: str, out: list[StateChange]) -> None:
         added = sorted(new - old, key=repr)
     except Exception as exc:
         raise StateDiffError(path, f"cannot compare sets: {type(exc).__name__}: {exc}") from exc
-    out.extend(StateChange.removed(path, element) for element in removed)
-    out.extend(StateChange.added(path, element) for element in added)
+    out.extend(_change(path, element, None, ChangeType.REMOVED) for element in removed)
+    out.extend(_change(path, None, element, ChangeType.ADDED) for element in added)
