@@ -8,6 +8,7 @@ checked before equality, and only the parts that are not the same object are wal
 from __future__ import annotations
 
 import dataclasses
+import keyword
 from collections.abc import Callable, Mapping
 from itertools import compress, count, filterfalse, repeat
 from operator import attrgetter, is_not
@@ -35,7 +36,9 @@ _SEQUENCE: Final = 3
 _SET: Final = 4
 
 _Getter = Callable[[Any], tuple[Any, ...]]
-_Shape = tuple[int, tuple[str, ...], _Getter | None]
+_FieldsWalker = Callable[[Any, Any, str, int, list["StateChange"]], None]
+"""Compares the fields of two instances of one class: (old, new, path, depth, out)."""
+_Shape = tuple[int, tuple[str, ...], _FieldsWalker | None]
 
 _MISSING: Final = object()
 
@@ -44,6 +47,7 @@ _SCALARS: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 _MODIFIED: Final = ChangeType.MODIFIED
 _change = trusted(StateChange)
+_change_set = trusted(ChangeSet)
 
 _shapes: dict[type[Any], _Shape] = {}
 """Per-class kind and compared field names, computed once per class."""
@@ -62,12 +66,12 @@ def diff(old: object, new: object) -> ChangeSet:
         shape = _shapes.get(cls)
         if shape is not None and shape[0] == _FIELDS and type(new) is cls:
             # The common root: two instances of one attrs class or dataclass.
-            _walk_fields(old, new, shape[1], shape[2], "", 0, out)  # type: ignore[arg-type]
+            shape[2](old, new, "", 0, out)  # type: ignore[misc]
         else:
             _walk(old, new, "", 0, out)
     except RecursionError as exc:
         raise StateDiffError("", f"the state is nested too deeply to walk: {exc}") from exc
-    return ChangeSet._trusted(tuple(out)) if out else EMPTY_CHANGES
+    return _change_set(tuple(out)) if out else EMPTY_CHANGES
 
 
 def _shape(cls: type[Any]) -> _Shape:
@@ -80,10 +84,10 @@ def _shape(cls: type[Any]) -> _Shape:
 def _classify(cls: type[Any]) -> _Shape:
     if attrs.has(cls):
         names = tuple(field.name for field in attrs.fields(cls) if field.eq)
-        return _FIELDS, names, _getter(names)
+        return _FIELDS, names, _fields_walker(cls, names)
     if dataclasses.is_dataclass(cls):
         names = tuple(field.name for field in dataclasses.fields(cls) if field.compare)
-        return _FIELDS, names, _getter(names)
+        return _FIELDS, names, _fields_walker(cls, names)
     if issubclass(cls, Mapping):
         return _MAPPING, (), None
     if issubclass(cls, (list, tuple)):
@@ -91,6 +95,54 @@ def _classify(cls: type[Any]) -> _Shape:
     if issubclass(cls, (set, frozenset)):
         return _SET, (), None
     return _LEAF, (), None
+
+
+def _fields_walker(cls: type[Any], names: tuple[str, ...]) -> _FieldsWalker:
+    """A walker of ``cls``'s compared fields, generated once per class.
+
+    Every field is read with a plain attribute access; fields holding the same object are
+    skipped, built-in scalars (:data:`_SCALARS`) are compared inline, anything else is
+    walked. Unusual field names fall back to the generic walker.
+    """
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        getter = _getter(names)
+        return lambda old, new, path, depth, out: _walk_fields(
+            old, new, names, getter, path, depth, out
+        )
+    lines = ["def walk(old, new, path, depth, out):"]
+    if names:
+        lines.append("    try:")
+        for index, name in enumerate(names):
+            lines.append(f"        o{index} = old.{name}")
+            lines.append(f"        n{index} = new.{name}")
+        lines += [
+            "    except Exception as exc:",
+            "        raise _unreadable_field(old, new, _names, path, exc) from exc",
+        ]
+    for index, name in enumerate(names):
+        o, n, where = f"o{index}", f"n{index}", f'(f"{{path}}.{name}" if path else "{name}")'
+        lines += [
+            f"    if {o} is not {n}:",
+            f"        kind = type({o})",
+            f"        if kind in _SCALARS and type({n}) is kind:",
+            f"            if {o} != {n}:",
+            f"                out.append(_change({where}, {o}, {n}, _MODIFIED))",
+            "        else:",
+            f"            _walk({o}, {n}, {where}, depth + 1, out)",
+        ]
+    lines.append("    return None")
+    namespace: dict[str, Any] = {
+        "_names": names,
+        "_SCALARS": _SCALARS,
+        "_MODIFIED": _MODIFIED,
+        "_change": _change,
+        "_walk": _walk,
+        "_unreadable_field": _unreadable_field,
+    }
+    exec("\n".join(lines), namespace)  # generated from identifiers only
+    walk: _FieldsWalker = namespace["walk"]
+    walk.__qualname__ = f"diff.fields({cls.__qualname__})"
+    return walk
 
 
 def _getter(names: tuple[str, ...]) -> _Getter:
@@ -105,7 +157,7 @@ def _getter(names: tuple[str, ...]) -> _Getter:
 
 def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> None:
     cls = type(old)
-    kind, names, getter = _shapes.get(cls) or _shape(cls)
+    kind, _, walk_fields = _shapes.get(cls) or _shape(cls)
     if type(new) is not cls:
         new_kind = _shape(type(new))[0]
         # Mappings and sets compare by content across concrete types (dict == MappingProxyType).
@@ -120,8 +172,8 @@ def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> 
             path, f"the state is nested deeper than {MAX_DEPTH} levels (is it cyclic?)"
         )
     if kind == _FIELDS:
-        assert getter is not None
-        _walk_fields(old, new, names, getter, path, depth, out)
+        assert walk_fields is not None
+        walk_fields(old, new, path, depth, out)
     elif kind == _MAPPING:
         _walk_mapping(old, new, path, depth, out)
     elif kind == _SEQUENCE:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 import attrs
+from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._changes import EMPTY_CHANGES, ChangeSet
-from ._context import ExecutionContext, MutationContext, new_execution_id, utc_now
+from ._context import ExecutionContext, MutationContext, new_execution_id
 from ._deadline import AWAITABLE_TYPES, DeadlineExpired, bounded, is_awaitable
 from ._diff import diff
 from ._enums import ActorType, MutationMode, ResultStatus
@@ -72,6 +74,8 @@ class DeferredExecution:
     history: HistoryEntry | None
 
 
+_AUDIT_SUCCEEDED = AuditOutcome.SUCCEEDED
+_now = datetime.now
 _NO_GRANTS: frozenset[tuple[Any, ...]] = frozenset()
 _VALID = ValidationResult.ok()
 _SUCCEEDED = ResultStatus.SUCCEEDED
@@ -172,6 +176,7 @@ class MutationEngine:
         )
         self._policies = PolicySet()
         self._interceptors = InterceptorChain()
+        self._intercepting = False
         self._gate = ConcurrencyGate(self.options.max_concurrency)
         self._intents: dict[type[Any], MutationIntent] = {}
         self._plans: dict[tuple[type[Any], type[Any]], _Plan] = {}
@@ -202,10 +207,13 @@ class MutationEngine:
     def register_interceptor(self, interceptor: Interceptor) -> None:
         """Add an interceptor; hooks run in ascending ``order``, ties in registration order."""
         self._interceptors.add(interceptor)
+        self._intercepting = bool(self._interceptors.interceptors)
 
     def unregister_interceptor(self, name: str) -> int:
         """Remove every interceptor called ``name``; returns how many were removed."""
-        return self._interceptors.remove(name)
+        removed = self._interceptors.remove(name)
+        self._intercepting = bool(self._interceptors.interceptors)
+        return removed
 
     @property
     def policies(self) -> tuple[MutationPolicy[Any], ...]:
@@ -240,6 +248,7 @@ class MutationEngine:
         if type(context) is not MutationContext:
             context = self._context(context)
         gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
@@ -279,6 +288,7 @@ class MutationEngine:
         changes = EMPTY_CHANGES
         plans = self._plans
         gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
@@ -326,6 +336,7 @@ class MutationEngine:
         context = self._context(context)
         collected: list[AuditEntry] = []
         gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
@@ -386,15 +397,13 @@ class MutationEngine:
         only when a deadline is needed for awaited work (or for interceptors to see).
         """
         started = time.perf_counter()
-        started_at = utc_now()
+        started_at = _now(UTC)
         execution_id = new_execution_id()
         intent = plan.intent
         timeout = self.options.execution_timeout
         deadline = None
         execution = None
-        interceptors = (
-            self._interceptors.active(intent, context) if self._interceptors.interceptors else ()
-        )
+        interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
         if interceptors:
             if timeout is not None:
                 deadline = anyio.current_time() + timeout
@@ -479,7 +488,7 @@ class MutationEngine:
                 side_effects,
                 mutation,
             )
-        outcome = _OUTCOMES[status]
+        outcome = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
         if self._audit_on:
             entry = _audit_entry(
                 execution_id,

@@ -104,6 +104,8 @@ class ConcurrencyGate:
     def try_enter(self, state_id: str | None) -> bool:
         """Take the state and a slot at once if both are free and nobody waits; no await.
 
+        Not a cancel point: the caller checks for cancellation before (the engine does).
+
         A free slot implies that nobody waits for one (slots are handed to waiters), and a
         state nobody holds has no waiters, so passing here never overtakes anyone.
         """
