@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import backend_sqlite, codec, engine, governance, otel
+from . import backend_sqlite, codec, engine, governance, instructions, otel
 from .harness import (
     FULL,
     QUICK,
@@ -90,12 +91,68 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-ops", type=int, default=2000, help="operations to profile")
     p.add_argument("--profile-top", type=int, default=25, help="functions to list per sort")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per operation under valgrind's callgrind (no timing)",
+    )
+    p.add_argument(
+        "--instructions-ops",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="operations counted per scenario with --instructions (default 2000)",
+    )
+    p.add_argument(
+        "--instructions-warmup",
+        type=int,
+        default=50,
+        metavar="N",
+        help="checked operations before counting (default 50)",
+    )
+    # Internal: the process valgrind runs for --instructions.
+    p.add_argument("--callgrind-child", metavar="SCENARIO", help=argparse.SUPPRESS)
+    p.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def count_instructions(args: argparse.Namespace, selected: list[Scenario]) -> int:
+    """``--instructions``: callgrind counts per operation, with ratios to the baselines."""
+    reason = instructions.valgrind_unavailable()
+    if reason is not None:
+        print(f"cannot count instructions: {reason}", file=sys.stderr)
+        return 2
+    if args.instructions_ops < 1 or args.instructions_warmup < 0:
+        print("--instructions-ops must be >= 1 and --instructions-warmup >= 0", file=sys.stderr)
+        return 2
+    backend = "asyncio" if args.backend == "both" else args.backend
+    counts, failed = instructions.count_scenarios(
+        selected, backend=backend, ops=args.instructions_ops, warmup=args.instructions_warmup
+    )
+    print(instructions.format_counts(counts, markdown=args.markdown))
+    print(
+        f"\n{len(counts)} scenario(s), {args.instructions_ops} operations each under callgrind "
+        f"({backend}); ratio = instructions per mutation / baseline's"
+    )
+    for failure in failed:
+        print(f"FAILED {failure['name']}@{failure['backend']}: {failure['error']}")
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if args.callgrind_child is not None:
+        by_name = {s.name: s for s in scenarios()}
+        instructions.run_child(
+            by_name[args.callgrind_child],
+            backend=args.backend,
+            ops=args.instructions_ops,
+            warmup=args.instructions_warmup,
+            setup_only=args.setup_only,
+        )
+        sys.stdout.flush()
+        os._exit(0)  # skip interpreter teardown: its cost would depend on what the run kept
     selected = select(scenarios(), args.filter)
     if args.filter and not any(any(f in s.name for f in args.filter) for s in selected):
         print(f"no scenario matches {args.filter!r}; see --list", file=sys.stderr)
@@ -105,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = f"  [C#: {s.reference}]" if s.reference else ""
             print(f"{s.name}  (baseline {s.baseline}) — {s.summary}{ref}")
         return 0
+    if args.instructions:
+        return count_instructions(args, selected)
     if args.profile:
         backend = "asyncio" if args.backend == "both" else args.backend
         wanted = [s for s in selected if not args.filter or any(f in s.name for f in args.filter)]

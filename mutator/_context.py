@@ -9,7 +9,7 @@ import itertools
 import os
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,14 +153,17 @@ def _strings(value: object) -> tuple[str, ...]:
     return ()
 
 
-_counter = itertools.count(1)
-_prefix = secrets.token_hex(6)
+def _id_stream() -> Iterator[str]:
+    """Execution ids: a random per-process prefix and a counter, formatted in C."""
+    return map(f"{secrets.token_hex(6)}-%08x".__mod__, itertools.count(1))
+
+
+_ids = _id_stream()
 
 
 def _reseed() -> None:
-    global _counter, _prefix
-    _counter = itertools.count(1)
-    _prefix = secrets.token_hex(6)
+    global _ids
+    _ids = _id_stream()
 
 
 os.register_at_fork(after_in_child=_reseed)
@@ -168,7 +171,7 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_execution_id() -> str:
     """A new execution id: a random per-process prefix and a counter, unique across processes."""
-    return f"{_prefix}-{next(_counter):08x}"
+    return next(_ids)
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ checked before equality, and only the parts that are not the same object are wal
 from __future__ import annotations
 
 import dataclasses
+import keyword
 from collections.abc import Callable, Mapping
 from itertools import compress, count, filterfalse, repeat
 from operator import attrgetter, is_not
@@ -16,7 +17,9 @@ from typing import Any, Final
 import attrs
 
 from ._changes import EMPTY_CHANGES, ChangeSet, StateChange
+from ._enums import ChangeType
 from ._errors import StateDiffError
+from ._trusted import trusted
 
 __all__ = ["diff"]
 
@@ -33,9 +36,18 @@ _SEQUENCE: Final = 3
 _SET: Final = 4
 
 _Getter = Callable[[Any], tuple[Any, ...]]
-_Shape = tuple[int, tuple[str, ...], _Getter | None]
+_FieldsWalker = Callable[[Any, Any, str, int, list["StateChange"]], None]
+"""Compares the fields of two instances of one class: (old, new, path, depth, out)."""
+_Shape = tuple[int, tuple[str, ...], _FieldsWalker | None]
 
 _MISSING: Final = object()
+
+_SCALARS: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
+"""Leaf types compared inline: built-in, never walked into, and == never raises."""
+
+_MODIFIED: Final = ChangeType.MODIFIED
+_change = trusted(StateChange)
+_change_set = trusted(ChangeSet)
 
 _shapes: dict[type[Any], _Shape] = {}
 """Per-class kind and compared field names, computed once per class."""
@@ -50,10 +62,16 @@ def diff(old: object, new: object) -> ChangeSet:
         return EMPTY_CHANGES
     out: list[StateChange] = []
     try:
-        _walk(old, new, "", 0, out)
+        cls = type(old)
+        shape = _shapes.get(cls)
+        if shape is not None and shape[0] == _FIELDS and type(new) is cls:
+            # The common root: two instances of one attrs class or dataclass.
+            shape[2](old, new, "", 0, out)  # type: ignore[misc]
+        else:
+            _walk(old, new, "", 0, out)
     except RecursionError as exc:
         raise StateDiffError("", f"the state is nested too deeply to walk: {exc}") from exc
-    return ChangeSet._trusted(tuple(out)) if out else EMPTY_CHANGES
+    return _change_set(tuple(out)) if out else EMPTY_CHANGES
 
 
 def _shape(cls: type[Any]) -> _Shape:
@@ -66,10 +84,10 @@ def _shape(cls: type[Any]) -> _Shape:
 def _classify(cls: type[Any]) -> _Shape:
     if attrs.has(cls):
         names = tuple(field.name for field in attrs.fields(cls) if field.eq)
-        return _FIELDS, names, _getter(names)
+        return _FIELDS, names, _fields_walker(cls, names)
     if dataclasses.is_dataclass(cls):
         names = tuple(field.name for field in dataclasses.fields(cls) if field.compare)
-        return _FIELDS, names, _getter(names)
+        return _FIELDS, names, _fields_walker(cls, names)
     if issubclass(cls, Mapping):
         return _MAPPING, (), None
     if issubclass(cls, (list, tuple)):
@@ -77,6 +95,54 @@ def _classify(cls: type[Any]) -> _Shape:
     if issubclass(cls, (set, frozenset)):
         return _SET, (), None
     return _LEAF, (), None
+
+
+def _fields_walker(cls: type[Any], names: tuple[str, ...]) -> _FieldsWalker:
+    """A walker of ``cls``'s compared fields, generated once per class.
+
+    Every field is read with a plain attribute access; fields holding the same object are
+    skipped, built-in scalars (:data:`_SCALARS`) are compared inline, anything else is
+    walked. Unusual field names fall back to the generic walker.
+    """
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        getter = _getter(names)
+        return lambda old, new, path, depth, out: _walk_fields(
+            old, new, names, getter, path, depth, out
+        )
+    lines = ["def walk(old, new, path, depth, out):"]
+    if names:
+        lines.append("    try:")
+        for index, name in enumerate(names):
+            lines.append(f"        o{index} = old.{name}")
+            lines.append(f"        n{index} = new.{name}")
+        lines += [
+            "    except Exception as exc:",
+            "        raise _unreadable_field(old, new, _names, path, exc) from exc",
+        ]
+    for index, name in enumerate(names):
+        o, n, where = f"o{index}", f"n{index}", f'(f"{{path}}.{name}" if path else "{name}")'
+        lines += [
+            f"    if {o} is not {n}:",
+            f"        kind = type({o})",
+            f"        if kind in _SCALARS and type({n}) is kind:",
+            f"            if {o} != {n}:",
+            f"                out.append(_change({where}, {o}, {n}, _MODIFIED))",
+            "        else:",
+            f"            _walk({o}, {n}, {where}, depth + 1, out)",
+        ]
+    lines.append("    return None")
+    namespace: dict[str, Any] = {
+        "_names": names,
+        "_SCALARS": _SCALARS,
+        "_MODIFIED": _MODIFIED,
+        "_change": _change,
+        "_walk": _walk,
+        "_unreadable_field": _unreadable_field,
+    }
+    exec("\n".join(lines), namespace)  # generated from identifiers only
+    walk: _FieldsWalker = namespace["walk"]
+    walk.__qualname__ = f"diff.fields({cls.__qualname__})"
+    return walk
 
 
 def _getter(names: tuple[str, ...]) -> _Getter:
@@ -91,12 +157,12 @@ def _getter(names: tuple[str, ...]) -> _Getter:
 
 def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> None:
     cls = type(old)
-    kind, names, getter = _shapes.get(cls) or _shape(cls)
+    kind, _, walk_fields = _shapes.get(cls) or _shape(cls)
     if type(new) is not cls:
         new_kind = _shape(type(new))[0]
         # Mappings and sets compare by content across concrete types (dict == MappingProxyType).
         if kind != new_kind or kind not in (_LEAF, _MAPPING, _SET):
-            out.append(StateChange.replaced(path, old, new))
+            out.append(_change(path, old, new, ChangeType.REPLACED))
             return
     if kind == _LEAF:
         _compare_leaf(old, new, path, out)
@@ -106,8 +172,8 @@ def _walk(old: Any, new: Any, path: str, depth: int, out: list[StateChange]) -> 
             path, f"the state is nested deeper than {MAX_DEPTH} levels (is it cyclic?)"
         )
     if kind == _FIELDS:
-        assert getter is not None
-        _walk_fields(old, new, names, getter, path, depth, out)
+        assert walk_fields is not None
+        walk_fields(old, new, path, depth, out)
     elif kind == _MAPPING:
         _walk_mapping(old, new, path, depth, out)
     elif kind == _SEQUENCE:
@@ -126,7 +192,7 @@ def _compare_leaf(old: Any, new: Any, path: str, out: list[StateChange]) -> None
             f"{type(exc).__name__}: {exc}",
         ) from exc
     if not equal:
-        out.append(StateChange.modified(path, old, new))
+        out.append(_change(path, old, new, _MODIFIED))
 
 
 def _walk_fields(
@@ -145,13 +211,17 @@ def _walk_fields(
         raise _unreadable_field(old, new, names, path, exc) from exc
     for index in compress(count(), map(is_not, old_values, new_values)):
         name = names[index]
-        _walk(
-            old_values[index],
-            new_values[index],
-            f"{path}.{name}" if path else name,
-            depth + 1,
-            out,
-        )
+        old_value = old_values[index]
+        new_value = new_values[index]
+        kind = type(old_value)
+        if kind in _SCALARS and type(new_value) is kind:
+            # A leaf whose == cannot raise: compared here instead of by _walk.
+            if old_value != new_value:
+                out.append(
+                    _change(f"{path}.{name}" if path else name, old_value, new_value, _MODIFIED)
+                )
+            continue
+        _walk(old_value, new_value, f"{path}.{name}" if path else name, depth + 1, out)
 
 
 def _unreadable_field(
@@ -202,14 +272,14 @@ def _walk_mapping(
             ) from exc
         if new_value is _MISSING:
             removed += 1
-            out.append(StateChange.removed(key_path, old_value))
+            out.append(_change(key_path, old_value, None, ChangeType.REMOVED))
         else:
             _walk(old_value, new_value, key_path, depth + 1, out)
     if len(new) == len(old) - removed:
         return
     try:
         added = [
-            StateChange.added(_key_path(path, key), new[key])
+            _change(_key_path(path, key), None, new[key], ChangeType.ADDED)
             for key in filterfalse(old.__contains__, new)
         ]
     except Exception as exc:
@@ -244,14 +314,22 @@ def _walk_sequence(old: Any, new: Any, path: str, depth: int, out: list[StateCha
     new_length = len(new)
     common = min(old_length, new_length)
     for index in _differing_indices(old, new, common):
-        _walk(old[index], new[index], f"{path}[{index}]", depth + 1, out)
+        old_value = old[index]
+        new_value = new[index]
+        kind = type(old_value)
+        if kind in _SCALARS and type(new_value) is kind:
+            if old_value != new_value:
+                out.append(_change(f"{path}[{index}]", old_value, new_value, _MODIFIED))
+            continue
+        _walk(old_value, new_value, f"{path}[{index}]", depth + 1, out)
     if new_length > common:
         out.extend(
-            StateChange.added(f"{path}[{index}]", new[index]) for index in range(common, new_length)
+            _change(f"{path}[{index}]", None, new[index], ChangeType.ADDED)
+            for index in range(common, new_length)
         )
     elif old_length > common:
         out.extend(
-            StateChange.removed(f"{path}[{index}]", old[index])
+            _change(f"{path}[{index}]", old[index], None, ChangeType.REMOVED)
             for index in range(common, old_length)
         )
 
@@ -262,5 +340,5 @@ def _walk_set(old: Any, new: Any, path: str, out: list[StateChange]) -> None:
         added = sorted(new - old, key=repr)
     except Exception as exc:
         raise StateDiffError(path, f"cannot compare sets: {type(exc).__name__}: {exc}") from exc
-    out.extend(StateChange.removed(path, element) for element in removed)
-    out.extend(StateChange.added(path, element) for element in added)
+    out.extend(_change(path, element, None, ChangeType.REMOVED) for element in removed)
+    out.extend(_change(path, None, element, ChangeType.ADDED) for element in added)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 import attrs
+from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._changes import EMPTY_CHANGES, ChangeSet
-from ._context import ExecutionContext, MutationContext, new_execution_id, utc_now
-from ._deadline import DeadlineExpired, bounded_call
+from ._context import ExecutionContext, MutationContext, new_execution_id
+from ._deadline import AWAITABLE_TYPES, DeadlineExpired, bounded, is_awaitable
 from ._diff import diff
 from ._enums import ActorType, MutationMode, ResultStatus
 from ._errors import (
@@ -20,7 +22,15 @@ from ._errors import (
     MutationFailedError,
     MutatorError,
 )
-from ._evaluation import ALLOWED, PolicyEvaluation, PolicySet, evaluate_policies
+from ._evaluation import (
+    ALLOWED,
+    PolicyEvaluation,
+    PolicySet,
+    allow_prefix,
+    allowed_evaluation,
+    evaluate_policies,
+    evaluate_rest,
+)
 from ._gate import ConcurrencyGate
 from ._intent import MutationIntent
 from ._interceptors import Interceptor, InterceptorChain, run_hook
@@ -32,6 +42,7 @@ from ._policies import MutationPolicy, PolicyDecision, PolicyModification, Polic
 from ._records import AuditEntry, AuditOutcome, HistoryEntry, MutationHistory
 from ._results import BatchResult, MutationResult
 from ._statistics import EngineStatistics
+from ._trusted import trusted
 from ._validation import ValidationResult
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
@@ -45,14 +56,6 @@ _OUTCOMES = {
     ResultStatus.POLICY_BLOCKED: AuditOutcome.POLICY_BLOCKED,
     ResultStatus.APPROVAL_REQUIRED: AuditOutcome.APPROVAL_REQUIRED,
 }
-
-
-@attrs.define(slots=True)
-class _Run:
-    """What one pass through the pipeline produced, before it is recorded."""
-
-    result: MutationResult[Any]
-    history: HistoryEntry | None
 
 
 @attrs.frozen
@@ -71,39 +74,70 @@ class DeferredExecution:
     history: HistoryEntry | None
 
 
-class _Decided:
-    """The parts of a result decided before it is recorded (built once, no copies)."""
+_AUDIT_SUCCEEDED = AuditOutcome.SUCCEEDED
+_now = datetime.now
+_NO_GRANTS: frozenset[tuple[Any, ...]] = frozenset()
+_VALID = ValidationResult.ok()
+_SUCCEEDED = ResultStatus.SUCCEEDED
+_COMMIT = MutationMode.COMMIT
+_VALIDATE = MutationMode.VALIDATE
+_SIMULATE = MutationMode.SIMULATE
+
+# Trusted constructors (no converters or validators) for values this module assembled
+# from already-frozen parts; the public constructors keep validating user input.
+_result = trusted(MutationResult)
+_audit_entry = trusted(AuditEntry)
+_history_entry = trusted(HistoryEntry)
+_execution_context = trusted(ExecutionContext)
+
+_Decided = tuple[
+    ResultStatus,
+    Any,
+    ChangeSet,
+    tuple[Any, ...],
+    ValidationResult,
+    tuple[PolicyDecision, ...],
+    tuple[PolicyRequirement, ...],
+]
+"""status, new state, changes, side effects, validation, decisions, requirements."""
+
+
+class _Plan:
+    """What the engine needs to know about one (mutation class, state type), worked out once.
+
+    ``policies`` are the applicable ones in evaluation order and ``allowed`` their combined
+    evaluation when each returns the shared allow decision; ``validates`` is False when the
+    class keeps :meth:`Mutation.validate` (always valid, so it is not called);
+    ``result_types`` are the classes apply may return (None: anything, for a None state).
+    """
 
     __slots__ = (
-        "changes",
-        "decisions",
-        "new_state",
-        "requirements",
-        "side_effects",
-        "status",
-        "validation",
+        "allowed",
+        "intent",
+        "policies",
+        "result_types",
+        "state_type",
+        "state_type_name",
+        "validates",
     )
 
     def __init__(
         self,
-        status: ResultStatus,
-        new_state: Any,
-        changes: ChangeSet,
-        side_effects: tuple[Any, ...],
-        validation: ValidationResult,
-        decisions: tuple[PolicyDecision, ...],
-        requirements: tuple[PolicyRequirement, ...],
+        mutation_type: type[Any],
+        intent: MutationIntent,
+        state_type: type[Any],
+        policies: tuple[MutationPolicy[Any], ...],
     ) -> None:
-        self.status = status
-        self.new_state = new_state
-        self.changes = changes
-        self.side_effects = side_effects
-        self.validation = validation
-        self.decisions = decisions
-        self.requirements = requirements
-
-
-_VALID = ValidationResult.ok()
+        self.intent = intent
+        self.state_type = state_type
+        self.state_type_name = state_type.__name__
+        self.policies = policies
+        self.allowed = allowed_evaluation(policies) if policies else ALLOWED
+        self.validates = mutation_type.validate is not Mutation.validate
+        declared: tuple[type[Any], ...] = getattr(mutation_type, "result_types", ())
+        self.result_types: tuple[type[Any], ...] | None = (
+            None if state_type is type(None) else (state_type, *declared)
+        )
 
 
 class MutationEngine:
@@ -142,8 +176,10 @@ class MutationEngine:
         )
         self._policies = PolicySet()
         self._interceptors = InterceptorChain()
+        self._intercepting = False
         self._gate = ConcurrencyGate(self.options.max_concurrency)
         self._intents: dict[type[Any], MutationIntent] = {}
+        self._plans: dict[tuple[type[Any], type[Any]], _Plan] = {}
         self._audit_on = not isinstance(self.audit, NullAuditSink)
         self._history_on = not isinstance(self.history_store, NullHistoryStore)
         in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
@@ -160,18 +196,24 @@ class MutationEngine:
     def register_policy(self, policy: MutationPolicy[Any]) -> None:
         """Add a policy; it applies to states that are instances of its ``state_type``."""
         self._policies.add(policy)
+        self._plans.clear()
 
     def unregister_policy(self, name: str) -> int:
         """Remove every policy called ``name``; returns how many were removed."""
-        return self._policies.remove(name)
+        removed = self._policies.remove(name)
+        self._plans.clear()
+        return removed
 
     def register_interceptor(self, interceptor: Interceptor) -> None:
         """Add an interceptor; hooks run in ascending ``order``, ties in registration order."""
         self._interceptors.add(interceptor)
+        self._intercepting = bool(self._interceptors.interceptors)
 
     def unregister_interceptor(self, name: str) -> int:
         """Remove every interceptor called ``name``; returns how many were removed."""
-        return self._interceptors.remove(name)
+        removed = self._interceptors.remove(name)
+        self._intercepting = bool(self._interceptors.interceptors)
+        return removed
 
     @property
     def policies(self) -> tuple[MutationPolicy[Any], ...]:
@@ -197,19 +239,29 @@ class MutationEngine:
 
         Returns a result for every policy or validation outcome; raises
         :class:`MutationFailedError` when the mutation's own code raised,
+        :class:`InvalidMutationError` when it returned something the engine cannot use
+        (such as an object that is not an instance of the state's class),
         :class:`ExecutionTimeoutError` on timeout, and policy errors unchanged.
         Cancellation propagates and is not audited.
         """
-        intent = self._intent_of(mutation)
-        context = self._context(context)
-        await self._gate.enter(state_id)
+        plan = self._plans.get((type(mutation), type(state))) or self._plan(mutation, state)
+        if type(context) is not MutationContext:
+            context = self._context(context)
+        gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if not gate.try_enter(state_id):
+            await gate.enter(state_id)
         try:
-            run = await self._run(mutation, intent, state, context, state_id)
-            if run.history is not None:
-                await self._write_history((run.history,))
-            return run.result
+            result, history = await self._run(mutation, plan, state, context, state_id)
+            if history is not None:
+                if self._shield_records:
+                    with anyio.CancelScope(shield=True):
+                        await self.history_store.append(history)
+                else:
+                    await self.history_store.append(history)
+            return result
         finally:
-            self._gate.leave(state_id)
+            gate.leave(state_id)
 
     async def execute_batch(
         self,
@@ -226,34 +278,40 @@ class MutationEngine:
         history (every attempt is audited). An empty batch succeeds with ``state``.
         """
         steps = list(mutations)
-        intents = [self._intent_of(mutation) for mutation in steps]
+        for mutation in steps:
+            self._intent_of(mutation)
         context = self._context(context)
         started = time.perf_counter()
         results: list[MutationResult[StateT]] = []
         entries: list[HistoryEntry] = []
         current = state
         changes = EMPTY_CHANGES
-        await self._gate.enter(state_id)
+        plans = self._plans
+        gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if not gate.try_enter(state_id):
+            await gate.enter(state_id)
         try:
-            for index, (mutation, intent) in enumerate(zip(steps, intents, strict=True)):
+            for index, mutation in enumerate(steps):
+                plan = plans.get((type(mutation), type(current))) or self._plan(mutation, current)
                 try:
-                    run = await self._run(mutation, intent, current, context, state_id)
+                    result, history = await self._run(mutation, plan, current, context, state_id)
                 except MutatorError as error:
                     error.add_note(f"raised by batch step {index + 1} of {len(steps)}")
                     raise
-                results.append(run.result)
-                if not run.result.ok:
+                results.append(result)
+                if not result.ok:
                     return BatchResult(
                         False, None, tuple(results), EMPTY_CHANGES, time.perf_counter() - started
                     )
-                if run.history is not None:
-                    entries.append(run.history)
-                current = run.result.new_state  # type: ignore[assignment]
-                changes = changes + run.result.changes
+                if history is not None:
+                    entries.append(history)
+                current = result.new_state  # type: ignore[assignment]
+                changes = changes + result.changes
             if entries:
                 await self._write_history(entries)
         finally:
-            self._gate.leave(state_id)
+            gate.leave(state_id)
         return BatchResult(True, current, tuple(results), changes, time.perf_counter() - started)
 
     async def execute_deferred(
@@ -274,14 +332,17 @@ class MutationEngine:
         ``granted`` (ignoring expiry) count as already approved; denials still block.
         Metrics are recorded as usual.
         """
-        intent = self._intent_of(mutation)
+        plan = self._plan(mutation, state)
         context = self._context(context)
         collected: list[AuditEntry] = []
-        await self._gate.enter(state_id)
+        gate = self._gate
+        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if not gate.try_enter(state_id):
+            await gate.enter(state_id)
         try:
-            run = await self._run(
+            result, history = await self._run(
                 mutation,
-                intent,
+                plan,
                 state,
                 context,
                 state_id,
@@ -291,8 +352,8 @@ class MutationEngine:
         except MutatorError as error:
             return DeferredExecution(None, error, collected[0] if collected else None, None)
         finally:
-            self._gate.leave(state_id)
-        return DeferredExecution(run.result, None, collected[0] if collected else None, run.history)
+            gate.leave(state_id)
+        return DeferredExecution(result, None, collected[0] if collected else None, history)
 
     async def evaluate(
         self,
@@ -321,52 +382,73 @@ class MutationEngine:
     async def _run(
         self,
         mutation: Mutation[Any],
-        intent: MutationIntent,
+        plan: _Plan,
         state: Any,
         context: MutationContext,
         state_id: str | None,
-        granted: frozenset[tuple[Any, ...]] = frozenset(),
+        granted: frozenset[tuple[Any, ...]] = _NO_GRANTS,
         collected: list[AuditEntry] | None = None,
-    ) -> _Run:
-        """One pass; audit entries go to ``collected`` instead of the sink when given."""
+    ) -> tuple[MutationResult[Any], HistoryEntry | None]:
+        """One pass; audit entries go to ``collected`` instead of the sink when given.
+
+        The clocks are read once each: ``perf_counter`` for the duration (and the timeout
+        of synchronous work), the wall clock for the execution's timestamp, which the
+        result, the audit entry and the history entry share. The event-loop clock is read
+        only when a deadline is needed for awaited work (or for interceptors to see).
+        """
         started = time.perf_counter()
-        sink: AuditSink | list[AuditEntry] = self.audit if collected is None else collected
-        audit_on, shield = self._audit_on, self._shield_records
+        started_at = _now(UTC)
+        execution_id = new_execution_id()
+        intent = plan.intent
         timeout = self.options.execution_timeout
-        deadline = None if timeout is None else anyio.current_time() + timeout
-        execution = ExecutionContext(new_execution_id(), utc_now(), state_id, deadline)
-        interceptors = (
-            self._interceptors.active(intent, context) if self._interceptors.interceptors else ()
-        )
+        deadline = None
+        execution = None
+        interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
+        if interceptors:
+            if timeout is not None:
+                deadline = anyio.current_time() + timeout
+            execution = _execution_context(execution_id, started_at, state_id, deadline, {})
         try:
-            decided = await self._decide(mutation, state, context, execution, interceptors, granted)
-            if deadline is not None and anyio.current_time() > deadline:
+            decided = await self._decide(
+                mutation,
+                plan,
+                state,
+                context,
+                execution_id,
+                execution,
+                interceptors,
+                granted,
+                started,
+            )
+            duration = time.perf_counter() - started
+            if timeout is not None and duration > timeout:
                 raise DeadlineExpired
         except Exception as error:
             if isinstance(error, DeadlineExpired):
                 assert timeout is not None
                 failure: MutatorError = ExecutionTimeoutError(
-                    timeout, time.perf_counter() - started, execution_id=execution.execution_id
+                    timeout, time.perf_counter() - started, execution_id=execution_id
                 )
             elif isinstance(error, MutatorError):
                 failure = error
             else:
-                failure = MutationFailedError(
-                    intent.operation, error, execution_id=execution.execution_id
-                )
+                failure = MutationFailedError(intent.operation, error, execution_id=execution_id)
             if failure.execution_id is None:
-                failure.execution_id = execution.execution_id
+                failure.execution_id = execution_id
             with anyio.CancelScope(shield=True):
                 await self._record_failure(
                     mutation,
-                    intent,
+                    plan,
                     state,
                     context,
+                    execution_id,
+                    started_at,
+                    state_id,
                     execution,
                     interceptors,
                     failure,
                     started,
-                    sink if audit_on else None,
+                    (self.audit if collected is None else collected) if self._audit_on else None,
                 )
             if failure is error:
                 raise
@@ -379,154 +461,178 @@ class MutationEngine:
                     await run_hook(interceptors, "cancelled", mutation, state, context, execution)
             raise
 
-        duration = time.perf_counter() - started
-        status = decided.status
-        result: MutationResult[Any] = MutationResult(
+        status, new_state, changes, side_effects, validation, decisions, requirements = decided
+        mode = context.mode
+        result: MutationResult[Any] = _result(
             status,
-            decided.new_state,
-            decided.changes,
-            decided.side_effects,
-            decided.validation,
-            decided.decisions,
-            decided.requirements,
-            execution.execution_id,
+            new_state,
+            changes,
+            side_effects,
+            validation,
+            decisions,
+            requirements,
+            execution_id,
             duration,
-            context.mode,
-            utc_now(),
+            mode,
+            started_at,
+            False,
         )
         if interceptors:
             hook = "after" if status in _AFTER_HOOK else "policy_blocked"
             await run_hook(interceptors, hook, mutation, state, result, context, execution)
         history = None
-        if (
-            status is ResultStatus.SUCCEEDED
-            and context.mode is MutationMode.COMMIT
-            and state_id is not None
-            and self._history_on
-        ):
-            history = HistoryEntry(
-                execution.execution_id,
+        if status is _SUCCEEDED and mode is _COMMIT and state_id is not None and self._history_on:
+            history = _history_entry(
+                execution_id,
                 state_id,
                 intent,
                 context,
-                result.changes,
-                execution.started_at,
+                changes,
+                started_at,
                 duration,
-                result.side_effects,
+                side_effects,
                 mutation,
             )
-        outcome = _OUTCOMES[status]
-        if audit_on:
-            entry = AuditEntry(
-                execution.execution_id,
+        outcome = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
+        if self._audit_on:
+            entry = _audit_entry(
+                execution_id,
                 state_id,
-                type(state).__name__,
+                plan.state_type_name,
                 intent,
                 context,
-                context.mode,
+                mode,
                 outcome,
-                execution.started_at,
+                started_at,
                 duration,
-                result.changes,
-                result.side_effects,
-                result.policy_decisions,
-                None if status is ResultStatus.SUCCEEDED else result.error_message,
+                changes,
+                side_effects,
+                decisions,
+                None if status is _SUCCEEDED else result.error_message,
             )
-            if isinstance(sink, list):
-                sink.append(entry)
-            elif shield:
+            if collected is not None:
+                collected.append(entry)
+            elif self._shield_records:
                 with anyio.CancelScope(shield=True):
-                    await sink.record(entry)
+                    await self.audit.record(entry)
             else:
-                await sink.record(entry)
+                await self.audit.record(entry)
         self.metrics.record(outcome, duration)
-        return _Run(result, history)
+        return result, history
 
     async def _decide(
         self,
         mutation: Mutation[Any],
+        plan: _Plan,
         state: Any,
         context: MutationContext,
-        execution: ExecutionContext,
+        execution_id: str,
+        execution: ExecutionContext | None,
         interceptors: tuple[Interceptor, ...],
         granted: frozenset[tuple[Any, ...]],
+        started: float,
     ) -> _Decided:
-        """Before-hooks, policies, validation, the mode and policy modifications."""
-        deadline = execution.deadline
+        """Before-hooks, policies, validation, the mode and policy modifications.
+
+        Synchronous user code runs without awaiting anything; the execution deadline (on
+        the event-loop clock) is worked out the first time something must be awaited.
+        """
+        deadline = None if execution is None else execution.deadline
+        timeout = self.options.execution_timeout
         if interceptors:
             await run_hook(
                 interceptors, "before", mutation, state, context, execution, deadline=deadline
             )
-        policies = self._policies.applicable(type(state))
-        evaluation = (
-            await evaluate_policies(
-                policies,
-                mutation,
-                state,
-                context,
-                self.options.policy_timeout,
-                execution.execution_id,
-                deadline,
+        policies = plan.policies
+        evaluation = plan.allowed
+        if policies:
+            limit = self.options.policy_timeout
+            index, pending, called_at = allow_prefix(
+                policies, mutation, state, context, limit, execution_id
             )
-            if policies
-            else ALLOWED
-        )
-        status = evaluation.status
-        if (
-            status is ResultStatus.APPROVAL_REQUIRED
-            and granted
-            and all(_grant_key(r) in granted for r in evaluation.requirements)
-        ):
-            status = ResultStatus.SUCCEEDED
-        if status is not ResultStatus.SUCCEEDED:
-            requirements = (
-                evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
-            )
-            return _Decided(
-                status, None, EMPTY_CHANGES, (), _VALID, evaluation.decisions, requirements
-            )
-        mode = context.mode
-        validation = _VALID
-        if mode is not MutationMode.COMMIT or self.options.always_validate:
-            validation = await bounded_call(mutation.validate, state, deadline)
-            if not isinstance(validation, ValidationResult):
-                raise InvalidMutationError(
-                    f"{type(mutation).__qualname__}.validate returned "
-                    f"{type(validation).__name__}, expected ValidationResult",
-                    execution_id=execution.execution_id,
+            if index < len(policies):
+                if deadline is None and timeout is not None:
+                    deadline = _loop_deadline(started, timeout)
+                evaluation = await evaluate_rest(
+                    policies,
+                    index,
+                    pending,
+                    called_at,
+                    mutation,
+                    state,
+                    context,
+                    limit,
+                    execution_id,
+                    deadline,
                 )
-            if not validation.is_valid:
-                return _Decided(
+                status = evaluation.status
+                if (
+                    status is ResultStatus.APPROVAL_REQUIRED
+                    and granted
+                    and all(_grant_key(r) in granted for r in evaluation.requirements)
+                ):
+                    status = _SUCCEEDED
+                if status is not _SUCCEEDED:
+                    requirements = (
+                        evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
+                    )
+                    return (
+                        status,
+                        None,
+                        EMPTY_CHANGES,
+                        (),
+                        _VALID,
+                        evaluation.decisions,
+                        requirements,
+                    )
+        decisions = evaluation.decisions
+        mode = context.mode
+        validation: Any = _VALID
+        if plan.validates and (mode is not _COMMIT or self.options.always_validate):
+            validation = mutation.validate(state)
+            if type(validation) is not ValidationResult:
+                if is_awaitable(validation):
+                    if deadline is None and timeout is not None:
+                        deadline = _loop_deadline(started, timeout)
+                    validation = await bounded(validation, deadline)
+                if not isinstance(validation, ValidationResult):
+                    raise InvalidMutationError(
+                        f"{type(mutation).__qualname__}.validate returned "
+                        f"{type(validation).__name__}, expected ValidationResult",
+                        execution_id=execution_id,
+                    )
+            if validation.issues and not validation.is_valid:
+                return (
                     ResultStatus.VALIDATION_FAILED,
                     None,
                     EMPTY_CHANGES,
                     (),
                     validation,
-                    evaluation.decisions,
+                    decisions,
                     (),
                 )
-        if mode is MutationMode.VALIDATE:
-            return _Decided(
-                ResultStatus.SUCCEEDED,
-                state,
-                EMPTY_CHANGES,
-                (),
-                validation,
-                evaluation.decisions,
-                (),
-            )
-        outcome = await bounded_call(
-            mutation.simulate if mode is MutationMode.SIMULATE else mutation.apply, state, deadline
-        )
-        return _shape(mutation, state, outcome, validation, evaluation, execution.execution_id)
+        if mode is _VALIDATE:
+            return (_SUCCEEDED, state, EMPTY_CHANGES, (), validation, decisions, ())
+        outcome = (mutation.simulate if mode is _SIMULATE else mutation.apply)(state)
+        known = AWAITABLE_TYPES.get(type(outcome))
+        if known or (known is None and is_awaitable(outcome)):
+            if deadline is None and timeout is not None:
+                deadline = _loop_deadline(started, timeout)
+            outcome = await bounded(outcome, deadline)
+        if type(outcome) is plan.state_type and evaluation.modification is None:
+            return (_SUCCEEDED, outcome, diff(state, outcome), (), validation, decisions, ())
+        return _shape(mutation, plan, mode, state, outcome, validation, evaluation, execution_id)
 
     async def _record_failure(
         self,
         mutation: Mutation[Any],
-        intent: MutationIntent,
+        plan: _Plan,
         state: Any,
         context: MutationContext,
-        execution: ExecutionContext,
+        execution_id: str,
+        started_at: Any,
+        state_id: str | None,
+        execution: ExecutionContext | None,
         interceptors: tuple[Interceptor, ...],
         error: MutatorError,
         started: float,
@@ -542,14 +648,14 @@ class MutationEngine:
             await run_hook(interceptors, "failed", mutation, state, error, context, execution)
         if sink is not None:
             entry = AuditEntry(
-                execution.execution_id,
-                execution.state_id,
-                type(state).__name__,
-                intent,
+                execution_id,
+                state_id,
+                plan.state_type_name,
+                plan.intent,
                 context,
                 context.mode,
                 outcome,
-                execution.started_at,
+                started_at,
                 duration,
                 error=str(error),
             )
@@ -569,6 +675,16 @@ class MutationEngine:
                 await self.history_store.append(entry)
 
     # -- input checks --------------------------------------------------------------------
+
+    def _plan(self, mutation: Mutation[Any], state: Any) -> _Plan:
+        """The plan of ``(type(mutation), type(state))``, made (and checked) on first use."""
+        key = (type(mutation), type(state))
+        plan = self._plans.get(key)
+        if plan is None:
+            intent = self._intent_of(mutation)
+            plan = _Plan(key[0], intent, key[1], self._policies.applicable(key[1]))
+            self._plans[key] = plan
+        return plan
 
     def _intent_of(self, mutation: Mutation[Any]) -> MutationIntent:
         cls = type(mutation)
@@ -600,6 +716,11 @@ class MutationEngine:
         return context
 
 
+def _loop_deadline(started: float, timeout: float) -> float:
+    """The execution deadline on the event-loop clock, for an execution begun at ``started``."""
+    return anyio.current_time() + timeout - (time.perf_counter() - started)
+
+
 def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
     """What makes two approval requirements the same approval (expiry aside)."""
     return (
@@ -615,8 +736,25 @@ def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
 _AFTER_HOOK = frozenset({ResultStatus.SUCCEEDED, ResultStatus.VALIDATION_FAILED})
 
 
+def _unexpected_result(
+    mutation: Mutation[Any], mode: MutationMode, returned: Any, plan: _Plan, execution_id: str
+) -> InvalidMutationError:
+    """The error for a new state that is not an instance of an acceptable class."""
+    assert plan.result_types is not None
+    method = "simulate" if mode is _SIMULATE else "apply"
+    expected = " or ".join(kind.__qualname__ for kind in plan.result_types)
+    return InvalidMutationError(
+        f"{type(mutation).__qualname__}.{method} returned {type(returned).__qualname__}, "
+        f"expected {expected}: return an instance of the state's class (list other "
+        "acceptable classes in the mutation's result_types)",
+        execution_id=execution_id,
+    )
+
+
 def _shape(
     mutation: Mutation[Any],
+    plan: _Plan,
+    mode: MutationMode,
     state: Any,
     outcome: Any,
     validation: ValidationResult,
@@ -625,9 +763,10 @@ def _shape(
 ) -> _Decided:
     """Turn what apply/simulate returned into an outcome, with policy modifications applied."""
     side_effects: tuple[Any, ...] = ()
+    result_types = plan.result_types
     if isinstance(outcome, MutationResult):
         if outcome.status is ResultStatus.VALIDATION_FAILED:
-            return _Decided(
+            return (
                 ResultStatus.VALIDATION_FAILED,
                 None,
                 EMPTY_CHANGES,
@@ -636,13 +775,15 @@ def _shape(
                 evaluation.decisions,
                 (),
             )
-        if outcome.status is not ResultStatus.SUCCEEDED:
+        if outcome.status is not _SUCCEEDED:
             raise InvalidMutationError(
                 f"{type(mutation).__qualname__}.apply returned a result with status "
                 f"{outcome.status.name}; return MutationResult.success(...) or .invalid(...)",
                 execution_id=execution_id,
             )
         new_state = outcome.new_state
+        if result_types is not None and not isinstance(new_state, result_types):
+            raise _unexpected_result(mutation, mode, new_state, plan, execution_id)
         changes = outcome.changes if outcome.changes_explicit else diff(state, new_state)
         side_effects = outcome.side_effects
     else:
@@ -652,6 +793,8 @@ def _shape(
                 "(or a MutationResult)",
                 execution_id=execution_id,
             )
+        if result_types is not None and not isinstance(outcome, result_types):
+            raise _unexpected_result(mutation, mode, outcome, plan, execution_id)
         new_state = outcome
         changes = diff(state, new_state)
     modification = evaluation.modification
@@ -659,15 +802,7 @@ def _shape(
         new_state, changes, side_effects = _modify(
             state, new_state, changes, side_effects, modification
         )
-    return _Decided(
-        ResultStatus.SUCCEEDED,
-        new_state,
-        changes,
-        side_effects,
-        validation,
-        evaluation.decisions,
-        (),
-    )
+    return (_SUCCEEDED, new_state, changes, side_effects, validation, evaluation.decisions, ())
 
 
 def _modify(

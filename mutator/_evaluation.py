@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -13,7 +12,7 @@ import anyio
 import attrs
 
 from ._context import MutationContext
-from ._deadline import DeadlineExpired
+from ._deadline import DeadlineExpired, is_awaitable
 from ._effects import SideEffect
 from ._enums import ResultStatus
 from ._errors import MutatorError, PolicyConflictError, PolicyEvaluationError, PolicyTimeoutError
@@ -26,7 +25,15 @@ from ._policies import (
     PolicyRequirement,
 )
 
-__all__ = ["PolicyEvaluation", "PolicySet", "evaluate_policies", "merge_modifications"]
+__all__ = [
+    "PolicyEvaluation",
+    "PolicySet",
+    "allow_prefix",
+    "allowed_evaluation",
+    "evaluate_policies",
+    "evaluate_rest",
+    "merge_modifications",
+]
 
 
 @attrs.frozen
@@ -128,25 +135,83 @@ def _allowed_by(name: str) -> PolicyDecision:
     return PolicyDecision(True, None, name)
 
 
-async def decide(
+def allowed_evaluation(policies: Sequence[MutationPolicy[Any]]) -> PolicyEvaluation:
+    """The evaluation of ``policies`` when every one returns the shared allow decision.
+
+    Computed once per policy set; the engine hands it out whenever that is what happened.
+    """
+    return PolicyEvaluation(tuple(_allowed_by(policy.name) for policy in policies))
+
+
+def call_policy(
     policy: MutationPolicy[Any],
     mutation: Any,
     state: Any,
     context: MutationContext,
+    execution_id: str | None,
+) -> Any:
+    """``policy.evaluate(...)``, with what it raises turned into a policy error."""
+    try:
+        return policy.evaluate(mutation, state, context)
+    except (MutatorError, DeadlineExpired) as error:
+        if isinstance(error, MutatorError) and error.execution_id is None:
+            error.execution_id = execution_id
+        raise
+    except Exception as error:
+        raise PolicyEvaluationError(
+            policy.name, f"{type(error).__name__}: {error}", execution_id=execution_id
+        ) from error
+
+
+def allow_prefix(
+    policies: Sequence[MutationPolicy[Any]],
+    mutation: Any,
+    state: Any,
+    context: MutationContext,
+    limit: float | None,
+    execution_id: str | None,
+) -> tuple[int, Any, float]:
+    """Evaluate policies in order while each one synchronously returns the shared allow.
+
+    Returns ``(index, outcome, called_at)``: the first policy that returned anything else,
+    what it returned (not yet awaited or checked) and when it was called
+    (``time.perf_counter``); ``index == len(policies)`` when every policy allowed. A policy
+    that raises or runs past ``limit`` raises here, as in :func:`decide`.
+    """
+    clock = time.perf_counter
+    called_at = clock() if limit is not None else 0.0
+    for index, policy in enumerate(policies):
+        outcome = call_policy(policy, mutation, state, context, execution_id)
+        if outcome is not _ALLOW:
+            return index, outcome, called_at
+        if limit is not None:
+            now = clock()
+            if now - called_at > limit:
+                raise PolicyTimeoutError(policy.name, limit, execution_id=execution_id)
+            called_at = now
+    return len(policies), None, called_at
+
+
+async def settle(
+    policy: MutationPolicy[Any],
+    outcome: Any,
+    called_at: float,
     limit: float | None,
     execution_id: str | None = None,
     deadline: float | None = None,
 ) -> PolicyDecision:
-    """Run one policy within its time limit and turn its failures into policy errors.
+    """Turn what ``policy.evaluate`` returned at ``called_at`` into its named decision.
 
-    ``limit`` is the policy's own budget in seconds; ``deadline`` (event-loop clock) is the
-    execution's, and running past it raises :class:`DeadlineExpired` for the engine.
+    An awaitable is awaited within the policy's ``limit`` (seconds) and the execution's
+    ``deadline`` (event-loop clock; running past it raises :class:`DeadlineExpired` for the
+    engine); a plain value is checked against ``limit`` after the fact.
     """
     name = policy.name
-    started = time.perf_counter() if limit is not None else 0.0
+    decision = outcome
     try:
-        decision: Any = policy.evaluate(mutation, state, context)
-        if inspect.isawaitable(decision):
+        if decision is _ALLOW or type(decision) is PolicyDecision:
+            pass
+        elif is_awaitable(decision):
             if limit is None and deadline is None:
                 decision = await decision
             else:
@@ -161,7 +226,8 @@ async def decide(
                         raise DeadlineExpired
                     assert limit is not None
                     raise PolicyTimeoutError(name, limit, execution_id=execution_id)
-        elif limit is not None and time.perf_counter() - started > limit:
+            limit = None  # an awaited decision was bounded by its cancel scope
+        if limit is not None and time.perf_counter() - called_at > limit:
             raise PolicyTimeoutError(name, limit, execution_id=execution_id)
     except (MutatorError, DeadlineExpired) as error:
         if isinstance(error, MutatorError) and error.execution_id is None:
@@ -185,6 +251,25 @@ async def decide(
     return named
 
 
+async def decide(
+    policy: MutationPolicy[Any],
+    mutation: Any,
+    state: Any,
+    context: MutationContext,
+    limit: float | None,
+    execution_id: str | None = None,
+    deadline: float | None = None,
+) -> PolicyDecision:
+    """Run one policy within its time limit and turn its failures into policy errors.
+
+    ``limit`` is the policy's own budget in seconds; ``deadline`` (event-loop clock) is the
+    execution's, and running past it raises :class:`DeadlineExpired` for the engine.
+    """
+    called_at = time.perf_counter() if limit is not None else 0.0
+    outcome = call_policy(policy, mutation, state, context, execution_id)
+    return await settle(policy, outcome, called_at, limit, execution_id, deadline)
+
+
 async def evaluate_policies(
     policies: Sequence[MutationPolicy[Any]],
     mutation: Any,
@@ -201,6 +286,36 @@ async def evaluate_policies(
         await decide(policy, mutation, state, context, limit, execution_id, deadline)
         for policy in policies
     ]
+    return _combine(decisions, execution_id)
+
+
+async def evaluate_rest(
+    policies: Sequence[MutationPolicy[Any]],
+    index: int,
+    outcome: Any,
+    called_at: float,
+    mutation: Any,
+    state: Any,
+    context: MutationContext,
+    limit: float | None,
+    execution_id: str | None = None,
+    deadline: float | None = None,
+) -> PolicyEvaluation:
+    """Finish an evaluation that :func:`allow_prefix` stopped at ``index`` with ``outcome``."""
+    decisions = [_allowed_by(policy.name) for policy in policies[:index]]
+    decisions.append(
+        await settle(policies[index], outcome, called_at, limit, execution_id, deadline)
+    )
+    decisions.extend(
+        [
+            await decide(policy, mutation, state, context, limit, execution_id, deadline)
+            for policy in policies[index + 1 :]
+        ]
+    )
+    return _combine(decisions, execution_id)
+
+
+def _combine(decisions: list[PolicyDecision], execution_id: str | None) -> PolicyEvaluation:
     modification = None
     if any(d.modifications is not None for d in decisions):
         modification = merge_modifications(decisions, execution_id=execution_id)

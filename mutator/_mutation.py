@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._intent import MutationIntent
 from ._validation import ValidationResult
@@ -24,11 +24,18 @@ class Mutation(Generic[StateT]):
     :class:`MutationResult` with explicit changes and side effects. :meth:`validate`
     defaults to valid and :meth:`simulate` to :meth:`apply`. Any of them may be
     ``async def``. Mutations must not modify the state they are given.
+
+    The new state must be an instance of the input state's class: the engine refuses
+    anything else with :class:`InvalidMutationError` and records nothing as success. A
+    mutation that legitimately returns another class (a migration to a new state class,
+    say) lists it in ``result_types``.
     """
 
     __slots__ = ()
 
     intent: ClassVar[MutationIntent]
+    result_types: ClassVar[tuple[type[Any], ...]] = ()
+    """Classes ``apply``/``simulate`` may return besides the input state's class."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -36,6 +43,13 @@ class Mutation(Generic[StateT]):
         if intent is not None and not isinstance(intent, MutationIntent):
             raise TypeError(
                 f"{cls.__qualname__}.intent must be a MutationIntent, got {type(intent).__name__}"
+            )
+        result_types = cls.__dict__.get("result_types", ())
+        if not isinstance(result_types, tuple) or not all(
+            isinstance(kind, type) for kind in result_types
+        ):
+            raise TypeError(
+                f"{cls.__qualname__}.result_types must be a tuple of classes, got {result_types!r}"
             )
 
     def validate(self, state: StateT) -> ValidationResult | Awaitable[ValidationResult]:

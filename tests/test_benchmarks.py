@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from benchmarks.harness import (
     select,
     summarize,
 )
+from benchmarks.instructions import Count, format_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT_SCENARIOS = {
@@ -197,3 +199,31 @@ def test_unavailable_scenarios_are_skipped_and_failed_checks_reported() -> None:
     lines = progress.getvalue().splitlines()
     assert lines[1] == "[2/3] g.remote ... skipped: no server"
     assert lines[2].startswith("[3/3] g.broken ... FAILED: AssertionError: wrong outcome")
+
+
+def test_instructions_without_valgrind_says_so(tmp_path: Path) -> None:
+    """--instructions on a machine without valgrind exits 2 with a one-line reason."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--instructions", "--filter", "engine.commit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert done.returncode == 2
+    assert "valgrind is not installed" in done.stderr
+
+
+def test_instruction_counts_are_reported_per_mutation_with_ratio() -> None:
+    """A batch of 10 is reported per operation and per mutation, with its ratio."""
+    base = Count("base", "asyncio", "base", 1, 100, 1_000.0)
+    batch = Count("batch", "asyncio", "base", 10, 100, 50_000.0, ratio=5.0)
+    assert batch.per_mutation == 5_000.0
+    table = format_counts([base, batch])
+    assert "50,000" in table
+    assert "5.00" in table

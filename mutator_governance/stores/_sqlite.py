@@ -922,14 +922,14 @@ class SQLiteStateStore:
         self._db = database
         self._codec = codec
 
-    async def get(self, state_id: str) -> VersionedState | None:
+    async def get(self, state_id: str) -> VersionedState[Any] | None:
         """The state with its version and producing request, or None.
 
         A stored version that is not a decimal counter raises StoredDataError.
         """
         read = self._codec.read_state
 
-        def select(connection: sqlite3.Connection) -> VersionedState | None:
+        def select(connection: sqlite3.Connection) -> VersionedState[Any] | None:
             row = _fetch_one(
                 connection,
                 "SELECT version, request_id, document FROM states WHERE state_id = ?",
