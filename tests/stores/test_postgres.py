@@ -27,6 +27,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from mutator import (
     ConcurrencyError,
+    ConfigurationError,
     InMemoryAuditSink,
     InMemoryHistoryStore,
     MutationEngine,
@@ -34,6 +35,7 @@ from mutator import (
 from mutator_governance import (
     DecisionHistory,
     Governance,
+    GovernanceStore,
     GovernedCommit,
     PendingReason,
     RequestConcurrencyError,
@@ -50,6 +52,7 @@ from mutator_governance.stores import open_store
 from mutator_governance.stores._postgres import SCHEMA_VERSION, PostgresStore, split_url
 from mutator_governance.testing import (
     DecisionHistoryContract,
+    GovernanceStoreContract,
     RequestStoreContract,
     SampleState,
     StateStoreContract,
@@ -65,6 +68,8 @@ from .pg_domain import Add, Counters, RequireCarol, registry, user
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
+
+ALL_VERSIONS = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 @pytest.fixture
@@ -157,6 +162,15 @@ class TestPostgresDecisionHistory(PostgresHooks, DecisionHistoryContract):
         await self.release(history)
 
 
+class TestPostgresGovernanceStore(PostgresHooks, GovernanceStoreContract):
+    async def make_store(self) -> GovernanceStore:
+        opened = await self.open_store()
+        return self.keep(opened, opened)  # type: ignore[no-any-return]
+
+    async def close_store(self, store: GovernanceStore) -> None:
+        await self.release(store)
+
+
 class TestPostgresStateStore(PostgresHooks, StateStoreContract):
     async def make_state_store(self) -> StateStore:
         opened = await self.open_store()
@@ -213,7 +227,7 @@ async def test_open_store_dispatches_with_schema_parameter(postgres_url: str, sc
     rows = await execute_sql(postgres_url, f'SELECT request_id FROM "{schema}".requests')
     assert rows == [("req-1",)]
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
 def test_split_url_removes_only_the_schema() -> None:
@@ -285,15 +299,24 @@ async def test_concurrent_first_time_creation(postgres_url: str, schema: str) ->
         for each in opened:
             await each.aclose()
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
-def test_asyncio_only(postgres_url: str) -> None:
+def test_opening_under_trio_is_refused_as_asyncio_only(postgres_url: str) -> None:
+    name = new_schema()
+
     async def attempt() -> None:
-        await PostgresStore.open(postgres_url, registry=sample_registry(), schema=new_schema())
+        await PostgresStore.open(postgres_url, registry=sample_registry(), schema=name)
 
-    with pytest.raises(RuntimeError, match="asyncio"):
+    with pytest.raises(ConfigurationError, match="asyncio only"):
         anyio.run(attempt, backend="trio")
+    rows = anyio.run(
+        execute_sql,
+        postgres_url,
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+        (name,),
+    )
+    assert rows == [(0,)], "nothing was created"
 
 
 @pytest.mark.anyio
@@ -332,7 +355,7 @@ async def test_unreadable_request_raises_stored_data_error(
 @pytest.mark.anyio
 async def test_unreadable_state_and_decision(postgres_url: str, store: PostgresStore) -> None:
     await store.states.put("s:1", SampleState())
-    await store.decisions.append("req-1", [sample_decision()])
+    await store.decisions.append("req-1", [attrs.evolve(sample_decision(), sequence=1)])
     s = store.schema
     await execute_sql(postgres_url, f'UPDATE "{s}".states SET document = \'{{"$type": 3}}\'')
     await execute_sql(postgres_url, f"UPDATE \"{s}\".decisions SET document = 'nope'")
@@ -417,7 +440,7 @@ async def _two_requests(store: PostgresStore) -> tuple[Any, Any, str]:
     return one, two, version
 
 
-DECISION = sample_decision(timestamp=datetime(2024, 6, 1, tzinfo=UTC))
+DECISION = attrs.evolve(sample_decision(timestamp=datetime(2024, 6, 1, tzinfo=UTC)), sequence=1)
 
 
 def _commit(one: Any, two: Any, version: str | None, *, rev_two: int = 0) -> GovernedCommit:
@@ -491,21 +514,30 @@ async def test_commit_with_moved_state_writes_nothing(store: PostgresStore) -> N
 
 
 @pytest.mark.anyio
-async def test_lost_connection_mid_commit_rolls_back(store: PostgresStore) -> None:
+async def test_lost_connection_mid_commit_rolls_back(
+    postgres_url: str, store: PostgresStore
+) -> None:
     one, two, version = await _two_requests(store)
-    original = store.history.insert_sql
-    # The last statement of the transaction kills its own server session.
-    store.history.insert_sql = "SELECT pg_terminate_backend(pg_backend_pid()), %s, %s, %s"
+    s = store.schema
+    # The last write of the transaction kills its own server session.
+    await execute_sql(
+        postgres_url,
+        f"""CREATE FUNCTION "{s}".die() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$""",
+    )
+    await execute_sql(
+        postgres_url,
+        f'CREATE TRIGGER die BEFORE INSERT ON "{s}".history '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".die()',
+    )
     commit = attrs.evolve(
         _commit(one, two, version),
         history=(await _history_entry(),),
     )
-    try:
-        with pytest.raises(StoreUnavailableError) as caught:
-            await store.committer.commit(commit)
-        assert "postgresql://" in str(caught.value)
-    finally:
-        store.history.insert_sql = original
+    with pytest.raises(StoreUnavailableError) as caught:
+        await store.committer.commit(commit)
+    assert "postgresql://" in str(caught.value)
+    await execute_sql(postgres_url, f'DROP TRIGGER die ON "{s}".history')
     await _unchanged(store, one, two, version)
     # The pool replaced the dead connection: the store keeps working.
     written = await store.committer.commit(commit)
@@ -619,7 +651,7 @@ async def test_first_time_creation_across_processes(postgres_url: str, schema: s
     reports = await anyio.to_thread.run_sync(_run_workers, with_schema(postgres_url, schema), 2.0)
     assert reports == [{"executed": [], "conflicts": 0}] * RACE_WORKERS
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
 @pytest.mark.slow
