@@ -7,7 +7,9 @@ only, so this module pins ``anyio_backend`` to asyncio. The server comes from th
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -63,6 +65,7 @@ from mutator_governance.testing import (
     sample_request,
 )
 
+from . import pg_race_worker
 from .pg_domain import Add, Counters, RequireCarol, registry, user
 
 pytestmark = pytest.mark.postgres
@@ -699,3 +702,154 @@ async def test_exactly_once_across_processes(postgres_url: str, schema: str) -> 
         history = await gov.engine.history_store.history("shared")
         assert len(history) == RACE_REQUESTS
         assert sorted(e.context.correlation_id or "" for e in history.entries) == ids
+
+
+# -- exactly once while workers are killed ----------------------------------------------------
+
+KILL_REQUESTS = 300
+KILL_STATES = 6
+KILL_WORKERS = 4
+KILL_EVERY = 0.5
+KILL_PHASE = 25.0
+KILL_DEADLINE = 45.0
+
+
+def _workers() -> Any:
+    """Processes forked from a server that has imported the worker already, so a restart
+    costs milliseconds, not an interpreter start (which takes seconds on a loaded machine)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.stores.pg_race_worker"])
+    return context
+
+
+@attrs.define
+class _Worker:
+    process: Any
+    ready: Path
+
+    @classmethod
+    def start(cls, context: Any, url: str, folder: Path, number: int) -> _Worker:
+        ready = folder / f"ready-{number}"
+        process = context.Process(
+            target=pg_race_worker.run_served, args=(url, str(ready)), daemon=True
+        )
+        process.start()
+        return cls(process, ready)
+
+    def working_since(self) -> float | None:
+        """When the worker started working (its store open), or None."""
+        try:
+            return self.ready.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _executed_count(url: str, schema: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM \"{schema}\".requests WHERE status = 'executed'"
+        ).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _kill_workers_until_done(url: str, store_url: str, schema: str, folder: Path) -> int:
+    """Run KILL_WORKERS workers; every KILL_EVERY seconds SIGKILL the one working longest
+    (working for KILL_EVERY at least) and start another, for KILL_PHASE seconds at most,
+    then let the survivors finish. Returns how many workers were killed."""
+    context = _workers()
+    started = itertools.count()
+    workers = [
+        _Worker.start(context, store_url, folder, next(started)) for _ in range(KILL_WORKERS)
+    ]
+    killed = 0
+    begun = time.monotonic()
+    try:
+        while _executed_count(url, schema) < KILL_REQUESTS:
+            assert time.monotonic() - begun < KILL_DEADLINE, "the workers did not finish in time"
+            time.sleep(KILL_EVERY)
+            if time.monotonic() - begun > KILL_PHASE:
+                continue
+            since = [(w.working_since(), i) for i, w in enumerate(workers)]
+            working = sorted(
+                (t, i) for t, i in since if t is not None and t < time.time() - KILL_EVERY
+            )
+            if not working:
+                continue
+            index = working[0][1]
+            workers[index].kill()
+            killed += 1
+            workers[index] = _Worker.start(context, store_url, folder, next(started))
+    finally:
+        for worker in workers:
+            worker.kill()
+    return killed
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_every_request_executes_once_while_workers_are_killed(
+    postgres_url: str, schema: str, tmp_path: Path
+) -> None:
+    url = with_schema(postgres_url, schema)
+    amounts = {f"kill-{index:03d}": index + 1 for index in range(KILL_REQUESTS)}
+    expected = {f"s{n}": Counters() for n in range(KILL_STATES)}
+    mutations = {
+        request_id: (f"s{index % KILL_STATES}", Add(f"k{index % 3}", amount))
+        for index, (request_id, amount) in enumerate(amounts.items())
+    }
+    for state_id, mutation in mutations.values():
+        expected[state_id] = mutation.apply(expected[state_id])
+    async with Governance.open(url, registry=registry(), max_size=8) as gov:
+        for state_id in expected:
+            await gov.states.put(state_id, Counters())
+        limiter = anyio.CapacityLimiter(8)
+
+        async def submit(request_id: str) -> None:
+            state_id, mutation = mutations[request_id]
+            async with limiter:
+                request = await gov.submit(
+                    mutation, state_id=state_id, context=user("alice"), request_id=request_id
+                )
+            assert request.status is RequestStatus.APPROVED
+
+        async with anyio.create_task_group() as group:
+            for request_id in mutations:
+                group.start_soon(submit, request_id)
+
+    killed = await anyio.to_thread.run_sync(
+        _kill_workers_until_done, postgres_url, url, schema, tmp_path
+    )
+    assert killed >= 4, "no worker was killed: the test did not test anything"
+
+    async with Governance.open(url, registry=registry()) as gov:
+        for state_id, state in expected.items():
+            current = await gov.states.get(state_id)
+            assert current is not None
+            assert current.state == state, state_id
+            per_state = KILL_REQUESTS // KILL_STATES
+            assert current.version == str(per_state + 1)
+        history_ids: list[str] = []
+        for state_id in expected:
+            history_ids += [
+                e.context.correlation_id or ""
+                for e in (await gov.engine.history_store.history(state_id)).entries
+            ]
+        assert sorted(history_ids) == sorted(amounts), "one history entry per request"
+        succeeded = [
+            e.correlation_id or "" for e in await gov.engine.audit.entries() if e.succeeded
+        ]
+        assert sorted(succeeded) == sorted(amounts), "one SUCCEEDED audit entry per request"
+        for request_id in amounts:
+            final = await gov.requests.get(request_id)
+            assert final is not None
+            assert final.status is RequestStatus.EXECUTED, request_id
+            executed = [d for d in final.decisions if d.code.name == "EXECUTED"]
+            assert len(executed) == 1, request_id
+            assert final.resulting_state_version == await gov.states.version_by_request(
+                final.state_id, request_id
+            )
+            assert tuple(await gov.decisions.for_request(request_id)) == final.decisions
