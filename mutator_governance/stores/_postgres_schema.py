@@ -101,16 +101,18 @@ _COMMIT_FUNCTION = """CREATE FUNCTION {s}.governed_commit(
 DECLARE
     n integer := coalesce(array_length(r_ids, 1), 0);
     found_revision bigint;
+    i integer;
     actual text;
     state_exists boolean := false;
 BEGIN
     IF NOT durable THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    PERFORM 1 FROM {s}.requests WHERE request_id = ANY(r_ids)
-        ORDER BY request_id COLLATE "C" FOR UPDATE;
-    FOR i IN 1 .. n LOOP
-        SELECT revision INTO found_revision FROM {s}.requests WHERE request_id = r_ids[i];
+    -- One primary-key lookup per request (never a scan), in code point order.
+    FOR i IN SELECT o FROM unnest(r_ids) WITH ORDINALITY AS x(id, o) ORDER BY id COLLATE "C"
+    LOOP
+        SELECT revision INTO found_revision FROM {s}.requests WHERE request_id = r_ids[i]
+            FOR UPDATE;
         IF r_expected[i] IS NULL THEN
             IF FOUND THEN
                 RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001', DETAIL = r_ids[i];
