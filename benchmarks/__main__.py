@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import backend_sqlite, codec, engine, governance, instructions, otel
+from . import backend_postgres, backend_sqlite, codec, engine, governance, instructions, otel
 from .harness import (
     FULL,
     QUICK,
@@ -39,6 +39,7 @@ def scenarios() -> tuple[Scenario, ...]:
         + otel.SCENARIOS
         + codec.SCENARIOS
         + backend_sqlite.SCENARIOS
+        + backend_postgres.SCENARIOS
     )
 
 

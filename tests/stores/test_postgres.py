@@ -7,7 +7,9 @@ only, so this module pins ``anyio_backend`` to asyncio. The server comes from th
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from mutator import (
     ConcurrencyError,
+    ConfigurationError,
     InMemoryAuditSink,
     InMemoryHistoryStore,
     MutationEngine,
@@ -34,6 +37,7 @@ from mutator import (
 from mutator_governance import (
     DecisionHistory,
     Governance,
+    GovernanceStore,
     GovernedCommit,
     PendingReason,
     RequestConcurrencyError,
@@ -50,6 +54,7 @@ from mutator_governance.stores import open_store
 from mutator_governance.stores._postgres import SCHEMA_VERSION, PostgresStore, split_url
 from mutator_governance.testing import (
     DecisionHistoryContract,
+    GovernanceStoreContract,
     RequestStoreContract,
     SampleState,
     StateStoreContract,
@@ -60,11 +65,14 @@ from mutator_governance.testing import (
     sample_request,
 )
 
+from . import pg_race_worker
 from .pg_domain import Add, Counters, RequireCarol, registry, user
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
+
+ALL_VERSIONS = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 @pytest.fixture
@@ -157,6 +165,15 @@ class TestPostgresDecisionHistory(PostgresHooks, DecisionHistoryContract):
         await self.release(history)
 
 
+class TestPostgresGovernanceStore(PostgresHooks, GovernanceStoreContract):
+    async def make_store(self) -> GovernanceStore:
+        opened = await self.open_store()
+        return self.keep(opened, opened)  # type: ignore[no-any-return]
+
+    async def close_store(self, store: GovernanceStore) -> None:
+        await self.release(store)
+
+
 class TestPostgresStateStore(PostgresHooks, StateStoreContract):
     async def make_state_store(self) -> StateStore:
         opened = await self.open_store()
@@ -213,7 +230,7 @@ async def test_open_store_dispatches_with_schema_parameter(postgres_url: str, sc
     rows = await execute_sql(postgres_url, f'SELECT request_id FROM "{schema}".requests')
     assert rows == [("req-1",)]
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
 def test_split_url_removes_only_the_schema() -> None:
@@ -285,15 +302,24 @@ async def test_concurrent_first_time_creation(postgres_url: str, schema: str) ->
         for each in opened:
             await each.aclose()
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
-def test_asyncio_only(postgres_url: str) -> None:
+def test_opening_under_trio_is_refused_as_asyncio_only(postgres_url: str) -> None:
+    name = new_schema()
+
     async def attempt() -> None:
-        await PostgresStore.open(postgres_url, registry=sample_registry(), schema=new_schema())
+        await PostgresStore.open(postgres_url, registry=sample_registry(), schema=name)
 
-    with pytest.raises(RuntimeError, match="asyncio"):
+    with pytest.raises(ConfigurationError, match="asyncio only"):
         anyio.run(attempt, backend="trio")
+    rows = anyio.run(
+        execute_sql,
+        postgres_url,
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+        (name,),
+    )
+    assert rows == [(0,)], "nothing was created"
 
 
 @pytest.mark.anyio
@@ -332,7 +358,7 @@ async def test_unreadable_request_raises_stored_data_error(
 @pytest.mark.anyio
 async def test_unreadable_state_and_decision(postgres_url: str, store: PostgresStore) -> None:
     await store.states.put("s:1", SampleState())
-    await store.decisions.append("req-1", [sample_decision()])
+    await store.decisions.append("req-1", [attrs.evolve(sample_decision(), sequence=1)])
     s = store.schema
     await execute_sql(postgres_url, f'UPDATE "{s}".states SET document = \'{{"$type": 3}}\'')
     await execute_sql(postgres_url, f"UPDATE \"{s}\".decisions SET document = 'nope'")
@@ -417,7 +443,7 @@ async def _two_requests(store: PostgresStore) -> tuple[Any, Any, str]:
     return one, two, version
 
 
-DECISION = sample_decision(timestamp=datetime(2024, 6, 1, tzinfo=UTC))
+DECISION = attrs.evolve(sample_decision(timestamp=datetime(2024, 6, 1, tzinfo=UTC)), sequence=1)
 
 
 def _commit(one: Any, two: Any, version: str | None, *, rev_two: int = 0) -> GovernedCommit:
@@ -491,21 +517,30 @@ async def test_commit_with_moved_state_writes_nothing(store: PostgresStore) -> N
 
 
 @pytest.mark.anyio
-async def test_lost_connection_mid_commit_rolls_back(store: PostgresStore) -> None:
+async def test_lost_connection_mid_commit_rolls_back(
+    postgres_url: str, store: PostgresStore
+) -> None:
     one, two, version = await _two_requests(store)
-    original = store.history.insert_sql
-    # The last statement of the transaction kills its own server session.
-    store.history.insert_sql = "SELECT pg_terminate_backend(pg_backend_pid()), %s, %s, %s"
+    s = store.schema
+    # The last write of the transaction kills its own server session.
+    await execute_sql(
+        postgres_url,
+        f"""CREATE FUNCTION "{s}".die() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$""",
+    )
+    await execute_sql(
+        postgres_url,
+        f'CREATE TRIGGER die BEFORE INSERT ON "{s}".history '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".die()',
+    )
     commit = attrs.evolve(
         _commit(one, two, version),
         history=(await _history_entry(),),
     )
-    try:
-        with pytest.raises(StoreUnavailableError) as caught:
-            await store.committer.commit(commit)
-        assert "postgresql://" in str(caught.value)
-    finally:
-        store.history.insert_sql = original
+    with pytest.raises(StoreUnavailableError) as caught:
+        await store.committer.commit(commit)
+    assert "postgresql://" in str(caught.value)
+    await execute_sql(postgres_url, f'DROP TRIGGER die ON "{s}".history')
     await _unchanged(store, one, two, version)
     # The pool replaced the dead connection: the store keeps working.
     written = await store.committer.commit(commit)
@@ -619,7 +654,7 @@ async def test_first_time_creation_across_processes(postgres_url: str, schema: s
     reports = await anyio.to_thread.run_sync(_run_workers, with_schema(postgres_url, schema), 2.0)
     assert reports == [{"executed": [], "conflicts": 0}] * RACE_WORKERS
     versions = await execute_sql(postgres_url, f'SELECT version FROM "{schema}".schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == ALL_VERSIONS
 
 
 @pytest.mark.slow
@@ -667,3 +702,154 @@ async def test_exactly_once_across_processes(postgres_url: str, schema: str) -> 
         history = await gov.engine.history_store.history("shared")
         assert len(history) == RACE_REQUESTS
         assert sorted(e.context.correlation_id or "" for e in history.entries) == ids
+
+
+# -- exactly once while workers are killed ----------------------------------------------------
+
+KILL_REQUESTS = 300
+KILL_STATES = 6
+KILL_WORKERS = 4
+KILL_EVERY = 0.5
+KILL_PHASE = 20.0
+KILL_DEADLINE = 50.0
+
+
+def _workers() -> Any:
+    """Processes forked from a server that has imported the worker already, so a restart
+    costs milliseconds, not an interpreter start (which takes seconds on a loaded machine)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.stores.pg_race_worker"])
+    return context
+
+
+@attrs.define
+class _Worker:
+    process: Any
+    ready: Path
+
+    @classmethod
+    def start(cls, context: Any, url: str, folder: Path, number: int) -> _Worker:
+        ready = folder / f"ready-{number}"
+        process = context.Process(
+            target=pg_race_worker.run_served, args=(url, str(ready)), daemon=True
+        )
+        process.start()
+        return cls(process, ready)
+
+    def working_since(self) -> float | None:
+        """When the worker started working (its store open), or None."""
+        try:
+            return self.ready.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _executed_count(url: str, schema: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM \"{schema}\".requests WHERE status = 'executed'"
+        ).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _kill_workers_until_done(url: str, store_url: str, schema: str, folder: Path) -> int:
+    """Run KILL_WORKERS workers; every KILL_EVERY seconds SIGKILL the one working longest
+    (working for KILL_EVERY at least) and start another, for KILL_PHASE seconds at most,
+    then let the survivors finish. Returns how many workers were killed."""
+    context = _workers()
+    started = itertools.count()
+    workers = [
+        _Worker.start(context, store_url, folder, next(started)) for _ in range(KILL_WORKERS)
+    ]
+    killed = 0
+    begun = time.monotonic()
+    try:
+        while _executed_count(url, schema) < KILL_REQUESTS:
+            assert time.monotonic() - begun < KILL_DEADLINE, "the workers did not finish in time"
+            time.sleep(KILL_EVERY)
+            if time.monotonic() - begun > KILL_PHASE:
+                continue
+            since = [(w.working_since(), i) for i, w in enumerate(workers)]
+            working = sorted(
+                (t, i) for t, i in since if t is not None and t < time.time() - KILL_EVERY
+            )
+            if not working:
+                continue
+            index = working[0][1]
+            workers[index].kill()
+            killed += 1
+            workers[index] = _Worker.start(context, store_url, folder, next(started))
+    finally:
+        for worker in workers:
+            worker.kill()
+    return killed
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_every_request_executes_once_while_workers_are_killed(
+    postgres_url: str, schema: str, tmp_path: Path
+) -> None:
+    url = with_schema(postgres_url, schema)
+    amounts = {f"kill-{index:03d}": index + 1 for index in range(KILL_REQUESTS)}
+    expected = {f"s{n}": Counters() for n in range(KILL_STATES)}
+    mutations = {
+        request_id: (f"s{index % KILL_STATES}", Add(f"k{index % 3}", amount))
+        for index, (request_id, amount) in enumerate(amounts.items())
+    }
+    for state_id, mutation in mutations.values():
+        expected[state_id] = mutation.apply(expected[state_id])
+    async with Governance.open(url, registry=registry(), max_size=8) as gov:
+        for state_id in expected:
+            await gov.states.put(state_id, Counters())
+        limiter = anyio.CapacityLimiter(8)
+
+        async def submit(request_id: str) -> None:
+            state_id, mutation = mutations[request_id]
+            async with limiter:
+                request = await gov.submit(
+                    mutation, state_id=state_id, context=user("alice"), request_id=request_id
+                )
+            assert request.status is RequestStatus.APPROVED
+
+        async with anyio.create_task_group() as group:
+            for request_id in mutations:
+                group.start_soon(submit, request_id)
+
+    killed = await anyio.to_thread.run_sync(
+        _kill_workers_until_done, postgres_url, url, schema, tmp_path
+    )
+    assert killed >= 4, "no worker was killed: the test did not test anything"
+
+    async with Governance.open(url, registry=registry()) as gov:
+        for state_id, state in expected.items():
+            current = await gov.states.get(state_id)
+            assert current is not None
+            assert current.state == state, state_id
+            per_state = KILL_REQUESTS // KILL_STATES
+            assert current.version == str(per_state + 1)
+        history_ids: list[str] = []
+        for state_id in expected:
+            history_ids += [
+                e.context.correlation_id or ""
+                for e in (await gov.engine.history_store.history(state_id)).entries
+            ]
+        assert sorted(history_ids) == sorted(amounts), "one history entry per request"
+        succeeded = [
+            e.correlation_id or "" for e in await gov.engine.audit.entries() if e.succeeded
+        ]
+        assert sorted(succeeded) == sorted(amounts), "one SUCCEEDED audit entry per request"
+        for request_id in amounts:
+            final = await gov.requests.get(request_id)
+            assert final is not None
+            assert final.status is RequestStatus.EXECUTED, request_id
+            executed = [d for d in final.decisions if d.code.name == "EXECUTED"]
+            assert len(executed) == 1, request_id
+            assert final.resulting_state_version == await gov.states.version_by_request(
+                final.state_id, request_id
+            )
+            assert tuple(await gov.decisions.for_request(request_id)) == final.decisions

@@ -1,0 +1,180 @@
+"""Options of the PostgreSQL store, from ``open`` keywords and URL query parameters.
+
+Everything is validated before connecting: a malformed URL or an unknown or malformed
+option raises :class:`mutator.ConfigurationError` (a ``ValueError``) naming the accepted
+form. Only what the URL names is used: host, database and user must be in the URL, so
+libpq never falls back to its defaults (the Unix socket, the OS user, the database named
+after it).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import attrs
+from psycopg import pq
+
+from mutator import ConfigurationError
+
+from . import redact_url
+
+__all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
+
+DEFAULT_SCHEMA = "mutator"
+
+ACCEPTED_FORM = "postgresql://user[:password]@host[:port]/database[?option=value&...]"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _schema(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigurationError(
+            f"schema {value!r} must be an identifier: letters, digits and '_', "
+            "not starting with a digit, at most 63 characters"
+        )
+
+
+def _size(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not int or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be an int >= 0, got {value!r}")
+
+
+def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None and attribute.name == "statement_timeout":
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{attribute.name} must be > 0 seconds, got {value!r}")
+
+
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{attribute.name} must be a bool, got {value!r}")
+
+
+@attrs.frozen
+class PostgresOptions:
+    """How :class:`~mutator_governance.stores._postgres.PostgresStore` connects.
+
+    Each option is an ``open`` keyword and a URL query parameter of the same name
+    (``?max_size=20&statement_timeout=5``); a keyword wins over the URL.
+
+    - ``schema``: the PostgreSQL schema holding the tables (an identifier).
+    - ``min_size`` / ``max_size``: the connection pool's bounds.
+    - ``connect_timeout``: seconds to connect, and to wait for a pooled connection.
+    - ``statement_timeout``: seconds a statement may run before the server cancels it
+      (None: no limit); a cancelled operation writes nothing.
+    - ``check_connections``: check every connection on checkout (a round trip each time).
+      Off by default: a broken connection fails its operation with
+      ``StoreUnavailableError``, is discarded, and the pool's idle connections are checked
+      then.
+    """
+
+    schema: str = attrs.field(default=DEFAULT_SCHEMA, validator=_schema)
+    min_size: int = attrs.field(default=1, validator=_size)
+    max_size: int = attrs.field(default=10, validator=_size)
+    connect_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    statement_timeout: float | None = attrs.field(default=None, validator=_seconds)
+    check_connections: bool = attrs.field(default=False, validator=_flag)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_size < max(1, self.min_size):
+            raise ConfigurationError(
+                "pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1, "
+                f"got min_size={self.min_size}, max_size={self.max_size}"
+            )
+
+
+_OPTION_NAMES = frozenset(field.name for field in attrs.fields(PostgresOptions))
+_LIBPQ_NAMES = frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _from_text(name: str, text: str) -> Any:
+    """The typed value of URL parameter ``name`` (validated by PostgresOptions)."""
+    try:
+        if name in ("min_size", "max_size"):
+            return int(text)
+        if name in ("connect_timeout", "statement_timeout"):
+            if name == "statement_timeout" and text.lower() in ("", "none", "0"):
+                return None
+            return float(text)
+        if name == "check_connections":
+            flag = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+            if flag is None:
+                raise ValueError(text)
+            return flag
+    except ValueError:
+        raise ConfigurationError(
+            f"URL parameter {name}={text!r} is malformed (see PostgresOptions)"
+        ) from None
+    return text
+
+
+def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], PostgresOptions]:
+    """libpq connection keywords named by ``url``, and the store options.
+
+    ``options`` are the ``open`` keywords; they override the URL's query parameters.
+    Raises ConfigurationError for a malformed URL or an unknown or malformed option.
+    """
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown PostgreSQL store option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(_OPTION_NAMES))}"
+        )
+    safe = redact_url(url) if isinstance(url, str) else repr(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ConfigurationError(
+            f"malformed PostgreSQL URL {safe!r} ({error}); expected {ACCEPTED_FORM}"
+        ) from None
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"not a PostgreSQL URL: {safe!r}; expected {ACCEPTED_FORM}")
+    params: dict[str, str] = {}
+    from_url: dict[str, Any] = {}
+    for key, value in query:
+        if key in params or key in from_url:
+            raise ConfigurationError(f"URL parameter {key!r} is given twice in {safe!r}")
+        if key in _OPTION_NAMES:
+            from_url[key] = _from_text(key, value)
+        elif key in _LIBPQ_NAMES and key not in ("dbname", "user", "password", "port"):
+            params[key] = value
+        else:
+            raise ConfigurationError(
+                f"unknown URL parameter {key!r} in {safe!r}; accepted: the store options "
+                f"({', '.join(sorted(_OPTION_NAMES))}) and libpq connection parameters"
+            )
+    host = parts.hostname or params.get("host")
+    database = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    user = unquote(parts.username) if parts.username else ""
+    missing = [
+        name
+        for name, value in (("host", host), ("database", database), ("user", user))
+        if not value
+    ]
+    if missing or "/" in database:
+        what = f"no {', '.join(missing)}" if missing else "a database name with '/'"
+        raise ConfigurationError(
+            f"malformed PostgreSQL URL {safe!r}: {what}; expected {ACCEPTED_FORM}"
+        )
+    assert host is not None
+    keywords: dict[str, Any] = {**params, "host": host, "dbname": database, "user": user}
+    keywords["port"] = str(port if port is not None else 5432)
+    if parts.password is not None:
+        keywords["password"] = unquote(parts.password)
+    try:
+        store_options = PostgresOptions(**{**from_url, **options})
+    except TypeError as error:  # pragma: no cover - names are checked above
+        raise ConfigurationError(str(error)) from None
+    return keywords, store_options

@@ -1,0 +1,206 @@
+"""The PostgreSQL schema: migrations and the one-round-trip commit function.
+
+Each entry of :data:`MIGRATIONS` brings a schema from version ``index`` to ``index + 1``;
+``{s}`` is the quoted schema name. Version 2 numbers decisions within their request
+(``(request_id, sequence)`` unique, existing rows numbered by their order per request) and
+adds ``governed_commit``: one server-side function that checks and writes a whole
+governance operation, so every operation is one statement — one round trip, one
+transaction — whatever it writes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMMIT_CODES", "MIGRATIONS", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+"""The schema version this release writes and reads."""
+
+COMMIT_CODES = {
+    "exists": "MU001",
+    "missing": "MU002",
+    "revision": "MU003",
+    "version": "MU004",
+    "produced": "MU005",
+}
+"""SQLSTATEs ``governed_commit`` raises when a check fails (nothing is written)."""
+
+_V1: tuple[str, ...] = (
+    """CREATE TABLE {s}.requests (
+        request_id text COLLATE "C" PRIMARY KEY,
+        state_id text NOT NULL,
+        status text NOT NULL,
+        pending_reason text,
+        actor_id text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        revision bigint NOT NULL,
+        document text NOT NULL
+    )""",
+    "CREATE INDEX requests_order ON {s}.requests (created_at, request_id)",
+    "CREATE INDEX requests_status ON {s}.requests (status, created_at, request_id)",
+    """CREATE INDEX requests_pending ON {s}.requests (pending_reason, created_at, request_id)
+        WHERE status = 'pending'""",
+    "CREATE INDEX requests_state ON {s}.requests (state_id, created_at, request_id)",
+    "CREATE INDEX requests_actor ON {s}.requests (actor_id, created_at, request_id)",
+    "CREATE INDEX requests_updated ON {s}.requests (updated_at)",
+    """CREATE TABLE {s}.decisions (
+        id bigserial PRIMARY KEY,
+        request_id text NOT NULL,
+        category text NOT NULL,
+        timestamp timestamptz NOT NULL,
+        document text NOT NULL
+    )""",
+    "CREATE INDEX decisions_request ON {s}.decisions (request_id, id)",
+    "CREATE INDEX decisions_recent ON {s}.decisions (timestamp DESC, id DESC)",
+    """CREATE INDEX decisions_category
+        ON {s}.decisions (category, timestamp DESC, id DESC)""",
+    """CREATE TABLE {s}.states (
+        state_id text PRIMARY KEY,
+        version text NOT NULL,
+        request_id text,
+        document text NOT NULL
+    )""",
+    """CREATE TABLE {s}.state_versions (
+        state_id text NOT NULL,
+        request_id text NOT NULL,
+        version text NOT NULL,
+        PRIMARY KEY (state_id, request_id)
+    )""",
+    """CREATE TABLE {s}.audit (
+        id bigserial PRIMARY KEY,
+        state_id text,
+        executed_at timestamptz NOT NULL,
+        document text NOT NULL
+    )""",
+    "CREATE INDEX audit_state ON {s}.audit (state_id, id)",
+    "CREATE INDEX audit_executed ON {s}.audit (executed_at)",
+    """CREATE TABLE {s}.history (
+        id bigserial PRIMARY KEY,
+        state_id text NOT NULL,
+        executed_at timestamptz NOT NULL,
+        document text NOT NULL
+    )""",
+    "CREATE INDEX history_state ON {s}.history (state_id, id)",
+)
+
+# Checks first (every request row locked in code point order, so concurrent commits cannot
+# deadlock; then the state row), writes after: a failed check raises before anything is
+# written, and the statement's implicit transaction rolls back whatever a later failure
+# interrupts. ``durable = false`` (a claim) commits without waiting for the WAL flush.
+_COMMIT_FUNCTION = """CREATE FUNCTION {s}.governed_commit(
+    durable boolean,
+    r_ids text[], r_expected bigint[], r_state_ids text[], r_statuses text[],
+    r_reasons text[], r_actors text[], r_created timestamptz[], r_updated timestamptz[],
+    r_documents text[],
+    d_request_ids text[], d_sequences bigint[], d_categories text[],
+    d_timestamps timestamptz[], d_documents text[],
+    s_id text, s_expected text, s_version text, s_request_id text, s_document text,
+    h_state_ids text[], h_executed timestamptz[], h_documents text[],
+    a_state_ids text[], a_executed timestamptz[], a_documents text[]
+) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    n integer := coalesce(array_length(r_ids, 1), 0);
+    found_revision bigint;
+    i integer;
+    actual text;
+    state_exists boolean := false;
+BEGIN
+    IF NOT durable THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    -- One primary-key lookup per request (never a scan), in code point order.
+    FOR i IN SELECT o FROM unnest(r_ids) WITH ORDINALITY AS x(id, o) ORDER BY id COLLATE "C"
+    LOOP
+        SELECT revision INTO found_revision FROM {s}.requests WHERE request_id = r_ids[i]
+            FOR UPDATE;
+        IF r_expected[i] IS NULL THEN
+            IF FOUND THEN
+                RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001', DETAIL = r_ids[i];
+            END IF;
+        ELSIF NOT FOUND THEN
+            RAISE EXCEPTION 'request missing' USING ERRCODE = 'MU002', DETAIL = r_ids[i];
+        ELSIF found_revision <> r_expected[i] THEN
+            RAISE EXCEPTION 'revision moved' USING ERRCODE = 'MU003',
+                DETAIL = json_build_array(r_ids[i], r_expected[i], found_revision)::text;
+        END IF;
+    END LOOP;
+    IF s_id IS NOT NULL THEN
+        SELECT version INTO actual FROM {s}.states WHERE state_id = s_id FOR UPDATE;
+        state_exists := FOUND;
+        IF actual IS DISTINCT FROM s_expected THEN
+            RAISE EXCEPTION 'state version moved' USING ERRCODE = 'MU004', DETAIL = s_id,
+                HINT = json_build_array(actual)::text;
+        END IF;
+        IF s_request_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {s}.state_versions WHERE state_id = s_id AND request_id = s_request_id
+        ) THEN
+            RAISE EXCEPTION 'request already produced a version' USING ERRCODE = 'MU005',
+                DETAIL = s_id, HINT = s_request_id;
+        END IF;
+        IF state_exists THEN
+            UPDATE {s}.states SET version = s_version, request_id = s_request_id,
+                document = s_document WHERE state_id = s_id;
+        ELSE
+            INSERT INTO {s}.states (state_id, version, request_id, document)
+                VALUES (s_id, s_version, s_request_id, s_document);
+        END IF;
+        IF s_request_id IS NOT NULL THEN
+            INSERT INTO {s}.state_versions (state_id, request_id, version)
+                VALUES (s_id, s_request_id, s_version);
+        END IF;
+    END IF;
+    FOR i IN 1 .. n LOOP
+        IF r_expected[i] IS NULL THEN
+            INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id,
+                created_at, updated_at, revision, document)
+            VALUES (r_ids[i], r_state_ids[i], r_statuses[i], r_reasons[i], r_actors[i],
+                r_created[i], r_updated[i], 0, r_documents[i]);
+        ELSE
+            UPDATE {s}.requests SET state_id = r_state_ids[i], status = r_statuses[i],
+                pending_reason = r_reasons[i], actor_id = r_actors[i],
+                created_at = r_created[i], updated_at = r_updated[i],
+                document = r_documents[i], revision = revision + 1
+            WHERE request_id = r_ids[i];
+        END IF;
+    END LOOP;
+    IF coalesce(array_length(d_request_ids, 1), 0) > 0 THEN
+        INSERT INTO {s}.decisions (request_id, sequence, category, timestamp, document)
+        SELECT r, q, c, t, d
+        FROM unnest(d_request_ids, d_sequences, d_categories, d_timestamps, d_documents)
+            WITH ORDINALITY AS x(r, q, c, t, d, o)
+        ORDER BY o
+        ON CONFLICT (request_id, sequence) DO NOTHING;
+    END IF;
+    IF coalesce(array_length(h_state_ids, 1), 0) > 0 THEN
+        INSERT INTO {s}.history (state_id, executed_at, document)
+        SELECT st, e, d FROM unnest(h_state_ids, h_executed, h_documents)
+            WITH ORDINALITY AS x(st, e, d, o)
+        ORDER BY o;
+    END IF;
+    IF coalesce(array_length(a_executed, 1), 0) > 0 THEN
+        INSERT INTO {s}.audit (state_id, executed_at, document)
+        SELECT st, e, d FROM unnest(a_state_ids, a_executed, a_documents)
+            WITH ORDINALITY AS x(st, e, d, o)
+        ORDER BY o;
+    END IF;
+END
+$fn$"""
+
+_V2: tuple[str, ...] = (
+    "ALTER TABLE {s}.decisions ADD COLUMN sequence bigint",
+    """UPDATE {s}.decisions AS d SET sequence = n.sequence
+        FROM (SELECT id, row_number() OVER (PARTITION BY request_id ORDER BY id) AS sequence
+              FROM {s}.decisions) AS n
+        WHERE d.id = n.id""",
+    "ALTER TABLE {s}.decisions ALTER COLUMN sequence SET NOT NULL",
+    "ALTER TABLE {s}.decisions ADD CONSTRAINT decisions_sequence_positive CHECK (sequence >= 1)",
+    "DROP INDEX {s}.decisions_request",
+    """ALTER TABLE {s}.decisions
+        ADD CONSTRAINT decisions_request_sequence UNIQUE (request_id, sequence)""",
+    _COMMIT_FUNCTION,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+"""Statements bringing the schema from version ``index`` to ``index + 1``."""
+
+assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -1,0 +1,520 @@
+"""The PostgreSQL store's one-statement commit: atomicity under injected faults, options,
+refused configurations, unreadable values and the schema upgrade from version 1.
+
+Faults are injected inside the server-side commit: a trigger on one table makes that
+statement of the transaction fail (or kill its own session, or outlive the statement
+timeout); afterwards nothing of the operation is visible and every decision log still
+equals its request's decisions. Every test uses its own schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import psycopg
+import pytest
+
+from mutator import (
+    AuditEntry,
+    AuditOutcome,
+    ChangeSet,
+    ConcurrencyError,
+    ConfigurationError,
+    HistoryEntry,
+    MutationContext,
+    MutationMode,
+)
+from mutator_governance import (
+    GovernedCommit,
+    LifecycleDecision,
+    MutationRequest,
+    RequestDecision,
+    RequestStatus,
+    RequestWrite,
+    StateWrite,
+    StoredDataError,
+    StoreUnavailableError,
+)
+from mutator_governance.stores import open_store
+from mutator_governance.stores._postgres import PostgresStore
+from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from mutator_governance.testing import SampleState, sample_registry, sample_request
+
+from .test_postgres import drop_schema, execute_sql, new_schema, with_schema
+
+pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
+
+STATE_ID = "sample:1"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """psycopg's async driver runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A unique schema name, dropped after the test."""
+    name = new_schema()
+    try:
+        yield name
+    finally:
+        await drop_schema(postgres_url, name)
+
+
+@pytest.fixture
+async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgresStore]:
+    """A store on a fresh schema with the sample registry."""
+    opened = await PostgresStore.open(postgres_url, registry=sample_registry(), schema=schema)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _decided(request: MutationRequest, status: RequestStatus, code: LifecycleDecision) -> Any:
+    at = request.updated_at + timedelta(seconds=1)
+    decision = RequestDecision(code, MutationContext.user("bob"), "test", at)
+    return attrs.evolve(
+        request,
+        status=status,
+        pending_reason=None,
+        updated_at=at,
+        decisions=(*request.decisions, decision),
+    )
+
+
+def _records(request: MutationRequest) -> tuple[AuditEntry, HistoryEntry]:
+    context = MutationContext.user("alice", mode=MutationMode.COMMIT)
+    at = request.updated_at
+    audit = AuditEntry(
+        f"exec-{request.request_id}",
+        request.state_id,
+        "SampleState",
+        request.mutation.intent,
+        context,
+        MutationMode.COMMIT,
+        AuditOutcome.SUCCEEDED,
+        at,
+        0.001,
+    )
+    history = HistoryEntry(
+        f"exec-{request.request_id}",
+        request.state_id,
+        request.mutation.intent,
+        context,
+        ChangeSet(),
+        at,
+        0.001,
+        (),
+        request.mutation,
+    )
+    return audit, history
+
+
+async def _snapshot(url: str, schema: str) -> dict[str, list[Any]]:
+    """Every row of every table (ordered), to compare a store before and after."""
+    s = f'"{schema}"'
+    return {
+        table: await execute_sql(url, f"SELECT * FROM {s}.{table} ORDER BY 1, 2")
+        for table in ("requests", "decisions", "states", "state_versions", "audit", "history")
+    }
+
+
+async def _logs_match(store: PostgresStore) -> None:
+    page = await store.requests.list(limit=1000)
+    for request in page.items:
+        assert tuple(await store.decisions.for_request(request.request_id)) == request.decisions
+
+
+async def _seed(store: PostgresStore) -> tuple[MutationRequest, MutationRequest]:
+    await store.states.put(STATE_ID, SampleState("sample", 1))
+    (one,) = await store.committer.commit(
+        GovernedCommit(
+            (RequestWrite.create(sample_request("req-1", status=RequestStatus.EXECUTING)),)
+        )
+    )
+    (two,) = await store.committer.commit(
+        GovernedCommit(
+            (RequestWrite.create(sample_request("req-2", status=RequestStatus.EXECUTED)),)
+        )
+    )
+    return one, two
+
+
+def _create(one: MutationRequest, two: MutationRequest) -> GovernedCommit:
+    del one, two
+    submitted = _decided(
+        sample_request("req-3"), RequestStatus.PENDING, LifecycleDecision.SUBMITTED
+    )
+    assert submitted.decisions
+    return GovernedCommit((RequestWrite.create(submitted),))
+
+
+def _update(one: MutationRequest, two: MutationRequest) -> GovernedCommit:
+    del two
+    released = _decided(one, RequestStatus.APPROVED, LifecycleDecision.RELEASED)
+    return GovernedCommit((RequestWrite.update(one, released),))
+
+
+def _execution(one: MutationRequest, two: MutationRequest) -> GovernedCommit:
+    executed = _decided(one, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    audit, history = _records(one)
+    return GovernedCommit(
+        (RequestWrite.update(one, executed), RequestWrite.update(two, two)),
+        StateWrite(STATE_ID, SampleState("sample", 2), "1", "2", "req-1"),
+        (history,),
+        (audit,),
+    )
+
+
+OPERATIONS: dict[str, Callable[[MutationRequest, MutationRequest], GovernedCommit]] = {
+    "create": _create,
+    "update": _update,
+    "execution": _execution,
+}
+
+# Every write governed_commit makes, per operation: (table, trigger event).
+STATEMENTS: dict[str, list[tuple[str, str]]] = {
+    "create": [("requests", "INSERT"), ("decisions", "INSERT")],
+    "update": [("requests", "UPDATE"), ("decisions", "INSERT")],
+    "execution": [
+        ("states", "UPDATE"),
+        ("state_versions", "INSERT"),
+        ("requests", "UPDATE"),
+        ("decisions", "INSERT"),
+        ("history", "INSERT"),
+        ("audit", "INSERT"),
+    ],
+}
+
+FAULTS = [
+    (operation, table, event)
+    for operation, statements in STATEMENTS.items()
+    for table, event in statements
+]
+
+_BODIES = {
+    "fail": "RAISE EXCEPTION 'injected fault';",
+    "die": "PERFORM pg_terminate_backend(pg_backend_pid());",
+    "stall": "PERFORM pg_sleep(5);",
+}
+
+
+async def _inject(url: str, schema: str, table: str, event: str, kind: str) -> None:
+    s = f'"{schema}"'
+    await execute_sql(
+        url,
+        f"""CREATE OR REPLACE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN {_BODIES[kind]} RETURN NEW; END $$""",
+    )
+    await execute_sql(
+        url,
+        f"CREATE TRIGGER fault BEFORE {event} ON {s}.{table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {s}.fault()",
+    )
+
+
+async def _remove(url: str, schema: str, table: str) -> None:
+    await execute_sql(url, f'DROP TRIGGER fault ON "{schema}".{table}')
+
+
+# -- atomicity by fault injection ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("operation", "table", "event"), FAULTS)
+async def test_a_fault_at_any_statement_leaves_nothing_written(
+    postgres_url: str, store: PostgresStore, operation: str, table: str, event: str
+) -> None:
+    one, two = await _seed(store)
+    commit = OPERATIONS[operation](one, two)
+    before = await _snapshot(postgres_url, store.schema)
+    await _inject(postgres_url, store.schema, table, event, "fail")
+    with pytest.raises(StoreUnavailableError, match="injected fault"):
+        await store.committer.commit(commit)
+    await _remove(postgres_url, store.schema, table)
+    assert await _snapshot(postgres_url, store.schema) == before
+    await _logs_match(store)
+    # The same operation lands whole once the fault is gone.
+    stored = await store.committer.commit(commit)
+    assert await store.requests.get(stored[0].request_id) == stored[0]
+    await _logs_match(store)
+
+
+@pytest.mark.parametrize("table", ["requests", "history"])
+async def test_a_session_killed_mid_commit_leaves_nothing_written(
+    postgres_url: str, store: PostgresStore, table: str
+) -> None:
+    one, two = await _seed(store)
+    commit = _execution(one, two)
+    before = await _snapshot(postgres_url, store.schema)
+    event = "UPDATE" if table == "requests" else "INSERT"
+    await _inject(postgres_url, store.schema, table, event, "die")
+    with pytest.raises(StoreUnavailableError):
+        await store.committer.commit(commit)
+    await _remove(postgres_url, store.schema, table)
+    assert await _snapshot(postgres_url, store.schema) == before
+    # The broken connection was discarded: the store keeps working.
+    await store.committer.commit(commit)
+    await _logs_match(store)
+
+
+async def test_statement_timeout_cancels_the_whole_operation(
+    postgres_url: str, schema: str
+) -> None:
+    url = with_schema(postgres_url, schema) + "&statement_timeout=0.3"
+    store = await PostgresStore.open(url, registry=sample_registry())
+    try:
+        one, two = await _seed(store)
+        before = await _snapshot(postgres_url, schema)
+        await _inject(postgres_url, schema, "audit", "INSERT", "stall")
+        with pytest.raises(StoreUnavailableError, match="statement_timeout"):
+            await store.committer.commit(_execution(one, two))
+        await _remove(postgres_url, schema, "audit")
+        assert await _snapshot(postgres_url, schema) == before
+        await _logs_match(store)
+    finally:
+        await store.aclose()
+
+
+async def test_connections_broken_by_the_server_fail_once_then_are_replaced(
+    postgres_url: str, schema: str
+) -> None:
+    name = f"mutator-{schema}"
+    url = with_schema(postgres_url, schema) + f"&application_name={name}"
+    store = await PostgresStore.open(url, registry=sample_registry(), min_size=3, max_size=3)
+    try:
+        await store.requests.create(sample_request("req-1"))
+        killed = await execute_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        )
+        assert len(killed) == 3
+        failures = 0
+        for _ in range(3):
+            try:
+                assert await store.requests.get("req-1") is not None
+            except StoreUnavailableError:
+                failures += 1
+        # Without a check per checkout the first use of a dead connection fails; the
+        # failure checks the idle connections, so the next operations succeed.
+        assert failures == 1
+        assert await store.requests.get("req-1") is not None
+    finally:
+        await store.aclose()
+
+
+# -- the claim commits without waiting for the flush -------------------------------------------
+
+
+async def test_only_the_claim_skips_the_durable_flush(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, two = await _seed(store)
+    released = _decided(one, RequestStatus.APPROVED, LifecycleDecision.RELEASED)
+    (released,) = await store.committer.commit(
+        GovernedCommit((RequestWrite.update(one, released),))
+    )
+    writer = store.committer._writer
+    seen: list[bool] = []
+    original = writer.write
+
+    async def spy(*args: Any, durable: bool) -> None:
+        seen.append(durable)
+        await original(*args, durable=durable)
+
+    monkeypatch.setattr(writer, "write", spy)
+    claimed = _decided(released, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+    (claimed,) = await store.committer.commit(
+        GovernedCommit((RequestWrite.update(released, claimed),))
+    )
+    await store.committer.commit(_execution(claimed, two))
+    assert seen == [False, True]
+
+
+# -- refused before connecting -----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything tries to connect."""
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("connected although the configuration is refused")
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", refuse)
+
+
+@pytest.mark.usefixtures("no_connect")
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://:::@/", "postgresql://user"),
+        ("postgresql:///test", "no host"),
+        ("postgresql://127.0.0.1/test", "no user"),
+        ("postgresql://postgres@127.0.0.1", "no database"),
+        ("postgresql://postgres@127.0.0.1/", "no database"),
+        ("postgresql://postgres@127.0.0.1:99999/test", "postgresql://user"),
+        ("postgresql://postgres@127.0.0.1:5432/a/b", "'/'"),
+        ("postgresql://postgres@127.0.0.1:5432/test?bogus=1", "bogus"),
+        ("postgresql://postgres@127.0.0.1:5432/test?max_size=many", "max_size"),
+        ("postgresql://postgres@127.0.0.1:5432/test?statement_timeout=-1", "statement_timeout"),
+        ("postgresql://postgres@127.0.0.1:5432/test?schema=1x", "identifier"),
+        ("postgresql://postgres@127.0.0.1:5432/test?check_connections=maybe", "check_connections"),
+        ("postgresql://postgres@127.0.0.1:5432/test?min_size=4&max_size=2", "min_size"),
+    ],
+)
+async def test_malformed_urls_are_refused_before_connecting(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named.replace("?", r"\?")):
+        await open_store(url, registry=sample_registry())
+
+
+@pytest.mark.usefixtures("no_connect")
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"pool_size": 3}, "pool_size"),
+        ({"max_size": 0}, "max_size"),
+        ({"min_size": -1}, "min_size"),
+        ({"max_size": "3"}, "max_size"),
+        ({"connect_timeout": float("nan")}, "connect_timeout"),
+        ({"statement_timeout": 0}, "statement_timeout"),
+        ({"check_connections": 1}, "check_connections"),
+    ],
+)
+async def test_unknown_or_malformed_options_are_refused_before_connecting(
+    options: dict[str, Any], named: str
+) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    with pytest.raises(ConfigurationError, match=named):
+        await PostgresStore.open(url, registry=sample_registry(), **options)
+
+
+async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: str) -> None:
+    url = with_schema(postgres_url, schema) + "&min_size=2&max_size=3&statement_timeout=5"
+    store = await open_store(url, registry=sample_registry(), max_size=4)
+    assert isinstance(store, PostgresStore)
+    try:
+        pool = store._db.pool
+        assert (pool.min_size, pool.max_size) == (2, 4), "a keyword wins over the URL"
+        async with store._db.connection() as conn:
+            row = await (await conn.execute("SHOW statement_timeout")).fetchone()
+        assert row == ("5s",)
+    finally:
+        await store.aclose()
+
+
+async def test_server_time_is_the_servers_clock(store: PostgresStore) -> None:
+    now = await store.server_time()
+    assert now is not None
+    assert now.tzinfo is not None
+    assert abs(now - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+# -- unreadable values ---------------------------------------------------------------------------
+
+
+async def test_request_document_under_another_id_is_refused(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    await store.requests.create(sample_request("req-1"))
+    await store.requests.create(sample_request("req-2"))
+    s = store.schema
+    await execute_sql(
+        postgres_url,
+        f'UPDATE "{s}".requests SET document = '
+        f"(SELECT document FROM \"{s}\".requests WHERE request_id = 'req-2') "
+        "WHERE request_id = 'req-1'",
+    )
+    with pytest.raises(StoredDataError) as caught:
+        await store.requests.get("req-1")
+    assert (caught.value.key, caught.value.field) == ("req-1", "requests.document")
+    assert "req-2" in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["abc", "", "-1", "1.5"])
+async def test_state_version_that_is_not_a_counter_is_refused_on_read(
+    postgres_url: str, store: PostgresStore, version: str
+) -> None:
+    await store.states.put(STATE_ID, SampleState("sample", 1), request_id="req-1")
+    s = store.schema
+    await execute_sql(postgres_url, f'UPDATE "{s}".states SET version = %s', (version,))
+    await execute_sql(postgres_url, f'UPDATE "{s}".state_versions SET version = %s', (version,))
+    with pytest.raises(StoredDataError) as caught:
+        await store.states.get(STATE_ID)
+    assert (caught.value.key, caught.value.field) == (STATE_ID, "states.version")
+    with pytest.raises(StoredDataError):
+        await store.states.version_by_request(STATE_ID, "req-1")
+
+
+async def test_a_request_cannot_produce_a_second_version(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    one, two = await _seed(store)
+    await store.committer.commit(_execution(one, two))
+    before = await _snapshot(postgres_url, store.schema)
+    with pytest.raises(ConcurrencyError):
+        await store.states.put(
+            STATE_ID, SampleState("sample", 3), expected_version="2", request_id="req-1"
+        )
+    assert await _snapshot(postgres_url, store.schema) == before
+
+
+# -- upgrading a version-1 schema ------------------------------------------------------------------
+
+
+async def test_version_1_schema_is_upgraded_with_numbered_decisions(
+    postgres_url: str, schema: str
+) -> None:
+    s = f'"{schema}"'
+    registry = sample_registry()
+    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
+    await execute_sql(
+        postgres_url,
+        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    for statement in MIGRATIONS[0]:
+        await execute_sql(postgres_url, statement.format(s=s))
+    await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version (version) VALUES (1)")
+    requests = []
+    for index in range(3):
+        request = sample_request(f"req-{index}")
+        for step in range(index):
+            request = _decided(request, RequestStatus.PENDING, LifecycleDecision.SUBMITTED)
+            del step
+        requests.append(request)
+    # Version 1 rows: decisions without sequence numbers, interleaved across requests.
+    rows = [(r, d) for r in requests for d in r.decisions]
+    rows.sort(key=lambda row: (row[1].timestamp, row[0].request_id))
+    for request, decision in rows:
+        data = registry.unstructure_decision(decision)
+        data.pop("sequence", None)
+        await execute_sql(
+            postgres_url,
+            f"INSERT INTO {s}.decisions (request_id, category, timestamp, document) "
+            "VALUES (%s, %s, %s, %s)",
+            (request.request_id, decision.category.value, decision.timestamp, json.dumps(data)),
+        )
+    store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
+    try:
+        for request in requests:
+            logged = tuple(await store.decisions.for_request(request.request_id))
+            assert logged == request.decisions
+            assert [d.sequence for d in logged] == list(range(1, len(request.decisions) + 1))
+            # Appending the whole log again adds nothing.
+            await store.decisions.append(request.request_id, request.decisions)
+            assert tuple(await store.decisions.for_request(request.request_id)) == logged
+    finally:
+        await store.aclose()
+    versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
+    assert versions == [(1,), (SCHEMA_VERSION,)]
