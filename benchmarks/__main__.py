@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import engine, governance
+from . import backend_redis, engine, governance
 from .harness import (
     FULL,
     QUICK,
@@ -32,7 +32,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def scenarios() -> tuple[Scenario, ...]:
     """Every registered scenario, baselines first within each group."""
-    return engine.SCENARIOS + governance.SCENARIOS
+    return engine.SCENARIOS + governance.SCENARIOS + backend_redis.SCENARIOS
 
 
 def parser() -> argparse.ArgumentParser:
