@@ -439,8 +439,12 @@ class _Backend:
 
     def dump(self, kind: str, data: Any) -> bytes:
         """UTF-8 JSON of ``{"schema": ..., kind: data}`` (the registry's encodable text)."""
-        document = {"schema": SCHEMA_VERSION, kind: data}
-        return self.registry.dumps(document).encode("utf-8")
+        return self.wrap(kind, self.registry.dumps(data).encode("utf-8"))
+
+    @staticmethod
+    def wrap(kind: str, encoded: bytes) -> bytes:
+        """``{"schema": ..., kind: <encoded JSON>}`` without encoding the payload again."""
+        return b'{"schema":%d,"%s":%s}' % (SCHEMA_VERSION, kind.encode(), encoded)
 
     def load(self, raw: bytes | str, kind: str, *, key: str, field: str | None) -> Any:
         """The ``kind`` payload of a stored document, checked for its schema version."""
@@ -509,6 +513,7 @@ class _Backend:
         """The per-decision KEYS and ARGV of a script section."""
         keys: list[str] = []
         args: list[str | bytes] = [str(len(decisions))]
+        owner = self.registry.dumps(request_id).encode()
         for decision in decisions:
             sequence = decision.sequence
             if type(sequence) is not int or sequence < 1:
@@ -516,14 +521,13 @@ class _Backend:
                     f"decision {decision} of request {request_id!r} has no sequence number "
                     f"(sequence {sequence!r}; decisions are numbered from 1)"
                 )
-            data = self.registry.unstructure_decision(decision)
-            record = {"request_id": request_id, "decision": data}
+            encoded = self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
             keys.append(self.keys.recent(decision.category))
             args += [
                 str(sequence),
-                self.dump("decision", data),
+                self.wrap("decision", encoded),
                 _stamp(decision.timestamp),
-                self.dump("record", record),
+                self.wrap("record", b'{"request_id":%s,"decision":%s}' % (owner, encoded)),
             ]
         return keys, args
 

@@ -37,6 +37,7 @@ from mutator_governance import (
     Governance,
     GovernanceStore,
     LifecycleDecision,
+    PendingReason,
     RequestStatus,
     StoredDataError,
     StoreUnavailableError,
@@ -681,3 +682,75 @@ async def test_concurrent_opens_upgrade_once(redis_url: str, prefix: str) -> Non
 
 
 _ = (Awaitable, StateWrite)
+
+
+# -- the log invariant through the governance API -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_every_governance_operation_keeps_the_log_equal_to_the_request(
+    redis_url: str, prefix: str
+) -> None:
+    registry = _registry()
+    async with Governance.open(_with_prefix(redis_url, prefix), registry=registry) as gov:
+        store = await _open(redis_url, prefix, registry)
+        seen: set[str] = set()
+
+        async def step(request: Any) -> Any:
+            seen.add(request.request_id)
+            for request_id in seen:
+                await _log_matches(store, request_id)
+            return request
+
+        try:
+            await gov.states.put("c:1", SampleState("c", 0))
+            alice = _user("alice")
+            first = await step(await gov.submit(Bump(1), state_id="c:1", context=alice))
+            pending = await step(
+                await gov.submit(
+                    Bump(2),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.approve(pending.request_id, context=_user("bob")))
+            await step(
+                await gov.move_to_pending(
+                    pending.request_id, PendingReason.EXTERNAL_CHECK, context=_user("bob")
+                )
+            )
+            await step(await gov.cancel(pending.request_id, context=alice))
+            third = await step(
+                await gov.submit(
+                    Bump(3),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.expire(third.request_id, context=alice))
+            result = await gov.execute(first.request_id)
+            assert result.executed
+            await step(result.request)
+            fourth = await step(
+                await gov.submit(
+                    Bump(4),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.supersede(fourth.request_id, first.request_id, context=alice))
+            swept = await gov.recover()
+            assert swept is not None
+            for request_id in seen:
+                await _log_matches(store, request_id)
+            assert await gov.repair_decision_log() == 0
+            codes = [d.code.name for d in await gov.decision_history(first.request_id)]
+            assert codes[0] == "SUBMITTED"
+            assert codes[-1] == "EXECUTED"
+            assert len(await store.audit.entries("c:1")) == 1
+            assert len((await store.history.history("c:1")).entries) == 1
+        finally:
+            await store.aclose()
