@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -226,19 +227,42 @@ def _counting() -> Iterator[Tally[str]]:
         AbstractConnection.send_packed_command = real  # type: ignore[method-assign]
 
 
-async def count_round_trips(ops: int = 20) -> dict[str, dict[str, float]]:
-    """Round trips and script calls per operation of each scenario (mean over ``ops``)."""
+async def _server_usec(client: Any) -> float:
+    """Microseconds Redis has spent executing commands (INFO commandstats), all clients."""
+    stats = await client.info("commandstats")
+    return float(sum(entry["usec"] for entry in stats.values()))
+
+
+async def count_round_trips(ops: int = 200) -> dict[str, dict[str, float]]:
+    """Per operation of each scenario (mean over ``ops``): round trips and script calls
+    (counted on the client's connections), client CPU µs (``time.process_time``: what
+    load on a shared machine blurs least) and Redis server µs (INFO commandstats).
+    """
+    import redis.asyncio as aioredis
+
+    probe = aioredis.Redis.from_url(REDIS_URL)
     counts: dict[str, dict[str, float]] = {}
-    for name, build in {BASELINE: None, **OPERATIONS}.items():
-        fixture = await _raw(ops) if build is None else await _fixture(build, ops)
-        try:
-            with _counting() as tally:
-                for _ in range(ops):
-                    await fixture.op()
-            counts[name] = {kind: tally[kind] / ops for kind in ("round trips", "scripts")}
-        finally:
-            assert fixture.close is not None
-            await fixture.close()
+    try:
+        for name, build in {BASELINE: None, **OPERATIONS}.items():
+            fixture = await _raw(ops) if build is None else await _fixture(build, ops)
+            try:
+                server = await _server_usec(probe)
+                cpu = time.process_time()
+                with _counting() as tally:
+                    for _ in range(ops):
+                        await fixture.op()
+                cpu = time.process_time() - cpu
+                server = await _server_usec(probe) - server
+                counts[name] = {
+                    **{kind: tally[kind] / ops for kind in ("round trips", "scripts")},
+                    "client cpu us": cpu / ops * 1e6,
+                    "server us": server / ops,
+                }
+            finally:
+                assert fixture.close is not None
+                await fixture.close()
+    finally:
+        await probe.aclose()
     return counts
 
 
@@ -248,7 +272,7 @@ def main() -> int:
         return 0
     print(f"Redis: {REDIS_URL}")
     for name, counts in anyio.run(count_round_trips).items():
-        print(f"{name:20} " + "  ".join(f"{k}={v:.2f}" for k, v in counts.items()))
+        print(f"{name:20} " + "  ".join(f"{k}={v:.1f}" for k, v in counts.items()))
     return 0
 
 

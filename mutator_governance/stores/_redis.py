@@ -413,10 +413,34 @@ class _Backend:
             f"Redis is unavailable: {type(error).__name__}: {error}", url=self.url
         )
 
+    async def call(self, *command: Any) -> Any:
+        """One command on a pooled connection, its raw RESP2 reply (errors raised as is).
+
+        The hot path: it skips the client's per-command machinery (retries, which stay
+        off anyway, and hooks) but keeps the pool. A connection whose reply was not read
+        whole (cancelled, timed out, dropped) is disconnected before it returns to the pool.
+        """
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command(*command)
+            return await connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+
     async def run(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
         """One call of the commit script (see :mod:`._redis_scripts`)."""
         with self.guard():
-            reply = await self.script(keys=keys, args=args)
+            try:
+                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await self.call("SCRIPT", "LOAD", scripts.COMMIT)
+                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
         if int(reply[0]) != 1:
             what = _text(reply[1])
             if what == "type":
@@ -690,7 +714,7 @@ class RedisRequestStore:
     async def get(self, request_id: str) -> MutationRequest | None:
         key = self._b.keys.request(request_id)
         with self._b.guard(key):
-            raw = await self._b.client.hget(key, "document")
+            raw = await self._b.call("HGET", key, "document")
         return None if raw is None else self._b.request_from(raw, key, request_id)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
@@ -835,9 +859,12 @@ class RedisDecisionHistory:
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         key = self._b.keys.decisions(request_id)
         with self._b.guard(key):
-            raws = await self._b.client.hgetall(key)
+            reply = await self._b.call("HGETALL", key)
+        pairs = (
+            reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        )
         numbered: list[tuple[int, Any]] = []
-        for field, raw in raws.items():
+        for field, raw in pairs:
             text = _text(field)
             if _COUNTER.match(text) is None or text == "0":
                 raise StoredDataError(
@@ -901,8 +928,8 @@ class RedisStateStore:
     async def get(self, state_id: str) -> VersionedState | None:
         key = self._b.keys.state(state_id)
         with self._b.guard(key):
-            raw, version, request_id = await self._b.client.hmget(
-                key, ["document", "version", "request_id"]
+            raw, version, request_id = await self._b.call(
+                "HMGET", key, "document", "version", "request_id"
             )
         if raw is None:
             return None
@@ -944,7 +971,7 @@ class RedisStateStore:
     async def version_by_request(self, state_id: str, request_id: str) -> str | None:
         key = self._b.keys.produced(state_id)
         with self._b.guard(key):
-            version = await self._b.client.hget(key, _raw(request_id))
+            version = await self._b.call("HGET", key, _raw(request_id))
         return None if version is None else _text(version)
 
 

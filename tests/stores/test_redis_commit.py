@@ -193,18 +193,18 @@ OPERATIONS: dict[str, Callable[[RedisStore, Any, Any], GovernedCommit]] = {
 async def _touched_keys(store: RedisStore, commit: GovernedCommit) -> list[bytes]:
     """Every key the commit's script reads or writes: its KEYS and the old index keys."""
     seen: list[Any] = []
-    real = store._b.script
+    real = store._b.run
 
-    async def record(*, keys: Any, args: Any) -> Any:
+    async def record(keys: Any, args: Any) -> Any:
         seen.extend(keys)
         raise RuntimeError("recorded")
 
-    store._b.script = record  # type: ignore[assignment]
+    store._b.run = record  # type: ignore[method-assign]
     try:
         with pytest.raises(RuntimeError, match="recorded"):
             await store.committer.commit(commit)
     finally:
-        store._b.script = real
+        store._b.run = real  # type: ignore[method-assign]
     keys = [k if isinstance(k, bytes) else k.encode() for k in seen]
     for write in commit.requests:
         indexes = await store.client.hget(store.keys.request(write.request.request_id), "indexes")
@@ -314,10 +314,14 @@ async def test_a_lost_connection_before_the_script_writes_nothing(
     a, b = await _seed(store)
     before = await _snapshot(store)
 
-    async def refuse(*, keys: Any, args: Any) -> Any:
-        raise redis.exceptions.ConnectionError("connection reset by peer")
+    real = store._b.call
 
-    monkeypatch.setattr(store._b, "script", refuse)
+    async def refuse(*command: Any) -> Any:
+        if command[0] == "EVALSHA":
+            raise redis.exceptions.ConnectionError("connection reset by peer")
+        return await real(*command)
+
+    monkeypatch.setattr(store._b, "call", refuse)
     with pytest.raises(StoreUnavailableError):
         await store.committer.commit(_execution(store, a, b))
     assert await _snapshot(store) == before
@@ -328,13 +332,15 @@ async def test_a_lost_reply_leaves_the_commit_whole(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await _seed(store)
-    real = store._b.script
+    real = store._b.call
 
-    async def lose_reply(*, keys: Any, args: Any) -> Any:
-        await real(keys=keys, args=args)
-        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+    async def lose_reply(*command: Any) -> Any:
+        reply = await real(*command)
+        if command[0] == "EVALSHA":
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return reply
 
-    monkeypatch.setattr(store._b, "script", lose_reply)
+    monkeypatch.setattr(store._b, "call", lose_reply)
     with pytest.raises(StoreUnavailableError):
         await store.committer.commit(_execution(store, a, b))
     monkeypatch.undo()
@@ -347,6 +353,27 @@ async def test_a_lost_reply_leaves_the_commit_whole(
     assert len(await store.audit.entries(STATE_ID)) == 1
     assert len((await store.history.history(STATE_ID)).entries) == 1
     await _log_matches(store, "a")
+
+
+@pytest.mark.anyio
+async def test_a_script_missing_from_the_server_cache_is_loaded_again(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await _seed(store)
+    real = store._b.call
+    refused: list[str] = []
+
+    async def forgetful(*command: Any) -> Any:
+        if command[0] == "EVALSHA" and not refused:
+            refused.append(command[1])
+            raise redis.exceptions.NoScriptError("NOSCRIPT No matching script.")
+        return await real(*command)
+
+    monkeypatch.setattr(store._b, "call", forgetful)
+    (stored,) = await store.committer.commit(_update(store, a, b))
+    assert refused
+    assert stored.status is RequestStatus.CANCELED
+    assert await store.requests.get("b") == stored
 
 
 @pytest.mark.anyio
