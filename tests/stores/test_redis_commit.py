@@ -8,7 +8,6 @@ under another id, non-counter versions); the server clock; the upgrade of a sche
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -385,10 +384,9 @@ async def test_a_stalled_server_times_out_instead_of_hanging(redis_url: str, pre
     try:
         a, b = await _seed(store)
         await pauser.execute_command("CLIENT", "PAUSE", "700", "WRITE")
-        started = time.monotonic()
+        # Without the timeout the call would wait out the pause and succeed.
         with pytest.raises(StoreUnavailableError, match="Timeout"):
             await store.committer.commit(_update(store, a, b))
-        assert time.monotonic() - started < 0.6
     finally:
         await pauser.execute_command("CLIENT", "UNPAUSE")
         await pauser.aclose()
