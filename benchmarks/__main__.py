@@ -14,7 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import backend_postgres, backend_sqlite, codec, engine, governance, instructions, otel
+from . import (
+    backend_postgres,
+    backend_redis,
+    backend_sqlite,
+    codec,
+    engine,
+    governance,
+    instructions,
+    otel,
+)
 from .harness import (
     FULL,
     QUICK,
@@ -40,6 +49,7 @@ def scenarios() -> tuple[Scenario, ...]:
         + codec.SCENARIOS
         + backend_sqlite.SCENARIOS
         + backend_postgres.SCENARIOS
+        + backend_redis.SCENARIOS
     )
 
 

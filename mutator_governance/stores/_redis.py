@@ -1,7 +1,8 @@
 """The Redis backend: requests, decisions, states, audit and history in one Redis database.
 
 Asyncio only (it uses ``redis.asyncio``); install the ``redis`` extra. Open it with
-:meth:`RedisStore.open` or through ``open_store("redis://host:port/db?prefix=name")``.
+:meth:`RedisStore.open` or through ``open_store("redis://host:port/db?prefix=name")``;
+the options (:class:`RedisOptions`) are keyword arguments or URL query parameters.
 
 Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segment, see
 :func:`escape_segment`)::
@@ -13,10 +14,10 @@ Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segmen
     p:index:reason:<reason>         ZSET   requests by pending reason (when set)
     p:index:state:<state id>        ZSET   requests by state
     p:index:actor:<actor id>        ZSET   requests by requesting actor (when set)
-    p:decisions:<id>                LIST   a request's decisions, oldest first
-    p:decisions-recent              ZSET   every decision, "<stamp>|<seq>|<record JSON>"
-    p:decisions-recent:<category>   ZSET   the same, per decision category
-    p:decisions-seq                 STRING the decision append counter
+    p:decision-log:<id>             HASH   a request's decisions by sequence number
+    p:decisions-by-time             ZSET   every decision, "<stamp>|<n>|<record JSON>"
+    p:decisions-by-time:<category>  ZSET   the same, per decision category
+    p:decisions-seq                 STRING the decision append counter (<n> above)
     p:state:<state id>              HASH   document (JSON), version, request_id
     p:state-produced:<state id>     HASH   request id -> version it produced
     p:audit                         LIST   every audit entry, oldest first
@@ -27,35 +28,44 @@ Index members are ``"<created_at as 18-digit microseconds>|<request id>"`` in ze
 sorted sets, so ``ZRANGEBYLEX`` yields requests by ``created_at`` then ``request_id`` (UTF-8
 byte order is code point order) and cursors become lexicographic range bounds. Every
 document carries a ``schema`` version; a document or store written by a newer schema is
-refused with :class:`~mutator_governance.StoredDataError`.
+refused with :class:`~mutator_governance.StoredDataError`. A store written by schema 1
+(decision logs as lists) is upgraded when it is opened.
 
-All writes that must be atomic run as Lua scripts (:mod:`._redis_scripts`): create, replace
-(compare-and-set on the revision, moving the request between index sets), state put
-(compare-and-set on the version) and the governed commit (every check, then every write).
-Reads are not snapshots across round trips: a listing sees each request as it was when its
-document was fetched (requests are never deleted, so an index member without a document
-is reported as corrupt data).
+Every write is one call of the Lua script :data:`._redis_scripts.COMMIT`, all or nothing:
+it checks every key's type and every precondition before its first write, so a
+wrong-type key or a lost compare-and-set writes nothing. Redis errors become
+:class:`~mutator_governance.StoredDataError` (bad data) or
+:class:`~mutator_governance.StoreUnavailableError` (connection, timeout, server refusing
+writes); a command is never resent after a failure, since a resent commit could land
+twice or report a race it won. Reads are not snapshots across round trips: a listing sees
+each request as it was when its document was fetched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import heapq
+import math
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
+from mutator import AuditEntry, ConcurrencyError, ConfigurationError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
-from .._commit_types import GovernedCommit
+from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
 from .._errors import (
@@ -79,6 +89,7 @@ from .._request import MutationRequest
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import decode, join_field, parse
+from ._runtime import running_library
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -87,16 +98,21 @@ __all__ = [
     "RedisDecisionHistory",
     "RedisHistoryStore",
     "RedisKeyspace",
+    "RedisOptions",
     "RedisRequestStore",
     "RedisStateStore",
     "RedisStore",
     "escape_segment",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The document and keyspace schema this module writes (and the newest it reads)."""
 
 BACKEND: Final = "redis"
+URL_FORM: Final = (
+    "redis://[user:password@]host[:port][/db][?prefix=name&socket_timeout=s"
+    "&connect_timeout=s&max_connections=n] (or rediss:// for TLS)"
+)
 _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MARGIN_US = 86_400_000_000  # one day, so offsets near year 1 stay non-negative
 _STAMP_WIDTH = 18
@@ -106,6 +122,11 @@ _ID_AT = _STAMP_WIDTH + 1
 _BATCH = 256
 _ESCAPED = frozenset("%:{}*?[]\\|")
 _UNSAFE = re.compile(r"[%:{}*?\[\]\\|\s]")
+_COUNTER = re.compile(r"(?:0|[1-9][0-9]*)\Z")
+_GLOB = re.compile(r"([*?\[\]\\])")
+# Redis replies that mean "the server cannot take this write now", not bad data.
+_UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
+_UPGRADE_WAIT = 60.0
 
 
 def escape_segment(value: str) -> str:
@@ -144,11 +165,17 @@ class RedisKeyspace:
 
     def __attrs_post_init__(self) -> None:
         if not self.prefix or any(ch.isspace() for ch in self.prefix):
-            raise ValueError(f"Redis key prefix must be non-blank without spaces: {self.prefix!r}")
+            raise ConfigurationError(
+                f"Redis key prefix must be non-blank without spaces: {self.prefix!r}"
+            )
 
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    @property
+    def upgrade_lock(self) -> str:
+        return f"{self.prefix}:upgrade-lock"
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:request:{escape_segment(request_id)}"
@@ -174,12 +201,12 @@ class RedisKeyspace:
         return keys
 
     def decisions(self, request_id: str) -> str:
-        return f"{self.prefix}:decisions:{escape_segment(request_id)}"
+        return f"{self.prefix}:decision-log:{escape_segment(request_id)}"
 
     def recent(self, category: DecisionCategory | None = None) -> str:
         if category is None:
-            return f"{self.prefix}:decisions-recent"
-        return f"{self.prefix}:decisions-recent:{escape_segment(category.value)}"
+            return f"{self.prefix}:decisions-by-time"
+        return f"{self.prefix}:decisions-by-time:{escape_segment(category.value)}"
 
     @property
     def decision_seq(self) -> str:
@@ -199,17 +226,154 @@ class RedisKeyspace:
     def history(self, state_id: str) -> str:
         return f"{self.prefix}:history:{escape_segment(state_id)}"
 
+    # schema 1 keys, read only by the upgrade
+    def v1_decisions_pattern(self) -> str:
+        escaped = _GLOB.sub(r"\\\1", self.prefix)
+        return f"{escaped}:decisions:*"
 
-def _split_url(url: str, prefix: str | None) -> tuple[str, str]:
-    """``url`` without its ``prefix`` query parameter, and the prefix to use."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    found = [value for name, value in query if name == "prefix"]
-    rest = [(name, value) for name, value in query if name != "prefix"]
-    clean = urlunsplit(parts._replace(query=urlencode(rest)))
-    if prefix is None:
-        prefix = found[-1] if found else "mutator"
-    return clean, prefix
+    def v1_recent(self, category: DecisionCategory | None = None) -> str:
+        if category is None:
+            return f"{self.prefix}:decisions-recent"
+        return f"{self.prefix}:decisions-recent:{escape_segment(category.value)}"
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def _seconds(name: str) -> Any:
+    def check(_: Any, attribute: Any, value: float) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigurationError(
+                f"Redis option {name} must be a finite number of seconds > 0, got {value!r}"
+            )
+
+    return check
+
+
+def _max_connections(_: Any, attribute: Any, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(
+            f"Redis option max_connections must be an int >= 1 or None, got {value!r}"
+        )
+
+
+def _prefix(_: Any, attribute: Any, value: str) -> None:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise ConfigurationError(
+            f"Redis option prefix must be a non-blank string without spaces, got {value!r}"
+        )
+
+
+@attrs.frozen
+class RedisOptions:
+    """How :class:`RedisStore` connects and where it keeps its keys.
+
+    - ``prefix``: every key starts with ``<prefix>:`` (several deployments or test runs
+      can share one database);
+    - ``socket_timeout``: seconds a command may wait for its reply before
+      :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
+      shielded write cannot hang forever; a commit that timed out may have landed);
+    - ``connect_timeout``: seconds to open a connection;
+    - ``max_connections``: the pool's limit (None: unbounded).
+
+    Each can be given to :meth:`RedisStore.open` (or ``open_store`` / ``Governance.open``)
+    as a keyword argument or in the URL's query string (``?socket_timeout=2``); a keyword
+    argument wins. Unknown or malformed options raise :class:`mutator.ConfigurationError`.
+    """
+
+    prefix: str = attrs.field(default="mutator", validator=_prefix)
+    socket_timeout: float = attrs.field(default=10.0, validator=_seconds("socket_timeout"))
+    connect_timeout: float = attrs.field(default=5.0, validator=_seconds("connect_timeout"))
+    max_connections: int | None = attrs.field(default=None, validator=_max_connections)
+
+    @classmethod
+    def from_text(cls, values: Mapping[str, str], given: Mapping[str, Any]) -> RedisOptions:
+        """Options from URL query ``values`` (text) overridden by keyword ``given``."""
+        names = {field.name for field in attrs.fields(cls)}
+        for name in [*values, *given]:
+            if name not in names:
+                raise ConfigurationError(
+                    f"unknown Redis store option {name!r}; accepted: {', '.join(sorted(names))}"
+                )
+        chosen: dict[str, Any] = {}
+        for name, text in values.items():
+            try:
+                if name in ("socket_timeout", "connect_timeout"):
+                    chosen[name] = float(text)
+                elif name == "max_connections":
+                    chosen[name] = None if text.lower() in ("", "none") else int(text)
+                else:
+                    chosen[name] = text
+            except ValueError:
+                raise ConfigurationError(
+                    f"Redis URL parameter {name}={text!r} is malformed; expected {URL_FORM}"
+                ) from None
+        chosen.update(given)
+        return cls(**chosen)
+
+
+@attrs.frozen
+class _Target:
+    """Where to connect, parsed and checked before any connection is made."""
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    query: dict[str, str]
+
+
+def _parse_url(url: str) -> _Target:
+    """The connection target of ``url``; ConfigurationError naming :data:`URL_FORM`."""
+    shown = redact_url(url) if isinstance(url, str) else repr(url)
+
+    def refuse(problem: str) -> NoReturn:
+        raise ConfigurationError(f"invalid Redis URL {shown!r}: {problem}; expected {URL_FORM}")
+
+    if not isinstance(url, str):
+        refuse("not a string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        refuse(str(error))
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        refuse(f"unsupported scheme {parts.scheme!r}")
+    if not parts.hostname:
+        refuse("no host")
+    if parts.fragment:
+        refuse("a fragment is not allowed")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        refuse(f"database {path!r} is not a number")
+    query: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as error:
+        refuse(f"malformed query: {error}")
+    for name, value in pairs:
+        if name in query:
+            refuse(f"parameter {name!r} given twice")
+        query[name] = value
+    return _Target(
+        tls=parts.scheme.lower() == "rediss",
+        host=parts.hostname,
+        port=6379 if port is None else port,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        query=query,
+    )
+
+
+# -- the shared backend ------------------------------------------------------------------------
 
 
 class _Backend:
@@ -222,32 +386,89 @@ class _Backend:
         self.keys = keys
         self.registry = registry
         self.url = url
-        self.create_request = client.register_script(scripts.CREATE_REQUEST)
-        self.replace_request = client.register_script(scripts.REPLACE_REQUEST)
-        self.put_state = client.register_script(scripts.PUT_STATE)
-        self.append_decisions = client.register_script(scripts.APPEND_DECISIONS)
-        self.commit = client.register_script(scripts.COMMIT)
+        self.script = client.register_script(scripts.COMMIT)
 
     @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """Turn connection failures and timeouts into StoreUnavailableError."""
+    def guard(self, key: str | None = None) -> Iterator[None]:
+        """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
         try:
             yield
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            raise StoreUnavailableError(
-                f"Redis is unavailable: {type(error).__name__}: {error}", url=self.url
-            ) from error
+            raise self.unavailable(error) from error
         except (ConnectionError, TimeoutError) as error:
-            raise StoreUnavailableError(
-                f"Redis is unavailable: {type(error).__name__}: {error}", url=self.url
+            raise self.unavailable(error) from error
+        except redis.exceptions.ReadOnlyError as error:
+            raise self.unavailable(error) from error
+        except redis.exceptions.ResponseError as error:
+            if str(error).startswith(_UNAVAILABLE_REPLIES):
+                raise self.unavailable(error) from error
+            raise StoredDataError(
+                f"Redis refused the command: {error}", backend=BACKEND, key=key
             ) from error
+        except redis.exceptions.RedisError as error:
+            raise self.unavailable(error) from error
+
+    def unavailable(self, error: BaseException) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"Redis is unavailable: {type(error).__name__}: {error}", url=self.url
+        )
+
+    async def call(self, *command: Any) -> Any:
+        """One command on a pooled connection, its raw RESP2 reply (errors raised as is).
+
+        The hot path: it skips the client's per-command machinery (retries, which stay
+        off anyway, and hooks) but keeps the pool. A connection whose reply was not read
+        whole (cancelled, timed out, dropped) is disconnected before it returns to the pool.
+        """
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command(*command)
+            return await connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def run(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
+        """One call of the commit script (see :mod:`._redis_scripts`)."""
+        with self.guard():
+            try:
+                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await self.call("SCRIPT", "LOAD", scripts.COMMIT)
+                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        if int(reply[0]) != 1:
+            what = _text(reply[1])
+            if what == "type":
+                raise StoredDataError(
+                    f"holds a {_text(reply[3])}, expected a {_text(reply[4])} (nothing was "
+                    "written)",
+                    backend=BACKEND,
+                    key=_text(reply[2]),
+                )
+            if what == "data":
+                raise StoredDataError(
+                    f"{_text(reply[4])} (nothing was written)",
+                    backend=BACKEND,
+                    key=_text(reply[2]),
+                    field=_text(reply[3]) or None,
+                )
+        return reply
 
     # -- documents ---------------------------------------------------------------------
 
     def dump(self, kind: str, data: Any) -> bytes:
         """UTF-8 JSON of ``{"schema": ..., kind: data}`` (the registry's encodable text)."""
-        document = {"schema": SCHEMA_VERSION, kind: data}
-        return self.registry.dumps(document).encode("utf-8")
+        return self.wrap(kind, self.registry.dumps(data).encode("utf-8"))
+
+    @staticmethod
+    def wrap(kind: str, encoded: bytes) -> bytes:
+        """``{"schema": ..., kind: <encoded JSON>}`` without encoding the payload again."""
+        return b'{"schema":%d,"%s":%s}' % (SCHEMA_VERSION, kind.encode(), encoded)
 
     def load(self, raw: bytes | str, kind: str, *, key: str, field: str | None) -> Any:
         """The ``kind`` payload of a stored document, checked for its schema version."""
@@ -279,7 +500,8 @@ class _Backend:
     def structured(self, build: Any, data: Any, *, key: str, field: str | None) -> Any:
         return decode(build, data, backend=BACKEND, key=key, field=field)
 
-    def request_from(self, raw: bytes | str, key: str) -> MutationRequest:
+    def request_from(self, raw: bytes | str, key: str, request_id: str) -> MutationRequest:
+        """The request stored at ``key``, which must be ``request_id``'s."""
         data = self.load(raw, "request", key=key, field="document")
         request: MutationRequest = self.structured(
             lambda d: self.registry.structure_request(d, where="request"),
@@ -287,6 +509,14 @@ class _Backend:
             key=key,
             field="document",
         )
+        if request.request_id != request_id:
+            raise StoredDataError(
+                f"holds request {request.request_id!r}, not {request_id!r}",
+                backend=BACKEND,
+                key=key,
+                field="document.request_id",
+                request_id=request_id,
+            )
         return request
 
     def decision_from(self, raw: bytes | str, key: str) -> RequestDecision:
@@ -299,57 +529,71 @@ class _Backend:
         )
         return decision
 
+    # -- script arguments ----------------------------------------------------------------
+
     def decision_args(
         self, request_id: str, decisions: Sequence[RequestDecision]
     ) -> tuple[list[str], list[str | bytes]]:
-        """The per-decision KEYS and ARGV of the decision-writing Lua helpers."""
+        """The per-decision KEYS and ARGV of a script section."""
         keys: list[str] = []
         args: list[str | bytes] = [str(len(decisions))]
+        owner = self.registry.dumps(request_id).encode()
         for decision in decisions:
-            data = self.registry.unstructure_decision(decision)
-            record = {"request_id": request_id, "decision": data}
+            sequence = decision.sequence
+            if type(sequence) is not int or sequence < 1:
+                raise ValueError(
+                    f"decision {decision} of request {request_id!r} has no sequence number "
+                    f"(sequence {sequence!r}; decisions are numbered from 1)"
+                )
+            encoded = self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
             keys.append(self.keys.recent(decision.category))
             args += [
-                self.dump("decision", data),
+                str(sequence),
+                self.wrap("decision", encoded),
                 _stamp(decision.timestamp),
-                self.dump("record", record),
+                self.wrap("record", b'{"request_id":%s,"decision":%s}' % (owner, encoded)),
             ]
         return keys, args
 
-    def request_args(
-        self, request: MutationRequest, expected: int | None, revision: int
-    ) -> tuple[list[str], list[str | bytes]]:
-        """The KEYS and ARGV ``read_request`` consumes for writing ``request``."""
-        stored = (
-            request if request.revision == revision else attrs.evolve(request, revision=revision)
-        )
-        indexes = self.keys.request_indexes(stored)
-        keys = [self.keys.request(request.request_id), self.keys.decisions(request.request_id)]
-        args: list[str | bytes] = [
-            "" if expected is None else str(expected),
-            str(revision),
-            self.dump("request", self.registry.unstructure_request(stored)),
-            _member(stored.created_at, stored.request_id),
-            str(len(indexes)),
-        ]
-        return keys + indexes, args
-
-    def state_args(
+    def section(
         self,
-        state_id: str,
-        state: Any,
-        expected_version: str | None,
-        version: str,
-        request_id: str | None,
+        mode: str,
+        request_id: str,
+        request: MutationRequest | None,
+        expected: int | None,
+        decisions: Sequence[RequestDecision],
     ) -> tuple[list[str], list[str | bytes]]:
-        keys = [self.keys.state(state_id), self.keys.produced(state_id)]
-        document = self.dump("state", self.registry.unstructure_value(state))
+        """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
+        request_key = self.keys.request(request_id)
+        if request is None:
+            keys = [request_key, self.keys.decisions(request_id)]
+            args: list[str | bytes] = [mode, "", "", "", "", "0"]
+        else:
+            indexes = self.keys.request_indexes(request)
+            keys = [request_key, self.keys.decisions(request_id), *indexes]
+            args = [
+                mode,
+                "" if expected is None else str(expected),
+                str(request.revision),
+                self.dump("request", self.registry.unstructure_request(request)),
+                _member(request.created_at, request_id),
+                str(len(indexes)),
+            ]
+        decision_keys, decision_args = self.decision_args(request_id, decisions)
+        return keys + decision_keys, args + decision_args
+
+    def state_args(self, write: StateWrite | None) -> tuple[list[str], list[str | bytes]]:
+        if write is None:
+            return [], ["0"]
+        keys = [self.keys.state(write.state_id), self.keys.produced(write.state_id)]
+        document = self.dump("state", self.registry.unstructure_value(write.state))
         args: list[str | bytes] = [
-            "0" if expected_version is None else "1",
-            expected_version or "",
-            version,
+            "1",
+            "0" if write.expected_version is None else "1",
+            write.expected_version or "",
+            write.new_version,
             document,
-            _raw(request_id or ""),
+            _raw(write.request_id or ""),
         ]
         return keys, args
 
@@ -365,28 +609,89 @@ def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _fail(reply: Sequence[Any], *, request_ids: Sequence[str], state: Any) -> NoReturn:
+def _fail(
+    reply: Sequence[Any],
+    *,
+    request_ids: Sequence[str],
+    revisions: Sequence[int | None],
+    state: StateWrite | None,
+) -> NoReturn:
     """Raise the error a script's failure reply describes."""
     what = _text(reply[1])
     position = int(reply[2])
     exists = int(reply[3]) == 1
     actual = _text(reply[4])
     if what == "exists":
-        raise RequestAlreadyExistsError(request_ids[0])
+        raise RequestAlreadyExistsError(request_ids[position - 1])
     if what == "request":
         request_id = request_ids[position - 1]
         if not exists:
             raise RequestNotFoundError(request_id)
-        expected_revision = int(state[position - 1])
-        raise RequestConcurrencyError(request_id, expected_revision, int(actual))
-    state_id, expected = state
+        expected_revision = revisions[position - 1]
+        raise RequestConcurrencyError(request_id, expected_revision or 0, int(actual))
+    assert state is not None, reply
+    if what == "produced":
+        raise ConcurrencyError(
+            f"request {state.request_id!r} already produced version {actual!r} of state "
+            f"{state.state_id!r}; a request produces at most one version",
+            key=state.state_id,
+            expected=state.expected_version,
+            actual=actual,
+        )
     actual_version = actual if exists else None
     raise ConcurrencyError(
-        f"state {state_id!r} is at version {actual_version!r}, expected {expected!r}",
-        key=state_id,
-        expected=expected,
+        f"state {state.state_id!r} is at version {actual_version!r}, "
+        f"expected {state.expected_version!r}",
+        key=state.state_id,
+        expected=state.expected_version,
         actual=actual_version,
     )
+
+
+async def _write(
+    b: _Backend,
+    requests: Sequence[RequestWrite],
+    state: StateWrite | None = None,
+    entries: Sequence[tuple[str, bytes]] = (),
+    *,
+    log_only: tuple[str, Sequence[RequestDecision]] | None = None,
+) -> tuple[MutationRequest, ...]:
+    """One script call writing ``requests``, ``state`` and list ``entries`` (key, document)."""
+    keys: list[str | bytes] = [b.keys.decision_seq, b.keys.recent()]
+    args: list[str | bytes] = [str(len(requests) + (log_only is not None))]
+    stored: list[MutationRequest] = []
+    for write in requests:
+        request = write.request
+        revision = write.stored_revision
+        if request.revision != revision:
+            request = attrs.evolve(request, revision=revision)
+        mode = "create" if write.expected_revision is None else "update"
+        section_keys, section_args = b.section(
+            mode, request.request_id, request, write.expected_revision, write.new_decisions
+        )
+        keys += section_keys
+        args += section_args
+        stored.append(request)
+    if log_only is not None:
+        section_keys, section_args = b.section("log", log_only[0], None, None, log_only[1])
+        keys += section_keys
+        args += section_args
+    state_keys, state_args = b.state_args(state)
+    keys += state_keys
+    args += state_args
+    args.append(str(len(entries)))
+    for key, document in entries:
+        keys.append(key)
+        args.append(document)
+    reply = await b.run(keys, args)
+    if int(reply[0]) != 1:
+        _fail(
+            reply,
+            request_ids=[w.request.request_id for w in requests],
+            revisions=[w.expected_revision for w in requests],
+            state=state,
+        )
+    return tuple(stored)
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -399,28 +704,18 @@ class RedisRequestStore:
         self._b = backend
 
     async def create(self, request: MutationRequest) -> MutationRequest:
-        stored = request if request.revision == 0 else attrs.evolve(request, revision=0)
-        keys, args = self._b.request_args(stored, None, 0)
-        with self._b.guard():
-            reply = await self._b.create_request(keys=keys, args=args)
-        if int(reply[0]) != 1:
-            _fail(reply, request_ids=[request.request_id], state=None)
+        (stored,) = await _write(self._b, [RequestWrite(request, None, ())])
         return stored
 
     async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
-        stored = attrs.evolve(request, revision=expected_revision + 1)
-        keys, args = self._b.request_args(stored, expected_revision, expected_revision + 1)
-        with self._b.guard():
-            reply = await self._b.replace_request(keys=keys, args=args)
-        if int(reply[0]) != 1:
-            _fail(reply, request_ids=[request.request_id], state=[expected_revision])
+        (stored,) = await _write(self._b, [RequestWrite(request, expected_revision, ())])
         return stored
 
     async def get(self, request_id: str) -> MutationRequest | None:
         key = self._b.keys.request(request_id)
-        with self._b.guard():
-            raw = await self._b.client.hget(key, "document")
-        return None if raw is None else self._b.request_from(raw, key)
+        with self._b.guard(key):
+            raw = await self._b.call("HGET", key, "document")
+        return None if raw is None else self._b.request_from(raw, key, request_id)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         return await self._select(RequestQuery(state_ids={state_id}), None, None)
@@ -535,7 +830,7 @@ class RedisRequestStore:
                     pipe.hget(key, "document")
                 raws = await pipe.execute()
         requests: builtins.list[MutationRequest] = []
-        for key, raw in zip(keys, raws, strict=True):
+        for request_id, key, raw in zip(ids, keys, raws, strict=True):
             if raw is None:
                 raise StoredDataError(
                     "indexed request has no document (orphan index member)",
@@ -543,7 +838,7 @@ class RedisRequestStore:
                     key=key,
                     field="document",
                 )
-            requests.append(self._b.request_from(raw, key))
+            requests.append(self._b.request_from(raw, key, request_id))
         return requests
 
 
@@ -551,7 +846,7 @@ class RedisRequestStore:
 
 
 class RedisDecisionHistory:
-    """Per-request decision lists plus lex-ordered sets for the newest decisions."""
+    """Per-request logs hashed by sequence number, plus lex-ordered sets for the newest."""
 
     def __init__(self, backend: _Backend) -> None:
         self._b = backend
@@ -559,19 +854,39 @@ class RedisDecisionHistory:
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
         if not decisions:
             return
-        keys = self._b.keys
-        decision_keys, args = self._b.decision_args(request_id, decisions)
-        with self._b.guard():
-            await self._b.append_decisions(
-                keys=[keys.decision_seq, keys.recent(), keys.decisions(request_id), *decision_keys],
-                args=args,
-            )
+        await _write(self._b, (), log_only=(request_id, decisions))
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         key = self._b.keys.decisions(request_id)
-        with self._b.guard():
-            raws = await self._b.client.lrange(key, 0, -1)
-        return tuple(self._b.decision_from(raw, key) for raw in raws)
+        with self._b.guard(key):
+            reply = await self._b.call("HGETALL", key)
+        pairs = (
+            reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        )
+        numbered: list[tuple[int, Any]] = []
+        for field, raw in pairs:
+            text = _text(field)
+            if _COUNTER.match(text) is None or text == "0":
+                raise StoredDataError(
+                    "decision log field is not a sequence number",
+                    backend=BACKEND,
+                    key=key,
+                    field=text,
+                )
+            numbered.append((int(text), raw))
+        numbered.sort(key=lambda item: item[0])
+        decisions: list[RequestDecision] = []
+        for sequence, raw in numbered:
+            decision = self._b.decision_from(raw, key)
+            if decision.sequence != sequence:
+                raise StoredDataError(
+                    f"decision numbered {decision.sequence} is logged as {sequence}",
+                    backend=BACKEND,
+                    key=key,
+                    field=f"{sequence}.sequence",
+                )
+            decisions.append(decision)
+        return tuple(decisions)
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -581,7 +896,7 @@ class RedisDecisionHistory:
         if limit == 0:
             return ()
         key = self._b.keys.recent(category)
-        with self._b.guard():
+        with self._b.guard(key):
             members = await self._b.client.zrevrangebylex(key, "+", "-", start=0, num=limit)
         records: list[DecisionRecord] = []
         for member in members:
@@ -595,7 +910,7 @@ class RedisDecisionHistory:
                 lambda d: self._b.registry.structure_decision(d, where="decision"),
                 data,
                 key=key,
-                field=None,
+                field="record.decision",
             )
             records.append(DecisionRecord(request_id, decision))
         return records
@@ -610,16 +925,24 @@ class RedisStateStore:
     def __init__(self, backend: _Backend) -> None:
         self._b = backend
 
-    async def get(self, state_id: str) -> VersionedState | None:
+    async def get(self, state_id: str) -> VersionedState[Any] | None:
         key = self._b.keys.state(state_id)
-        with self._b.guard():
-            raw, version, request_id = await self._b.client.hmget(
-                key, ["document", "version", "request_id"]
+        with self._b.guard(key):
+            raw, version, request_id = await self._b.call(
+                "HMGET", key, "document", "version", "request_id"
             )
         if raw is None:
             return None
         if version is None:
             raise StoredDataError("state has no version", backend=BACKEND, key=key, field="version")
+        text = _text(version)
+        if _COUNTER.match(text) is None:
+            raise StoredDataError(
+                f"version {text!r} is not a decimal counter",
+                backend=BACKEND,
+                key=key,
+                field="version",
+            )
         data = self._b.load(raw, "state", key=key, field="document")
         state = self._b.structured(
             lambda d: self._b.registry.structure_value(d, where="state"),
@@ -627,9 +950,7 @@ class RedisStateStore:
             key=key,
             field="document",
         )
-        return VersionedState(
-            state, _text(version), None if request_id is None else _text(request_id)
-        )
+        return VersionedState(state, text, None if request_id is None else _text(request_id))
 
     async def put(
         self,
@@ -643,20 +964,40 @@ class RedisStateStore:
             version = next_version(expected_version)
         except ValueError:
             version = ""  # no stored version is like this: the script's check fails
-        keys, args = self._b.state_args(state_id, state, expected_version, version, request_id)
-        with self._b.guard():
-            reply = await self._b.put_state(keys=keys, args=args)
-        if int(reply[0]) != 1:
-            _fail(reply, request_ids=(), state=(state_id, expected_version))
+        write = StateWrite(state_id, state, expected_version, version, request_id or "")
+        await _write(self._b, (), write)
         return version
 
     async def version_by_request(self, state_id: str, request_id: str) -> str | None:
-        with self._b.guard():
-            version = await self._b.client.hget(self._b.keys.produced(state_id), _raw(request_id))
+        key = self._b.keys.produced(state_id)
+        with self._b.guard(key):
+            version = await self._b.call("HGET", key, _raw(request_id))
         return None if version is None else _text(version)
 
 
 # -- audit and history ------------------------------------------------------------------------
+
+
+def _audit_entries(b: _Backend, entry: AuditEntry) -> list[tuple[str, bytes]]:
+    document = b.dump("entry", unstructure(b.registry.converter, entry))
+    entries = [(b.keys.audit(), document)]
+    if entry.state_id is not None:
+        entries.append((b.keys.audit(entry.state_id), document))
+    return entries
+
+
+def _history_document(backend: _Backend, entry: HistoryEntry) -> bytes:
+    return backend.dump("entry", unstructure(backend.registry.converter, entry))
+
+
+def _entry(backend: _Backend, raw: bytes | str, key: str, cls: type[Any]) -> Any:
+    data = backend.load(raw, "entry", key=key, field=None)
+    return backend.structured(
+        lambda d: structure(backend.registry.converter, d, cls, where="entry"),
+        data,
+        key=key,
+        field=None,
+    )
 
 
 class RedisAuditSink:
@@ -666,14 +1007,7 @@ class RedisAuditSink:
         self._b = backend
 
     async def record(self, entry: AuditEntry) -> None:
-        document = self._b.dump("entry", unstructure(self._b.registry.converter, entry))
-        keys = self._b.keys
-        with self._b.guard():
-            async with self._b.client.pipeline(transaction=True) as pipe:
-                pipe.rpush(keys.audit(), document)
-                if entry.state_id is not None:
-                    pipe.rpush(keys.audit(entry.state_id), document)
-                await pipe.execute()
+        await _write(self._b, (), None, _audit_entries(self._b, entry))
 
     async def entries(
         self,
@@ -683,7 +1017,7 @@ class RedisAuditSink:
         until: datetime | None = None,
     ) -> Sequence[AuditEntry]:
         key = self._b.keys.audit(state_id)
-        with self._b.guard():
+        with self._b.guard(key):
             raws = await self._b.client.lrange(key, 0, -1)
         entries = [_entry(self._b, raw, key, AuditEntry) for raw in raws]
         return [
@@ -702,8 +1036,7 @@ class RedisHistoryStore:
 
     async def append(self, entry: HistoryEntry) -> None:
         key = self._b.keys.history(entry.state_id)
-        with self._b.guard():
-            await self._b.client.rpush(key, _history_document(self._b, entry))
+        await _write(self._b, (), None, [(key, _history_document(self._b, entry))])
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         return MutationHistory(state_id, tuple(await self._range(state_id, 0, -1)))
@@ -722,75 +1055,148 @@ class RedisHistoryStore:
 
     async def _range(self, state_id: str, start: int, end: int) -> list[HistoryEntry]:
         key = self._b.keys.history(state_id)
-        with self._b.guard():
+        with self._b.guard(key):
             raws = await self._b.client.lrange(key, start, end)
         return [_entry(self._b, raw, key, HistoryEntry) for raw in raws]
-
-
-def _history_document(backend: _Backend, entry: HistoryEntry) -> bytes:
-    return backend.dump("entry", unstructure(backend.registry.converter, entry))
-
-
-def _entry(backend: _Backend, raw: bytes | str, key: str, cls: type[Any]) -> Any:
-    data = backend.load(raw, "entry", key=key, field=None)
-    return backend.structured(
-        lambda d: structure(backend.registry.converter, d, cls, where="entry"),
-        data,
-        key=key,
-        field=None,
-    )
 
 
 # -- commit ------------------------------------------------------------------------------------
 
 
 class RedisCommitter:
-    """The governed commit as one Lua script: every check first, then every write."""
+    """Every governance operation as one call of the commit script, all or nothing."""
+
+    atomic = True
 
     def __init__(self, backend: _Backend) -> None:
         self._b = backend
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         b = self._b
-        keys: list[str] = [b.keys.decision_seq, b.keys.recent()]
-        args: list[str | bytes] = [str(len(commit.requests))]
-        stored: list[MutationRequest] = []
-        for write in commit.requests:
-            revision = write.expected_revision + 1
-            request = attrs.evolve(write.request, revision=revision)
-            request_keys, request_args = b.request_args(request, write.expected_revision, revision)
-            decision_keys, decision_args = b.decision_args(request.request_id, write.new_decisions)
-            keys += request_keys + decision_keys
-            args += request_args + decision_args
-            stored.append(request)
-        state_check: tuple[str, str | None] | None = None
-        if commit.state is None:
-            args.append("0")
-        else:
-            s = commit.state
-            if s.new_version != next_version(s.expected_version):
-                raise ValueError(
-                    f"state version {s.new_version!r} does not follow {s.expected_version!r}: "
-                    "versions must be decimal counters (see next_version)"
-                )
-            state_keys, state_args = b.state_args(
-                s.state_id, s.state, s.expected_version, s.new_version, s.request_id
+        s = commit.state
+        if s is not None and s.new_version != next_version(s.expected_version):
+            raise ValueError(
+                f"state version {s.new_version!r} does not follow {s.expected_version!r}: "
+                "versions must be decimal counters (see next_version)"
             )
-            keys += state_keys
-            args += ["1", *state_args]
-            state_check = (s.state_id, s.expected_version)
-        args.append(str(len(commit.history)))
-        for entry in commit.history:
-            keys.append(b.keys.history(entry.state_id))
-            args.append(_history_document(b, entry))
-        with b.guard():
-            reply = await b.commit(keys=keys, args=args)
-        if int(reply[0]) != 1:
-            ids = [w.request.request_id for w in commit.requests]
-            if _text(reply[1]) == "state":
-                _fail(reply, request_ids=ids, state=state_check)
-            _fail(reply, request_ids=ids, state=[w.expected_revision for w in commit.requests])
-        return tuple(stored)
+        entries = [
+            (b.keys.history(entry.state_id), _history_document(b, entry))
+            for entry in commit.history
+        ]
+        for record in commit.audit:
+            entries += _audit_entries(b, record)
+        return await _write(b, commit.requests, s, entries)
+
+
+# -- schema upgrade ----------------------------------------------------------------------------
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+
+
+async def _upgrade_from_v1(b: _Backend) -> None:
+    """Rewrite a schema-1 store's decision logs (lists) as logs by sequence number.
+
+    A decision's sequence is its position in its request's list; the recent-decision sets
+    are rebuilt with the numbered records (the k-th record of a request in append order is
+    the k-th entry of its list: schema 1 wrote both in one script). One process upgrades
+    under a lock while others wait; a crash before the new schema is recorded leaves the
+    old keys in place, and the next open starts over.
+    """
+    keys, client = b.keys, b.client
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + _UPGRADE_WAIT
+    while True:
+        with b.guard(keys.upgrade_lock):
+            if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_WAIT * 1000)):
+                break
+            found = await client.hget(keys.meta, "schema")
+        if found is not None and _text(found) != "1":
+            return
+        if time.monotonic() > deadline:
+            raise StoreUnavailableError(
+                f"another process has been upgrading the Redis store {keys.prefix!r} for "
+                f"more than {_UPGRADE_WAIT:g}s",
+                url=b.url,
+            )
+        await asyncio.sleep(0.05)
+    try:
+        with b.guard(keys.meta):
+            if _text(await client.hget(keys.meta, "schema")) != "1":
+                return
+        old_keys = await _copy_v1(b)
+        with b.guard(keys.meta):
+            await client.hset(keys.meta, "schema", str(SCHEMA_VERSION))
+        if old_keys:
+            with b.guard():
+                await client.delete(*old_keys)
+    finally:
+        with b.guard(keys.upgrade_lock):
+            await client.eval(_RELEASE, 1, keys.upgrade_lock, token)
+
+
+async def _copy_v1(b: _Backend) -> list[str]:
+    """Write the schema-2 decision keys from the schema-1 ones; return the old keys."""
+    keys, client = b.keys, b.client
+    old_prefix = f"{keys.prefix}:decisions:"
+    new_prefix = f"{keys.prefix}:decision-log:"
+    with b.guard():
+        old_logs = [
+            _text(key)
+            async for key in client.scan_iter(
+                match=keys.v1_decisions_pattern(), count=500, _type="list"
+            )
+        ]
+    for old in old_logs:
+        with b.guard(old):
+            raws = await client.lrange(old, 0, -1)
+        mapping: dict[Any, Any] = {}
+        for position, raw in enumerate(raws, 1):
+            data = b.load(raw, "decision", key=old, field=None)
+            if not isinstance(data, dict):
+                raise StoredDataError("not a decision", backend=BACKEND, key=old, field=None)
+            mapping[str(position)] = b.dump("decision", {**data, "sequence": position})
+        new = new_prefix + old[len(old_prefix) :]
+        with b.guard(new):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(new)
+                if mapping:
+                    pipe.hset(new, mapping=mapping)
+                await pipe.execute()
+    old_recent = keys.v1_recent()
+    with b.guard(old_recent):
+        members: list[Any] = await client.zrange(old_recent, 0, -1)
+    parsed: list[tuple[int, bytes, str, dict[str, Any]]] = []
+    for member in members:
+        record = b.load(member[_RECORD_AT:], "record", key=old_recent, field=None)
+        if not isinstance(record, dict) or not isinstance(record.get("request_id"), str):
+            raise StoredDataError(
+                "not a decision record", backend=BACKEND, key=old_recent, field="record"
+            )
+        parsed.append(
+            (int(member[_STAMP_WIDTH + 1 : _RECORD_AT - 1]), member, record["request_id"], record)
+        )
+    parsed.sort(key=lambda item: item[0])
+    counters: dict[str, int] = {}
+    renamed: dict[bytes, bytes] = {}
+    for _, member, request_id, record in parsed:
+        counters[request_id] = sequence = counters.get(request_id, 0) + 1
+        decision = {**record["decision"], "sequence": sequence}
+        text = b.dump("record", {"request_id": request_id, "decision": decision})
+        renamed[member] = member[:_RECORD_AT] + text
+    targets = [(old_recent, keys.recent())] + [
+        (keys.v1_recent(category), keys.recent(category)) for category in DecisionCategory
+    ]
+    for old, new in targets:
+        with b.guard(old):
+            old_members: list[Any] = await client.zrange(old, 0, -1)
+        new_members = {renamed.get(member, member): 0 for member in old_members}
+        with b.guard(new):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(new)
+                if new_members:
+                    pipe.zadd(new, new_members)
+                await pipe.execute()
+    return [*old_logs, *(old for old, _ in targets)]
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -801,15 +1207,17 @@ class RedisStore:
 
     Asyncio only (``redis.asyncio``). Open it with :meth:`open`; all keys live under a
     configurable prefix (``prefix=`` or ``?prefix=`` in the URL, default ``mutator``) so
-    several deployments or test runs can share one database. ``committer`` writes a
-    governed execution (state, requests with their index changes, decisions, history) in
-    one Lua script, all or nothing. Connection failures raise
+    several deployments or test runs can share one database. ``committer`` writes every
+    governance operation (state, requests with their index changes, decisions, history,
+    audit) in one Lua script, all or nothing. Connection failures and timeouts raise
     :class:`~mutator_governance.StoreUnavailableError` (with the password removed from the
-    URL); unreadable data raises :class:`~mutator_governance.StoredDataError` naming the key.
+    URL); unreadable data and wrong-type keys raise
+    :class:`~mutator_governance.StoredDataError` naming the key.
     """
 
-    def __init__(self, backend: _Backend) -> None:
+    def __init__(self, backend: _Backend, options: RedisOptions) -> None:
         self._b = backend
+        self._options = options
         self._requests = RedisRequestStore(backend)
         self._decisions = RedisDecisionHistory(backend)
         self._states = RedisStateStore(backend)
@@ -818,35 +1226,79 @@ class RedisStore:
         self._committer = RedisCommitter(backend)
 
     @classmethod
-    async def open(cls, url: str, *, registry: MutationRegistry, prefix: str | None = None) -> Self:
-        """Connect to ``redis://[user:password@]host:port/db[?prefix=name]`` and check the
-        store's schema version (recorded in ``<prefix>:meta`` on first use).
+    async def open(
+        cls,
+        url: str,
+        *,
+        registry: MutationRegistry,
+        prefix: str | None = None,
+        socket_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
+        **unknown: Any,
+    ) -> Self:
+        """Connect to ``url`` (see :data:`URL_FORM`) and check the store's schema version.
 
-        ``prefix`` (argument, else the URL's ``prefix`` parameter, else ``"mutator"``) must
-        be non-blank without whitespace. Raises StoreUnavailableError when Redis does not
-        answer and StoredDataError when the store was written by a newer schema.
+        Options (:class:`RedisOptions`) come from the keyword arguments, else the URL's
+        query parameters, else their defaults. The URL and the options are checked before
+        connecting: a malformed URL, an unknown or malformed option, or opening outside
+        asyncio raises :class:`mutator.ConfigurationError`. Only what the URL names is
+        used (no environment, no default host). Raises StoreUnavailableError when Redis
+        does not answer and StoredDataError when the store was written by a newer schema.
+        A schema-1 store is upgraded in place.
         """
-        clean, chosen = _split_url(url, prefix)
-        keys = RedisKeyspace(chosen)
-        shown = redact_url(url)
+        if not isinstance(registry, MutationRegistry):
+            raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
+        target = _parse_url(url)
+        named = {
+            "prefix": prefix,
+            "socket_timeout": socket_timeout,
+            "connect_timeout": connect_timeout,
+            "max_connections": max_connections,
+        }
+        given = {**unknown, **{name: v for name, v in named.items() if v is not None}}
         try:
-            client = aioredis.Redis.from_url(clean, decode_responses=False)
-        except ValueError as error:
-            raise ValueError(f"invalid Redis URL {shown!r}: {error}") from None
-        backend = _Backend(client, keys, registry, shown)
+            options = RedisOptions.from_text(target.query, given)
+        except ConfigurationError as error:
+            if not target.query or URL_FORM in str(error):
+                raise
+            raise ConfigurationError(f"{error}; expected {URL_FORM}") from None
+        library = running_library()
+        if library != "asyncio":
+            raise ConfigurationError(
+                f"the Redis store is asyncio-only (redis.asyncio) and cannot run under "
+                f"{library}; use asyncio, or sqlite:// on trio"
+            )
+        keys = RedisKeyspace(options.prefix)
+        client = aioredis.Redis(
+            host=target.host,
+            port=target.port,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            socket_timeout=options.socket_timeout,
+            socket_connect_timeout=options.connect_timeout,
+            max_connections=options.max_connections,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        backend = _Backend(client, keys, registry, redact_url(url))
         try:
-            with backend.guard():
-                await client.hsetnx(keys.meta, "schema", str(SCHEMA_VERSION))
+            with backend.guard(keys.meta):
                 found = await client.hget(keys.meta, "schema")
-            try:
-                schema = int(_text(found))
-            except (TypeError, ValueError):
+                if found is None:
+                    await client.hsetnx(keys.meta, "schema", str(SCHEMA_VERSION))
+                    found = await client.hget(keys.meta, "schema")
+            text = "" if found is None else _text(found)
+            if _COUNTER.match(text) is None or text == "0":
                 raise StoredDataError(
                     f"invalid schema version {found!r}",
                     backend=BACKEND,
                     key=keys.meta,
                     field="schema",
-                ) from None
+                )
+            schema = int(text)
             if schema > SCHEMA_VERSION:
                 raise StoredDataError(
                     f"store written with schema {schema}; this version reads up to "
@@ -855,17 +1307,26 @@ class RedisStore:
                     key=keys.meta,
                     field="schema",
                 )
+            if schema == 1:
+                await _upgrade_from_v1(backend)
         except BaseException:
             await client.aclose()
             raise
-        return cls(backend)
+        return cls(backend, options)
+
+    @property
+    def options(self) -> RedisOptions:
+        """The options the store was opened with."""
+        return self._options
 
     @property
     def prefix(self) -> str:
+        """The key prefix."""
         return self._b.keys.prefix
 
     @property
     def keys(self) -> RedisKeyspace:
+        """Every key the store uses."""
         return self._b.keys
 
     @property
@@ -875,27 +1336,39 @@ class RedisStore:
 
     @property
     def requests(self) -> RedisRequestStore:
+        """The request store."""
         return self._requests
 
     @property
     def decisions(self) -> RedisDecisionHistory:
+        """The decision log."""
         return self._decisions
 
     @property
     def states(self) -> RedisStateStore:
+        """The state store."""
         return self._states
 
     @property
     def audit(self) -> RedisAuditSink:
+        """The audit sink."""
         return self._audit
 
     @property
     def history(self) -> RedisHistoryStore:
+        """The history store."""
         return self._history
 
     @property
     def committer(self) -> RedisCommitter:
+        """The atomic committer (one script per operation)."""
         return self._committer
+
+    async def server_time(self) -> datetime | None:
+        """The Redis server's clock (``TIME``), aware in UTC: judge leases by it."""
+        with self._b.guard():
+            seconds, micros = await self._b.client.time()
+        return datetime.fromtimestamp(int(seconds), UTC) + timedelta(microseconds=int(micros))
 
     async def aclose(self) -> None:
         """Close the connection pool; the store is unusable afterwards."""

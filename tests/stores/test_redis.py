@@ -44,6 +44,7 @@ from mutator_governance import (
     StoreUnavailableError,
 )
 from mutator_governance._commit_types import GovernedCommit, RequestWrite, StateWrite
+from mutator_governance._decisions import numbered
 from mutator_governance.stores import open_store
 from mutator_governance.stores._redis import RedisStore, escape_segment
 from mutator_governance.testing import (
@@ -209,7 +210,7 @@ async def test_open_store_dispatch_and_url_prefix(redis_url: str, prefix: str) -
         assert isinstance(opened, RedisStore)
         assert opened.prefix == prefix
         await opened.requests.create(sample_request("r1"))
-        assert await opened.client.hget(f"{prefix}:meta", "schema") == b"1"
+        assert await opened.client.hget(f"{prefix}:meta", "schema") == b"2"
         assert await opened.client.exists(f"{prefix}:request:r1") == 1
     finally:
         await opened.aclose()
@@ -282,7 +283,7 @@ async def test_restart_loses_nothing(redis_url: str, prefix: str) -> None:
         expected_revision=0,
     )
     await first.requests.create(sample_request("r2", state_id="s:1", created_at=T0))
-    await first.decisions.append("r1", [sample_decision(timestamp=T0)])
+    await first.decisions.append("r1", numbered([sample_decision(timestamp=T0)]))
     await first.states.put("s:1", SampleState("s", 3), request_id="r1")
     await first.aclose()
 
@@ -291,7 +292,9 @@ async def test_restart_loses_nothing(redis_url: str, prefix: str) -> None:
         assert await second.requests.get("r1") == replaced
         assert [r.request_id for r in await second.requests.by_state("s:1")] == ["r1", "r2"]
         assert [r.request_id for r in await second.requests.pending()] == ["r2"]
-        assert list(await second.decisions.for_request("r1")) == [sample_decision(timestamp=T0)]
+        assert list(await second.decisions.for_request("r1")) == list(
+            numbered([sample_decision(timestamp=T0)])
+        )
         state = await second.states.get("s:1")
         assert state is not None
         assert (state.state, state.version, state.request_id) == (SampleState("s", 3), "1", "r1")
@@ -461,7 +464,7 @@ async def test_commit_is_all_or_nothing(store: RedisStore) -> None:
     await store.states.put("s:1", SampleState("s", 0))
     a = await store.requests.create(sample_request("a", state_id="s:1"))
     b = await store.requests.create(sample_request("b", state_id="s:1"))
-    decision = sample_decision(timestamp=T0)
+    (decision,) = numbered([sample_decision(timestamp=T0)])
     done = attrs.evolve(a, status=RequestStatus.EXECUTED, pending_reason=None)
     stale = GovernedCommit(
         requests=(
@@ -553,5 +556,5 @@ async def test_lone_surrogates_round_trip(store: RedisStore) -> None:
     assert state is not None
     assert (state.state, state.request_id) == (SampleState("\udc00", 1), rid)
     assert await store.states.version_by_request("s\udfff", rid) == "1"
-    await store.decisions.append(rid, [sample_decision(reason="\ud800", timestamp=T0)])
+    await store.decisions.append(rid, numbered([sample_decision(reason="\ud800", timestamp=T0)]))
     assert [r.request_id for r in await store.decisions.recent()] == [rid]

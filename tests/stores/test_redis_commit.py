@@ -1,0 +1,781 @@
+"""The Redis backend's commit seam: one all-or-nothing script per operation.
+
+The commit contract suite; fault injection at every key a commit writes (a wrong-type key
+makes the script refuse before its first write); lost connections and timeouts; the
+issue-11 rows (asyncio only, URLs and options refused before connecting, stored documents
+under another id, non-counter versions); the server clock; the upgrade of a schema-1 store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+pytest.importorskip("redis", reason="the redis extra is not installed")
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from mutator import (
+    AuditEntry,
+    AuditOutcome,
+    ChangeSet,
+    ConcurrencyError,
+    ConfigurationError,
+    HistoryEntry,
+    MutationContext,
+    MutationMode,
+)
+from mutator_governance import (
+    DecisionCategory,
+    Governance,
+    GovernanceStore,
+    LifecycleDecision,
+    PendingReason,
+    RequestStatus,
+    StoredDataError,
+    StoreUnavailableError,
+)
+from mutator_governance._commit_types import GovernedCommit, RequestWrite, StateWrite
+from mutator_governance._decisions import RequestDecision, numbered
+from mutator_governance._transitions import transition
+from mutator_governance.stores import open_store
+from mutator_governance.stores._redis import RedisStore
+from mutator_governance.testing import (
+    GovernanceStoreContract,
+    SampleState,
+    sample_decision,
+    sample_registry,
+    sample_request,
+)
+
+from .test_redis import Bump, RedisFixtures, _drop, _open, _registry, _user, _with_prefix
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+STATE_ID = "s:1"
+
+
+class TestRedisGovernanceStore(RedisFixtures, GovernanceStoreContract):
+    async def make_store(self) -> GovernanceStore:
+        return await self._store()
+
+    async def close_store(self, store: GovernanceStore) -> None:
+        """Closed by the fixture (with the prefix's keys)."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    name = f"mutator-test-{uuid.uuid4().hex}"
+    yield name
+    await _drop(redis_url, name)
+
+
+@pytest.fixture
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
+    opened = await _open(redis_url, prefix, _registry())
+    yield opened
+    await opened.aclose()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+async def _snapshot(store: RedisStore) -> dict[bytes, Any]:
+    """Every key under the store's prefix with its type and content."""
+    client = store.client
+    found: dict[bytes, Any] = {}
+    async for key in client.scan_iter(match=f"{store.prefix}:*", count=500):
+        kind = await client.type(key)
+        if kind == b"string":
+            found[key] = (kind, await client.get(key))
+        elif kind == b"hash":
+            found[key] = (kind, await client.hgetall(key))
+        elif kind == b"list":
+            found[key] = (kind, await client.lrange(key, 0, -1))
+        elif kind == b"zset":
+            found[key] = (kind, await client.zrange(key, 0, -1, withscores=True))
+        else:
+            raise AssertionError(f"unexpected {kind!r} at {key!r}")
+    return found
+
+
+async def _log_matches(store: RedisStore, request_id: str) -> None:
+    request = await store.requests.get(request_id)
+    logged = tuple(await store.decisions.for_request(request_id))
+    assert logged == (() if request is None else request.decisions)
+
+
+def _decided(request: Any, status: RequestStatus, code: LifecycleDecision) -> Any:
+    at = request.updated_at + timedelta(seconds=1)
+    decision = RequestDecision(code, MutationContext.user("bob"), "test", at)
+    return transition(request, status, [decision], at=at)
+
+
+def _records(request: Any) -> tuple[AuditEntry, HistoryEntry]:
+    context = MutationContext.user("alice", mode=MutationMode.COMMIT)
+    at = request.updated_at
+    audit = AuditEntry(
+        f"exec-{request.request_id}",
+        request.state_id,
+        "SampleState",
+        request.mutation.intent,
+        context,
+        MutationMode.COMMIT,
+        AuditOutcome.SUCCEEDED,
+        at,
+        0.001,
+    )
+    history = HistoryEntry(
+        f"exec-{request.request_id}",
+        request.state_id,
+        request.mutation.intent,
+        context,
+        ChangeSet(),
+        at,
+        0.001,
+        (),
+        request.mutation,
+    )
+    return audit, history
+
+
+async def _seed(store: RedisStore) -> tuple[Any, Any]:
+    """A state at version 1, an approved request on it and a pending one (both logged)."""
+    await store.states.put(STATE_ID, SampleState("s", 1))
+    a = sample_request("a", state_id=STATE_ID, status=RequestStatus.APPROVED, created_at=T0)
+    b = sample_request("b", state_id=STATE_ID, created_at=T0)
+    (a,) = await store.committer.commit(GovernedCommit((RequestWrite.create(a),)))
+    (b,) = await store.committer.commit(GovernedCommit((RequestWrite.create(b),)))
+    return a, b
+
+
+def _create(store: RedisStore, a: Any, b: Any) -> GovernedCommit:
+    fresh = sample_request("c", state_id="s:2", actor_id="carol", created_at=T0)
+    fresh = attrs.evolve(fresh, decisions=numbered([sample_decision(timestamp=T0)]))
+    return GovernedCommit((RequestWrite.create(fresh),))
+
+
+def _update(store: RedisStore, a: Any, b: Any) -> GovernedCommit:
+    canceled = _decided(b, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    return GovernedCommit((RequestWrite.update(b, canceled),))
+
+
+def _execution(store: RedisStore, a: Any, b: Any) -> GovernedCommit:
+    executed = _decided(a, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    noted = attrs.evolve(b, metadata={"linked": True})
+    audit, history = _records(a)
+    return GovernedCommit(
+        (RequestWrite.update(a, executed), RequestWrite.update(b, noted)),
+        StateWrite(STATE_ID, SampleState("s", 2), "1", "2", "a"),
+        (history,),
+        (audit,),
+    )
+
+
+OPERATIONS: dict[str, Callable[[RedisStore, Any, Any], GovernedCommit]] = {
+    "create": _create,
+    "update": _update,
+    "execution": _execution,
+}
+
+
+async def _touched_keys(store: RedisStore, commit: GovernedCommit) -> list[bytes]:
+    """Every key the commit's script reads or writes: its KEYS and the old index keys."""
+    seen: list[Any] = []
+    real = store._b.run
+
+    async def record(keys: Any, args: Any) -> Any:
+        seen.extend(keys)
+        raise RuntimeError("recorded")
+
+    store._b.run = record  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError, match="recorded"):
+            await store.committer.commit(commit)
+    finally:
+        store._b.run = real  # type: ignore[method-assign]
+    keys = [k if isinstance(k, bytes) else k.encode() for k in seen]
+    for write in commit.requests:
+        indexes = await store.client.hget(store.keys.request(write.request.request_id), "indexes")
+        if indexes:
+            keys += indexes.split(b"\n")
+    return list(dict.fromkeys(keys))
+
+
+async def _spoil(store: RedisStore, key: bytes) -> None:
+    """Replace ``key`` by a value of the wrong type for it."""
+    kind = await store.client.type(key)
+    await store.client.delete(key)
+    if kind in (b"string", "string") or key.endswith(b":decisions-seq"):
+        await store.client.rpush(key, b"not a counter")
+    else:
+        await store.client.set(key, b"wrong type")
+
+
+# -- all or nothing -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+async def test_a_wrong_type_key_anywhere_writes_nothing(store: RedisStore, operation: str) -> None:
+    a, b = await _seed(store)
+    commit = OPERATIONS[operation](store, a, b)
+    keys = await _touched_keys(store, commit)
+    assert len(keys) >= 5
+    for key in keys:
+        before = await _snapshot(store)
+        saved = await store.client.dump(key)
+        await _spoil(store, key)
+        spoiled = await _snapshot(store)
+        with pytest.raises(StoredDataError) as caught:
+            await store.committer.commit(commit)
+        assert caught.value.key == key.decode("utf-8", "surrogatepass")
+        assert caught.value.backend == "redis"
+        assert await _snapshot(store) == spoiled, f"the commit wrote something with {key!r} spoiled"
+        await store.client.delete(key)
+        if saved is not None:
+            await store.client.restore(key, 0, saved)
+        assert await _snapshot(store) == before
+    stored = await store.committer.commit(commit)
+    assert [r.request_id for r in stored] == [w.request.request_id for w in commit.requests]
+    for request_id in ("a", "b", "c"):
+        await _log_matches(store, request_id)
+
+
+@pytest.mark.anyio
+async def test_malformed_counters_write_nothing(store: RedisStore) -> None:
+    a, b = await _seed(store)
+    commit = _execution(store, a, b)
+    before = await _snapshot(store)
+    for key, field, value in [
+        (store.keys.request("a"), "revision", "x"),
+        (store.keys.state(STATE_ID), "version", "abc"),
+    ]:
+        saved = await store.client.hget(key, field)
+        await store.client.hset(key, field, value)
+        spoiled = await _snapshot(store)
+        with pytest.raises(StoredDataError) as caught:
+            await store.committer.commit(commit)
+        assert (caught.value.key, caught.value.field) == (key, field)
+        assert await _snapshot(store) == spoiled
+        assert saved is not None
+        await store.client.hset(key, field, saved)
+    await store.client.set(store.keys.decision_seq, "seven")
+    with pytest.raises(StoredDataError):
+        await store.committer.commit(commit)
+    await store.client.delete(store.keys.decision_seq)
+    assert await _snapshot(store) == {
+        k: v for k, v in before.items() if k != store.keys.decision_seq.encode()
+    }
+
+
+@pytest.mark.anyio
+async def test_execute_with_a_wrong_type_key_executes_nothing(redis_url: str, prefix: str) -> None:
+    """Issue 9: the history key of the state is a string; the commit used to write the
+    request and the state before failing on it."""
+    registry = _registry()
+    async with Governance.open(_with_prefix(redis_url, prefix), registry=registry) as gov:
+        await gov.states.put("c:1", SampleState("c", 0))
+        request = await gov.submit(Bump(1), state_id="c:1", context=_user("alice"))
+        store = await _open(redis_url, prefix, registry)
+        try:
+            await store.client.set(store.keys.history("c:1"), "not a list")
+            with pytest.raises(StoredDataError) as caught:
+                await gov.execute(request.request_id)
+            assert caught.value.key == store.keys.history("c:1")
+            after = await gov.get(request.request_id)
+            assert after.status is not RequestStatus.EXECUTED
+            assert after.status is not RequestStatus.FAILED
+            state = await gov.states.get("c:1")
+            assert state is not None
+            assert (state.state.value, state.version) == (0, "1")
+            assert await gov.states.version_by_request("c:1", request.request_id) is None
+            assert list(await store.audit.entries("c:1")) == []
+            await _log_matches(store, request.request_id)
+        finally:
+            await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_lost_connection_before_the_script_writes_nothing(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await _seed(store)
+    before = await _snapshot(store)
+
+    real = store._b.call
+
+    async def refuse(*command: Any) -> Any:
+        if command[0] == "EVALSHA":
+            raise redis.exceptions.ConnectionError("connection reset by peer")
+        return await real(*command)
+
+    monkeypatch.setattr(store._b, "call", refuse)
+    with pytest.raises(StoreUnavailableError):
+        await store.committer.commit(_execution(store, a, b))
+    assert await _snapshot(store) == before
+
+
+@pytest.mark.anyio
+async def test_a_lost_reply_leaves_the_commit_whole(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await _seed(store)
+    real = store._b.call
+
+    async def lose_reply(*command: Any) -> Any:
+        reply = await real(*command)
+        if command[0] == "EVALSHA":
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return reply
+
+    monkeypatch.setattr(store._b, "call", lose_reply)
+    with pytest.raises(StoreUnavailableError):
+        await store.committer.commit(_execution(store, a, b))
+    monkeypatch.undo()
+    executed = await store.requests.get("a")
+    assert executed is not None
+    assert executed.status is RequestStatus.EXECUTED
+    state = await store.states.get(STATE_ID)
+    assert state is not None
+    assert state.version == "2"
+    assert len(await store.audit.entries(STATE_ID)) == 1
+    assert len((await store.history.history(STATE_ID)).entries) == 1
+    await _log_matches(store, "a")
+
+
+@pytest.mark.anyio
+async def test_a_script_missing_from_the_server_cache_is_loaded_again(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await _seed(store)
+    real = store._b.call
+    refused: list[str] = []
+
+    async def forgetful(*command: Any) -> Any:
+        if command[0] == "EVALSHA" and not refused:
+            refused.append(command[1])
+            raise redis.exceptions.NoScriptError("NOSCRIPT No matching script.")
+        return await real(*command)
+
+    monkeypatch.setattr(store._b, "call", forgetful)
+    (stored,) = await store.committer.commit(_update(store, a, b))
+    assert refused
+    assert stored.status is RequestStatus.CANCELED
+    assert await store.requests.get("b") == stored
+
+
+@pytest.mark.anyio
+async def test_a_stalled_server_times_out_instead_of_hanging(redis_url: str, prefix: str) -> None:
+    store = await RedisStore.open(
+        redis_url, registry=sample_registry(), prefix=prefix, socket_timeout=0.2
+    )
+    pauser = aioredis.Redis.from_url(redis_url)
+    try:
+        a, b = await _seed(store)
+        await pauser.execute_command("CLIENT", "PAUSE", "700", "WRITE")
+        # Without the timeout the call would wait out the pause and succeed.
+        with pytest.raises(StoreUnavailableError, match="Timeout"):
+            await store.committer.commit(_update(store, a, b))
+    finally:
+        await pauser.execute_command("CLIENT", "UNPAUSE")
+        await pauser.aclose()
+    try:
+        # The paused command ran after the pause, whole, or not at all.
+        latest = await store.requests.get("b")
+        assert latest is not None
+        assert latest.status in (RequestStatus.PENDING, RequestStatus.CANCELED)
+        await _log_matches(store, "b")
+    finally:
+        await store.aclose()
+
+
+# -- decision log ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_commit_logs_each_sequence_once(store: RedisStore) -> None:
+    _, b = await _seed(store)
+    canceled = _decided(b, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    # A write that re-sends an already logged decision with the new one logs only the new.
+    write = RequestWrite(canceled, b.revision, canceled.decisions)
+    await store.committer.commit(GovernedCommit((write,)))
+    await _log_matches(store, "b")
+    recent = await store.decisions.recent(100)
+    assert sorted(r.decision.sequence for r in recent if r.request_id == "b") == [
+        d.sequence for d in canceled.decisions
+    ]
+
+
+@pytest.mark.anyio
+async def test_unnumbered_decisions_are_refused_before_writing(store: RedisStore) -> None:
+    _, b = await _seed(store)
+    before = await _snapshot(store)
+    canceled = _decided(b, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    unnumbered = attrs.evolve(canceled.decisions[-1], sequence=0)
+    with pytest.raises(ValueError, match="sequence"):
+        await store.committer.commit(GovernedCommit((RequestWrite(canceled, 0, (unnumbered,)),)))
+    assert await _snapshot(store) == before
+
+
+@pytest.mark.anyio
+async def test_a_second_version_from_one_request_is_refused_in_a_commit(
+    store: RedisStore,
+) -> None:
+    a, b = await _seed(store)
+    await store.states.put(STATE_ID, SampleState("s", 2), expected_version="1", request_id="a")
+    before = await _snapshot(store)
+    with pytest.raises(ConcurrencyError, match="already produced"):
+        await store.committer.commit(
+            attrs.evolve(
+                _execution(store, a, b),
+                state=StateWrite(STATE_ID, SampleState("s", 3), "2", "3", "a"),
+            )
+        )
+    assert await _snapshot(store) == before
+
+
+# -- stored data ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_document_under_another_id_is_stored_data_error(store: RedisStore) -> None:
+    await store.requests.create(sample_request("r1", state_id="s:1", created_at=T0))
+    await store.requests.create(sample_request("r2", state_id="s:1", created_at=T0))
+    key = store.keys.request("r1")
+    other = await store.client.hget(store.keys.request("r2"), "document")
+    await store.client.hset(key, "document", other)
+    with pytest.raises(StoredDataError) as caught:
+        await store.requests.get("r1")
+    assert (caught.value.key, caught.value.field) == (key, "document.request_id")
+    assert "'r2'" in str(caught.value)
+    with pytest.raises(StoredDataError) as listed:
+        await store.requests.by_state("s:1")
+    assert listed.value.key == key
+    with pytest.raises(StoredDataError):
+        await store.requests.list()
+
+
+@pytest.mark.anyio
+async def test_a_version_that_is_not_a_counter_is_stored_data_error(store: RedisStore) -> None:
+    await store.states.put("s:1", SampleState("s", 1))
+    key = store.keys.state("s:1")
+    await store.client.hset(key, "version", "abc")
+    before = await _snapshot(store)
+    with pytest.raises(StoredDataError) as caught:
+        await store.states.get("s:1")
+    assert (caught.value.key, caught.value.field) == (key, "version")
+    with pytest.raises(StoredDataError):
+        await store.states.put("s:1", SampleState("s", 2), expected_version="abc")
+    assert await _snapshot(store) == before
+
+
+@pytest.mark.anyio
+async def test_wrong_type_keys_on_read_are_stored_data_errors(store: RedisStore) -> None:
+    await store.client.set(store.keys.request("r1"), "x")
+    with pytest.raises(StoredDataError) as caught:
+        await store.requests.get("r1")
+    assert caught.value.key == store.keys.request("r1")
+    await store.client.set(store.keys.decisions("r1"), "x")
+    with pytest.raises(StoredDataError):
+        await store.decisions.for_request("r1")
+    await store.client.set(store.keys.history("s"), "x")
+    with pytest.raises(StoredDataError):
+        await store.history.history("s")
+
+
+@pytest.mark.anyio
+async def test_a_wrong_type_meta_key_is_refused_at_open(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set(f"{prefix}:meta", "2")
+    finally:
+        await client.aclose()
+    with pytest.raises(StoredDataError) as caught:
+        await _open(redis_url, prefix)
+    assert caught.value.key == f"{prefix}:meta"
+
+
+# -- opening: URLs, options, event loop -----------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:::@/",
+        "redis://",
+        "redis:///0",
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1:6379/zero",
+        "http://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0#frag",
+        "redis://127.0.0.1:6379/0?socket_timeout=soon",
+        "redis://127.0.0.1:6379/0?socket_timeout=nan",
+        "redis://127.0.0.1:6379/0?connect_timeout=-1",
+        "redis://127.0.0.1:6379/0?max_connections=0",
+        "redis://127.0.0.1:6379/0?prefix=",
+        "redis://127.0.0.1:6379/0?ssl_cert_reqs=none",
+        "redis://127.0.0.1:6379/0?prefix=a&prefix=b",
+    ],
+)
+async def test_malformed_urls_are_refused_before_connecting(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_connection(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a client was built for a refused URL")
+
+    monkeypatch.setattr(aioredis, "Redis", no_connection)
+    with pytest.raises(ConfigurationError) as caught:
+        await RedisStore.open(url, registry=sample_registry())
+    assert isinstance(caught.value, ValueError)
+    assert "redis://[user:password@]host" in str(caught.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"socket_timeout": 0},
+        {"socket_timeout": float("inf")},
+        {"socket_timeout": "1"},
+        {"connect_timeout": True},
+        {"max_connections": 0},
+        {"prefix": "has space"},
+        {"pool_size": 4},
+    ],
+)
+async def test_malformed_or_unknown_options_are_refused(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_connection(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a client was built for refused options")
+
+    monkeypatch.setattr(aioredis, "Redis", no_connection)
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        await open_store("redis://127.0.0.1:6379/15", registry=sample_registry(), **options)
+
+
+@pytest.mark.anyio
+async def test_options_reach_the_client(redis_url: str, prefix: str) -> None:
+    url = f"{_with_prefix(redis_url, prefix)}&socket_timeout=3.5&max_connections=7"
+    opened = await open_store(url, registry=sample_registry(), connect_timeout=1.5)
+    try:
+        assert isinstance(opened, RedisStore)
+        assert (opened.options.socket_timeout, opened.options.connect_timeout) == (3.5, 1.5)
+        kwargs = opened.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 3.5
+        assert kwargs["socket_connect_timeout"] == 1.5
+        assert opened.client.connection_pool.max_connections == 7
+        assert opened.prefix == prefix
+    finally:
+        await opened.aclose()
+    # A keyword wins over the URL; the defaults bound every command.
+    async with Governance.open(f"{url}", registry=sample_registry(), socket_timeout=2.0) as gov:
+        assert gov.states is not None
+    default = await _open(redis_url, prefix)
+    try:
+        assert default.options.socket_timeout == 10.0
+        assert default.client.connection_pool.connection_kwargs["socket_timeout"] == 10.0
+    finally:
+        await default.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_opening_under_trio_says_asyncio_only(anyio_backend: str) -> None:
+    with pytest.raises(ConfigurationError, match="asyncio-only"):
+        await RedisStore.open("redis://127.0.0.1:6379/15", registry=sample_registry())
+    with pytest.raises(ConfigurationError, match="asyncio-only"):
+        await open_store("redis://127.0.0.1:6379/15", registry=sample_registry())
+
+
+@pytest.mark.anyio
+async def test_server_time_is_the_redis_clock(store: RedisStore) -> None:
+    seconds, micros = await store.client.time()
+    now = await store.server_time()
+    assert now is not None
+    assert now.tzinfo is UTC
+    assert abs(now.timestamp() - (seconds + micros / 1e6)) < 5
+    assert abs(now - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+# -- schema 1 upgrade -----------------------------------------------------------------------
+
+
+async def _write_v1_store(redis_url: str, prefix: str) -> list[RequestDecision]:
+    """A schema-1 keyspace: decision logs as lists, recent sets without sequence numbers."""
+    registry = sample_registry()
+    decisions = [
+        sample_decision(LifecycleDecision.SUBMITTED, timestamp=T0),
+        sample_decision(LifecycleDecision.CANCELED, timestamp=T0 + timedelta(seconds=1)),
+    ]
+    other = sample_decision(LifecycleDecision.SUBMITTED, actor_id="bob", timestamp=T0)
+    client = aioredis.Redis.from_url(redis_url)
+    counter = 0
+
+    def dump(kind: str, data: Any) -> bytes:
+        return registry.dumps({"schema": 1, kind: data}).encode()
+
+    try:
+        await client.hset(f"{prefix}:meta", "schema", "1")
+        for request_id, items in (("r1", decisions), ("r:2", [other])):
+            for decision in items:
+                data = registry.unstructure_decision(decision)
+                data.pop("sequence", None)
+                escaped = request_id.replace(":", "%3A")
+                await client.rpush(f"{prefix}:decisions:{escaped}", dump("decision", data))
+                counter += 1
+                stamp = (decision.timestamp - datetime(1, 1, 1, tzinfo=UTC)) // timedelta(
+                    microseconds=1
+                ) + 86_400_000_000
+                member = f"{stamp:018d}|{counter:016d}|".encode() + dump(
+                    "record", {"request_id": request_id, "decision": data}
+                )
+                await client.zadd(f"{prefix}:decisions-recent", {member: 0})
+                category = decision.category.value
+                await client.zadd(f"{prefix}:decisions-recent:{category}", {member: 0})
+        await client.set(f"{prefix}:decisions-seq", counter)
+    finally:
+        await client.aclose()
+    return decisions
+
+
+@pytest.mark.anyio
+async def test_a_schema_1_store_is_upgraded_on_open(redis_url: str, prefix: str) -> None:
+    decisions = await _write_v1_store(redis_url, prefix)
+    store = await _open(redis_url, prefix)
+    try:
+        assert await store.client.hget(store.keys.meta, "schema") == b"2"
+        assert list(await store.decisions.for_request("r1")) == list(numbered(decisions))
+        assert [d.sequence for d in await store.decisions.for_request("r:2")] == [1]
+        recent = await store.decisions.recent()
+        assert [(r.request_id, r.decision.sequence) for r in recent] == [
+            ("r1", 2),
+            ("r:2", 1),
+            ("r1", 1),
+        ]
+        lifecycle = await store.decisions.recent(category=DecisionCategory.LIFECYCLE)
+        assert len(lifecycle) == 3
+        leftovers = [k async for k in store.client.scan_iter(match=f"{prefix}:decisions-recent*")]
+        leftovers += [k async for k in store.client.scan_iter(match=f"{prefix}:decisions:*")]
+        assert leftovers == []
+        # Appending after the upgrade is idempotent by sequence and keeps the order.
+        more = numbered([sample_decision(timestamp=T0 + timedelta(seconds=9))], 2)
+        await store.decisions.append("r1", [*numbered(decisions), *more])
+        assert [d.sequence for d in await store.decisions.for_request("r1")] == [1, 2, 3]
+        assert len(await store.decisions.recent(100)) == 4
+    finally:
+        await store.aclose()
+    again = await _open(redis_url, prefix)
+    try:
+        assert [d.sequence for d in await again.decisions.for_request("r1")] == [1, 2, 3]
+    finally:
+        await again.aclose()
+
+
+@pytest.mark.anyio
+async def test_concurrent_opens_upgrade_once(redis_url: str, prefix: str) -> None:
+    import anyio
+
+    await _write_v1_store(redis_url, prefix)
+    opened: list[RedisStore] = []
+
+    async def open_one() -> None:
+        opened.append(await _open(redis_url, prefix))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(4):
+            group.start_soon(open_one)
+    try:
+        for store in opened:
+            assert len(await store.decisions.recent(100)) == 3
+            assert [d.sequence for d in await store.decisions.for_request("r1")] == [1, 2]
+    finally:
+        for store in opened:
+            await store.aclose()
+
+
+_ = (Awaitable, StateWrite)
+
+
+# -- the log invariant through the governance API -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_every_governance_operation_keeps_the_log_equal_to_the_request(
+    redis_url: str, prefix: str
+) -> None:
+    registry = _registry()
+    async with Governance.open(_with_prefix(redis_url, prefix), registry=registry) as gov:
+        store = await _open(redis_url, prefix, registry)
+        seen: set[str] = set()
+
+        async def step(request: Any) -> Any:
+            seen.add(request.request_id)
+            for request_id in seen:
+                await _log_matches(store, request_id)
+            return request
+
+        try:
+            await gov.states.put("c:1", SampleState("c", 0))
+            alice = _user("alice")
+            first = await step(await gov.submit(Bump(1), state_id="c:1", context=alice))
+            pending = await step(
+                await gov.submit(
+                    Bump(2),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.approve(pending.request_id, context=_user("bob")))
+            await step(
+                await gov.move_to_pending(
+                    pending.request_id, PendingReason.EXTERNAL_CHECK, context=_user("bob")
+                )
+            )
+            await step(await gov.cancel(pending.request_id, context=alice))
+            third = await step(
+                await gov.submit(
+                    Bump(3),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.expire(third.request_id, context=alice))
+            result = await gov.execute(first.request_id)
+            assert result.executed
+            await step(result.request)
+            fourth = await step(
+                await gov.submit(
+                    Bump(4),
+                    state_id="c:1",
+                    context=alice,
+                    pending_reason=PendingReason.EXTERNAL_CHECK,
+                )
+            )
+            await step(await gov.supersede(fourth.request_id, first.request_id, context=alice))
+            swept = await gov.recover()
+            assert swept is not None
+            for request_id in seen:
+                await _log_matches(store, request_id)
+            assert await gov.repair_decision_log() == 0
+            codes = [d.code.name for d in await gov.decision_history(first.request_id)]
+            assert codes[0] == "SUBMITTED"
+            assert codes[-1] == "EXECUTED"
+            assert len(await store.audit.entries("c:1")) == 1
+            assert len((await store.history.history("c:1")).entries) == 1
+        finally:
+            await store.aclose()
