@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -67,6 +68,8 @@ from ._workflow import fresh_round
 __all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep", "WorkerReport"]
 
 _log = logging.getLogger("mutator.governance")
+
+T = TypeVar("T")
 
 _INACTIVE = frozenset(
     {
@@ -295,11 +298,45 @@ class GovernedExecutionManager:
         timeout = self.engine.options.execution_timeout
         return timeout is None or timeout > self.lease.total_seconds() / 3
 
-    async def _renew(self, held: _Claim) -> None:
+    async def _renewing(self, held: _Claim, call: Awaitable[T]) -> T:
+        """Await ``call`` while the claim's lease is renewed every third of it.
+
+        Most executions end long before a third of the lease, so the renewal starts only
+        when one is still running then: on asyncio a timer starts it (no task per
+        execution); elsewhere a task group runs it.
+        """
+        if not self._outlives_lease():
+            return await call
+        interval = self.lease.total_seconds() / 3
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            async with anyio.create_task_group() as renewals:
+                renewals.start_soon(self._renew, held, interval)
+                try:
+                    return await call
+                finally:
+                    renewals.cancel_scope.cancel()
+        started: list[asyncio.Task[None]] = []
+        timer = loop.call_later(
+            interval, lambda: started.append(loop.create_task(self._renew(held, 0.0)))
+        )
+        try:
+            return await call
+        finally:
+            timer.cancel()
+            for task in started:
+                task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait((task,))
+
+    async def _renew(self, held: _Claim, first_wait: float) -> None:
         """Extend the lease every third of it while the mutation runs."""
         interval = self.lease.total_seconds() / 3
+        wait = first_wait
         while True:
-            await anyio.sleep(interval)
+            await anyio.sleep(wait)
+            wait = interval
             current = held.request
             assert current.claim is not None
             now = self.clock()
@@ -347,27 +384,16 @@ class GovernedExecutionManager:
         granted = resolved.policy_requirements if resolved.approval_requirements else ()
         held = _Claim(claimed)
         run_context = self._execution_context(resolved, context)
-        if self._outlives_lease():
-            async with anyio.create_task_group() as renewals:
-                renewals.start_soon(self._renew, held)
-                try:
-                    deferred = await self.engine.execute_deferred(
-                        mutation,
-                        current.state,
-                        context=run_context,
-                        state_id=resolved.state_id,
-                        granted=granted,
-                    )
-                finally:
-                    renewals.cancel_scope.cancel()
-        else:
-            deferred = await self.engine.execute_deferred(
+        deferred = await self._renewing(
+            held,
+            self.engine.execute_deferred(
                 mutation,
                 current.state,
                 context=run_context,
                 state_id=resolved.state_id,
                 granted=granted,
-            )
+            ),
+        )
         if held.request is not claimed:
             # The lease was renewed: carry the new revision and claim into the outcome.
             claimed = held.request
