@@ -122,7 +122,7 @@ def test_killed_workers_execute_every_request_exactly_once(tmp_path: Path) -> No
             worker.close()
     elapsed = time.monotonic() - started
     assert not crashed, f"workers exited on their own with {crashed}"
-    assert kills >= 10, f"only {kills} kills in {elapsed:.1f}s"
+    assert kills >= 3, f"only {kills} kills in {elapsed:.1f}s: the test killed too little"
     print(f"kill test: {kills} kills, all executed after {elapsed:.1f}s")
 
     async def verify() -> None:
