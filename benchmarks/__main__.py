@@ -1,8 +1,11 @@
 """Command line: ``python -m benchmarks [--quick] [--filter S] [--backend B] [--compare OLD]``.
 
-Progress goes to stderr (one line per scenario), the results table to stdout, and the
-results to ``benchmarks/results/<UTC timestamp>.json``. Exit status: 0 when every selected
-scenario ran or was skipped with a reason, 1 when one failed, 2 on bad arguments.
+Server scenarios (PostgreSQL, Redis) run only against servers someone named, with
+``--postgres URL`` / ``--redis URL`` or ``MUTATOR_TEST_POSTGRES_URL`` /
+``MUTATOR_TEST_REDIS_URL``; the run prints which ones it uses. Progress goes to stderr
+(one line per scenario), the results table to stdout, and the results to
+``benchmarks/results/<UTC timestamp>.json``. Exit status: 0 when every selected scenario
+ran or was skipped with a reason, 1 when one failed, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -14,7 +17,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import (
+SERVER_FLAGS = {"--postgres": "MUTATOR_TEST_POSTGRES_URL", "--redis": "MUTATOR_TEST_REDIS_URL"}
+
+
+def _name_servers(argv: Sequence[str]) -> None:
+    """Apply ``--postgres URL`` / ``--redis URL`` before the scenario modules read them."""
+    for index, word in enumerate(argv):
+        flag, _, value = word.partition("=")
+        if flag in SERVER_FLAGS:
+            if not value and index + 1 < len(argv):
+                value = argv[index + 1]
+            if value:
+                os.environ[SERVER_FLAGS[flag]] = value
+
+
+_name_servers(sys.argv[1:])
+
+# The scenario modules read the server URLs when imported, hence after _name_servers.
+from mutator_governance.stores import redact_url  # noqa: E402
+
+from . import (  # noqa: E402
     backend_postgres,
     backend_redis,
     backend_sqlite,
@@ -24,7 +46,7 @@ from . import (
     instructions,
     otel,
 )
-from .harness import (
+from .harness import (  # noqa: E402
     FULL,
     QUICK,
     Scenario,
@@ -90,6 +112,16 @@ def parser() -> argparse.ArgumentParser:
         help=f"where to write the results file (default {RESULTS_DIR})",
     )
     p.add_argument("--no-save", action="store_true", help="do not write a results file")
+    p.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run the PostgreSQL scenarios against this server (else MUTATOR_TEST_POSTGRES_URL)",
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="run the Redis scenarios against this server (else MUTATOR_TEST_REDIS_URL)",
+    )
     p.add_argument("--repeats", type=int, help="timed repeats per scenario (default 9)")
     p.add_argument(
         "--markdown", action="store_true", help="print tables as Markdown (with C# references)"
@@ -173,6 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = f"  [C#: {s.reference}]" if s.reference else ""
             print(f"{s.name}  (baseline {s.baseline}) — {s.summary}{ref}")
         return 0
+    for flag, variable in SERVER_FLAGS.items():
+        named = os.environ.get(variable)
+        name = flag.removeprefix("--")
+        shown = redact_url(named) if named else f"not named (pass {flag} URL to run them)"
+        print(f"{name} scenarios: {shown}", file=sys.stderr)
     if args.instructions:
         return count_instructions(args, selected)
     if args.profile:
