@@ -43,7 +43,7 @@ def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], too
         level = logging.INFO if decision is not None else logging.DEBUG
         if not _log.isEnabledFor(level):
             continue
-        operation = decision.code.value if decision is not None else "renew"
+        operation = decision.code.name.lower() if decision is not None else "renew"
         _log.log(
             level,
             "request %s %s: now %s",

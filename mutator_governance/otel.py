@@ -22,7 +22,8 @@ parent of its ``execute`` span). Attributes: ``mutator.governance.request_id``,
 plus ``mutator.governance.outcome`` on worker spans. The submit span's W3C trace context is
 stored on the request (:attr:`MutationRequest.trace_context`); spans that load a stored
 request (approve, reject, cancel, execute, ...) and worker spans LINK to it, in any
-process. An exception sets the span status to ERROR and ``error.type``. Instrument the
+process. An exception sets the span status to ERROR and ``error.type``; so does an
+``execute`` whose mutation failed (the request ends FAILED). Instrument the
 engine too (:func:`mutator.otel.instrument`) and its ``mutator.execute`` span nests under
 the governed execution.
 
@@ -53,7 +54,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 from mutator import MutationContext, __version__, capture_trace_context, trace_link
 
 from ._commit_types import GovernedCommit
-from ._enums import LifecycleDecision, PendingReason
+from ._enums import LifecycleDecision, PendingReason, RequestStatus
 from ._execution import GovernedExecutionResult
 from ._governance import Governance
 from ._request import MutationRequest
@@ -183,6 +184,8 @@ class GovernanceTelemetry:
                 outcome = request.status.value
                 span.set_attribute(REQUEST_ID, request.request_id)
                 span.set_attribute(STATUS, outcome)
+                if name == "execute" and request.status is RequestStatus.FAILED:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, "the mutation failed"))
             elif isinstance(result, PurgeReport):
                 span.set_attribute("mutator.governance.purged", result.requests)
             self._operations.add(1, {OPERATION: name, OUTCOME: outcome})
@@ -204,7 +207,7 @@ class GovernanceTelemetry:
     ) -> tuple[MutationRequest, ...]:
         first = commit.requests[0]
         decision = first.new_decisions[-1] if first.new_decisions else None
-        operation = decision.code.value if decision is not None else "renew"
+        operation = decision.code.name.lower() if decision is not None else "renew"
         with self.tracer.start_as_current_span(
             _span_name("commit"),
             attributes={REQUEST_ID: first.request.request_id, OPERATION: operation},
