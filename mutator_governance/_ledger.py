@@ -6,11 +6,12 @@ the shipped stores. :class:`~mutator_governance.Governance` and
 the other's internals.
 
 Logging: every commit that changes a request logs ONE record at INFO on the logger
-``mutator.governance.changes`` with the ``extra=`` fields ``request_id``, ``operation``
-(the code of the last decision it adds, e.g. ``approved``, ``claimed``, ``executed``),
-``status`` (the request's new status), ``actor`` (who decided),
-``revision`` and ``duration`` (seconds the commit took), which JSON formatters and
-structlog pick up. A lease renewal (no new decision) logs at DEBUG.
+``mutator.governance.changes`` (:data:`CHANGES_LOGGER`), with the ``extra=`` fields
+``request_id``, ``operation`` (``submitted`` for a new request, else the lower-case code
+of the last decision the commit adds: ``approved``, ``claimed``, ``executed``...),
+``status`` (the request's new status), ``actor`` (the submitter of a new request, else
+who made that decision), ``revision`` and ``duration`` (seconds the commit took) — JSON
+formatters and structlog pick them up. A lease renewal (no new decision) logs at DEBUG.
 """
 
 from __future__ import annotations
@@ -36,14 +37,30 @@ CHANGES_LOGGER = "mutator.governance.changes"
 _log = logging.getLogger(CHANGES_LOGGER)
 
 
+def operation_of(write: RequestWrite) -> str:
+    """What a write records: ``submitted`` for a new request, else its last decision's code.
+
+    Lower-case (``approved``, ``claimed``, ``executed``...); ``renew`` for a lease renewal.
+    """
+    if write.expected_revision is None:
+        return "submitted"
+    if not write.new_decisions:
+        return "renew"
+    return write.new_decisions[-1].code.name.lower()
+
+
 def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], took: float) -> None:
     """One structured record per request the commit wrote."""
     for write, request in zip(commit.requests, stored, strict=False):
-        decision = write.new_decisions[-1] if write.new_decisions else None
+        decision = (
+            None
+            if not write.new_decisions
+            else write.new_decisions[0 if write.expected_revision is None else -1]
+        )
         level = logging.INFO if decision is not None else logging.DEBUG
         if not _log.isEnabledFor(level):
             continue
-        operation = decision.code.name.lower() if decision is not None else "renew"
+        operation = operation_of(write)
         _log.log(
             level,
             "request %s %s: now %s",

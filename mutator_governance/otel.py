@@ -57,6 +57,7 @@ from ._commit_types import GovernedCommit
 from ._enums import LifecycleDecision, PendingReason, RequestStatus
 from ._execution import GovernedExecutionResult
 from ._governance import Governance
+from ._ledger import operation_of
 from ._request import MutationRequest
 from ._retention import PurgeReport
 from .protocols import RequestStore
@@ -80,8 +81,9 @@ RETRIES_METRIC = "mutator.governance.worker.retries"
 
 _NAMES: dict[str, str] = {}
 
-# The span of the governance operation running in this task (links are added to it).
-_current: contextvars.ContextVar[trace.Span | None] = contextvars.ContextVar(
+# The span of the governance operation running in this task (links are added to it) and
+# the trace contexts it already links to.
+_current: contextvars.ContextVar[tuple[trace.Span, set[str]] | None] = contextvars.ContextVar(
     "mutator.governance.otel.span", default=None
 )
 
@@ -166,7 +168,7 @@ class GovernanceTelemetry:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            token = _current.set(span)
+            token = _current.set((span, set()))
             try:
                 result = await call(*args, **kwargs)
             except BaseException as error:
@@ -195,9 +197,14 @@ class GovernanceTelemetry:
         return capture_trace_context()
 
     def loaded(self, request: MutationRequest) -> None:
-        span = _current.get()
-        if span is None or not request.trace_context or not span.is_recording():
+        current = _current.get()
+        if current is None or not request.trace_context:
             return
+        span, linked = current
+        parent = request.trace_context.get("traceparent", "")
+        if parent in linked or not span.is_recording():
+            return
+        linked.add(parent)
         link = trace_link(request.trace_context)
         if link is not None:
             span.add_link(link.context, {"mutator.governance.link": "submit"})
@@ -206,8 +213,7 @@ class GovernanceTelemetry:
         self, commit: GovernedCommit, call: Callable[[], Awaitable[tuple[MutationRequest, ...]]]
     ) -> tuple[MutationRequest, ...]:
         first = commit.requests[0]
-        decision = first.new_decisions[-1] if first.new_decisions else None
-        operation = decision.code.name.lower() if decision is not None else "renew"
+        operation = operation_of(first)
         with self.tracer.start_as_current_span(
             _span_name("commit"),
             attributes={REQUEST_ID: first.request.request_id, OPERATION: operation},

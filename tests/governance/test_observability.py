@@ -217,7 +217,7 @@ class TestChangeLogs:
         records = [r for r in caplog.records if r.name == CHANGES_LOGGER]
         fields = [(r.operation, r.status, r.actor) for r in records]  # type: ignore[attr-defined]
         assert fields == [
-            ("approved", "approved", "system"),
+            ("submitted", "approved", "alice"),
             ("claimed", "executing", "system"),
             ("executed", "executed", "system"),
         ]
