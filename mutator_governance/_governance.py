@@ -137,7 +137,8 @@ class Governance:
     in-memory ones; pass your own (or use :meth:`open`) to make them durable.
     ``allow_self_approval`` turns off the four-eyes rule (by default a requester may not
     approve their own request). ``lease`` is how long an execution's claim holds before
-    recovery may take it over (a running execution renews it).
+    recovery may take it over (a running execution renews it). ``telemetry`` is None
+    until :func:`mutator_governance.otel.instrument` turns tracing and metrics on.
     """
 
     def __init__(

@@ -51,6 +51,8 @@ def operation_of(write: RequestWrite) -> str:
 
 def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], took: float) -> None:
     """One structured record per request the commit wrote."""
+    if not _log.isEnabledFor(logging.INFO):  # DEBUG is off too, then
+        return
     for write, request in zip(commit.requests, stored, strict=False):
         decision = (
             None
