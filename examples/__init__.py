@@ -26,6 +26,7 @@ EXAMPLES: dict[str, str] = {
     "queries": "examples.queries",
     "redis_queries": "examples.redis_queries",
     "observability": "examples.observability",
+    "governance_observability": "examples.governance_observability",
 }
 """Example name -> module; the order is the order ``python -m examples`` runs them in."""
 

@@ -56,6 +56,7 @@ from ._execution import (
     WorkerReport,
 )
 from ._governance import KEEP, ExpirySweep, Governance
+from ._ledger import CHANGES_LOGGER
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._operator import inbox, list_approvals, list_decisions
 from ._query import (
@@ -83,11 +84,14 @@ from ._request import (
     MutationRequest,
 )
 from ._resolution import Resolution
+from ._retention import TERMINAL_STATUSES, PurgeBatch, PurgeReport, purgeable
 from ._transitions import ALLOWED_TRANSITIONS, can_transition, transition
 from .protocols import (
     DecisionHistory,
+    DecisionPurger,
     ExecutionCommitter,
     GovernanceStore,
+    RequestPurger,
     RequestStore,
     StateStore,
 )
@@ -103,6 +107,14 @@ __all__ = [
     "GovernedExecutionResult",
     "RecoverySweep",
     "WorkerReport",
+    # retention and observability
+    "PurgeReport",
+    "PurgeBatch",
+    "RequestPurger",
+    "DecisionPurger",
+    "TERMINAL_STATUSES",
+    "purgeable",
+    "CHANGES_LOGGER",
     "ExecutionCommitter",
     "GovernedCommit",
     "RequestWrite",

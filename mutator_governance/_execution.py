@@ -62,6 +62,7 @@ from ._request import (
     MutationRequest,
 )
 from ._resolution import Resolution, resolve_version
+from ._telemetry import Telemetry, observed
 from ._transitions import record, transition
 from ._workflow import fresh_round
 
@@ -201,6 +202,7 @@ class GovernedExecutionManager:
         self.lease = timedelta(seconds=lease)
         self.executor_id = executor_id or _executor_id()
         self._states = KeyedLock()
+        self.telemetry: Telemetry | None = None
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -209,6 +211,7 @@ class GovernedExecutionManager:
 
     # -- execution -----------------------------------------------------------------------
 
+    @observed("execute")
     async def execute(
         self,
         request_id: str,
@@ -269,6 +272,7 @@ class GovernedExecutionManager:
             revalidating=request.status is RequestStatus.PENDING,
         )
 
+    @observed("claim")
     async def _claim(
         self, request: MutationRequest, claim: ExecutionClaim, context: MutationContext
     ) -> MutationRequest:
@@ -707,6 +711,7 @@ class GovernedExecutionManager:
 
     # -- recovery ------------------------------------------------------------------------
 
+    @observed("recover")
     async def recover_stale_claims(
         self, now: datetime | None = None, *, context: MutationContext | None = None
     ) -> RecoverySweep:
@@ -756,6 +761,8 @@ class GovernedExecutionManager:
         context: MutationContext | None = None,
         until_idle: bool = False,
         recover_every: float = 30.0,
+        purge: Callable[[], Awaitable[object]] | None = None,
+        purge_every: float = 3600.0,
     ) -> WorkerReport:
         """Execute approved requests as they appear, ``concurrency`` at a time.
 
@@ -763,50 +770,74 @@ class GovernedExecutionManager:
         Each request's errors are logged and counted, never stopping the worker; a request
         that raised is not retried until the worker restarts. Runs until
         its task group is cancelled (in-flight executions release their claims), or with
-        ``until_idle`` until no approved request is left.
+        ``until_idle`` until no approved request is left. ``purge`` (retention, e.g.
+        ``Governance.purge``) runs every ``purge_every`` seconds, first when the worker starts.
         """
         _positive("concurrency", concurrency, integer=True)
         _positive("poll_interval", poll_interval, allow_zero=True)
         _positive("recover_every", recover_every)
+        _positive("purge_every", purge_every)
         context = context or MutationContext.system("governance worker")
         counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
         in_flight: set[str] = set()
         broken: set[str] = set()
         limiter = anyio.CapacityLimiter(concurrency)
         last_recovery = -recover_every
+        last_purge = -purge_every
 
-        async def work(request_id: str) -> None:
+        async def attempt(request_id: str) -> str:
             try:
                 async with limiter:
                     outcome = await self.execute(request_id, context=context, strategy=strategy)
-                if outcome.executed:
-                    counts["executed"] += 1
-                elif outcome.request.status is RequestStatus.FAILED:
-                    counts["failed"] += 1
-                else:
-                    counts["not_executed"] += 1
             except (RequestConcurrencyError, RequestNotExecutableError, ConcurrencyError):
-                counts["skipped"] += 1
+                return "skipped"
             except Exception:
-                counts["errors"] += 1
                 broken.add(request_id)
                 _log.exception(
-                    "worker could not execute request %s; not retrying it in this run", request_id
+                    "worker could not execute request %s; not retrying it in this run",
+                    request_id,
+                    extra={"request_id": request_id, "operation": "execute"},
                 )
+                return "errors"
+            if outcome.executed:
+                return "executed"
+            if outcome.request.status is RequestStatus.FAILED:
+                return "failed"
+            return "not_executed"
+
+        async def work(request: MutationRequest) -> None:
+            try:
+                telemetry = self.telemetry
+                if telemetry is None:
+                    kind = await attempt(request.request_id)
+                else:
+                    kind = await telemetry.worker_execution(
+                        request, lambda: attempt(request.request_id)
+                    )
+                    telemetry.worker_outcome(kind)
+                counts[kind] += 1
             finally:
-                in_flight.discard(request_id)
+                in_flight.discard(request.request_id)
 
         async with anyio.create_task_group() as tg:
             while True:
                 if anyio.current_time() - last_recovery >= recover_every:
                     last_recovery = anyio.current_time()
                     await self.recover_stale_claims(context=context)
+                    if self.telemetry is not None:
+                        await self.telemetry.refresh(self.ledger.requests)
+                if purge is not None and anyio.current_time() - last_purge >= purge_every:
+                    last_purge = anyio.current_time()
+                    try:
+                        await purge()
+                    except Exception:
+                        _log.exception("retention purge failed", extra={"operation": "purge"})
                 ready = await self._ready(
                     strategy, limit=concurrency * 4, exclude=in_flight | broken
                 )
                 for request in ready:
                     in_flight.add(request.request_id)
-                    tg.start_soon(work, request.request_id)
+                    tg.start_soon(work, request)
                 if until_idle and not ready and not in_flight:
                     break
                 await anyio.sleep(0 if ready else poll_interval)
@@ -828,6 +859,7 @@ class GovernedExecutionManager:
 
     # -- compensation --------------------------------------------------------------------
 
+    @observed("compensate")
     async def compensate(
         self,
         original_request_id: str,

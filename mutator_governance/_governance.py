@@ -57,9 +57,18 @@ from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQue
 from ._registry import MutationRegistry
 from ._request import CompensationPlan, MutationRequest
 from ._resolution import Resolution, resolve_version
+from ._retention import TERMINAL_STATUSES, PurgeReport, terminal_statuses
+from ._telemetry import Telemetry, observed
 from ._transitions import transition
 from ._workflow import approve_requirement, expire_approvals, fresh_round, reject_requirement
-from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
+from .protocols import (
+    DecisionHistory,
+    DecisionPurger,
+    ExecutionCommitter,
+    RequestPurger,
+    RequestStore,
+    StateStore,
+)
 
 __all__ = ["KEEP", "ExpirySweep", "Governance", "Keep"]
 
@@ -81,6 +90,14 @@ class ExpirySweep:
 
     expired: tuple[MutationRequest, ...] = ()
     skipped: tuple[str, ...] = ()
+
+
+def _check_age(age: object) -> None:
+    """Refuse a retention age that is not a positive timedelta."""
+    if not isinstance(age, timedelta):
+        raise TypeError(f"older_than must be a timedelta, got {type(age).__name__}")
+    if age <= timedelta(0):
+        raise ValueError(f"older_than must be positive, got {age!r}")
 
 
 def utc_now() -> datetime:
@@ -120,7 +137,8 @@ class Governance:
     in-memory ones; pass your own (or use :meth:`open`) to make them durable.
     ``allow_self_approval`` turns off the four-eyes rule (by default a requester may not
     approve their own request). ``lease`` is how long an execution's claim holds before
-    recovery may take it over (a running execution renews it).
+    recovery may take it over (a running execution renews it). ``telemetry`` is None
+    until :func:`mutator_governance.otel.instrument` turns tracing and metrics on.
     """
 
     def __init__(
@@ -156,6 +174,7 @@ class Governance:
             self.requests, self.decisions, self.states, self.committer, clock
         )
         self.executor = GovernedExecutionManager(self._ledger, engine, self.registry, lease=lease)
+        self.telemetry: Telemetry | None = None
 
     @classmethod
     @asynccontextmanager
@@ -224,6 +243,7 @@ class Governance:
 
     # -- submission ----------------------------------------------------------------------
 
+    @observed("submit")
     async def submit(
         self,
         mutation: Mutation[Any],
@@ -275,6 +295,7 @@ class Governance:
             expected_state_version=current.version,
             expires_at=expires_at,
             metadata=metadata or {},
+            trace_context=self.telemetry.capture() if self.telemetry is not None else {},
         )
         system = MutationContext.system(correlation_id=request_id)
         status = evaluation.status
@@ -340,6 +361,7 @@ class Governance:
 
     # -- approvals -----------------------------------------------------------------------
 
+    @observed("approve")
     async def approve(
         self,
         request_id: str,
@@ -387,6 +409,7 @@ class Governance:
             )
         return await self._ledger.update(request, updated)
 
+    @observed("reject")
     async def reject(
         self,
         request_id: str,
@@ -427,6 +450,7 @@ class Governance:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @observed("cancel")
     async def cancel(
         self, request_id: str, *, context: MutationContext, reason: str | None = None
     ) -> MutationRequest:
@@ -435,6 +459,7 @@ class Governance:
             request_id, RequestStatus.CANCELED, LifecycleDecision.CANCELED, context, reason
         )
 
+    @observed("expire")
     async def expire(
         self, request_id: str, *, context: MutationContext, reason: str | None = None
     ) -> MutationRequest:
@@ -443,6 +468,7 @@ class Governance:
             request_id, RequestStatus.EXPIRED, LifecycleDecision.EXPIRED, context, reason
         )
 
+    @observed("supersede")
     async def supersede(
         self,
         request_id: str,
@@ -464,6 +490,7 @@ class Governance:
             {"superseding_request_id": superseding_request_id},
         )
 
+    @observed("move_to_pending")
     async def move_to_pending(
         self,
         request_id: str,
@@ -531,6 +558,7 @@ class Governance:
 
     # -- resolution ----------------------------------------------------------------------
 
+    @observed("resolve")
     async def resolve(
         self,
         request_id: str,
@@ -613,8 +641,21 @@ class Governance:
         until_idle: bool = False,
         context: MutationContext | None = None,
         recover_every: float = 30.0,
+        retention: timedelta | None = None,
+        purge_every: float = 3600.0,
     ) -> WorkerReport:
-        """Execute approved requests as they appear; see ``GovernedExecutionManager``."""
+        """Execute approved requests as they appear; see ``GovernedExecutionManager``.
+
+        With ``retention``, the worker also runs ``purge(older_than=retention)`` every
+        ``purge_every`` seconds (a failing purge is logged, never stopping the worker).
+        """
+        purge = None
+        if retention is not None:
+            _check_age(retention)
+
+            async def purge() -> PurgeReport:
+                return await self.purge(older_than=retention)
+
         return await self.executor.run_worker(
             concurrency=concurrency,
             poll_interval=poll_interval,
@@ -622,7 +663,52 @@ class Governance:
             until_idle=until_idle,
             context=context,
             recover_every=recover_every,
+            purge=purge,
+            purge_every=purge_every,
         )
+
+    # -- retention -----------------------------------------------------------------------
+
+    @observed("purge")
+    async def purge(
+        self,
+        *,
+        older_than: timedelta,
+        statuses: Iterable[RequestStatus] = TERMINAL_STATUSES,
+        batch_size: int = 500,
+        now: datetime | None = None,
+    ) -> PurgeReport:
+        """Delete terminal requests last updated more than ``older_than`` ago, with decisions.
+
+        Only ``statuses`` (terminal ones; all of them by default) are purged, never a
+        request a live compensation links (an EXECUTED request whose compensation is not
+        terminal yet). Works in batches of ``batch_size``, one store call each, until a
+        batch comes back short. Needs a request store that implements
+        :class:`~mutator_governance.protocols.RequestPurger` (the in-memory one does);
+        raises TypeError otherwise.
+        """
+        _check_age(older_than)
+        chosen = terminal_statuses(statuses)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        purger = self.requests
+        if not isinstance(purger, RequestPurger):
+            raise TypeError(
+                f"{type(purger).__name__} cannot purge requests: it does not implement "
+                "RequestPurger"
+            )
+        cutoff = (now or self.clock()) - older_than
+        forget = self.decisions if isinstance(self.decisions, DecisionPurger) else None
+        requests = decisions = batches = 0
+        while True:
+            batch = await purger.purge(before=cutoff, statuses=chosen, limit=batch_size)
+            batches += 1
+            requests += len(batch.request_ids)
+            decisions += batch.decisions
+            if forget is not None and batch.request_ids:
+                decisions += await forget.forget(batch.request_ids)
+            if len(batch.request_ids) < batch_size:
+                return PurgeReport(requests, decisions, batches, cutoff)
 
     # -- queries -------------------------------------------------------------------------
 

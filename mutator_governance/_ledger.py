@@ -4,10 +4,20 @@ Every governance operation ends in one :meth:`RequestLedger.commit` — one atom
 the shipped stores. :class:`~mutator_governance.Governance` and
 :class:`~mutator_governance.GovernedExecutionManager` both sit on top of it; neither calls
 the other's internals.
+
+Logging: every commit that changes a request logs ONE record at INFO on the logger
+``mutator.governance.changes`` (:data:`CHANGES_LOGGER`), with the ``extra=`` fields
+``request_id``, ``operation`` (``submitted`` for a new request, else the lower-case code
+of the last decision the commit adds: ``approved``, ``claimed``, ``executed``...),
+``status`` (the request's new status), ``actor`` (the submitter of a new request, else
+who made that decision), ``revision`` and ``duration`` (seconds the commit took) — JSON
+formatters and structlog pick them up. A lease renewal (no new decision) logs at DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -16,15 +26,64 @@ from mutator import AuditEntry, HistoryEntry
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import RequestNotFoundError
 from ._request import MutationRequest
+from ._telemetry import Telemetry
 from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
 
-__all__ = ["RequestLedger"]
+__all__ = ["CHANGES_LOGGER", "RequestLedger"]
+
+CHANGES_LOGGER = "mutator.governance.changes"
+"""The logger of governance state changes (one INFO record per change)."""
+
+_log = logging.getLogger(CHANGES_LOGGER)
+
+
+def operation_of(write: RequestWrite) -> str:
+    """What a write records: ``submitted`` for a new request, else its last decision's code.
+
+    Lower-case (``approved``, ``claimed``, ``executed``...); ``renew`` for a lease renewal.
+    """
+    if write.expected_revision is None:
+        return "submitted"
+    if not write.new_decisions:
+        return "renew"
+    return write.new_decisions[-1].code.name.lower()
+
+
+def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], took: float) -> None:
+    """One structured record per request the commit wrote."""
+    if not _log.isEnabledFor(logging.INFO):  # DEBUG is off too, then
+        return
+    for write, request in zip(commit.requests, stored, strict=False):
+        decision = (
+            None
+            if not write.new_decisions
+            else write.new_decisions[0 if write.expected_revision is None else -1]
+        )
+        level = logging.INFO if decision is not None else logging.DEBUG
+        if not _log.isEnabledFor(level):
+            continue
+        operation = operation_of(write)
+        _log.log(
+            level,
+            "request %s %s: now %s",
+            request.request_id,
+            operation,
+            request.status.value,
+            extra={
+                "request_id": request.request_id,
+                "operation": operation,
+                "status": request.status.value,
+                "actor": decision.context.actor_id if decision is not None else None,
+                "revision": request.revision,
+                "duration": took,
+            },
+        )
 
 
 class RequestLedger:
     """Requests, decisions and states behind one committer, with the governance clock."""
 
-    __slots__ = ("clock", "committer", "decisions", "requests", "states")
+    __slots__ = ("clock", "committer", "decisions", "requests", "states", "telemetry")
 
     def __init__(
         self,
@@ -39,6 +98,7 @@ class RequestLedger:
         self.states = states
         self.committer = committer
         self.clock = clock
+        self.telemetry: Telemetry | None = None
 
     @property
     def atomic(self) -> bool:
@@ -52,11 +112,23 @@ class RequestLedger:
         request = await self.requests.get(request_id)
         if request is None:
             raise RequestNotFoundError(request_id)
+        if self.telemetry is not None:
+            self.telemetry.loaded(request)
         return request
+
+    async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        """Hand ``commit`` to the committer (traced and logged); return the stored requests."""
+        started = time.perf_counter()
+        if self.telemetry is None:
+            stored = await self.committer.commit(commit)
+        else:
+            stored = await self.telemetry.commit(commit, lambda: self.committer.commit(commit))
+        _log_commit(commit, stored, time.perf_counter() - started)
+        return stored
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         """Store a new request with its decisions in one write."""
-        (stored,) = await self.committer.commit(GovernedCommit((RequestWrite.create(request),)))
+        (stored,) = await self.commit(GovernedCommit((RequestWrite.create(request),)))
         return stored
 
     async def save(
@@ -73,15 +145,13 @@ class RequestLedger:
 
         Returns the stored requests: ``after`` first, then ``linked`` in order.
         """
-        return await self.committer.commit(
+        return await self.commit(
             GovernedCommit((RequestWrite.update(before, after), *linked), state, history, audit)
         )
 
     async def update(self, before: MutationRequest, after: MutationRequest) -> MutationRequest:
         """Write ``before`` → ``after`` alone and return the stored request."""
-        (stored,) = await self.committer.commit(
-            GovernedCommit((RequestWrite.update(before, after),))
-        )
+        (stored,) = await self.commit(GovernedCommit((RequestWrite.update(before, after),)))
         return stored
 
     async def repair(self, request: MutationRequest) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections import deque
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from mutator import ConcurrencyError
@@ -22,6 +24,7 @@ from ._query import (
     sort_key,
 )
 from ._request import MutationRequest, evolve_request
+from ._retention import PurgeBatch, purgeable
 
 __all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStore"]
 
@@ -100,6 +103,21 @@ class InMemoryRequestStore:
         ordered = sorted((r for r in self._snapshot() if query.matches(r)), key=sort_key)
         return page_of(ordered, limit, cursor)
 
+    async def purge(
+        self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
+    ) -> PurgeBatch:
+        """Delete up to ``limit`` purgeable requests (see :class:`RequestPurger`).
+
+        Decisions live in the decision history: it forgets them separately.
+        """
+        with self._lock:
+            chosen = purgeable(
+                self._requests.values(), before=before, statuses=statuses, limit=limit
+            )
+            for request in chosen:
+                del self._requests[request.request_id]
+        return PurgeBatch(tuple(r.request_id for r in chosen))
+
     def _snapshot(self) -> builtins.list[MutationRequest]:
         with self._lock:
             return list(self._requests.values())
@@ -110,11 +128,18 @@ class InMemoryDecisionHistory:
 
     Appends are idempotent per ``(request_id, sequence)``: a decision whose sequence number
     is already logged for its request is skipped, so a repair can never log it twice.
+    ``max_entries`` bounds the log: past it the oldest decisions are dropped first (the
+    requests keep theirs; only this log forgets them).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_entries: int | None = None) -> None:
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
+        self.max_entries = max_entries
         self._by_request: dict[str, dict[int, RequestDecision]] = {}
-        self._log: list[DecisionRecord] = []
+        self._log: deque[DecisionRecord] = deque()
         self._lock = threading.Lock()
 
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
@@ -132,6 +157,23 @@ class InMemoryDecisionHistory:
             if decision.sequence not in logged:
                 logged[decision.sequence] = decision
                 self._log.append(DecisionRecord(request_id, decision))
+        if self.max_entries is not None:
+            while len(self._log) > self.max_entries:
+                oldest = self._log.popleft()
+                kept = self._by_request.get(oldest.request_id)
+                if kept is not None:
+                    kept.pop(oldest.decision.sequence, None)
+                    if not kept:
+                        del self._by_request[oldest.request_id]
+
+    async def forget(self, request_ids: Sequence[str]) -> int:
+        """Delete the logged decisions of ``request_ids`` (retention); return how many."""
+        gone = set(request_ids)
+        with self._lock:
+            removed = sum(len(self._by_request.pop(rid, {})) for rid in gone)
+            if removed:
+                self._log = deque(r for r in self._log if r.request_id not in gone)
+        return removed
 
     @property
     def lock(self) -> threading.Lock:

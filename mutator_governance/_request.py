@@ -85,6 +85,8 @@ class MutationRequest:
 
     Immutable: every change produces a new request with ``revision`` advanced by the
     store. ``decisions`` is the append-only history of what happened to it.
+    ``trace_context`` is the W3C trace context (``traceparent``/``tracestate``) of the
+    span that submitted it, when governance is instrumented: later spans link to it.
     """
 
     request_id: str
@@ -113,6 +115,9 @@ class MutationRequest:
     execution: ExecutionDetails = ExecutionDetails()
     claim: ExecutionClaim | None = None
     approval_round: int = 1
+    trace_context: Mapping[str, str] = attrs.field(
+        factory=dict, converter=freeze_mapping, hash=False
+    )
 
     @property
     def requester(self) -> str | None:

@@ -6,20 +6,24 @@ Every implementation must pass the contract suites in :mod:`mutator_governance.t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from mutator import AuditSink, HistoryStore
 
 from ._commit_types import GovernedCommit
 from ._decisions import RequestDecision
-from ._enums import DecisionCategory, PendingReason
+from ._enums import DecisionCategory, PendingReason, RequestStatus
 from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState
 from ._request import MutationRequest
+from ._retention import PurgeBatch
 
 __all__ = [
     "DecisionHistory",
+    "DecisionPurger",
     "ExecutionCommitter",
     "GovernanceStore",
+    "RequestPurger",
     "RequestStore",
     "StateStore",
 ]
@@ -61,6 +65,35 @@ class RequestStore(Protocol):
         code-point order. A cursor is a position (the last item's created-at and id), not an
         offset. An invalid cursor or ``limit < 1`` raises ValueError.
         """
+
+
+@runtime_checkable
+class RequestPurger(Protocol):
+    """Optional on a request store: delete old terminal requests (retention).
+
+    :meth:`~mutator_governance.Governance.purge` calls it batch by batch; a store without
+    it cannot be purged. Implement it as one transaction per call.
+    """
+
+    async def purge(
+        self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
+    ) -> PurgeBatch:
+        """Delete up to ``limit`` purgeable requests, oldest ``updated_at`` first.
+
+        Purgeable: status in ``statuses`` (all terminal), ``updated_at < before``, and not
+        the original of a compensation request that is not terminal (the predicate is
+        :func:`~mutator_governance.purgeable`). A store that also holds the decision log
+        deletes the requests' decisions in the same transaction and counts them; every
+        index or listing drops the deleted requests. Returns the deleted ids.
+        """
+
+
+@runtime_checkable
+class DecisionPurger(Protocol):
+    """Optional on a decision log: forget the decisions of purged requests."""
+
+    async def forget(self, request_ids: Sequence[str]) -> int:
+        """Delete every logged decision of ``request_ids``; return how many were deleted."""
 
 
 class DecisionHistory(Protocol):

@@ -316,7 +316,7 @@ def requests(draw: st.DrawFn) -> MutationRequest:
     """Generated requests over the testing package's sample mutation, every field varied."""
     status = draw(st.sampled_from(RequestStatus))
     created = draw(aware_datetimes)
-    return sample_request(
+    request = sample_request(
         draw(st.uuids()).hex,
         status=status,
         pending_reason=draw(st.sampled_from(PendingReason))
@@ -336,6 +336,16 @@ def requests(draw: st.DrawFn) -> MutationRequest:
         expected_state_version=draw(st.none() | st.integers(min_value=1).map(str)),
         expires_at=draw(st.none() | aware_datetimes),
     )
+    return attrs.evolve(request, trace_context=draw(trace_contexts))
+
+
+trace_contexts = st.just({}) | st.builds(
+    lambda trace, span, state: {"traceparent": f"00-{trace:032x}-{span:016x}-01", **state},
+    st.integers(min_value=1, max_value=2**128 - 1),
+    st.integers(min_value=1, max_value=2**64 - 1),
+    st.just({}) | st.just({"tracestate": "vendor=value"}),
+)
+"""W3C trace contexts as governance stores them on a request (or none)."""
 
 
 # --------------------------------------------------------------------------- queries

@@ -285,12 +285,29 @@ def check_observability(outcome: dict[str, Any]) -> None:
     assert "does not fit" in outcome["failure"]
 
 
+def check_governance_observability(outcome: dict[str, Any]) -> None:
+    if "skipped" in outcome:  # the OpenTelemetry SDK is not installed
+        pytest.importorskip("opentelemetry.sdk")
+        raise AssertionError(f"skipped although the SDK is installed: {outcome['skipped']}")
+    spans = {s.name: s for s in outcome["spans"]}
+    submit = spans["mutator.governance.submit"]
+    assert submit.parent.span_id == spans["POST /quota-requests"].context.span_id
+    for name in ("mutator.governance.approve", "mutator.governance.worker.execute"):
+        assert [link.context.span_id for link in spans[name].links] == [submit.context.span_id]
+    run, execute = spans["mutator.governance.worker.execute"], spans["mutator.governance.execute"]
+    assert execute.parent.span_id == run.context.span_id
+    assert spans["mutator.execute"].parent.span_id == execute.context.span_id
+    assert outcome["request"].status.name == "EXECUTED"
+    assert outcome["report"].executed == 1
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "durable_sqlite": check_durable_sqlite,
     "custom_store": check_custom_store,
     "queries": check_queries,
     "redis_queries": check_redis_queries,
     "observability": check_observability,
+    "governance_observability": check_governance_observability,
     "approval_workflow": check_approval_workflow,
     "governed_execution": check_governed_execution,
     "billing_quotas": check_billing_quotas,
@@ -321,11 +338,12 @@ async def test_example_key_outcome(name: str, capsys: pytest.CaptureFixture[str]
         assert "metrics:" in printed
 
 
-def test_observability_example_skips_in_one_line_without_the_sdk() -> None:
+@pytest.mark.parametrize("name", ["observability", "governance_observability"])
+def test_observability_example_skips_in_one_line_without_the_sdk(name: str) -> None:
     code = (
         "import sys; sys.modules['opentelemetry.sdk'] = None\n"
         "import anyio; from examples import load\n"
-        "print(anyio.run(load('observability')))\n"
+        f"print(anyio.run(load({name!r})))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
