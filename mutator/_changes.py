@@ -23,22 +23,30 @@ class StateChange:
 
     @classmethod
     def modified(cls, path: str, old_value: Any, new_value: Any) -> StateChange:
+        """A change of the value at ``path`` from ``old_value`` to ``new_value``."""
         return cls(path, old_value, new_value, ChangeType.MODIFIED)
 
     @classmethod
     def added(cls, path: str, value: Any) -> StateChange:
+        """A new ``value`` at ``path``, where there was none."""
         return cls(path, None, value, ChangeType.ADDED)
 
     @classmethod
     def removed(cls, path: str, old_value: Any) -> StateChange:
+        """The value at ``path`` removed (it was ``old_value``)."""
         return cls(path, old_value, None, ChangeType.REMOVED)
 
     @classmethod
     def replaced(cls, path: str, old_value: Any, new_value: Any) -> StateChange:
+        """The value at ``path`` replaced wholesale (not edited in place)."""
         return cls(path, old_value, new_value, ChangeType.REPLACED)
 
     @classmethod
     def moved(cls, path: str, old_value: Any, new_value: Any) -> StateChange:
+        """A MOVED change at ``path``, from ``old_value`` to ``new_value``.
+
+        For mutations that report their own changes; the diff never produces one.
+        """
         return cls(path, old_value, new_value, ChangeType.MOVED)
 
 
@@ -58,6 +66,7 @@ class ChangeSet(Sequence[StateChange]):
 
     @classmethod
     def of(cls, *changes: StateChange) -> ChangeSet:
+        """A change set of the given changes, in the order given."""
         return cls(changes)
 
     def __len__(self) -> int:

@@ -49,14 +49,21 @@ class PolicyEvaluation:
 
     @property
     def blockers(self) -> tuple[PolicyDecision, ...]:
+        """The decisions that deny the mutation outright."""
         return tuple(d for d in self.decisions if d.blocks)
 
     @property
     def requirements(self) -> tuple[PolicyRequirement, ...]:
+        """Every requirement of the decisions that ask for approval, in order."""
         return tuple(r for d in self.decisions if d.needs_approval for r in d.requirements)
 
     @property
     def status(self) -> ResultStatus:
+        """The outcome the decisions lead to.
+
+        POLICY_BLOCKED if any decision blocks, else APPROVAL_REQUIRED if any asks for
+        approval, else SUCCEEDED.
+        """
         if any(d.blocks for d in self.decisions):
             return ResultStatus.POLICY_BLOCKED
         if any(d.needs_approval for d in self.decisions):
@@ -65,6 +72,7 @@ class PolicyEvaluation:
 
     @property
     def allowed(self) -> bool:
+        """True when every decision allows the mutation (no denial, no approval asked)."""
         return all(d.allowed for d in self.decisions)
 
 

@@ -54,6 +54,7 @@ class Interceptor:
             cls.name = cls.__name__
 
     def should_run(self, intent: MutationIntent, context: MutationContext) -> bool:
+        """Whether this interceptor's hooks run for this execution (default: always)."""
         return True
 
     def before(
@@ -74,6 +75,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """Runs for every result that reached validation; may be sync or async."""
         return None
 
     def policy_blocked(
@@ -84,6 +86,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """Runs when policies denied the mutation or required approval."""
         return None
 
     def failed(
@@ -94,6 +97,7 @@ class Interceptor:
         context: MutationContext,
         execution: ExecutionContext,
     ) -> Awaitable[None] | None:
+        """Runs when the execution raised (timeouts included); ``error`` is what it raised."""
         return None
 
     def cancelled(
@@ -243,6 +247,7 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
+        """Log the outcome, and each change at DEBUG."""
         self._outcome(mutation, result, context, execution)
         if result.changes and self.logger.isEnabledFor(logging.DEBUG):
             for change in result.changes:
@@ -269,6 +274,7 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
+        """Log the outcome (status ``policy_blocked`` or ``approval_required``)."""
         self._outcome(mutation, result, context, execution)
 
     def failed(
@@ -279,6 +285,7 @@ class LoggingInterceptor(Interceptor):
         context: MutationContext,
         execution: ExecutionContext,
     ) -> None:
+        """Log the error at ERROR (status ``failed`` or ``timed_out``)."""
         if not self.logger.isEnabledFor(logging.ERROR):
             return
         status = "timed_out" if isinstance(error, ExecutionTimeoutError) else "failed"

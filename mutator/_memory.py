@@ -41,6 +41,7 @@ class InMemoryAuditSink:
         self.dropped = 0
 
     async def record(self, entry: AuditEntry) -> None:
+        """Keep ``entry``; when full, the oldest entry is dropped and counted in ``dropped``."""
         entries = self._entries
         if entries.maxlen is not None and len(entries) == entries.maxlen:
             self.dropped += 1
@@ -53,6 +54,7 @@ class InMemoryAuditSink:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Sequence[AuditEntry]:
+        """Kept entries, oldest first, for one state and an ``executed_at`` range if given."""
         return [
             entry
             for entry in self._entries
@@ -66,6 +68,7 @@ class InMemoryAuditSink:
         return tuple(self._entries)
 
     def clear(self) -> None:
+        """Forget every kept entry (``dropped`` is left as it is)."""
         self._entries.clear()
 
 
@@ -118,6 +121,7 @@ class InMemoryHistoryStore:
         self.dropped = 0
 
     async def append(self, entry: HistoryEntry) -> None:
+        """Add ``entry`` to its state's history; when full, drop the store's oldest entry."""
         state_id = entry.state_id
         log = self._by_state.get(state_id)
         if log is None:
@@ -135,18 +139,21 @@ class InMemoryHistoryStore:
             self.dropped += 1
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
+        """The kept history of ``state_id`` (empty when there is none)."""
         log = self._by_state.get(state_id)
         return MutationHistory(state_id, () if log is None else tuple(log.kept()))
 
     async def between(
         self, state_id: str, start: datetime, end: datetime
     ) -> Sequence[HistoryEntry]:
+        """Entries of ``state_id`` executed from ``start`` to ``end`` inclusive, oldest first."""
         log = self._by_state.get(state_id)
         if log is None:
             return []
         return [e for e in log.kept() if start <= e.executed_at <= end]
 
     async def recent(self, state_id: str, limit: int) -> Sequence[HistoryEntry]:
+        """The newest ``limit`` entries of ``state_id``, newest first."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         log = self._by_state.get(state_id)
@@ -156,6 +163,7 @@ class InMemoryHistoryStore:
         return cast("list[HistoryEntry]", list(newest))  # never reaches a dropped slot
 
     def state_ids(self) -> tuple[str, ...]:
+        """The ids of the states that have history kept."""
         return tuple(self._by_state)
 
 
@@ -165,7 +173,7 @@ class NullAuditSink:
     __slots__ = ()
 
     async def record(self, entry: AuditEntry) -> None:
-        return None
+        """Discard ``entry``."""
 
     async def entries(
         self,
@@ -174,6 +182,7 @@ class NullAuditSink:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Sequence[AuditEntry]:
+        """Always empty."""
         return ()
 
 
@@ -183,15 +192,18 @@ class NullHistoryStore:
     __slots__ = ()
 
     async def append(self, entry: HistoryEntry) -> None:
-        return None
+        """Discard ``entry``."""
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
+        """Always an empty history of ``state_id``."""
         return MutationHistory(state_id)
 
     async def between(
         self, state_id: str, start: datetime, end: datetime
     ) -> Sequence[HistoryEntry]:
+        """Always empty."""
         return ()
 
     async def recent(self, state_id: str, limit: int) -> Sequence[HistoryEntry]:
+        """Always empty."""
         return ()

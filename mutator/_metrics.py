@@ -39,6 +39,7 @@ class InMemoryMetrics:
         self._succeeded = 0
 
     def record(self, outcome: AuditOutcome, duration: float) -> None:
+        """Count one execution and keep its duration (seconds) in the window."""
         self._durations.append(duration)
         self._stamps.append(time.monotonic())
         self._total += 1
@@ -46,6 +47,7 @@ class InMemoryMetrics:
             self._succeeded += 1
 
     def statistics(self) -> EngineStatistics:
+        """Counters since creation; duration figures and throughput over the window."""
         ordered = sorted(self._durations)
         n = len(ordered)
         if not n:

@@ -101,6 +101,7 @@ class PolicyRequirement:
 
     @property
     def is_approval(self) -> bool:
+        """True when this requirement is an approval."""
         return self.type == APPROVAL
 
 
@@ -113,6 +114,7 @@ class PolicyModification:
 
     @property
     def replaces_state(self) -> bool:
+        """True when the policy gives a replacement state."""
         return self.state is not NOTHING
 
 
@@ -144,6 +146,7 @@ class PolicyDecision:
     def allow(
         cls, reason: str | None = None, *, metadata: Mapping[str, Any] | None = None
     ) -> PolicyDecision:
+        """Let the mutation run (one shared instance when there is no reason or metadata)."""
         if reason is None and not metadata:
             return _ALLOW
         return cls(True, reason, metadata=metadata or {})
@@ -156,6 +159,7 @@ class PolicyDecision:
         severity: Severity = Severity.ERROR,
         metadata: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
+        """Block the mutation; ``severity`` must be ERROR or CRITICAL (ValueError otherwise)."""
         if severity < Severity.ERROR:
             raise ValueError("a denial has severity ERROR or CRITICAL")
         return cls(False, reason, severity=severity, metadata=metadata or {})
@@ -164,6 +168,7 @@ class PolicyDecision:
     def deny_critical(
         cls, reason: str, *, metadata: Mapping[str, Any] | None = None
     ) -> PolicyDecision:
+        """Block the mutation with severity CRITICAL."""
         return cls(False, reason, severity=Severity.CRITICAL, metadata=metadata or {})
 
     @classmethod
@@ -173,6 +178,7 @@ class PolicyDecision:
         reason: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
+        """Hold the mutation until ``requirements`` are met (at least one)."""
         if not requirements:
             raise ValueError("require_approval needs at least one PolicyRequirement")
         return cls(
@@ -188,6 +194,7 @@ class PolicyDecision:
         reason: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
+        """Allow the mutation, replacing its resulting state and/or adding side effects."""
         modification = PolicyModification(state, tuple(side_effects))
         if not modification.replaces_state and not modification.side_effects:
             raise ValueError("modify() needs a replacement state or side effects")
@@ -200,6 +207,7 @@ class PolicyDecision:
 
     @property
     def needs_approval(self) -> bool:
+        """Not allowed, but approvable: the decision carries requirements."""
         return not self.allowed and bool(self.requirements)
 
 
@@ -235,6 +243,7 @@ class MutationPolicy(Generic[StateT]):
     def evaluate(
         self, mutation: Mutation[StateT], state: StateT, context: MutationContext
     ) -> PolicyDecision | Awaitable[PolicyDecision]:
+        """Decide whether ``mutation`` may run on ``state`` (plainly or as ``async def``)."""
         raise NotImplementedError(f"{type(self).__name__}.evaluate is not implemented")
 
 

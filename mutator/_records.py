@@ -68,10 +68,12 @@ class AuditEntry:
 
     @property
     def succeeded(self) -> bool:
+        """True when the execution committed (outcome SUCCEEDED)."""
         return self.outcome is AuditOutcome.SUCCEEDED
 
     @property
     def correlation_id(self) -> str | None:
+        """The correlation id of the request's context, if it had one."""
         return self.context.correlation_id
 
 
@@ -123,10 +125,12 @@ class MutationHistory(Generic[StateT]):
 
     @property
     def first_at(self) -> datetime | None:
+        """When the oldest entry was executed (None for an empty history)."""
         return self.entries[0].executed_at if self.entries else None
 
     @property
     def last_at(self) -> datetime | None:
+        """When the newest entry was executed (None for an empty history)."""
         return self.entries[-1].executed_at if self.entries else None
 
     def replay(
@@ -169,6 +173,7 @@ class MutationHistory(Generic[StateT]):
         )
 
     def statistics(self) -> HistoryStatistics:
+        """Number of mutations and distinct actors, mutations per category, mean changes."""
         total = len(self.entries)
         return HistoryStatistics(
             total_mutations=total,

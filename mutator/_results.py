@@ -73,6 +73,7 @@ class MutationResult(Generic[StateT]):
 
     @property
     def ok(self) -> bool:
+        """True only when the status is SUCCEEDED."""
         return self.status is ResultStatus.SUCCEEDED
 
     @property
@@ -121,8 +122,10 @@ class BatchResult(Generic[StateT]):
 
     @property
     def success_count(self) -> int:
+        """How many steps succeeded."""
         return sum(1 for result in self.results if result.ok)
 
     @property
     def failure_count(self) -> int:
+        """How many steps that ran did not succeed (at most one: a batch stops there)."""
         return len(self.results) - self.success_count

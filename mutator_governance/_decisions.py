@@ -16,6 +16,7 @@ from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, Resol
 __all__ = ["DecisionCode", "RequestDecision", "category_of", "code_for", "numbered"]
 
 DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
+"""Any decision code: a member of one of the three decision enums (one per category)."""
 
 _CATEGORIES: dict[type[Any], DecisionCategory] = {
     LifecycleDecision: DecisionCategory.LIFECYCLE,
@@ -64,6 +65,7 @@ class RequestDecision:
 
     @property
     def category(self) -> DecisionCategory:
+        """The category of ``code``: lifecycle, approval or version resolution."""
         return _CATEGORIES[type(self.code)]
 
     def __str__(self) -> str:

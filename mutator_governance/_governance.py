@@ -80,6 +80,7 @@ class Keep(enum.Enum):
 
 
 KEEP = Keep.KEEP
+"""Default of optional update arguments: "leave this field as it is" (None would clear it)."""
 
 _SYSTEM = "governance"
 

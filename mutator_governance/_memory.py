@@ -37,11 +37,13 @@ class InMemoryRequestStore:
         self._lock = threading.Lock()
 
     async def create(self, request: MutationRequest) -> MutationRequest:
+        """Store a new request at revision 0; raises RequestAlreadyExistsError."""
         with self._lock:
             self.check_revision(request.request_id, None)
             return self.replace_now(request, None)
 
     async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
+        """Store ``request`` at the next revision if the stored one is ``expected_revision``."""
         with self._lock:
             self.check_revision(request.request_id, expected_revision)
             return self.replace_now(request, expected_revision)
@@ -74,17 +76,21 @@ class InMemoryRequestStore:
 
     @property
     def lock(self) -> threading.Lock:
+        """The lock every write holds (atomic commits hold it too)."""
         return self._lock
 
     async def get(self, request_id: str) -> MutationRequest | None:
+        """The request, or None."""
         return self._requests.get(request_id)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
+        """Requests targeting ``state_id``, by ``created_at`` then id."""
         return sorted((r for r in self._snapshot() if r.state_id == state_id), key=sort_key)
 
     async def pending(
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
+        """PENDING requests, optionally with one reason and for one state, ordered."""
         return sorted(
             (
                 r
@@ -99,6 +105,7 @@ class InMemoryRequestStore:
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
+        """A page of requests matching ``query``, ordered by ``created_at`` then id."""
         query = query or RequestQuery()
         ordered = sorted((r for r in self._snapshot() if query.matches(r)), key=sort_key)
         return page_of(ordered, limit, cursor)
@@ -143,6 +150,7 @@ class InMemoryDecisionHistory:
         self._lock = threading.Lock()
 
     async def append(self, request_id: str, decisions: Sequence[RequestDecision]) -> None:
+        """Append ``decisions`` to ``request_id``'s log, skipping sequences already logged."""
         with self._lock:
             self.append_now(request_id, decisions)
 
@@ -181,6 +189,7 @@ class InMemoryDecisionHistory:
         return self._lock
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
+        """Decisions of one request in sequence order."""
         with self._lock:
             logged = self._by_request.get(request_id, {})
             return tuple(logged[sequence] for sequence in sorted(logged))
@@ -188,6 +197,7 @@ class InMemoryDecisionHistory:
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
     ) -> Sequence[DecisionRecord]:
+        """The newest ``limit`` decisions across requests, optionally of one category."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         with self._lock:
@@ -209,6 +219,7 @@ class InMemoryStateStore:
         self._lock = threading.Lock()
 
     async def get(self, state_id: str) -> VersionedState[Any] | None:
+        """The state with its version, or None."""
         return self._states.get(state_id)
 
     async def put(
@@ -219,6 +230,7 @@ class InMemoryStateStore:
         expected_version: str | None = None,
         request_id: str | None = None,
     ) -> str:
+        """Write ``state`` if it is at ``expected_version``; return the new version."""
         with self._lock:
             return self.put_now(state_id, state, expected_version, request_id)
 
@@ -261,8 +273,10 @@ class InMemoryStateStore:
         return version
 
     async def version_by_request(self, state_id: str, request_id: str) -> str | None:
+        """The version of ``state_id`` that ``request_id`` produced, if any."""
         return self._produced.get((state_id, request_id))
 
     @property
     def lock(self) -> threading.Lock:
+        """The lock every write holds (atomic commits hold it too)."""
         return self._lock

@@ -207,10 +207,12 @@ class MutationRegistry:
         return structure(self.converter, data, MutationRequest, where=where)
 
     def unstructure_decision(self, decision: RequestDecision) -> dict[str, Any]:
+        """``decision`` as plain JSON data."""
         data: dict[str, Any] = unstructure(self.converter, decision)
         return data
 
     def structure_decision(self, data: Any, *, where: str = "") -> RequestDecision:
+        """A decision from :meth:`unstructure_decision` data; raises SerializationError."""
         return structure(self.converter, data, RequestDecision, where=where)
 
     def unstructure_value(self, value: Any) -> Any:
@@ -218,6 +220,7 @@ class MutationRegistry:
         return unstructure(self.converter, value, unstructure_as=Any)
 
     def structure_value(self, data: Any, *, where: str = "") -> Any:
+        """A value from :meth:`unstructure_value` data; raises SerializationError."""
         value: Any = structure(self.converter, data, typing.cast(type[Any], Any), where=where)
         return value
 
@@ -294,13 +297,16 @@ class MutationRegistry:
         return cls
 
     def state_name_of(self, cls: type[Any]) -> str | None:
+        """The name ``cls`` is registered under as a state, or None."""
         return self._state_names.get(cls)
 
     def state_class_of(self, name: str) -> type[Any] | None:
+        """The state class registered as ``name``, or None."""
         return self._states.get(name)
 
     @property
     def mutation_names(self) -> tuple[str, ...]:
+        """The names of the registered mutations, in registration order."""
         return tuple(self._mutations)
 
     @classmethod

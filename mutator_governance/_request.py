@@ -126,6 +126,7 @@ class MutationRequest:
 
     @property
     def is_terminal(self) -> bool:
+        """True once no transition leaves the request's status (it never runs again)."""
         return self.status.is_terminal
 
     @property
@@ -138,6 +139,7 @@ class MutationRequest:
 
     @property
     def open_approvals(self) -> tuple[ApprovalRequirement, ...]:
+        """The approval requirements still pending."""
         return tuple(a for a in self.approval_requirements if a.status is ApprovalStatus.PENDING)
 
     @property
@@ -148,9 +150,11 @@ class MutationRequest:
 
     @property
     def last_decision(self) -> RequestDecision | None:
+        """The newest decision, or None."""
         return self.decisions[-1] if self.decisions else None
 
     def approval(self, approval_id: str) -> ApprovalRequirement | None:
+        """The approval requirement with ``approval_id``, or None."""
         for requirement in self.approval_requirements:
             if requirement.approval_id == approval_id:
                 return requirement
