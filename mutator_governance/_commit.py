@@ -172,7 +172,7 @@ class SequentialCommitter:
         self,
         requests: RequestStore,
         decisions: DecisionHistory,
-        states: StateStore,
+        states: StateStore[Any],
         history: HistoryStore,
         audit: AuditSink | None = None,
     ) -> None:
@@ -230,7 +230,7 @@ class SequentialCommitter:
 def default_committer(
     requests: RequestStore,
     decisions: DecisionHistory,
-    states: StateStore,
+    states: StateStore[Any],
     history: HistoryStore,
     audit: AuditSink,
 ) -> InMemoryCommitter | SequentialCommitter:

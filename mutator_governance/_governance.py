@@ -149,7 +149,7 @@ class Governance:
         registry: MutationRegistry | None = None,
         requests: RequestStore | None = None,
         decisions: DecisionHistory | None = None,
-        states: StateStore | None = None,
+        states: StateStore[Any] | None = None,
         allow_self_approval: bool = False,
         clock: Callable[[], datetime] = utc_now,
         committer: ExecutionCommitter | None = None,
@@ -164,7 +164,7 @@ class Governance:
         self.decisions: DecisionHistory = (
             decisions if decisions is not None else InMemoryDecisionHistory()
         )
-        self.states: StateStore = states if states is not None else InMemoryStateStore()
+        self.states: StateStore[Any] = states if states is not None else InMemoryStateStore()
         self.audit: AuditSink = audit if audit is not None else engine.audit
         self.allow_self_approval = allow_self_approval
         self.clock = clock

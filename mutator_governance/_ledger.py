@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from mutator import AuditEntry, HistoryEntry
 
@@ -89,7 +90,7 @@ class RequestLedger:
         self,
         requests: RequestStore,
         decisions: DecisionHistory,
-        states: StateStore,
+        states: StateStore[Any],
         committer: ExecutionCommitter,
         clock: Callable[[], datetime],
     ) -> None:

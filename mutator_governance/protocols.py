@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from mutator import AuditSink, HistoryStore
 
@@ -117,20 +117,24 @@ class DecisionHistory(Protocol):
         """The newest decisions across requests, newest first."""
 
 
-class StateStore(Protocol):
+StateT = TypeVar("StateT")
+
+
+class StateStore(Protocol[StateT]):
     """Governed states with string versions and compare-and-set writes.
 
-    ``get`` returns ``VersionedState[Any]``; annotate the result with your state type
-    (``VersionedState[Quotas] | None``) to type what you read.
+    Generic in the state type: a store of one state type can be typed
+    ``StateStore[Quotas]``, so ``get`` returns ``VersionedState[Quotas] | None``; the
+    shipped stores hold any registered state (``StateStore[Any]``).
     """
 
-    async def get(self, state_id: str) -> VersionedState[Any] | None:
+    async def get(self, state_id: str) -> VersionedState[StateT] | None:
         """The state with its version, or None."""
 
     async def put(
         self,
         state_id: str,
-        state: Any,
+        state: StateT,
         *,
         expected_version: str | None = None,
         request_id: str | None = None,
@@ -192,7 +196,7 @@ class GovernanceStore(Protocol):
         ...
 
     @property
-    def states(self) -> StateStore:
+    def states(self) -> StateStore[Any]:
         """The state store."""
         ...
 

@@ -900,15 +900,15 @@ class StateStoreContract:
     opaque strings; a store must never hand out the same version twice for one state.
     """
 
-    async def make_state_store(self) -> StateStore:
+    async def make_state_store(self) -> StateStore[Any]:
         """Return a new, empty state store (override this)."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement make_state_store()")
 
-    async def close_state_store(self, store: StateStore) -> None:
+    async def close_state_store(self, store: StateStore[Any]) -> None:
         """Release ``store`` after a test (override when it holds resources)."""
 
     @pytest.fixture
-    async def state_store(self) -> AsyncIterator[StateStore]:
+    async def state_store(self) -> AsyncIterator[StateStore[Any]]:
         """The store under test, from :meth:`make_state_store`."""
         store = await self.make_state_store()
         try:
@@ -916,7 +916,7 @@ class StateStoreContract:
         finally:
             await self.close_state_store(store)
 
-    async def test_create_and_get(self, state_store: StateStore) -> None:
+    async def test_create_and_get(self, state_store: StateStore[Any]) -> None:
         state = SampleState("quota", 3, ("a", "b"))
         version = await state_store.put("s:1", state)
         assert isinstance(version, str)
@@ -926,17 +926,17 @@ class StateStoreContract:
         assert current is not None
         assert_identical(state, current.state)
 
-    async def test_get_unknown_returns_none(self, state_store: StateStore) -> None:
+    async def test_get_unknown_returns_none(self, state_store: StateStore[Any]) -> None:
         assert await state_store.get("missing") is None
         await state_store.put("s:1", SampleState())
         assert await state_store.get("missing") is None
 
-    async def test_create_with_request_id(self, state_store: StateStore) -> None:
+    async def test_create_with_request_id(self, state_store: StateStore[Any]) -> None:
         version = await state_store.put("s:1", SampleState(), request_id="req-1")
         assert await state_store.get("s:1") == VersionedState(SampleState(), version, "req-1")
         assert await state_store.version_by_request("s:1", "req-1") == version
 
-    async def test_put_with_current_version(self, state_store: StateStore) -> None:
+    async def test_put_with_current_version(self, state_store: StateStore[Any]) -> None:
         first = await state_store.put("s:1", SampleState(value=1))
         second = await state_store.put(
             "s:1", SampleState(value=2), expected_version=first, request_id="req-2"
@@ -948,7 +948,7 @@ class StateStoreContract:
         assert third not in (first, second)
         assert await state_store.get("s:1") == VersionedState(SampleState(value=3), third, None)
 
-    async def test_versions_never_repeat(self, state_store: StateStore) -> None:
+    async def test_versions_never_repeat(self, state_store: StateStore[Any]) -> None:
         versions = [await state_store.put("s:1", SampleState(value=0))]
         for value in range(1, 10):
             versions.append(
@@ -958,7 +958,7 @@ class StateStoreContract:
             )
         assert len(set(versions)) == len(versions)
 
-    async def test_put_with_wrong_version_raises(self, state_store: StateStore) -> None:
+    async def test_put_with_wrong_version_raises(self, state_store: StateStore[Any]) -> None:
         first = await state_store.put("s:1", SampleState(value=1))
         second = await state_store.put("s:1", SampleState(value=2), expected_version=first)
         for wrong in (first, "no-such-version"):
@@ -968,7 +968,7 @@ class StateStoreContract:
             assert caught.value.actual == second
         assert await state_store.get("s:1") == VersionedState(SampleState(value=2), second, None)
 
-    async def test_create_twice_raises(self, state_store: StateStore) -> None:
+    async def test_create_twice_raises(self, state_store: StateStore[Any]) -> None:
         version = await state_store.put("s:1", SampleState(value=1), request_id="req-1")
         with pytest.raises(ConcurrencyError) as caught:
             await state_store.put("s:1", SampleState(value=2), request_id="req-2")
@@ -980,7 +980,7 @@ class StateStoreContract:
         assert await state_store.version_by_request("s:1", "req-2") is None
 
     async def test_put_expecting_a_version_of_a_missing_state_raises(
-        self, state_store: StateStore
+        self, state_store: StateStore[Any]
     ) -> None:
         with pytest.raises(ConcurrencyError) as caught:
             await state_store.put("s:1", SampleState(), expected_version="1")
@@ -988,13 +988,13 @@ class StateStoreContract:
         assert caught.value.actual is None
         assert await state_store.get("s:1") is None
 
-    async def test_states_are_independent(self, state_store: StateStore) -> None:
+    async def test_states_are_independent(self, state_store: StateStore[Any]) -> None:
         one = await state_store.put("s:1", SampleState(value=1))
         two = await state_store.put("s:2", SampleState(value=2))
         await state_store.put("s:1", SampleState(value=3), expected_version=one)
         assert await state_store.get("s:2") == VersionedState(SampleState(value=2), two, None)
 
-    async def test_version_by_request(self, state_store: StateStore) -> None:
+    async def test_version_by_request(self, state_store: StateStore[Any]) -> None:
         first = await state_store.put("s:1", SampleState(value=1), request_id="req-1")
         second = await state_store.put(
             "s:1", SampleState(value=2), expected_version=first, request_id="req-2"
@@ -1006,7 +1006,7 @@ class StateStoreContract:
         assert await state_store.version_by_request("s:2", "req-1") is None
         assert await state_store.version_by_request("missing", "req-1") is None
 
-    async def test_concurrent_puts_have_one_winner(self, state_store: StateStore) -> None:
+    async def test_concurrent_puts_have_one_winner(self, state_store: StateStore[Any]) -> None:
         base = await state_store.put("s:1", SampleState(value=-1))
         start = anyio.Event()
         winners: list[tuple[int, str]] = []

@@ -184,8 +184,8 @@ def sample_rich_request(
     Datetimes use several UTC offsets (with microseconds); metadata holds ints (one beyond
     2**53), floats (whole and huge ones too), bools, None, unicode text, tuples, lists and
     nested mappings; there are policy and approval requirements (with a structured
-    rejection), decisions of each category with metadata, side effects, a claim, and
-    compensation execution details.
+    rejection), decisions of each category with metadata, side effects, a claim,
+    compensation execution details and a W3C trace context.
     """
     created = datetime(2024, 3, 10, 8, 15, 30, 123456, tzinfo=_IST)
     updated = datetime(2024, 3, 10, 4, 45, 1, 654321, tzinfo=UTC)
@@ -374,4 +374,8 @@ def sample_rich_request(
             token="claim-token-1",
         ),
         approval_round=2,
+        trace_context={
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "vendor=opaque",
+        },
     )

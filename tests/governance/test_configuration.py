@@ -98,3 +98,17 @@ class TestOpen:
         with pytest.raises(ConfigurationError, match="lease"):
             async with Governance.open("memory://", registry=registry(), lease=lease):
                 pass
+
+
+class TestTypedStates:
+    async def test_states_can_be_typed_by_the_caller(self) -> None:
+        """``StateStore[S]`` and ``VersionedState[S]`` are generic in the state type."""
+        from mutator_governance import StateStore, VersionedState
+
+        async with Governance.open("memory://", registry=registry()) as gov:
+            states: StateStore[Quotas] = gov.states
+            await states.put(STATE_ID, Quotas({"bob": 1}))
+            current: VersionedState[Quotas] | None = await states.get(STATE_ID)
+            assert current is not None
+            assert current.state.quotas == {"bob": 1}
+            assert VersionedState[Quotas](Quotas(), "1").version == "1"
