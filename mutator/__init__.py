@@ -59,6 +59,7 @@ from ._serialization import SerializationError, TypeRegistry, make_converter
 from ._statistics import EngineStatistics
 from ._tracecontext import capture_trace_context, trace_link
 from ._validation import ValidationIssue, ValidationResult
+from .exports import publish
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
 __version__ = "0.1.0.dev0"
@@ -141,32 +142,5 @@ __all__ = [
 ]
 
 
-def _publish() -> None:
-    """Give every public class and function this package as its ``__module__`` (as anyio
-    does), so reprs and tracebacks name the public module. String annotations are
-    evaluated first, while their defining module can still be found."""
-    import inspect
-    import sys
-
-    namespace = globals()
-    for name in __all__:
-        value = namespace[name]
-        if not (isinstance(value, type) or inspect.isfunction(value)):
-            continue
-        own = inspect.get_annotations(value) if isinstance(value, type) else None
-        if own:
-            scope = {**namespace, **vars(sys.modules[value.__module__])}
-            evaluated = {}
-            for key, annotation in own.items():
-                try:
-                    evaluated[key] = (
-                        eval(annotation, scope) if isinstance(annotation, str) else annotation
-                    )
-                except NameError:  # a name only visible to type checkers: left as is
-                    evaluated[key] = annotation
-            value.__annotations__ = evaluated
-        value.__module__ = __name__
-
-
-_publish()
-del _publish
+publish(globals(), __all__, __name__)
+del publish

@@ -4,6 +4,8 @@ A :class:`Governance` turns a mutation into a :class:`MutationRequest` that wait
 approvals, is resolved against the current state version and is executed exactly once.
 """
 
+from mutator.exports import publish
+
 from ._approvals import ApprovalRequirement, RejectionReason
 from ._commit import InMemoryCommitter, InMemoryGovernanceStore, SequentialCommitter
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
@@ -204,32 +206,5 @@ __all__ = [
 ]
 
 
-def _publish() -> None:
-    """Give every public class and function this package as its ``__module__`` (as anyio
-    does), so reprs and tracebacks name the public module. String annotations are
-    evaluated first, while their defining module can still be found."""
-    import inspect
-    import sys
-
-    namespace = globals()
-    for name in __all__:
-        value = namespace[name]
-        if not (isinstance(value, type) or inspect.isfunction(value)):
-            continue
-        own = inspect.get_annotations(value) if isinstance(value, type) else None
-        if own:
-            scope = {**namespace, **vars(sys.modules[value.__module__])}
-            evaluated = {}
-            for key, annotation in own.items():
-                try:
-                    evaluated[key] = (
-                        eval(annotation, scope) if isinstance(annotation, str) else annotation
-                    )
-                except NameError:  # a name only visible to type checkers: left as is
-                    evaluated[key] = annotation
-            value.__annotations__ = evaluated
-        value.__module__ = __name__
-
-
-_publish()
-del _publish
+publish(globals(), __all__, __name__)
+del publish
