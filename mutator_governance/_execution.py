@@ -17,12 +17,9 @@ import attrs
 from mutator import (
     ConcurrencyError,
     ConfigurationError,
-    ExecutionTimeoutError,
-    InvalidMutationError,
     Mutation,
     MutationContext,
     MutationEngine,
-    MutationFailedError,
     MutationMode,
     MutationResult,
     MutatorError,
@@ -140,12 +137,14 @@ def _outage_in(error: BaseException) -> BaseException | None:
 
 
 def _decides_failure(error: MutatorError) -> bool:
-    """Whether ``error`` makes a request FAILED: the mutation's own fault, never a store's."""
+    """Whether ``error`` makes a request FAILED: the mutation's own fault only.
+
+    A store outage behind any error, and a policy that could not be evaluated, release
+    the claim instead (the error propagates and the request can run again).
+    """
     if _outage_in(error) is not None:
         return False
-    return isinstance(
-        error, MutationFailedError | ExecutionTimeoutError | InvalidMutationError
-    ) or not isinstance(error, PolicyEvaluationError)
+    return not isinstance(error, PolicyEvaluationError)
 
 
 def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False) -> None:
@@ -410,7 +409,9 @@ class GovernedExecutionManager:
         failure = deferred.error
         if failure is not None and not _decides_failure(failure):
             outage = _outage_in(failure)
-            raise (outage if outage is not None else failure) from failure
+            if outage is not None and outage is not failure:
+                raise outage from failure
+            raise failure
         mutation_result = deferred.result
         now = self.clock()
         state_write = None

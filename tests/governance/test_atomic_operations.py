@@ -454,3 +454,28 @@ class TestLeaseRenewal:
 
 
 _ = MutationContext  # the contexts above come from World.ctx
+
+
+class TestOnlyTheMutationFails:
+    async def test_a_policy_that_cannot_be_evaluated_releases_the_claim(self) -> None:
+        """A raising policy is not the mutation's fault: the request is released, not FAILED."""
+        from mutator import MutationPolicy, PolicyDecision, PolicyEvaluationError
+
+        world, _, _ = await counted_world()
+        request = await world.submit()
+
+        class Broken(MutationPolicy[Any]):
+            name = "broken"
+
+            def evaluate(self, mutation: Any, state: Any, context: Any) -> PolicyDecision:
+                raise RuntimeError("policy backend down")
+
+        world.engine.register_policy(Broken())
+        with pytest.raises(PolicyEvaluationError) as caught:
+            await world.gov.execute(request.request_id)
+        assert caught.value.__cause__ is not caught.value
+        released = await assert_log_matches(world, request.request_id)
+        assert released.status is S.APPROVED
+        assert L.FAILED not in codes_of(released.decisions)
+        world.engine.unregister_policy("broken")
+        assert (await world.gov.execute(request.request_id)).executed
