@@ -27,7 +27,7 @@ from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, Reques
 from .._request import MutationRequest
 from .._transitions import transition
 from ..protocols import GovernanceStore
-from ._fixtures import SAMPLE_STATE_ID, SampleMutation, SampleState, sample_request
+from ._fixtures import SAMPLE_STATE_ID, SampleState, sample_request
 
 __all__ = ["GovernanceStoreContract"]
 
@@ -269,6 +269,3 @@ class GovernanceStoreContract:
         assert lost == CONCURRENT_WRITERS - 1
         assert await store.requests.get("req-1") == landed[0]
         await self._log_matches(store, "req-1")
-
-
-_ = SampleMutation  # the sample domain the requests above carry

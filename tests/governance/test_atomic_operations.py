@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mutator import AuditOutcome, ConcurrencyError, MutationContext, PolicyRequirement
+from mutator import AuditOutcome, ConcurrencyError, PolicyRequirement
 from mutator_governance import (
     GovernedCommit,
     InMemoryCommitter,
@@ -26,6 +26,7 @@ from mutator_governance import (
 
 from ._execution_support import (
     Blocking,
+    DecreaseQuota,
     Explode,
     Gate,
     Probe,
@@ -146,8 +147,6 @@ class TestOneCommitPerOperation:
         request = await world.submit()
         await world.gov.execute(request.request_id)
         count = len(committer.commits)
-        from ._execution_support import DecreaseQuota
-
         compensation = await world.gov.compensate(
             request.request_id, DecreaseQuota("bob", 10), context=world.ctx("carol")
         )
@@ -213,15 +212,6 @@ class TestAuditTellsTheTruth:
         world, committer, _ = await counted_world()
         request = await world.submit()
         stores_states = world.gov.states
-
-        def bump_first(commit: GovernedCommit) -> None:
-            return None
-
-        committer.fail = bump_first
-
-        async def moved_underneath(commit: GovernedCommit) -> Exception | None:
-            return None
-
         # another writer moves the state between the engine run and the commit
         real_commit = committer.inner.commit
 
@@ -451,9 +441,6 @@ class TestLeaseRenewal:
             gate.opened.set()
         assert results[0].executed
         await assert_log_matches(world, request.request_id)
-
-
-_ = MutationContext  # the contexts above come from World.ctx
 
 
 class TestOnlyTheMutationFails:
