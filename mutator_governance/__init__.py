@@ -61,6 +61,7 @@ from ._governance import KEEP, ExpirySweep, Governance
 from ._ledger import CHANGES_LOGGER
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._operator import inbox, list_approvals, list_decisions
+from ._quarantine import QUARANTINE_LOGGER, QuarantinedRequest, quarantine_entry
 from ._query import (
     DecisionRecord,
     RequestPage,
@@ -93,6 +94,9 @@ from .protocols import (
     DecisionPurger,
     ExecutionCommitter,
     GovernanceStore,
+    QuarantineLog,
+    ReadyQueue,
+    ReadySignal,
     RequestPurger,
     RequestStore,
     StateStore,
@@ -109,6 +113,13 @@ __all__ = [
     "GovernedExecutionResult",
     "RecoverySweep",
     "WorkerReport",
+    # workers: ready batches, wake-ups, quarantine
+    "ReadyQueue",
+    "ReadySignal",
+    "QuarantineLog",
+    "QuarantinedRequest",
+    "QUARANTINE_LOGGER",
+    "quarantine_entry",
     # retention and observability
     "PurgeReport",
     "PurgeBatch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import threading
 from collections import deque
@@ -14,6 +15,7 @@ from mutator import ConcurrencyError
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
 from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
+from ._quarantine import QuarantinedRequest
 from ._query import (
     DecisionRecord,
     RequestPage,
@@ -29,12 +31,33 @@ from ._retention import PurgeBatch, purgeable
 __all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStore"]
 
 
+_ReadyKey = tuple[datetime, str]
+
+
+def _ready_key(request: MutationRequest, revalidation: bool) -> _ReadyKey | None:
+    """The ready-index position of ``request``, or None when it is not ready."""
+    if request.status is RequestStatus.APPROVED or (
+        revalidation
+        and request.status is RequestStatus.PENDING
+        and request.pending_reason is PendingReason.REVALIDATION
+    ):
+        return (request.created_at, request.request_id)
+    return None
+
+
 class InMemoryRequestStore:
-    """Requests in a dict; every operation is atomic (a lock, no awaits inside)."""
+    """Requests in a dict; every operation is atomic (a lock, no awaits inside).
+
+    Ready requests (APPROVED, or pending revalidation) are also kept in an ordered index,
+    so :meth:`reserve` reads only what it hands out and what others hold reserved.
+    Objects held in memory are always readable, so nothing is ever quarantined.
+    """
 
     def __init__(self) -> None:
         self._requests: dict[str, MutationRequest] = {}
         self._lock = threading.Lock()
+        self._ready: builtins.list[_ReadyKey] = []
+        self._reserved: dict[str, datetime] = {}
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         """Store a new request at revision 0; raises RequestAlreadyExistsError."""
@@ -71,8 +94,59 @@ class InMemoryRequestStore:
         stored = (
             request if request.revision == revision else evolve_request(request, revision=revision)
         )
+        previous = self._requests.get(request.request_id)
         self._requests[request.request_id] = stored
+        self._reindex(previous, stored)
         return stored
+
+    def _reindex(self, previous: MutationRequest | None, stored: MutationRequest | None) -> None:
+        """Keep the ready index in step with one write (caller locks)."""
+        before = None if previous is None else _ready_key(previous, True)
+        after = None if stored is None else _ready_key(stored, True)
+        if before == after:
+            return
+        if before is not None:
+            at = bisect.bisect_left(self._ready, before)
+            if at < len(self._ready) and self._ready[at] == before:
+                del self._ready[at]
+            self._reserved.pop(before[1], None)
+        if after is not None:
+            bisect.insort(self._ready, after)
+
+    async def reserve(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: datetime,
+        until: datetime,
+        revalidation: bool = False,
+    ) -> Sequence[MutationRequest]:
+        """Reserve up to ``limit`` ready requests, oldest first (see :class:`ReadyQueue`)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        chosen: builtins.list[MutationRequest] = []
+        with self._lock:
+            for _, request_id in self._ready:
+                held = self._reserved.get(request_id)
+                if held is not None and held > now:
+                    continue
+                request = self._requests[request_id]
+                if _ready_key(request, revalidation) is None:
+                    continue
+                self._reserved[request_id] = until
+                chosen.append(request)
+                if len(chosen) == limit:
+                    break
+        return chosen
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Always empty: a request held in memory is never unreadable."""
+        return ()
+
+    async def release(self, request_id: str) -> bool:
+        """Nothing is ever quarantined in memory: always False."""
+        return False
 
     @property
     def lock(self) -> threading.Lock:
@@ -123,6 +197,7 @@ class InMemoryRequestStore:
             )
             for request in chosen:
                 del self._requests[request.request_id]
+                self._reindex(request, None)
         return PurgeBatch(tuple(r.request_id for r in chosen))
 
     def _snapshot(self) -> builtins.list[MutationRequest]:

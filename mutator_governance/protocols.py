@@ -14,6 +14,7 @@ from mutator import AuditSink, HistoryStore
 from ._commit_types import GovernedCommit
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
+from ._quarantine import QuarantinedRequest
 from ._query import DecisionRecord, RequestPage, RequestQuery, VersionedState
 from ._request import MutationRequest
 from ._retention import PurgeBatch
@@ -23,6 +24,9 @@ __all__ = [
     "DecisionPurger",
     "ExecutionCommitter",
     "GovernanceStore",
+    "QuarantineLog",
+    "ReadyQueue",
+    "ReadySignal",
     "RequestPurger",
     "RequestStore",
     "StateStore",
@@ -85,6 +89,71 @@ class RequestPurger(Protocol):
         :func:`~mutator_governance.purgeable`). A store that also holds the decision log
         deletes the requests' decisions in the same transaction and counts them; every
         index or listing drops the deleted requests. Returns the deleted ids.
+        """
+
+
+@runtime_checkable
+class ReadyQueue(Protocol):
+    """Optional on a request store: hand ready requests to competing workers in batches.
+
+    Without it the worker pages through ``list()``; with it each poll is one store
+    operation whose cost does not grow with the store, and workers in several processes
+    take disjoint batches. A reservation keeps workers apart; it is not a fence: the
+    claim's compare-and-set on the revision still decides who executes.
+    """
+
+    async def reserve(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: datetime,
+        until: datetime,
+        revalidation: bool = False,
+    ) -> Sequence[MutationRequest]:
+        """Reserve up to ``limit`` ready requests for ``owner`` until ``until``, atomically.
+
+        Ready: APPROVED (with ``revalidation`` also PENDING with reason REVALIDATION), not
+        quarantined, and not reserved by anyone (``owner`` included) past ``now``.
+        Returned oldest first (``created_at``, then ``request_id``). Concurrent callers
+        never receive the same request while its reservation runs. A row that cannot be
+        read is quarantined (see :class:`QuarantineLog`) and skipped, never raised. A
+        request that stops being ready (claimed, rejected) drops out whatever its
+        reservation. ``limit < 1`` raises ValueError.
+        """
+
+
+@runtime_checkable
+class ReadySignal(Protocol):
+    """Optional on a request store: wake idle workers when a request becomes ready."""
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """Wait until a request may have become ready, at most ``seconds`` seconds.
+
+        Returns True when woken by a commit that made a request ready (in any process
+        using the same store) since the previous call returned, False on timeout. A
+        wake-up is a hint: the caller reserves to find out. A lost connection returns
+        False (the caller falls back to polling); it never raises for an outage.
+        """
+
+
+@runtime_checkable
+class QuarantineLog(Protocol):
+    """Optional on a request store: the rows set aside because they cannot be read."""
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Every quarantined request, oldest detection first (one entry per request id).
+
+        An entry is recorded the first time a multi-row read (listing, pending, sweep,
+        reservation) meets the unreadable row; the row itself is left as it is for an
+        operator to repair or delete.
+        """
+
+    async def release(self, request_id: str) -> bool:
+        """Take a (repaired) request out of quarantine; True when it was quarantined.
+
+        The row is read again by the next multi-row read and quarantined again if it is
+        still unreadable.
         """
 
 

@@ -71,12 +71,14 @@ from ._fixtures import (
     sample_request,
     sample_rich_request,
 )
+from ._ready_contract import ReadyQueueContract
 
 if TYPE_CHECKING:
     from ._stateful import RequestStoreComparison, make_store_comparison
 
 __all__ = [
     "GovernanceStoreContract",
+    "ReadyQueueContract",
     # contract suites
     "RequestStoreContract",
     "DecisionHistoryContract",

@@ -35,6 +35,7 @@ from mutator_governance import (
 from mutator_governance.testing import (
     DecisionHistoryContract,
     GovernanceStoreContract,
+    ReadyQueueContract,
     RequestStoreComparison,
     RequestStoreContract,
     StateStoreContract,
@@ -246,5 +247,10 @@ def test_comparison_catches_broken_store(broken: type[InMemoryRequestStore]) -> 
 class TestInMemoryGovernanceStore(GovernanceStoreContract):
     """The in-memory stores behind their atomic committer keep the commit contract."""
 
+    async def make_store(self) -> GovernanceStore:
+        return InMemoryGovernanceStore()
+
+
+class TestInMemoryReadyQueue(ReadyQueueContract):
     async def make_store(self) -> GovernanceStore:
         return InMemoryGovernanceStore()
