@@ -51,12 +51,7 @@ from ._errors import (
     StoreUnavailableError,
     UnknownMutationTypeError,
 )
-from ._execution import (
-    GovernedExecutionManager,
-    GovernedExecutionResult,
-    RecoverySweep,
-    WorkerReport,
-)
+from ._execution import GovernedExecutionManager, GovernedExecutionResult, RecoverySweep
 from ._governance import KEEP, ExpirySweep, Governance
 from ._ledger import CHANGES_LOGGER
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
@@ -89,6 +84,14 @@ from ._request import (
 from ._resolution import Resolution
 from ._retention import TERMINAL_STATUSES, PurgeBatch, PurgeReport, purgeable
 from ._transitions import ALLOWED_TRANSITIONS, can_transition, transition
+from ._worker import (
+    WORKER_LOGGER,
+    Backoff,
+    WorkerOutcome,
+    WorkerOutcomeKind,
+    WorkerProgress,
+    WorkerReport,
+)
 from .protocols import (
     DecisionHistory,
     DecisionPurger,
@@ -113,6 +116,11 @@ __all__ = [
     "GovernedExecutionResult",
     "RecoverySweep",
     "WorkerReport",
+    "WorkerOutcome",
+    "WorkerOutcomeKind",
+    "WorkerProgress",
+    "Backoff",
+    "WORKER_LOGGER",
     # workers: ready batches, wake-ups, quarantine
     "ReadyQueue",
     "ReadySignal",

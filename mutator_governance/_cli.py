@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import anyio
+import attrs
 from anyio.abc import TaskStatus
 
 from mutator import ConfigurationError, MutationContext, MutatorError
@@ -46,12 +47,11 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
-from ._errors import RequestConcurrencyError, RequestNotExecutableError
-from ._execution import GovernedExecutionResult
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
 from ._request import MutationRequest
+from ._worker import WorkerOutcome, WorkerProgress
 
 __all__ = ["main"]
 
@@ -341,55 +341,20 @@ async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> No
     out.emit(outcome_line(outcome), outcome_json(outcome))
 
 
-class _WorkerCounts:
-    """Outcomes seen by the worker, counted the way its report counts them."""
-
-    def __init__(self, out: Output) -> None:
-        self.out = out
-        self.counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
-
-    def outcome(self, outcome: GovernedExecutionResult) -> None:
-        if outcome.executed:
-            self.counts["executed"] += 1
-        elif outcome.request.status is RequestStatus.FAILED:
-            self.counts["failed"] += 1
-        else:
-            self.counts["not_executed"] += 1
-        self.out.emit(outcome_line(outcome), outcome_json(outcome))
-
-    def error(self, request_id: str, error: Exception) -> None:
-        skipped = isinstance(error, RequestConcurrencyError | RequestNotExecutableError)
-        self.counts["skipped" if skipped else "errors"] += 1
-        kind = "skipped" if skipped else "error"
-        self.out.emit(
-            f"{request_id}: {kind}: {error}",
-            {"request_id": request_id, kind: str(error)},
-        )
-
-    def summary(self) -> None:
-        c = self.counts
-        self.out.emit(
-            f"worker stopped: {c['executed']} executed, {c['not_executed']} not executed, "
-            f"{c['failed']} failed, {c['skipped']} skipped, {c['errors']} errors",
-            {"summary": dict(c)},
-        )
+def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
+    """Print one worker outcome: the execution's line, or what stopped the attempt."""
+    if outcome.result is not None:
+        out.emit(outcome_line(outcome.result), outcome_json(outcome.result))
+        return
+    kind = outcome.kind.value
+    out.emit(
+        f"{outcome.request_id}: {kind}: {outcome.error}",
+        {"request_id": outcome.request_id, kind: str(outcome.error)},
+    )
 
 
 async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> None:
-    seen = _WorkerCounts(out)
-    execute: Callable[..., Awaitable[GovernedExecutionResult]] = gov.executor.execute
-
-    async def observed(request_id: str, **options: Any) -> GovernedExecutionResult:
-        try:
-            outcome = await execute(request_id, **options)
-        except Exception as error:
-            seen.error(request_id, error)
-            raise
-        seen.outcome(outcome)
-        return outcome
-
-    # the worker calls ``executor.execute`` per request: observe each outcome there
-    setattr(gov.executor, "execute", observed)  # noqa: B010
+    progress = WorkerProgress()
     async with anyio.create_task_group() as group:
 
         async def stop_on_signal(*, task_status: TaskStatus[None]) -> None:
@@ -411,9 +376,16 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> Non
             poll_interval=args.poll_interval,
             strategy=_STRATEGIES[args.strategy],
             until_idle=args.until_idle,
+            progress=progress,
+            on_outcome=lambda outcome: _worker_line(outcome, out),
         )
         group.cancel_scope.cancel()
-    seen.summary()
+    c = progress.report
+    out.emit(
+        f"worker stopped: {c.executed} executed, {c.not_executed} not executed, "
+        f"{c.failed} failed, {c.skipped} skipped, {c.errors} errors, {c.retried} retried",
+        {"summary": attrs.asdict(c)},
+    )
 
 
 async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -440,13 +412,19 @@ async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> Non
 
 
 async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> None:
-    listing = getattr(gov, "quarantined", None)
-    if listing is None:
-        out.emit("this store reports no quarantine yet", {"supported": False, "items": []})
-        return
-    items = list(await listing())
-    human = "\n".join(str(item) for item in items) if items else "no quarantined rows"
-    out.emit(human, {"supported": True, "items": [plain(item) for item in items]})
+    items = list(await gov.quarantined())
+    human = (
+        table(
+            ("REQUEST", "BACKEND", "FIELD", "DETECTED", "ERROR"),
+            [
+                (i.request_id, i.backend, i.field or "-", i.detected_at.isoformat(), i.error)
+                for i in items
+            ],
+        )
+        if items
+        else "no quarantined rows"
+    )
+    out.emit(human, {"items": [plain(item) for item in items]})
 
 
 _Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[None]]

@@ -234,3 +234,15 @@ class AlreadyCompensatedError(CompensationError):
             request_id=request_id,
         )
         self.compensation_id = compensation_id
+
+
+def outage_in(error: BaseException) -> StoreUnavailableError | None:
+    """The store outage behind ``error`` (itself or a cause or context), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, StoreUnavailableError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

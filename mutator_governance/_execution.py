@@ -15,7 +15,6 @@ import anyio
 import attrs
 
 from mutator import (
-    ConcurrencyError,
     ConfigurationError,
     Mutation,
     MutationContext,
@@ -46,7 +45,7 @@ from ._errors import (
     RequestNotExecutableError,
     RequestNotFoundError,
     StateNotFoundError,
-    StoreUnavailableError,
+    outage_in,
 )
 from ._ledger import RequestLedger
 from ._query import RequestQuery, next_version
@@ -61,9 +60,10 @@ from ._request import (
 from ._resolution import Resolution, resolve_version
 from ._telemetry import Telemetry, observed
 from ._transitions import record, transition
+from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport, run_worker
 from ._workflow import fresh_round
 
-__all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep", "WorkerReport"]
+__all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep"]
 
 _log = logging.getLogger("mutator.governance")
 
@@ -106,34 +106,8 @@ class RecoverySweep:
     repaired_decisions: int = 0
 
 
-@attrs.frozen
-class WorkerReport:
-    """Counts of what a worker did before it stopped."""
-
-    executed: int = 0
-    not_executed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    errors: int = 0
-
-
 def _executor_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-_OUTAGE_TYPES: tuple[type[BaseException], ...] = (StoreUnavailableError, OSError, TimeoutError)
-
-
-def _outage_in(error: BaseException) -> BaseException | None:
-    """The store outage behind ``error`` (itself or a cause), or None."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, StoreUnavailableError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _decides_failure(error: MutatorError) -> bool:
@@ -142,22 +116,9 @@ def _decides_failure(error: MutatorError) -> bool:
     A store outage behind any error, and a policy that could not be evaluated, release
     the claim instead (the error propagates and the request can run again).
     """
-    if _outage_in(error) is not None:
+    if outage_in(error) is not None:
         return False
     return not isinstance(error, PolicyEvaluationError)
-
-
-def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False) -> None:
-    """Refuse a worker option that is not a finite positive number (ConfigurationError)."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number of seconds"
-        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
-    if number == 0 and not allow_zero:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
 
 
 class _Claim:
@@ -219,24 +180,68 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
         """Execute an approved request (see the class docstring for the steps)."""
-        ledger = self.ledger
+        request = await self.ledger.load(request_id)
+        return await self._execute_loaded(request, context, strategy)
+
+    @observed("execute")
+    async def execute_reserved(
+        self,
+        request: MutationRequest,
+        *,
+        context: MutationContext | None = None,
+        strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+    ) -> GovernedExecutionResult:
+        """Execute ``request`` as read from the store (a worker's reserved batch).
+
+        Saves the read :meth:`execute` starts with; the claim's compare-and-set on
+        ``request.revision`` still decides, so a stale copy raises the same errors.
+        """
+        if self.telemetry is not None:
+            self.telemetry.loaded(request)
+        return await self._execute_loaded(request, context, strategy)
+
+    async def _execute_loaded(
+        self,
+        request: MutationRequest,
+        context: MutationContext | None,
+        strategy: ResolutionStrategy,
+    ) -> GovernedExecutionResult:
+        request_id = request.request_id
         context = context or MutationContext.system("governed execution", correlation_id=request_id)
-        request = await ledger.load(request_id)
         self._check_executable(request, strategy)
-        await self._states.acquire(request.state_id)
+        state_id = request.state_id
+        await self._states.acquire(state_id)
         try:
-            request = await ledger.load(request_id)
-            self._check_executable(request, strategy)
             claim = self._new_claim(request)
             try:
                 with anyio.CancelScope(shield=True):
-                    claimed = await self._claim(request, claim, context)
+                    claimed = await self._claim_latest(request, claim, context, strategy)
                 return await self._run_claimed(claimed, context, strategy)
             except BaseException:
                 await self._settle_own(request_id, claim, context, "interrupted before commit")
                 raise
         finally:
-            self._states.release(request.state_id)
+            self._states.release(state_id)
+
+    async def _claim_latest(
+        self,
+        request: MutationRequest,
+        claim: ExecutionClaim,
+        context: MutationContext,
+        strategy: ResolutionStrategy,
+    ) -> MutationRequest:
+        """Claim ``request``; when its revision moved, claim the latest if still executable.
+
+        The copy in hand may be stale (another execution of the same state ran while this
+        one waited for the state lock, or a worker's batch aged): only then is it read
+        again, and the precise error raised when it is no longer executable.
+        """
+        try:
+            return await self._claim(request, claim, context)
+        except RequestConcurrencyError:
+            latest = await self.ledger.load(request.request_id)
+            self._check_executable(latest, strategy)
+            return await self._claim(latest, claim, context)
 
     def _check_executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> None:
         if request.status is RequestStatus.EXECUTING and request.claim is not None:
@@ -408,7 +413,7 @@ class GovernedExecutionManager:
             )
         failure = deferred.error
         if failure is not None and not _decides_failure(failure):
-            outage = _outage_in(failure)
+            outage = outage_in(failure)
             if outage is not None and outage is not failure:
                 raise outage from failure
             raise failure
@@ -762,101 +767,54 @@ class GovernedExecutionManager:
         context: MutationContext | None = None,
         until_idle: bool = False,
         recover_every: float = 30.0,
+        expire: Callable[[], Awaitable[int]] | None = None,
+        expire_every: float = 30.0,
         purge: Callable[[], Awaitable[object]] | None = None,
         purge_every: float = 3600.0,
+        backoff: Backoff | None = None,
+        grace: float = 10.0,
+        progress: WorkerProgress | None = None,
+        on_outcome: Callable[[WorkerOutcome], object] | None = None,
     ) -> WorkerReport:
-        """Execute approved requests as they appear, ``concurrency`` at a time.
+        """Execute ready requests as they appear, at most ``concurrency`` at a time.
 
-        With REVALIDATE_ON_LATEST_STATE, requests pending revalidation are executed too.
-        Each request's errors are logged and counted, never stopping the worker; a request
-        that raised is not retried until the worker restarts. Runs until
-        its task group is cancelled (in-flight executions release their claims), or with
-        ``until_idle`` until no approved request is left. ``purge`` (retention, e.g.
-        ``Governance.purge``) runs every ``purge_every`` seconds, first when the worker starts.
+        Ready means APPROVED (with REVALIDATE_ON_LATEST_STATE also pending revalidation),
+        oldest first. A store with a :class:`~mutator_governance.ReadyQueue` hands out
+        disjoint batches to every worker process in one operation; a store with a
+        :class:`~mutator_governance.ReadySignal` wakes an idle worker as soon as a request
+        becomes ready; otherwise the worker polls every ``poll_interval`` seconds (with
+        jitter). Nothing stops it but cancellation (or, with ``until_idle``, no ready
+        request and nothing in flight or waiting for a retry):
+
+        - a store outage (poll, claim, commit, housekeeping) is logged at WARNING and
+          retried after ``backoff`` (exponential with jitter);
+        - a request that raised anything else is logged and parked for one lease
+          (never retried in a tight loop); unreadable rows are quarantined by the store;
+        - every ``recover_every`` seconds stale claims are recovered, every
+          ``expire_every`` seconds ``expire`` runs, every ``purge_every`` seconds ``purge``.
+
+        Each outcome is logged at INFO on ``mutator.governance.worker`` and passed to
+        ``on_outcome``; ``progress`` shows the counts live and after a cancellation.
+        Cancelling stops claiming and gives in-flight executions ``grace`` seconds to
+        finish before they are cancelled and their claims released.
         """
-        _positive("concurrency", concurrency, integer=True)
-        _positive("poll_interval", poll_interval, allow_zero=True)
-        _positive("recover_every", recover_every)
-        _positive("purge_every", purge_every)
-        context = context or MutationContext.system("governance worker")
-        counts = {"executed": 0, "not_executed": 0, "failed": 0, "skipped": 0, "errors": 0}
-        in_flight: set[str] = set()
-        broken: set[str] = set()
-        limiter = anyio.CapacityLimiter(concurrency)
-        last_recovery = -recover_every
-        last_purge = -purge_every
-
-        async def attempt(request_id: str) -> str:
-            try:
-                async with limiter:
-                    outcome = await self.execute(request_id, context=context, strategy=strategy)
-            except (RequestConcurrencyError, RequestNotExecutableError, ConcurrencyError):
-                return "skipped"
-            except Exception:
-                broken.add(request_id)
-                _log.exception(
-                    "worker could not execute request %s; not retrying it in this run",
-                    request_id,
-                    extra={"request_id": request_id, "operation": "execute"},
-                )
-                return "errors"
-            if outcome.executed:
-                return "executed"
-            if outcome.request.status is RequestStatus.FAILED:
-                return "failed"
-            return "not_executed"
-
-        async def work(request: MutationRequest) -> None:
-            try:
-                telemetry = self.telemetry
-                if telemetry is None:
-                    kind = await attempt(request.request_id)
-                else:
-                    kind = await telemetry.worker_execution(
-                        request, lambda: attempt(request.request_id)
-                    )
-                    telemetry.worker_outcome(kind)
-                counts[kind] += 1
-            finally:
-                in_flight.discard(request.request_id)
-
-        async with anyio.create_task_group() as tg:
-            while True:
-                if anyio.current_time() - last_recovery >= recover_every:
-                    last_recovery = anyio.current_time()
-                    await self.recover_stale_claims(context=context)
-                    if self.telemetry is not None:
-                        await self.telemetry.refresh(self.ledger.requests)
-                if purge is not None and anyio.current_time() - last_purge >= purge_every:
-                    last_purge = anyio.current_time()
-                    try:
-                        await purge()
-                    except Exception:
-                        _log.exception("retention purge failed", extra={"operation": "purge"})
-                ready = await self._ready(
-                    strategy, limit=concurrency * 4, exclude=in_flight | broken
-                )
-                for request in ready:
-                    in_flight.add(request.request_id)
-                    tg.start_soon(work, request)
-                if until_idle and not ready and not in_flight:
-                    break
-                await anyio.sleep(0 if ready else poll_interval)
-        return WorkerReport(**counts)
-
-    async def _ready(
-        self, strategy: ResolutionStrategy, *, limit: int, exclude: set[str]
-    ) -> list[MutationRequest]:
-        """Approved requests (and, when revalidating, requests pending revalidation)."""
-        requests = self.ledger.requests
-        page = await requests.list(
-            RequestQuery(statuses={RequestStatus.APPROVED}), limit=limit + len(exclude)
+        return await run_worker(
+            self,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            strategy=strategy,
+            context=context,
+            until_idle=until_idle,
+            recover_every=recover_every,
+            expire=expire,
+            expire_every=expire_every,
+            purge=purge,
+            purge_every=purge_every,
+            backoff=backoff,
+            grace=grace,
+            progress=progress,
+            on_outcome=on_outcome,
         )
-        ready = [r for r in page.items if r.request_id not in exclude]
-        if strategy is ResolutionStrategy.REVALIDATE_ON_LATEST_STATE:
-            waiting = await requests.pending(PendingReason.REVALIDATION)
-            ready.extend(r for r in waiting if r.request_id not in exclude)
-        return ready[:limit]
 
     # -- compensation --------------------------------------------------------------------
 

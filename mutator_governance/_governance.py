@@ -44,14 +44,10 @@ from ._errors import (
     SelfApprovalError,
     StateNotFoundError,
 )
-from ._execution import (
-    GovernedExecutionManager,
-    GovernedExecutionResult,
-    RecoverySweep,
-    WorkerReport,
-)
+from ._execution import GovernedExecutionManager, GovernedExecutionResult, RecoverySweep
 from ._ledger import RequestLedger
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
+from ._quarantine import QuarantinedRequest
 from ._query import RequestPage, RequestQuery
 from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQuery
 from ._registry import MutationRegistry
@@ -60,11 +56,13 @@ from ._resolution import Resolution, resolve_version
 from ._retention import TERMINAL_STATUSES, PurgeReport, terminal_statuses
 from ._telemetry import Telemetry, observed
 from ._transitions import transition
+from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport
 from ._workflow import approve_requirement, expire_approvals, fresh_round, reject_requirement
 from .protocols import (
     DecisionHistory,
     DecisionPurger,
     ExecutionCommitter,
+    QuarantineLog,
     RequestPurger,
     RequestStore,
     StateStore,
@@ -642,13 +640,20 @@ class Governance:
         until_idle: bool = False,
         context: MutationContext | None = None,
         recover_every: float = 30.0,
+        expire_every: float = 30.0,
         retention: timedelta | None = None,
         purge_every: float = 3600.0,
+        backoff: Backoff | None = None,
+        grace: float = 10.0,
+        progress: WorkerProgress | None = None,
+        on_outcome: Callable[[WorkerOutcome], object] | None = None,
     ) -> WorkerReport:
-        """Execute approved requests as they appear; see ``GovernedExecutionManager``.
+        """Execute ready requests as they appear; see ``GovernedExecutionManager.run_worker``.
 
-        With ``retention``, the worker also runs ``purge(older_than=retention)`` every
-        ``purge_every`` seconds (a failing purge is logged, never stopping the worker).
+        The worker also expires requests past their deadline (``expire_due``) every
+        ``expire_every`` seconds and, with ``retention``, runs
+        ``purge(older_than=retention)`` every ``purge_every`` seconds (a failing sweep is
+        logged and retried, never stopping the worker).
         """
         purge = None
         if retention is not None:
@@ -657,6 +662,9 @@ class Governance:
             async def purge() -> PurgeReport:
                 return await self.purge(older_than=retention)
 
+        async def expire() -> int:
+            return len((await self.expire_due()).expired)
+
         return await self.executor.run_worker(
             concurrency=concurrency,
             poll_interval=poll_interval,
@@ -664,8 +672,14 @@ class Governance:
             until_idle=until_idle,
             context=context,
             recover_every=recover_every,
+            expire=expire,
+            expire_every=expire_every,
             purge=purge,
             purge_every=purge_every,
+            backoff=backoff,
+            grace=grace,
+            progress=progress,
+            on_outcome=on_outcome,
         )
 
     # -- retention -----------------------------------------------------------------------
@@ -767,6 +781,18 @@ class Governance:
             limit=limit,
             cursor=cursor,
         )
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Stored requests set aside because they cannot be read (id, backend, field, error).
+
+        Listings, sweeps and workers skip them; repair or delete the row, then call
+        ``requests.release(request_id)``. Empty for a store without a
+        :class:`~mutator_governance.QuarantineLog`.
+        """
+        log = self.requests
+        if isinstance(log, QuarantineLog):
+            return await log.quarantined()
+        return ()
 
     async def decision_history(self, request_id: str) -> Sequence[RequestDecision]:
         """Every decision about a request, oldest first (the request is the source of truth)."""

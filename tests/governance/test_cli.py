@@ -110,7 +110,7 @@ def test_an_approver_works_through_the_whole_story(url: str) -> None:
     worker = ok(url, "worker", "--until-idle")
     assert worker.splitlines() == [
         "req-1: executed (version 2)",
-        "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors",
+        "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors, 0 retried",
     ]
 
     listed = json.loads(ok(url, "--json", "requests", "list"))
@@ -167,7 +167,7 @@ def test_reject_cancel_execute_and_sweeps(url: str) -> None:
     assert "nope" in missing.stderr
     assert json.loads(ok(url, "--json", "expire")) == {"expired": [], "skipped": []}
     assert json.loads(ok(url, "--json", "recover"))["repaired_decisions"] == 0
-    assert ok(url, "quarantine").strip() == "this store reports no quarantine yet"
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,9 @@ class TestCancellation:
         other = await xworld.submit(IncreaseQuota("eve", 1), state_id=OTHER_STATE_ID)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: xworld.gov.run_worker(concurrency=2, poll_interval=POLL))
+            tg.start_soon(
+                lambda: xworld.gov.run_worker(concurrency=2, poll_interval=POLL, grace=0.05)
+            )
             await gate.reached.wait()
             tg.cancel_scope.cancel()
 
@@ -309,7 +311,7 @@ class TestRecovery:
 
         report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
 
-        assert report == WorkerReport(executed=1)
+        assert report == WorkerReport(executed=1, recovered=1)
         final = await world.gov.get(request.request_id)
         assert final.status is S.EXECUTED
         assert codes_of(final.decisions).count(L.RELEASED) == 1

@@ -1,0 +1,654 @@
+"""The worker: executes ready requests in bounded batches and never stops for one bad thing.
+
+Each poll reserves a batch at the store (:class:`~mutator_governance.ReadyQueue`: one
+operation, disjoint across processes) or, for a store without one, pages through the
+approved requests. At most ``concurrency`` executions run at once; a store outage backs
+off and retries, a request that raised is parked instead of retried in a loop, and
+housekeeping (claim recovery, expiry, retention) runs on its own intervals. Cancelling
+the worker stops claiming and gives in-flight executions ``grace`` seconds to finish
+before their claims are released.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from mutator import ConcurrencyError, ConfigurationError, MutationContext
+
+from ._enums import PendingReason, RequestStatus, ResolutionStrategy
+from ._errors import (
+    RequestClaimedError,
+    RequestConcurrencyError,
+    RequestNotExecutableError,
+    RequestNotFoundError,
+    outage_in,
+)
+from ._query import RequestQuery
+from ._request import MutationRequest
+from .protocols import QuarantineLog, ReadyQueue, ReadySignal
+
+if TYPE_CHECKING:
+    from ._execution import GovernedExecutionManager, GovernedExecutionResult
+
+__all__ = [
+    "WORKER_LOGGER",
+    "Backoff",
+    "WorkerOutcome",
+    "WorkerOutcomeKind",
+    "WorkerProgress",
+    "WorkerReport",
+    "run_worker",
+]
+
+WORKER_LOGGER = "mutator.governance.worker"
+"""The worker's logger: one INFO record per outcome, WARNING for outages and parked requests."""
+
+_log = logging.getLogger(WORKER_LOGGER)
+
+
+class WorkerOutcomeKind(enum.Enum):
+    """What one execution attempt by the worker came to."""
+
+    EXECUTED = "executed"
+    """The mutation ran and its state was committed."""
+    NOT_EXECUTED = "not_executed"
+    """Resolution or policies stopped it (stale, rejected, pending approvals again)."""
+    FAILED = "failed"
+    """The mutation itself failed: the request is FAILED."""
+    SKIPPED = "skipped"
+    """Someone else claimed or decided it first; nothing to do."""
+    RETRIED = "retried"
+    """A store outage interrupted it; the worker retries it after a backoff."""
+    ERROR = "errors"
+    """It raised an unexpected error; it is parked, not retried in a loop."""
+
+
+@attrs.frozen
+class WorkerOutcome:
+    """One execution attempt: the request, what it came to, and how long it took.
+
+    ``status`` is the request's status afterwards when known; ``result`` the execution's
+    result when it ran to an outcome; ``error`` the exception of a skipped, retried or
+    errored attempt.
+    """
+
+    request_id: str
+    kind: WorkerOutcomeKind
+    duration: float
+    status: RequestStatus | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    result: GovernedExecutionResult | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen
+class WorkerReport:
+    """Counts of what a worker did: outcomes by kind, housekeeping and outages.
+
+    ``quarantined`` is the number of quarantined requests the store reported at the last
+    housekeeping (they are skipped, never executed); ``outages`` counts store operations
+    that failed with an outage and were retried after a backoff.
+    """
+
+    executed: int = 0
+    not_executed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+    retried: int = 0
+    recovered: int = 0
+    expired: int = 0
+    quarantined: int = 0
+    outages: int = 0
+
+
+_COUNTED = {
+    WorkerOutcomeKind.EXECUTED: "executed",
+    WorkerOutcomeKind.NOT_EXECUTED: "not_executed",
+    WorkerOutcomeKind.FAILED: "failed",
+    WorkerOutcomeKind.SKIPPED: "skipped",
+    WorkerOutcomeKind.RETRIED: "retried",
+    WorkerOutcomeKind.ERROR: "errors",
+}
+
+
+class WorkerProgress:
+    """A live view of a running worker; pass one to ``run_worker(progress=...)``.
+
+    :attr:`report` is current while the worker runs and final after it stops, also when
+    it was cancelled (``run_worker`` returns nothing then).
+    """
+
+    __slots__ = ("_counts", "in_flight")
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = dict.fromkeys(attrs.fields_dict(WorkerReport), 0)
+        self.in_flight = 0
+        """Executions running now."""
+
+    @property
+    def report(self) -> WorkerReport:
+        """The counts so far."""
+        return WorkerReport(**self._counts)
+
+    def _add(self, name: str, amount: int = 1) -> None:
+        self._counts[name] += amount
+
+    def _set(self, name: str, value: int) -> None:
+        self._counts[name] = value
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum`` seconds.
+
+    Each delay is drawn between half and all of the capped exponential, so workers that
+    failed together do not retry together.
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("initial", "maximum"):
+            _check_seconds(f"Backoff.{name}", getattr(self, name))
+        if self.maximum < self.initial:
+            raise ConfigurationError(
+                f"Backoff.maximum ({self.maximum!r}) must be >= initial ({self.initial!r})"
+            )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
+        capped = min(self.maximum, self.initial * 2.0 ** min(attempt - 1, 32))
+        jitter: float = random.uniform(0.5, 1.0)
+        return capped * jitter
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None:
+    """Refuse an interval that is not a finite number of seconds > 0 (ConfigurationError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+    if number == 0 and not allow_zero:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+_LOST_RACE = (
+    RequestConcurrencyError,
+    RequestNotExecutableError,
+    RequestClaimedError,
+    RequestNotFoundError,
+    ConcurrencyError,
+)
+
+Housekeeping = Callable[[], Awaitable[int]]
+"""A periodic sweep the worker runs; returns how many requests it settled."""
+
+
+@attrs.frozen
+class _Chore:
+    name: str
+    every: float
+    run: Housekeeping
+    counter: str | None
+
+
+class _Worker:
+    """One run of :func:`run_worker` (the loop's state lives here, not in closures)."""
+
+    def __init__(
+        self,
+        manager: GovernedExecutionManager,
+        *,
+        concurrency: int,
+        poll_interval: float,
+        strategy: ResolutionStrategy,
+        context: MutationContext,
+        until_idle: bool,
+        chores: Sequence[_Chore],
+        backoff: Backoff,
+        grace: float,
+        progress: WorkerProgress,
+        on_outcome: Callable[[WorkerOutcome], object] | None,
+    ) -> None:
+        self.manager = manager
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.strategy = strategy
+        self.revalidation = strategy is ResolutionStrategy.REVALIDATE_ON_LATEST_STATE
+        self.context = context
+        self.until_idle = until_idle
+        self.chores = chores
+        self.backoff = backoff
+        self.grace = grace
+        self.progress = progress
+        self.on_outcome = on_outcome
+        requests = manager.ledger.requests
+        self.queue = requests if isinstance(requests, ReadyQueue) else None
+        self.signal = requests if isinstance(requests, ReadySignal) else None
+        self.quarantine = requests if isinstance(requests, QuarantineLog) else None
+        self.buffer: deque[MutationRequest] = deque()
+        self.in_flight: set[str] = set()
+        self.scopes: set[anyio.CancelScope] = set()
+        self.retries: dict[str, tuple[float, int]] = {}
+        self.parked: dict[str, float] = {}
+        self.next_chore = dict.fromkeys((chore.name for chore in chores), 0.0)
+        self.chore_failures = dict.fromkeys((chore.name for chore in chores), 0)
+        self.reserve_failures = 0
+        self.resume_at = 0.0
+        self.wake = anyio.Event()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> WorkerReport:
+        async with anyio.create_task_group() as tg:
+            if self.signal is not None and not self.until_idle:
+                tg.start_soon(self._listen, self.signal)
+            try:
+                await self._loop(tg)
+            except anyio.get_cancelled_exc_class():
+                self._shut_down()
+                raise
+            tg.cancel_scope.cancel()
+        return self.progress.report
+
+    async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            now = anyio.current_time()
+            await self._housekeeping(now)
+            self._start_due_retries(tg, now)
+            drained = True
+            if self._free() > 0 and now >= self.resume_at:
+                if not self.buffer:
+                    drained = await self._refill()
+                while self.buffer and self._free() > 0:
+                    self._start(tg, self.buffer.popleft(), None)
+            elif now < self.resume_at:
+                drained = False
+            if self.until_idle and self._idle(drained):
+                return
+            if self.buffer and self._free() > 0:
+                continue
+            await self._wait(self._timeout(now, drained))
+
+    def _free(self) -> int:
+        return self.concurrency - len(self.in_flight)
+
+    def _idle(self, drained: bool) -> bool:
+        return drained and not self.buffer and not self.in_flight and not self.retries
+
+    def _timeout(self, now: float, drained: bool) -> float:
+        if self.buffer or not drained:
+            # slots are full (a completion wakes us) or more may be ready right away
+            waits = [self.poll_interval if self._free() <= 0 else 0.0]
+        else:
+            waits = [self.poll_interval * random.uniform(0.8, 1.2)]
+        if self.resume_at > now:
+            waits.append(self.resume_at - now)
+        waits.extend(due - now for due, _ in self.retries.values())
+        waits.extend(due - now for due in self.next_chore.values())
+        return max(0.0, min(waits))
+
+    async def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self.wake.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
+        self.wake = anyio.Event()
+
+    async def _listen(self, signal: ReadySignal) -> None:
+        """Wake the loop when the store says a request became ready."""
+        while True:
+            started = anyio.current_time()
+            woken = await signal.wait_ready(max(self.poll_interval, 1.0))
+            if woken:
+                self.wake.set()
+            elif anyio.current_time() - started < 0.05:
+                await anyio.sleep(min(self.poll_interval, 1.0) or 0.05)
+
+    def _shut_down(self) -> None:
+        """Stop claiming; give in-flight executions ``grace`` seconds, then cancel them."""
+        self.buffer.clear()
+        deadline = anyio.current_time() + self.grace
+        for scope in self.scopes:
+            scope.deadline = min(scope.deadline, deadline)
+
+    # -- finding work --------------------------------------------------------------------
+
+    async def _refill(self) -> bool:
+        """Fill the buffer with ready requests; True when the store had no more to give."""
+        wanted = self.concurrency
+        try:
+            batch = await self._reserve(wanted)
+        except Exception as error:
+            self.reserve_failures += 1
+            delay = self.backoff.delay(self.reserve_failures)
+            self.resume_at = anyio.current_time() + delay
+            if outage_in(error) is not None:
+                self._outage("reserve", error, delay)
+            else:
+                _log.exception(
+                    "finding ready requests failed; retrying in %.2f s",
+                    delay,
+                    extra={"operation": "reserve", "outcome": "errors", "delay": delay},
+                )
+            return False
+        self.reserve_failures = 0
+        now = anyio.current_time()
+        for request in batch:
+            request_id = request.request_id
+            if request_id in self.in_flight or request_id in self.retries:
+                continue
+            if self.parked.get(request_id, 0.0) > now:
+                continue
+            self.parked.pop(request_id, None)
+            self.buffer.append(request)
+        return len(batch) < wanted
+
+    async def _reserve(self, limit: int) -> Sequence[MutationRequest]:
+        manager = self.manager
+        if self.queue is not None:
+            now = manager.clock()
+            until = now + max(manager.lease, timedelta(seconds=self.backoff.maximum))
+            return await self.queue.reserve(
+                owner=manager.executor_id,
+                limit=limit,
+                now=now,
+                until=until,
+                revalidation=self.revalidation,
+            )
+        return await self._scan(limit)
+
+    async def _scan(self, limit: int) -> list[MutationRequest]:
+        """Ready requests of a store without a ReadyQueue, skipping what this worker holds."""
+        now = anyio.current_time()
+        held = (
+            self.in_flight
+            | self.retries.keys()
+            | {request_id for request_id, due in self.parked.items() if due > now}
+        )
+        found: list[MutationRequest] = []
+        queries = [RequestQuery(statuses={RequestStatus.APPROVED})]
+        if self.revalidation:
+            queries.append(
+                RequestQuery(
+                    statuses={RequestStatus.PENDING},
+                    pending_reasons={PendingReason.REVALIDATION},
+                )
+            )
+        requests = self.manager.ledger.requests
+        for query in queries:
+            cursor = None
+            while len(found) < limit:
+                page = await requests.list(query, limit=limit + len(held), cursor=cursor)
+                found.extend(r for r in page.items if r.request_id not in held)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return found[:limit]
+
+    def _start_due_retries(self, tg: anyio.abc.TaskGroup, now: float) -> None:
+        for request_id, (due, attempt) in list(self.retries.items()):
+            if self._free() <= 0:
+                return
+            if due <= now:
+                del self.retries[request_id]
+                self._start(tg, request_id, attempt)
+
+    # -- executing -----------------------------------------------------------------------
+
+    def _start(
+        self, tg: anyio.abc.TaskGroup, work: MutationRequest | str, attempt: int | None
+    ) -> None:
+        request_id = work if isinstance(work, str) else work.request_id
+        self.in_flight.add(request_id)
+        self.progress.in_flight = len(self.in_flight)
+        tg.start_soon(self._execute, work, attempt or 0)
+
+    async def _execute(self, work: MutationRequest | str, attempt: int) -> None:
+        request_id = work if isinstance(work, str) else work.request_id
+        # Shielded so cancelling the worker does not interrupt it; shutdown sets a deadline.
+        scope = anyio.CancelScope(shield=True)
+        self.scopes.add(scope)
+        started = anyio.current_time()
+        try:
+            with scope:
+                outcome = await self._attempt(work, attempt, started)
+            if scope.cancelled_caught:
+                outcome = WorkerOutcome(
+                    request_id, WorkerOutcomeKind.SKIPPED, anyio.current_time() - started
+                )
+            self._record(outcome)
+        finally:
+            self.scopes.discard(scope)
+            self.in_flight.discard(request_id)
+            self.progress.in_flight = len(self.in_flight)
+            self.wake.set()
+
+    async def _attempt(
+        self, work: MutationRequest | str, attempt: int, started: float
+    ) -> WorkerOutcome:
+        manager = self.manager
+        telemetry = manager.telemetry
+        request_id = work if isinstance(work, str) else work.request_id
+
+        async def call() -> WorkerOutcome:
+            try:
+                if isinstance(work, str):
+                    result = await manager.execute(
+                        work, context=self.context, strategy=self.strategy
+                    )
+                else:
+                    result = await manager.execute_reserved(
+                        work, context=self.context, strategy=self.strategy
+                    )
+            except _LOST_RACE as error:
+                return self._outcome(request_id, WorkerOutcomeKind.SKIPPED, started, error=error)
+            except Exception as error:
+                if outage_in(error) is not None:
+                    return self._retry(request_id, attempt + 1, started, error)
+                return self._park(request_id, started, error)
+            return self._result(result, started)
+
+        if telemetry is None:
+            return await call()
+        anchor = work if isinstance(work, MutationRequest) else await manager.ledger.load(work)
+        seen: list[WorkerOutcome] = []
+
+        async def traced() -> str:
+            seen.append(await call())
+            return seen[0].kind.value
+
+        kind = await telemetry.worker_execution(anchor, traced)
+        telemetry.worker_outcome(kind)
+        return seen[0]
+
+    def _outcome(
+        self,
+        request_id: str,
+        kind: WorkerOutcomeKind,
+        started: float,
+        *,
+        status: RequestStatus | None = None,
+        error: BaseException | None = None,
+        result: GovernedExecutionResult | None = None,
+    ) -> WorkerOutcome:
+        duration = anyio.current_time() - started
+        return WorkerOutcome(request_id, kind, duration, status, error, result)
+
+    def _result(self, result: GovernedExecutionResult, started: float) -> WorkerOutcome:
+        request = result.request
+        if result.executed:
+            kind = WorkerOutcomeKind.EXECUTED
+        elif request.status is RequestStatus.FAILED:
+            kind = WorkerOutcomeKind.FAILED
+        else:
+            kind = WorkerOutcomeKind.NOT_EXECUTED
+        return self._outcome(
+            request.request_id, kind, started, status=request.status, result=result
+        )
+
+    def _retry(
+        self, request_id: str, attempt: int, started: float, error: BaseException
+    ) -> WorkerOutcome:
+        delay = self.backoff.delay(attempt)
+        self.retries[request_id] = (anyio.current_time() + delay, attempt)
+        self._outage(f"execute {request_id}", error, delay)
+        return self._outcome(request_id, WorkerOutcomeKind.RETRIED, started, error=error)
+
+    def _park(self, request_id: str, started: float, error: BaseException) -> WorkerOutcome:
+        park = self.manager.lease.total_seconds()
+        self.parked[request_id] = anyio.current_time() + park
+        _log.warning(
+            "request %s raised %s; parked for %.0f s instead of retrying it at once",
+            request_id,
+            type(error).__name__,
+            park,
+            exc_info=error,
+            extra={"request_id": request_id, "operation": "execute", "outcome": "errors"},
+        )
+        return self._outcome(request_id, WorkerOutcomeKind.ERROR, started, error=error)
+
+    def _record(self, outcome: WorkerOutcome) -> None:
+        self.progress._add(_COUNTED[outcome.kind])
+        _log.info(
+            "%s %s in %.1f ms",
+            outcome.request_id,
+            outcome.kind.value,
+            outcome.duration * 1000,
+            extra={
+                "request_id": outcome.request_id,
+                "operation": "execute",
+                "outcome": outcome.kind.value,
+                "status": outcome.status.value if outcome.status is not None else None,
+                "duration": outcome.duration,
+            },
+        )
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(outcome)
+            except Exception:
+                _log.exception("the worker's on_outcome callback raised; ignoring it")
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def _housekeeping(self, now: float) -> None:
+        for chore in self.chores:
+            if now < self.next_chore[chore.name]:
+                continue
+            try:
+                settled = await chore.run()
+            except Exception as error:
+                if outage_in(error) is None:
+                    self.next_chore[chore.name] = now + chore.every
+                    _log.exception(
+                        "worker housekeeping %s failed", chore.name, extra={"operation": chore.name}
+                    )
+                    continue
+                self.chore_failures[chore.name] += 1
+                delay = min(self.backoff.delay(self.chore_failures[chore.name]), chore.every)
+                self.next_chore[chore.name] = now + delay
+                self._outage(chore.name, error, delay)
+                continue
+            self.chore_failures[chore.name] = 0
+            self.next_chore[chore.name] = now + chore.every
+            if chore.counter is not None:
+                self.progress._add(chore.counter, settled)
+        if self.quarantine is not None and now >= self.next_chore.get("quarantine", 0.0):
+            every = min((chore.every for chore in self.chores), default=30.0)
+            self.next_chore["quarantine"] = now + every
+            try:
+                self.progress._set("quarantined", len(await self.quarantine.quarantined()))
+            except Exception as error:
+                if outage_in(error) is not None:
+                    self._outage("quarantine listing", error, every)
+                else:
+                    _log.exception("listing quarantined requests failed")
+
+    def _outage(self, what: str, error: BaseException, delay: float) -> None:
+        self.progress._add("outages")
+        _log.warning(
+            "store unavailable during %s (%s); retrying in %.2f s",
+            what,
+            error,
+            delay,
+            extra={"operation": what.split(" ", 1)[0], "outcome": "outage", "delay": delay},
+        )
+
+
+async def run_worker(
+    manager: GovernedExecutionManager,
+    *,
+    concurrency: int = 4,
+    poll_interval: float = 1.0,
+    strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
+    context: MutationContext | None = None,
+    until_idle: bool = False,
+    recover_every: float = 30.0,
+    expire: Housekeeping | None = None,
+    expire_every: float = 30.0,
+    purge: Callable[[], Awaitable[object]] | None = None,
+    purge_every: float = 3600.0,
+    backoff: Backoff | None = None,
+    grace: float = 10.0,
+    progress: WorkerProgress | None = None,
+    on_outcome: Callable[[WorkerOutcome], object] | None = None,
+) -> WorkerReport:
+    """Run the worker of ``manager`` (see :meth:`GovernedExecutionManager.run_worker`)."""
+    _check_count("concurrency", concurrency)
+    _check_seconds("poll_interval", poll_interval, allow_zero=True)
+    _check_seconds("recover_every", recover_every)
+    _check_seconds("expire_every", expire_every)
+    _check_seconds("purge_every", purge_every)
+    _check_seconds("grace", grace, allow_zero=True)
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ConfigurationError(f"backoff must be a Backoff, got {backoff!r}")
+    context = context or MutationContext.system("governance worker")
+
+    async def recover() -> int:
+        sweep = await manager.recover_stale_claims(context=context)
+        if manager.telemetry is not None:
+            await manager.telemetry.refresh(manager.ledger.requests)
+        return len(sweep.finished) + len(sweep.released)
+
+    chores = [_Chore("recover", recover_every, recover, "recovered")]
+    if expire is not None:
+        chores.append(_Chore("expire", expire_every, expire, "expired"))
+    if purge is not None:
+
+        async def purged() -> int:
+            await purge()
+            return 0
+
+        chores.append(_Chore("purge", purge_every, purged, None))
+    worker = _Worker(
+        manager,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        strategy=strategy,
+        context=context,
+        until_idle=until_idle,
+        chores=chores,
+        backoff=backoff or Backoff(),
+        grace=grace,
+        progress=progress if progress is not None else WorkerProgress(),
+        on_outcome=on_outcome,
+    )
+    return await worker.run()

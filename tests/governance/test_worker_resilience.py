@@ -1,0 +1,330 @@
+"""The worker under load and faults: bounded tasks, constant reads, outages, parking, shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from mutator import ConfigurationError, PolicyRequirement
+from mutator_governance import (
+    WORKER_LOGGER,
+    Backoff,
+    InMemoryRequestStore,
+    MutationRequest,
+    RequestPage,
+    RequestQuery,
+    RequestStatus,
+    StoreUnavailableError,
+    WorkerOutcome,
+    WorkerOutcomeKind,
+    WorkerProgress,
+)
+
+from ._execution_support import Blocking, Gate, Probe, Stores, world_over
+from .conftest import STATE_ID, IncreaseQuota, World
+from .test_worker import Tracked, Tracker, quotas_of, statuses, with_states
+
+pytestmark = pytest.mark.anyio
+
+S = RequestStatus
+K = WorkerOutcomeKind
+POLL = 0.01
+FAST = Backoff(initial=0.001, maximum=0.01)
+
+
+class CountingRequests(InMemoryRequestStore):
+    """The in-memory request store (atomic commits kept), counting reads and batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+        self.batches: list[int] = []
+
+    async def reserve(self, **options: Any) -> Sequence[MutationRequest]:
+        batch = await super().reserve(**options)
+        self.batches.append(len(batch))
+        return batch
+
+    async def get(self, request_id: str) -> MutationRequest | None:
+        self.calls["get"] += 1
+        return await super().get(request_id)
+
+    async def list(self, query: Any = None, **options: Any) -> RequestPage:
+        self.calls["list"] += 1
+        return await super().list(query, **options)
+
+    async def pending(self, *args: Any, **kwargs: Any) -> Sequence[MutationRequest]:
+        self.calls["pending"] += 1
+        return await super().pending(*args, **kwargs)
+
+
+class Faults:
+    """Raises StoreUnavailableError from chosen store methods while switched on."""
+
+    def __init__(self, *methods: str, times: int = 3) -> None:
+        self.methods = set(methods)
+        self.left = dict.fromkeys(methods, times)
+        self.raised: Counter[str] = Counter()
+
+    async def before(self, label: str, method: str, args: Any, kwargs: Any) -> None:
+        if method in self.methods and self.left[method] > 0:
+            self.left[method] -= 1
+            self.raised[method] += 1
+            raise StoreUnavailableError(f"injected outage in {label}.{method}", url="memory://")
+
+
+async def approved_on_fresh_states(world: World, count: int, tracker: Tracker) -> list[str]:
+    ids = []
+    for state_id in await with_states(world, count):
+        request = await world.submit(Tracked(tracker, 1), state_id=state_id)
+        assert request.status is S.APPROVED
+        ids.append(request.request_id)
+    return ids
+
+
+class TestBoundedWork:
+    @pytest.mark.parametrize("concurrency", [1, 3, 8])
+    async def test_a_backlog_runs_within_the_limit_with_constant_reads(
+        self, concurrency: int
+    ) -> None:
+        """2,000 ready requests: never more executions than the limit, one row read each."""
+        counting = CountingRequests()
+        world = await world_over(Stores(requests=counting))
+        world.registry.register(Tracked)
+        tracker = Tracker()
+        ids = await approved_on_fresh_states(world, 2000, tracker)
+        counting.calls.clear()
+        progress = WorkerProgress()
+        peaks: list[int] = []
+
+        report = await world.gov.run_worker(
+            until_idle=True,
+            concurrency=concurrency,
+            poll_interval=POLL,
+            progress=progress,
+            on_outcome=lambda _: peaks.append(progress.in_flight),
+        )
+
+        assert report.executed == len(ids) == 2000
+        assert tracker.peak <= concurrency
+        assert max(peaks) <= concurrency
+        # every request reached the worker through one reservation, in batches
+        reserved = counting.batches
+        assert sum(reserved) == 2000
+        assert max(reserved) <= concurrency
+        assert len(reserved) <= 2000 // concurrency + concurrency + 2
+        # besides reservations: one recovery sweep (list), one expiry sweep (pending)
+        assert counting.calls == {"list": 1, "pending": 1}
+
+
+class TestOutages:
+    async def test_outages_while_polling_and_committing_are_retried(self) -> None:
+        """Reserve, claim and commit fail for a while: the worker backs off and drains all."""
+        stores = Stores()
+        faults = Faults("reserve", "replace", times=4)
+        world = await world_over(
+            stores, requests=Probe(stores.requests, "requests", before=faults.before)
+        )
+        ids = [
+            (await world.submit(IncreaseQuota("bob", 1), state_id=state_id)).request_id
+            for state_id in await with_states(world, 12)
+        ]
+
+        report = await world.gov.run_worker(
+            until_idle=True, concurrency=3, poll_interval=POLL, backoff=FAST
+        )
+
+        assert faults.raised == {"reserve": 4, "replace": 4}
+        assert report.executed == 12
+        assert report.outages >= 4
+        assert report.retried >= 1
+        found = await statuses(world)
+        assert {found[i] for i in ids} == {S.EXECUTED}
+        for state_id in [f"quotas:s{i}" for i in range(12)]:
+            assert await quotas_of(world, state_id) == ({"bob": 2}, "2")
+
+    async def test_an_outage_in_housekeeping_does_not_stop_the_worker(self) -> None:
+        stores = Stores()
+        faults = Faults("list", "pending", times=2)
+        world = await world_over(
+            stores, requests=Probe(stores.requests, "requests", before=faults.before)
+        )
+        request = await world.submit()
+
+        report = await world.gov.run_worker(until_idle=True, poll_interval=POLL, backoff=FAST)
+
+        assert report.executed == 1
+        assert report.outages >= 2
+        assert (await world.gov.get(request.request_id)).status is S.EXECUTED
+
+    async def test_a_request_failing_transiently_is_retried_until_it_runs(self) -> None:
+        stores = Stores()
+        world = await world_over(stores)
+        request = await world.submit()
+        failures = 3
+
+        async def flaky(label: str, method: str, args: Any, kwargs: Any) -> None:
+            nonlocal failures
+            if method == "get" and failures > 0:
+                failures -= 1
+                raise StoreUnavailableError("state store unreachable", url="memory://")
+
+        world.gov.executor.ledger.states = Probe(stores.states, "states", before=flaky)  # type: ignore[misc]
+        outcomes: list[WorkerOutcome] = []
+
+        report = await world.gov.run_worker(
+            until_idle=True, poll_interval=POLL, backoff=FAST, on_outcome=outcomes.append
+        )
+
+        assert [o.kind for o in outcomes] == [K.RETRIED] * 3 + [K.EXECUTED]
+        assert (report.retried, report.executed) == (3, 1)
+        stored = await world.gov.get(request.request_id)
+        assert stored.status is S.EXECUTED
+        assert await quotas_of(world, STATE_ID) == ({"bob": 11}, "2")
+
+
+class TestParking:
+    async def test_a_request_that_raises_is_parked_not_retried_in_a_loop(
+        self, world: World
+    ) -> None:
+        broken = await world.submit()
+        await world.force(broken, state_id="quotas:gone")
+        outcomes: list[WorkerOutcome] = []
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: world.gov.run_worker(poll_interval=POLL, on_outcome=outcomes.append)
+            )
+            await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+
+        assert [(o.request_id, o.kind) for o in outcomes] == [(broken.request_id, K.ERROR)]
+        assert (await world.gov.get(broken.request_id)).status is S.APPROVED
+
+
+class TestHousekeeping:
+    async def test_the_worker_expires_overdue_requests(self, world: World) -> None:
+        world.rules.require(PolicyRequirement.approval("carol"))
+        overdue = await world.submit(expires_at=world.clock.now + timedelta(minutes=5))
+        world.clock.advance(minutes=10)
+
+        report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
+
+        assert report.expired == 1
+        assert (await world.gov.get(overdue.request_id)).status is S.EXPIRED
+
+    async def test_every_outcome_is_logged_at_info(
+        self, world: World, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        request = await world.submit()
+        with caplog.at_level(logging.INFO, logger=WORKER_LOGGER):
+            await world.gov.run_worker(until_idle=True, poll_interval=POLL)
+
+        (record,) = [r for r in caplog.records if r.name == WORKER_LOGGER]
+        assert record.levelno == logging.INFO
+        assert record.__dict__["request_id"] == request.request_id
+        assert record.__dict__["operation"] == "execute"
+        assert record.__dict__["outcome"] == "executed"
+        assert record.__dict__["status"] == "executed"
+        assert record.__dict__["duration"] >= 0
+
+
+class TestShutdown:
+    async def test_in_flight_work_finishes_within_the_grace_period(self) -> None:
+        world = await world_over()
+        gate = Gate()
+        request = await world.submit(Blocking(gate))
+        progress = WorkerProgress()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: world.gov.run_worker(poll_interval=POLL, grace=5, progress=progress)
+            )
+            await gate.reached.wait()
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)  # the worker is cancelled; its execution still runs
+            gate.opened.set()
+
+        assert (await world.gov.get(request.request_id)).status is S.EXECUTED
+        assert progress.report.executed == 1
+        assert progress.in_flight == 0
+
+    async def test_work_past_the_grace_period_is_released(self) -> None:
+        world = await world_over()
+        gate = Gate()
+        request = await world.submit(Blocking(gate))
+        progress = WorkerProgress()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: world.gov.run_worker(poll_interval=POLL, grace=0.05, progress=progress)
+            )
+            await gate.reached.wait()
+            tg.cancel_scope.cancel()
+
+        page = await world.gov.list(RequestQuery(statuses={S.EXECUTING}))
+        assert page.items == ()
+        assert (await world.gov.get(request.request_id)).status is S.APPROVED
+        assert progress.report.executed == 0
+        assert await quotas_of(world, STATE_ID) == ({"bob": 1}, "1")
+
+
+class TestSharedStore:
+    async def test_workers_sharing_a_store_take_disjoint_batches(self) -> None:
+        """Three workers over one store: every request runs once and nobody loses a claim."""
+        stores = Stores()
+        worlds = [await world_over(stores) for _ in range(3)]
+        ids = [
+            (await worlds[0].submit(IncreaseQuota("bob", 1), state_id=state_id)).request_id
+            for state_id in await with_states(worlds[0], 60)
+        ]
+        reports = []
+
+        async def run(world: World) -> None:
+            reports.append(
+                await world.gov.run_worker(until_idle=True, concurrency=4, poll_interval=POLL)
+            )
+
+        async with anyio.create_task_group() as tg:
+            for world in worlds:
+                tg.start_soon(run, world)
+
+        assert sum(r.executed for r in reports) == len(ids)
+        assert sum(r.skipped for r in reports) == 0
+        total = 0
+        for i in range(60):
+            quotas, _ = await quotas_of(worlds[0], f"quotas:s{i}")
+            total += quotas["bob"]
+        assert total == 60 * 2
+
+
+class TestOptions:
+    @pytest.mark.parametrize(
+        ("initial", "maximum"), [(0, 1), (-1, 1), (2, 1), (float("nan"), 1), (1, True)]
+    )
+    def test_a_bad_backoff_is_refused(self, initial: float, maximum: float) -> None:
+        with pytest.raises(ConfigurationError, match="Backoff"):
+            Backoff(initial=initial, maximum=maximum)
+
+    def test_backoff_doubles_up_to_its_maximum_with_jitter(self) -> None:
+        backoff = Backoff(initial=1, maximum=8)
+        for attempt, cap in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 8)]:
+            delay = backoff.delay(attempt)
+            assert cap / 2 <= delay <= cap
+
+    @pytest.mark.parametrize("option", ["grace", "expire_every"])
+    async def test_a_bad_interval_is_refused(self, world: World, option: str) -> None:
+        with pytest.raises(ConfigurationError, match=option):
+            await world.gov.run_worker(until_idle=True, **{option: -1})
+
+    async def test_the_quarantine_count_is_reported(self, world: World) -> None:
+        report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
+        assert report.quarantined == 0
+        assert await world.gov.quarantined() == ()
