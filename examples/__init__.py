@@ -23,6 +23,7 @@ EXAMPLES: dict[str, str] = {
     "versioned_resolution": "examples.versioned_resolution",
     "durable_sqlite": "examples.durable_sqlite",
     "custom_store": "examples.custom_store",
+    "worker_fleet": "examples.worker_fleet",
     "queries": "examples.queries",
     "redis_queries": "examples.redis_queries",
     "observability": "examples.observability",

@@ -301,7 +301,17 @@ def check_governance_observability(outcome: dict[str, Any]) -> None:
     assert outcome["report"].executed == 1
 
 
+def check_worker_fleet(outcome: dict[str, Any]) -> None:
+    sqlite, memory = outcome["sqlite"], outcome["memory"]
+    assert sqlite["executed"] == 4
+    assert sqlite["quarantined"] == ["raise-2"]
+    assert sqlite["healthy_executed"]
+    assert (memory["outages"], memory["executed"]) == (2, 1)
+    assert memory["status"] is RequestStatus.EXECUTED
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
+    "worker_fleet": check_worker_fleet,
     "durable_sqlite": check_durable_sqlite,
     "custom_store": check_custom_store,
     "queries": check_queries,
