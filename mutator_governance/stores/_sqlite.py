@@ -23,6 +23,11 @@ no lock) and the claim of a governed execution (committed without a flush of its
 when the database is busy they hop too, reads on their own limiter, so writers queued on
 the database lock never starve a read. An in-memory database (``sqlite:///:memory:``) is
 private to its store and uses one connection for everything.
+
+Workers reserve ready requests through a partial index of ready rows (the reservation
+lives in the row until the request is next written); a request row that cannot be read is
+recorded in the ``quarantine`` table and left out of every multi-row read; retention
+deletes old terminal requests with their decisions in one transaction.
 """
 
 from __future__ import annotations
@@ -739,8 +744,11 @@ _INSERT_QUARANTINE = (
 )
 _RESERVE = "UPDATE requests SET reserved_by = ?, reserved_until = ? WHERE request_id = ?"
 _TERMINAL = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
+# Walks the rows last updated before the cutoff in purge order and stops at the limit,
+# however many recent terminal rows the store holds.
 _PURGEABLE = (
-    "SELECT request_id FROM requests AS r WHERE status IN ({statuses}) AND updated_at < ? "
+    "SELECT request_id FROM requests AS r INDEXED BY requests_by_updated "
+    "WHERE status IN ({statuses}) AND updated_at < ? "
     "AND NOT EXISTS (SELECT 1 FROM requests AS c WHERE c.compensates = r.request_id "
     f"AND c.status NOT IN ({_TERMINAL})) "
     "ORDER BY updated_at, request_id LIMIT ?"
@@ -768,9 +776,9 @@ def ready_sql(*, revalidation: bool, after: bool) -> str:
     return sql + " ORDER BY created_at, request_id LIMIT ?"
 
 
-def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> builtins.list[_Read]:
+def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> list[_Read]:
     """Each ``(created_at, request_id, document)`` row decoded, or why it cannot be."""
-    decoded: builtins.list[_Read] = []
+    decoded: list[_Read] = []
     for created_at, request_id, document in rows:
         try:
             decoded.append((created_at, request_id, codec.read_request((request_id, document))))
@@ -779,17 +787,17 @@ def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> builtins.list[_Read]:
     return decoded
 
 
-def _unreadable(rows: Iterable[_Read]) -> builtins.list[_Unreadable]:
+def _unreadable(rows: Iterable[_Read]) -> list[_Unreadable]:
     return [(r[1], r[2]) for r in rows if isinstance(r[2], StoredDataError)]
 
 
-def _readable(rows: Iterable[_Read]) -> builtins.list[MutationRequest]:
+def _readable(rows: Iterable[_Read]) -> list[MutationRequest]:
     return [r[2] for r in rows if isinstance(r[2], MutationRequest)]
 
 
 def _quarantine_rows(
     connection: sqlite3.Connection, unreadable: Sequence[_Unreadable], detected_at: datetime
-) -> builtins.list[_Unreadable]:
+) -> list[_Unreadable]:
     """Record ``unreadable`` rows in quarantine; return those that were not there yet."""
     at = _micros(detected_at)
     return [

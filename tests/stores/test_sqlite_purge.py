@@ -5,6 +5,7 @@ transaction, agreeing with the reference predicate ``purgeable``; ``Governance.p
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from mutator_governance import (
     RequestWrite,
     purgeable,
 )
-from mutator_governance.stores._sqlite import SQLiteStore, _execute
+from mutator_governance.stores._sqlite import _PURGEABLE, SQLiteStore, _execute
 from mutator_governance.testing import sample_registry, sample_request
 
 from .sqlite_worker import Counter, Increment, registry
@@ -221,3 +222,21 @@ async def test_an_original_with_a_live_compensation_is_kept(tmp_path: Path) -> N
         assert report.requests == 2
         assert (await gov.list()).items == ()
         assert await gov.decisions.recent(100) == []
+
+
+async def test_purge_walks_the_oldest_rows_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "plan.db"
+    async with await SQLiteStore.open(path, registry=sample_registry()):
+        pass
+    raw = sqlite3.connect(path)
+    try:
+        sql = _PURGEABLE.format(statuses="?, ?")
+        plan = [
+            row[3]
+            for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", ["executed", "canceled", 0, 10])
+        ]
+    finally:
+        raw.close()
+    assert plan[0] == "SEARCH r USING INDEX requests_by_updated (updated_at<?)", plan
+    assert any("requests_by_compensates" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
