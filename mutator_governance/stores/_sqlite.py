@@ -23,6 +23,11 @@ no lock) and the claim of a governed execution (committed without a flush of its
 when the database is busy they hop too, reads on their own limiter, so writers queued on
 the database lock never starve a read. An in-memory database (``sqlite:///:memory:``) is
 private to its store and uses one connection for everything.
+
+Workers reserve ready requests through a partial index of ready rows (the reservation
+lives in the row until the request is next written); a request row that cannot be read is
+recorded in the ``quarantine`` table and left out of every multi-row read; retention
+deletes old terminal requests with their decisions in one transaction.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from .._errors import (
     StoredDataError,
     StoreUnavailableError,
 )
+from .._quarantine import QuarantinedRequest, quarantine_entry
 from .._query import (
     DecisionRecord,
     RequestPage,
@@ -64,9 +70,10 @@ from .._query import (
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest
+from .._retention import PurgeBatch
 from ._documents import decode, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
-from ._sqlite_schema import SCHEMA_VERSION, migrate
+from ._sqlite_schema import READY, SCHEMA_VERSION, migrate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -121,9 +128,13 @@ def _execute(connection: sqlite3.Connection, sql: str, params: Sequence[Any] = (
         cursor.close()
 
 
-def _execute_many(connection: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+def _execute_many(connection: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    """Run one statement per row; return the rows they changed together."""
     cursor = connection.executemany(sql, rows)
-    cursor.close()
+    try:
+        return cursor.rowcount
+    finally:
+        cursor.close()
 
 
 def _fetch_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -537,6 +548,7 @@ def _version(state_id: str, raw: Any) -> str:
 
 def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
     """The column values of ``request`` (its revision included), in table order."""
+    compensation = request.execution.compensation
     return (
         request.request_id,
         request.state_id,
@@ -547,16 +559,21 @@ def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
         _micros(request.updated_at),
         request.revision,
         codec.request(request),
+        request.mutation_type,
+        compensation.original_request_id if compensation is not None else None,
     )
 
 
 _INSERT_REQUEST = (
     "INSERT INTO requests (request_id, state_id, status, pending_reason, actor_id, "
-    "created_at, updated_at, revision, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, updated_at, revision, document, mutation_type, compensates) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Every write drops the row's reservation: a request that changed is handed out afresh.
 _UPDATE_REQUEST = (
     "UPDATE requests SET state_id = ?, status = ?, pending_reason = ?, actor_id = ?, "
-    "created_at = ?, updated_at = ?, revision = ?, document = ? "
+    "created_at = ?, updated_at = ?, revision = ?, document = ?, mutation_type = ?, "
+    "compensates = ?, reserved_by = NULL, reserved_until = NULL "
     "WHERE request_id = ? AND revision = ?"
 )
 _INSERT_DECISION = (
@@ -708,6 +725,8 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
         within("state_id", query.state_ids)
     if query.actor_ids:
         within("actor_id", query.actor_ids)
+    if query.mutation_types:
+        within("mutation_type", query.mutation_types)
     bound("created_at >= ?", query.created_from)
     bound("created_at <= ?", query.created_to)
     bound("updated_at >= ?", query.updated_from)
@@ -715,11 +734,118 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+_NOT_QUARANTINED = (
+    "NOT EXISTS (SELECT 1 FROM quarantine AS q WHERE q.request_id = requests.request_id)"
+)
+_SELECT_REQUESTS = "SELECT created_at, request_id, document FROM requests"
+_INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (request_id, field, error, detected_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+_RESERVE = "UPDATE requests SET reserved_by = ?, reserved_until = ? WHERE request_id = ?"
+_TERMINAL = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
+# Walks the rows last updated before the cutoff in purge order and stops at the limit,
+# however many recent terminal rows the store holds.
+_PURGEABLE = (
+    "SELECT request_id FROM requests AS r INDEXED BY requests_by_updated "
+    "WHERE status IN ({statuses}) AND updated_at < ? "
+    "AND NOT EXISTS (SELECT 1 FROM requests AS c WHERE c.compensates = r.request_id "
+    f"AND c.status NOT IN ({_TERMINAL})) "
+    "ORDER BY updated_at, request_id LIMIT ?"
+)
+
+# A row read by a multi-row read: its position (created_at micros, id) and the request,
+# or the error that makes it unreadable.
+_Read = tuple[int, str, MutationRequest | StoredDataError]
+_Unreadable = tuple[str, StoredDataError]
+
+
+def ready_sql(*, revalidation: bool, after: bool) -> str:
+    """The statement :meth:`SQLiteRequestStore.reserve` selects ready rows with.
+
+    Parameters: ``now`` (micros), then with ``after`` the position (micros, id) to continue
+    from, then the limit. It walks the ``requests_ready`` partial index in order.
+    """
+    ready = READY if revalidation else f"status = '{RequestStatus.APPROVED.value}'"
+    sql = (
+        f"{_SELECT_REQUESTS} INDEXED BY requests_ready WHERE ({ready}) "
+        f"AND (reserved_until IS NULL OR reserved_until <= ?) AND {_NOT_QUARANTINED}"
+    )
+    if after:
+        sql += " AND (created_at, request_id) > (?, ?)"
+    return sql + " ORDER BY created_at, request_id LIMIT ?"
+
+
+def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> list[_Read]:
+    """Each ``(created_at, request_id, document)`` row decoded, or why it cannot be."""
+    decoded: list[_Read] = []
+    for created_at, request_id, document in rows:
+        try:
+            decoded.append((created_at, request_id, codec.read_request((request_id, document))))
+        except StoredDataError as error:
+            decoded.append((created_at, request_id, error))
+    return decoded
+
+
+def _unreadable(rows: Iterable[_Read]) -> list[_Unreadable]:
+    return [(r[1], r[2]) for r in rows if isinstance(r[2], StoredDataError)]
+
+
+def _readable(rows: Iterable[_Read]) -> list[MutationRequest]:
+    return [r[2] for r in rows if isinstance(r[2], MutationRequest)]
+
+
+def _quarantine_rows(
+    connection: sqlite3.Connection, unreadable: Sequence[_Unreadable], detected_at: datetime
+) -> list[_Unreadable]:
+    """Record ``unreadable`` rows in quarantine; return those that were not there yet."""
+    at = _micros(detected_at)
+    return [
+        (request_id, error)
+        for request_id, error in unreadable
+        if _execute(connection, _INSERT_QUARANTINE, (request_id, error.field, str(error), at))
+    ]
+
+
+def _announce(recorded: Sequence[_Unreadable], detected_at: datetime) -> None:
+    """Log each newly quarantined row once (after its transaction committed)."""
+    for request_id, error in recorded:
+        quarantine_entry(request_id, error, detected_at)
+
+
+def _purge_transaction(
+    before: datetime, statuses: frozenset[RequestStatus], limit: int
+) -> Callable[[sqlite3.Connection], PurgeBatch]:
+    values = sorted(s.value for s in statuses)
+    sql = _PURGEABLE.format(statuses=", ".join("?" * len(values)))
+    params = [*values, _micros(before), limit]
+
+    def purge(connection: sqlite3.Connection) -> PurgeBatch:
+        ids = [row[0] for row in _fetch_all(connection, sql, params)]
+        if not ids:
+            return PurgeBatch()
+        keys = [(request_id,) for request_id in ids]
+        decisions = _execute_many(connection, "DELETE FROM decisions WHERE request_id = ?", keys)
+        _execute_many(connection, "DELETE FROM quarantine WHERE request_id = ?", keys)
+        _execute_many(connection, "DELETE FROM requests WHERE request_id = ?", keys)
+        return PurgeBatch(tuple(ids), decisions)
+
+    return purge
+
+
 class SQLiteRequestStore:
     """Requests in the ``requests`` table, with compare-and-set on ``revision``.
 
     Filters, ordering (``created_at`` then ``request_id`` in code point order) and cursor
-    pagination run in SQL. Implements :class:`~mutator_governance.RequestStore`.
+    pagination run in SQL. Implements :class:`~mutator_governance.RequestStore`,
+    :class:`~mutator_governance.ReadyQueue` (reservations in the row, ready rows in a
+    partial index), :class:`~mutator_governance.QuarantineLog` (the ``quarantine``
+    table) and :class:`~mutator_governance.RequestPurger` (decisions are deleted in the
+    same transaction, so the decision log is no DecisionPurger).
+
+    Multi-row reads (listings, pending, by state, reservations) leave out quarantined
+    rows and quarantine each row they cannot read instead of raising; ``get`` raises
+    StoredDataError for it.
     """
 
     def __init__(self, database: _Database, codec: _Codec) -> None:
@@ -764,7 +890,7 @@ class SQLiteRequestStore:
         return stored
 
     async def get(self, request_id: str) -> MutationRequest | None:
-        """The stored request, or None."""
+        """The stored request, or None (StoredDataError when it cannot be read)."""
         read = self._codec.read_request
 
         def select(connection: sqlite3.Connection) -> MutationRequest | None:
@@ -779,7 +905,7 @@ class SQLiteRequestStore:
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id."""
-        return await self._select("state_id = ?", [state_id])
+        return _readable(await self._select("state_id = ?", [state_id]))
 
     async def pending(
         self, reason: PendingReason | None = None, *, state_id: str | None = None
@@ -793,7 +919,7 @@ class SQLiteRequestStore:
         if state_id is not None:
             clauses.append("state_id = ?")
             params.append(state_id)
-        return await self._select(" AND ".join(clauses), params)
+        return _readable(await self._select(" AND ".join(clauses), params))
 
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
@@ -801,24 +927,29 @@ class SQLiteRequestStore:
         """A page of requests matching ``query``, ordered by ``created_at`` then id.
 
         Dimensions with a column are filtered in SQL; the rest of ``query.matches`` is
-        checked on the rows, fetching further rows until the page is full.
+        checked on the rows, fetching further rows until the page is full. Rows skipped
+        (unmatched or unreadable) still advance the position, so only the last page is
+        ever short.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
         query = query or RequestQuery()
         where, params = _where(query)
-        position = decode_cursor(cursor) if cursor is not None else None
+        position: tuple[int, str] | None = None
+        if cursor is not None:
+            moment, after = decode_cursor(cursor)
+            position = (_micros(moment), after)
         found: builtins.list[MutationRequest] = []
         batch = limit + 1
         while True:
             clauses, values = ([where], builtins.list(params)) if where else ([], [])
             if position is not None:
                 clauses.append("(created_at, request_id) > (?, ?)")
-                values.extend((_micros(position[0]), position[1]))
+                values.extend(position)
             rows = await self._select(" AND ".join(clauses), values, batch)
-            for request in rows:
-                position = (request.created_at, request.request_id)
-                if query.matches(request):
+            for created_at, request_id, request in rows:
+                position = (created_at, request_id)
+                if isinstance(request, MutationRequest) and query.matches(request):
                     found.append(request)
                     if len(found) > limit:
                         break
@@ -831,16 +962,119 @@ class SQLiteRequestStore:
 
     async def _select(
         self, where: str, params: builtins.list[Any], limit: int | None = None
-    ) -> builtins.list[MutationRequest]:
-        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests"
-        if where:
-            sql += f" WHERE {where}"
+    ) -> builtins.list[_Read]:
+        """Rows matching ``where`` (quarantined ones left out), oldest first, decoded.
+
+        Rows that cannot be read come back as their error and are quarantined.
+        """
+        sql = f"{_SELECT_REQUESTS} WHERE {where + ' AND ' if where else ''}{_NOT_QUARANTINED}"
         sql += " ORDER BY created_at, request_id"
         if limit is not None:
             sql += " LIMIT ?"
             params = [*params, limit]
-        read = self._codec.read_request
-        return await self._db.run_read(lambda c: [read(row) for row in _fetch_all(c, sql, params)])
+        codec = self._codec
+        rows = await self._db.run_read(lambda c: _decode_rows(codec, _fetch_all(c, sql, params)))
+        unreadable = _unreadable(rows)
+        if unreadable:
+            await self._quarantine(unreadable)
+        return rows
+
+    async def _quarantine(self, unreadable: Sequence[_Unreadable]) -> None:
+        """Record rows a read met unreadable; a busy database leaves it to the next read."""
+        detected_at = datetime.now(UTC)
+        try:
+            recorded = await self._db.run_write(
+                lambda c: _quarantine_rows(c, unreadable, detected_at)
+            )
+        except StoreUnavailableError:
+            return
+        _announce(recorded, detected_at)
+
+    async def reserve(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: datetime,
+        until: datetime,
+        revalidation: bool = False,
+    ) -> Sequence[MutationRequest]:
+        """Reserve up to ``limit`` ready requests for ``owner``, in one transaction.
+
+        Walks the ready rows oldest first (the ``requests_ready`` index), skipping those
+        reserved past ``now`` and quarantined ones; a row it cannot read is quarantined in
+        the same transaction and the walk goes on. See :class:`~mutator_governance.ReadyQueue`.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        codec = self._codec
+        held = _micros(now)
+        lease = _micros(until)
+        detected_at = datetime.now(UTC)
+
+        def transaction(
+            connection: sqlite3.Connection,
+        ) -> tuple[builtins.list[MutationRequest], builtins.list[_Unreadable]]:
+            chosen: builtins.list[MutationRequest] = []
+            unreadable: builtins.list[_Unreadable] = []
+            position: tuple[int, str] | None = None
+            while len(chosen) < limit:
+                want = limit - len(chosen)
+                params: builtins.list[Any] = [held]
+                if position is not None:
+                    params.extend(position)
+                params.append(want)
+                sql = ready_sql(revalidation=revalidation, after=position is not None)
+                rows = _decode_rows(codec, _fetch_all(connection, sql, params))
+                chosen.extend(_readable(rows))
+                unreadable.extend(_unreadable(rows))
+                if len(rows) < want:
+                    break
+                position = (rows[-1][0], rows[-1][1])
+            if chosen:
+                _execute_many(connection, _RESERVE, [(owner, lease, r.request_id) for r in chosen])
+            return chosen, _quarantine_rows(connection, unreadable, detected_at)
+
+        chosen, recorded = await self._db.run_encoded_write(lambda: transaction, relaxed=True)
+        _announce(recorded, detected_at)
+        return chosen
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Every quarantined request, oldest detection first."""
+
+        def select(connection: sqlite3.Connection) -> builtins.list[QuarantinedRequest]:
+            rows = _fetch_all(
+                connection,
+                "SELECT request_id, field, error, detected_at FROM quarantine "
+                "ORDER BY detected_at, rowid",
+            )
+            return [
+                QuarantinedRequest(row[0], BACKEND, row[1], row[2], _EPOCH + row[3] * _MICROSECOND)
+                for row in rows
+            ]
+
+        return await self._db.run_read(select)
+
+    async def release(self, request_id: str) -> bool:
+        """Take ``request_id`` out of quarantine; True when it was quarantined."""
+        deleted = await self._db.run_write(
+            lambda c: _execute(c, "DELETE FROM quarantine WHERE request_id = ?", (request_id,))
+        )
+        return deleted > 0
+
+    async def purge(
+        self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
+    ) -> PurgeBatch:
+        """Delete up to ``limit`` purgeable requests with their decisions, in one transaction.
+
+        Purgeable as :func:`~mutator_governance.purgeable` says, oldest ``updated_at``
+        first; their quarantine entries go too. See :class:`~mutator_governance.RequestPurger`.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        if not statuses:
+            return PurgeBatch()
+        return await self._db.run_write(_purge_transaction(before, statuses, limit))
 
 
 class SQLiteDecisionHistory:
@@ -869,7 +1103,7 @@ class SQLiteDecisionHistory:
             return
         codec = self._codec
 
-        def encode() -> Callable[[sqlite3.Connection], None]:
+        def encode() -> Callable[[sqlite3.Connection], int]:
             rows = _decision_rows(codec, request_id, decisions)
             return lambda c: _execute_many(c, _INSERT_DECISION, rows)
 

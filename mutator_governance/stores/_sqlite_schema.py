@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from .._errors import StoredDataError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "READY", "SCHEMA_VERSION", "migrate"]
 
 _V1 = (
     """
@@ -113,7 +113,50 @@ _V2 = (
     "CREATE INDEX decisions_by_category ON decisions (category, timestamp, id)",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+
+def _from_document(path: str) -> str:
+    """The text at ``path`` in the stored document, NULL when it is not JSON or not text.
+
+    CASE evaluates lazily, so ``json_type`` never sees a document that is not JSON: a row
+    that cannot be parsed gets NULL and never fails the upgrade.
+    """
+    return (
+        f"CASE WHEN json_valid(document) THEN CASE WHEN json_type(document, '{path}') = 'text' "
+        f"THEN json_extract(document, '{path}') END END"
+    )
+
+
+READY = "status = 'approved' OR (status = 'pending' AND pending_reason = 'revalidation')"
+"""The rows a worker may reserve (the predicate of the ``requests_ready`` partial index)."""
+
+_V3 = (
+    # The registered mutation type (filtered in SQL), the original request a compensation
+    # links (retention keeps it while the compensation lives), and a worker's reservation.
+    "ALTER TABLE requests ADD COLUMN mutation_type TEXT",
+    "ALTER TABLE requests ADD COLUMN compensates TEXT",
+    "ALTER TABLE requests ADD COLUMN reserved_by TEXT",
+    "ALTER TABLE requests ADD COLUMN reserved_until INTEGER",
+    f"UPDATE requests SET mutation_type = {_from_document('$.mutation_type')}, "
+    f"compensates = {_from_document('$.execution.compensation.original_request_id')}",
+    "CREATE INDEX requests_by_mutation_type ON requests (mutation_type, created_at, request_id)",
+    "CREATE INDEX requests_by_compensates ON requests (compensates, status) "
+    "WHERE compensates IS NOT NULL",
+    # Only ready rows are indexed, so a reservation never walks terminal or pending rows.
+    "CREATE INDEX requests_ready ON requests (created_at, request_id, status, reserved_until) "
+    f"WHERE {READY}",
+    "DROP INDEX requests_by_updated",
+    "CREATE INDEX requests_by_updated ON requests (updated_at, request_id)",
+    """
+    CREATE TABLE quarantine (
+        request_id  TEXT    NOT NULL PRIMARY KEY,
+        field       TEXT,
+        error       TEXT    NOT NULL,
+        detected_at INTEGER NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
 """Schema version -> the statements that migrate the version before it to it."""
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -353,9 +353,13 @@ async def test_corrupt_request_document_names_the_key(tmp_path: Path) -> None:
             await store.requests.get("broken")
         assert caught.value.key == "broken"
         assert "JSON" in str(caught.value)
-        # Never a silent skip in listings either.
-        with pytest.raises(StoredDataError):
-            await store.requests.list()
+        # Listings skip both, and quarantine them once (see test_sqlite_ready.py).
+        assert [r.request_id for r in (await store.requests.list()).items] == ["good"]
+        entries = await store.requests.quarantined()
+        assert sorted((e.request_id, e.field) for e in entries) == [
+            ("bad", "revision"),
+            ("broken", None),
+        ]
 
 
 async def test_corrupt_state_and_decision_documents(tmp_path: Path) -> None:

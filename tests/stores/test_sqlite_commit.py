@@ -32,6 +32,7 @@ from mutator_governance import (
     MutationRequest,
     RequestAlreadyExistsError,
     RequestDecision,
+    RequestQuery,
     RequestStatus,
     RequestWrite,
     StateWrite,
@@ -294,7 +295,7 @@ async def test_decisions_come_back_in_sequence_order(tmp_path: Path) -> None:
 async def test_a_version_1_log_is_numbered_by_position_on_open(tmp_path: Path) -> None:
     path = tmp_path / "gov.db"
     registry = sample_registry()
-    request = sample_request("r1")
+    request = sample_request("r1", status=RequestStatus.APPROVED)
     decision = RequestDecision(LifecycleDecision.SUBMITTED, MutationContext.user("a"), None)
     raw = sqlite3.connect(path, isolation_level=None)
     try:
@@ -320,10 +321,22 @@ async def test_a_version_1_log_is_numbered_by_position_on_open(tmp_path: Path) -
                 "VALUES (?, 'LIFECYCLE', 0, ?)",
                 (request_id, document),
             )
+        raw.execute(
+            "INSERT INTO requests (request_id, state_id, status, pending_reason, actor_id, "
+            "created_at, updated_at, revision, document) "
+            "VALUES ('r1', ?, 'approved', NULL, 'alice', 0, 0, 0, ?)",
+            (request.state_id, registry.dumps(registry.unstructure_request(request))),
+        )
     finally:
         raw.close()
     async with await SQLiteStore.open(path, registry=registry) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
+        # Version 3 on top: the request's mutation type is backfilled and it is reservable.
+        typed = await store.requests.list(RequestQuery(mutation_types={request.mutation_type}))
+        assert [r.request_id for r in typed.items] == ["r1"]
+        now = request.created_at
+        (reserved,) = await store.requests.reserve(owner="w", limit=5, now=now, until=now)
+        assert reserved.request_id == "r1"
         logged = await store.decisions.for_request("r1")
         assert [(d.sequence, d.reason) for d in logged] == [(1, "a"), (2, "b"), (3, "c")]
         assert [(d.sequence, d.reason) for d in await store.decisions.for_request("r2")] == [
@@ -332,7 +345,6 @@ async def test_a_version_1_log_is_numbered_by_position_on_open(tmp_path: Path) -
         # The upgraded log is idempotent by sequence number like a new one.
         await store.decisions.append("r1", [attrs.evolve(decision, sequence=2, reason="again")])
         assert len(await store.decisions.for_request("r1")) == 3
-        _ = request
 
 
 # -- issue 11: unreadable stored data ---------------------------------------------------------
@@ -354,8 +366,10 @@ async def test_a_request_document_under_another_id_is_stored_data_error(tmp_path
             await store.requests.get("r1")
         assert (caught.value.key, caught.value.field) == ("r1", "request_id")
         assert "'r2'" in str(caught.value)
-        with pytest.raises(StoredDataError):
-            await store.requests.list()
+        # A listing sets it aside instead of raising, and changes nothing but the quarantine.
+        assert [r.request_id for r in (await store.requests.list()).items] == ["r2"]
+        (entry,) = await store.requests.quarantined()
+        assert (entry.request_id, entry.field) == ("r1", "request_id")
         assert snapshot(tmp_path / "gov.db") == before
 
 

@@ -1,0 +1,146 @@
+"""Schema version 3: a version 2 database with rows is upgraded on open, unreadable rows and all."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mutator_governance import (
+    TERMINAL_STATUSES,
+    CompensationPlan,
+    ExecutionDetails,
+    ExecutionKind,
+    MutationRequest,
+    RequestQuery,
+    RequestStatus,
+)
+from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteStore, _Codec, _micros
+from mutator_governance.stores._sqlite_schema import MIGRATIONS
+from mutator_governance.testing import sample_registry, sample_request
+
+pytestmark = pytest.mark.anyio
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+S = RequestStatus
+
+
+def _v2_row(document: str, request: MutationRequest) -> tuple[Any, ...]:
+    return (
+        request.request_id,
+        request.state_id,
+        request.status.value,
+        request.pending_reason.value if request.pending_reason else None,
+        request.context.actor_id,
+        _micros(request.created_at),
+        _micros(request.updated_at),
+        request.revision,
+        document,
+    )
+
+
+def _write_v2(path: Path, rows: list[tuple[Any, ...]]) -> None:
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, "
+            "applied_at TEXT NOT NULL)"
+        )
+        for version in (1, 2):
+            for statement in MIGRATIONS[version]:
+                raw.execute(statement)
+            raw.execute("INSERT INTO schema_version VALUES (?, '2026-01-01')", (version,))
+        raw.executemany(
+            "INSERT INTO requests (request_id, state_id, status, pending_reason, actor_id, "
+            "created_at, updated_at, revision, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    finally:
+        raw.close()
+
+
+async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    codec = _Codec(sample_registry())
+    old = BASE - timedelta(days=10)
+
+    def request(request_id: str, status: RequestStatus, i: int, **changes: Any) -> MutationRequest:
+        return sample_request(
+            request_id,
+            status=status,
+            created_at=BASE + timedelta(seconds=i),
+            updated_at=old,
+            **changes,
+        )
+
+    original = request("original", S.EXECUTED, 0)
+    compensation = request(
+        "compensation",
+        S.APPROVED,
+        1,
+        execution=ExecutionDetails(ExecutionKind.COMPENSATION, CompensationPlan("original")),
+    )
+    ready = request("ready", S.APPROVED, 2)
+    done = request("done", S.CANCELED, 3)
+    healthy = [original, compensation, ready, done]
+    rows = [_v2_row(codec.request(r), r) for r in healthy]
+    broken = [
+        ("not-json", "{not json"),
+        ("a-list", "[]"),
+        (
+            "numeric-type",
+            codec.request(request("numeric-type", S.APPROVED, 6)).replace(
+                '"mutation_type":"testing.sample"', '"mutation_type":7'
+            ),
+        ),
+    ]
+    rows += [
+        _v2_row(document, request(request_id, S.APPROVED, 4 + n))
+        for n, (request_id, document) in enumerate(broken)
+    ]
+    _write_v2(path, rows)
+
+    async with await SQLiteStore.open(path, registry=sample_registry()) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        columns = await store._db.run_read(
+            lambda c: c.execute(
+                "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
+                "FROM requests ORDER BY created_at"
+            ).fetchall()
+        )
+        assert columns == [
+            ("original", "testing.sample", None, None, None),
+            ("compensation", "testing.sample", "original", None, None),
+            ("ready", "testing.sample", None, None, None),
+            ("done", "testing.sample", None, None, None),
+            ("not-json", None, None, None, None),
+            ("a-list", None, None, None, None),
+            ("numeric-type", None, None, None, None),
+        ]
+        typed = await store.requests.list(RequestQuery(mutation_types={"testing.sample"}))
+        assert [r.request_id for r in typed.items] == [r.request_id for r in healthy]
+        assert list(typed.items) == healthy
+
+        batch = await store.requests.reserve(owner="w", limit=10, now=BASE, until=BASE)
+        assert [r.request_id for r in batch] == ["compensation", "ready"]
+        assert {e.request_id for e in await store.requests.quarantined()} == {
+            "not-json",
+            "a-list",
+            "numeric-type",
+        }
+
+        # The original stays while its compensation lives; the canceled request goes.
+        purged = await store.requests.purge(before=BASE, statuses=TERMINAL_STATUSES, limit=10)
+        assert purged.request_ids == ("done",)
+
+    raw = sqlite3.connect(path)
+    try:
+        versions = [row[0] for row in raw.execute("SELECT version FROM schema_version")]
+        indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+    finally:
+        raw.close()
+    assert versions == [1, 2, 3]
+    assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
