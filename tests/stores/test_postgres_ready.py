@@ -421,8 +421,19 @@ async def test_waiting_survives_a_terminated_listener(
 
 
 @pytest.mark.anyio
-async def test_waiting_on_a_closed_store_returns_false(store: PostgresStore) -> None:
-    await store.aclose()
+async def test_closing_the_store_ends_a_wait_at_once(store: PostgresStore) -> None:
+    assert await store.requests.wait_ready(0.01) is False
+    woken: list[bool] = []
+
+    async def wait() -> None:
+        woken.append(await store.requests.wait_ready(30.0))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.05)
+            await store.aclose()
+    assert woken == [False]
     assert await store.requests.wait_ready(0.05) is False
 
 
