@@ -277,13 +277,18 @@ _COMMIT_FUNCTION_V3 = _rewrite(
 )
 
 # Reads one field of a stored document for the backfill; NULL when the document is
-# unreadable (an upgrade never fails on a bad row).
+# unreadable (an upgrade never fails on a bad row). The server's JSON operators refuse a
+# document holding the escape \u0000 anywhere: such a document is read again without it.
 _DOCUMENT_FIELD = """CREATE FUNCTION {s}.mutator_document_field(document text, path text[])
 RETURNS text LANGUAGE plpgsql IMMUTABLE AS $fn$
 BEGIN
     RETURN document::json #>> path;
 EXCEPTION WHEN others THEN
-    RETURN NULL;
+    BEGIN
+        RETURN replace(document, '\\u0000', '\\ufffd')::json #>> path;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
 END
 $fn$"""
 
