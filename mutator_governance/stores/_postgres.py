@@ -175,11 +175,13 @@ class _Database:
         self.password = password
         self.timeout = timeout
 
+    def redact(self, text: str) -> str:
+        """``text`` without the URL's password."""
+        return text.replace(self.password, "***") if self.password else text
+
     def unavailable(self, message: str, error: BaseException | None = None) -> NoReturn:
         """Raise StoreUnavailableError (the detail never carries the password)."""
-        detail = f"{message}: {error}" if error is not None else message
-        if self.password:
-            detail = detail.replace(self.password, "***")
+        detail = self.redact(f"{message}: {error}" if error is not None else message)
         raise StoreUnavailableError(detail, url=self.url) from error
 
     @asynccontextmanager
@@ -418,6 +420,8 @@ class _ReadyListener:
         conn = await psycopg.AsyncConnection.connect(**self._db.connect)
         try:
             await conn.execute(f'LISTEN "{self._channel}"')
+            if self._closed:  # closed while connecting
+                raise psycopg.InterfaceError("the store is closed")
         except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):
                 await conn.close()
@@ -433,7 +437,7 @@ class _ReadyListener:
             self._lost = True
             _log.warning(
                 "lost the connection listening for ready requests (%s); polling until it is back",
-                _redacted(self._db, error),
+                self._db.redact(str(error)),
                 extra={"operation": "listen", "backend": BACKEND},
             )
 
@@ -444,12 +448,6 @@ class _ReadyListener:
         if conn is not None:
             with suppress(Exception):
                 await conn.close()
-
-
-def _redacted(db: _Database, error: BaseException) -> str:
-    """``error`` as text without the URL's password."""
-    text = str(error)
-    return text.replace(db.password, "***") if db.password else text
 
 
 _TERMINAL = [status.value for status in RequestStatus if status.is_terminal]
