@@ -341,6 +341,19 @@ async def test_a_status_change_drops_the_reservation_in_the_row(
     ]
 
 
+@pytest.mark.anyio
+async def test_a_commit_that_keeps_the_status_keeps_the_reservation(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    (request,) = await create(store, sample_request("r-1", status=RequestStatus.APPROVED))
+    await store.requests.reserve(owner="w", limit=1, now=BASE, until=BASE + LEASE)
+    noted = attrs.evolve(request, metadata={"note": "still approved"})
+    await store.committer.commit(GovernedCommit((RequestWrite(noted, request.revision, ()),)))
+    s = f'"{store.schema}".requests'
+    assert await execute_sql(postgres_url, f"SELECT reserved_by FROM {s}") == [("w",)]
+    assert await store.requests.reserve(owner="v", limit=1, now=BASE, until=BASE + LEASE) == []
+
+
 # -- wake-ups --------------------------------------------------------------------------------
 
 
