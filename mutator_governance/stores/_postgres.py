@@ -9,10 +9,13 @@ transaction-scoped advisory lock, so several processes may open a fresh database
 The schema's version is kept in ``schema_version``; a database migrated by a newer release
 is refused with :class:`~mutator_governance.StoredDataError` naming both versions.
 
-Layout (schema version 2, see ``_postgres_schema``)::
+Layout (schema version 3, see ``_postgres_schema``)::
 
     requests        request_id PK (COLLATE "C"), state_id, status, pending_reason, actor_id,
-                    created_at, updated_at (timestamptz), revision, document (JSON text)
+                    created_at, updated_at (timestamptz), revision, document (JSON text),
+                    mutation_type, compensates (the original a compensation undoes),
+                    reserved_by, reserved_until (a worker's reservation)
+    quarantine      request_id PK, field, error, detected_at: rows that cannot be read
     decisions       id bigserial, (request_id, sequence) unique, category, timestamp, document
     states          state_id PK, version, request_id, document
     state_versions  (state_id, request_id) PK, version: which request produced which version
@@ -32,11 +35,17 @@ order) and the state (``SELECT ... FOR UPDATE``), checks every revision, the sta
 and that the request produced no version yet, and only then writes; a failed check or any
 later error rolls the whole operation back. A claim (the request becomes EXECUTING, no state
 written) commits with ``synchronous_commit = off``: losing it in a crash is harmless, since
-the final commit checks the claimed revision. An unreadable row raises
+the final commit checks the claimed revision. An unreadable row read by id raises
 ``StoredDataError``; a server that cannot be reached, a broken connection or a cancelled
 statement raises ``StoreUnavailableError`` with the URL's password removed (the broken
 connection is discarded and the pool's idle connections are checked; connections are not
 checked on every checkout, which would cost a round trip per operation).
+
+Workers reserve ready requests in batches with one ``UPDATE ... FOR UPDATE SKIP LOCKED``
+statement over a partial index of the ready rows, and wait for new ones with LISTEN on the
+schema's channel (``governed_commit`` notifies it when it writes a ready request). A row
+that cannot be read is quarantined and skipped by every multi-row read. ``purge`` deletes
+old terminal requests with their decisions in one statement.
 
 Options (:class:`PostgresOptions`) come from ``open`` keywords or URL query parameters.
 """
@@ -46,12 +55,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import attrs
 import psycopg
 import psycopg.errors
@@ -76,6 +88,7 @@ from .._errors import (
     StoredDataError,
     StoreUnavailableError,
 )
+from .._quarantine import QuarantinedRequest, quarantine_entry
 from .._query import (
     DecisionRecord,
     RequestPage,
@@ -87,10 +100,17 @@ from .._query import (
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest
+from .._retention import PurgeBatch
 from . import redact_url
 from ._documents import decode, parse
 from ._postgres_options import PostgresOptions, parse_url
-from ._postgres_schema import COMMIT_CODES, MIGRATIONS, SCHEMA_VERSION
+from ._postgres_schema import (
+    COMMIT_CODES,
+    MIGRATIONS,
+    READY_STATUSES,
+    SCHEMA_VERSION,
+    ready_channel,
+)
 from ._runtime import running_library
 
 __all__ = [
@@ -108,6 +128,8 @@ __all__ = [
 BACKEND = "postgresql"
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+_log = logging.getLogger("mutator.governance.postgres")
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -141,8 +163,10 @@ class _Database:
         url: str,
         password: str | None,
         timeout: float,
+        connect: dict[str, Any] | None = None,
     ) -> None:
         self.checking = False
+        self.connect = connect or {}
         self.pool = pool
         self.registry = registry
         self.schema = schema
@@ -151,11 +175,13 @@ class _Database:
         self.password = password
         self.timeout = timeout
 
+    def redact(self, text: str) -> str:
+        """``text`` without the URL's password."""
+        return text.replace(self.password, "***") if self.password else text
+
     def unavailable(self, message: str, error: BaseException | None = None) -> NoReturn:
         """Raise StoreUnavailableError (the detail never carries the password)."""
-        detail = f"{message}: {error}" if error is not None else message
-        if self.password:
-            detail = detail.replace(self.password, "***")
+        detail = self.redact(f"{message}: {error}" if error is not None else message)
         raise StoreUnavailableError(detail, url=self.url) from error
 
     @asynccontextmanager
@@ -246,6 +272,7 @@ class _Database:
             request if request.revision == revision else attrs.evolve(request, revision=revision)
         )
         document = self.dumps(self.registry.unstructure_request(stored))
+        compensation = stored.execution.compensation
         return (
             stored.state_id,
             stored.status.value,
@@ -254,6 +281,8 @@ class _Database:
             stored.created_at,
             stored.updated_at,
             document,
+            stored.mutation_type,
+            compensation.original_request_id if compensation is not None else None,
         )
 
     def decision_from(self, sequence: int, request_id: str, text: Any) -> RequestDecision:
@@ -318,32 +347,205 @@ class _Database:
         return self.dumps(unstructure(self.registry.converter, record))
 
 
-_REQUEST_COLUMNS = "state_id, status, pending_reason, actor_id, created_at, updated_at, document"
+_REQUEST_COLUMNS = (
+    "state_id, status, pending_reason, actor_id, created_at, updated_at, document, "
+    "mutation_type, compensates"
+)
+
+
+class _ReadyListener:
+    """The dedicated connection behind ``wait_ready``: LISTENs on the schema's channel.
+
+    Opened on the first wait and kept between waits, so notifications that arrive
+    between two calls wait in the connection for the next one.
+    """
+
+    def __init__(self, db: _Database, channel: str) -> None:
+        self._db = db
+        self._channel = channel
+        self._conn: Connection | None = None
+        self._lock = anyio.Lock()
+        self._lost = False
+        self._closed = False
+
+    async def wait(self, seconds: float) -> bool:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        deadline = anyio.current_time() + seconds
+        acquired = False
+        with anyio.move_on_after(seconds):
+            await self._lock.acquire()
+            acquired = True
+        if not acquired:  # another task waited all along on this connection
+            return False
+        try:
+            try:
+                return await self._wait(deadline)
+            except psycopg.Error as error:
+                await self._drop(error)
+            if not self._closed:  # an outage: wait like a timeout, no busy polling
+                await anyio.sleep(max(0.0, deadline - anyio.current_time()))
+            return False
+        finally:
+            self._lock.release()
+
+    async def _wait(self, deadline: float) -> bool:
+        conn = self._conn
+        if conn is None:
+            # Not cut short by the wait's timeout (connect_timeout bounds it): a listener
+            # left half set up would miss what it is there to hear.
+            conn = await self._open()
+            self._conn = conn
+            if self._lost:
+                _log.info("listening for ready requests again", extra={"operation": "listen"})
+                self._lost = False
+                return True  # whatever was committed during the outage went unheard
+        woken = False
+        remaining = max(0.0, deadline - anyio.current_time())
+        async for _ in conn.notifies(timeout=remaining, stop_after=1):
+            woken = True
+        if woken:  # one wake-up covers every notification already received
+            async for _ in conn.notifies(timeout=0):
+                pass
+        return woken
+
+    async def _open(self) -> Connection:
+        if self._closed:
+            raise psycopg.InterfaceError("the store is closed")
+        conn = await psycopg.AsyncConnection.connect(**self._db.connect)
+        try:
+            await conn.execute(f'LISTEN "{self._channel}"')
+            if self._closed:  # closed while connecting
+                raise psycopg.InterfaceError("the store is closed")
+        except BaseException:
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                await conn.close()
+            raise
+        return conn
+
+    async def _drop(self, error: psycopg.Error) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                await conn.close()
+        if not self._lost and not self._closed:
+            self._lost = True
+            _log.warning(
+                "lost the connection listening for ready requests (%s); polling until it is back",
+                self._db.redact(str(error)),
+                extra={"operation": "listen", "backend": BACKEND},
+            )
+
+    async def aclose(self) -> None:
+        """Close the connection (a wait in progress returns False at once)."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                await conn.close()
+
+
+_TERMINAL = [status.value for status in RequestStatus if status.is_terminal]
+
+# Keeps a request's reservation only while its status and reason stay (parameters: the
+# new status and reason, twice).
+_KEEP_RESERVATION = (
+    "reserved_by = CASE WHEN status = %s AND pending_reason IS NOT DISTINCT FROM %s "
+    "THEN reserved_by END, "
+    "reserved_until = CASE WHEN status = %s AND pending_reason IS NOT DISTINCT FROM %s "
+    "THEN reserved_until END"
+)
 
 
 class PostgresRequestStore:
-    """Requests in the ``requests`` table; ``replace`` is a compare-and-set on ``revision``."""
+    """Requests in the ``requests`` table; ``replace`` is a compare-and-set on ``revision``.
+
+    Also a :class:`~mutator_governance.ReadyQueue` (one ``UPDATE ... FOR UPDATE SKIP
+    LOCKED`` statement over the partial index of ready rows), a
+    :class:`~mutator_governance.ReadySignal` (LISTEN on the schema's channel over one
+    dedicated connection), a :class:`~mutator_governance.QuarantineLog` (the ``quarantine``
+    table) and a :class:`~mutator_governance.RequestPurger` that deletes the requests'
+    decisions in the same statement.
+    """
 
     def __init__(self, db: _Database) -> None:
         self._db = db
         s = db.s
+        self._channel = ready_channel(db.schema)
+        # Plain writes notify the ready channel like governed_commit does.
+        notify = (
+            f"SELECT count(*), count(pg_notify('{self._channel}', '')) "
+            f"FILTER (WHERE {READY_STATUSES}) FROM written"
+        )
         self._insert = (
-            f"INSERT INTO {s}.requests (request_id, {_REQUEST_COLUMNS}, revision) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0)"
+            f"WITH written AS (INSERT INTO {s}.requests (request_id, {_REQUEST_COLUMNS}, "
+            "revision) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0) "
+            f"RETURNING status, pending_reason) {notify}"
         )
         self._update = (
-            f"UPDATE {s}.requests SET state_id = %s, status = %s, pending_reason = %s, "
-            "actor_id = %s, created_at = %s, updated_at = %s, document = %s, "
-            "revision = revision + 1 WHERE request_id = %s AND revision = %s"
+            f"WITH written AS (UPDATE {s}.requests SET {_KEEP_RESERVATION}, state_id = %s, "
+            "status = %s, pending_reason = %s, actor_id = %s, created_at = %s, "
+            "updated_at = %s, document = %s, mutation_type = %s, compensates = %s, "
+            "revision = revision + 1 WHERE request_id = %s AND revision = %s "
+            f"RETURNING status, pending_reason) {notify}"
         )
         self._revision = f"SELECT revision FROM {s}.requests WHERE request_id = %s"
         self._get = f"SELECT document FROM {s}.requests WHERE request_id = %s"
-        self._select = f"SELECT request_id, document FROM {s}.requests"
+        self._select = f"SELECT request_id, created_at, document FROM {s}.requests"
         self._order = ' ORDER BY created_at, request_id COLLATE "C"'
-
-    @property
-    def update_sql(self) -> str:
-        return self._update
+        self._reserve = {
+            revalidation: (
+                f"WITH chosen AS (SELECT request_id FROM {s}.requests AS r "
+                f"WHERE ({ready}) AND (reserved_until IS NULL OR reserved_until <= %s) "
+                f"AND NOT EXISTS (SELECT 1 FROM {s}.quarantine AS q "
+                "WHERE q.request_id = r.request_id) "
+                'ORDER BY created_at, request_id COLLATE "C" LIMIT %s '
+                "FOR UPDATE OF r SKIP LOCKED), "
+                f"taken AS (UPDATE {s}.requests AS r SET reserved_by = %s, reserved_until = %s "
+                "FROM chosen WHERE r.request_id = chosen.request_id "
+                "RETURNING r.request_id, r.created_at, r.document) "
+                "SELECT request_id, created_at, document FROM taken ORDER BY created_at, "
+                'request_id COLLATE "C"'
+            )
+            for revalidation, ready in ((False, "status = 'approved'"), (True, READY_STATUSES))
+        }
+        # Records unreadable rows (new ones come back) and drops their reservations, so a
+        # released row can be reserved again at once.
+        self._quarantine = (
+            f"WITH added AS (INSERT INTO {s}.quarantine (request_id, field, error, detected_at) "
+            "SELECT id, f, e, clock_timestamp() "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS x(id, f, e) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, detected_at), "
+            f"freed AS (UPDATE {s}.requests SET reserved_by = NULL, reserved_until = NULL "
+            "WHERE request_id = ANY(%s) AND reserved_by IS NOT NULL) "
+            "SELECT request_id, detected_at FROM added"
+        )
+        self._quarantined = (
+            f"SELECT request_id, field, error, detected_at FROM {s}.quarantine "
+            'ORDER BY detected_at, request_id COLLATE "C"'
+        )
+        self._release = f"DELETE FROM {s}.quarantine WHERE request_id = %s"
+        self._purge = (
+            f"WITH doomed AS (SELECT request_id FROM {s}.requests AS r "
+            "WHERE status = ANY(%s) AND updated_at < %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.requests AS c "
+            "WHERE c.compensates = r.request_id AND c.status <> ALL(%s)) "
+            'ORDER BY updated_at, request_id COLLATE "C" LIMIT %s FOR UPDATE OF r SKIP LOCKED), '
+            f"decisions AS (DELETE FROM {s}.decisions AS d USING doomed "
+            "WHERE d.request_id = doomed.request_id RETURNING 1), "
+            f"quarantined AS (DELETE FROM {s}.quarantine AS q USING doomed "
+            "WHERE q.request_id = doomed.request_id), "
+            f"gone AS (DELETE FROM {s}.requests AS r USING doomed "
+            "WHERE r.request_id = doomed.request_id RETURNING r.request_id, r.updated_at) "
+            "SELECT (SELECT count(*) FROM decisions), "
+            'array(SELECT request_id FROM gone ORDER BY updated_at, request_id COLLATE "C")'
+        )
+        self._listener = _ReadyListener(db, self._channel)
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         """Insert ``request`` at revision 0 (RequestAlreadyExistsError when the id is taken)."""
@@ -357,12 +559,17 @@ class PostgresRequestStore:
         return stored
 
     async def replace(self, request: MutationRequest, *, expected_revision: int) -> MutationRequest:
-        """Store ``request`` at ``expected_revision + 1`` if the stored one is at ``expected``."""
+        """Store ``request`` at ``expected_revision + 1`` if the stored one is at ``expected``.
+
+        A change of status or pending reason drops the request's reservation.
+        """
         stored = attrs.evolve(request, revision=expected_revision + 1)
         row = self._db.request_row(stored, expected_revision + 1)
+        status, reason = row[1], row[2]
+        params = (status, reason, status, reason, *row, request.request_id, expected_revision)
         async with self._db.connection() as conn:
-            cursor = await conn.execute(self._update, (*row, request.request_id, expected_revision))
-            if cursor.rowcount == 1:
+            written = await (await conn.execute(self._update, params)).fetchone()
+            if written is not None and written[0] == 1:
                 return stored
             found = await (await conn.execute(self._revision, (request.request_id,))).fetchone()
         if found is None:
@@ -370,34 +577,63 @@ class PostgresRequestStore:
         raise RequestConcurrencyError(request.request_id, expected_revision, int(found[0]))
 
     async def get(self, request_id: str) -> MutationRequest | None:
-        """The request, or None."""
+        """The request, or None (StoredDataError when its row cannot be read)."""
         async with self._db.connection() as conn:
             row = await (await conn.execute(self._get, (request_id,))).fetchone()
         return None if row is None else self._db.request_from(request_id, row[0])
 
-    async def _fetch(self, where: str, params: Sequence[Any], tail: str = "") -> list[Any]:
+    async def _rows(self, where: str, params: Sequence[Any], tail: str = "") -> list[Any]:
+        """``(request_id, created_at, document)`` rows, ordered."""
         sql = self._select + (f" WHERE {where}" if where else "") + self._order + tail
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(sql, params)).fetchall()
-        return [self._db.request_from(rid, text) for rid, text in rows]
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def _readable(self, rows: Sequence[Any]) -> builtins.list[MutationRequest]:
+        """The requests of ``rows`` that can be read; the others are quarantined."""
+        found: builtins.list[MutationRequest] = []
+        bad: builtins.list[tuple[str, StoredDataError]] = []
+        for request_id, _, text in rows:
+            try:
+                found.append(self._db.request_from(request_id, text))
+            except StoredDataError as error:
+                bad.append((request_id, error))
+        if bad:
+            await self._set_aside(bad)
+        return found
+
+    async def _set_aside(self, bad: Sequence[tuple[str, StoredDataError]]) -> None:
+        """Quarantine ``bad`` rows; each newly quarantined one is logged once."""
+        errors = dict(bad)
+        ids = builtins.list(errors)
+        params = (
+            ids,
+            [error.field for error in errors.values()],
+            [str(error) for error in errors.values()],
+            ids,
+        )
+        async with self._db.connection() as conn:
+            added = await (await conn.execute(self._quarantine, params)).fetchall()
+        for request_id, detected_at in added:
+            quarantine_entry(request_id, errors[request_id], detected_at)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
-        """Requests targeting ``state_id``, by ``created_at`` then id."""
-        return await self._fetch("state_id = %s", (state_id,))
+        """Requests targeting ``state_id``, by ``created_at`` then id (unreadable ones
+        quarantined and skipped)."""
+        return await self._readable(await self._rows("state_id = %s", (state_id,)))
 
     async def pending(
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
         clauses = ["status = %s"]
-        params: list[Any] = [RequestStatus.PENDING.value]
+        params: builtins.list[Any] = [RequestStatus.PENDING.value]
         if reason is not None:
             clauses.append("pending_reason = %s")
             params.append(reason.value)
         if state_id is not None:
             clauses.append("state_id = %s")
             params.append(state_id)
-        return await self._fetch(" AND ".join(clauses), params)
+        return await self._readable(await self._rows(" AND ".join(clauses), params))
 
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
@@ -405,7 +641,8 @@ class PostgresRequestStore:
         """A page of requests matching ``query``, ordered by ``created_at`` then id.
 
         Dimensions with a column are filtered in SQL; the rest of ``query.matches`` is
-        checked on the rows, fetching further rows until the page is full.
+        checked on the rows, fetching further rows until the page is full. Unreadable
+        rows are quarantined and skipped.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -420,19 +657,94 @@ class PostgresRequestStore:
                 clauses.append('(created_at, request_id COLLATE "C") > (%s, %s)')
                 values.extend(position)
             values.append(batch)
-            rows = await self._fetch(" AND ".join(clauses), values, " LIMIT %s")
-            for request in rows:
-                position = (request.created_at, request.request_id)
+            rows = await self._rows(" AND ".join(clauses), values, " LIMIT %s")
+            for request in await self._readable(rows):
                 if query.matches(request):
                     found.append(request)
                     if len(found) > limit:
                         break
             if len(found) > limit or len(rows) < batch:
                 break
+            request_id, created_at, _ = rows[-1]
+            position = (created_at, request_id)
             batch = min(batch * 2, 1000)
         items = tuple(found[:limit])
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
+
+    # -- ReadyQueue, ReadySignal, QuarantineLog, RequestPurger ---------------------------
+
+    async def reserve(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: datetime,
+        until: datetime,
+        revalidation: bool = False,
+    ) -> Sequence[MutationRequest]:
+        """Reserve up to ``limit`` ready requests for ``owner`` until ``until``, oldest first.
+
+        One statement: it locks the oldest ready, unreserved, unquarantined rows of the
+        ``requests_ready`` index it can (``SKIP LOCKED``: concurrent reservers take other
+        rows, never wait or fail) and stamps them. An unreadable row among them is
+        quarantined, its reservation dropped, and left out.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        sql = self._reserve[bool(revalidation)]
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(sql, (now, limit, owner, until))).fetchall()
+        return await self._readable(rows)
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """Wait at most ``seconds`` for a commit that made a request ready (LISTEN/NOTIFY).
+
+        True when notified since the previous call returned, False on timeout. The
+        listening connection is opened on the first call (notifications before it are
+        not seen) and is not one of the pool's. When it is lost the call waits out
+        ``seconds`` and returns False (one WARNING per outage); a later call reconnects
+        and returns True at once, since a notification may have been missed meanwhile.
+        """
+        return await self._listener.wait(seconds)
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Every quarantined request, oldest detection first."""
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(self._quarantined)).fetchall()
+        return [
+            QuarantinedRequest(request_id, BACKEND, field, error, detected_at)
+            for request_id, field, error, detected_at in rows
+        ]
+
+    async def release(self, request_id: str) -> bool:
+        """Take ``request_id`` out of quarantine; True when it was quarantined."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(self._release, (request_id,))
+        return cursor.rowcount == 1
+
+    async def purge(
+        self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
+    ) -> PurgeBatch:
+        """Delete up to ``limit`` purgeable requests with their decisions, in one statement.
+
+        Purgeable as :func:`~mutator_governance.purgeable` says, oldest ``updated_at``
+        first; rows being written at that moment are skipped (the next batch takes them).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        chosen = sorted(status.value for status in statuses)
+        async with self._db.connection() as conn:
+            row = await (
+                await conn.execute(self._purge, (chosen, before, _TERMINAL, limit))
+            ).fetchone()
+        assert row is not None
+        decisions, request_ids = row
+        return PurgeBatch(tuple(request_ids), int(decisions))
+
+    async def aclose(self) -> None:
+        """Close the listening connection of :meth:`wait_ready` (the pool is the store's)."""
+        await self._listener.aclose()
 
 
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
@@ -458,6 +770,10 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
         any_of("state_id", sorted(query.state_ids))
     if query.actor_ids:
         any_of("actor_id", sorted(query.actor_ids))
+    if query.mutation_types:
+        # NULL: a row the upgrade to schema version 3 could not read (checked in Python).
+        clauses.append("(mutation_type = ANY(%s) OR mutation_type IS NULL)")
+        params.append(sorted(query.mutation_types))
     bounds: tuple[tuple[str, str, datetime | None], ...] = (
         ("created_at", ">=", query.created_from),
         ("created_at", "<=", query.created_to),
@@ -721,7 +1037,7 @@ class _Writer:
         self._sql = (
             f"SELECT {s}.governed_commit(%s, "
             "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::timestamptz[], %s::timestamptz[], %b::text[], "
+            "%s::timestamptz[], %s::timestamptz[], %b::text[], %s::text[], %s::text[], "
             "%s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %b::text[], "
             "%s, %s, %s, %s, %s, "
             "%s::text[], %s::timestamptz[], %b::text[], "
@@ -739,7 +1055,7 @@ class _Writer:
     ) -> None:
         """Check and write everything in one statement; typed errors when a check fails."""
         db = self._db
-        request_columns: list[list[Any]] = [[] for _ in range(9)]
+        request_columns: list[list[Any]] = [[] for _ in range(11)]
         decision_columns: list[list[Any]] = [[] for _ in range(5)]
         for write, stored in requests:
             row = (
@@ -967,7 +1283,13 @@ class PostgresStore:
             name=f"mutator:{schema}",
         )
         db = _Database(
-            pool, registry=registry, schema=schema, url=safe_url, password=password, timeout=timeout
+            pool,
+            registry=registry,
+            schema=schema,
+            url=safe_url,
+            password=password,
+            timeout=timeout,
+            connect=connect,
         )
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -1025,7 +1347,9 @@ class PostgresStore:
         return self._committer
 
     async def aclose(self) -> None:
-        """Close the pool; the store is unusable afterwards (idempotent)."""
+        """Close the pool and the listening connection; the store is unusable afterwards
+        (idempotent)."""
+        await self._requests.aclose()
         await self._db.pool.close()
 
     async def __aenter__(self) -> PostgresStore:
@@ -1058,5 +1382,5 @@ async def _migrate(conn: Connection, schema: str, url: str) -> None:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version - 1]:
-                await conn.execute(statement.format(s=s))
+                await conn.execute(statement.format(s=s, channel=ready_channel(schema)))
             await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES (%s)", (version,))

@@ -6,13 +6,23 @@ Each entry of :data:`MIGRATIONS` brings a schema from version ``index`` to ``ind
 adds ``governed_commit``: one server-side function that checks and writes a whole
 governance operation, so every operation is one statement — one round trip, one
 transaction — whatever it writes.
+
+Version 3 serves competing workers and retention: ``reserved_by`` / ``reserved_until``
+(a request's reservation, cleared by any write that changes its status), a partial index
+on the ready rows (``requests_ready``), ``mutation_type`` and ``compensates`` (the
+original a compensation request undoes) read from the document, the ``quarantine`` table
+of unreadable rows, and a ``governed_commit`` that notifies the schema's channel
+(:func:`ready_channel`) when it writes a ready request. ``{s}`` and ``{channel}`` are
+substituted when migrating.
 """
 
 from __future__ import annotations
 
-__all__ = ["COMMIT_CODES", "MIGRATIONS", "SCHEMA_VERSION"]
+import hashlib
 
-SCHEMA_VERSION = 2
+__all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
+
+SCHEMA_VERSION = 3
 """The schema version this release writes and reads."""
 
 COMMIT_CODES = {
@@ -200,7 +210,114 @@ _V2: tuple[str, ...] = (
     _COMMIT_FUNCTION,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+READY_STATUSES = "status = 'approved' OR (status = 'pending' AND pending_reason = 'revalidation')"
+"""The SQL condition of a ready request (the predicate of the ``requests_ready`` index)."""
+
+
+def ready_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel on which commits to ``schema`` announce ready requests.
+
+    Channel names are identifiers of at most 63 bytes: a long schema name is hashed.
+    """
+    channel = f"mutator_ready_{schema}"
+    if len(channel) <= 63:
+        return channel
+    return "mutator_ready_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+
+
+def _rewrite(text: str, *changes: tuple[str, str]) -> str:
+    """``text`` with each ``(old, new)`` applied once (a missing ``old`` is a bug here)."""
+    for old, new in changes:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+_OLD_COMMIT_SIGNATURE = """{s}.governed_commit(boolean, text[], bigint[], text[], text[], text[],
+    text[], timestamptz[], timestamptz[], text[], text[], bigint[], text[], timestamptz[], text[],
+    text, text, text, text, text, text[], timestamptz[], text[], text[], timestamptz[], text[])"""
+
+# Version 3: the request rows also carry mutation_type and compensates (read by the caller,
+# never parsed here: the server's JSON operators refuse documents holding \u0000), a write
+# that changes the status or reason drops the reservation, and a ready request notifies.
+_COMMIT_FUNCTION_V3 = _rewrite(
+    _COMMIT_FUNCTION,
+    ("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
+    (
+        "    r_documents text[],\n",
+        "    r_documents text[], r_mutation_types text[], r_compensates text[],\n",
+    ),
+    (
+        "created_at, updated_at, revision, document)\n",
+        "created_at, updated_at, revision, document, mutation_type, compensates)\n",
+    ),
+    (
+        "r_created[i], r_updated[i], 0, r_documents[i]);",
+        "r_created[i], r_updated[i], 0, r_documents[i], r_mutation_types[i],\n"
+        "                r_compensates[i]);",
+    ),
+    (
+        "document = r_documents[i], revision = revision + 1\n",
+        "document = r_documents[i], revision = revision + 1,\n"
+        "                mutation_type = r_mutation_types[i], compensates = r_compensates[i],\n"
+        "                reserved_by = CASE WHEN status = r_statuses[i] AND pending_reason\n"
+        "                    IS NOT DISTINCT FROM r_reasons[i] THEN reserved_by END,\n"
+        "                reserved_until = CASE WHEN status = r_statuses[i] AND pending_reason\n"
+        "                    IS NOT DISTINCT FROM r_reasons[i] THEN reserved_until END\n",
+    ),
+    (
+        "    END IF;\nEND\n$fn$",
+        "    END IF;\n"
+        "    IF EXISTS (SELECT 1 FROM unnest(r_statuses, r_reasons) AS x(status, pending_reason)\n"
+        f"            WHERE {READY_STATUSES}) THEN\n"
+        "        PERFORM pg_notify('{channel}', '');\n"
+        "    END IF;\n"
+        "END\n$fn$",
+    ),
+)
+
+# Reads one field of a stored document for the backfill; NULL when the document is
+# unreadable (an upgrade never fails on a bad row). The server's JSON operators refuse a
+# document holding the escape \u0000 anywhere: such a document is read again without it.
+_DOCUMENT_FIELD = """CREATE FUNCTION {s}.mutator_document_field(document text, path text[])
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    RETURN document::json #>> path;
+EXCEPTION WHEN others THEN
+    BEGIN
+        RETURN replace(document, '\\u0000', '\\ufffd')::json #>> path;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
+END
+$fn$"""
+
+_V3: tuple[str, ...] = (
+    """ALTER TABLE {s}.requests ADD COLUMN mutation_type text,
+        ADD COLUMN compensates text COLLATE "C",
+        ADD COLUMN reserved_by text,
+        ADD COLUMN reserved_until timestamptz""",
+    _DOCUMENT_FIELD,
+    """UPDATE {s}.requests SET
+        mutation_type = {s}.mutator_document_field(document, ARRAY['mutation_type']),
+        compensates = {s}.mutator_document_field(
+            document, ARRAY['execution', 'compensation', 'original_request_id'])""",
+    "DROP FUNCTION {s}.mutator_document_field(text, text[])",
+    "CREATE INDEX requests_mutation_type ON {s}.requests (mutation_type, created_at, request_id)",
+    "CREATE INDEX requests_compensates ON {s}.requests (compensates) WHERE compensates IS NOT NULL",
+    "CREATE INDEX requests_ready ON {s}.requests (created_at, request_id) WHERE " + READY_STATUSES,
+    """CREATE TABLE {s}.quarantine (
+        request_id text COLLATE "C" PRIMARY KEY,
+        field text,
+        error text NOT NULL,
+        detected_at timestamptz NOT NULL
+    )""",
+    "CREATE INDEX quarantine_detected ON {s}.quarantine (detected_at, request_id)",
+    "DROP FUNCTION " + _OLD_COMMIT_SIGNATURE,
+    _COMMIT_FUNCTION_V3,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -334,25 +334,26 @@ async def test_values_postgres_refuses_raise_value_error(store: PostgresStore) -
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("document", ["not json {", '{"request_id": "req-1"}', "[]"])
-async def test_unreadable_request_raises_stored_data_error(
+async def test_unreadable_request_raises_by_id_and_is_skipped_by_listings(
     postgres_url: str, store: PostgresStore, document: str
 ) -> None:
     await store.requests.create(sample_request("req-1"))
     await execute_sql(
         postgres_url, f'UPDATE "{store.schema}".requests SET document = %s', (document,)
     )
-    for read in (
-        lambda: store.requests.get("req-1"),
-        lambda: store.requests.by_state("sample:1"),
-        lambda: store.requests.list(),
-        lambda: store.requests.pending(),
-    ):
-        with pytest.raises(StoredDataError) as caught:
-            await read()
-        assert caught.value.backend == "postgresql"
-        assert caught.value.key == "req-1"
-        assert caught.value.field is not None
-        assert caught.value.field.startswith("requests.document")
+    with pytest.raises(StoredDataError) as caught:
+        await store.requests.get("req-1")
+    assert caught.value.backend == "postgresql"
+    assert caught.value.key == "req-1"
+    assert caught.value.field is not None
+    assert caught.value.field.startswith("requests.document")
+    assert await store.requests.by_state("sample:1") == []
+    assert (await store.requests.list()).items == ()
+    assert await store.requests.pending() == []
+    (entry,) = await store.requests.quarantined()
+    assert (entry.request_id, entry.backend) == ("req-1", "postgresql")
+    assert entry.field is not None
+    assert entry.field.startswith("requests.document")
 
 
 @pytest.mark.anyio

@@ -517,4 +517,4 @@ async def test_version_1_schema_is_upgraded_with_numbered_decisions(
     finally:
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
-    assert versions == [(1,), (SCHEMA_VERSION,)]
+    assert versions == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
