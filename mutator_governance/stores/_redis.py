@@ -905,8 +905,8 @@ class RedisRequestStore:
         subscribed between calls, so a signal published between two calls wakes the next
         one at once. A lost connection returns False (logged once at WARNING). A call that
         (re)connects returns True at once: signals published while nobody listened are
-        lost, so the caller should look. Waiting for a timeout in another task is fine;
-        two tasks must not wait on one store at the same time.
+        lost, so the caller should look. Several tasks may wait at once: a signal wakes
+        them all.
         """
         return await self._listener.wait(seconds)
 
@@ -1135,52 +1135,83 @@ class RedisRequestStore:
 
 
 class _ReadyListener:
-    """The ready channel's subscriber: one dedicated connection, kept between waits."""
+    """The ready channel's subscriber: one dedicated connection, kept between waits.
+
+    Waiters take turns on the connection; a signal read by one also wakes every waiter
+    that was queued behind it (``_signals`` counts the signals read).
+    """
 
     def __init__(self, backend: _Backend) -> None:
         self._b = backend
         self._connection: Any = None
         self._warned = False
+        self._signals = 0
+        self._lock = asyncio.Lock()
 
     async def wait(self, seconds: float) -> bool:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        seen = self._signals
         try:
-            if self._connection is None or not self._connection.is_connected:
-                async with asyncio.timeout(max(seconds, 0.1)):
-                    await self._subscribe()
-                if self._warned:
-                    self._warned = False
-                    _log.info("ready channel of %s is back", self._b.keys.prefix)
-                # Whatever was published before this subscription is lost: say "look".
+            async with asyncio.timeout(seconds):
+                await self._lock.acquire()
+        except TimeoutError:
+            return self._signals != seen
+        try:
+            if self._signals != seen:
                 return True
-            woken = False
+            return await self._wait(loop, deadline)
+        finally:
+            self._lock.release()
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> bool:
+        if self._connection is None or not self._connection.is_connected:
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    await self._subscribe()
+            except asyncio.CancelledError:
+                await self._drop()
+                raise
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+                await self._lost(error)
+                # Nobody to listen to: wait out the time like a timeout, never spin.
+                await asyncio.sleep(max(deadline - loop.time(), 0.0))
+                return False
+            if self._warned:
+                self._warned = False
+                _log.info("ready channel of %s is back", self._b.keys.prefix)
+            # Whatever was published before this subscription is lost: say "look".
+            self._signals += 1
+            return True
+        woken = False
+        try:
             while True:
                 remaining = 0.0 if woken else max(deadline - loop.time(), 0.0)
                 message = await self._connection.read_response(timeout=remaining, push_request=True)
                 if message is None:
                     return woken
-                if _is_signal(message):
+                if _is_signal(message) and not woken:
                     woken = True
+                    self._signals += 1
         except asyncio.CancelledError:
             await self._drop()
             raise
         except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
-            await self._drop()
-            if not self._warned:
-                self._warned = True
-                _log.warning(
-                    "ready channel of %s lost (%s: %s); workers poll until it is back",
-                    self._b.keys.prefix,
-                    type(error).__name__,
-                    error,
-                )
-            remaining = deadline - loop.time()
-            if remaining > 0 and not isinstance(error, TimeoutError):
-                await asyncio.sleep(remaining)
-            return False
+            await self._lost(error)
+            return False  # at once: the caller polls, the next call reconnects
+
+    async def _lost(self, error: BaseException) -> None:
+        await self._drop()
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "ready channel of %s lost (%s: %s); workers poll until it is back",
+                self._b.keys.prefix,
+                type(error).__name__,
+                error,
+            )
 
     async def _subscribe(self) -> None:
         pool = self._b.client.connection_pool
@@ -1521,36 +1552,19 @@ async def _index_v2(b: _Backend) -> None:
             _text(key)
             async for key in client.scan_iter(match=f"{escaped}:request:*", count=500, _type="hash")
         ]
-    for key in request_keys:
-        with b.guard(key):
-            raw, revision, member = await client.hmget(key, "document", "revision", "member")
-        if raw is None or revision is None or member is None:
-            continue
-        request_id = _text(member)[_ID_AT:]
-        if keys.request(request_id) != key:
-            continue
-        try:
-            request = b.request_from(raw, key, request_id)
-        except StoredDataError:
-            continue
-        indexes = keys.request_indexes(request)
-        updated = keys.updated_indexes(request)
-        args: list[str | bytes] = [
-            revision,
-            _member(request.created_at, request_id),
-            _member(request.updated_at, request_id) if updated else b"",
-            str(len(indexes)),
-            *indexes,
-            str(len(updated)),
-            *updated,
-            _raw(request_id),
-            escape_segment(request_id),
-        ]
-        await b.evalsha(b.upgrade_script, [key, keys.segments], args)
-    categories = {keys.recent(category): category for category in DecisionCategory}
-    for category_key in categories:
+    for start in range(0, len(request_keys), _BATCH):
+        chunk = request_keys[start : start + _BATCH]
+        with b.guard():
+            async with client.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.hmget(key, "document", "revision", "member")
+                rows = await pipe.execute()
+        for key, row in zip(chunk, rows, strict=True):
+            await _index_request(b, key, *row)
+    for category_key in (keys.recent(category) for category in DecisionCategory):
         with b.guard(category_key):
             members: list[Any] = await client.zrange(category_key, 0, -1)
+        owners: list[tuple[str, bytes]] = []
         for member in members:
             try:
                 record = b.load(member[_RECORD_AT:], "record", key=category_key, field=None)
@@ -1558,8 +1572,41 @@ async def _index_v2(b: _Backend) -> None:
             except (StoredDataError, TypeError, KeyError):
                 continue
             if isinstance(request_id, str):
-                with b.guard():
-                    await client.hset(keys.decision_members(request_id), member, category_key)
+                owners.append((request_id, member))
+        for start in range(0, len(owners), _BATCH):
+            with b.guard():
+                async with client.pipeline(transaction=False) as pipe:
+                    for request_id, member in owners[start : start + _BATCH]:
+                        pipe.hset(keys.decision_members(request_id), member, category_key)
+                    await pipe.execute()
+
+
+async def _index_request(b: _Backend, key: str, raw: Any, revision: Any, member: Any) -> None:
+    """Index one schema-2 request hash for schema 3 (skipped when it cannot be read)."""
+    keys = b.keys
+    if raw is None or revision is None or member is None:
+        return
+    request_id = _text(member)[_ID_AT:]
+    if keys.request(request_id) != key:
+        return
+    try:
+        request = b.request_from(raw, key, request_id)
+    except StoredDataError:
+        return
+    indexes = keys.request_indexes(request)
+    updated = keys.updated_indexes(request)
+    args: list[str | bytes] = [
+        revision,
+        _member(request.created_at, request_id),
+        _member(request.updated_at, request_id) if updated else b"",
+        str(len(indexes)),
+        *indexes,
+        str(len(updated)),
+        *updated,
+        _raw(request_id),
+        escape_segment(request_id),
+    ]
+    await b.evalsha(b.upgrade_script, [key, keys.segments], args)
 
 
 async def _copy_v1(b: _Backend) -> list[str]:

@@ -28,9 +28,9 @@ document, stamp, record); ``1`` and the state fields (has_expected, expected, ve
 document, request id) or ``0``; entry count and one document per entry.
 
 Beside its writes the script keeps the worker's view in step: a request that leaves both
-ready sets loses its reservation, a created request's key segment is recorded (the other
-scripts find request keys through it), and when any written request is ready it publishes
-on the ready channel (one message per commit).
+ready sets loses its reservation, each written request's key segment is recorded (the
+other scripts find request keys through it), and when any written request is ready it
+publishes on the ready channel (one message per commit).
 
 Replies: ``{1}`` on success; otherwise ``{0, what, a, b, c}``:
 
@@ -236,7 +236,7 @@ for _, w in ipairs(sections) do
     for _, index_key in ipairs(w.uindexes) do
       redis.call('ZADD', index_key, 0, w.umember)
     end
-    if w.mode == 'create' then redis.call('HSET', segments_key, request_id, w.segment) end
+    redis.call('HSET', segments_key, request_id, w.segment)
     if any_ready(w.indexes) then signal = true end
   end
   for _, d in ipairs(w.fresh) do

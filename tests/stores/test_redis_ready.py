@@ -24,13 +24,16 @@ from mutator_governance import (
     Governance,
     GovernanceStore,
     PendingReason,
+    PurgeBatch,
+    RequestQuery,
     RequestStatus,
     StoredDataError,
+    purgeable,
 )
 from mutator_governance._commit_types import GovernedCommit, RequestWrite
-from mutator_governance._decisions import RequestDecision
-from mutator_governance._enums import LifecycleDecision
-from mutator_governance._request import MutationRequest
+from mutator_governance._decisions import RequestDecision, numbered
+from mutator_governance._enums import ExecutionKind, LifecycleDecision
+from mutator_governance._request import CompensationPlan, ExecutionDetails, MutationRequest
 from mutator_governance._transitions import transition
 from mutator_governance.stores._redis import RedisStore
 from mutator_governance.testing import ReadyQueueContract, sample_registry, sample_request
@@ -343,17 +346,241 @@ async def test_a_signal_between_two_waits_is_kept(store: RedisStore) -> None:
 async def test_a_killed_listener_connection_recovers(
     store: RedisStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mutator.governance.redis")
     await store.requests.wait_ready(0.05)
     connection = store.requests._listener._connection
     host, port = connection._writer.get_extra_info("sockname")[:2]
-    await store.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
-    caplog.set_level(logging.WARNING, logger="mutator.governance.redis")
-    assert await store.requests.wait_ready(1.0) is False
-    assert await store.requests.wait_ready(1.0) is False or True  # may see the loss only now
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "lost" in warnings[0].getMessage()
-    await store.requests.wait_ready(0.05)
+    killed = await store.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+    assert killed
+    started = time.perf_counter()
+    assert await store.requests.wait_ready(5.0) is False
+    assert time.perf_counter() - started < 1.0  # the loss is reported at once
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "lost" in warning.getMessage()
+    assert await store.requests.wait_ready(1.0) is True  # reconnected: look once
     assert await store.requests.wait_ready(0.05) is False
     await _commit(store, sample_request("a", status=RequestStatus.APPROVED))
     assert await store.requests.wait_ready(1.0) is True
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_server_makes_wait_ready_time_out_not_raise(
+    store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mutator.governance.redis")
+    settings = store.client.connection_pool.connection_kwargs
+    real_port = settings["port"]
+    settings["port"] = 1
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            assert await store.requests.wait_ready(0.2) is False
+            assert time.perf_counter() - started >= 0.15  # waited, did not spin
+    finally:
+        settings["port"] = real_port
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert await store.requests.wait_ready(1.0) is True
+    assert await store.requests.wait_ready(0.05) is False
+
+
+@pytest.mark.anyio
+async def test_one_signal_wakes_every_waiting_task(store: RedisStore) -> None:
+    await store.requests.wait_ready(0.05)
+    woken: list[bool] = []
+
+    async def wait() -> None:
+        woken.append(await store.requests.wait_ready(5.0))
+
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(wait)
+            await anyio.sleep(0.05)
+            await _commit(store, sample_request("a", status=RequestStatus.APPROVED))
+    assert woken == [True, True, True]
+
+
+# -- retention purge ---------------------------------------------------------------------------
+
+
+def _decided(request_id: str, status: RequestStatus, at: datetime, **changes: Any) -> Any:
+    decisions = numbered(
+        [
+            RequestDecision(LifecycleDecision.SUBMITTED, MutationContext.system("t"), "t", at),
+            RequestDecision(LifecycleDecision.RELEASED, MutationContext.system("t"), "t", at),
+        ]
+    )
+    return sample_request(
+        request_id, status=status, created_at=at, updated_at=at, decisions=decisions, **changes
+    )
+
+
+async def _members_by_key(store: RedisStore) -> dict[str, list[str]]:
+    """The request ids in every request index of the store (index, ready and updated sets)."""
+    found: dict[str, list[str]] = {}
+    for pattern in ("index:*", "ready:*", "updated:*"):
+        async for key in store.client.scan_iter(match=f"{store.prefix}:{pattern}", count=500):
+            members = await store.client.zrange(key, 0, -1)
+            found[key.decode()] = [m[19:].decode() for m in members]
+    return found
+
+
+async def _assert_consistent(store: RedisStore, gone: set[str]) -> None:
+    """No index, log, reservation, segment or recent decision mentions a purged request."""
+    for key, ids in (await _members_by_key(store)).items():
+        for request_id in ids:
+            assert request_id not in gone, f"{request_id} left in {key}"
+            assert await store.client.exists(store.keys.request(request_id)), key
+    for request_id in gone:
+        assert not await store.client.exists(
+            store.keys.request(request_id),
+            store.keys.decisions(request_id),
+            store.keys.decision_members(request_id),
+        )
+        assert not await store.client.hexists(store.keys.segments, request_id)
+    assert not {r.request_id for r in await store.decisions.recent(1000)} & gone
+    listed = {r.request_id for r in (await store.requests.list(limit=1000)).items}
+    assert not listed & gone
+
+
+@pytest.mark.anyio
+async def test_purge_deletes_old_terminal_requests_with_decisions_and_every_index(
+    store: RedisStore, redis_url: str
+) -> None:
+    old, recent = T0, T0 + timedelta(days=30)
+    requests = [
+        _decided("old-executed", RequestStatus.EXECUTED, old, actor_id="bob"),
+        _decided("old-rejected", RequestStatus.REJECTED, old + timedelta(seconds=1)),
+        _decided("old-canceled", RequestStatus.CANCELED, old + timedelta(seconds=2)),
+        _decided("old-pending", RequestStatus.PENDING, old),
+        _decided("old-approved", RequestStatus.APPROVED, old),
+        _decided("new-executed", RequestStatus.EXECUTED, recent),
+        _decided("original", RequestStatus.EXECUTED, old),
+        _decided(
+            "undo",
+            RequestStatus.PENDING,
+            old + timedelta(seconds=3),
+            execution=ExecutionDetails(
+                ExecutionKind.COMPENSATION, CompensationPlan(original_request_id="original")
+            ),
+        ),
+    ]
+    for request in requests:
+        await _commit(store, request)
+    await _reserve(store, 5)
+    before = old + timedelta(days=1)
+    statuses = frozenset(s for s in RequestStatus if s.is_terminal)
+    expected = purgeable(requests, before=before, statuses=statuses, limit=100)
+    assert {r.request_id for r in expected} == {"old-executed", "old-rejected", "old-canceled"}
+
+    first = await store.requests.purge(before=before, statuses=statuses, limit=2)
+    assert first.request_ids == ("old-executed", "old-rejected")  # oldest updated first
+    assert first.decisions == 4
+    async with Governance.open(
+        _with_prefix(redis_url, store.prefix), registry=sample_registry()
+    ) as gov:
+        report = await gov.purge(older_than=timedelta(days=29), now=recent, batch_size=2)
+        assert (report.requests, report.decisions) == (1, 2)
+        gone = {"old-executed", "old-rejected", "old-canceled"}
+        await _assert_consistent(store, gone)
+        kept = {r.request_id for r in (await store.requests.list(limit=100)).items}
+        assert kept == {r.request_id for r in requests} - gone
+        assert len(await store.decisions.for_request("original")) == 2
+
+        # Once the compensation is terminal, its original goes too.
+        undo = await store.requests.get("undo")
+        assert undo is not None
+        await _move(store, undo, RequestStatus.CANCELED)
+        report = await gov.purge(older_than=timedelta(days=29), now=recent)
+        assert report.requests == 2  # the original and the canceled compensation
+        await _assert_consistent(store, gone | {"original", "undo"})
+    assert {r.request_id for r in (await store.requests.list(limit=100)).items} == {
+        "old-pending",
+        "old-approved",
+        "new-executed",
+    }
+    assert _ids(await _reserve(store, 5, now=T0 + LEASE * 2)) == ["old-approved"]
+
+
+@pytest.mark.anyio
+async def test_purge_limit_below_one_is_refused(store: RedisStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.requests.purge(before=T0, statuses=frozenset({RequestStatus.EXECUTED}), limit=0)
+
+
+# -- mutation-type index -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_mutation_types_are_answered_from_their_index(store: RedisStore) -> None:
+    for n in range(5):
+        await _commit(store, sample_request(f"r{n}", created_at=T0 + timedelta(seconds=n)))
+    wanted = RequestQuery(mutation_types={"testing.sample"}, statuses={RequestStatus.PENDING})
+    assert await store.requests._plan(RequestQuery(mutation_types={"other"})) == [
+        store.keys.index("type", "other")
+    ]
+    assert _ids((await store.requests.list(wanted, limit=3)).items) == ["r0", "r1", "r2"]
+    assert (await store.requests.list(RequestQuery(mutation_types={"other"}))).items == ()
+    assert await store.client.zcard(store.keys.index("type", "testing.sample")) == 5
+
+
+# -- schema 3 upgrade --------------------------------------------------------------------------
+
+
+async def _downgrade_to_v2(store: RedisStore) -> None:
+    """Turn the store's keyspace back into what schema 2 wrote."""
+    client, keys = store.client, store.keys
+    for pattern in (
+        "index:type:*",
+        "index:compensates:*",
+        "ready:*",
+        "updated:*",
+        "decision-members:*",
+    ):
+        async for key in client.scan_iter(match=f"{keys.prefix}:{pattern}", count=500):
+            await client.delete(key)
+    await client.delete(keys.segments, keys.reserved, keys.quarantine)
+    v3 = (":index:type:", ":index:compensates:", ":ready:")
+    async for key in client.scan_iter(match=f"{keys.prefix}:request:*", count=500):
+        indexes = (await client.hget(key, "indexes") or b"").decode()
+        kept = [k for k in indexes.split("\n") if not any(part in k for part in v3)]
+        await client.hset(key, "indexes", "\n".join(kept))
+        await client.hdel(key, "umember", "uindexes")
+        document = await client.hget(key, "document")
+        await client.hset(key, "document", document.replace(b'{"schema":3', b'{"schema":2'))
+    await client.hset(keys.meta, "schema", "2")
+
+
+@pytest.mark.anyio
+async def test_a_schema_2_store_is_upgraded_on_open(store: RedisStore, redis_url: str) -> None:
+    await _commit(store, sample_request("p", created_at=T0))
+    await _commit(store, sample_request("a", status=RequestStatus.APPROVED, created_at=T0))
+    await _commit(
+        store,
+        sample_request(
+            "v",
+            pending_reason=PendingReason.REVALIDATION,
+            created_at=T0 + timedelta(seconds=1),
+        ),
+    )
+    await _commit(store, _decided("x", RequestStatus.EXECUTED, T0))
+    await _commit(store, sample_request("bad", status=RequestStatus.APPROVED, created_at=T0))
+    await _spoil(store, "bad", "json")
+    await _downgrade_to_v2(store)
+    assert not [k for k in await _members_by_key(store) if ":ready:" in k or ":type:" in k]
+
+    upgraded = await _open(redis_url, store.prefix)
+    try:
+        assert await upgraded.client.hget(upgraded.keys.meta, "schema") == b"3"
+        requests = upgraded.requests
+        assert _ids(await _reserve(upgraded, 10, revalidation=True)) == ["a", "v"]
+        query = RequestQuery(mutation_types={"testing.sample"})
+        assert _ids((await requests.list(query)).items) == ["a", "p", "x", "v"]
+        batch = await requests.purge(
+            before=T0 + timedelta(days=1), statuses=frozenset({RequestStatus.EXECUTED}), limit=10
+        )
+        assert batch == PurgeBatch(("x",), 2)
+        await _assert_consistent(upgraded, {"x"})
+        assert [e.request_id for e in await requests.quarantined()] == ["bad"]
+    finally:
+        await upgraded.aclose()
