@@ -45,9 +45,12 @@ Scripts find a request's keys through ``p:segments`` (Lua cannot escape ids the 
 :func:`escape_segment` does). Commits that leave a request ready publish on the channel
 ``p:ready`` (:meth:`RedisRequestStore.wait_ready` listens on its own connection).
 
-Every write is one call of the Lua script :data:`._redis_scripts.COMMIT`, all or nothing:
-it checks every key's type and every precondition before its first write, so a
-wrong-type key or a lost compare-and-set writes nothing. Redis errors become
+Every governance write is one call of the Lua script :data:`._redis_scripts.COMMIT`, all
+or nothing: it checks every key's type and every precondition before its first write, so
+a wrong-type key or a lost compare-and-set writes nothing. A worker's reservation and a
+retention purge are one script call each (:data:`._redis_scripts.RESERVE`,
+:data:`._redis_scripts.PURGE`). A request that cannot be read is quarantined (the
+``p:quarantine`` hash) and skipped by every multi-row read. Redis errors become
 :class:`~mutator_governance.StoredDataError` (bad data) or
 :class:`~mutator_governance.StoreUnavailableError` (connection, timeout, server refusing
 writes); a command is never resent after a failure, since a resent commit could land
@@ -943,7 +946,10 @@ class RedisRequestStore:
             return bool(await self._b.call("HDEL", key, _raw(request_id)))
 
     async def _quarantine(self, bad: Sequence[tuple[str, StoredDataError]]) -> int:
-        """Record ``bad`` rows (id, why); log the newly quarantined ones; how many were new."""
+        """Record ``bad`` rows (id, why), dropping their reservations; log the new ones.
+
+        Returns how many were newly quarantined.
+        """
         key = self._b.keys.quarantine
         detected = datetime.now(UTC)
         with self._b.guard(key):
@@ -955,7 +961,8 @@ class RedisRequestStore:
                         "detected_at": detected.isoformat(),
                     }
                     pipe.hsetnx(key, _raw(request_id), self._b.dump("quarantine", entry))
-                added = await pipe.execute()
+                    pipe.hdel(self._b.keys.reserved, _raw(request_id))
+                added = (await pipe.execute())[::2]
         fresh = 0
         for (request_id, error), new in zip(bad, added, strict=True):
             if new:

@@ -359,28 +359,35 @@ while #deleted < limit do
   from.i = from.i + 1
   local request_id = string.sub(best, 20)
   local segment = redis.call('HGET', segments, request_id)
+  local row = nil
   if segment and redis.call('EXISTS', prefix .. ':index:compensates:' .. segment) == 0 then
+    row = redis.pcall('HMGET', prefix .. ':request:' .. segment, 'member', 'indexes',
+                      'umember', 'uindexes')
+    if row.err then row = nil end
+  end
+  if row then
     local request_key = prefix .. ':request:' .. segment
-    local row = redis.call('HMGET', request_key, 'member', 'indexes', 'umember', 'uindexes')
     if row[1] then
-      for _, k in ipairs(split(row[2])) do redis.call('ZREM', k, row[1]) end
+      for _, k in ipairs(split(row[2])) do redis.pcall('ZREM', k, row[1]) end
     end
     if row[3] then
-      for _, k in ipairs(split(row[4])) do redis.call('ZREM', k, row[3]) end
+      for _, k in ipairs(split(row[4])) do redis.pcall('ZREM', k, row[3]) end
     end
-    redis.call('ZREM', from.key, best)
+    redis.pcall('ZREM', from.key, best)
     local log_key = prefix .. ':decision-log:' .. segment
-    decisions = decisions + redis.call('HLEN', log_key)
+    local logged = redis.pcall('HLEN', log_key)
+    if type(logged) == 'number' then decisions = decisions + logged end
     local members_key = prefix .. ':decision-members:' .. segment
-    local pairs_ = redis.call('HGETALL', members_key)
+    local pairs_ = redis.pcall('HGETALL', members_key)
+    if type(pairs_) ~= 'table' or pairs_.err then pairs_ = {} end
     for j = 1, #pairs_, 2 do
-      redis.call('ZREM', recent, pairs_[j])
-      redis.call('ZREM', pairs_[j + 1], pairs_[j])
+      redis.pcall('ZREM', recent, pairs_[j])
+      redis.pcall('ZREM', pairs_[j + 1], pairs_[j])
     end
     redis.call('DEL', request_key, log_key, members_key)
-    redis.call('HDEL', reserved, request_id)
-    redis.call('HDEL', quarantine, request_id)
-    redis.call('HDEL', segments, request_id)
+    redis.pcall('HDEL', reserved, request_id)
+    redis.pcall('HDEL', quarantine, request_id)
+    redis.pcall('HDEL', segments, request_id)
     table.insert(deleted, request_id)
   end
 end
@@ -392,7 +399,8 @@ return {decisions, deleted}
 updated-at set of each purged status. A request whose id has live compensations (a
 non-empty ``index:compensates:<id>``) is kept. Each deleted request leaves every index
 (the ones its hash lists), its decision log with its recent-set members, its reservation,
-quarantine entry and segment.
+quarantine entry and segment. Deletions use ``pcall``: a wrong-type key is left as it is
+rather than stopping the purge halfway through a request.
 """
 
 UPGRADE_REQUEST = r"""
