@@ -14,7 +14,16 @@ Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segmen
     p:index:reason:<reason>         ZSET   requests by pending reason (when set)
     p:index:state:<state id>        ZSET   requests by state
     p:index:actor:<actor id>        ZSET   requests by requesting actor (when set)
+    p:index:type:<mutation type>    ZSET   requests by mutation type
+    p:index:compensates:<id>        ZSET   non-terminal compensations of request <id>
+    p:ready:approved                ZSET   APPROVED requests (the worker's queue)
+    p:ready:revalidation            ZSET   PENDING requests waiting for revalidation
+    p:updated:<status>              ZSET   terminal requests, "<updated_at>|<id>"
+    p:reserved                      HASH   request id -> reserved-until stamp
+    p:quarantine                    HASH   request id -> quarantine entry (JSON)
+    p:segments                      HASH   request id -> its escaped key segment
     p:decision-log:<id>             HASH   a request's decisions by sequence number
+    p:decision-members:<id>         HASH   its members of the recent sets -> category set
     p:decisions-by-time             ZSET   every decision, "<stamp>|<n>|<record JSON>"
     p:decisions-by-time:<category>  ZSET   the same, per decision category
     p:decisions-seq                 STRING the decision append counter (<n> above)
@@ -29,11 +38,19 @@ sorted sets, so ``ZRANGEBYLEX`` yields requests by ``created_at`` then ``request
 byte order is code point order) and cursors become lexicographic range bounds. Every
 document carries a ``schema`` version; a document or store written by a newer schema is
 refused with :class:`~mutator_governance.StoredDataError`. A store written by schema 1
-(decision logs as lists) is upgraded when it is opened.
+(decision logs as lists) or 2 (no ready, updated-at, mutation-type or compensation indexes)
+is upgraded when it is opened; run the upgrade with no older process still writing.
 
-Every write is one call of the Lua script :data:`._redis_scripts.COMMIT`, all or nothing:
-it checks every key's type and every precondition before its first write, so a
-wrong-type key or a lost compare-and-set writes nothing. Redis errors become
+Scripts find a request's keys through ``p:segments`` (Lua cannot escape ids the way
+:func:`escape_segment` does). Commits that leave a request ready publish on the channel
+``p:ready`` (:meth:`RedisRequestStore.wait_ready` listens on its own connection).
+
+Every governance write is one call of the Lua script :data:`._redis_scripts.COMMIT`, all
+or nothing: it checks every key's type and every precondition before its first write, so
+a wrong-type key or a lost compare-and-set writes nothing. A worker's reservation and a
+retention purge are one script call each (:data:`._redis_scripts.RESERVE`,
+:data:`._redis_scripts.PURGE`). A request that cannot be read is quarantined (the
+``p:quarantine`` hash) and skipped by every multi-row read. Redis errors become
 :class:`~mutator_governance.StoredDataError` (bad data) or
 :class:`~mutator_governance.StoreUnavailableError` (connection, timeout, server refusing
 writes); a command is never resent after a failure, since a resent commit could land
@@ -47,6 +64,7 @@ import asyncio
 import builtins
 import contextlib
 import heapq
+import logging
 import math
 import re
 import time
@@ -75,6 +93,7 @@ from .._errors import (
     StoredDataError,
     StoreUnavailableError,
 )
+from .._quarantine import QuarantinedRequest, quarantine_entry
 from .._query import (
     DecisionRecord,
     RequestPage,
@@ -86,6 +105,7 @@ from .._query import (
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest
+from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import decode, join_field, parse
@@ -105,7 +125,7 @@ __all__ = [
     "escape_segment",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The document and keyspace schema this module writes (and the newest it reads)."""
 
 BACKEND: Final = "redis"
@@ -127,6 +147,7 @@ _GLOB = re.compile(r"([*?\[\]\\])")
 # Redis replies that mean "the server cannot take this write now", not bad data.
 _UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 _UPGRADE_WAIT = 60.0
+_log = logging.getLogger("mutator.governance.redis")
 
 
 def escape_segment(value: str) -> str:
@@ -188,17 +209,57 @@ class RedisKeyspace:
         return f"{self.prefix}:index:{dimension}:{escape_segment(value)}"
 
     def request_indexes(self, request: MutationRequest) -> list[str]:
-        """The index sets holding ``request``."""
+        """The index sets holding ``request`` (by its created-at member)."""
         keys = [
             self.index_all,
             self.index("status", request.status.value),
             self.index("state", request.state_id),
+            self.index("type", request.mutation_type),
         ]
         if request.pending_reason is not None:
             keys.append(self.index("reason", request.pending_reason.value))
         if request.context.actor_id is not None:
             keys.append(self.index("actor", request.context.actor_id))
+        compensation = request.execution.compensation
+        if compensation is not None and not request.status.is_terminal:
+            keys.append(self.index("compensates", compensation.original_request_id))
+        if request.status is RequestStatus.APPROVED:
+            keys.append(self.ready(revalidation=False))
+        elif (
+            request.status is RequestStatus.PENDING
+            and request.pending_reason is PendingReason.REVALIDATION
+        ):
+            keys.append(self.ready(revalidation=True))
         return keys
+
+    def updated_indexes(self, request: MutationRequest) -> list[str]:
+        """The sets holding ``request`` by its updated-at member (terminal ones only)."""
+        return [self.updated(request.status)] if request.status.is_terminal else []
+
+    def ready(self, *, revalidation: bool) -> str:
+        return f"{self.prefix}:ready:{'revalidation' if revalidation else 'approved'}"
+
+    @property
+    def ready_channel(self) -> str:
+        return f"{self.prefix}:ready"
+
+    def updated(self, status: RequestStatus) -> str:
+        return f"{self.prefix}:updated:{escape_segment(status.value)}"
+
+    @property
+    def reserved(self) -> str:
+        return f"{self.prefix}:reserved"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.prefix}:quarantine"
+
+    @property
+    def segments(self) -> str:
+        return f"{self.prefix}:segments"
+
+    def decision_members(self, request_id: str) -> str:
+        return f"{self.prefix}:decision-members:{escape_segment(request_id)}"
 
     def decisions(self, request_id: str) -> str:
         return f"{self.prefix}:decision-log:{escape_segment(request_id)}"
@@ -387,6 +448,9 @@ class _Backend:
         self.registry = registry
         self.url = url
         self.script = client.register_script(scripts.COMMIT)
+        self.reserve_script = client.register_script(scripts.RESERVE)
+        self.purge_script = client.register_script(scripts.PURGE)
+        self.upgrade_script = client.register_script(scripts.UPGRADE_REQUEST)
 
     @contextlib.contextmanager
     def guard(self, key: str | None = None) -> Iterator[None]:
@@ -433,14 +497,20 @@ class _Backend:
         finally:
             await pool.release(connection)
 
-    async def run(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
-        """One call of the commit script (see :mod:`._redis_scripts`)."""
+    async def evalsha(
+        self, script: Any, keys: Sequence[str | bytes], args: Sequence[str | bytes]
+    ) -> Any:
+        """One call of ``script`` (registered), loading it again if the server forgot it."""
         with self.guard():
             try:
-                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
+                return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                await self.call("SCRIPT", "LOAD", scripts.COMMIT)
-                reply = await self.call("EVALSHA", self.script.sha, len(keys), *keys, *args)
+                await self.call("SCRIPT", "LOAD", script.script)
+                return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def run(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
+        """One call of the commit script (see :mod:`._redis_scripts`)."""
+        reply = await self.evalsha(self.script, keys, args)
         if int(reply[0]) != 1:
             what = _text(reply[1])
             if what == "type":
@@ -565,19 +635,24 @@ class _Backend:
     ) -> tuple[list[str], list[str | bytes]]:
         """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
         request_key = self.keys.request(request_id)
+        logs = [self.keys.decisions(request_id), self.keys.decision_members(request_id)]
         if request is None:
-            keys = [request_key, self.keys.decisions(request_id)]
-            args: list[str | bytes] = [mode, "", "", "", "", "0"]
+            keys = [request_key, *logs]
+            args: list[str | bytes] = [mode, "", "", "", "", "", "0", "", "0"]
         else:
             indexes = self.keys.request_indexes(request)
-            keys = [request_key, self.keys.decisions(request_id), *indexes]
+            updated = self.keys.updated_indexes(request)
+            keys = [request_key, *logs, *indexes, *updated]
             args = [
                 mode,
                 "" if expected is None else str(expected),
                 str(request.revision),
                 self.dump("request", self.registry.unstructure_request(request)),
                 _member(request.created_at, request_id),
+                escape_segment(request_id),
                 str(len(indexes)),
+                _member(request.updated_at, request_id) if updated else b"",
+                str(len(updated)),
             ]
         decision_keys, decision_args = self.decision_args(request_id, decisions)
         return keys + decision_keys, args + decision_args
@@ -657,8 +732,18 @@ async def _write(
     log_only: tuple[str, Sequence[RequestDecision]] | None = None,
 ) -> tuple[MutationRequest, ...]:
     """One script call writing ``requests``, ``state`` and list ``entries`` (key, document)."""
-    keys: list[str | bytes] = [b.keys.decision_seq, b.keys.recent()]
-    args: list[str | bytes] = [str(len(requests) + (log_only is not None))]
+    keys: list[str | bytes] = [
+        b.keys.decision_seq,
+        b.keys.recent(),
+        b.keys.ready(revalidation=False),
+        b.keys.ready(revalidation=True),
+        b.keys.reserved,
+        b.keys.segments,
+    ]
+    args: list[str | bytes] = [
+        b.keys.ready_channel,
+        str(len(requests) + (log_only is not None)),
+    ]
     stored: list[MutationRequest] = []
     for write in requests:
         request = write.request
@@ -698,10 +783,17 @@ async def _write(
 
 
 class RedisRequestStore:
-    """Requests as hashes with a JSON document, indexed by zero-score sorted sets."""
+    """Requests as hashes with a JSON document, indexed by zero-score sorted sets.
+
+    Also a :class:`~mutator_governance.ReadyQueue` (the ready sets, one script per batch),
+    a :class:`~mutator_governance.ReadySignal` (pub/sub on its own connection), a
+    :class:`~mutator_governance.QuarantineLog` (a hash of unreadable request ids) and a
+    :class:`~mutator_governance.RequestPurger` (one script per batch, decisions included).
+    """
 
     def __init__(self, backend: _Backend) -> None:
         self._b = backend
+        self._listener = _ReadyListener(backend)
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         (stored,) = await _write(self._b, [RequestWrite(request, None, ())])
@@ -741,6 +833,168 @@ class RedisRequestStore:
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
 
+    # -- the worker's seams --------------------------------------------------------------
+
+    async def reserve(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: datetime,
+        until: datetime,
+        revalidation: bool = False,
+    ) -> Sequence[MutationRequest]:
+        """Reserve up to ``limit`` ready requests, oldest first: one script per call.
+
+        The script walks the ready set(s) from the oldest member, so its cost follows the
+        requests handed out and those reserved by others, never the terminal rows. A
+        returned row that cannot be read is quarantined and the script runs again for
+        the places it took (at most once per newly quarantined row).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        keys = self._b.keys
+        chosen: builtins.list[MutationRequest] = []
+        while True:
+            reply = await self._b.evalsha(
+                self._b.reserve_script,
+                [
+                    keys.ready(revalidation=False),
+                    keys.ready(revalidation=True),
+                    keys.reserved,
+                    keys.quarantine,
+                    keys.segments,
+                ],
+                [
+                    _stamp(now),
+                    _stamp(until),
+                    str(limit - len(chosen)),
+                    "1" if revalidation else "0",
+                    keys.prefix,
+                ],
+            )
+            pairs = reply[1:]
+            bad: builtins.list[tuple[str, StoredDataError]] = []
+            for raw_id, raw in zip(pairs[::2], pairs[1::2], strict=True):
+                request_id = _text(raw_id)
+                key = keys.request(request_id)
+                try:
+                    if raw is None:
+                        raise StoredDataError(
+                            "ready request has no document",
+                            backend=BACKEND,
+                            key=key,
+                            field="document",
+                        )
+                    request = self._b.request_from(raw, key, request_id)
+                except StoredDataError as error:
+                    bad.append((request_id, error))
+                    continue
+                if request.status is RequestStatus.APPROVED or (
+                    revalidation
+                    and request.status is RequestStatus.PENDING
+                    and request.pending_reason is PendingReason.REVALIDATION
+                ):
+                    chosen.append(request)
+            if not bad or not await self._quarantine(bad) or until <= now:
+                return chosen
+            if len(chosen) >= limit:
+                return chosen
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a commit that left a request ready (any process).
+
+        Listens on the store's ready channel on a dedicated connection that stays
+        subscribed between calls, so a signal published between two calls wakes the next
+        one at once. A lost connection returns False (logged once at WARNING). A call that
+        (re)connects returns True at once: signals published while nobody listened are
+        lost, so the caller should look. Several tasks may wait at once: a signal wakes
+        them all.
+        """
+        return await self._listener.wait(seconds)
+
+    async def quarantined(self) -> Sequence[QuarantinedRequest]:
+        """Every quarantined request, oldest detection first."""
+        key = self._b.keys.quarantine
+        with self._b.guard(key):
+            entries = await self._b.client.hgetall(key)
+        found: builtins.list[QuarantinedRequest] = []
+        for raw_id, raw in entries.items():
+            request_id = _text(raw_id)
+            data = self._b.load(raw, "quarantine", key=key, field=request_id)
+            try:
+                found.append(
+                    QuarantinedRequest(
+                        request_id,
+                        BACKEND,
+                        data["field"],
+                        data["error"],
+                        datetime.fromisoformat(data["detected_at"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                raise StoredDataError(
+                    f"not a quarantine entry: {error}", backend=BACKEND, key=key, field=request_id
+                ) from error
+        found.sort(key=lambda e: (e.detected_at, e.request_id))
+        return found
+
+    async def release(self, request_id: str) -> bool:
+        """Take ``request_id`` out of quarantine; True when it was quarantined."""
+        key = self._b.keys.quarantine
+        with self._b.guard(key):
+            return bool(await self._b.call("HDEL", key, _raw(request_id)))
+
+    async def _quarantine(self, bad: Sequence[tuple[str, StoredDataError]]) -> int:
+        """Record ``bad`` rows (id, why), dropping their reservations; log the new ones.
+
+        Returns how many were newly quarantined.
+        """
+        key = self._b.keys.quarantine
+        detected = datetime.now(UTC)
+        with self._b.guard(key):
+            async with self._b.client.pipeline(transaction=False) as pipe:
+                for request_id, error in bad:
+                    entry = {
+                        "field": error.field,
+                        "error": str(error),
+                        "detected_at": detected.isoformat(),
+                    }
+                    pipe.hsetnx(key, _raw(request_id), self._b.dump("quarantine", entry))
+                    pipe.hdel(self._b.keys.reserved, _raw(request_id))
+                added = (await pipe.execute())[::2]
+        fresh = 0
+        for (request_id, error), new in zip(bad, added, strict=True):
+            if new:
+                fresh += 1
+                quarantine_entry(request_id, error, detected)
+        return fresh
+
+    async def purge(
+        self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
+    ) -> PurgeBatch:
+        """Delete up to ``limit`` purgeable requests with their decisions, in one script.
+
+        Walks the updated-at sets of ``statuses`` from the oldest; each deleted request
+        leaves every index, its decision log (counted) and its recent-decision members.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        keys = self._b.keys
+        chosen = sorted(terminal_statuses(statuses), key=lambda s: s.value)
+        reply = await self._b.evalsha(
+            self._b.purge_script,
+            [
+                keys.reserved,
+                keys.quarantine,
+                keys.segments,
+                keys.recent(),
+                *(keys.updated(status) for status in chosen),
+            ],
+            [_stamp(before), str(limit), keys.prefix],
+        )
+        return PurgeBatch(tuple(_text(i) for i in reply[1]), int(reply[0]))
+
     # -- query execution -----------------------------------------------------------------
 
     async def _plan(self, query: RequestQuery) -> builtins.list[str]:
@@ -755,6 +1009,8 @@ class RedisRequestStore:
             options.append([keys.index("state", s) for s in query.state_ids])
         if query.actor_ids:
             options.append([keys.index("actor", a) for a in query.actor_ids])
+        if query.mutation_types:
+            options.append([keys.index("type", t) for t in query.mutation_types])
         if not options:
             return [keys.index_all]
         if len(options) == 1:
@@ -789,9 +1045,7 @@ class RedisRequestStore:
         batch = _BATCH if want is None else min(max(want, 16), _BATCH)
         found: builtins.list[MutationRequest] = []
         async for members in self._scan(index_keys, low, high, batch):
-            for request, member in zip(await self._fetch(members), members, strict=True):
-                if _member(request.created_at, request.request_id) != member:
-                    continue  # moved concurrently; it is listed at its new position
+            for request in await self._fetch(members):
                 if query.matches(request):
                     found.append(request)
                     if want is not None and len(found) >= want:
@@ -821,25 +1075,174 @@ class RedisRequestStore:
             bound = b"(" + merged[-1]
 
     async def _fetch(self, members: Sequence[bytes]) -> builtins.list[MutationRequest]:
-        """The documents of index ``members``; a missing one is corrupt data."""
+        """The readable requests of index ``members``, in order; the others quarantined.
+
+        Quarantined ids are skipped unread. A member without a document was purged after
+        the index was read, unless the index still holds it (then it is an orphan, and
+        quarantined like an unreadable document).
+        """
+        keys = self._b.keys
         ids = [member[_ID_AT:].decode("utf-8", "surrogatepass") for member in members]
-        keys = [self._b.keys.request(request_id) for request_id in ids]
+        request_keys = [keys.request(request_id) for request_id in ids]
         with self._b.guard():
             async with self._b.client.pipeline(transaction=False) as pipe:
-                for key in keys:
+                for key in request_keys:
                     pipe.hget(key, "document")
-                raws = await pipe.execute()
+                pipe.hmget(keys.quarantine, [_raw(request_id) for request_id in ids])
+                *raws, held = await pipe.execute()
         requests: builtins.list[MutationRequest] = []
-        for request_id, key, raw in zip(ids, keys, raws, strict=True):
+        bad: builtins.list[tuple[str, StoredDataError]] = []
+        missing: builtins.list[tuple[str, str, bytes]] = []
+        for request_id, key, raw, member, quarantined in zip(
+            ids, request_keys, raws, members, held, strict=True
+        ):
+            if quarantined is not None:
+                continue
             if raw is None:
-                raise StoredDataError(
-                    "indexed request has no document (orphan index member)",
-                    backend=BACKEND,
-                    key=key,
-                    field="document",
-                )
-            requests.append(self._b.request_from(raw, key, request_id))
+                missing.append((request_id, key, member))
+                continue
+            try:
+                request = self._b.request_from(raw, key, request_id)
+                if _member(request.created_at, request_id) != member:
+                    raise StoredDataError(
+                        f"indexed under created_at {_text(member[:_STAMP_WIDTH])} but the "
+                        f"document says {request.created_at.isoformat()}",
+                        backend=BACKEND,
+                        key=key,
+                        field="document.created_at",
+                        request_id=request_id,
+                    )
+            except StoredDataError as error:
+                bad.append((request_id, error))
+                continue
+            requests.append(request)
+        if missing:
+            with self._b.guard():
+                async with self._b.client.pipeline(transaction=False) as pipe:
+                    for _, _, member in missing:
+                        pipe.zscore(keys.index_all, member)
+                    still = await pipe.execute()
+            for (request_id, key, _), score in zip(missing, still, strict=True):
+                if score is not None:
+                    bad.append(
+                        (
+                            request_id,
+                            StoredDataError(
+                                "indexed request has no document (orphan index member)",
+                                backend=BACKEND,
+                                key=key,
+                                field="document",
+                                request_id=request_id,
+                            ),
+                        )
+                    )
+        if bad:
+            await self._quarantine(bad)
         return requests
+
+
+class _ReadyListener:
+    """The ready channel's subscriber: one dedicated connection, kept between waits.
+
+    Waiters take turns on the connection; a signal read by one also wakes every waiter
+    that was queued behind it (``_signals`` counts the signals read).
+    """
+
+    def __init__(self, backend: _Backend) -> None:
+        self._b = backend
+        self._connection: Any = None
+        self._warned = False
+        self._signals = 0
+        self._lock = asyncio.Lock()
+
+    async def wait(self, seconds: float) -> bool:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        seen = self._signals
+        try:
+            async with asyncio.timeout(seconds):
+                await self._lock.acquire()
+        except TimeoutError:
+            return self._signals != seen
+        try:
+            if self._signals != seen:
+                return True
+            return await self._wait(loop, deadline)
+        finally:
+            self._lock.release()
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> bool:
+        if self._connection is None or not self._connection.is_connected:
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    await self._subscribe()
+            except asyncio.CancelledError:
+                await self._drop()
+                raise
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+                await self._lost(error)
+                # Nobody to listen to: wait out the time like a timeout, never spin.
+                await asyncio.sleep(max(deadline - loop.time(), 0.0))
+                return False
+            if self._warned:
+                self._warned = False
+                _log.info("ready channel of %s is back", self._b.keys.prefix)
+            # Whatever was published before this subscription is lost: say "look".
+            self._signals += 1
+            return True
+        woken = False
+        try:
+            while True:
+                remaining = 0.0 if woken else max(deadline - loop.time(), 0.0)
+                message = await self._connection.read_response(timeout=remaining, push_request=True)
+                if message is None:
+                    return woken
+                if _is_signal(message) and not woken:
+                    woken = True
+                    self._signals += 1
+        except asyncio.CancelledError:
+            await self._drop()
+            raise
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+            await self._lost(error)
+            return False  # at once: the caller polls, the next call reconnects
+
+    async def _lost(self, error: BaseException) -> None:
+        await self._drop()
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "ready channel of %s lost (%s: %s); workers poll until it is back",
+                self._b.keys.prefix,
+                type(error).__name__,
+                error,
+            )
+
+    async def _subscribe(self) -> None:
+        pool = self._b.client.connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        self._connection = connection
+        await connection.connect()  # type: ignore[no-untyped-call]
+        await connection.send_command("SUBSCRIBE", self._b.keys.ready_channel)
+        while True:
+            reply = await connection.read_response(push_request=True)
+            if isinstance(reply, list) and _text(reply[0]) == "subscribe":
+                return
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    async def aclose(self) -> None:
+        await self._drop()
+
+
+def _is_signal(message: Any) -> bool:
+    return isinstance(message, list) and len(message) == 3 and _text(message[0]) == "message"
 
 
 # -- decisions ------------------------------------------------------------------------------
@@ -1093,14 +1496,13 @@ class RedisCommitter:
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
 
 
-async def _upgrade_from_v1(b: _Backend) -> None:
-    """Rewrite a schema-1 store's decision logs (lists) as logs by sequence number.
+async def _upgrade(b: _Backend) -> None:
+    """Bring a store written by an older schema up to :data:`SCHEMA_VERSION`, step by step.
 
-    A decision's sequence is its position in its request's list; the recent-decision sets
-    are rebuilt with the numbered records (the k-th record of a request in append order is
-    the k-th entry of its list: schema 1 wrote both in one script). One process upgrades
-    under a lock while others wait; a crash before the new schema is recorded leaves the
-    old keys in place, and the next open starts over.
+    Schema 1 to 2 rewrites the decision logs (:func:`_copy_v1`); 2 to 3 indexes every
+    request for the worker and retention (:func:`_index_v2`). One process upgrades under a
+    lock while others wait; each step records its schema when done, so a crash leaves the
+    store at the last finished step and the next open goes on from there.
     """
     keys, client = b.keys, b.client
     token = uuid.uuid4().hex
@@ -1110,7 +1512,7 @@ async def _upgrade_from_v1(b: _Backend) -> None:
             if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_WAIT * 1000)):
                 break
             found = await client.hget(keys.meta, "schema")
-        if found is not None and _text(found) != "1":
+        if found is not None and _text(found) == str(SCHEMA_VERSION):
             return
         if time.monotonic() > deadline:
             raise StoreUnavailableError(
@@ -1120,18 +1522,98 @@ async def _upgrade_from_v1(b: _Backend) -> None:
             )
         await asyncio.sleep(0.05)
     try:
-        with b.guard(keys.meta):
-            if _text(await client.hget(keys.meta, "schema")) != "1":
+        while True:
+            with b.guard(keys.meta):
+                schema = _text(await client.hget(keys.meta, "schema"))
+            if schema == "1":
+                old_keys = await _copy_v1(b)
+                with b.guard(keys.meta):
+                    await client.hset(keys.meta, "schema", "2")
+                if old_keys:
+                    with b.guard():
+                        await client.delete(*old_keys)
+            elif schema == "2":
+                await _index_v2(b)
+                with b.guard(keys.meta):
+                    await client.hset(keys.meta, "schema", "3")
+            else:
                 return
-        old_keys = await _copy_v1(b)
-        with b.guard(keys.meta):
-            await client.hset(keys.meta, "schema", str(SCHEMA_VERSION))
-        if old_keys:
-            with b.guard():
-                await client.delete(*old_keys)
     finally:
         with b.guard(keys.upgrade_lock):
             await client.eval(_RELEASE, 1, keys.upgrade_lock, token)
+
+
+async def _index_v2(b: _Backend) -> None:
+    """Give every schema-2 request its schema-3 indexes and every decision its owner.
+
+    Builds the ready sets, the updated-at and mutation-type indexes, the compensation
+    links and the key segments from the stored documents (one script per request, which
+    leaves alone a request a schema-3 commit already wrote); an unreadable document is
+    skipped, never failing the upgrade (listings quarantine it later). Then records which
+    recent-decision members belong to which request, so a purge can remove them.
+    """
+    keys, client = b.keys, b.client
+    escaped = _GLOB.sub(r"\\\1", keys.prefix)
+    with b.guard():
+        request_keys = [
+            _text(key)
+            async for key in client.scan_iter(match=f"{escaped}:request:*", count=500, _type="hash")
+        ]
+    for start in range(0, len(request_keys), _BATCH):
+        chunk = request_keys[start : start + _BATCH]
+        with b.guard():
+            async with client.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.hmget(key, "document", "revision", "member")
+                rows = await pipe.execute()
+        for key, row in zip(chunk, rows, strict=True):
+            await _index_request(b, key, *row)
+    for category_key in (keys.recent(category) for category in DecisionCategory):
+        with b.guard(category_key):
+            members: list[Any] = await client.zrange(category_key, 0, -1)
+        owners: list[tuple[str, bytes]] = []
+        for member in members:
+            try:
+                record = b.load(member[_RECORD_AT:], "record", key=category_key, field=None)
+                request_id = record["request_id"]
+            except (StoredDataError, TypeError, KeyError):
+                continue
+            if isinstance(request_id, str):
+                owners.append((request_id, member))
+        for start in range(0, len(owners), _BATCH):
+            with b.guard():
+                async with client.pipeline(transaction=False) as pipe:
+                    for request_id, member in owners[start : start + _BATCH]:
+                        pipe.hset(keys.decision_members(request_id), member, category_key)
+                    await pipe.execute()
+
+
+async def _index_request(b: _Backend, key: str, raw: Any, revision: Any, member: Any) -> None:
+    """Index one schema-2 request hash for schema 3 (skipped when it cannot be read)."""
+    keys = b.keys
+    if raw is None or revision is None or member is None:
+        return
+    request_id = _text(member)[_ID_AT:]
+    if keys.request(request_id) != key:
+        return
+    try:
+        request = b.request_from(raw, key, request_id)
+    except StoredDataError:
+        return
+    indexes = keys.request_indexes(request)
+    updated = keys.updated_indexes(request)
+    args: list[str | bytes] = [
+        revision,
+        _member(request.created_at, request_id),
+        _member(request.updated_at, request_id) if updated else b"",
+        str(len(indexes)),
+        *indexes,
+        str(len(updated)),
+        *updated,
+        _raw(request_id),
+        escape_segment(request_id),
+    ]
+    await b.evalsha(b.upgrade_script, [key, keys.segments], args)
 
 
 async def _copy_v1(b: _Backend) -> list[str]:
@@ -1245,7 +1727,7 @@ class RedisStore:
         asyncio raises :class:`mutator.ConfigurationError`. Only what the URL names is
         used (no environment, no default host). Raises StoreUnavailableError when Redis
         does not answer and StoredDataError when the store was written by a newer schema.
-        A schema-1 store is upgraded in place.
+        A store of an older schema is upgraded in place.
         """
         if not isinstance(registry, MutationRegistry):
             raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
@@ -1307,8 +1789,8 @@ class RedisStore:
                     key=keys.meta,
                     field="schema",
                 )
-            if schema == 1:
-                await _upgrade_from_v1(backend)
+            if schema < SCHEMA_VERSION:
+                await _upgrade(backend)
         except BaseException:
             await client.aclose()
             raise
@@ -1371,5 +1853,6 @@ class RedisStore:
         return datetime.fromtimestamp(int(seconds), UTC) + timedelta(microseconds=int(micros))
 
     async def aclose(self) -> None:
-        """Close the connection pool; the store is unusable afterwards."""
+        """Close the connection pool and the ready listener; the store is unusable afterwards."""
+        await self._requests._listener.aclose()
         await self._b.client.aclose()

@@ -15,15 +15,22 @@ works in three phases and writes nothing until the first two have passed:
 The script reads its arguments with two cursors, ``key()`` over ``KEYS`` and ``arg()`` over
 ``ARGV``, in the order :mod:`mutator_governance.stores._redis` pushes them:
 
-``KEYS``: decision counter, recent-decisions set, then per request section its request hash
-(or an unused placeholder for a log-only section), decision log and index keys, then one
-category key per decision; the state and produced hashes when there is a state; one list
-key per appended entry.
+``KEYS``: decision counter, recent-decisions set, the two ready sets (approved, pending
+revalidation), the reservation hash, the segment hash, then per request section its request
+hash (or an unused placeholder for a log-only section), decision log, decision-member hash,
+index keys and updated-index keys, then one category key per decision; the state and
+produced hashes when there is a state; one list key per appended entry.
 
-``ARGV``: section count; per section: mode (``create``, ``update`` or ``log``), expected
-revision, new revision, document, index member, index key count, decision count and per
-decision (sequence, document, stamp, record); ``1`` and the state fields (has_expected,
-expected, version, document, request id) or ``0``; entry count and one document per entry.
+``ARGV``: the ready channel, section count; per section: mode (``create``, ``update`` or
+``log``), expected revision, new revision, document, index member, key segment, index key
+count, updated member, updated key count, decision count and per decision (sequence,
+document, stamp, record); ``1`` and the state fields (has_expected, expected, version,
+document, request id) or ``0``; entry count and one document per entry.
+
+Beside its writes the script keeps the worker's view in step: a request that leaves both
+ready sets loses its reservation, each written request's key segment is recorded (the
+other scripts find request keys through it), and when any written request is ready it
+publishes on the ready channel (one message per commit).
 
 Replies: ``{1}`` on success; otherwise ``{0, what, a, b, c}``:
 
@@ -37,7 +44,7 @@ Replies: ``{1}`` on success; otherwise ``{0, what, a, b, c}``:
 
 from __future__ import annotations
 
-__all__ = ["COMMIT"]
+__all__ = ["COMMIT", "PURGE", "RESERVE", "UPGRADE_REQUEST"]
 
 COMMIT = r"""
 local ki, ai = 0, 0
@@ -57,12 +64,30 @@ end
 
 local seq_key = want(key(), 'string')
 local recent_key = want(key(), 'zset')
+local ready_keys = {}
+ready_keys[want(key(), 'zset')] = true
+ready_keys[want(key(), 'zset')] = true
+local reserved_key = want(key(), 'hash')
+local segments_key = want(key(), 'hash')
+local channel = arg()
+
+local function split(text)
+  local out = {}
+  if text then
+    for part in string.gmatch(text, '[^\n]+') do table.insert(out, part) end
+  end
+  return out
+end
+local function any_ready(list)
+  for _, k in ipairs(list) do if ready_keys[k] then return true end end
+  return false
+end
 
 local sections = {}
 local n = tonumber(arg())
 for i = 1, n do
   local w = {mode = arg(), expected = arg(), revision = arg(), document = arg(),
-             member = arg()}
+             member = arg(), segment = arg()}
   if w.mode == 'log' then
     w.key = key()
     w.log_key = want(key(), 'hash')
@@ -70,9 +95,14 @@ for i = 1, n do
     w.key = want(key(), 'hash')
     w.log_key = want(key(), 'hash')
   end
+  w.members_key = want(key(), 'hash')
   local count = tonumber(arg())
   w.indexes = {}
   for j = 1, count do w.indexes[j] = want(key(), 'zset') end
+  w.umember = arg()
+  count = tonumber(arg())
+  w.uindexes = {}
+  for j = 1, count do w.uindexes[j] = want(key(), 'zset') end
   local d = tonumber(arg())
   w.decisions = {}
   for j = 1, d do
@@ -98,7 +128,8 @@ for i, w in ipairs(sections) do
   if w.mode ~= 'log' then
     local found = redis.call('TYPE', w.key)['ok']
     if found == 'hash' then
-      local old = redis.call('HMGET', w.key, 'revision', 'member', 'indexes')
+      local old = redis.call('HMGET', w.key, 'revision', 'member', 'indexes', 'umember',
+                             'uindexes')
       w.exists = true
       w.current = old[1]
       if not old[1] or not string.match(old[1], '^%d+$') then
@@ -108,10 +139,11 @@ for i, w in ipairs(sections) do
         return {0, 'data', w.key, 'indexes', 'missing index membership'}
       end
       w.old_member = old[2]
-      w.old_indexes = {}
-      for index_key in string.gmatch(old[3], '[^\n]+') do
-        table.insert(w.old_indexes, want(index_key, 'zset'))
-      end
+      w.old_indexes = split(old[3])
+      for _, index_key in ipairs(w.old_indexes) do want(index_key, 'zset') end
+      w.old_umember = old[4]
+      w.old_uindexes = w.old_umember and split(old[5]) or {}
+      for _, index_key in ipairs(w.old_uindexes) do want(index_key, 'zset') end
     elseif found == 'none' then
       w.exists = false
     else
@@ -180,18 +212,32 @@ if state then
     redis.call('HDEL', state.key, 'request_id')
   end
 end
+local signal = false
 for _, w in ipairs(sections) do
   if w.mode ~= 'log' then
+    local request_id = string.sub(w.member, 20)
     if w.old_indexes then
       for _, index_key in ipairs(w.old_indexes) do
         redis.call('ZREM', index_key, w.old_member)
       end
+      for _, index_key in ipairs(w.old_uindexes) do
+        redis.call('ZREM', index_key, w.old_umember)
+      end
+      if any_ready(w.old_indexes) and not any_ready(w.indexes) then
+        redis.call('HDEL', reserved_key, request_id)
+      end
     end
     redis.call('HSET', w.key, 'document', w.document, 'revision', w.revision,
-               'member', w.member, 'indexes', table.concat(w.indexes, '\n'))
+               'member', w.member, 'indexes', table.concat(w.indexes, '\n'),
+               'umember', w.umember, 'uindexes', table.concat(w.uindexes, '\n'))
     for _, index_key in ipairs(w.indexes) do
       redis.call('ZADD', index_key, 0, w.member)
     end
+    for _, index_key in ipairs(w.uindexes) do
+      redis.call('ZADD', index_key, 0, w.umember)
+    end
+    redis.call('HSET', segments_key, request_id, w.segment)
+    if any_ready(w.indexes) then signal = true end
   end
   for _, d in ipairs(w.fresh) do
     redis.call('HSET', w.log_key, d.seq, d.document)
@@ -199,11 +245,192 @@ for _, w in ipairs(sections) do
     local member = d.stamp .. '|' .. string.rep('0', 16 - #seq) .. seq .. '|' .. d.record
     redis.call('ZADD', recent_key, 0, member)
     redis.call('ZADD', d.category_key, 0, member)
+    redis.call('HSET', w.members_key, member, d.category_key)
   end
 end
 for _, entry in ipairs(entries) do
   redis.call('RPUSH', entry.key, entry.document)
 end
+if signal then redis.call('PUBLISH', channel, '1') end
 return {1}
 """
 """One governance write: type checks, then preconditions, then every write."""
+
+RESERVE = r"""
+local approved, revalidation, reserved, quarantine, segments = KEYS[1], KEYS[2], KEYS[3],
+  KEYS[4], KEYS[5]
+local now, expiry, limit, both, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1',
+  ARGV[5]
+local batch = math.min(limit + 16, 256)
+local reads = 0
+
+local function stream(k)
+  return {key = k, buf = {}, i = 1, bound = '-', done = false}
+end
+local function peek(s)
+  if s.i > #s.buf then
+    if s.done then return nil end
+    s.buf = redis.call('ZRANGEBYLEX', s.key, s.bound, '+', 'LIMIT', 0, batch)
+    reads = reads + 1
+    s.i = 1
+    if #s.buf < batch then s.done = true end
+    if #s.buf == 0 then return nil end
+    s.bound = '(' .. s.buf[#s.buf]
+  end
+  return s.buf[s.i]
+end
+
+local streams = {stream(approved)}
+if both then table.insert(streams, stream(revalidation)) end
+local out = {0}
+local taken = 0
+while taken < limit do
+  local best, from = nil, nil
+  for _, s in ipairs(streams) do
+    local m = peek(s)
+    if m and (not best or m < best) then best, from = m, s end
+  end
+  if not best then break end
+  from.i = from.i + 1
+  local request_id = string.sub(best, 20)
+  local held = redis.call('HGET', reserved, request_id)
+  reads = reads + 2
+  if (not held or held <= now) and redis.call('HEXISTS', quarantine, request_id) == 0 then
+    local segment = redis.call('HGET', segments, request_id)
+    local document = false
+    if segment then
+      document = redis.call('HGET', prefix .. ':request:' .. segment, 'document') or false
+    end
+    reads = reads + 2
+    redis.call('HSET', reserved, request_id, expiry)
+    table.insert(out, request_id)
+    table.insert(out, document)
+    taken = taken + 1
+  end
+end
+out[1] = reads
+return out
+"""
+"""Reserve up to ``limit`` ready requests: ``{reads, id, document, id, document, ...}``.
+
+Walks the approved set (merged with the revalidation set when asked) from its oldest
+member, skips ids reserved past ``now`` and quarantined ids, records the reservations and
+returns each document (nil when the request has none). ``reads`` counts the commands that
+read keys, so tests can check the cost does not grow with the store.
+"""
+
+PURGE = r"""
+local reserved, quarantine, segments, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local before, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local sources = {}
+for i = 5, #KEYS do
+  table.insert(sources, {key = KEYS[i], buf = {}, i = 1, bound = '-', done = false})
+end
+local high = '(' .. before
+local batch = math.min(limit + 16, 512)
+
+local function peek(s)
+  if s.i > #s.buf then
+    if s.done then return nil end
+    s.buf = redis.call('ZRANGEBYLEX', s.key, s.bound, high, 'LIMIT', 0, batch)
+    s.i = 1
+    if #s.buf < batch then s.done = true end
+    if #s.buf == 0 then return nil end
+    s.bound = '(' .. s.buf[#s.buf]
+  end
+  return s.buf[s.i]
+end
+local function split(text)
+  local out = {}
+  if text then
+    for part in string.gmatch(text, '[^\n]+') do table.insert(out, part) end
+  end
+  return out
+end
+
+local deleted, decisions = {}, 0
+while #deleted < limit do
+  local best, from = nil, nil
+  for _, s in ipairs(sources) do
+    local m = peek(s)
+    if m and (not best or m < best) then best, from = m, s end
+  end
+  if not best then break end
+  from.i = from.i + 1
+  local request_id = string.sub(best, 20)
+  local segment = redis.call('HGET', segments, request_id)
+  local row = nil
+  if segment and redis.call('EXISTS', prefix .. ':index:compensates:' .. segment) == 0 then
+    row = redis.pcall('HMGET', prefix .. ':request:' .. segment, 'member', 'indexes',
+                      'umember', 'uindexes')
+    if row.err then row = nil end
+  end
+  if row then
+    local request_key = prefix .. ':request:' .. segment
+    if row[1] then
+      for _, k in ipairs(split(row[2])) do redis.pcall('ZREM', k, row[1]) end
+    end
+    if row[3] then
+      for _, k in ipairs(split(row[4])) do redis.pcall('ZREM', k, row[3]) end
+    end
+    redis.pcall('ZREM', from.key, best)
+    local log_key = prefix .. ':decision-log:' .. segment
+    local logged = redis.pcall('HLEN', log_key)
+    if type(logged) == 'number' then decisions = decisions + logged end
+    local members_key = prefix .. ':decision-members:' .. segment
+    local pairs_ = redis.pcall('HGETALL', members_key)
+    if type(pairs_) ~= 'table' or pairs_.err then pairs_ = {} end
+    for j = 1, #pairs_, 2 do
+      redis.pcall('ZREM', recent, pairs_[j])
+      redis.pcall('ZREM', pairs_[j + 1], pairs_[j])
+    end
+    redis.call('DEL', request_key, log_key, members_key)
+    redis.pcall('HDEL', reserved, request_id)
+    redis.pcall('HDEL', quarantine, request_id)
+    redis.pcall('HDEL', segments, request_id)
+    table.insert(deleted, request_id)
+  end
+end
+return {decisions, deleted}
+"""
+"""Delete up to ``limit`` purgeable requests, oldest ``updated_at`` first: ``{decisions, ids}``.
+
+``KEYS``: reservation, quarantine and segment hashes, the recent-decisions set, then the
+updated-at set of each purged status. A request whose id has live compensations (a
+non-empty ``index:compensates:<id>``) is kept. Each deleted request leaves every index
+(the ones its hash lists), its decision log with its recent-set members, its reservation,
+quarantine entry and segment. Deletions use ``pcall``: a wrong-type key is left as it is
+rather than stopping the purge halfway through a request.
+"""
+
+UPGRADE_REQUEST = r"""
+local fields = redis.call('HMGET', KEYS[1], 'revision', 'uindexes')
+if fields[1] ~= ARGV[1] or fields[2] then return 0 end
+local old = redis.call('HMGET', KEYS[1], 'member', 'indexes')
+if old[1] and old[2] then
+  for part in string.gmatch(old[2], '[^\n]+') do redis.call('ZREM', part, old[1]) end
+end
+local n = tonumber(ARGV[4])
+local indexes = {}
+for i = 1, n do
+  indexes[i] = ARGV[4 + i]
+  redis.call('ZADD', ARGV[4 + i], 0, ARGV[2])
+end
+local m = tonumber(ARGV[5 + n])
+local uindexes = {}
+for i = 1, m do
+  uindexes[i] = ARGV[5 + n + i]
+  redis.call('ZADD', ARGV[5 + n + i], 0, ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'member', ARGV[2], 'indexes', table.concat(indexes, '\n'),
+           'umember', ARGV[3], 'uindexes', table.concat(uindexes, '\n'))
+redis.call('HSET', KEYS[2], ARGV[6 + n + m], ARGV[7 + n + m])
+return 1
+"""
+"""Give one schema-2 request hash its schema-3 indexes, unless a commit got there first.
+
+``KEYS``: the request hash, the segment hash. ``ARGV``: the revision read, the member, the
+updated member, the index count and keys, the updated-index count and keys, the request id
+and its key segment. A hash already holding ``uindexes`` (written by a schema-3 commit) or
+at another revision is left alone.
+"""

@@ -206,9 +206,11 @@ async def _touched_keys(store: RedisStore, commit: GovernedCommit) -> list[bytes
         store._b.run = real  # type: ignore[method-assign]
     keys = [k if isinstance(k, bytes) else k.encode() for k in seen]
     for write in commit.requests:
-        indexes = await store.client.hget(store.keys.request(write.request.request_id), "indexes")
-        if indexes:
-            keys += indexes.split(b"\n")
+        key = store.keys.request(write.request.request_id)
+        for field in ("indexes", "uindexes"):
+            indexes = await store.client.hget(key, field)
+            if indexes:
+                keys += indexes.split(b"\n")
     return list(dict.fromkeys(keys))
 
 
@@ -459,11 +461,11 @@ async def test_a_document_under_another_id_is_stored_data_error(store: RedisStor
         await store.requests.get("r1")
     assert (caught.value.key, caught.value.field) == (key, "document.request_id")
     assert "'r2'" in str(caught.value)
-    with pytest.raises(StoredDataError) as listed:
-        await store.requests.by_state("s:1")
-    assert listed.value.key == key
-    with pytest.raises(StoredDataError):
-        await store.requests.list()
+    # Listings neither raise nor drop it silently: it is quarantined.
+    assert [r.request_id for r in await store.requests.by_state("s:1")] == ["r2"]
+    assert [r.request_id for r in (await store.requests.list()).items] == ["r2"]
+    (entry,) = await store.requests.quarantined()
+    assert (entry.request_id, entry.field) == ("r1", "document.request_id")
 
 
 @pytest.mark.anyio
@@ -656,7 +658,7 @@ async def test_a_schema_1_store_is_upgraded_on_open(redis_url: str, prefix: str)
     decisions = await _write_v1_store(redis_url, prefix)
     store = await _open(redis_url, prefix)
     try:
-        assert await store.client.hget(store.keys.meta, "schema") == b"2"
+        assert await store.client.hget(store.keys.meta, "schema") == b"3"
         assert list(await store.decisions.for_request("r1")) == list(numbered(decisions))
         assert [d.sequence for d in await store.decisions.for_request("r:2")] == [1]
         recent = await store.decisions.recent()
