@@ -170,3 +170,20 @@ class TestTypedStates:
             assert current is not None
             assert current.state.quotas == {"bob": 1}
             assert VersionedState[Quotas](Quotas(), "1").version == "1"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize(
+    ("url", "backend"),
+    [("postgresql://postgres@127.0.0.1:1/test", "PostgreSQL"), ("redis://127.0.0.1:1/0", "Redis")],
+)
+async def test_server_backends_under_trio_are_refused_before_connecting(
+    url: str, backend: str, anyio_backend: str
+) -> None:
+    """ConfigurationError naming the backend and asyncio (port 1 would refuse a connection)."""
+    pytest.importorskip("psycopg" if backend == "PostgreSQL" else "redis")
+    with pytest.raises(ConfigurationError) as caught:
+        async with Governance.open(url, registry=registry()):
+            pytest.fail("opened under trio")
+    assert backend in str(caught.value)
+    assert "asyncio" in str(caught.value)
