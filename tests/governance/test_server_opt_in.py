@@ -67,3 +67,11 @@ def test_server_benchmarks_are_unavailable_with_the_variable_to_set() -> None:
     postgres, redis = done.stdout.strip().splitlines()
     assert "MUTATOR_TEST_POSTGRES_URL" in postgres
     assert "MUTATOR_TEST_REDIS_URL" in redis
+
+
+def test_the_benchmarks_readme_shows_the_message_the_run_prints() -> None:
+    """The documented skip line is the one the Postgres scenarios report (no aiosqlite)."""
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    assert "no Postgres server named (set MUTATOR_TEST_POSTGRES_URL)" in text
+    assert "--postgres URL" in text
+    assert "aiosqlite" not in text

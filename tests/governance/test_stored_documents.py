@@ -435,18 +435,9 @@ async def test_a_request_document_under_another_id_is_stored_data_error(
 
 @pytest.mark.parametrize("version", ["abc", "", "-1", "1.5"])
 async def test_a_state_version_that_is_not_a_counter_is_stored_data_error(
-    durable: Durable, version: str, request: pytest.FixtureRequest
+    durable: Durable, version: str
 ) -> None:
     """Read, submit or write the state: StoredDataError naming ``version``; nothing written."""
-    if isinstance(durable, PostgresSchema) and version == "-1":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="PostgreSQL put(expected_version='-1') writes version '0' over the "
-                "stored '-1': next_version accepts a signed integer and the commit's "
-                "compare-and-set matches the corrupt value",
-            )
-        )
     async with opened(durable) as gov:
         await gov.states.put(STATE_ID, ACCOUNT)
         await durable.set_version(STATE_ID, version)
