@@ -189,6 +189,7 @@ class Governance:
         allow_self_approval: bool = False,
         clock: Callable[[], datetime] = utc_now,
         lease: float = 300.0,
+        instrumentation: Callable[[Governance], object] | None = None,
         **store_options: Any,
     ) -> AsyncIterator[Governance]:
         """A governance whose requests, decisions, states, audit and history live at ``url``.
@@ -200,7 +201,11 @@ class Governance:
         ``store_options`` go to the backend (see :func:`~mutator_governance.stores.open_store`).
         Without ``clock``, the governance clock follows the store's own clock where the
         store has one (PostgreSQL, Redis), so every host judges leases alike.
-        The store closes on exit::
+        ``instrumentation`` is called once with the new governance before it is handed
+        out, e.g. :func:`mutator_governance.otel.instrument` (or a ``functools.partial``
+        of it with providers and ``engine=True``); when what it returns has
+        ``uninstrument()``, that is called on exit. Without it nothing of OpenTelemetry
+        is imported. The store closes on exit::
 
             async with Governance.open("sqlite:///gov.db", registry=registry) as gov:
                 ...
@@ -224,7 +229,7 @@ class Governance:
                     engine.register_policy(policy)
                 for interceptor in interceptors:
                     engine.register_interceptor(interceptor)
-            yield cls(
+            governance = cls(
                 engine,
                 registry=registry,
                 requests=store.requests,
@@ -236,6 +241,13 @@ class Governance:
                 clock=clock,
                 lease=lease,
             )
+            installed = instrumentation(governance) if instrumentation is not None else None
+            try:
+                yield governance
+            finally:
+                uninstrument = getattr(installed, "uninstrument", None)
+                if callable(uninstrument):
+                    uninstrument()
         finally:
             with anyio.CancelScope(shield=True):
                 await store.aclose()

@@ -388,7 +388,7 @@ def next_version(version: str | None) -> str:
     """
     if version is None:
         return "1"
-    try:
-        return str(int(version) + 1)
-    except ValueError:
-        raise ValueError(f"state version {version!r} is not a decimal counter") from None
+    # int() alone would also take "-1", "+1", " 1" and "1_0", none of which a store writes.
+    if not (isinstance(version, str) and version.isascii() and version.isdigit()):
+        raise ValueError(f"state version {version!r} is not a decimal counter")
+    return str(int(version) + 1)

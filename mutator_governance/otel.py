@@ -8,6 +8,11 @@ One call turns it on, like :func:`mutator.otel.instrument` for the engine::
     ...
     instrumentation.uninstrument()
 
+or, for as long as the governance is open (``engine=True`` instruments its engine too)::
+
+    async with Governance.open(url, registry=registry, instrumentation=instrument) as gov:
+        ...
+
 A :class:`~mutator_governance.Governance` that is not instrumented pays one attribute check
 per operation and never imports OpenTelemetry. Instrument every process (submitters,
 approvers, workers) to link them.
@@ -24,8 +29,8 @@ stored on the request (:attr:`MutationRequest.trace_context`); spans that load a
 request (approve, reject, cancel, execute, ...) and worker spans LINK to it, in any
 process. An exception sets the span status to ERROR and ``error.type``; so does an
 ``execute`` whose mutation failed (the request ends FAILED). Instrument the
-engine too (:func:`mutator.otel.instrument`) and its ``mutator.execute`` span nests under
-the governed execution.
+engine too (``engine=True``, or :func:`mutator.otel.instrument`) and its
+``mutator.execute`` span nests under the governed execution.
 
 Metrics (meter ``mutator.governance``): counter ``mutator.governance.operations`` by
 ``mutator.governance.operation`` and ``mutator.governance.outcome`` (the resulting status,
@@ -52,6 +57,8 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
     ) from error
 
 from mutator import MutationContext, __version__, capture_trace_context, trace_link
+from mutator.otel import Instrumentation as EngineInstrumentation
+from mutator.otel import instrument as instrument_engine
 
 from ._commit_types import GovernedCommit
 from ._enums import LifecycleDecision, PendingReason, RequestStatus
@@ -252,13 +259,23 @@ class GovernanceTelemetry:
 
 
 class GovernanceInstrumentation:
-    """What :func:`instrument` installed on one governance; :meth:`uninstrument` removes it."""
+    """What :func:`instrument` installed on one governance; :meth:`uninstrument` removes it.
 
-    __slots__ = ("governance", "telemetry")
+    ``engine`` is the engine's :class:`mutator.otel.Instrumentation` when ``instrument``
+    was called with ``engine=True`` (None otherwise).
+    """
 
-    def __init__(self, governance: Governance, telemetry: GovernanceTelemetry) -> None:
+    __slots__ = ("engine", "governance", "telemetry")
+
+    def __init__(
+        self,
+        governance: Governance,
+        telemetry: GovernanceTelemetry,
+        engine: EngineInstrumentation | None = None,
+    ) -> None:
         self.governance = governance
         self.telemetry = telemetry
+        self.engine = engine
 
     @property
     def active(self) -> bool:
@@ -270,9 +287,14 @@ class GovernanceInstrumentation:
         await self.telemetry.refresh(self.governance.requests)
 
     def uninstrument(self) -> None:
-        """Remove the hooks (idempotent); operations already running finish their spans."""
+        """Remove the hooks (and the engine's, if installed with them); idempotent.
+
+        Operations already running finish their spans.
+        """
         if self.active:
             _install(self.governance, None)
+        if self.engine is not None:
+            self.engine.uninstrument()
 
 
 def _install(governance: Governance, telemetry: GovernanceTelemetry | None) -> None:
@@ -286,12 +308,17 @@ def instrument(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: otel_metrics.MeterProvider | None = None,
+    engine: bool = False,
 ) -> GovernanceInstrumentation:
     """Trace and meter every operation of ``governance`` through OpenTelemetry.
 
-    Without providers the globally configured ones are used. Does not instrument the
-    engine (use :func:`mutator.otel.instrument` for that). Raises
-    :class:`~mutator.ConfigurationError` when the governance is already instrumented.
+    Without providers the globally configured ones are used. With ``engine=True`` the
+    governance's engine is instrumented too (:func:`mutator.otel.instrument`, same
+    providers), so its ``mutator.execute`` spans nest under the governed executions.
+    Raises :class:`~mutator.ConfigurationError` when the governance (or, with
+    ``engine=True``, its engine) is already instrumented; nothing is installed then.
+    Pass it to :meth:`Governance.open` as ``instrumentation=`` to instrument a governance
+    for as long as it is open.
     """
     from mutator import ConfigurationError
 
@@ -299,6 +326,13 @@ def instrument(
         raise TypeError(f"instrument() takes a Governance, got {type(governance).__name__}")
     if governance.telemetry is not None:
         raise ConfigurationError("this governance is already instrumented with OpenTelemetry")
+    engine_instrumentation = (
+        instrument_engine(
+            governance.engine, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        if engine
+        else None
+    )
     telemetry = GovernanceTelemetry(tracer_provider, meter_provider)
     _install(governance, telemetry)
-    return GovernanceInstrumentation(governance, telemetry)
+    return GovernanceInstrumentation(governance, telemetry, engine_instrumentation)

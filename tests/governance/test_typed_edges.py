@@ -22,18 +22,29 @@ import pytest
 import mutator
 import mutator_governance
 from mutator import (
+    AuditOutcome,
     ConfigurationError,
     EngineOptions,
+    InvalidMutationError,
     Mutation,
     MutationContext,
     MutationEngine,
     MutationIntent,
     MutationPolicy,
     PolicyDecision,
+    PolicyRequirement,
     ResultStatus,
     SerializationError,
 )
-from mutator_governance import Governance, MutationRegistry, UnknownMutationTypeError
+from mutator_governance import (
+    ApprovalStateError,
+    Governance,
+    MutationRegistry,
+    RequestStatus,
+    UnknownMutationTypeError,
+)
+
+from ..stores.test_sqlite_commit import snapshot
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -66,6 +77,16 @@ class BumpOther(Mutation[Other]):
         return Other(state.value + 1)
 
 
+@attrs.frozen
+class ReturnsDict(Mutation[Quotas]):
+    """The misuse: apply hands back a plain dict instead of the state class."""
+
+    intent: ClassVar[MutationIntent] = MutationIntent("quota.as_dict", category="billing")
+
+    def apply(self, state: Quotas) -> Any:
+        return {"limits": dict(state.limits)}
+
+
 class Opaque:
     """A plain class nobody registered."""
 
@@ -90,6 +111,11 @@ class Stamped:
 
 def url_of(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/gov.db"
+
+
+def database(tmp_path: Path) -> Any:
+    """Every row of every table of the governance's SQLite file (read by another connection)."""
+    return snapshot(tmp_path / "gov.db")
 
 
 def registry(*states: type[Any]) -> MutationRegistry:
@@ -160,11 +186,6 @@ class TestInferredStateRegistration:
 # -- 2. what cannot be read back is refused at write --------------------------------------
 
 
-async def _snapshot(gov: Governance, state_id: str) -> Any:
-    stored = await gov.states.get(state_id)
-    return None if stored is None else (stored.version, stored.state)
-
-
 @pytest.mark.anyio
 class TestRefusedAtWrite:
     async def test_bytes_in_a_union_field_round_trip_exactly(self, tmp_path: Path) -> None:
@@ -181,16 +202,17 @@ class TestRefusedAtWrite:
         """A float in an int | str | bytes | None field: SerializationError at 'payload'."""
         async with Governance.open(url_of(tmp_path), registry=registry(Blob)) as gov:
             await gov.states.put("b", Blob(1))
-            before = await _snapshot(gov, "b")
+            before = database(tmp_path)
             with pytest.raises(SerializationError) as caught:
-                await gov.states.put("b", Blob(1.5), expected_version=before[0])  # type: ignore[arg-type]
+                await gov.states.put("b", Blob(1.5), expected_version="1")  # type: ignore[arg-type]
             assert caught.value.path == "payload"
             assert "int | str | bytes | None" in str(caught.value)
-            assert await _snapshot(gov, "b") == before
+            assert database(tmp_path) == before
 
     async def test_unregistered_plain_class_is_refused_with_path(self, tmp_path: Path) -> None:
         """An Opaque in a typed or an Any field: SerializationError naming path and call."""
         async with Governance.open(url_of(tmp_path), registry=registry(Holder)) as gov:
+            before = database(tmp_path)
             for state, path in (
                 (Holder(thing=Opaque()), "thing"),
                 (Holder(extra=[Opaque()]), "extra[0]"),
@@ -200,16 +222,85 @@ class TestRefusedAtWrite:
                 assert caught.value.path == path
                 assert "Opaque" in str(caught.value)
                 assert "MutationRegistry.register_value" in str(caught.value)
-                assert await gov.states.get("h") is None
+                assert database(tmp_path) == before
 
     async def test_scalar_of_the_wrong_type_is_refused(self, tmp_path: Path) -> None:
         """An int in a str field would not read back: SerializationError at 'label'."""
         async with Governance.open(url_of(tmp_path), registry=registry(Holder)) as gov:
+            before = database(tmp_path)
             with pytest.raises(SerializationError) as caught:
                 await gov.states.put("h", Holder(label=5))  # type: ignore[arg-type]
             assert caught.value.path == "label"
             assert "expected a string" in str(caught.value)
-            assert await gov.states.get("h") is None
+            assert database(tmp_path) == before
+
+
+# -- the other misuse rows, on a durable store -----------------------------------------------
+
+
+class NeedsCarol(MutationPolicy[Quotas]):
+    """One approval slot, for carol."""
+
+    def evaluate(self, mutation: Any, state: Any, context: MutationContext) -> PolicyDecision:
+        return PolicyDecision.require_approval(PolicyRequirement.approval("carol"))
+
+
+@pytest.mark.anyio
+class TestDurableMisuse:
+    async def test_apply_returning_a_dict_fails_the_request_and_commits_no_state(
+        self, tmp_path: Path
+    ) -> None:
+        """InvalidMutationError naming the mutation and both types; state and history kept."""
+        reg = registry()
+        reg.register(ReturnsDict)
+        async with Governance.open(url_of(tmp_path), registry=reg) as gov:
+            await gov.states.put("q", Quotas({"alice": 3}))
+            request = await gov.submit(
+                ReturnsDict(), state_id="q", context=MutationContext.user("al")
+            )
+            before = database(tmp_path)
+            outcome = await gov.execute(request.request_id)
+            after = database(tmp_path)
+            assert outcome.request.status is RequestStatus.FAILED
+            assert not outcome.executed
+            failed = outcome.request.decisions[-1]
+            assert failed.metadata["failure_type"] == InvalidMutationError.__name__
+            assert failed.reason is not None
+            for name in ("ReturnsDict.apply", "dict", "Quotas", "result_types"):
+                assert name in failed.reason
+            for table in ("states", "state_versions", "history"):
+                assert after[table] == before[table], table
+            (audited,) = await gov.audit.entries("q")
+            assert audited.outcome is AuditOutcome.FAILED
+            stored = await gov.states.get("q")
+            assert stored is not None
+            assert (stored.version, stored.state) == ("1", Quotas({"alice": 3}))
+            later = await gov.submit(
+                IncreaseQuota("bob", 1), state_id="q", context=MutationContext.user("al")
+            )
+            assert later.state_type == "Quotas"
+
+    async def test_approving_a_single_slot_request_twice_writes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """The second approval by the same person: ApprovalStateError, already APPROVED."""
+        async with Governance.open(
+            url_of(tmp_path), registry=registry(), policies=[NeedsCarol()]
+        ) as gov:
+            await gov.states.put("q", Quotas())
+            request = await gov.submit(
+                IncreaseQuota("bob", 1), state_id="q", context=MutationContext.user("al")
+            )
+            assert request.status is RequestStatus.PENDING
+            carol = MutationContext.user("carol")
+            approved = await gov.approve(request.request_id, context=carol)
+            assert approved.status is RequestStatus.APPROVED
+            before = database(tmp_path)
+            with pytest.raises(ApprovalStateError) as caught:
+                await gov.approve(request.request_id, context=carol)
+            assert "already APPROVED" in str(caught.value)
+            assert request.request_id in str(caught.value)
+            assert database(tmp_path) == before
 
 
 # -- 3. zoned datetimes ---------------------------------------------------------------------
@@ -237,6 +328,7 @@ class TestZonedDatetimes:
         """A keyless ZoneInfo or a zoned time cannot be read back: refused, nothing written."""
         keyless = _keyless_zone()
         async with Governance.open(url_of(tmp_path), registry=registry(Stamped)) as gov:
+            before = database(tmp_path)
             for state, path in (
                 (Stamped(datetime(2026, 1, 1, tzinfo=keyless)), "at"),
                 (
@@ -248,7 +340,7 @@ class TestZonedDatetimes:
                     await gov.states.put("s", state)
                 assert caught.value.path == path
                 assert "cannot" in str(caught.value)
-                assert await gov.states.get("s") is None
+                assert database(tmp_path) == before
 
 
 def _keyless_zone() -> ZoneInfo:
