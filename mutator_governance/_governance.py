@@ -15,6 +15,7 @@ import attrs
 from mutator import (
     AuditSink,
     EngineOptions,
+    HistoryStore,
     Interceptor,
     Mutation,
     MutationContext,
@@ -131,7 +132,8 @@ class Governance:
 
     Attributes: ``engine`` (the :class:`~mutator.MutationEngine` that evaluates and runs
     mutations), ``registry``, and the stores ``requests``, ``decisions``, ``states``,
-    ``audit`` (where governed executions are audited; default: the engine's sink) and
+    ``audit`` (where governed executions are audited; default: the engine's sink),
+    ``history_store`` (where their history entries land; default: the engine's) and
     ``committer`` (writes every operation as one atomic commit). Stores default to
     in-memory ones; pass your own (or use :meth:`open`) to make them durable.
     ``allow_self_approval`` turns off the four-eyes rule (by default a requester may not
@@ -153,6 +155,7 @@ class Governance:
         committer: ExecutionCommitter | None = None,
         lease: float = 300.0,
         audit: AuditSink | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         if not isinstance(engine, MutationEngine):
             raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
@@ -164,10 +167,11 @@ class Governance:
         )
         self.states: StateStore[Any] = states if states is not None else InMemoryStateStore()
         self.audit: AuditSink = audit if audit is not None else engine.audit
+        self.history_store: HistoryStore = history if history is not None else engine.history_store
         self.allow_self_approval = allow_self_approval
         self.clock = clock
         self.committer: ExecutionCommitter = committer or default_committer(
-            self.requests, self.decisions, self.states, engine.history_store, self.audit
+            self.requests, self.decisions, self.states, self.history_store, self.audit
         )
         self._ledger = RequestLedger(
             self.requests, self.decisions, self.states, self.committer, clock
@@ -237,6 +241,7 @@ class Governance:
                 states=store.states,
                 committer=store.committer,
                 audit=store.audit,
+                history=store.history,
                 allow_self_approval=allow_self_approval,
                 clock=clock,
                 lease=lease,
@@ -756,8 +761,12 @@ class Governance:
         return await self.requests.list(query, limit=limit, cursor=cursor)
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
-        """The committed history of ``state_id``, from this governance's history store."""
-        return await self.engine.history_store.history(state_id)
+        """The committed history of ``state_id``, from this governance's history store.
+
+        That is the store's own history (``history=``, or the backend's with
+        :meth:`open`), also when the engine keeps another one.
+        """
+        return await self.history_store.history(state_id)
 
     async def list_approvals(
         self, query: ApprovalQuery | None = None, *, limit: int = 100, cursor: str | None = None

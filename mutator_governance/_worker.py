@@ -265,6 +265,9 @@ class _Worker:
             except anyio.get_cancelled_exc_class():
                 self._shut_down()
                 raise
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
+                    await self._count_quarantined()
             tg.cancel_scope.cancel()
         return self.progress.report
 
@@ -574,13 +577,19 @@ class _Worker:
         if self.quarantine is not None and now >= self.next_chore.get("quarantine", 0.0):
             every = min((chore.every for chore in self.chores), default=30.0)
             self.next_chore["quarantine"] = now + every
-            try:
-                self.progress._set("quarantined", len(await self.quarantine.quarantined()))
-            except Exception as error:
-                if outage_in(error) is not None:
-                    self._outage("quarantine listing", error, every)
-                else:
-                    _log.exception("listing quarantined requests failed")
+            await self._count_quarantined()
+
+    async def _count_quarantined(self) -> None:
+        """Report how many requests the store holds in quarantine (never raises)."""
+        if self.quarantine is None:
+            return
+        try:
+            self.progress._set("quarantined", len(await self.quarantine.quarantined()))
+        except Exception as error:
+            if outage_in(error) is not None:
+                self._outage("quarantine listing", error, 0.0)
+            else:
+                _log.exception("listing quarantined requests failed")
 
     def _outage(self, what: str, error: BaseException, delay: float) -> None:
         self.progress._add("outages")

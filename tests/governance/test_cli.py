@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -168,6 +169,22 @@ def test_reject_cancel_execute_and_sweeps(url: str) -> None:
     assert json.loads(ok(url, "--json", "expire")) == {"expired": [], "skipped": []}
     assert json.loads(ok(url, "--json", "recover"))["repaired_decisions"] == 0
     assert ok(url, "quarantine").strip() == "no quarantined rows"
+
+
+def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
+    """One unreadable row: listings go on without it and ``quarantine`` shows it."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as damage:
+        damage.execute("UPDATE requests SET document = 'not json' WHERE request_id = 'req-1'")
+    first = mutator(url, "requests", "list")
+    assert first.returncode == 0
+    assert [row[0] for row in rows(first.stdout)] == ["req-2"]
+    assert first.stderr.startswith("quarantined request req-1: [sqlite]")
+    shown = ok(url, "quarantine")
+    assert rows(shown)[0][:3] == ["req-1", "sqlite", "-"]
+    assert "not a JSON document" in shown
+    (item,) = json.loads(ok(url, "--json", "quarantine"))["items"]
+    assert (item["request_id"], item["backend"]) == ("req-1", "sqlite")
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,6 @@ class TestOpen:
             assert [p.name for p in gov.engine.policies] == ["no"]
             assert gov.engine.interceptors == (interceptor,)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="gov.history() reads engine.history_store; with engine= passed to open() the "
-        "store's history rows are written but the caller's engine has its own in-memory "
-        "history, so gov.history() is empty (issue #11 bullet 1)",
-    )
     async def test_history_reads_the_store_when_the_engine_is_the_callers(
         self, tmp_path: Path
     ) -> None:
