@@ -716,7 +716,7 @@ class Governance:
         request a live compensation links (an EXECUTED request whose compensation is not
         terminal yet). Works in batches of ``batch_size``, one store call each, until a
         batch comes back short. Needs a request store that implements
-        :class:`~mutator_governance.protocols.RequestPurger` (the in-memory one does);
+        :class:`~mutator_governance.protocols.RequestPurger` (every shipped store does);
         raises TypeError otherwise.
         """
         _check_age(older_than)
