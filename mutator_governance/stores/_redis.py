@@ -330,6 +330,15 @@ def _prefix(_: Any, attribute: Any, value: str) -> None:
         )
 
 
+def _client_name(_: Any, attribute: Any, value: str | None) -> None:
+    if value is not None and (
+        not isinstance(value, str) or not value or any(ch.isspace() for ch in value)
+    ):
+        raise ConfigurationError(
+            f"Redis option client_name must be a non-blank string without spaces, got {value!r}"
+        )
+
+
 @attrs.frozen
 class RedisOptions:
     """How :class:`RedisStore` connects and where it keeps its keys.
@@ -340,7 +349,9 @@ class RedisOptions:
       :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
       shielded write cannot hang forever; a commit that timed out may have landed);
     - ``connect_timeout``: seconds to open a connection;
-    - ``max_connections``: the pool's limit (None: unbounded).
+    - ``max_connections``: the pool's limit (None: unbounded);
+    - ``client_name``: the name every connection gives itself (``CLIENT SETNAME``), so an
+      operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
     Each can be given to :meth:`RedisStore.open` (or ``open_store`` / ``Governance.open``)
     as a keyword argument or in the URL's query string (``?socket_timeout=2``); a keyword
@@ -351,6 +362,7 @@ class RedisOptions:
     socket_timeout: float = attrs.field(default=10.0, validator=_seconds("socket_timeout"))
     connect_timeout: float = attrs.field(default=5.0, validator=_seconds("connect_timeout"))
     max_connections: int | None = attrs.field(default=None, validator=_max_connections)
+    client_name: str | None = attrs.field(default=None, validator=_client_name)
 
     @classmethod
     def from_text(cls, values: Mapping[str, str], given: Mapping[str, Any]) -> RedisOptions:
@@ -1762,6 +1774,7 @@ class RedisStore:
             socket_timeout=options.socket_timeout,
             socket_connect_timeout=options.connect_timeout,
             max_connections=options.max_connections,
+            client_name=options.client_name,
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )

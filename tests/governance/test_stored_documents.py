@@ -411,7 +411,7 @@ async def test_a_missing_mutation_field_without_a_default_is_stored_data_error(
 async def test_a_request_document_under_another_id_is_stored_data_error(
     durable: Durable,
 ) -> None:
-    """Read, list, approve or cancel it: StoredDataError naming the key and the other id."""
+    """Read, cancel or execute it: StoredDataError naming the key and the other id; listed: quarantined."""
     async with opened(durable) as gov:
         await gov.states.put(STATE_ID, ACCOUNT)
         first = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
@@ -425,12 +425,14 @@ async def test_a_request_document_under_another_id_is_stored_data_error(
         assert "request_id" in caught.value.field or "document" in caught.value.field
         assert repr(second.request_id) in str(caught.value)
         with pytest.raises(StoredDataError):
-            await gov.list()
-        with pytest.raises(StoredDataError):
             await gov.cancel(first.request_id, context=user("al"))
         with pytest.raises(StoredDataError):
             await gov.execute(first.request_id)
         assert await durable.snapshot() == before
+        # a listing skips it and quarantines it instead of failing
+        listed = [r.request_id for r in (await gov.list()).items]
+        assert listed == [second.request_id]
+        assert [q.request_id for q in await gov.quarantined()] == [first.request_id]
 
 
 @pytest.mark.parametrize("version", ["abc", "", "-1", "1.5"])
