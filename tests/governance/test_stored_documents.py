@@ -411,7 +411,7 @@ async def test_a_missing_mutation_field_without_a_default_is_stored_data_error(
 async def test_a_request_document_under_another_id_is_stored_data_error(
     durable: Durable,
 ) -> None:
-    """Read, cancel or execute it: StoredDataError naming the key and the other id; listed: quarantined."""
+    """Read, cancel or execute it: StoredDataError naming the other id; a listing quarantines it."""
     async with opened(durable) as gov:
         await gov.states.put(STATE_ID, ACCOUNT)
         first = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
