@@ -5,7 +5,9 @@ Server scenarios (PostgreSQL, Redis) run only against servers someone named, wit
 ``MUTATOR_TEST_REDIS_URL``; the run prints which ones it uses. Progress goes to stderr
 (one line per scenario), the results table to stdout, and the results to
 ``benchmarks/results/<UTC timestamp>.json``. Exit status: 0 when every selected scenario
-ran or was skipped with a reason, 1 when one failed, 2 on bad arguments.
+ran or was skipped with a reason, 1 when one failed, 2 on bad arguments. The worker fleet
+scenarios (``governance.worker.*``, :mod:`benchmarks.worker`) are whole runs with their
+own runner and tables, run after the harness's scenarios.
 """
 
 from __future__ import annotations

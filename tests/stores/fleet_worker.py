@@ -3,8 +3,8 @@
 Opens the store at ``URL`` (the :mod:`tests.stores.pg_domain` registry), prints ``ready``,
 waits for ``go`` on stdin (so every worker of the fleet starts at the same moment, after
 its interpreter start-up), then runs ``Governance.run_worker(until_idle=True,
-concurrency=4)`` revalidating on the latest state, and prints the ``WorkerReport`` as one
-JSON line.
+concurrency=4)`` with the default poll interval, revalidating on the latest state, and
+prints the ``WorkerReport`` as one JSON line.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ async def drain(url: str) -> dict[str, int]:
         report = await gov.run_worker(
             until_idle=True,
             concurrency=4,
-            poll_interval=0.05,
             strategy=ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
             context=MutationContext.service(f"fleet-worker-{os.getpid()}"),
         )
