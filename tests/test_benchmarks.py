@@ -280,3 +280,22 @@ def test_worker_verification_fails_on_an_undrained_backlog(tmp_path: Path) -> No
     report = {"executed": 4, "errors": 1, "failed": 0, "not_executed": 0}
     with pytest.raises(AssertionError, match="'errors': 1"):
         worker.check_reports([report], 4)
+
+
+def test_worker_compare_gives_new_over_old_per_scenario() -> None:
+    def row(name: str, rate: float | None, median: float | None) -> dict[str, object]:
+        return {"name": name, "executions_per_sec": rate, "latency_median_ms": median}
+
+    old = {"results": [row("w.1procs", 40.0, None), row("w.wakeup", None, 500.0)]}
+    new = {
+        "results": [
+            row("w.1procs", 100.0, None),
+            row("w.wakeup", None, 5.0),
+            row("w.2procs", 150.0, None),
+        ]
+    }
+    text = worker.format_compare(old, new)
+    lines = {line.split()[0]: line.split() for line in text.splitlines()[3:]}
+    assert set(lines) == {"w.1procs", "w.wakeup"}
+    assert lines["w.1procs"][-1] == "2.50"
+    assert lines["w.wakeup"][-1] == "0.01"
