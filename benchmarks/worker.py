@@ -65,7 +65,7 @@ from mutator_governance import Governance, RequestStatus, ResolutionStrategy
 from . import backend_postgres, backend_redis
 from .engine import Counter, IncrementCounter
 from .governance import APPROVER, REQUESTER, SINGLE, RequireApproval, registry
-from .harness import _markdown, _table
+from .harness import _load1, _markdown, _table
 
 __all__ = [
     "FULL",
@@ -112,10 +112,6 @@ class FleetSettings:
     wakeup_samples: int = 20
     backends: tuple[str, ...] | None = None
     """Backends this mode runs (None: all that are available)."""
-
-    @property
-    def mode(self) -> str:
-        return "full" if self.backends is None else "quick"
 
 
 FULL = FleetSettings()
@@ -231,13 +227,6 @@ class FleetResult:
         return dataclasses.asdict(self)
 
 
-def _load1() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 # -- worker processes ------------------------------------------------------------------------
 
 
@@ -246,18 +235,17 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _wait_for(word: str) -> None:
-    """Block until ``word`` arrives on stdin (EOF counts: the parent is gone)."""
-    for line in sys.stdin:
-        if line.strip() == word:
-            return
+def _wait_for(word: str) -> bool:
+    """Block until ``word`` arrives on stdin; False at EOF (the parent is gone)."""
+    return any(line.strip() == word for line in sys.stdin)
 
 
 async def drain(url: str, concurrency: int, poll_interval: float) -> dict[str, Any]:
     """A fleet worker: open the store, say ready, wait for go, run the worker until idle."""
     async with Governance.open(url, registry=registry()) as gov:
         _say("ready")
-        await anyio.to_thread.run_sync(_wait_for, "go")
+        if not await anyio.to_thread.run_sync(_wait_for, "go"):
+            raise SystemExit("stdin closed before go")
         started = time.monotonic()
         report = await gov.run_worker(
             until_idle=True,
