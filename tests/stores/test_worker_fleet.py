@@ -19,10 +19,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.to_thread
@@ -135,7 +136,16 @@ def _run_fleet(url: str) -> list[dict[str, Any]]:
     path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     with contextlib.ExitStack() as stack:
-        workers = []
+        workers: list[tuple[subprocess.Popen[str], IO[str]]] = []
+        # A worker that hangs before saying ready would block readline: kill it in time.
+
+        def kill_all() -> None:
+            for process, _ in workers:
+                process.kill()
+
+        watchdog = threading.Timer(TIMEOUT, kill_all)
+        watchdog.start()
+        stack.callback(watchdog.cancel)
         for _ in range(WORKERS):
             errors = stack.enter_context(tempfile.TemporaryFile("w+"))
             process = subprocess.Popen(
@@ -149,20 +159,20 @@ def _run_fleet(url: str) -> list[dict[str, Any]]:
             )
             stack.callback(_stop, process)
             workers.append((process, errors))
-        for process, errors in workers:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            errors.seek(0)
-            assert line.strip() == "ready", errors.read()
-        for process, _ in workers:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
+        for worker, log in workers:
+            assert worker.stdout is not None
+            line = worker.stdout.readline()
+            log.seek(0)
+            assert line.strip() == "ready", log.read()
+        for worker, _ in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
         reports = []
-        for process, errors in workers:
-            out, _ = process.communicate(timeout=TIMEOUT)
-            errors.seek(0)
-            assert process.returncode == 0, errors.read()
+        for worker, log in workers:
+            out, _ = worker.communicate(timeout=TIMEOUT)
+            log.seek(0)
+            assert worker.returncode == 0, log.read()
             reports.append(json.loads(out.strip().splitlines()[-1]))
     return reports
 
