@@ -5,13 +5,16 @@ Server scenarios (PostgreSQL, Redis) run only against servers someone named, wit
 ``MUTATOR_TEST_REDIS_URL``; the run prints which ones it uses. Progress goes to stderr
 (one line per scenario), the results table to stdout, and the results to
 ``benchmarks/results/<UTC timestamp>.json``. Exit status: 0 when every selected scenario
-ran or was skipped with a reason, 1 when one failed, 2 on bad arguments.
+ran or was skipped with a reason, 1 when one failed, 2 on bad arguments. The worker fleet
+scenarios (``governance.worker.*``, :mod:`benchmarks.worker`) are whole runs with their
+own runner and tables, run after the harness's scenarios.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -45,6 +48,7 @@ from . import (  # noqa: E402
     governance,
     instructions,
     otel,
+    worker,
 )
 from .harness import (  # noqa: E402
     FULL,
@@ -197,13 +201,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         os._exit(0)  # skip interpreter teardown: its cost would depend on what the run kept
     selected = select(scenarios(), args.filter)
-    if args.filter and not any(any(f in s.name for f in args.filter) for s in selected):
+    fleet = worker.select(args.filter)
+    if (
+        args.filter
+        and not fleet
+        and not any(any(f in s.name for f in args.filter) for s in selected)
+    ):
         print(f"no scenario matches {args.filter!r}; see --list", file=sys.stderr)
         return 2
     if args.list:
         for s in selected:
             ref = f"  [C#: {s.reference}]" if s.reference else ""
             print(f"{s.name}  (baseline {s.baseline}) — {s.summary}{ref}")
+        for w in fleet:
+            print(f"{w.name}  (baseline {w.baseline}) — {w.summary}")
         return 0
     for flag, variable in SERVER_FLAGS.items():
         named = os.environ.get(variable)
@@ -231,24 +242,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         settings = dataclasses.replace(settings, repeats=args.repeats)
     outcome = run(selected, backend=args.backend, settings=settings, argv=argv)
-    print(format_table(outcome, markdown=args.markdown, references=args.markdown))
-    print(
-        f"\n{len(outcome.results)} scenario(s) in {outcome.wall_seconds:.1f} s "
-        f"({settings.mode} run, {args.backend}); ratio = per-mutation time / baseline's",
-    )
-    if outcome.skipped:
-        print(f"skipped: {', '.join(s['name'] for s in outcome.skipped)}")
+    fleet_outcome = worker.run(fleet, worker.QUICK if args.quick else worker.FULL)
+    if selected:
+        print(format_table(outcome, markdown=args.markdown, references=args.markdown))
+        print(
+            f"\n{len(outcome.results)} scenario(s) in {outcome.wall_seconds:.1f} s "
+            f"({settings.mode} run, {args.backend}); ratio = per-mutation time / baseline's",
+        )
+    if fleet:
+        print(
+            ("\n" if selected else "") + worker.format_tables(fleet_outcome, markdown=args.markdown)
+        )
+        print(
+            f"\n{len(fleet_outcome.results)} worker scenario(s) (asyncio); "
+            "scaling = executions/s / the 1-process run's"
+        )
+    skipped = outcome.skipped + fleet_outcome.skipped
+    if skipped:
+        print(f"skipped: {', '.join(s['name'] for s in skipped)}")
     if not args.no_save:
         path = save_run(outcome, args.results_dir)
+        if fleet:
+            data = json.loads(path.read_text())
+            data["worker"] = fleet_outcome.to_json()
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         print(f"results: {path}")
     if old is not None:
         print()
         print(format_compare(old, outcome.to_json(), markdown=args.markdown))
-    if outcome.failed:
-        for failure in outcome.failed:
-            print(f"FAILED {failure['name']}@{failure['backend']}: {failure['error']}")
-        return 1
-    return 0
+        if fleet and "worker" in old:
+            print()
+            print(worker.format_compare(old["worker"], fleet_outcome.to_json()))
+    for failure in outcome.failed:
+        print(f"FAILED {failure['name']}@{failure['backend']}: {failure['error']}")
+    for failure in fleet_outcome.failed:
+        print(f"FAILED {failure['name']}: {failure['error']}")
+    return 1 if outcome.failed or fleet_outcome.failed else 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
+from benchmarks import worker
 from benchmarks.harness import (
     QUICK,
     SCHEMA,
@@ -227,3 +229,73 @@ def test_instruction_counts_are_reported_per_mutation_with_ratio() -> None:
     table = format_counts([base, batch])
     assert "50,000" in table
     assert "5.00" in table
+
+
+@pytest.mark.slow
+def test_quick_worker_run_verifies_and_reports_the_fleet(tmp_path: Path) -> None:
+    """--quick runs the SQLite fleet (1 and 2 processes) and the wake-up, and saves them."""
+    done = benchmarks("--quick", "--filter", "governance.worker", "--results-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "[1/3] governance.worker.sqlite.1procs ... " in done.stderr
+    assert "executions/s" in done.stdout
+    assert "median ms" in done.stdout
+    data = json.loads(results_file(tmp_path).read_text())
+    assert data["results"] == []
+    fleet = data["worker"]
+    assert fleet["failed"] == []
+    by_name = {r["name"]: r for r in fleet["results"]}
+    assert set(by_name) == {
+        "governance.worker.sqlite.1procs",
+        "governance.worker.sqlite.2procs",
+        "governance.worker.sqlite.wakeup",
+    }
+    one, two = (
+        by_name["governance.worker.sqlite.1procs"],
+        by_name["governance.worker.sqlite.2procs"],
+    )
+    assert one["scaling"] == 1.0
+    assert two["scaling"] == pytest.approx(two["executions_per_sec"] / one["executions_per_sec"])
+    assert sum(two["per_process"]) == two["requests"] == 20
+    wake = by_name["governance.worker.sqlite.wakeup"]
+    assert len(wake["latencies_ms"]) == 2
+    assert 0 < wake["latency_median_ms"] <= wake["latency_p95_ms"]
+
+
+def test_worker_selection_adds_the_one_process_baseline() -> None:
+    names = [s.name for s in worker.select(["redis.4procs"])]
+    assert names == ["governance.worker.redis.1procs", "governance.worker.redis.4procs"]
+
+
+def test_worker_verification_fails_on_an_undrained_backlog(tmp_path: Path) -> None:
+    """A fleet run that left work undone (or whose workers erred) fails its scenario."""
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    backlog = worker.plan(4, 2)
+
+    async def seed_and_verify() -> None:
+        await worker.seed(url, backlog)
+        await worker.verify_drained(url, backlog)
+
+    with pytest.raises(AssertionError, match="expected 4 EXECUTED requests"):
+        anyio.run(seed_and_verify)
+    report = {"executed": 4, "errors": 1, "failed": 0, "not_executed": 0}
+    with pytest.raises(AssertionError, match="'errors': 1"):
+        worker.check_reports([report], 4)
+
+
+def test_worker_compare_gives_new_over_old_per_scenario() -> None:
+    def row(name: str, rate: float | None, median: float | None) -> dict[str, object]:
+        return {"name": name, "executions_per_sec": rate, "latency_median_ms": median}
+
+    old = {"results": [row("w.1procs", 40.0, None), row("w.wakeup", None, 500.0)]}
+    new = {
+        "results": [
+            row("w.1procs", 100.0, None),
+            row("w.wakeup", None, 5.0),
+            row("w.2procs", 150.0, None),
+        ]
+    }
+    text = worker.format_compare(old, new)
+    lines = {line.split()[0]: line.split() for line in text.splitlines()[3:]}
+    assert set(lines) == {"w.1procs", "w.wakeup"}
+    assert lines["w.1procs"][-1] == "2.50"
+    assert lines["w.wakeup"][-1] == "0.01"
