@@ -490,6 +490,21 @@ class RequestStoreComparison(RuleBasedStateMachine):
     @rule(query=st.none() | queries, limit=st.integers(1, 4))
     def list_pages(self, query: RequestQuery | None, limit: int) -> None:
         """Walk every page of a query in both stores, each with its own cursors."""
+        self._walk(query, limit)
+
+    @rule(data=st.data(), limit=st.integers(2, 6))
+    def list_each_filter(self, data: st.DataObject, limit: int) -> None:
+        """Walk one query per filter group, that group alone, so every group is compared
+        in every example (a few random groups at once are drawn by ``list_pages``)."""
+        for name in sorted(_FILTERS):
+            if name == "tag_match":
+                continue
+            fields = {name: data.draw(_FILTERS[name], label=name)}
+            if name == "tags":
+                fields["tag_match"] = data.draw(_FILTERS["tag_match"], label="tag_match")
+            self._walk(RequestQuery(**fields), limit)
+
+    def _walk(self, query: RequestQuery | None, limit: int) -> None:
         cursors: dict[int, str | None] = {id(self.reference): None, id(self.store): None}
 
         async def page(store: RequestStore) -> RequestPage:
