@@ -277,8 +277,9 @@ class RequestStoreComparison(RuleBasedStateMachine):
     """Run random operations on a store and on :class:`InMemoryRequestStore`; compare them.
 
     Every rule (create, duplicate create, replace with the current or a stale revision,
-    replace of an unknown id, get, by_state, pending, list with random filters walked page
-    by page, invalid list arguments) runs against both stores; each must return identical
+    replace of an unknown id, get, by_state, pending, list with up to three random filters
+    walked page by page, one list per :class:`RequestQuery` filter group, invalid list
+    arguments) runs against both stores; each must return identical
     values (:func:`~mutator_governance.testing.assert_identical`) or raise the same
     exception type. Cursors are opaque: each store is paged with its own cursors.
 
