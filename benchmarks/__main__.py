@@ -48,6 +48,7 @@ from . import (  # noqa: E402
     governance,
     instructions,
     otel,
+    query,
     worker,
 )
 from .harness import (  # noqa: E402
@@ -76,6 +77,7 @@ def scenarios() -> tuple[Scenario, ...]:
         + backend_sqlite.SCENARIOS
         + backend_postgres.SCENARIOS
         + backend_redis.SCENARIOS
+        + query.scenarios()
     )
 
 
@@ -236,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(error, file=sys.stderr)
             return 2
     settings = QUICK if args.quick else FULL
+    query.configure(quick=args.quick)
     if args.repeats is not None:
         if args.repeats < 1:
             print("--repeats must be >= 1", file=sys.stderr)

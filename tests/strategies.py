@@ -370,13 +370,16 @@ QUERY_STATE_TYPES = ("testing.SampleState", "testing.Other")
 QUERY_CATEGORIES = ("billing", "access", "testing")
 QUERY_TAGS = ("pii", "prod", "batch")
 QUERY_EFFECT_TYPES = ("email", "webhook")
+QUERY_MUTATION_TYPES = ("testing.sample", "testing.other")
 
 
 def query_corpus(size: int = 40) -> list[MutationRequest]:
     """A deterministic, varied set of requests for comparing query answers across stores.
 
     Every query dimension takes several values, including None where the model allows it
-    (no actor id or name, no pending reason, no blast radius, no side effects).
+    (no actor id or name, no pending reason, no blast radius, no side effects); the
+    mutation type is a name the sample registry does not know for one request in five
+    (stores keep ``mutation_type`` as given).
     """
     corpus = []
     for n in range(size):
@@ -435,6 +438,7 @@ def query_corpus(size: int = 40) -> list[MutationRequest]:
                 f"q{n:02d}",
                 state_id=QUERY_STATES[n % 3],
                 state_type=QUERY_STATE_TYPES[n % 2],
+                mutation_type=QUERY_MUTATION_TYPES[n % 5 == 2],
                 status=status,
                 pending_reason=list(PendingReason)[n % 7]
                 if status is RequestStatus.PENDING
@@ -463,7 +467,7 @@ QUERY_FILTERS: dict[str, st.SearchStrategy[Any]] = {
     "request_ids": _some([f"q{n:02d}" for n in range(0, 40, 3)] + ["missing"]),
     "state_ids": _some(QUERY_STATES),
     "state_types": _some(QUERY_STATE_TYPES),
-    "mutation_types": _some(("testing.sample", "other.type")),
+    "mutation_types": _some((*QUERY_MUTATION_TYPES, "missing.type")),
     "actor_ids": _some(QUERY_ACTORS),
     "actor_names": _some(QUERY_ACTOR_NAMES),
     "intent_categories": _some(QUERY_CATEGORIES),

@@ -299,3 +299,55 @@ def test_worker_compare_gives_new_over_old_per_scenario() -> None:
     assert set(lines) == {"w.1procs", "w.wakeup"}
     assert lines["w.1procs"][-1] == "2.50"
     assert lines["w.wakeup"][-1] == "0.01"
+
+
+def test_query_scenarios_answer_like_the_reference_and_quick_runs_skip_big_seeds() -> None:
+    """Each query's first page on SQLite equals the in-memory one; --quick seeds 1k only."""
+    from benchmarks import query
+
+    wanted = {
+        f"governance.query.{backend}.{name}.{size}"
+        for backend in ("sqlite", "postgresql")
+        for name in query.QUERIES
+        for size in query.SIZES
+    }
+    selected = [s for s in query.scenarios() if s.name in wanted]
+    query.configure(quick=True)
+    try:
+        outcome = run(selected, settings=QUICK, progress=io.StringIO())
+    finally:
+        query.configure(quick=False)
+    assert outcome.failed == []
+    assert {r.name for r in outcome.results} == {
+        f"governance.query.sqlite.{name}.1k" for name in query.QUERIES
+    }
+    skipped = {s["name"] for s in outcome.skipped}
+    assert skipped == wanted - {r.name for r in outcome.results}
+    assert all("full runs only" in s["reason"] for s in outcome.skipped)
+
+
+def test_query_seed_holds_the_mix_operators_see() -> None:
+    """The seed spans every outcome path, four mutation types, ~100 states and 20 actors."""
+    import anyio
+
+    from benchmarks import query
+    from mutator_governance import PendingReason, RequestStatus
+
+    seeded = anyio.run(query.seed_requests, 1_000)
+    assert len({r.request_id for r in seeded}) == 1_000
+    assert {r.status for r in seeded} == {
+        RequestStatus.PENDING,
+        RequestStatus.APPROVED,
+        RequestStatus.EXECUTED,
+        RequestStatus.REJECTED,
+        RequestStatus.CANCELED,
+    }
+    assert {r.pending_reason for r in seeded if r.status is RequestStatus.PENDING} == {
+        PendingReason.APPROVAL,
+        PendingReason.EXTERNAL_CHECK,
+    }
+    assert {r.mutation_type for r in seeded} == set(query.MUTATIONS)
+    assert 90 <= len({r.state_id for r in seeded}) <= query.STATES
+    assert len({r.context.actor_id for r in seeded}) == query.ACTORS
+    hot = sum(r.state_id == query.HOT_STATE for r in seeded)
+    assert hot >= 2 * query.PAGE

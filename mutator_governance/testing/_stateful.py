@@ -22,16 +22,37 @@ from hypothesis.stateful import (
     rule,
 )
 
+from mutator import (
+    BlastRadius,
+    BlastRadiusScope,
+    MutationContext,
+    MutationIntent,
+    Severity,
+    SideEffect,
+)
 from mutator.testing import assert_identical
 
-from .._enums import PendingReason, RequestStatus
+from .._enums import (
+    ApprovalDecision,
+    DecisionCategory,
+    LifecycleDecision,
+    PendingReason,
+    RequestStatus,
+    ResolutionDecision,
+)
 from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
 from .._memory import InMemoryRequestStore
-from .._query import RequestPage, RequestQuery
+from .._query import RequestPage, RequestQuery, TagMatch
 from .._request import MutationRequest
 from ..protocols import RequestStore
 from ._contracts import BASE
-from ._fixtures import sample_request
+from ._fixtures import (
+    SAMPLE_MUTATION_TYPE,
+    SAMPLE_STATE_TYPE,
+    SamplePayload,
+    sample_decision,
+    sample_request,
+)
 
 __all__ = ["RequestStoreComparison", "make_store_comparison"]
 
@@ -47,7 +68,15 @@ DEFAULT_SETTINGS = Settings(
 
 REQUEST_IDS = ("r0", "r1", "r2", "r3", "r4", "r5")
 STATE_IDS = ("s:a", "s:b", "s:c")
+STATE_TYPES = (SAMPLE_STATE_TYPE, "testing.Other")
+MUTATION_TYPES = (SAMPLE_MUTATION_TYPE, "testing.other")
 ACTOR_IDS = ("alice", "bob", "carol")
+ACTOR_NAMES = ("Alice", "Bob")
+CATEGORIES = ("testing", "billing", "access")
+TAGS = ("pii", "prod", "batch")
+EFFECT_TYPES = ("email", "webhook")
+CONTRACTS = ("mutator.testing.sample", "other.contract")
+"""The contract name of :class:`SamplePayload`, and one no side effect has."""
 _OFFSETS = (
     UTC,
     timezone(timedelta(hours=5, minutes=30)),
@@ -65,6 +94,9 @@ moments = st.builds(
 )
 """A few instants (ties are common) written with different UTC offsets."""
 
+_COMMON_VALUES = (None, True, 1, 1.0, "x", (0, "a"), [0])
+"""Metadata values requests often hold and filters ask for: equal or not across types."""
+
 metadata_values: st.SearchStrategy[Any] = st.one_of(
     st.none(),
     st.booleans(),
@@ -76,41 +108,124 @@ metadata_values: st.SearchStrategy[Any] = st.one_of(
 )
 """JSON-like metadata values, tuples and lists (no NUL characters, which SQL text refuses)."""
 
-metadata = st.dictionaries(st.sampled_from(("a", "b", "c")), metadata_values, max_size=3)
+metadata = st.dictionaries(
+    st.sampled_from(("a", "b")), st.sampled_from(_COMMON_VALUES), max_size=2
+) | st.dictionaries(st.sampled_from(("a", "b", "c")), metadata_values, max_size=3)
+"""Request metadata: often the values filters ask for, else any JSON-like values."""
+
+metadata_filters = st.dictionaries(
+    st.sampled_from(("a", "b")), st.sampled_from(_COMMON_VALUES), min_size=1, max_size=2
+)
+"""Metadata filters that match some requests (True never equals 1, 1 equals 1.0)."""
+
+
+def _some(values: Sequence[Any]) -> st.SearchStrategy[frozenset[Any]]:
+    return st.frozensets(st.sampled_from(values), min_size=1, max_size=2)
+
+
+intents = st.builds(
+    lambda category, tags, meta, scope: MutationIntent(
+        "testing.sample.set",
+        category=category,
+        tags=tags,
+        metadata=meta,
+        blast_radius=None if scope is None else BlastRadius(scope),
+    ),
+    st.sampled_from(CATEGORIES),
+    st.frozensets(st.sampled_from(TAGS), max_size=3),
+    st.dictionaries(st.sampled_from(("a", "b")), st.sampled_from(_COMMON_VALUES), max_size=2),
+    st.none() | st.sampled_from(BlastRadiusScope),
+)
+"""Intents varying every intent filter's dimension (no blast radius too)."""
+
+side_effects = st.lists(
+    st.builds(
+        lambda kind, severity, typed, requires_action: SideEffect(
+            kind,
+            severity=severity,
+            data=SamplePayload("ops") if typed else {"plain": 1},
+            requires_action=requires_action,
+            timestamp=BASE,
+        ),
+        st.sampled_from(EFFECT_TYPES),
+        st.sampled_from(Severity),
+        st.booleans(),
+        st.booleans(),
+    ),
+    max_size=2,
+).map(tuple)
+"""Up to two side effects, with a typed payload (a contract) or a plain one."""
+
+decision_codes = st.sampled_from(
+    (
+        LifecycleDecision.SUBMITTED,
+        LifecycleDecision.EXECUTED,
+        ApprovalDecision.GRANTED,
+        ResolutionDecision.VALIDATED,
+    )
+)
+decision_logs = st.lists(decision_codes, max_size=2)
+"""Decision codes (so decision categories) a request's log holds."""
 
 _FILTERS: dict[str, st.SearchStrategy[Any]] = {
+    "request_ids": _some((*REQUEST_IDS, "missing")),
+    "state_ids": _some((*STATE_IDS, "s:missing")),
+    "state_types": _some(STATE_TYPES),
+    "mutation_types": _some((*MUTATION_TYPES, "missing.type")),
+    "actor_ids": _some(ACTOR_IDS),
+    "actor_names": _some(ACTOR_NAMES),
+    "intent_categories": _some(CATEGORIES),
+    "tags": _some(TAGS),
+    "tag_match": st.sampled_from(TagMatch),
+    "intent_metadata": metadata_filters,
+    "min_blast_radius": st.sampled_from(BlastRadiusScope),
+    "max_blast_radius": st.sampled_from(BlastRadiusScope),
+    "metadata": metadata_filters,
     "statuses": st.frozensets(st.sampled_from(RequestStatus), min_size=1, max_size=3),
-    "pending_reasons": st.frozensets(st.sampled_from(PendingReason), min_size=1, max_size=2),
-    "state_ids": st.frozensets(st.sampled_from((*STATE_IDS, "s:missing")), min_size=1, max_size=2),
-    "actor_ids": st.frozensets(st.sampled_from(ACTOR_IDS), min_size=1, max_size=2),
+    "pending_reasons": _some(tuple(PendingReason)),
+    "decision_categories": _some(tuple(DecisionCategory)),
     "created_from": moments,
     "created_to": moments,
     "updated_from": moments,
     "updated_to": moments,
+    "side_effect_types": _some(EFFECT_TYPES),
+    "side_effect_contracts": _some(CONTRACTS),
+    "side_effect_severities": _some(tuple(Severity)),
+    "side_effect_requires_action": st.booleans(),
 }
+"""A strategy per :class:`RequestQuery` field, over the values the drawn requests hold."""
 
 
 @st.composite
 def _queries(draw: st.DrawFn) -> RequestQuery:
-    names = draw(st.lists(st.sampled_from(sorted(_FILTERS)), max_size=2, unique=True))
+    names = draw(st.lists(st.sampled_from(sorted(_FILTERS)), max_size=3, unique=True))
     return RequestQuery(**{name: draw(_FILTERS[name]) for name in names})
 
 
 queries = _queries()
-"""Request queries with up to two filters (more would rarely match anything)."""
+"""Request queries over every filter group, up to three fields at once (more would rarely
+match anything)."""
 
 request_specs = st.fixed_dictionaries(
     {
         "request_id": st.sampled_from(REQUEST_IDS),
         "state_id": st.sampled_from(STATE_IDS),
-        "status": st.sampled_from(RequestStatus),
+        "status": st.sampled_from(RequestStatus) | st.just(RequestStatus.PENDING),
         "pending_reason": st.sampled_from(PendingReason),
         "actor_id": st.sampled_from(ACTOR_IDS),
         "created_at": moments,
         "updated_after": st.integers(0, 3),
         "value": st.integers(-3, 3),
         "metadata": metadata,
-    }
+    },
+    optional={
+        "state_type": st.sampled_from(STATE_TYPES),
+        "mutation_type": st.sampled_from(MUTATION_TYPES),
+        "actor": st.tuples(st.none() | st.sampled_from(ACTOR_IDS), st.sampled_from(ACTOR_NAMES)),
+        "intent": intents,
+        "side_effects": side_effects,
+        "decisions": decision_logs,
+    },
 )
 """Arguments of :func:`_build` (printed compactly when hypothesis reports a failure)."""
 
@@ -121,6 +236,15 @@ def _build(spec: dict[str, Any]) -> MutationRequest:
     if fields["status"] is not RequestStatus.PENDING:
         fields["pending_reason"] = None
     fields["updated_at"] = created_at + timedelta(minutes=fields.pop("updated_after"))
+    if "actor" in fields:
+        actor_id, actor_name = fields.pop("actor")
+        fields["context"] = MutationContext(
+            actor_id=actor_id, actor_name=actor_name, timestamp=created_at
+        )
+    if "decisions" in fields:
+        fields["decisions"] = tuple(
+            sample_decision(code, timestamp=created_at) for code in fields["decisions"]
+        )
     return sample_request(fields.pop("request_id"), **fields)
 
 
@@ -133,9 +257,14 @@ edits = st.fixed_dictionaries(
         "updated_at": moments,
         "actor_id": st.sampled_from(ACTOR_IDS),
         "value": st.integers(-3, 3),
+        "mutation_type": st.sampled_from(MUTATION_TYPES),
+        "intent": intents,
+        "side_effects": side_effects,
+        "decision": decision_codes,
     },
 )
-"""Changes applied with :func:`attrs.evolve` to the current request before a replace."""
+"""Changes applied with :func:`attrs.evolve` to the current request before a replace
+(``decision`` appends one decision to its log)."""
 
 
 @attrs.frozen
@@ -148,8 +277,9 @@ class RequestStoreComparison(RuleBasedStateMachine):
     """Run random operations on a store and on :class:`InMemoryRequestStore`; compare them.
 
     Every rule (create, duplicate create, replace with the current or a stale revision,
-    replace of an unknown id, get, by_state, pending, list with random filters walked page
-    by page, invalid list arguments) runs against both stores; each must return identical
+    replace of an unknown id, get, by_state, pending, list with up to three random filters
+    walked page by page, one list per :class:`RequestQuery` filter group, invalid list
+    arguments) runs against both stores; each must return identical
     values (:func:`~mutator_governance.testing.assert_identical`) or raise the same
     exception type. Cursors are opaque: each store is paged with its own cursors.
 
@@ -315,6 +445,10 @@ class RequestStoreComparison(RuleBasedStateMachine):
             fields["context"] = attrs.evolve(base.context, actor_id=fields.pop("actor_id"))
         if "value" in fields:
             fields["mutation"] = attrs.evolve(cast(Any, base.mutation), value=fields.pop("value"))
+        if "decision" in fields:
+            moment = fields.get("updated_at", base.updated_at)
+            added = sample_decision(fields.pop("decision"), timestamp=moment)
+            fields["decisions"] = (*base.decisions, added)
         changed = attrs.evolve(base, **fields)
 
         async def replace(store: RequestStore) -> MutationRequest:
@@ -357,6 +491,21 @@ class RequestStoreComparison(RuleBasedStateMachine):
     @rule(query=st.none() | queries, limit=st.integers(1, 4))
     def list_pages(self, query: RequestQuery | None, limit: int) -> None:
         """Walk every page of a query in both stores, each with its own cursors."""
+        self._walk(query, limit)
+
+    @rule(data=st.data(), limit=st.integers(2, 6))
+    def list_each_filter(self, data: st.DataObject, limit: int) -> None:
+        """Walk one query per filter group, that group alone, so every group is compared
+        in every example (a few random groups at once are drawn by ``list_pages``)."""
+        for name in sorted(_FILTERS):
+            if name == "tag_match":
+                continue
+            fields = {name: data.draw(_FILTERS[name], label=name)}
+            if name == "tags":
+                fields["tag_match"] = data.draw(_FILTERS["tag_match"], label="tag_match")
+            self._walk(RequestQuery(**fields), limit)
+
+    def _walk(self, query: RequestQuery | None, limit: int) -> None:
         cursors: dict[int, str | None] = {id(self.reference): None, id(self.store): None}
 
         async def page(store: RequestStore) -> RequestPage:
