@@ -778,7 +778,10 @@ class Governance:
         self, query: DecisionQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> DecisionPage:
         """A page of decisions matching ``query``, newest first (see :func:`list_decisions`)."""
-        return await _operator.list_decisions(self.requests, query, limit=limit, cursor=cursor)
+        log = self.decisions if self._ledger.atomic else None
+        return await _operator.list_decisions(
+            self.requests, query, limit=limit, cursor=cursor, decisions=log
+        )
 
     async def inbox(
         self,

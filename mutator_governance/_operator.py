@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import attrs
+
 from mutator import MutationContext
 from mutator.values import utc_now
 
-from ._query import RequestQuery, encode_position
+from ._enums import DecisionCategory
+from ._query import DecisionRecord, RequestQuery, encode_position
 from ._query_views import (
     ApprovalPage,
     ApprovalQuery,
@@ -28,7 +31,7 @@ from ._query_views import (
 )
 from ._request import MutationRequest
 from ._workflow import decidable_slots
-from .protocols import RequestStore
+from .protocols import DecisionHistory, RequestStore
 
 __all__ = ["inbox", "list_approvals", "list_decisions"]
 
@@ -169,24 +172,38 @@ def _after(view: DecisionView, position: tuple[datetime, str, int]) -> bool:
     return view.index < index
 
 
+_LOG_WINDOW = 64
+"""Decisions first read from the decision log's newest end (quadrupled while too few)."""
+_LOG_MAX = 16384
+"""Beyond this window the log path gives up and every matching request is read."""
+
+
 async def list_decisions(
     requests: RequestStore,
     query: DecisionQuery | None = None,
     *,
     limit: int = 100,
     cursor: str | None = None,
+    decisions: DecisionHistory | None = None,
 ) -> DecisionPage:
     """A page of decisions matching ``query``, one :class:`DecisionView` per decision.
 
     Newest first: by decision timestamp (descending), then request id, then the
-    decision's position in its request (latest first). Until stores index decisions for
-    this, every request matching the request-level filters is read.
+    decision's position in its request (latest first). With ``decisions`` (a log that
+    always holds every decision of ``requests``, as an atomic committer keeps it) the
+    newest end of the log is read first and only the requests it names are loaded;
+    otherwise, or when that window does not fill the page, every request matching the
+    request-level filters is read.
     """
     query = query if query is not None else DecisionQuery()
     if not isinstance(query, DecisionQuery):
         raise TypeError(f"query must be a DecisionQuery, got {type(query).__name__}")
     _check_limit(limit)
     after = decode_decision_cursor(cursor) if cursor is not None else None
+    if decisions is not None:
+        page = await _from_log(requests, decisions, query, limit, after)
+        if page is not None:
+            return page
     request_query = query.request_filter()
     views: list[DecisionView] = []
 
@@ -195,9 +212,60 @@ async def list_decisions(
         return False
 
     await _fill(requests, request_query, None, _SCAN, take)
+    return _decision_page(views, limit, after)
+
+
+def _decision_page(
+    views: list[DecisionView], limit: int, after: tuple[datetime, str, int] | None
+) -> DecisionPage:
     _newest_first(views)
     if after is not None:
         views = [view for view in views if _after(view, after)]
     items = views[:limit]
     more = len(views) > limit
     return DecisionPage(items, encode_decision_cursor(items[-1]) if more else None)
+
+
+async def _from_log(
+    requests: RequestStore,
+    decisions: DecisionHistory,
+    query: DecisionQuery,
+    limit: int,
+    after: tuple[datetime, str, int] | None,
+) -> DecisionPage | None:
+    """The page from the newest decisions of the log, or None when the window cannot tell.
+
+    Per category the log returns the newest ``window`` decisions; every decision newer
+    than the oldest one returned is among them, so the views strictly newer than the
+    latest such boundary are complete. When fewer than a page lie beyond it, the window
+    grows; when the log ran out (it may be bounded) or the window got too large, the
+    caller reads the requests instead.
+    """
+    categories: list[DecisionCategory | None] = list(query.categories) or [None]
+    window = max(_LOG_WINDOW, 2 * (limit + 1))
+    base = query.request_filter()
+    while window <= _LOG_MAX:
+        records: list[DecisionRecord] = []
+        cutoff: datetime | None = None
+        for category in categories:
+            newest = await decisions.recent(window, category=category)
+            records.extend(newest)
+            if len(newest) < window:
+                return None  # the log ran out: only reading the requests is exact
+            oldest = min(r.decision.timestamp for r in newest)
+            cutoff = oldest if cutoff is None else max(cutoff, oldest)
+        assert cutoff is not None
+        ids = {r.request_id for r in records if r.decision.timestamp > cutoff}
+        if base.request_ids:
+            ids &= base.request_ids
+        views: list[DecisionView] = []
+        if ids:
+            scoped = attrs.evolve(base, request_ids=frozenset(ids))
+            found = await requests.list(scoped, limit=len(ids))
+            for request in found.items:
+                views.extend(v for v in query.views(request) if v.decision.timestamp > cutoff)
+        page = _decision_page(views, limit, after)
+        if page.next_cursor is not None:
+            return page
+        window *= 4
+    return None

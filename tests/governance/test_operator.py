@@ -16,6 +16,7 @@ from mutator_governance import (
     MutationRequest,
     RequestQuery,
     RequestStatus,
+    list_decisions,
 )
 
 from .conftest import OTHER_STATE_ID, World
@@ -218,3 +219,69 @@ class TestDecisionViews:
             (mine.request_id, LifecycleDecision.SUBMITTED)
         ]
         assert page.items[0].index == 0
+
+
+class TestDecisionLogPath:
+    """Over an atomic store, decision pages come from the log's newest end."""
+
+    QUERIES = (
+        DecisionQuery.recent_execution_outcomes(),
+        DecisionQuery(),
+        DecisionQuery(categories={DecisionCategory.LIFECYCLE}, actor_ids={"alice"}),
+        DecisionQuery(request=RequestQuery(state_ids={OTHER_STATE_ID})),
+        DecisionQuery.recent_version_resolutions(),
+    )
+
+    async def busy(self, world: World) -> None:
+        """Many requests with same-instant decisions (ties), executions and cancels."""
+        for n in range(60):
+            state = OTHER_STATE_ID if n % 3 else None
+            request = await world.submit(
+                actor="alice" if n % 2 else "bob", **({"state_id": state} if state else {})
+            )
+            if n % 4 == 0:
+                await world.gov.cancel(request.request_id, context=world.ctx("alice"))
+            elif n % 5 == 0:
+                await world.gov.execute(request.request_id)
+            if n % 7 == 0:
+                world.clock.advance(seconds=1)
+
+    async def all_pages(self, fetch, limit: int) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        cursor = None
+        while True:
+            page = await fetch(limit, cursor)
+            seen.extend((v.request.request_id, v.index) for v in page.items)
+            if page.next_cursor is None:
+                return seen
+            cursor = page.next_cursor
+
+    @pytest.mark.parametrize("limit", [1, 7, 50])
+    async def test_log_pages_equal_the_full_scan(self, world: World, limit: int) -> None:
+        await self.busy(world)
+        gov = world.gov
+        for query in self.QUERIES:
+
+            async def via_log(n: int, cursor: str | None, query=query):  # type: ignore[no-untyped-def]
+                return await gov.list_decisions(query, limit=n, cursor=cursor)
+
+            async def via_scan(n: int, cursor: str | None, query=query):  # type: ignore[no-untyped-def]
+                return await list_decisions(gov.requests, query, limit=n, cursor=cursor)
+
+            assert await self.all_pages(via_log, limit) == await self.all_pages(via_scan, limit)
+
+    async def test_a_first_page_reads_only_the_requests_the_log_names(self, world: World) -> None:
+        await self.busy(world)
+        calls: list[int] = []
+        inner = world.gov.requests.list
+
+        async def counted(query=None, **options):  # type: ignore[no-untyped-def]
+            page = await inner(query, **options)
+            calls.append(len(page.items))
+            return page
+
+        world.gov.requests.list = counted  # type: ignore[method-assign]
+        page = await world.gov.list_decisions(DecisionQuery(), limit=5)
+        assert len(page.items) == 5
+        assert len(calls) == 1
+        assert calls[0] <= 64
