@@ -181,7 +181,13 @@ class InMemoryRequestStore:
     ) -> RequestPage:
         """A page of requests matching ``query``, ordered by ``created_at`` then id."""
         query = query or RequestQuery()
-        ordered = sorted((r for r in self._snapshot() if query.matches(r)), key=sort_key)
+        if query.request_ids:
+            with self._lock:
+                named = [self._requests.get(i) for i in query.request_ids]
+            candidates = [r for r in named if r is not None]
+        else:
+            candidates = self._snapshot()
+        ordered = sorted((r for r in candidates if query.matches(r)), key=sort_key)
         return page_of(ordered, limit, cursor)
 
     async def purge(
