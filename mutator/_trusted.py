@@ -5,11 +5,19 @@ coercion, ...). On the engine's hot path the inputs are already the frozen value
 converters would produce, so :func:`trusted` builds the instance directly: it stores each
 argument in its slot and runs no converter, validator, default or ``__attrs_post_init__``.
 Only code that guarantees the field types may call one.
+
+How: a frozen class refuses ``setattr``, and going around that through each slot's
+``__set__`` costs a C call per field. Instead the instance is born as a private subclass
+that adds no slot and keeps ``object.__setattr__`` (so each field is a plain, specialized
+slot store), then becomes an instance of the class itself by ``__class__`` assignment,
+which Python allows between classes of one memory layout. What the caller gets is an
+ordinary instance of ``cls``, indistinguishable from one its constructor made.
 """
 
 from __future__ import annotations
 
 import inspect
+import keyword
 from collections.abc import Callable
 from types import MemberDescriptorType
 from typing import Any, TypeVar
@@ -26,17 +34,35 @@ def trusted(cls: type[T]) -> Callable[..., T]:
     if not attrs.has(cls):
         raise TypeError(f"{cls.__qualname__} is not an attrs class")
     names = [field.name for field in attrs.fields(cls)]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = [f"def build({', '.join(names)}):", "    _instance = _new(_cls)"]
     for name in names:
-        setter = f"_set_{name}"
-        slot = inspect.getattr_static(cls, name, None)
-        if not isinstance(slot, MemberDescriptorType):
+        if not isinstance(inspect.getattr_static(cls, name, None), MemberDescriptorType):
             raise TypeError(f"{cls.__qualname__}.{name} is not a slot")
-        namespace[setter] = slot.__set__
-        lines.append(f"    {setter}(_instance, {name})")
-    lines.append("    return _instance")
+        if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("__"):
+            raise TypeError(f"{cls.__qualname__}.{name} cannot be stored by a trusted constructor")
+    namespace: dict[str, Any] = {
+        "_new": object.__new__,
+        "_cls": cls,
+        "_builder": _builder(cls),
+    }
+    lines = [f"def build({', '.join(names)}):", "    _instance = _new(_builder)"]
+    lines += [f"    _instance.{name} = {name}" for name in names]
+    lines += ["    _instance.__class__ = _cls", "    return _instance"]
     exec("\n".join(lines), namespace)  # generated from the field names only
     build: Callable[..., T] = namespace["build"]
     build.__qualname__ = f"trusted({cls.__qualname__})"
     return build
+
+
+def _builder(cls: type[Any]) -> type[Any]:
+    """A subclass of ``cls`` with its layout (no slot of its own) that allows plain stores."""
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__module__": cls.__module__,
+        "__qualname__": f"{cls.__qualname__}.<trusted builder>",
+        # Both, or Python would route every store through a slow generic wrapper.
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+    }
+    metaclass: Any = type(cls)  # ABCMeta for ChangeSet, plain type for the others
+    builder: type[Any] = metaclass(cls.__name__, (cls,), namespace)
+    return builder
