@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext
-from mutator.values import aware, freeze_mapping, utc_now
+from mutator.values import aware, freeze_mapping, trusted, utc_now
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 
@@ -74,6 +74,18 @@ class RequestDecision:
         return f"{self.category.name}/{self.code.name} by {who}{why}"
 
 
+_build_decision = trusted(RequestDecision)
+assert [a.name for a in attrs.fields(RequestDecision)][-1] == "sequence"
+
+
+def _renumbered(d: RequestDecision, sequence: int) -> RequestDecision:
+    """``d`` with ``sequence`` (its other fields were validated when it was built)."""
+    built: RequestDecision = _build_decision(
+        d.code, d.context, d.reason, d.timestamp, d.metadata, sequence
+    )
+    return built
+
+
 def numbered(decisions: Iterable[RequestDecision], start: int = 0) -> tuple[RequestDecision, ...]:
     """``decisions`` numbered ``start + 1``, ``start + 2``, ... (copies only where needed)."""
     result = decisions if type(decisions) is tuple else tuple(decisions)
@@ -82,6 +94,5 @@ def numbered(decisions: Iterable[RequestDecision], start: int = 0) -> tuple[Requ
     ):
         return result
     return tuple(
-        d if d.sequence == start + i else attrs.evolve(d, sequence=start + i)
-        for i, d in enumerate(result, 1)
+        d if d.sequence == start + i else _renumbered(d, start + i) for i, d in enumerate(result, 1)
     )

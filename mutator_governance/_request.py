@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement, SideEffect
-from mutator.values import aware, freeze_mapping, optional_aware, to_tuple
+from mutator.values import aware, freeze_mapping, optional_aware, to_tuple, trusted
 
 from ._approvals import ApprovalRequirement
 from ._decisions import RequestDecision, numbered
@@ -163,8 +163,23 @@ class MutationRequest:
 
 _REQUEST_FIELDS = attrs.fields(MutationRequest)
 _REQUEST_FIELD_NAMES = frozenset(a.name for a in _REQUEST_FIELDS)
-_new_request = object.__new__
-_set = object.__setattr__
+_CHECKED = {a.name: a for a in _REQUEST_FIELDS if a.converter or a.validator}
+
+
+def _copier() -> Any:
+    """``copy(request, changes)``: every field from ``changes`` if there, else ``request``.
+
+    Generated once from the field names, so a copy is one call of a trusted constructor
+    with one expression per field (no loop, no ``getattr``).
+    """
+    names = [a.name for a in _REQUEST_FIELDS]
+    arguments = ", ".join(f"c[{n!r}] if {n!r} in c else r.{n}" for n in names)
+    namespace: dict[str, Any] = {"_build": trusted(MutationRequest)}
+    exec(f"def copy(r, c):\n    return _build({arguments})", namespace)  # field names only
+    return namespace["copy"]
+
+
+_copy = _copier()
 
 
 def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
@@ -177,16 +192,13 @@ def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
     unknown = changes.keys() - _REQUEST_FIELD_NAMES
     if unknown:
         raise TypeError(f"MutationRequest has no field(s) {', '.join(sorted(unknown))}")
-    new = _new_request(MutationRequest)
-    for field in _REQUEST_FIELDS:
-        name = field.name
-        if name in changes:
-            value = changes[name]
-            if field.converter is not None:
-                value = field.converter(value)  # type: ignore[operator]
-            if field.validator is not None:
-                field.validator(new, field, value)
-        else:
-            value = getattr(request, name)
-        _set(new, name, value)
-    return new
+    for name, value in changes.items():
+        field = _CHECKED.get(name)
+        if field is None:
+            continue
+        if field.converter is not None:
+            value = changes[name] = field.converter(value)  # type: ignore[operator]
+        if field.validator is not None:
+            field.validator(request, field, value)
+    copied: MutationRequest = _copy(request, changes)
+    return copied
