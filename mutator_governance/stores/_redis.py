@@ -840,7 +840,11 @@ class RedisRequestStore:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         after = decode_cursor(cursor) if cursor is not None else None
-        found = await self._select(query or RequestQuery(), limit + 1, after)
+        query = query or RequestQuery()
+        if query.request_ids and len(query.request_ids) <= _BATCH:
+            found = await self._named(query, after)
+        else:
+            found = await self._select(query, limit + 1, after)
         items = found[:limit]
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
@@ -1085,6 +1089,25 @@ class RedisRequestStore:
             if not full or not merged:
                 return
             bound = b"(" + merged[-1]
+
+    async def _named(
+        self, query: RequestQuery, after: tuple[datetime, str] | None
+    ) -> builtins.list[MutationRequest]:
+        """The matches of a query naming its request ids: read by key, not from an index."""
+        keys = self._b.keys
+        ids = sorted(query.request_ids)
+        with self._b.guard():
+            async with self._b.client.pipeline(transaction=False) as pipe:
+                for request_id in ids:
+                    pipe.hget(keys.request(request_id), "member")
+                found = await pipe.execute()
+        members = sorted(bytes(member) for member in found if member is not None)
+        if after is not None:
+            position = _member(*after)
+            members = [m for m in members if m > position]
+        if not members:
+            return []
+        return [r for r in await self._fetch(members) if query.matches(r)]
 
     async def _fetch(self, members: Sequence[bytes]) -> builtins.list[MutationRequest]:
         """The readable requests of index ``members``, in order; the others quarantined.
