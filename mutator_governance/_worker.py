@@ -297,13 +297,13 @@ class _Worker:
         return drained and not self.buffer and not self.in_flight and not self.retries
 
     def _timeout(self, now: float, drained: bool) -> float:
-        if self.buffer or not drained:
+        if self.resume_at > now:
+            waits = [self.resume_at - now]  # backing off after a failed reservation
+        elif self.buffer or not drained:
             # slots are full (a completion wakes us) or more may be ready right away
             waits = [self.poll_interval if self._free() <= 0 else 0.0]
         else:
             waits = [self.poll_interval * random.uniform(0.8, 1.2)]
-        if self.resume_at > now:
-            waits.append(self.resume_at - now)
         waits.extend(due - now for due, _ in self.retries.values())
         waits.extend(due - now for due in self.next_chore.values())
         return max(0.0, min(waits))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -328,3 +329,24 @@ class TestOptions:
         report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
         assert report.quarantined == 0
         assert await world.gov.quarantined() == ()
+
+
+class TestBackoffWaits:
+    async def test_a_worker_backing_off_sleeps_instead_of_spinning(self) -> None:
+        """While the store is down the loop waits out each backoff without burning CPU."""
+        stores = Stores()
+        faults = Faults("reserve", times=3)
+        world = await world_over(
+            stores, requests=Probe(stores.requests, "requests", before=faults.before)
+        )
+        await world.submit()
+        wall, cpu = time.perf_counter(), time.process_time()
+
+        report = await world.gov.run_worker(
+            until_idle=True, poll_interval=POLL, backoff=Backoff(initial=0.2, maximum=0.2)
+        )
+
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert (report.executed, report.outages) == (1, 3)
+        assert wall >= 0.3  # three backoffs of 0.1-0.2 s were waited out
+        assert cpu < wall / 2
