@@ -569,11 +569,15 @@ _INSERT_REQUEST = (
     "created_at, updated_at, revision, document, mutation_type, compensates) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Every write drops the row's reservation: a request that changed is handed out afresh.
+# A write that changes the status or pending reason drops the row's reservation (the
+# request left the ready set, or came back to it); one that keeps them keeps it. On the
+# right of SET, ``status`` and ``pending_reason`` are the old values; ?2 and ?3 the new.
 _UPDATE_REQUEST = (
     "UPDATE requests SET state_id = ?, status = ?, pending_reason = ?, actor_id = ?, "
     "created_at = ?, updated_at = ?, revision = ?, document = ?, mutation_type = ?, "
-    "compensates = ?, reserved_by = NULL, reserved_until = NULL "
+    "compensates = ?, "
+    "reserved_by = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_by END, "
+    "reserved_until = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_until END "
     "WHERE request_id = ? AND revision = ?"
 )
 _INSERT_DECISION = (

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from mutator import MutationContext
@@ -191,6 +192,16 @@ class ReadyQueueContract:
         released = await self._move(store, claimed, RequestStatus.APPROVED)
         again = await self._reserve(store, 1, owner="worker-b")
         assert list(again) == [released]
+
+    async def test_a_write_that_keeps_the_request_ready_keeps_its_reservation(
+        self, store: GovernanceStore
+    ) -> None:
+        (request,) = await self._create(store, 1)
+        assert _ids(await self._reserve(store, 1)) == [request.request_id]
+        at = request.updated_at + timedelta(seconds=1)
+        touched = attrs.evolve(request, metadata={"ticket": "OPS-1"}, updated_at=at)
+        await store.committer.commit(GovernedCommit((RequestWrite.update(request, touched),)))
+        assert await self._reserve(store, 1, owner="worker-b") == []
 
     async def test_concurrent_reservations_are_disjoint(self, store: GovernanceStore) -> None:
         created = await self._create(store, 24)

@@ -416,7 +416,12 @@ async def test_waiting_survives_a_terminated_listener(
         started = time.perf_counter()
         assert await requests.wait_ready(0.3) is False
         assert time.perf_counter() - started >= 0.25  # waited out, no busy loop
-        assert await requests.wait_ready(0.1) is True  # reconnected: anything may be missed
+        # The loss is seen during that wait or the next one; then it reconnects and says
+        # True (anything may have been missed meanwhile).
+        answers = [await requests.wait_ready(0.3)]
+        if answers[0] is False:
+            answers.append(await requests.wait_ready(0.3))
+        assert answers[-1] is True
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     # Listening again: an approval wakes it.

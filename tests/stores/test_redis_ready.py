@@ -339,7 +339,8 @@ async def test_a_signal_between_two_waits_is_kept(store: RedisStore) -> None:
     await store.requests.wait_ready(0.05)
     assert await store.requests.wait_ready(0.05) is False
     await _commit(store, sample_request("a", status=RequestStatus.APPROVED))
-    assert await store.requests.wait_ready(0) is True
+    await anyio.sleep(0.2)  # the signal arrives while nobody waits
+    assert await store.requests.wait_ready(1.0) is True
     assert await store.requests.wait_ready(0.05) is False
     await _commit(store, sample_request("b", status=RequestStatus.PENDING))
     assert await store.requests.wait_ready(0.05) is False
