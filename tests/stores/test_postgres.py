@@ -707,10 +707,10 @@ async def test_exactly_once_across_processes(postgres_url: str, schema: str) -> 
 
 # -- exactly once while workers are killed ----------------------------------------------------
 
-KILL_REQUESTS = 300
+KILL_REQUESTS = 600
 KILL_STATES = 6
 KILL_WORKERS = 4
-KILL_EVERY = 0.5
+KILL_EVERY = 0.25
 KILL_PHASE = 20.0
 KILL_DEADLINE = 50.0
 

@@ -1,7 +1,7 @@
 """Kill -9 on a shared SQLite file: every request executes once, every record is exact.
 
 Four worker processes (two on asyncio, two on trio) run ``gov.run_worker`` with a 2 s
-lease and a recovery sweep every second over 300 approved requests on a few states; the
+lease and a recovery sweep every second over 600 approved requests on a few states; the
 test SIGKILLs one worker every ~0.5 s and starts a new one in its place. Afterwards every
 request is EXECUTED exactly once, the state sums are exact, each request has one history
 entry and one SUCCEEDED audit entry, and every decision log equals its request's decisions.
@@ -27,11 +27,11 @@ from mutator_governance import Governance, RequestStatus
 
 from .sqlite_worker import Counter, Increment, registry, serve
 
-REQUESTS = 300
+REQUESTS = 600
 STATES = 4
 WORKERS = 4
 LEASE = 2.0
-KILL_EVERY = 0.5
+KILL_EVERY = 0.3
 KILLING_FOR = 35.0  # then the survivors finish; the whole test stays under 60 s
 FINISH_WITHIN = 55.0
 ALICE = MutationContext.user("alice")
