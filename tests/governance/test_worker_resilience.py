@@ -18,6 +18,7 @@ from mutator_governance import (
     Backoff,
     InMemoryRequestStore,
     MutationRequest,
+    QuarantinedRequest,
     RequestPage,
     RequestQuery,
     RequestStatus,
@@ -28,7 +29,7 @@ from mutator_governance import (
 )
 
 from ._execution_support import Blocking, Gate, Probe, Stores, world_over
-from .conftest import STATE_ID, IncreaseQuota, World
+from .conftest import STATE_ID, T0, IncreaseQuota, World
 from .test_worker import Tracked, Tracker, quotas_of, statuses, with_states
 
 pytestmark = pytest.mark.anyio
@@ -325,10 +326,21 @@ class TestOptions:
         with pytest.raises(ConfigurationError, match=option):
             await world.gov.run_worker(until_idle=True, **{option: -1})
 
-    async def test_the_quarantine_count_is_reported(self, world: World) -> None:
+    async def test_the_quarantine_count_is_reported(self) -> None:
+        """The report counts what the store's quarantine log holds; gov.quarantined lists it."""
+        entry = QuarantinedRequest("damaged", "memory", "document", "not JSON", T0)
+
+        class OneDamagedRow(InMemoryRequestStore):
+            async def quarantined(self) -> Sequence[QuarantinedRequest]:
+                return (entry,)
+
+        world = await world_over(Stores(requests=OneDamagedRow()))
+        await world.submit()
+
         report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
-        assert report.quarantined == 0
-        assert await world.gov.quarantined() == ()
+
+        assert (report.executed, report.quarantined) == (1, 1)
+        assert await world.gov.quarantined() == (entry,)
 
 
 class TestBackoffWaits:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ async def drop_schema(url: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-async def execute_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+async def execute_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cursor = await conn.execute(sql, params)
         return await cursor.fetchall() if cursor.description else []

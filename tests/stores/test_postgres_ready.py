@@ -48,6 +48,8 @@ from mutator_governance.testing import (
     sample_request,
 )
 
+from .test_postgres import drop_schema, execute_sql
+
 pytestmark = pytest.mark.postgres
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,16 +67,6 @@ CORRUPTIONS: dict[str, str] = {
 def anyio_backend() -> str:
     """psycopg's async driver runs on asyncio only."""
     return "asyncio"
-
-
-async def execute_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cursor = await conn.execute(sql, params)
-        return await cursor.fetchall() if cursor.description else []
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    await execute_sql(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def corrupt(url: str, schema: str, request_id: str, kind: str = "not-json") -> None:
