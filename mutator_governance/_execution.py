@@ -48,7 +48,7 @@ from ._errors import (
     outage_in,
 )
 from ._ledger import RequestLedger
-from ._query import RequestQuery, next_version
+from ._query import RequestQuery, VersionedState, next_version
 from ._registry import MutationRegistry
 from ._request import (
     CompensationPlan,
@@ -215,8 +215,8 @@ class GovernedExecutionManager:
             claim = self._new_claim(request)
             try:
                 with anyio.CancelScope(shield=True):
-                    claimed = await self._claim_latest(request, claim, context, strategy)
-                return await self._run_claimed(claimed, context, strategy)
+                    claimed, current = await self._claim_latest(request, claim, context, strategy)
+                return await self._run_claimed(claimed, current, context, strategy)
             except BaseException:
                 await self._settle_own(request_id, claim, context, "interrupted before commit")
                 raise
@@ -229,12 +229,13 @@ class GovernedExecutionManager:
         claim: ExecutionClaim,
         context: MutationContext,
         strategy: ResolutionStrategy,
-    ) -> MutationRequest:
+    ) -> tuple[MutationRequest, VersionedState[Any] | None]:
         """Claim ``request``; when its revision moved, claim the latest if still executable.
 
         The copy in hand may be stale (another execution of the same state ran while this
         one waited for the state lock, or a worker's batch aged): only then is it read
-        again, and the precise error raised when it is no longer executable.
+        again, and the precise error raised when it is no longer executable. Returns the
+        claimed request and the state it will change, read after the claim.
         """
         try:
             return await self._claim(request, claim, context)
@@ -279,7 +280,7 @@ class GovernedExecutionManager:
     @observed("claim")
     async def _claim(
         self, request: MutationRequest, claim: ExecutionClaim, context: MutationContext
-    ) -> MutationRequest:
+    ) -> tuple[MutationRequest, VersionedState[Any] | None]:
         now = claim.claimed_at
         claimed = transition(
             request,
@@ -296,7 +297,7 @@ class GovernedExecutionManager:
             at=now,
             claim=claim,
         )
-        return await self.ledger.update(request, claimed)
+        return await self.ledger.update_reading(request, claimed, request.state_id)
 
     def _outlives_lease(self) -> bool:
         """Whether an execution may run long enough to need its lease renewed.
@@ -365,10 +366,13 @@ class GovernedExecutionManager:
                 return
 
     async def _run_claimed(
-        self, claimed: MutationRequest, context: MutationContext, strategy: ResolutionStrategy
+        self,
+        claimed: MutationRequest,
+        current: VersionedState[Any] | None,
+        context: MutationContext,
+        strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         ledger = self.ledger
-        current = await ledger.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
         if not ledger.atomic:

@@ -26,9 +26,16 @@ from mutator import AuditEntry, HistoryEntry
 
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import RequestNotFoundError
+from ._query import VersionedState
 from ._request import MutationRequest
 from ._telemetry import Telemetry
-from .protocols import DecisionHistory, ExecutionCommitter, RequestStore, StateStore
+from .protocols import (
+    DecisionHistory,
+    ExecutionCommitter,
+    ReadingCommitter,
+    RequestStore,
+    StateStore,
+)
 
 __all__ = ["CHANGES_LOGGER", "RequestLedger"]
 
@@ -84,7 +91,7 @@ def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], too
 class RequestLedger:
     """Requests, decisions and states behind one committer, with the governance clock."""
 
-    __slots__ = ("clock", "committer", "decisions", "requests", "states", "telemetry")
+    __slots__ = ("_reading", "clock", "committer", "decisions", "requests", "states", "telemetry")
 
     def __init__(
         self,
@@ -100,6 +107,7 @@ class RequestLedger:
         self.committer = committer
         self.clock = clock
         self.telemetry: Telemetry | None = None
+        self._reading = committer if isinstance(committer, ReadingCommitter) else None
 
     @property
     def atomic(self) -> bool:
@@ -154,6 +162,35 @@ class RequestLedger:
         """Write ``before`` → ``after`` alone and return the stored request."""
         (stored,) = await self.commit(GovernedCommit((RequestWrite.update(before, after),)))
         return stored
+
+    async def update_reading(
+        self, before: MutationRequest, after: MutationRequest, state_id: str
+    ) -> tuple[MutationRequest, VersionedState[Any] | None]:
+        """Write ``before`` → ``after`` alone, then read ``state_id``'s current state.
+
+        One round trip on a :class:`~mutator_governance.protocols.ReadingCommitter`,
+        else the write followed by :meth:`StateStore.get`.
+        """
+        reading = self._reading
+        if reading is None:
+            stored = await self.update(before, after)
+            return stored, await self.states.get(state_id)
+        commit = GovernedCommit((RequestWrite.update(before, after),))
+        started = time.perf_counter()
+        if self.telemetry is None:
+            requests, state = await reading.commit_reading(commit, state_id)
+        else:
+            read: list[VersionedState[Any] | None] = []
+
+            async def call() -> tuple[MutationRequest, ...]:
+                requests, state = await reading.commit_reading(commit, state_id)
+                read.append(state)
+                return requests
+
+            requests = await self.telemetry.commit(commit, call)
+            state = read[0]
+        _log_commit(commit, requests, time.perf_counter() - started)
+        return requests[0], state
 
     async def repair(self, request: MutationRequest) -> int:
         """Append the decisions of ``request`` missing from its log; return how many.

@@ -117,6 +117,8 @@ def _request_of(result: object) -> MutationRequest | None:
         return result
     if isinstance(result, GovernedExecutionResult):
         return result.request
+    if type(result) is tuple and result and isinstance(result[0], MutationRequest):
+        return result[0]  # a claim: (the claimed request, the state it read)
     request = getattr(result, "request", None)
     return request if isinstance(request, MutationRequest) else None
 

@@ -24,6 +24,7 @@ __all__ = [
     "DecisionPurger",
     "ExecutionCommitter",
     "GovernanceStore",
+    "ReadingCommitter",
     "QuarantineLog",
     "ReadyQueue",
     "ReadySignal",
@@ -242,6 +243,26 @@ class ExecutionCommitter(Protocol):
         RequestNotFoundError, RequestConcurrencyError or :class:`mutator.ConcurrencyError`
         — writing nothing — when a request exists, is missing, or a revision or the state
         version moved (or the request already produced a state version).
+        """
+
+
+@runtime_checkable
+class ReadingCommitter(Protocol):
+    """A committer that can read a state back in the same round trip as a commit (optional).
+
+    A governed execution claims its request and then reads the state it will change; a
+    store that implements this does both in one round trip (one transaction, one script).
+    The state is read after the commit's writes, in the same transaction where the store
+    has one. Stores without it are used through ``commit`` then ``StateStore.get``.
+    """
+
+    async def commit_reading(
+        self, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        """Apply ``commit`` like ``commit``; return its stored requests and ``state_id``'s state.
+
+        Raises what ``commit`` raises, writing nothing and reading nothing; the state is
+        ``None`` when ``state_id`` holds none.
         """
 
 

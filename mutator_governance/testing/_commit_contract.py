@@ -26,7 +26,7 @@ from .._enums import LifecycleDecision, RequestStatus
 from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
 from .._request import MutationRequest
 from .._transitions import transition
-from ..protocols import GovernanceStore
+from ..protocols import GovernanceStore, ReadingCommitter
 from ._fixtures import SAMPLE_STATE_ID, SampleState, sample_request
 
 __all__ = ["GovernanceStoreContract"]
@@ -268,4 +268,54 @@ class GovernanceStoreContract:
         assert len(landed) == 1
         assert lost == CONCURRENT_WRITERS - 1
         assert await store.requests.get("req-1") == landed[0]
+        await self._log_matches(store, "req-1")
+
+    # -- ReadingCommitter (optional): a commit that reads a state back in one round trip --
+
+    def _reading(self, store: GovernanceStore) -> ReadingCommitter:
+        committer = store.committer
+        if not isinstance(committer, ReadingCommitter):
+            pytest.skip(f"{type(committer).__name__} does not implement ReadingCommitter")
+        return committer
+
+    async def test_commit_reading_returns_the_commit_and_the_state(
+        self, store: GovernanceStore
+    ) -> None:
+        reading = self._reading(store)
+        created = await self._seeded(store)
+        claimed = _decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+        (stored,), state = await reading.commit_reading(
+            GovernedCommit((RequestWrite.update(created, claimed),)), SAMPLE_STATE_ID
+        )
+        assert stored.revision == 1
+        assert await store.requests.get("req-1") == stored
+        assert state == await store.states.get(SAMPLE_STATE_ID)
+        assert state is not None
+        assert (state.state, state.version) == (SampleState("sample", 1), "1")
+        await self._log_matches(store, "req-1")
+
+    async def test_commit_reading_reads_none_for_an_unknown_state(
+        self, store: GovernanceStore
+    ) -> None:
+        reading = self._reading(store)
+        created = await self._seeded(store)
+        claimed = _decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+        (stored,), state = await reading.commit_reading(
+            GovernedCommit((RequestWrite.update(created, claimed),)), "no-such-state"
+        )
+        assert state is None
+        assert stored.status is RequestStatus.EXECUTING
+
+    async def test_commit_reading_that_loses_writes_nothing(self, store: GovernanceStore) -> None:
+        reading = self._reading(store)
+        created = await self._seeded(store)
+        canceled = _decided(created, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+        await store.committer.commit(GovernedCommit((RequestWrite.update(created, canceled),)))
+        before = await store.requests.get("req-1")
+        claimed = _decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+        with pytest.raises(RequestConcurrencyError):
+            await reading.commit_reading(
+                GovernedCommit((RequestWrite.update(created, claimed),)), SAMPLE_STATE_ID
+            )
+        assert await store.requests.get("req-1") == before
         await self._log_matches(store, "req-1")

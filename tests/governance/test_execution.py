@@ -492,7 +492,9 @@ class TestNotExecutable:
         """A request another executor holds raises RequestClaimedError, a concurrency error."""
         request = await world.submit()
         executor = world.gov.executor
-        claimed = await executor._claim(request, executor._new_claim(request), world.ctx("other"))
+        claimed, _ = await executor._claim(
+            request, executor._new_claim(request), world.ctx("other")
+        )
 
         with pytest.raises(RequestClaimedError) as raised:
             await world.gov.execute(request.request_id)

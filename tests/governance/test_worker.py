@@ -249,9 +249,10 @@ class TestCancellation:
 async def claimed(world: World, request: MutationRequest) -> MutationRequest:
     """Claim ``request`` like an executor that then crashes (lease from the test clock)."""
     executor = world.gov.executor
-    return await executor._claim(
+    stored, _ = await executor._claim(
         request, executor._new_claim(request), world.ctx("crashed-executor")
     )
+    return stored
 
 
 class TestRecovery:
