@@ -98,6 +98,7 @@ from .protocols import (
     ExecutionCommitter,
     GovernanceStore,
     QuarantineLog,
+    ReadingCommitter,
     ReadyQueue,
     ReadySignal,
     RequestPurger,
@@ -124,6 +125,7 @@ __all__ = [
     # workers: ready batches, wake-ups, quarantine
     "ReadyQueue",
     "ReadySignal",
+    "ReadingCommitter",
     "QuarantineLog",
     "QuarantinedRequest",
     "QUARANTINE_LOGGER",
