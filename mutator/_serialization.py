@@ -54,7 +54,7 @@ import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
 from collections.abc import Sequence as AbcSequence
 from collections.abc import Set as AbstractSet
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, NoReturn, TypeVar, Union
@@ -1445,7 +1445,7 @@ def _aware_out_fast(value: Any) -> str:
     """:func:`_aware_out`, keeping the text of plain UTC datetimes in :data:`_FORMATTED`."""
     if value.__class__ is datetime:
         zone = value.tzinfo
-        if zone is timezone.utc:
+        if zone is UTC:
             text = value.isoformat()
             if len(_FORMATTED) >= _PARSED_LIMIT:
                 _FORMATTED.clear()
@@ -1601,7 +1601,7 @@ class _Compiler:
         if _is_enum(tp) and all(type(member.value) in _JSON_SCALARS for member in tp):
             return f"{var}.__class__ is not {self.bind(tp)}", f"{var}._value_"
         if tp is datetime:
-            dt, utc = self.bind(datetime), self.bind(timezone.utc)
+            dt, utc = self.bind(datetime), self.bind(UTC)
             cached, slow = self.bind(_FORMATTED), self.bind(_aware_out_fast)
             hit = f"{var}.__class__ is {dt} and {var}.tzinfo is {utc}"
             return None, f"(({cached}.get({var}) if {hit} else None) or {slow}({var}))"
@@ -1678,9 +1678,7 @@ class _Compiler:
     def kw_only(self) -> set[str]:
         if attrs.has(self.cls):
             return {f.name for f in attrs.fields(self.cls) if f.kw_only or not f.init}
-        return {
-            f.name for f in dataclasses.fields(self.cls) if f.kw_only is True or not f.init
-        }
+        return {f.name for f in dataclasses.fields(self.cls) if f.kw_only is True or not f.init}
 
     def trusted_build(self, fields: list[_Field]) -> list[str] | None:
         """The instance built by :func:`trusted`, when that gives what ``cls(...)`` would.
