@@ -1723,8 +1723,8 @@ class _Compiler:
         if converter is to_tuple and made == "tuple":
             return expr
         if converter is freeze_mapping and made == "fresh dict":
-            empty = self.bind(EMPTY_MAPPING)
-            return f"({self.bind(self._frozen_in)}({var}) if {var} else {empty})"
+            frozen = self.bind(EMPTY_MAPPING)
+            return f"({self.bind(self._frozen_in)}({var}) if {var} else {frozen})"
         empty = _EMPTY_MADE.get(made or "")
         if converter in _PURE_CONVERTERS and empty is not None:
             # Built from an array: an empty one converts to a constant.
