@@ -1192,7 +1192,9 @@ class _Hooks:
             tuple: lambda v: {"$tuple": encode_items(v)},
             frozenset: encode_set("$frozenset"),
             set: encode_set("$set"),
-            datetime: lambda v: {"$datetime": _datetime_text(v)},
+            datetime: lambda v: {
+                "$datetime": (_FORMATTED.get(v) if v.tzinfo is UTC else None) or _tagged_text(v)
+            },
             date: lambda v: {"$date": v.isoformat()},
             time: lambda v: {"$time": _time_text(v)},
             timedelta: lambda v: {"$timedelta": _seconds_out(v)},
@@ -1333,7 +1335,7 @@ class _Hooks:
             "$tuple": single("$tuple", lambda d: tuple(array(d, "$tuple"))),
             "$set": single("$set", lambda d: set(array(d, "$set"))),
             "$frozenset": single("$frozenset", lambda d: frozenset(array(d, "$frozenset"))),
-            "$datetime": single("$datetime", text(_datetime_from, "$datetime")),
+            "$datetime": single("$datetime", text(_datetime_cached, "$datetime")),
             "$date": single("$date", text(date.fromisoformat, "$date")),
             "$time": single("$time", text(_time_from, "$time")),
             "$timedelta": single("$timedelta", lambda d: _seconds_in(d["$timedelta"])),
@@ -1439,6 +1441,25 @@ def _aware_in_fast(text: Any) -> datetime:
 _FORMATTED: dict[datetime, str] = {}
 """Recently written UTC timestamps by value (plain datetimes in ``timezone.utc`` only:
 equal ones then have equal fields, so equal text; ``isoformat`` is costly)."""
+
+
+def _tagged_text(value: datetime) -> str:
+    """:func:`_datetime_text` of an ``Any``-typed (plain) datetime, kept when in UTC."""
+    if value.tzinfo is UTC:
+        return _aware_out_fast(value)
+    return _datetime_text(value)
+
+
+def _datetime_cached(text: str) -> datetime:
+    """:func:`_datetime_from` through :data:`_PARSED` (aware ``...±HH:MM`` text only)."""
+    value = _PARSED.get(text)
+    if value is None:
+        value = _datetime_from(text)
+        if value.tzinfo is not None and text[-3] == ":" and text[-6] in "+-":
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            _PARSED[text] = value
+    return value
 
 
 def _aware_out_fast(value: Any) -> str:
