@@ -1424,6 +1424,8 @@ def _fields_of(cls: type[Any]) -> list[tuple[str, str, Any, bool]]:
 _PARSED: dict[str, datetime] = {}
 """Recently read timestamps by text (datetimes are immutable; documents repeat them)."""
 _PARSED_LIMIT = 4096
+_WRITTEN_LIMIT = 256
+"""Frozen text-only values (contexts) whose output is kept per class, by identity."""
 
 
 def _aware_in_fast(text: Any) -> datetime:
@@ -1528,14 +1530,19 @@ class _Compiler:
             field for field in _fields_of(cls) if field[0] not in _OMITTED.get(cls, frozenset())
         ]
         # Frozen classes of text fields and Any mappings repeat within documents (the
-        # contexts of decisions): the last value read or written is kept, and reused
-        # when the next one is the same object (unstructure) or equal data with empty
-        # mappings (structure; text compares exactly, unlike numbers where 1 == True).
+        # contexts of decisions): values written recently are kept by identity (MU) and
+        # the last value read (M), and reused when the next one is the same object
+        # (unstructure) or equal data with empty mappings (structure; text compares
+        # exactly, unlike numbers where 1 == True). Only values with empty mappings are
+        # kept: the rest is immutable, so their output never changes.
         kinds = [_memo_kind(_without_typevars(field[2])) for field in self.fields]
         self.memo = _is_frozen(cls) and None not in kinds and all(f[3] for f in self.fields)
         self.maps = [f"v{i}" for i, kind in enumerate(kinds) if kind == "map"]
         self.map_names = [self.fields[i][0] for i, kind in enumerate(kinds) if kind == "map"]
         self.scope["M"] = [(None, None)]
+        self.scope["MU"] = {}  # id -> (instance, output): values written recently
+        self.scope["MU_LIMIT"] = _WRITTEN_LIMIT
+        self.scope["id"] = id
 
     def st_memo_store(self) -> list[str]:
         """Keep ``(copy of the data, value)`` when every mapping field is empty."""
@@ -1600,13 +1607,18 @@ class _Compiler:
         if not self.memo:
             return []
         empty = " and ".join(f"not {var}" for var in self.maps) or "True"
-        return [f"        if {empty}:", "            M[0] = (i, out.copy())"]
+        return [
+            f"        if {empty}:",
+            "            if len(MU) >= MU_LIMIT:",
+            "                MU.clear()",
+            "            MU[id(i)] = (i, out.copy())",
+        ]
 
     def un_memo_hit(self) -> list[str]:
         resets = "".join(f"; out[{name!r}] = {{}}" for name in self.map_names)
         return [
-            "    kept = M[0]",
-            "    if i is kept[0]:",
+            "    kept = MU.get(id(i))",
+            "    if kept is not None and kept[0] is i:",
             f"        out = kept[1].copy(){resets}",
             "        return out",
         ]
