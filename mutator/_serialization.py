@@ -1699,19 +1699,22 @@ class _Compiler:
         return self.define("structure_fast", lines)  # type: ignore[no-any-return]
 
     def init_build(self, fields: list[_Field]) -> list[str]:
-        """``cls(...)``: the constructor converts and validates (positionally where it can)."""
-        kw_only = self.kw_only()
+        """``cls(...)``: the constructor converts and validates. Arguments are positional
+        only for attrs' generated ``__init__`` (its parameters are the init fields in
+        order); a dataclass (``InitVar`` parameters) or a hand-written ``__init__`` gets
+        keywords, as before."""
+        positional = _generated_init(self.cls)
+        kw_only = (
+            {f.name for f in attrs.fields(self.cls) if f.kw_only or not f.init}
+            if positional
+            else set()
+        )
         arguments: list[str] = []
-        keywords = False
+        keywords = not positional
         for name, alias, expr, _, _ in fields:
             keywords = keywords or name in kw_only
             arguments.append(f"{alias}={expr}" if keywords else expr)
         return ["        value = cls(" + ", ".join(arguments) + ")"]
-
-    def kw_only(self) -> set[str]:
-        if attrs.has(self.cls):
-            return {f.name for f in attrs.fields(self.cls) if f.kw_only or not f.init}
-        return {f.name for f in dataclasses.fields(self.cls) if f.kw_only is True or not f.init}
 
     def trusted_build(self, fields: list[_Field]) -> list[str] | None:
         """The instance built by :func:`trusted`, when that gives what ``cls(...)`` would.
@@ -1827,14 +1830,17 @@ _EMPTY_MADE: dict[str, Any] = {"tuple": (), "list": [], "frozenset": frozenset()
 _PURE_CONVERTERS = frozenset({to_tuple, to_frozenset, name_set, names})
 
 
+def _generated_init(cls: type[Any]) -> bool:
+    """``cls`` is an attrs class whose ``__init__`` attrs generated."""
+    init = getattr(cls.__init__, "__code__", None)
+    return attrs.has(cls) and init is not None and init.co_filename.startswith("<attrs generated")
+
+
 def _trusted_builder(cls: type[Any]) -> Callable[..., Any] | None:
     """:func:`trusted` for ``cls`` when its ``__init__`` only stores, converts and validates."""
-    if not attrs.has(cls) or cls in _OMITTED:
+    if cls in _OMITTED or not _generated_init(cls):
         return None
-    init = getattr(cls.__init__, "__code__", None)
-    if init is None or not init.co_filename.startswith("<attrs generated"):
-        return None
-    if cls.__new__ is not object.__new__:
+    if typing.cast(Any, cls).__new__ is not object.__new__:
         return None
     if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
         return None

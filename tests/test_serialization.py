@@ -1039,3 +1039,24 @@ class TestCompiledPaths:
             with pytest.raises(SerializationError) as caught:
                 structure(CONVERTER, {**data, "risk": bad}, MutationIntent)
             assert caught.value.path == "risk"
+
+    def test_dataclass_init_vars_and_hand_written_inits_get_keywords(self) -> None:
+        """Fields go to a dataclass (InitVar parameters) or a custom ``__init__`` by name."""
+        assert structure(CONVERTER, {"a": 1, "b": 2}, _WithInitVar) == _WithInitVar(a=1, b=2)
+        assert structure(CONVERTER, {"b": "x", "a": 3}, _OwnInit) == _OwnInit(b="x", a=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithInitVar:
+    a: int
+    scale: dataclasses.InitVar[int] = 1
+    b: int = 0
+
+
+@attrs.frozen(init=False)
+class _OwnInit:
+    a: int
+    b: str
+
+    def __init__(self, b: str, a: int) -> None:
+        self.__attrs_init__(a, b)
