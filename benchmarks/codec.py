@@ -12,7 +12,9 @@ the same plain data, so the ratio says what the codec costs beyond JSON itself.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import re
 from typing import Any
 
 from mutator_governance import MutationRequest, RequestStatus
@@ -46,6 +48,21 @@ def _expect(request: MutationRequest) -> Any:
     return check
 
 
+DISTINCT = 2000
+"""Documents cycled by the ``decode_distinct`` scenario: their ~18k timestamps overflow
+the codec's caches (4,096 texts), so it measures decoding rows never seen before."""
+
+
+def distinct_documents(text: str, count: int = DISTINCT) -> list[str]:
+    """``count`` copies of ``text`` whose timestamps all differ (by microseconds)."""
+    stamp = re.compile(r"\.(\d{6})\+00:00")
+
+    def shifted(k: int) -> str:
+        return stamp.sub(lambda m: f".{(int(m.group(1)) + k) % 1_000_000:06d}+00:00", text)
+
+    return [shifted(k) for k in range(1, count + 1)]
+
+
 async def codec(kind: str, ops: int) -> Fixture:
     """Encode, decode or both for the executed request document (sync, no event loop)."""
     registry, request = await executed_request()
@@ -59,6 +76,17 @@ async def codec(kind: str, ops: int) -> Fixture:
         "round_trip": lambda: structure(loads(dumps(unstructure(request)))),
         "json": lambda: json.loads(json.dumps(data, separators=(",", ":"))),
     }
+    if kind == "decode_distinct":
+        texts = itertools.cycle(distinct_documents(text)).__next__
+
+        def decode_distinct() -> MutationRequest:
+            return structure(loads(texts()))
+
+        def is_request(outcome: Any) -> None:
+            if not isinstance(outcome, MutationRequest) or outcome.status is not request.status:
+                raise AssertionError("a distinct document did not decode")
+
+        return Fixture(decode_distinct, is_request, is_async=False)
     check = None if kind == "json" else _expect(request)
     return Fixture(ops_by_kind[kind], check, is_async=False)
 
@@ -77,6 +105,11 @@ def _scenarios() -> list[Scenario]:
         ("encode", "unstructure_request + dumps of an EXECUTED request (5 decisions)"),
         ("decode", "loads + structure_request of the same document"),
         ("round_trip", "encode then decode, as a store write and read back"),
+        (
+            "decode_distinct",
+            f"decode of {DISTINCT:,} documents with distinct timestamps, cycled (cache misses, "
+            "as a listing reads new rows)",
+        ),
     ):
         out.append(Scenario(f"{PREFIX}.{kind}", JSON_BASELINE, p(codec, kind), summary))
     return out

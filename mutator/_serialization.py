@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import importlib
 import json
 import math
 import re
@@ -53,7 +54,7 @@ import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
 from collections.abc import Sequence as AbcSequence
 from collections.abc import Set as AbstractSet
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, NoReturn, TypeVar, Union
@@ -68,7 +69,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from ._changes import ChangeSet, StateChange
 from ._composition import CompositionMode
-from ._context import ExecutionContext, MutationContext
+from ._context import ExecutionContext, MutationContext, aware, optional_aware
 from ._effects import SideEffect, SideEffectContract, payload_class, payload_contract
 from ._enums import (
     ActorType,
@@ -80,10 +81,12 @@ from ._enums import (
     Severity,
 )
 from ._errors import MutatorError
+from ._freeze import EMPTY_MAPPING, freeze_mapping, name_set, names, to_frozenset, to_tuple
 from ._intent import BlastRadius, MutationIntent
 from ._mutation import Mutation
 from ._policies import NOTHING, PolicyDecision, PolicyModification, PolicyRequirement
 from ._records import AuditEntry, AuditOutcome, HistoryEntry, HistoryStatistics, TimelineEntry
+from ._trusted import trusted
 from ._validation import ValidationIssue, ValidationResult
 
 __all__ = [
@@ -1189,7 +1192,9 @@ class _Hooks:
             tuple: lambda v: {"$tuple": encode_items(v)},
             frozenset: encode_set("$frozenset"),
             set: encode_set("$set"),
-            datetime: lambda v: {"$datetime": _datetime_text(v)},
+            datetime: lambda v: {
+                "$datetime": (_FORMATTED.get(v) if v.tzinfo is UTC else None) or _tagged_text(v)
+            },
             date: lambda v: {"$date": v.isoformat()},
             time: lambda v: {"$time": _time_text(v)},
             timedelta: lambda v: {"$timedelta": _seconds_out(v)},
@@ -1330,7 +1335,7 @@ class _Hooks:
             "$tuple": single("$tuple", lambda d: tuple(array(d, "$tuple"))),
             "$set": single("$set", lambda d: set(array(d, "$set"))),
             "$frozenset": single("$frozenset", lambda d: frozenset(array(d, "$frozenset"))),
-            "$datetime": single("$datetime", text(_datetime_from, "$datetime")),
+            "$datetime": single("$datetime", text(_datetime_cached, "$datetime")),
             "$date": single("$date", text(date.fromisoformat, "$date")),
             "$time": single("$time", text(_time_from, "$time")),
             "$timedelta": single("$timedelta", lambda d: _seconds_in(d["$timedelta"])),
@@ -1400,6 +1405,10 @@ def _runtime_classes(tp: Any) -> tuple[type[Any], ...]:
 # ------------------------------------------------------------------ compiled fast path
 
 
+_Field = tuple[str, str, str, "str | None", str]
+"""A field of compiled structure code: name, init argument, expression, what it makes, var."""
+
+
 class _Mismatch(Exception):
     """Raised by compiled code: a value the fast path does not take (the located path decides)."""
 
@@ -1415,6 +1424,8 @@ def _fields_of(cls: type[Any]) -> list[tuple[str, str, Any, bool]]:
 _PARSED: dict[str, datetime] = {}
 """Recently read timestamps by text (datetimes are immutable; documents repeat them)."""
 _PARSED_LIMIT = 4096
+_WRITTEN_LIMIT = 256
+"""Frozen text-only values (contexts) whose output is kept per class, by identity."""
 
 
 def _aware_in_fast(text: Any) -> datetime:
@@ -1427,6 +1438,45 @@ def _aware_in_fast(text: Any) -> datetime:
             _PARSED[text] = value
             return value
     return _aware_in(text)
+
+
+_FORMATTED: dict[datetime, str] = {}
+"""Recently written UTC timestamps by value (plain datetimes in ``timezone.utc`` only:
+equal ones then have equal fields, so equal text; ``isoformat`` is costly)."""
+
+
+def _tagged_text(value: datetime) -> str:
+    """:func:`_datetime_text` of an ``Any``-typed (plain) datetime, kept when in UTC."""
+    if value.tzinfo is UTC:
+        return _aware_out_fast(value)
+    return _datetime_text(value)
+
+
+def _datetime_cached(text: str) -> datetime:
+    """:func:`_datetime_from` through :data:`_PARSED` (aware ``...±HH:MM`` text only)."""
+    value = _PARSED.get(text)
+    if value is None:
+        value = _datetime_from(text)
+        if value.tzinfo is not None and text[-3] == ":" and text[-6] in "+-":
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            _PARSED[text] = value
+    return value
+
+
+def _aware_out_fast(value: Any) -> str:
+    """:func:`_aware_out`, keeping the text of plain UTC datetimes in :data:`_FORMATTED`."""
+    if value.__class__ is datetime:
+        zone = value.tzinfo
+        if zone is UTC:
+            text = value.isoformat()
+            if len(_FORMATTED) >= _PARSED_LIMIT:
+                _FORMATTED.clear()
+            _FORMATTED[value] = text
+            return text
+        if zone.__class__ is timezone:
+            return value.isoformat()
+    return _aware_out(value)
 
 
 def _scalar_items(kind: type[Any]) -> Callable[[Any], list[Any]]:
@@ -1480,14 +1530,19 @@ class _Compiler:
             field for field in _fields_of(cls) if field[0] not in _OMITTED.get(cls, frozenset())
         ]
         # Frozen classes of text fields and Any mappings repeat within documents (the
-        # contexts of decisions): the last value read or written is kept, and reused
-        # when the next one is the same object (unstructure) or equal data with empty
-        # mappings (structure; text compares exactly, unlike numbers where 1 == True).
+        # contexts of decisions): values written recently are kept by identity (MU) and
+        # the last value read (M), and reused when the next one is the same object
+        # (unstructure) or equal data with empty mappings (structure; text compares
+        # exactly, unlike numbers where 1 == True). Only values with empty mappings are
+        # kept: the rest is immutable, so their output never changes.
         kinds = [_memo_kind(_without_typevars(field[2])) for field in self.fields]
         self.memo = _is_frozen(cls) and None not in kinds and all(f[3] for f in self.fields)
         self.maps = [f"v{i}" for i, kind in enumerate(kinds) if kind == "map"]
         self.map_names = [self.fields[i][0] for i, kind in enumerate(kinds) if kind == "map"]
         self.scope["M"] = [(None, None)]
+        self.scope["MU"] = {}  # id -> (instance, output): values written recently
+        self.scope["MU_LIMIT"] = _WRITTEN_LIMIT
+        self.scope["id"] = id
 
     def st_memo_store(self) -> list[str]:
         """Keep ``(copy of the data, value)`` when every mapping field is empty."""
@@ -1552,13 +1607,18 @@ class _Compiler:
         if not self.memo:
             return []
         empty = " and ".join(f"not {var}" for var in self.maps) or "True"
-        return [f"        if {empty}:", "            M[0] = (i, out.copy())"]
+        return [
+            f"        if {empty}:",
+            "            if len(MU) >= MU_LIMIT:",
+            "                MU.clear()",
+            "            MU[id(i)] = (i, out.copy())",
+        ]
 
     def un_memo_hit(self) -> list[str]:
         resets = "".join(f"; out[{name!r}] = {{}}" for name in self.map_names)
         return [
-            "    kept = M[0]",
-            "    if i is kept[0]:",
+            "    kept = MU.get(id(i))",
+            "    if kept is not None and kept[0] is i:",
             f"        out = kept[1].copy(){resets}",
             "        return out",
         ]
@@ -1574,9 +1634,10 @@ class _Compiler:
         if _is_enum(tp) and all(type(member.value) in _JSON_SCALARS for member in tp):
             return f"{var}.__class__ is not {self.bind(tp)}", f"{var}._value_"
         if tp is datetime:
-            dt, tz, slow = self.bind(datetime), self.bind(timezone), self.bind(_aware_out)
-            fast = f"{var}.__class__ is {dt} and {var}.tzinfo.__class__ is {tz}"
-            return None, f"({var}.isoformat() if {fast} else {slow}({var}))"
+            dt, utc = self.bind(datetime), self.bind(UTC)
+            cached, slow = self.bind(_FORMATTED), self.bind(_aware_out_fast)
+            hit = f"{var}.__class__ is {dt} and {var}.tzinfo is {utc}"
+            return None, f"(({cached}.get({var}) if {hit} else None) or {slow}({var}))"
         if tp is Any:
             return None, f"{self.bind(self.hooks.encode)}({var})"
         origin = _origin(tp)
@@ -1600,17 +1661,18 @@ class _Compiler:
     def structure(self, located: Structure) -> Structure:
         reads: list[str] = []
         checks: list[str] = []
-        arguments: list[str] = []
+        fields: list[_Field] = []
         for index, (name, alias, tp, init) in enumerate(self.fields):
             if not init:
                 continue
             var = f"v{index}"
             reads.append(f"        {var} = o[{name!r}]")
-            check, expr = self.st_field(_without_typevars(tp), var)
+            check, expr, made = self.st_field(_without_typevars(tp), var)
             if check:
                 checks.append(check)
-            arguments.append(f"{alias}={expr}")
+            fields.append((name, alias, expr, made, var))
         self.scope["located"] = located
+        build = self.trusted_build(fields) or self.init_build(fields)
         guard = ["        if " + " or ".join(checks) + ":", "            raise _Mismatch"]
         lines = [
             "def structure_fast(o, t):",
@@ -1624,7 +1686,7 @@ class _Compiler:
             "    try:",
             *reads,
             *(guard if checks else []),
-            "        value = cls(" + ", ".join(arguments) + ")",
+            *build,
             *self.st_memo_store(),
             "        return value",
             "    except Exception:",
@@ -1636,43 +1698,160 @@ class _Compiler:
         ]
         return self.define("structure_fast", lines)  # type: ignore[no-any-return]
 
-    def st_field(self, tp: Any, var: str) -> tuple[str | None, str]:
+    def init_build(self, fields: list[_Field]) -> list[str]:
+        """``cls(...)``: the constructor converts and validates. Arguments are positional
+        only for attrs' generated ``__init__`` (its parameters are the init fields in
+        order); a dataclass (``InitVar`` parameters) or a hand-written ``__init__`` gets
+        keywords, as before."""
+        positional = _generated_init(self.cls)
+        kw_only = (
+            {f.name for f in attrs.fields(self.cls) if f.kw_only or not f.init}
+            if positional
+            else set()
+        )
+        arguments: list[str] = []
+        keywords = not positional
+        for name, alias, expr, _, _ in fields:
+            keywords = keywords or name in kw_only
+            arguments.append(f"{alias}={expr}" if keywords else expr)
+        return ["        value = cls(" + ", ".join(arguments) + ")"]
+
+    def trusted_build(self, fields: list[_Field]) -> list[str] | None:
+        """The instance built by :func:`trusted`, when that gives what ``cls(...)`` would.
+
+        Only for attrs classes with the generated ``__init__`` (no pre/post init hook, no
+        cached hash, every field an init argument). Converters the fast path already
+        satisfies (a tuple for ``to_tuple``, a fresh dict for ``freeze_mapping``) and the
+        ``aware`` validators of parsed datetimes are skipped; every other converter and
+        validator runs, as ``__init__`` would run it.
+        """
+        build = _trusted_builder(self.cls)
+        if build is None or len(fields) != len(self.fields):
+            return None
+        attributes = {a.name: a for a in attrs.fields(self.cls)}
+        arguments: list[str] = []
+        validations: list[str] = []
+        for name, _, expr, made, var in fields:
+            attribute = attributes[name]
+            converter = attribute.converter
+            if converter is not None:
+                converted = self.converted(converter, expr, made, var)
+                if converted is None:
+                    return None
+                expr = converted
+            arguments.append(expr)
+            validator = attribute.validator
+            if validator is None or (validator is aware and made == "aware"):
+                continue
+            if validator is optional_aware and made in ("aware", "aware?"):
+                continue
+            call = f"{self.bind(validator)}(value, {self.bind(attribute)}, value.{name})"
+            validations.append(f"            {call}")
+        lines = [f"        value = {self.bind(build)}(" + ", ".join(arguments) + ")"]
+        if validations:
+            lines += [f"        if {self.bind(_ATTRS_CONFIG)}._run_validators:", *validations]
+        return lines
+
+    def converted(self, converter: Any, expr: str, made: str | None, var: str) -> str | None:
+        """``expr`` through ``converter`` (None: a converter only ``__init__`` can run)."""
+        if not callable(converter) or isinstance(converter, attrs.Converter):
+            return None
+        if converter is to_tuple and made == "tuple":
+            return expr
+        if converter is freeze_mapping and made == "fresh dict":
+            frozen = self.bind(EMPTY_MAPPING)
+            return f"({self.bind(self._frozen_in)}({var}) if {var} else {frozen})"
+        empty = _EMPTY_MADE.get(made or "")
+        if converter in _PURE_CONVERTERS and empty is not None:
+            # Built from an array: an empty one converts to a constant.
+            constant = self.bind(converter(empty))
+            return f"({self.bind(converter)}({expr}) if {var} else {constant})"
+        return f"{self.bind(converter)}({expr})"
+
+    def st_field(self, tp: Any, var: str) -> tuple[str | None, str, str | None]:
+        """``(check, expression, made)``: ``made`` says what the expression builds."""
         if tp is str or tp is int or tp is bool:
-            return f"{var}.__class__ is not {tp.__name__}", var
+            return f"{var}.__class__ is not {tp.__name__}", var, "exact"
         if _is_optional(tp):
             inner = next(arg for arg in typing.get_args(tp) if arg is not _NONE_TYPE)
-            check, expr = self.st_field(inner, var)
+            check, expr, made = self.st_field(inner, var)
             guarded = f"({var} is not None and {check})" if check else None
-            return guarded, var if expr == var else f"(None if {var} is None else {expr})"
+            if expr != var:
+                expr = f"(None if {var} is None else {expr})"
+            return guarded, expr, "aware?" if made == "aware" else None
         if _is_enum(tp) and tp and all(type(member.value) is str for member in tp):
             table = self.bind({member.value: member for member in tp})
-            return f"{var}.__class__ is not str", f"{table}[{var}]"
+            return f"{var}.__class__ is not str", f"{table}[{var}]", "exact"
+        if _is_enum(tp) and tp and all(type(member.value) is int for member in tp):
+            table = self.bind({member.value: member for member in tp})
+            return f"{var}.__class__ is not int", f"{table}[{var}]", "exact"
         if tp is datetime:
             cached, parse = self.bind(_PARSED), self.bind(_aware_in_fast)
-            return None, f"({cached}.get({var}) or {parse}({var}))"
+            return None, f"({cached}.get({var}) or {parse}({var}))", "aware"
         if tp is Any:
-            return None, f"{self.bind(self.hooks.decode)}({var})"
+            return None, f"{self.bind(self.hooks.decode)}({var})", None
         origin = _origin(tp)
         args = typing.get_args(tp)
         variadic = origin is not tuple or not args or args[-1] is Ellipsis
-        if _is_sequence(tp) and origin not in _SETS and variadic:
+        if _is_sequence(tp) and variadic:
             item = args[0] if args else Any
-            build = "tuple" if _SEQUENCES[origin] is tuple else "list"
+            build = _SEQUENCES[origin]
+            built = build.__name__
             check = f"{var}.__class__ is not list"
             if item is str or item is int or item is bool:
-                return check, f"{build}({self.bind(_scalar_items(item))}({var}))"
+                expr = f"{built}({self.bind(_scalar_items(item))}({var}))"
+                return check, expr, built
+            if origin in _SETS:
+                return None, f"{self.bind(self.hooks.sthook(tp))}({var}, {self.bind(tp)})", None
             hook, kind = self.bind(self.hooks.sthook(item)), self.bind(item)
-            return check, f"{build}([{hook}(e, {kind}) for e in {var}])"
+            return check, f"{built}([{hook}(e, {kind}) for e in {var}])", built
         if _is_mapping(tp) and _any_valued(tp) and origin is not types.MappingProxyType:
             check = f"{var}.__class__ is not dict"
-            return check, f"({self.bind(self._any_mapping_in)}({var}) if {var} else {{}})"
-        return None, f"{self.bind(self.hooks.sthook(tp))}({var}, {self.bind(tp)})"
+            expr = f"({self.bind(self._any_mapping_in)}({var}) if {var} else {{}})"
+            return check, expr, "fresh dict"
+        return None, f"{self.bind(self.hooks.sthook(tp))}({var}, {self.bind(tp)})", None
 
     def _any_mapping_in(self, data: Any) -> dict[str, Any]:
         value = self.hooks.decode(data)
         if value.__class__ is not dict:
             raise _Mismatch
         return value
+
+    def _frozen_in(self, data: Any) -> Mapping[str, Any]:
+        """:func:`freeze_mapping` of a decoded mapping (a fresh dict: no copy needed)."""
+        value = self.hooks.decode(data)
+        if value.__class__ is not dict:
+            raise _Mismatch
+        return types.MappingProxyType(value) if value else EMPTY_MAPPING
+
+
+_ATTRS_CONFIG: Any = importlib.import_module("attr._config")  # attrs' run-validators switch
+_EMPTY_MADE: dict[str, Any] = {"tuple": (), "list": [], "frozenset": frozenset(), "set": set()}
+_PURE_CONVERTERS = frozenset({to_tuple, to_frozenset, name_set, names})
+
+
+def _generated_init(cls: type[Any]) -> bool:
+    """``cls`` is an attrs class whose ``__init__`` attrs generated."""
+    init = getattr(cls.__init__, "__code__", None)
+    return attrs.has(cls) and init is not None and init.co_filename.startswith("<attrs generated")
+
+
+def _trusted_builder(cls: type[Any]) -> Callable[..., Any] | None:
+    """:func:`trusted` for ``cls`` when its ``__init__`` only stores, converts and validates."""
+    if cls in _OMITTED or not _generated_init(cls):
+        return None
+    if typing.cast(Any, cls).__new__ is not object.__new__:
+        return None
+    if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
+        return None
+    if any("_attrs_cached_hash" in getattr(k, "__slots__", ()) for k in cls.__mro__):
+        return None
+    if not all(field.init for field in attrs.fields(cls)):
+        return None
+    try:
+        return trusted(cls)
+    except TypeError:  # not slotted, or a field name a builder cannot store
+        return None
 
 
 def _within(hook: Unstructure, name: str) -> Unstructure:

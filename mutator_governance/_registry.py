@@ -103,6 +103,7 @@ class MutationRegistry:
         self.types = TypeRegistry()
         self._inferred: set[type[Any]] = set()
         self._converter: cattrs.Converter | None = None
+        self._request_hooks: tuple[Callable[[Any], Any], Callable[[Any, Any], Any]] | None = None
 
     def register(
         self, cls: type[T], *, name: str | None = None, state_name: str | None = None
@@ -197,6 +198,13 @@ class MutationRegistry:
 
     def unstructure_request(self, request: MutationRequest) -> dict[str, Any]:
         """``request`` as plain JSON data (its mutation is stored by registered name)."""
+        if request.__class__ is MutationRequest:
+            try:
+                fast: dict[str, Any] = self._hooks()[0](request)
+            except Exception:  # the located pass below says where and why
+                pass
+            else:
+                return fast
         data: dict[str, Any] = unstructure(
             self.converter, request, where=f"request {request.request_id}"
         )
@@ -204,7 +212,23 @@ class MutationRegistry:
 
     def structure_request(self, data: Any, *, where: str = "") -> MutationRequest:
         """A request from :meth:`unstructure_request` data; raises SerializationError."""
-        return structure(self.converter, data, MutationRequest, where=where)
+        try:
+            request: MutationRequest = self._hooks()[1](data, MutationRequest)
+        except Exception:  # the located pass below says where and why
+            return structure(self.converter, data, MutationRequest, where=where)
+        return request
+
+    def _hooks(self) -> tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]:
+        """The converter's request hooks, looked up once (what ``structure``/``unstructure``
+        call after dispatch; on any error those functions run again to locate it)."""
+        hooks = self._request_hooks
+        if hooks is None:
+            converter = self.converter
+            hooks = self._request_hooks = (
+                converter.get_unstructure_hook(MutationRequest),
+                converter.get_structure_hook(MutationRequest),
+            )
+        return hooks
 
     def unstructure_decision(self, decision: RequestDecision) -> dict[str, Any]:
         """``decision`` as plain JSON data."""

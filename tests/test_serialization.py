@@ -977,3 +977,86 @@ class TestStructureErrors:
         assert isinstance(CONVERTER, cattrs.Converter)
         context = MutationContext(timestamp=datetime(2024, 1, 1, tzinfo=UTC))
         assert CONVERTER.structure(CONVERTER.unstructure(context), MutationContext) == context
+
+
+class TestCompiledPaths:
+    """The compiled fast path gives what the constructors give, and refuses what they refuse."""
+
+    def test_equal_instants_in_other_zones_keep_their_own_text(self) -> None:
+        """Timestamps are cached by value only in UTC: 12:00Z and 13:00+01:00 stay apart."""
+        utc = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+        plus_one = datetime(2024, 5, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+        assert utc == plus_one
+        for first, second in ((utc, plus_one), (plus_one, utc)):
+            for value in (first, second, first):
+                context = MutationContext(timestamp=value, metadata={"at": value})
+                data = unstructure(CONVERTER, context)
+                assert data["timestamp"] == value.isoformat()
+                assert data["metadata"]["at"] == {"$datetime": value.isoformat()}
+                back = structure(CONVERTER, data, MutationContext)
+                assert back.timestamp.utcoffset() == value.utcoffset()
+                assert back.metadata["at"].utcoffset() == value.utcoffset()
+
+    def test_a_naive_tagged_datetime_never_fills_an_aware_field(self) -> None:
+        """``$datetime`` may be naive in Any values; the same text is refused for a timestamp."""
+        naive = "2024-01-01T00:00:00"
+        data = {**_context_document(), "metadata": {"at": {"$datetime": naive}}}
+        back = structure(CONVERTER, data, MutationContext)
+        assert back.metadata["at"] == datetime(2024, 1, 1)
+        with pytest.raises(SerializationError, match="naive") as caught:
+            structure(CONVERTER, {**_context_document(), "timestamp": naive}, MutationContext)
+        assert caught.value.path == "timestamp"
+
+    def test_structured_values_are_the_constructors(self) -> None:
+        """Converters still apply: read-only mappings, the shared empty mapping, name sets."""
+        intent = MutationIntent("ops.x", tags={"b", "a"}, metadata={"k": [1, {"n": 2}]})
+        back = structure(CONVERTER, unstructure(CONVERTER, intent), MutationIntent)
+        assert back == intent
+        assert type(back) is MutationIntent
+        assert isinstance(back.metadata, MappingProxyType)
+        assert back.metadata == {"k": [1, {"n": 2}]}
+        assert type(back.tags) is frozenset
+        bare = structure(CONVERTER, unstructure(CONVERTER, MutationIntent("ops.y")), MutationIntent)
+        assert bare.metadata is MutationIntent("ops.y").metadata
+        # A blank tag is dropped by the intent's converter, as the constructor does.
+        data = {**unstructure(CONVERTER, intent), "tags": ["a", " ", "b"]}
+        assert structure(CONVERTER, data, MutationIntent).tags == frozenset({"a", "b"})
+        with pytest.raises(AttributeError):
+            back.operation = "other"  # type: ignore[misc]
+
+    def test_validators_still_run(self) -> None:
+        """A value the constructor's validator refuses is refused, at its field."""
+        data = {**unstructure(CONVERTER, MutationIntent("ops.x")), "operation": " "}
+        with pytest.raises(SerializationError, match="non-blank") as caught:
+            structure(CONVERTER, data, MutationIntent)
+        assert "MutationIntent.operation" in caught.value.problem
+
+    def test_int_enum_fields_refuse_booleans_and_unknown_values(self) -> None:
+        """IntEnum fields read ints by value; ``true`` and unknown numbers are refused."""
+        data = unstructure(CONVERTER, MutationIntent("ops.x", risk=RiskLevel.HIGH))
+        assert structure(CONVERTER, data, MutationIntent).risk is RiskLevel.HIGH
+        for bad in (True, 99, 2.0):
+            with pytest.raises(SerializationError) as caught:
+                structure(CONVERTER, {**data, "risk": bad}, MutationIntent)
+            assert caught.value.path == "risk"
+
+    def test_dataclass_init_vars_and_hand_written_inits_get_keywords(self) -> None:
+        """Fields go to a dataclass (InitVar parameters) or a custom ``__init__`` by name."""
+        assert structure(CONVERTER, {"a": 1, "b": 2}, _WithInitVar) == _WithInitVar(a=1, b=2)
+        assert structure(CONVERTER, {"b": "x", "a": 3}, _OwnInit) == _OwnInit(b="x", a=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithInitVar:
+    a: int
+    scale: dataclasses.InitVar[int] = 1
+    b: int = 0
+
+
+@attrs.frozen(init=False)
+class _OwnInit:
+    a: int
+    b: str
+
+    def __init__(self, b: str, a: int) -> None:
+        self.__attrs_init__(a, b)

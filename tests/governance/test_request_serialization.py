@@ -154,3 +154,28 @@ class TestRepeatedValues:
         with pytest.raises(SerializationError) as caught:
             REGISTRY.structure_value({"$type": "mutator.MutationContext", "value": data})
         assert caught.value.path == "actor_id"
+
+
+class TestCompiledRequests:
+    """Requests read through the compiled path equal what their constructor builds."""
+
+    def test_unnumbered_decisions_are_numbered_as_the_constructor_does(self) -> None:
+        request = sample_rich_request()
+        assert len(request.decisions) > 1
+        data = REGISTRY.unstructure_request(request)
+        for decision in data["decisions"]:
+            decision["sequence"] = 0
+        back = REGISTRY.structure_request(json.loads(REGISTRY.dumps(data)))
+        assert [d.sequence for d in back.decisions] == list(range(1, len(request.decisions) + 1))
+        assert back == request
+
+    def test_mappings_are_read_only_and_decision_codes_checked(self) -> None:
+        request = sample_rich_request()
+        back = _round_trip(REGISTRY, request)
+        with pytest.raises(TypeError):
+            back.metadata["new"] = 1  # type: ignore[index]
+        data = REGISTRY.unstructure_request(request)
+        data["decisions"][0]["code"] = {"category": "lifecycle", "code": "NOPE"}
+        with pytest.raises(SerializationError) as caught:
+            REGISTRY.structure_request(data)
+        assert caught.value.path.startswith("decisions[0].code")
