@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -26,9 +27,11 @@ from mutator import (
     ResultStatus,
 )
 from mutator.concurrency import KeyedLock
+from mutator.values import freeze_mapping, utc_now
 
+from ._commit import InMemoryCommitter
 from ._commit_types import RequestWrite, StateWrite
-from ._decisions import RequestDecision
+from ._decisions import RequestDecision, new_decision
 from ._enums import (
     ExecutionKind,
     LifecycleDecision,
@@ -48,6 +51,7 @@ from ._errors import (
     outage_in,
 )
 from ._ledger import RequestLedger
+from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._query import RequestQuery, next_version
 from ._registry import MutationRegistry
 from ._request import (
@@ -56,8 +60,10 @@ from ._request import (
     ExecutionDetails,
     ExecutionLink,
     MutationRequest,
+    copier,
+    new_claim,
 )
-from ._resolution import Resolution, resolve_version
+from ._resolution import Resolution, Verdict, judge
 from ._telemetry import Telemetry, observed
 from ._transitions import record, transition
 from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport, run_worker
@@ -104,6 +110,59 @@ class RecoverySweep:
     released: tuple[MutationRequest, ...] = ()
     skipped: tuple[str, ...] = ()
     repaired_decisions: int = 0
+
+
+_copy_context = copier(MutationContext)
+_SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
+_NO_SHIELD = contextlib.nullcontext()
+
+
+def _system_context(request_id: str) -> MutationContext:
+    """``MutationContext.system("governed execution", correlation_id=request_id)``, cheaper."""
+    context: MutationContext = _copy_context(
+        _SYSTEM_CONTEXT, {"correlation_id": request_id, "timestamp": utc_now()}
+    )
+    return context
+
+
+def _never_suspends(ledger: RequestLedger) -> bool:
+    """Whether every store call of ``ledger`` finishes without suspending (in-memory stores).
+
+    A shield around such calls protects nothing: cancellation is only delivered where a
+    task suspends. Checked at each use, since a ledger's stores may be swapped.
+    """
+    return (
+        ledger.telemetry is None
+        and type(ledger.committer) is InMemoryCommitter
+        and type(ledger.requests) is InMemoryRequestStore
+        and type(ledger.states) is InMemoryStateStore
+        and type(ledger.decisions) is InMemoryDecisionHistory
+    )
+
+
+def _finish(
+    claimed: MutationRequest,
+    verdict: Verdict,
+    target: RequestStatus,
+    decision: RequestDecision,
+    now: datetime,
+    *more: RequestDecision,
+    pending_reason: PendingReason | None = None,
+    **changes: Any,
+) -> MutationRequest:
+    """The final request of an execution: ``claimed`` resolved by ``verdict``, then moved on.
+
+    One copy of the request with the resolution's decisions and changes, then ``decision``
+    and ``more`` with ``changes``; its revision is the one the write stores.
+    """
+    return transition(
+        claimed,
+        target,
+        (*verdict.decisions, decision, *more),
+        at=now,
+        pending_reason=pending_reason,
+        **{**verdict.changes, **changes, "revision": claimed.revision + 1},
+    )
 
 
 def _executor_id() -> str:
@@ -207,14 +266,14 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         request_id = request.request_id
-        context = context or MutationContext.system("governed execution", correlation_id=request_id)
+        context = context or _system_context(request_id)
         self._check_executable(request, strategy)
         state_id = request.state_id
         await self._states.acquire(state_id)
         try:
             claim = self._new_claim(request)
             try:
-                with anyio.CancelScope(shield=True):
+                with self._shield():
                     claimed = await self._claim_latest(request, claim, context, strategy)
                 return await self._run_claimed(claimed, context, strategy)
             except BaseException:
@@ -269,12 +328,15 @@ class GovernedExecutionManager:
 
     def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
         now = self.clock()
-        return ExecutionClaim(
-            self.executor_id,
-            now,
-            now + self.lease,
-            revalidating=request.status is RequestStatus.PENDING,
+        return new_claim(
+            self.executor_id, now, now + self.lease, request.status is RequestStatus.PENDING
         )
+
+    def _shield(self) -> contextlib.AbstractContextManager[object]:
+        """A shield for a write that must land whole, or none when nothing can suspend."""
+        if _never_suspends(self.ledger):
+            return _NO_SHIELD
+        return anyio.CancelScope(shield=True)
 
     @observed("claim")
     async def _claim(
@@ -285,16 +347,18 @@ class GovernedExecutionManager:
             request,
             RequestStatus.EXECUTING,
             [
-                RequestDecision(
+                new_decision(
                     LifecycleDecision.CLAIMED,
                     context,
                     f"claimed by {self.executor_id}",
                     now,
                     {"claimant": self.executor_id, "lease_until": claim.lease_until},
+                    len(request.decisions) + 1,
                 )
             ],
             at=now,
             claim=claim,
+            revision=request.revision + 1,
         )
         return await self.ledger.update(request, claimed)
 
@@ -378,39 +442,33 @@ class GovernedExecutionManager:
                     claimed, produced, context, "the state already holds this request's version"
                 )
                 return GovernedExecutionResult(finished, None, None, True, produced)
-        resolution = resolve_version(
-            claimed, current.version, strategy, context, at=self.clock(), claimed=True
-        )
-        if not resolution.executes:
-            with anyio.CancelScope(shield=True):
-                stored = await ledger.update(claimed, resolution.request)
-            return GovernedExecutionResult(
-                stored, attrs.evolve(resolution, request=stored), None, False
-            )
-        resolved = resolution.request
-        mutation = self._mutation_of(resolved)
-        granted = resolved.policy_requirements if resolved.approval_requirements else ()
+        claim = claimed.claim
+        at = claim.claimed_at if claim is not None else self.clock()
+        verdict = judge(claimed, current.version, strategy, context, at=at, claimed=True)
+        if not verdict.outcome.executes:
+            resolved = verdict.apply(claimed, at=at, revision=claimed.revision + 1)
+            with self._shield():
+                stored = await ledger.update(claimed, resolved)
+            return GovernedExecutionResult(stored, verdict.resolution(stored), None, False)
+        # An executing verdict only appends to the claimed request: it is folded into the
+        # final write below rather than built on its own.
+        assert verdict.target is None
+        mutation = self._mutation_of(claimed)
+        granted = claimed.policy_requirements if claimed.approval_requirements else ()
         held = _Claim(claimed)
-        run_context = self._execution_context(resolved, context)
+        run_context = self._execution_context(claimed, context)
         deferred = await self._renewing(
             held,
             self.engine.execute_deferred(
                 mutation,
                 current.state,
                 context=run_context,
-                state_id=resolved.state_id,
+                state_id=claimed.state_id,
                 granted=granted,
             ),
         )
-        if held.request is not claimed:
-            # The lease was renewed: carry the new revision and claim into the outcome.
-            claimed = held.request
-            resolved = attrs.evolve(
-                resolved,
-                revision=claimed.revision,
-                claim=claimed.claim,
-                updated_at=claimed.updated_at,
-            )
+        # The lease may have been renewed: the outcome then carries the new revision.
+        claimed = held.request
         failure = deferred.error
         if failure is not None and not _decides_failure(failure):
             outage = outage_in(failure)
@@ -422,48 +480,47 @@ class GovernedExecutionManager:
         state_write = None
         extra: list[RequestWrite] = []
         if failure is not None:
-            final = transition(
-                resolved,
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.FAILED,
-                [
-                    RequestDecision(
-                        LifecycleDecision.FAILED,
-                        context,
-                        str(failure),
-                        now,
-                        {
-                            "failure_type": type(failure).__name__,
-                            "execution_id": failure.execution_id or "",
-                        },
-                    )
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.FAILED,
+                    context,
+                    str(failure),
+                    now,
+                    {
+                        "failure_type": type(failure).__name__,
+                        "execution_id": failure.execution_id or "",
+                    },
+                ),
+                now,
             )
         else:
             assert mutation_result is not None
             final, state_write, extra = await self._outcome(
-                resolved, mutation_result, current.version, context, now
+                claimed, verdict, mutation_result, current.version, context, now
             )
         executed = state_write is not None
         history = (deferred.history,) if executed and deferred.history is not None else ()
         audit = (deferred.audit,) if deferred.audit is not None else ()
-        with anyio.CancelScope(shield=True):
+        with self._shield():
             written = await ledger.save(
                 claimed, final, linked=extra, state=state_write, history=history, audit=audit
             )
-        original = written[1] if len(written) > 1 else None
         return GovernedExecutionResult(
             written[0],
-            attrs.evolve(resolution, request=written[0]),
+            verdict.resolution(written[0]),
             mutation_result,
             executed,
             state_write.new_version if state_write is not None else None,
-            original,
+            written[1] if len(written) > 1 else None,
         )
 
     async def _outcome(
         self,
-        request: MutationRequest,
+        claimed: MutationRequest,
+        verdict: Verdict,
         result: MutationResult[Any],
         current_version: str,
         context: MutationContext,
@@ -472,82 +529,76 @@ class GovernedExecutionManager:
         """The terminal request (and writes) for a result the engine returned."""
         metadata = {
             "execution_id": result.execution_id or "",
-            "execution_kind": request.execution.kind.value,
+            "execution_kind": claimed.execution.kind.value,
             "result_status": result.status.value,
         }
         if result.ok:
             version = next_version(current_version)
-            final = transition(
-                request,
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.EXECUTED,
-                [
-                    RequestDecision(
-                        LifecycleDecision.EXECUTED,
-                        context,
-                        f"executed; state is now at version {version}",
-                        now,
-                        {
-                            **metadata,
-                            "resulting_state_version": version,
-                            "change_count": len(result.changes),
-                            "side_effect_count": len(result.side_effects),
-                        },
-                    )
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.EXECUTED,
+                    context,
+                    f"executed; state is now at version {version}",
+                    now,
+                    {
+                        **metadata,
+                        "resulting_state_version": version,
+                        "change_count": len(result.changes),
+                        "side_effect_count": len(result.side_effects),
+                    },
+                ),
+                now,
                 resulting_state_version=version,
                 executed_at=now,
                 side_effects=result.side_effects,
             )
             write = StateWrite(
-                request.state_id, result.new_state, current_version, version, request.request_id
+                claimed.state_id, result.new_state, current_version, version, claimed.request_id
             )
+            if final.execution.kind is not ExecutionKind.COMPENSATION:
+                return final, write, []
             try:
                 extra = await self._link_compensation(final, version, context, now)
             except AlreadyCompensatedError as error:
-                refused = transition(
-                    request,
+                refused = _finish(
+                    claimed,
+                    verdict,
                     RequestStatus.REJECTED,
-                    [
-                        RequestDecision(
-                            LifecycleDecision.REJECTED, context, str(error), now, metadata
-                        )
-                    ],
-                    at=now,
+                    new_decision(LifecycleDecision.REJECTED, context, str(error), now, metadata),
+                    now,
                 )
                 return refused, None, []
             return final, write, extra
         if result.status is ResultStatus.APPROVAL_REQUIRED:
-            changes, requested = fresh_round(request, context, now, result.requirements)
-            final = transition(
-                request,
+            changes, requested = fresh_round(claimed, context, now, result.requirements)
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.PENDING,
-                [
-                    RequestDecision(
-                        LifecycleDecision.PENDING,
-                        context,
-                        f"policies now require approvals not granted: {result.error_message}",
-                        now,
-                        metadata,
-                    ),
-                    *requested,
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.PENDING,
+                    context,
+                    f"policies now require approvals not granted: {result.error_message}",
+                    now,
+                    metadata,
+                ),
+                now,
+                *requested,
                 pending_reason=PendingReason.APPROVAL,
                 policy_requirements=result.requirements,
                 expected_state_version=current_version,
                 **changes,
             )
             return final, None, []
-        final = transition(
-            request,
+        final = _finish(
+            claimed,
+            verdict,
             RequestStatus.REJECTED,
-            [
-                RequestDecision(
-                    LifecycleDecision.REJECTED, context, result.error_message, now, metadata
-                )
-            ],
-            at=now,
+            new_decision(LifecycleDecision.REJECTED, context, result.error_message, now, metadata),
+            now,
             side_effects=result.side_effects,
         )
         return final, None, []
@@ -608,18 +659,24 @@ class GovernedExecutionManager:
     @staticmethod
     def _execution_context(request: MutationRequest, executor: MutationContext) -> MutationContext:
         """The requester's context, forced to COMMIT and correlated with the request."""
-        return attrs.evolve(
-            request.context,
-            mode=MutationMode.COMMIT,
-            correlation_id=request.request_id,
-            causation_id=executor.correlation_id,
-            metadata={
-                **request.context.metadata,
-                "governance_request_id": request.request_id,
-                "execution_kind": request.execution.kind.value,
-                "executed_by": executor.actor_id or executor.actor_type.value,
-            },
-        )
+        requester = request.context
+        changes = {
+            "mode": MutationMode.COMMIT,
+            "correlation_id": request.request_id,
+            "causation_id": executor.correlation_id,
+            "metadata": freeze_mapping(
+                {
+                    **requester.metadata,
+                    "governance_request_id": request.request_id,
+                    "execution_kind": request.execution.kind.value,
+                    "executed_by": executor.actor_id or executor.actor_type.value,
+                }
+            ),
+        }
+        if type(requester) is not MutationContext:
+            return attrs.evolve(requester, **changes)
+        context: MutationContext = _copy_context(requester, changes)
+        return context
 
     async def _settle_own(
         self, request_id: str, claim: ExecutionClaim, context: MutationContext, reason: str
