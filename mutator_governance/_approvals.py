@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,10 +11,12 @@ import attrs
 from mutator import MutationContext, PolicyRequirement
 from mutator.values import freeze_mapping
 
+from ._copying import attrs_copier
 from ._enums import ApprovalStatus
 from ._errors import ApprovalConfigurationError
+from ._ids import new_id
 
-__all__ = ["ApprovalRequirement", "RejectionReason", "map_requirements"]
+__all__ = ["ApprovalRequirement", "RejectionReason", "evolve_slot", "map_requirements"]
 
 
 @attrs.frozen
@@ -84,6 +85,17 @@ class ApprovalRequirement:
         return self.expires_at is not None and self.expires_at <= now
 
 
+_copy_slot = attrs_copier(ApprovalRequirement)
+
+
+def evolve_slot(slot: ApprovalRequirement, **changes: Any) -> ApprovalRequirement:
+    """``attrs.evolve(slot, **changes)`` without its per-call overhead (no field is checked)."""
+    if type(slot) is not ApprovalRequirement:
+        return attrs.evolve(slot, **changes)
+    copied: ApprovalRequirement = _copy_slot(slot, changes)
+    return copied
+
+
 def map_requirements(
     requirements: Sequence[PolicyRequirement], *, round: int = 1
 ) -> tuple[ApprovalRequirement, ...]:
@@ -122,7 +134,7 @@ def map_requirements(
         quorum_group = f"r{round}-s{requirement.step}-q{index + 1}" if len(targets) > 1 else None
         slots.extend(
             ApprovalRequirement(
-                approval_id=uuid.uuid4().hex,
+                approval_id=new_id(),
                 step=requirement.step,
                 approver_id=approver,
                 role=role,
@@ -150,7 +162,7 @@ def renew(approvals: Sequence[ApprovalRequirement], round: int) -> tuple[Approva
             )
         renewed.append(
             ApprovalRequirement(
-                approval_id=uuid.uuid4().hex,
+                approval_id=new_id(),
                 step=slot.step,
                 approver_id=slot.approver_id,
                 role=slot.role,

@@ -31,6 +31,7 @@ from mutator.values import freeze_mapping, utc_now
 
 from ._commit import InMemoryCommitter
 from ._commit_types import RequestWrite, StateWrite
+from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
 from ._enums import (
     ExecutionKind,
@@ -60,7 +61,6 @@ from ._request import (
     ExecutionDetails,
     ExecutionLink,
     MutationRequest,
-    copier,
     new_claim,
 )
 from ._resolution import Resolution, Verdict, judge
@@ -112,7 +112,7 @@ class RecoverySweep:
     repaired_decisions: int = 0
 
 
-_copy_context = copier(MutationContext)
+_copy_context = attrs_copier(MutationContext)
 _SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
 _NO_SHIELD = contextlib.nullcontext()
 
@@ -138,6 +138,11 @@ def _never_suspends(ledger: RequestLedger) -> bool:
         and type(ledger.states) is InMemoryStateStore
         and type(ledger.decisions) is InMemoryDecisionHistory
     )
+
+
+def _next_sequence(claimed: MutationRequest, verdict: Verdict) -> int:
+    """The sequence number of the decision an execution adds after its resolution's."""
+    return len(claimed.decisions) + len(verdict.decisions) + 1
 
 
 def _finish(
@@ -493,6 +498,7 @@ class GovernedExecutionManager:
                         "failure_type": type(failure).__name__,
                         "execution_id": failure.execution_id or "",
                     },
+                    _next_sequence(claimed, verdict),
                 ),
                 now,
             )
@@ -527,6 +533,7 @@ class GovernedExecutionManager:
         now: datetime,
     ) -> tuple[MutationRequest, StateWrite | None, list[RequestWrite]]:
         """The terminal request (and writes) for a result the engine returned."""
+        sequence = _next_sequence(claimed, verdict)
         metadata = {
             "execution_id": result.execution_id or "",
             "execution_kind": claimed.execution.kind.value,
@@ -549,6 +556,7 @@ class GovernedExecutionManager:
                         "change_count": len(result.changes),
                         "side_effect_count": len(result.side_effects),
                     },
+                    sequence,
                 ),
                 now,
                 resulting_state_version=version,
@@ -567,7 +575,9 @@ class GovernedExecutionManager:
                     claimed,
                     verdict,
                     RequestStatus.REJECTED,
-                    new_decision(LifecycleDecision.REJECTED, context, str(error), now, metadata),
+                    new_decision(
+                        LifecycleDecision.REJECTED, context, str(error), now, metadata, sequence
+                    ),
                     now,
                 )
                 return refused, None, []
@@ -584,6 +594,7 @@ class GovernedExecutionManager:
                     f"policies now require approvals not granted: {result.error_message}",
                     now,
                     metadata,
+                    sequence,
                 ),
                 now,
                 *requested,
@@ -597,7 +608,9 @@ class GovernedExecutionManager:
             claimed,
             verdict,
             RequestStatus.REJECTED,
-            new_decision(LifecycleDecision.REJECTED, context, result.error_message, now, metadata),
+            new_decision(
+                LifecycleDecision.REJECTED, context, result.error_message, now, metadata, sequence
+            ),
             now,
             side_effects=result.side_effects,
         )

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +12,7 @@ from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement
 from mutator.values import aware, freeze_mapping, optional_aware, to_tuple, trusted
 
 from ._approvals import ApprovalRequirement
+from ._copying import attrs_copier
 from ._decisions import RequestDecision, numbered
 from ._enums import (
     ApprovalStatus,
@@ -25,55 +23,19 @@ from ._enums import (
     PendingReason,
     RequestStatus,
 )
+from ._ids import new_token
 
 __all__ = [
     "check_changes",
-    "copier",
     "copy_request",
     "evolve_request",
     "new_claim",
-    "new_request_id",
-    "new_token",
     "CompensationPlan",
     "ExecutionClaim",
     "ExecutionDetails",
     "ExecutionLink",
     "MutationRequest",
 ]
-
-
-_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (0x4000 << 64)
-
-
-def new_request_id() -> str:
-    """A random id exactly like ``uuid.uuid4().hex`` (version 4, RFC 4122 variant).
-
-    Built from the same 16 random bytes without constructing a ``UUID`` (a third of the
-    cost); used for request and approval ids.
-    """
-    return "%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET)
-
-
-def _token_stream() -> Iterator[str]:
-    """Claim tokens: a random per-process prefix and a counter (32 hex digits, like uuid4)."""
-    return map(f"{secrets.token_hex(8)}%016x".__mod__, itertools.count(1))
-
-
-_tokens = _token_stream()
-
-
-def _reseed() -> None:
-    global _tokens
-    _tokens = _token_stream()
-
-
-os.register_at_fork(after_in_child=_reseed)
-
-
-def new_token() -> str:
-    """A claim token unique across processes (a fork draws a new prefix)."""
-    return next(_tokens)
 
 
 @attrs.frozen
@@ -224,22 +186,7 @@ _REQUEST_FIELD_NAMES = frozenset(a.name for a in _REQUEST_FIELDS)
 _CHECKED = {a.name: a for a in _REQUEST_FIELDS if a.converter or a.validator}
 
 
-def copier(cls: type[Any]) -> Callable[[Any, Mapping[str, Any]], Any]:
-    """``copy(instance, changes)`` for attrs class ``cls``: no converter or validator runs.
-
-    Every field comes from ``changes`` if there, else ``instance``. Generated once from the
-    field names, so a copy is one call of a trusted constructor with one expression per
-    field (no loop, no ``getattr``). For values whose changes the caller already checked.
-    """
-    names = [a.name for a in attrs.fields(cls)]
-    arguments = ", ".join(f"c[{n!r}] if {n!r} in c else r.{n}" for n in names)
-    namespace: dict[str, Any] = {"_build": trusted(cls)}
-    exec(f"def copy(r, c):\n    return _build({arguments})", namespace)  # field names only
-    copy: Callable[[Any, Mapping[str, Any]], Any] = namespace["copy"]
-    return copy
-
-
-_copy = copier(MutationRequest)
+_copy = attrs_copier(MutationRequest)
 
 
 def check_changes(request: MutationRequest, changes: dict[str, Any]) -> None:
