@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext, PolicyRequirement
-from mutator.values import freeze_mapping
+from mutator.values import freeze_mapping, trusted
 
 from ._copying import attrs_copier
 from ._enums import ApprovalStatus
@@ -86,6 +86,12 @@ class ApprovalRequirement:
 
 
 _copy_slot = attrs_copier(ApprovalRequirement)
+_new_slot = trusted(ApprovalRequirement)
+assert [a.name for a in attrs.fields(ApprovalRequirement)] == [
+    "approval_id", "step", "approver_id", "role", "group", "quorum_group",
+    "required_approvals", "expires_at", "status", "round", "description", "decided_at",
+    "decided_by", "decision_reason", "rejection",
+]  # fmt: skip
 
 
 def evolve_slot(slot: ApprovalRequirement, **changes: Any) -> ApprovalRequirement:
@@ -132,18 +138,25 @@ def map_requirements(
             extra = needed - len(targets)
             targets.extend(shared[i % len(shared)] for i in range(extra))
         quorum_group = f"r{round}-s{requirement.step}-q{index + 1}" if len(targets) > 1 else None
+        step, expires_at = requirement.step, requirement.expires_at
+        description = requirement.description or requirement.reason
         slots.extend(
-            ApprovalRequirement(
-                approval_id=new_id(),
-                step=requirement.step,
-                approver_id=approver,
-                role=role,
-                group=group,
-                quorum_group=quorum_group,
-                required_approvals=needed,
-                expires_at=requirement.expires_at,
-                round=round,
-                description=requirement.description or requirement.reason,
+            _new_slot(
+                new_id(),
+                step,
+                approver,
+                role,
+                group,
+                quorum_group,
+                needed,
+                expires_at,
+                ApprovalStatus.PENDING,
+                round,
+                description,
+                None,
+                None,
+                None,
+                None,
             )
             for approver, role, group in targets
         )

@@ -53,7 +53,7 @@ from ._quarantine import QuarantinedRequest
 from ._query import RequestPage, RequestQuery
 from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQuery
 from ._registry import MutationRegistry
-from ._request import CompensationPlan, MutationRequest
+from ._request import CompensationPlan, MutationRequest, new_request
 from ._resolution import Resolution, resolve_version
 from ._retention import TERMINAL_STATUSES, PurgeReport, terminal_statuses
 from ._telemetry import Telemetry, observed
@@ -309,22 +309,24 @@ class Governance:
         decisions = [
             new_decision(LifecycleDecision.SUBMITTED, context, context.reason, now, None, 1)
         ]
-        base = MutationRequest(
-            request_id=request_id,
-            state_id=state_id,
-            state_type=type(current.state).__name__,
-            mutation_type=mutation_type,
-            mutation=mutation,
-            intent=mutation.intent,
-            context=context,
-            status=RequestStatus.CREATED,
-            created_at=now,
-            updated_at=now,
-            policy_requirements=evaluation.requirements,
-            expected_state_version=current.version,
-            expires_at=expires_at,
-            metadata=metadata or {},
-            trace_context=self.telemetry.capture() if self.telemetry is not None else {},
+        base = new_request(
+            {
+                "request_id": request_id,
+                "state_id": state_id,
+                "state_type": type(current.state).__name__,
+                "mutation_type": mutation_type,
+                "mutation": mutation,
+                "intent": mutation.intent,
+                "context": context,
+                "status": RequestStatus.CREATED,
+                "created_at": now,
+                "updated_at": now,
+                "policy_requirements": evaluation.requirements,
+                "expected_state_version": current.version,
+                "expires_at": expires_at,
+                "metadata": metadata or {},
+                "trace_context": self.telemetry.capture() if self.telemetry is not None else {},
+            }
         )
         system = _system_context(request_id)
         status = evaluation.status

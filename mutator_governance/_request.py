@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -30,6 +30,7 @@ __all__ = [
     "copy_request",
     "evolve_request",
     "new_claim",
+    "new_request",
     "CompensationPlan",
     "ExecutionClaim",
     "ExecutionDetails",
@@ -191,8 +192,8 @@ _copy = attrs_copier(MutationRequest)
 
 def check_changes(request: MutationRequest, changes: dict[str, Any]) -> None:
     """Convert and validate ``changes`` in place, as :func:`evolve_request` does."""
-    unknown = changes.keys() - _REQUEST_FIELD_NAMES
-    if unknown:
+    if not _REQUEST_FIELD_NAMES.issuperset(changes):
+        unknown = changes.keys() - _REQUEST_FIELD_NAMES
         raise TypeError(f"MutationRequest has no field(s) {', '.join(sorted(unknown))}")
     for name, value in changes.items():
         field = _CHECKED.get(name)
@@ -207,6 +208,32 @@ def check_changes(request: MutationRequest, changes: dict[str, Any]) -> None:
 def copy_request(request: MutationRequest, changes: dict[str, Any]) -> MutationRequest:
     """A copy of ``request`` with ``changes`` taken as they are (already checked)."""
     copied: MutationRequest = _copy(request, changes)
+    return copied
+
+
+_TEMPLATE = MutationRequest(
+    request_id="",
+    state_id="",
+    state_type="",
+    mutation_type="",
+    mutation=None,  # type: ignore[arg-type]
+    intent=None,  # type: ignore[arg-type]
+    context=MutationContext(),
+    status=RequestStatus.CREATED,
+    created_at=datetime.min.replace(tzinfo=UTC),
+    updated_at=datetime.min.replace(tzinfo=UTC),
+)
+
+
+def new_request(fields: dict[str, Any]) -> MutationRequest:
+    """``MutationRequest(**fields)``: ``fields`` are converted and validated, the rest default.
+
+    Cheaper than the constructor because defaults are copied from a template built once
+    (every default is immutable) instead of converted again. ``fields`` must name every
+    field without a default, in declaration order (the order errors are raised in).
+    """
+    check_changes(_TEMPLATE, fields)
+    copied: MutationRequest = _copy(_TEMPLATE, fields)
     return copied
 
 
