@@ -80,7 +80,7 @@ class InMemoryCommitter:
         """Apply every write in ``commit`` atomically; return the stored requests in order."""
         requests, states, decisions = self.requests, self.states, self.decisions
         writes = commit.requests
-        with requests.lock, states.lock, decisions.lock:
+        with requests._lock, states._lock, decisions._lock:  # the stores' own locks
             for write in writes:
                 requests.check_revision(write.request.request_id, write.expected_revision)
             state = commit.state

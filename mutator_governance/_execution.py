@@ -673,7 +673,7 @@ class GovernedExecutionManager:
     def _execution_context(request: MutationRequest, executor: MutationContext) -> MutationContext:
         """The requester's context, forced to COMMIT and correlated with the request."""
         requester = request.context
-        changes = {
+        changes: dict[str, Any] = {
             "mode": MutationMode.COMMIT,
             "correlation_id": request.request_id,
             "causation_id": executor.correlation_id,
