@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,12 +9,14 @@ from typing import Any
 import attrs
 
 from mutator import MutationContext, PolicyRequirement
-from mutator.values import freeze_mapping
+from mutator.values import freeze_mapping, trusted
 
+from ._copying import attrs_copier
 from ._enums import ApprovalStatus
 from ._errors import ApprovalConfigurationError
+from ._ids import new_id
 
-__all__ = ["ApprovalRequirement", "RejectionReason", "map_requirements"]
+__all__ = ["ApprovalRequirement", "RejectionReason", "evolve_slot", "map_requirements"]
 
 
 @attrs.frozen
@@ -84,6 +85,23 @@ class ApprovalRequirement:
         return self.expires_at is not None and self.expires_at <= now
 
 
+_copy_slot = attrs_copier(ApprovalRequirement)
+_new_slot = trusted(ApprovalRequirement)
+assert [a.name for a in attrs.fields(ApprovalRequirement)] == [
+    "approval_id", "step", "approver_id", "role", "group", "quorum_group",
+    "required_approvals", "expires_at", "status", "round", "description", "decided_at",
+    "decided_by", "decision_reason", "rejection",
+]  # fmt: skip
+
+
+def evolve_slot(slot: ApprovalRequirement, **changes: Any) -> ApprovalRequirement:
+    """``attrs.evolve(slot, **changes)`` without its per-call overhead (no field is checked)."""
+    if type(slot) is not ApprovalRequirement:
+        return attrs.evolve(slot, **changes)
+    copied: ApprovalRequirement = _copy_slot(slot, changes)
+    return copied
+
+
 def map_requirements(
     requirements: Sequence[PolicyRequirement], *, round: int = 1
 ) -> tuple[ApprovalRequirement, ...]:
@@ -120,18 +138,25 @@ def map_requirements(
             extra = needed - len(targets)
             targets.extend(shared[i % len(shared)] for i in range(extra))
         quorum_group = f"r{round}-s{requirement.step}-q{index + 1}" if len(targets) > 1 else None
+        step, expires_at = requirement.step, requirement.expires_at
+        description = requirement.description or requirement.reason
         slots.extend(
-            ApprovalRequirement(
-                approval_id=uuid.uuid4().hex,
-                step=requirement.step,
-                approver_id=approver,
-                role=role,
-                group=group,
-                quorum_group=quorum_group,
-                required_approvals=needed,
-                expires_at=requirement.expires_at,
-                round=round,
-                description=requirement.description or requirement.reason,
+            _new_slot(
+                new_id(),
+                step,
+                approver,
+                role,
+                group,
+                quorum_group,
+                needed,
+                expires_at,
+                ApprovalStatus.PENDING,
+                round,
+                description,
+                None,
+                None,
+                None,
+                None,
             )
             for approver, role, group in targets
         )
@@ -150,7 +175,7 @@ def renew(approvals: Sequence[ApprovalRequirement], round: int) -> tuple[Approva
             )
         renewed.append(
             ApprovalRequirement(
-                approval_id=uuid.uuid4().hex,
+                approval_id=new_id(),
                 step=slot.step,
                 approver_id=slot.approver_id,
                 role=slot.role,

@@ -78,27 +78,34 @@ class InMemoryCommitter:
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         """Apply every write in ``commit`` atomically; return the stored requests in order."""
-        with self.requests.lock, self.states.lock, self.decisions.lock:
-            for write in commit.requests:
-                self.requests.check_revision(write.request.request_id, write.expected_revision)
+        requests, states, decisions = self.requests, self.states, self.decisions
+        writes = commit.requests
+        with requests._lock, states._lock, decisions._lock:  # the stores' own locks
+            for write in writes:
+                requests.check_revision(write.request.request_id, write.expected_revision)
             state = commit.state
             if state is not None:
-                self.states.check_version(state.state_id, state.expected_version)
-                self.states.check_request(state.state_id, state.request_id)
-                self.states.put_now(
+                states.put_now(
                     state.state_id, state.state, state.expected_version, state.request_id
                 )
-            stored = tuple(
-                self.requests.replace_now(write.request, write.expected_revision)
-                for write in commit.requests
-            )
-            for write in commit.requests:
-                self.decisions.append_now(write.request.request_id, write.new_decisions)
+            if len(writes) == 1:
+                (write,) = writes
+                stored: tuple[MutationRequest, ...] = (
+                    requests.replace_now(write.request, write.expected_revision),
+                )
+                decisions.append_now(write.request.request_id, write.new_decisions)
+            else:
+                stored = tuple(
+                    requests.replace_now(write.request, write.expected_revision) for write in writes
+                )
+                for write in writes:
+                    decisions.append_now(write.request.request_id, write.new_decisions)
             for entry in commit.history:
                 _run_now(self.history.append(entry))
-            if self.audit is not None:
+            audit = self.audit
+            if audit is not None:
                 for record in commit.audit:
-                    _run_now(self.audit.record(record))
+                    _run_now(audit.record(record))
         return stored
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from mutator import AuditEntry, HistoryEntry
+from mutator.values import trusted
 
 from ._decisions import RequestDecision
 from ._request import MutationRequest, evolve_request
@@ -62,12 +63,23 @@ class RequestWrite:
     @classmethod
     def update(cls, before: MutationRequest, after: MutationRequest) -> RequestWrite:
         """The write that moves a stored ``before`` to ``after`` (decisions past ``before``'s)."""
-        return cls(after, before.revision, after.decisions[len(before.decisions) :])
+        if cls is not RequestWrite:
+            return cls(after, before.revision, after.decisions[len(before.decisions) :])
+        write: RequestWrite = _build_write(
+            after, before.revision, after.decisions[len(before.decisions) :]
+        )
+        return write
 
     @classmethod
     def create(cls, request: MutationRequest) -> RequestWrite:
         """The write that stores a new ``request`` with every decision it carries."""
-        return cls(request, None, request.decisions)
+        if cls is not RequestWrite:
+            return cls(request, None, request.decisions)
+        write: RequestWrite = _build_write(request, None, request.decisions)
+        return write
+
+
+_build_write = trusted(RequestWrite)  # a request's decisions are always a tuple
 
 
 @attrs.frozen
@@ -90,5 +102,8 @@ class GovernedCommit:
     def stored(self) -> tuple[MutationRequest, ...]:
         """The requests as they are stored once this commit lands (revisions advanced)."""
         return tuple(
-            evolve_request(write.request, revision=write.stored_revision) for write in self.requests
+            write.request
+            if write.request.revision == write.stored_revision
+            else evolve_request(write.request, revision=write.stored_revision)
+            for write in self.requests
         )

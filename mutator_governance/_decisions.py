@@ -13,7 +13,14 @@ from mutator.values import aware, freeze_mapping, trusted, utc_now
 
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 
-__all__ = ["DecisionCode", "RequestDecision", "category_of", "code_for", "numbered"]
+__all__ = [
+    "DecisionCode",
+    "RequestDecision",
+    "category_of",
+    "code_for",
+    "new_decision",
+    "numbered",
+]
 
 DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
 """Any decision code: a member of one of the three decision enums (one per category)."""
@@ -76,6 +83,29 @@ class RequestDecision:
 
 _build_decision = trusted(RequestDecision)
 assert [a.name for a in attrs.fields(RequestDecision)][-1] == "sequence"
+_TIMESTAMP = attrs.fields(RequestDecision).timestamp
+
+
+def new_decision(
+    code: DecisionCode,
+    context: MutationContext,
+    reason: str | None,
+    at: datetime,
+    metadata: Mapping[str, Any] | None = None,
+    sequence: int = 0,
+) -> RequestDecision:
+    """A decision made by the library itself: what ``RequestDecision(...)`` builds, cheaper.
+
+    For the library's own paths, whose ``code`` is always a decision enum member: only the
+    timestamp is checked (it comes from a user-supplied clock; same error as the
+    constructor) and the metadata frozen. ``sequence`` saves the renumbering copy when the
+    caller knows the decision's position.
+    """
+    aware(None, _TIMESTAMP, at)
+    built: RequestDecision = _build_decision(
+        code, context, reason, at, freeze_mapping(metadata), sequence
+    )
+    return built
 
 
 def _renumbered(d: RequestDecision, sequence: int) -> RequestDecision:

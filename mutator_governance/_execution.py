@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -27,9 +28,12 @@ from mutator import (
     ResultStatus,
 )
 from mutator.concurrency import KeyedLock
+from mutator.values import freeze_mapping, utc_now
 
+from ._commit import InMemoryCommitter
 from ._commit_types import RequestWrite, StateWrite
-from ._decisions import RequestDecision
+from ._copying import attrs_copier
+from ._decisions import RequestDecision, new_decision
 from ._enums import (
     ExecutionKind,
     LifecycleDecision,
@@ -49,6 +53,7 @@ from ._errors import (
     outage_in,
 )
 from ._ledger import RequestLedger
+from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._query import RequestQuery, VersionedState, next_version
 from ._registry import MutationRegistry
 from ._request import (
@@ -57,8 +62,9 @@ from ._request import (
     ExecutionDetails,
     ExecutionLink,
     MutationRequest,
+    new_claim,
 )
-from ._resolution import Resolution, resolve_version
+from ._resolution import Resolution, Verdict, judge
 from ._telemetry import Telemetry, observed
 from ._transitions import record, transition
 from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport, run_worker
@@ -112,6 +118,64 @@ class RecoverySweep:
     released: tuple[MutationRequest, ...] = ()
     skipped: tuple[str, ...] = ()
     repaired_decisions: int = 0
+
+
+_copy_context = attrs_copier(MutationContext)
+_SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
+_NO_SHIELD = contextlib.nullcontext()
+
+
+def _system_context(request_id: str) -> MutationContext:
+    """``MutationContext.system("governed execution", correlation_id=request_id)``, cheaper."""
+    context: MutationContext = _copy_context(
+        _SYSTEM_CONTEXT, {"correlation_id": request_id, "timestamp": utc_now()}
+    )
+    return context
+
+
+def _never_suspends(ledger: RequestLedger) -> bool:
+    """Whether every store call of ``ledger`` finishes without suspending (in-memory stores).
+
+    A shield around such calls protects nothing: cancellation is only delivered where a
+    task suspends. Checked at each use, since a ledger's stores may be swapped.
+    """
+    return (
+        ledger.telemetry is None
+        and type(ledger.committer) is InMemoryCommitter
+        and type(ledger.requests) is InMemoryRequestStore
+        and type(ledger.states) is InMemoryStateStore
+        and type(ledger.decisions) is InMemoryDecisionHistory
+    )
+
+
+def _next_sequence(claimed: MutationRequest, verdict: Verdict) -> int:
+    """The sequence number of the decision an execution adds after its resolution's."""
+    return len(claimed.decisions) + len(verdict.decisions) + 1
+
+
+def _finish(
+    claimed: MutationRequest,
+    verdict: Verdict,
+    target: RequestStatus,
+    decision: RequestDecision,
+    now: datetime,
+    *more: RequestDecision,
+    pending_reason: PendingReason | None = None,
+    **changes: Any,
+) -> MutationRequest:
+    """The final request of an execution: ``claimed`` resolved by ``verdict``, then moved on.
+
+    One copy of the request with the resolution's decisions and changes, then ``decision``
+    and ``more`` with ``changes``; its revision is the one the write stores.
+    """
+    return transition(
+        claimed,
+        target,
+        (*verdict.decisions, decision, *more),
+        at=now,
+        pending_reason=pending_reason,
+        **{**verdict.changes, **changes, "revision": claimed.revision + 1},
+    )
 
 
 def _executor_id() -> str:
@@ -215,14 +279,14 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         request_id = request.request_id
-        context = context or MutationContext.system("governed execution", correlation_id=request_id)
+        context = context or _system_context(request_id)
         self._check_executable(request, strategy)
         state_id = request.state_id
         await self._states.acquire(state_id)
         try:
             claim = self._new_claim(request)
             try:
-                with anyio.CancelScope(shield=True):
+                with self._shield():
                     claimed, current = await self._claim_latest(request, claim, context, strategy)
                 return await self._run_claimed(claimed, current, context, strategy)
             except BaseException:
@@ -279,12 +343,15 @@ class GovernedExecutionManager:
 
     def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
         now = self.clock()
-        return ExecutionClaim(
-            self.executor_id,
-            now,
-            now + self.lease,
-            revalidating=request.status is RequestStatus.PENDING,
+        return new_claim(
+            self.executor_id, now, now + self.lease, request.status is RequestStatus.PENDING
         )
+
+    def _shield(self) -> contextlib.AbstractContextManager[object]:
+        """A shield for a write that must land whole, or none when nothing can suspend."""
+        if _never_suspends(self.ledger):
+            return _NO_SHIELD
+        return anyio.CancelScope(shield=True)
 
     @observed("claim")
     async def _claim(
@@ -295,16 +362,18 @@ class GovernedExecutionManager:
             request,
             RequestStatus.EXECUTING,
             [
-                RequestDecision(
+                new_decision(
                     LifecycleDecision.CLAIMED,
                     context,
                     f"claimed by {self.executor_id}",
                     now,
                     {"claimant": self.executor_id, "lease_until": claim.lease_until},
+                    len(request.decisions) + 1,
                 )
             ],
             at=now,
             claim=claim,
+            revision=request.revision + 1,
         )
         ledger = self.ledger
         if ledger.reads_with_commit:
@@ -396,39 +465,33 @@ class GovernedExecutionManager:
                     claimed, produced, context, "the state already holds this request's version"
                 )
                 return GovernedExecutionResult(finished, None, None, True, produced)
-        resolution = resolve_version(
-            claimed, current.version, strategy, context, at=self.clock(), claimed=True
-        )
-        if not resolution.executes:
-            with anyio.CancelScope(shield=True):
-                stored = await ledger.update(claimed, resolution.request)
-            return GovernedExecutionResult(
-                stored, attrs.evolve(resolution, request=stored), None, False
-            )
-        resolved = resolution.request
-        mutation = self._mutation_of(resolved)
-        granted = resolved.policy_requirements if resolved.approval_requirements else ()
+        claim = claimed.claim
+        at = claim.claimed_at if claim is not None else self.clock()
+        verdict = judge(claimed, current.version, strategy, context, at=at, claimed=True)
+        if not verdict.outcome.executes:
+            resolved = verdict.apply(claimed, at=at, revision=claimed.revision + 1)
+            with self._shield():
+                stored = await ledger.update(claimed, resolved)
+            return GovernedExecutionResult(stored, verdict.resolution(stored), None, False)
+        # An executing verdict only appends to the claimed request: it is folded into the
+        # final write below rather than built on its own.
+        assert verdict.target is None
+        mutation = self._mutation_of(claimed)
+        granted = claimed.policy_requirements if claimed.approval_requirements else ()
         held = _Claim(claimed)
-        run_context = self._execution_context(resolved, context)
+        run_context = self._execution_context(claimed, context)
         deferred = await self._renewing(
             held,
             self.engine.execute_deferred(
                 mutation,
                 current.state,
                 context=run_context,
-                state_id=resolved.state_id,
+                state_id=claimed.state_id,
                 granted=granted,
             ),
         )
-        if held.request is not claimed:
-            # The lease was renewed: carry the new revision and claim into the outcome.
-            claimed = held.request
-            resolved = attrs.evolve(
-                resolved,
-                revision=claimed.revision,
-                claim=claimed.claim,
-                updated_at=claimed.updated_at,
-            )
+        # The lease may have been renewed: the outcome then carries the new revision.
+        claimed = held.request
         failure = deferred.error
         if failure is not None and not _decides_failure(failure):
             outage = outage_in(failure)
@@ -440,132 +503,133 @@ class GovernedExecutionManager:
         state_write = None
         extra: list[RequestWrite] = []
         if failure is not None:
-            final = transition(
-                resolved,
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.FAILED,
-                [
-                    RequestDecision(
-                        LifecycleDecision.FAILED,
-                        context,
-                        str(failure),
-                        now,
-                        {
-                            "failure_type": type(failure).__name__,
-                            "execution_id": failure.execution_id or "",
-                        },
-                    )
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.FAILED,
+                    context,
+                    str(failure),
+                    now,
+                    {
+                        "failure_type": type(failure).__name__,
+                        "execution_id": failure.execution_id or "",
+                    },
+                    _next_sequence(claimed, verdict),
+                ),
+                now,
             )
         else:
             assert mutation_result is not None
             final, state_write, extra = await self._outcome(
-                resolved, mutation_result, current.version, context, now
+                claimed, verdict, mutation_result, current.version, context, now
             )
         executed = state_write is not None
         history = (deferred.history,) if executed and deferred.history is not None else ()
         audit = (deferred.audit,) if deferred.audit is not None else ()
-        with anyio.CancelScope(shield=True):
+        with self._shield():
             written = await ledger.save(
                 claimed, final, linked=extra, state=state_write, history=history, audit=audit
             )
-        original = written[1] if len(written) > 1 else None
         return GovernedExecutionResult(
             written[0],
-            attrs.evolve(resolution, request=written[0]),
+            verdict.resolution(written[0]),
             mutation_result,
             executed,
             state_write.new_version if state_write is not None else None,
-            original,
+            written[1] if len(written) > 1 else None,
         )
 
     async def _outcome(
         self,
-        request: MutationRequest,
+        claimed: MutationRequest,
+        verdict: Verdict,
         result: MutationResult[Any],
         current_version: str,
         context: MutationContext,
         now: datetime,
     ) -> tuple[MutationRequest, StateWrite | None, list[RequestWrite]]:
         """The terminal request (and writes) for a result the engine returned."""
+        sequence = _next_sequence(claimed, verdict)
         metadata = {
             "execution_id": result.execution_id or "",
-            "execution_kind": request.execution.kind.value,
+            "execution_kind": claimed.execution.kind.value,
             "result_status": result.status.value,
         }
         if result.ok:
             version = next_version(current_version)
-            final = transition(
-                request,
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.EXECUTED,
-                [
-                    RequestDecision(
-                        LifecycleDecision.EXECUTED,
-                        context,
-                        f"executed; state is now at version {version}",
-                        now,
-                        {
-                            **metadata,
-                            "resulting_state_version": version,
-                            "change_count": len(result.changes),
-                            "side_effect_count": len(result.side_effects),
-                        },
-                    )
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.EXECUTED,
+                    context,
+                    f"executed; state is now at version {version}",
+                    now,
+                    {
+                        **metadata,
+                        "resulting_state_version": version,
+                        "change_count": len(result.changes),
+                        "side_effect_count": len(result.side_effects),
+                    },
+                    sequence,
+                ),
+                now,
                 resulting_state_version=version,
                 executed_at=now,
                 side_effects=result.side_effects,
             )
             write = StateWrite(
-                request.state_id, result.new_state, current_version, version, request.request_id
+                claimed.state_id, result.new_state, current_version, version, claimed.request_id
             )
+            if final.execution.kind is not ExecutionKind.COMPENSATION:
+                return final, write, []
             try:
                 extra = await self._link_compensation(final, version, context, now)
             except AlreadyCompensatedError as error:
-                refused = transition(
-                    request,
+                refused = _finish(
+                    claimed,
+                    verdict,
                     RequestStatus.REJECTED,
-                    [
-                        RequestDecision(
-                            LifecycleDecision.REJECTED, context, str(error), now, metadata
-                        )
-                    ],
-                    at=now,
+                    new_decision(
+                        LifecycleDecision.REJECTED, context, str(error), now, metadata, sequence
+                    ),
+                    now,
                 )
                 return refused, None, []
             return final, write, extra
         if result.status is ResultStatus.APPROVAL_REQUIRED:
-            changes, requested = fresh_round(request, context, now, result.requirements)
-            final = transition(
-                request,
+            changes, requested = fresh_round(claimed, context, now, result.requirements)
+            final = _finish(
+                claimed,
+                verdict,
                 RequestStatus.PENDING,
-                [
-                    RequestDecision(
-                        LifecycleDecision.PENDING,
-                        context,
-                        f"policies now require approvals not granted: {result.error_message}",
-                        now,
-                        metadata,
-                    ),
-                    *requested,
-                ],
-                at=now,
+                new_decision(
+                    LifecycleDecision.PENDING,
+                    context,
+                    f"policies now require approvals not granted: {result.error_message}",
+                    now,
+                    metadata,
+                    sequence,
+                ),
+                now,
+                *requested,
                 pending_reason=PendingReason.APPROVAL,
                 policy_requirements=result.requirements,
                 expected_state_version=current_version,
                 **changes,
             )
             return final, None, []
-        final = transition(
-            request,
+        final = _finish(
+            claimed,
+            verdict,
             RequestStatus.REJECTED,
-            [
-                RequestDecision(
-                    LifecycleDecision.REJECTED, context, result.error_message, now, metadata
-                )
-            ],
-            at=now,
+            new_decision(
+                LifecycleDecision.REJECTED, context, result.error_message, now, metadata, sequence
+            ),
+            now,
             side_effects=result.side_effects,
         )
         return final, None, []
@@ -626,18 +690,24 @@ class GovernedExecutionManager:
     @staticmethod
     def _execution_context(request: MutationRequest, executor: MutationContext) -> MutationContext:
         """The requester's context, forced to COMMIT and correlated with the request."""
-        return attrs.evolve(
-            request.context,
-            mode=MutationMode.COMMIT,
-            correlation_id=request.request_id,
-            causation_id=executor.correlation_id,
-            metadata={
-                **request.context.metadata,
-                "governance_request_id": request.request_id,
-                "execution_kind": request.execution.kind.value,
-                "executed_by": executor.actor_id or executor.actor_type.value,
-            },
-        )
+        requester = request.context
+        changes: dict[str, Any] = {
+            "mode": MutationMode.COMMIT,
+            "correlation_id": request.request_id,
+            "causation_id": executor.correlation_id,
+            "metadata": freeze_mapping(
+                {
+                    **requester.metadata,
+                    "governance_request_id": request.request_id,
+                    "execution_kind": request.execution.kind.value,
+                    "executed_by": executor.actor_id or executor.actor_type.value,
+                }
+            ),
+        }
+        if type(requester) is not MutationContext:
+            return attrs.evolve(requester, **changes)
+        context: MutationContext = _copy_context(requester, changes)
+        return context
 
     async def _settle_own(
         self, request_id: str, claim: ExecutionClaim, context: MutationContext, reason: str

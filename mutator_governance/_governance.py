@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,8 @@ from mutator import (
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
 from ._commit import default_committer
-from ._decisions import RequestDecision
+from ._copying import attrs_copier
+from ._decisions import RequestDecision, new_decision
 from ._enums import (
     ApprovalDecision,
     LifecycleDecision,
@@ -46,13 +46,14 @@ from ._errors import (
     StateNotFoundError,
 )
 from ._execution import GovernedExecutionManager, GovernedExecutionResult, RecoverySweep
+from ._ids import new_id
 from ._ledger import RequestLedger
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._quarantine import QuarantinedRequest
 from ._query import RequestPage, RequestQuery
 from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQuery
 from ._registry import MutationRegistry
-from ._request import CompensationPlan, MutationRequest
+from ._request import CompensationPlan, MutationRequest, new_request
 from ._resolution import Resolution, resolve_version
 from ._retention import TERMINAL_STATUSES, PurgeReport, terminal_statuses
 from ._telemetry import Telemetry, observed
@@ -82,6 +83,16 @@ KEEP = Keep.KEEP
 """Default of optional update arguments: "leave this field as it is" (None would clear it)."""
 
 _SYSTEM = "governance"
+_copy_context = attrs_copier(MutationContext)
+_SYSTEM_CONTEXT = MutationContext.system(correlation_id="template")
+
+
+def _system_context(request_id: str) -> MutationContext:
+    """``MutationContext.system(correlation_id=request_id)``, cheaper."""
+    context: MutationContext = _copy_context(
+        _SYSTEM_CONTEXT, {"correlation_id": request_id, "timestamp": utc_now()}
+    )
+    return context
 
 
 @attrs.frozen
@@ -294,38 +305,43 @@ class Governance:
             raise StateNotFoundError(state_id)
         evaluation = await self.engine.evaluate(mutation, current.state, context=context)
         now = self.clock()
-        request_id = request_id or uuid.uuid4().hex
-        decisions = [RequestDecision(LifecycleDecision.SUBMITTED, context, context.reason, now)]
-        base = MutationRequest(
-            request_id=request_id,
-            state_id=state_id,
-            state_type=type(current.state).__name__,
-            mutation_type=mutation_type,
-            mutation=mutation,
-            intent=mutation.intent,
-            context=context,
-            status=RequestStatus.CREATED,
-            created_at=now,
-            updated_at=now,
-            policy_requirements=evaluation.requirements,
-            expected_state_version=current.version,
-            expires_at=expires_at,
-            metadata=metadata or {},
-            trace_context=self.telemetry.capture() if self.telemetry is not None else {},
+        request_id = request_id or new_id()
+        decisions = [
+            new_decision(LifecycleDecision.SUBMITTED, context, context.reason, now, None, 1)
+        ]
+        base = new_request(
+            {
+                "request_id": request_id,
+                "state_id": state_id,
+                "state_type": type(current.state).__name__,
+                "mutation_type": mutation_type,
+                "mutation": mutation,
+                "intent": mutation.intent,
+                "context": context,
+                "status": RequestStatus.CREATED,
+                "created_at": now,
+                "updated_at": now,
+                "policy_requirements": evaluation.requirements,
+                "expected_state_version": current.version,
+                "expires_at": expires_at,
+                "metadata": metadata or {},
+                "trace_context": self.telemetry.capture() if self.telemetry is not None else {},
+            }
         )
-        system = MutationContext.system(correlation_id=request_id)
+        system = _system_context(request_id)
         status = evaluation.status
         if status is ResultStatus.POLICY_BLOCKED:
             reason = "; ".join(
                 f"{d.policy_name}: {d.reason or 'denied'}" for d in evaluation.blockers
             )
             decisions.append(
-                RequestDecision(
+                new_decision(
                     LifecycleDecision.REJECTED,
                     system,
                     reason,
                     now,
                     {"blocking_policies": tuple(d.policy_name for d in evaluation.blockers)},
+                    2,
                 )
             )
             request = transition(base, RequestStatus.REJECTED, decisions, at=now)
@@ -336,10 +352,10 @@ class Governance:
                     "policies required approval but no requirement is of type 'approval'"
                 )
             decisions.append(
-                RequestDecision(LifecycleDecision.PENDING, system, "approval required", now)
+                new_decision(LifecycleDecision.PENDING, system, "approval required", now, None, 2)
             )
             decisions.append(
-                RequestDecision(
+                new_decision(
                     ApprovalDecision.REQUESTED,
                     system,
                     "; ".join(
@@ -351,6 +367,7 @@ class Governance:
                     ),
                     now,
                     {"approval_requirement_count": len(approvals), "round": 1},
+                    3,
                 )
             )
             request = transition(
@@ -363,14 +380,16 @@ class Governance:
             )
         elif pending_reason is not None:
             decisions.append(
-                RequestDecision(LifecycleDecision.PENDING, context, pending_reason.name, now)
+                new_decision(LifecycleDecision.PENDING, context, pending_reason.name, now, None, 2)
             )
             request = transition(
                 base, RequestStatus.PENDING, decisions, at=now, pending_reason=pending_reason
             )
         else:
             decisions.append(
-                RequestDecision(LifecycleDecision.APPROVED, system, "allowed by policies", now)
+                new_decision(
+                    LifecycleDecision.APPROVED, system, "allowed by policies", now, None, 2
+                )
             )
             request = transition(base, RequestStatus.APPROVED, decisions, at=now)
         return await self._ledger.create(request)
@@ -391,7 +410,7 @@ class Governance:
         Without ``approval_id`` the actor's one matching slot in the active step is used.
         The request becomes APPROVED when every slot is approved or satisfied.
         """
-        request = await self._load(request_id)
+        request = await self._ledger.load(request_id)
         self._fence(request, RequestStatus.APPROVED)
         if request.status is RequestStatus.APPROVED and approval_id is None:
             raise ApprovalStateError(
@@ -410,6 +429,7 @@ class Governance:
                 reason=reason,
                 at=now,
                 allow_self_approval=self.allow_self_approval,
+                revision=request.revision + 1,
             )
         else:
             self._four_eyes(request, context)
@@ -417,11 +437,17 @@ class Governance:
                 request,
                 RequestStatus.APPROVED,
                 [
-                    RequestDecision(
-                        LifecycleDecision.APPROVED, context, reason or context.reason, now
+                    new_decision(
+                        LifecycleDecision.APPROVED,
+                        context,
+                        reason or context.reason,
+                        now,
+                        None,
+                        len(request.decisions) + 1,
                     )
                 ],
                 at=now,
+                revision=request.revision + 1,
             )
         return await self._ledger.update(request, updated)
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from mutator import ConcurrencyError
+from mutator.values import trusted
 
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
@@ -32,6 +33,8 @@ __all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStor
 
 
 _ReadyKey = tuple[datetime, str]
+_record = trusted(DecisionRecord)
+_versioned = trusted(VersionedState)
 
 
 def _ready_key(request: MutationRequest, revalidation: bool) -> _ReadyKey | None:
@@ -245,7 +248,7 @@ class InMemoryDecisionHistory:
                 )
             if decision.sequence not in logged:
                 logged[decision.sequence] = decision
-                self._log.append(DecisionRecord(request_id, decision))
+                self._log.append(_record(request_id, decision))
         if self.max_entries is not None:
             while len(self._log) > self.max_entries:
                 oldest = self._log.popleft()
@@ -348,7 +351,7 @@ class InMemoryStateStore:
         self.check_version(state_id, expected_version)
         self.check_request(state_id, request_id)
         version = next_version(expected_version)
-        self._states[state_id] = VersionedState(state, version, request_id)
+        self._states[state_id] = _versioned(state, version, request_id)
         if request_id is not None:
             self._produced[(state_id, request_id)] = version
         return version

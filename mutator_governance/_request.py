@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -13,6 +12,7 @@ from mutator import Mutation, MutationContext, MutationIntent, PolicyRequirement
 from mutator.values import aware, freeze_mapping, optional_aware, to_tuple, trusted
 
 from ._approvals import ApprovalRequirement
+from ._copying import attrs_copier
 from ._decisions import RequestDecision, numbered
 from ._enums import (
     ApprovalStatus,
@@ -23,9 +23,14 @@ from ._enums import (
     PendingReason,
     RequestStatus,
 )
+from ._ids import new_token
 
 __all__ = [
+    "check_changes",
+    "copy_request",
     "evolve_request",
+    "new_claim",
+    "new_request",
     "CompensationPlan",
     "ExecutionClaim",
     "ExecutionDetails",
@@ -76,7 +81,23 @@ class ExecutionClaim:
     claimed_at: datetime = attrs.field(validator=aware)
     lease_until: datetime = attrs.field(validator=aware)
     revalidating: bool = False
-    token: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    token: str = attrs.field(factory=new_token)
+
+
+_build_claim = trusted(ExecutionClaim)
+_CLAIMED_AT, _LEASE_UNTIL = attrs.fields(ExecutionClaim)[1:3]
+
+
+def new_claim(
+    claimant: str, claimed_at: datetime, lease_until: datetime, revalidating: bool
+) -> ExecutionClaim:
+    """``ExecutionClaim(...)`` for the library's own claims: checks the times only."""
+    aware(None, _CLAIMED_AT, claimed_at)
+    aware(None, _LEASE_UNTIL, lease_until)
+    claim: ExecutionClaim = _build_claim(
+        claimant, claimed_at, lease_until, revalidating, new_token()
+    )
+    return claim
 
 
 @attrs.frozen
@@ -166,31 +187,13 @@ _REQUEST_FIELD_NAMES = frozenset(a.name for a in _REQUEST_FIELDS)
 _CHECKED = {a.name: a for a in _REQUEST_FIELDS if a.converter or a.validator}
 
 
-def _copier() -> Any:
-    """``copy(request, changes)``: every field from ``changes`` if there, else ``request``.
-
-    Generated once from the field names, so a copy is one call of a trusted constructor
-    with one expression per field (no loop, no ``getattr``).
-    """
-    names = [a.name for a in _REQUEST_FIELDS]
-    arguments = ", ".join(f"c[{n!r}] if {n!r} in c else r.{n}" for n in names)
-    namespace: dict[str, Any] = {"_build": trusted(MutationRequest)}
-    exec(f"def copy(r, c):\n    return _build({arguments})", namespace)  # field names only
-    return namespace["copy"]
+_copy = attrs_copier(MutationRequest)
 
 
-_copy = _copier()
-
-
-def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
-    """A copy of ``request`` with ``changes``: converts and validates only the changed fields.
-
-    The trusted copy used on the library's own paths (transitions, stores): the fields
-    that did not change were validated when ``request`` was built, so unlike
-    :func:`attrs.evolve` this does not run every converter again.
-    """
-    unknown = changes.keys() - _REQUEST_FIELD_NAMES
-    if unknown:
+def check_changes(request: MutationRequest, changes: dict[str, Any]) -> None:
+    """Convert and validate ``changes`` in place, as :func:`evolve_request` does."""
+    if not _REQUEST_FIELD_NAMES.issuperset(changes):
+        unknown = changes.keys() - _REQUEST_FIELD_NAMES
         raise TypeError(f"MutationRequest has no field(s) {', '.join(sorted(unknown))}")
     for name, value in changes.items():
         field = _CHECKED.get(name)
@@ -200,5 +203,47 @@ def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
             value = changes[name] = field.converter(value)  # type: ignore[operator]
         if field.validator is not None:
             field.validator(request, field, value)
+
+
+def copy_request(request: MutationRequest, changes: dict[str, Any]) -> MutationRequest:
+    """A copy of ``request`` with ``changes`` taken as they are (already checked)."""
+    copied: MutationRequest = _copy(request, changes)
+    return copied
+
+
+_TEMPLATE = MutationRequest(
+    request_id="",
+    state_id="",
+    state_type="",
+    mutation_type="",
+    mutation=None,  # type: ignore[arg-type]
+    intent=None,  # type: ignore[arg-type]
+    context=MutationContext(),
+    status=RequestStatus.CREATED,
+    created_at=datetime.min.replace(tzinfo=UTC),
+    updated_at=datetime.min.replace(tzinfo=UTC),
+)
+
+
+def new_request(fields: dict[str, Any]) -> MutationRequest:
+    """``MutationRequest(**fields)``: ``fields`` are converted and validated, the rest default.
+
+    Cheaper than the constructor because defaults are copied from a template built once
+    (every default is immutable) instead of converted again. ``fields`` must name every
+    field without a default, in declaration order (the order errors are raised in).
+    """
+    check_changes(_TEMPLATE, fields)
+    copied: MutationRequest = _copy(_TEMPLATE, fields)
+    return copied
+
+
+def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
+    """A copy of ``request`` with ``changes``: converts and validates only the changed fields.
+
+    The trusted copy used on the library's own paths (transitions, stores): the fields
+    that did not change were validated when ``request`` was built, so unlike
+    :func:`attrs.evolve` this does not run every converter again.
+    """
+    check_changes(request, changes)
     copied: MutationRequest = _copy(request, changes)
     return copied

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import attrs
 
 from mutator import MutationContext
 
-from ._decisions import RequestDecision
+from ._decisions import RequestDecision, new_decision
 from ._enums import (
     PendingReason,
     RequestStatus,
@@ -21,7 +22,7 @@ from ._request import MutationRequest
 from ._transitions import record, transition
 from ._workflow import fresh_round
 
-__all__ = ["Resolution", "resolve_version"]
+__all__ = ["Resolution", "Verdict", "judge", "resolve_version"]
 
 
 @attrs.frozen
@@ -41,7 +42,52 @@ class Resolution:
         return self.outcome.executes
 
 
-def resolve_version(
+@attrs.frozen
+class Verdict:
+    """What resolution decided, before it is applied to the request.
+
+    ``target`` is the status the request moves to (None: it keeps its status), with
+    ``decisions`` appended and ``changes`` made. A governed execution folds an executing
+    verdict into its final write instead of building the resolved request on its own.
+    """
+
+    outcome: ResolutionOutcome
+    expected_version: str | None
+    current_version: str
+    is_stale: bool
+    strategy: ResolutionStrategy
+    decisions: tuple[RequestDecision, ...]
+    target: RequestStatus | None = None
+    pending_reason: PendingReason | None = None
+    changes: dict[str, Any] = attrs.field(factory=dict)
+
+    def apply(self, request: MutationRequest, *, at: datetime, **extra: Any) -> MutationRequest:
+        """``request`` resolved: moved to ``target`` (or recorded), with ``extra`` changes."""
+        if self.target is None:
+            return record(request, self.decisions, at=at, **self.changes, **extra)
+        return transition(
+            request,
+            self.target,
+            self.decisions,
+            at=at,
+            pending_reason=self.pending_reason,
+            **self.changes,
+            **extra,
+        )
+
+    def resolution(self, request: MutationRequest) -> Resolution:
+        """The :class:`Resolution` reporting this verdict with ``request``."""
+        return Resolution(
+            request,
+            self.outcome,
+            self.expected_version,
+            self.current_version,
+            self.is_stale,
+            self.strategy,
+        )
+
+
+def judge(
     request: MutationRequest,
     current_version: str,
     strategy: ResolutionStrategy,
@@ -49,12 +95,13 @@ def resolve_version(
     *,
     at: datetime,
     claimed: bool = False,
-) -> Resolution:
+) -> Verdict:
     """Resolve ``request`` against ``current_version`` following strategy table B.5.
 
     Only executable requests (APPROVED or pending REVALIDATION) can be resolved, and an
     EXECUTING one only by its executor (``claimed=True``); anything else raises
-    :class:`RequestNotExecutableError`.
+    :class:`RequestNotExecutableError`. An executing verdict of a claimed request always
+    keeps its status (``target`` None).
     """
     if not isinstance(current_version, str) or not current_version.strip():
         raise ValueError("current_version must be a non-blank string")
@@ -75,54 +122,75 @@ def resolve_version(
         "current_state_version": current_version,
         "strategy": strategy.value,
     }
+    sequence = len(request.decisions) + 1
 
-    def decided(code: ResolutionDecision, reason: str) -> RequestDecision:
-        return RequestDecision(code, context, reason, at, metadata)
+    def verdict(
+        outcome: ResolutionOutcome,
+        code: ResolutionDecision,
+        reason: str,
+        target: RequestStatus | None = None,
+        pending_reason: PendingReason | None = None,
+        more: tuple[RequestDecision, ...] = (),
+        **changes: Any,
+    ) -> Verdict:
+        decision = new_decision(code, context, reason, at, metadata, sequence)
+        return Verdict(
+            outcome,
+            expected,
+            current_version,
+            stale,
+            strategy,
+            (decision, *more),
+            target,
+            pending_reason,
+            changes,
+        )
 
     if not stale:
-        outcome = ResolutionOutcome.EXECUTE_APPROVED_VERSION
-        resolved = record(
-            request,
-            [decided(ResolutionDecision.VALIDATED, f"state is at version {current_version}")],
-            at=at,
+        return verdict(
+            ResolutionOutcome.EXECUTE_APPROVED_VERSION,
+            ResolutionDecision.VALIDATED,
+            f"state is at version {current_version}",
         )
-    else:
-        why = f"approved against version {expected}, state is now at {current_version}"
-        if strategy is ResolutionStrategy.REJECT_STALE:
-            outcome = ResolutionOutcome.REJECTED_AS_STALE
-            resolved = transition(
-                request,
-                RequestStatus.REJECTED,
-                [decided(ResolutionDecision.REJECTED_AS_STALE, why)],
-                at=at,
-            )
-        elif strategy is ResolutionStrategy.REQUIRE_RENEWED_APPROVAL:
-            outcome = ResolutionOutcome.REQUIRES_RENEWED_APPROVAL
-            changes, requested = fresh_round(request, context, at)
-            decisions = [decided(ResolutionDecision.RENEWED_APPROVAL_REQUIRED, why), *requested]
-            resolved = transition(
-                request,
-                RequestStatus.PENDING,
-                decisions,
-                at=at,
-                pending_reason=PendingReason.APPROVAL,
-                expected_state_version=current_version,
-                **changes,
-            )
-        else:
-            outcome = ResolutionOutcome.REVALIDATE_ON_LATEST_STATE
-            decision = decided(ResolutionDecision.REVALIDATION_REQUIRED, why)
-            if request.status is RequestStatus.APPROVED:
-                resolved = transition(
-                    request,
-                    RequestStatus.PENDING,
-                    [decision],
-                    at=at,
-                    pending_reason=PendingReason.REVALIDATION,
-                    expected_state_version=current_version,
-                )
-            else:
-                resolved = record(
-                    request, [decision], at=at, expected_state_version=current_version
-                )
-    return Resolution(resolved, outcome, expected, current_version, stale, strategy)
+    why = f"approved against version {expected}, state is now at {current_version}"
+    if strategy is ResolutionStrategy.REJECT_STALE:
+        return verdict(
+            ResolutionOutcome.REJECTED_AS_STALE,
+            ResolutionDecision.REJECTED_AS_STALE,
+            why,
+            RequestStatus.REJECTED,
+        )
+    if strategy is ResolutionStrategy.REQUIRE_RENEWED_APPROVAL:
+        changes, requested = fresh_round(request, context, at)
+        return verdict(
+            ResolutionOutcome.REQUIRES_RENEWED_APPROVAL,
+            ResolutionDecision.RENEWED_APPROVAL_REQUIRED,
+            why,
+            RequestStatus.PENDING,
+            PendingReason.APPROVAL,
+            tuple(requested),
+            expected_state_version=current_version,
+            **changes,
+        )
+    return verdict(
+        ResolutionOutcome.REVALIDATE_ON_LATEST_STATE,
+        ResolutionDecision.REVALIDATION_REQUIRED,
+        why,
+        RequestStatus.PENDING if request.status is RequestStatus.APPROVED else None,
+        PendingReason.REVALIDATION if request.status is RequestStatus.APPROVED else None,
+        expected_state_version=current_version,
+    )
+
+
+def resolve_version(
+    request: MutationRequest,
+    current_version: str,
+    strategy: ResolutionStrategy,
+    context: MutationContext,
+    *,
+    at: datetime,
+    claimed: bool = False,
+) -> Resolution:
+    """Resolve ``request`` and apply the verdict (see :func:`judge`)."""
+    verdict = judge(request, current_version, strategy, context, at=at, claimed=claimed)
+    return verdict.resolution(verdict.apply(request, at=at))

@@ -6,10 +6,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import attrs
+
+from mutator.values import aware
+
 from ._decisions import RequestDecision, numbered
 from ._enums import PendingReason, RequestStatus
 from ._errors import InvalidTransitionError
-from ._request import MutationRequest, evolve_request
+from ._request import MutationRequest, check_changes, copy_request
+
+_UPDATED_AT = attrs.fields(MutationRequest).updated_at
 
 __all__ = ["ALLOWED_TRANSITIONS", "can_transition", "record", "transition"]
 
@@ -89,20 +95,20 @@ def transition(
     refusal = can_transition(request, target, pending_reason)
     if refusal is not None:
         raise InvalidTransitionError(request.request_id, request.status, target, refusal)
+    aware(request, _UPDATED_AT, at)
+    if changes:
+        check_changes(request, changes)
     if target is not S.PENDING:
         pending_reason = None
     if target is not S.EXECUTING:
         changes.setdefault("claim", None)
     if target.is_terminal:
         changes.setdefault("expires_at", None)
-    return evolve_request(
-        request,
-        status=target,
-        pending_reason=pending_reason,
-        decisions=request.decisions + numbered(decisions, len(request.decisions)),
-        updated_at=at,
-        **changes,
-    )
+    changes["status"] = target
+    changes["pending_reason"] = pending_reason
+    changes["decisions"] = request.decisions + numbered(decisions, len(request.decisions))
+    changes["updated_at"] = at
+    return copy_request(request, changes)
 
 
 def record(
@@ -115,9 +121,9 @@ def record(
     """Append ``decisions`` (and field changes) without changing the status."""
     if "status" in changes or "pending_reason" in changes:
         raise ValueError("record() does not change status; use transition()")
-    return evolve_request(
-        request,
-        decisions=request.decisions + numbered(decisions, len(request.decisions)),
-        updated_at=at,
-        **changes,
-    )
+    aware(request, _UPDATED_AT, at)
+    if changes:
+        check_changes(request, changes)
+    changes["decisions"] = request.decisions + numbered(decisions, len(request.decisions))
+    changes["updated_at"] = at
+    return copy_request(request, changes)

@@ -9,8 +9,14 @@ import attrs
 
 from mutator import MutationContext, PolicyRequirement
 
-from ._approvals import ApprovalRequirement, RejectionReason, map_requirements, renew
-from ._decisions import RequestDecision
+from ._approvals import (
+    ApprovalRequirement,
+    RejectionReason,
+    evolve_slot,
+    map_requirements,
+    renew,
+)
+from ._decisions import RequestDecision, new_decision
 from ._enums import (
     ApprovalDecision,
     ApprovalStatus,
@@ -226,10 +232,14 @@ def approve_requirement(
     reason: str | None,
     at: datetime,
     allow_self_approval: bool = False,
+    revision: int | None = None,
 ) -> MutationRequest:
-    """Approve one slot; fill its quorum; approve the request when every slot is done."""
+    """Approve one slot; fill its quorum; approve the request when every slot is done.
+
+    ``revision`` is the revision the result is stored at, when the caller knows it.
+    """
     slot = _select(request, approval_id, context, allow_self_approval, at)
-    decided = attrs.evolve(
+    decided = evolve_slot(
         slot,
         status=ApprovalStatus.APPROVED,
         decided_at=at,
@@ -239,13 +249,15 @@ def approve_requirement(
     slots = [
         decided if s.approval_id == slot.approval_id else s for s in request.approval_requirements
     ]
+    sequence = len(request.decisions) + 1
     decisions = [
-        RequestDecision(
+        new_decision(
             ApprovalDecision.GRANTED,
             context,
             reason or context.reason,
             at,
             _slot_metadata(decided),
+            sequence,
         )
     ]
     if slot.quorum_group is not None:
@@ -253,13 +265,13 @@ def approve_requirement(
         approved = sum(1 for s in group if s.status is ApprovalStatus.APPROVED)
         if approved >= slot.required_approvals and any(s.is_open for s in group):
             slots = [
-                attrs.evolve(s, status=ApprovalStatus.SATISFIED, decided_at=at)
+                evolve_slot(s, status=ApprovalStatus.SATISFIED, decided_at=at)
                 if s.quorum_group == slot.quorum_group and s.is_open
                 else s
                 for s in slots
             ]
             decisions.append(
-                RequestDecision(
+                new_decision(
                     ApprovalDecision.QUORUM_SATISFIED,
                     context,
                     f"{approved} of {len(group)} approvals in quorum group {slot.quorum_group}",
@@ -268,18 +280,30 @@ def approve_requirement(
                         "quorum_group": slot.quorum_group,
                         "required_approvals": slot.required_approvals,
                     },
+                    sequence + 1,
                 )
             )
+    stored: dict[str, Any] = {} if revision is None else {"revision": revision}
     if all(s.is_fulfilled for s in slots):
         decisions.append(
-            RequestDecision(
-                LifecycleDecision.APPROVED, context, "all approval requirements fulfilled", at
+            new_decision(
+                LifecycleDecision.APPROVED,
+                context,
+                "all approval requirements fulfilled",
+                at,
+                None,
+                sequence + len(decisions),
             )
         )
         return transition(
-            request, RequestStatus.APPROVED, decisions, at=at, approval_requirements=slots
+            request,
+            RequestStatus.APPROVED,
+            decisions,
+            at=at,
+            approval_requirements=slots,
+            **stored,
         )
-    return record(request, decisions, at=at, approval_requirements=slots)
+    return record(request, decisions, at=at, approval_requirements=slots, **stored)
 
 
 def reject_requirement(
