@@ -328,9 +328,9 @@ async def test_only_the_claim_skips_the_durable_flush(
     seen: list[bool] = []
     original = writer.write
 
-    async def spy(*args: Any, durable: bool) -> None:
+    async def spy(*args: Any, durable: bool, **kwargs: Any) -> Any:
         seen.append(durable)
-        await original(*args, durable=durable)
+        return await original(*args, durable=durable, **kwargs)
 
     monkeypatch.setattr(writer, "write", spy)
     claimed = _decided(released, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
