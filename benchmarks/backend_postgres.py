@@ -9,7 +9,10 @@ full round trip (submit → approve → execute) to it are what issue 9 targets.
 
 ``python -m benchmarks.backend_postgres`` counts round trips and transactions per operation
 by wrapping the driver (every statement sent is one round trip; a statement outside a
-transaction block is one transaction, a transaction block is one), and prints them.
+transaction block is one transaction, a transaction block is one), and prints them with the
+server's CPU time per operation: the ``/proc/<pid>/schedstat`` run time of the backends
+that served the statements (only when the server runs on this machine; the worker's
+throughput on two cores is bounded by client and server CPU together).
 """
 
 from __future__ import annotations
@@ -192,6 +195,18 @@ class _Counter:
         self.round_trips = 0
         self.transactions = 0
         self.active = False
+        self.backends: set[int] = set()
+
+    def server_ns(self) -> dict[int, int]:
+        """CPU nanoseconds each live backend seen so far has run (none when unreadable)."""
+        times: dict[int, int] = {}
+        for pid in self.backends:
+            try:
+                with open(f"/proc/{pid}/schedstat") as stat:
+                    times[pid] = int(stat.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # gone, or the server runs elsewhere
+        return times
 
     @contextlib.contextmanager
     def installed(self) -> Any:
@@ -204,6 +219,7 @@ class _Counter:
         counter = self
 
         async def execute(cur: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.backends.add(cur.connection.info.backend_pid)
             if counter.active:
                 counter.round_trips += 1
                 idle = cur.connection.info.transaction_status == pq.TransactionStatus.IDLE
@@ -238,9 +254,10 @@ class _Counter:
                 setattr(owner, name, original)
 
 
-async def count_round_trips(ops: int = 20) -> dict[str, tuple[float, float]]:
-    """Round trips and transactions per operation of every scenario (averaged over ``ops``)."""
-    counts: dict[str, tuple[float, float]] = {}
+async def count_round_trips(ops: int = 20) -> dict[str, tuple[float, float, float | None]]:
+    """Round trips, transactions and server CPU µs per operation of every scenario
+    (averaged over ``ops``; the CPU is None when the server's processes are not readable)."""
+    counts: dict[str, tuple[float, float, float | None]] = {}
     counter = _Counter()
     with counter.installed():
         for kind, build in BUILDERS.items():
@@ -250,10 +267,14 @@ async def count_round_trips(ops: int = 20) -> dict[str, tuple[float, float]]:
                 await fixture.op()
                 counter.round_trips = counter.transactions = 0
                 counter.active = True
+                before = counter.server_ns()
                 for _ in range(ops):
                     await fixture.op()
+                after = counter.server_ns()
                 counter.active = False
-                counts[kind] = (counter.round_trips / ops, counter.transactions / ops)
+                spent = [ns - before.get(pid, 0) for pid, ns in after.items()]
+                cpu = sum(spent) / ops / 1000 if after else None
+                counts[kind] = (counter.round_trips / ops, counter.transactions / ops, cpu)
             finally:
                 assert fixture.close is not None
                 await fixture.close()
@@ -267,9 +288,10 @@ def main() -> int:
         return 0
     print(f"PostgreSQL at {POSTGRES_URL}")
     counts = asyncio.run(count_round_trips())
-    print(f"{'operation':<12} {'round trips':>12} {'transactions':>13}")
-    for kind, (trips, transactions) in counts.items():
-        print(f"{kind:<12} {trips:>12.1f} {transactions:>13.1f}")
+    print(f"{'operation':<12} {'round trips':>12} {'transactions':>13} {'server CPU µs':>14}")
+    for kind, (trips, transactions, cpu) in counts.items():
+        shown = "n/a" if cpu is None else f"{cpu:.0f}"
+        print(f"{kind:<12} {trips:>12.1f} {transactions:>13.1f} {shown:>14}")
     return 0
 
 

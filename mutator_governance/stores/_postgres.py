@@ -9,7 +9,7 @@ transaction-scoped advisory lock, so several processes may open a fresh database
 The schema's version is kept in ``schema_version``; a database migrated by a newer release
 is refused with :class:`~mutator_governance.StoredDataError` naming both versions.
 
-Layout (schema version 3, see ``_postgres_schema``)::
+Layout (schema version 4, see ``_postgres_schema``)::
 
     requests        request_id PK (COLLATE "C"), state_id, status, pending_reason, actor_id,
                     created_at, updated_at (timestamptz), revision, document (JSON text),
@@ -30,7 +30,10 @@ exactly. Request queries are pushed down to SQL and ordered by ``created_at`` th
 store.
 
 Every governance operation is one call of the server-side function ``governed_commit``:
-one statement, so one round trip and one transaction. It locks the requests (in code point
+one statement, so one round trip and one transaction. Its parameters are one JSON text of
+the rows' scalar columns and one binary text array of their documents (cheap to send), and
+it can return a state row read after its writes: a claim reads the state it is about to
+change in the same round trip (``commit_reading``). It locks the requests (in code point
 order) and the state (``SELECT ... FOR UPDATE``), checks every revision, the state version
 and that the request produced no version yet, and only then writes; a failed check or any
 later error rolls the whole operation back. A claim (the request becomes EXECUTING, no state
@@ -1032,19 +1035,10 @@ class _Writer:
 
     def __init__(self, db: _Database) -> None:
         self._db = db
-        s = db.s
-        # Documents travel as binary text arrays (%b): the text array format would escape
-        # every quote of the JSON through a Python-level regex callback (~1,300 per
-        # governed execution, measured).
-        self._sql = (
-            f"SELECT {s}.governed_commit(%s, "
-            "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::timestamptz[], %s::timestamptz[], %b::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %b::text[], "
-            "%s, %s, %s, %s, %s, "
-            "%s::text[], %s::timestamptz[], %b::text[], "
-            "%s::text[], %s::timestamptz[], %b::text[])"
-        )
+        # The scalar columns travel as one JSON text (one parameter, dumped by the C
+        # encoder) and the documents as one binary text array (%b: the text array format
+        # would escape every quote of the JSON through a Python-level regex callback).
+        self._sql = f"SELECT version, request_id, document FROM {db.s}.governed_commit(%s, %b, %s)"
 
     async def write(
         self,
@@ -1054,56 +1048,74 @@ class _Writer:
         audit: Sequence[AuditEntry],
         *,
         durable: bool,
-    ) -> None:
-        """Check and write everything in one statement; typed errors when a check fails."""
+        read_state: str | None = None,
+    ) -> tuple[Any, ...] | None:
+        """Check and write everything in one statement; typed errors when a check fails.
+
+        Returns ``read_state``'s row ``(version, request_id, document)`` as read after the
+        writes, or None (no such state, or none asked for).
+        """
         db = self._db
-        request_columns: list[list[Any]] = [[] for _ in range(11)]
-        decision_columns: list[list[Any]] = [[] for _ in range(5)]
+        documents: list[str] = []
+        request_rows: list[list[Any]] = []
+        decision_rows: list[list[Any]] = []
         for write, stored in requests:
-            row = (
-                write.request.request_id,
-                write.expected_revision,
-                *db.request_row(stored, stored.revision),
+            request_id = write.request.request_id
+            state_id, status, reason, actor, created, updated, document, kind, original = (
+                db.request_row(stored, stored.revision)
             )
-            for column, value in zip(request_columns, row, strict=True):
-                column.append(value)
-            for decision_row in db.decision_rows(write.request.request_id, write.new_decisions):
-                for column, value in zip(decision_columns, decision_row, strict=True):
-                    column.append(value)
-        records = (
-            [
-                [entry.state_id for entry in history],
-                [entry.executed_at for entry in history],
-                [db.record_document(entry) for entry in history],
-            ],
-            [
-                [entry.state_id for entry in audit],
-                [entry.executed_at for entry in audit],
-                [db.record_document(entry) for entry in audit],
-            ],
-        )
-        state_params = (
-            (
+            documents.append(document)
+            request_rows.append(
+                [
+                    request_id,
+                    write.expected_revision,
+                    state_id,
+                    status,
+                    reason,
+                    actor,
+                    created.isoformat(),
+                    updated.isoformat(),
+                    kind,
+                    original,
+                    len(documents),
+                ]
+            )
+            for _, sequence, category, timestamp, text in db.decision_rows(
+                request_id, write.new_decisions
+            ):
+                documents.append(text)
+                decision_rows.append(
+                    [request_id, sequence, category, timestamp.isoformat(), len(documents)]
+                )
+        state_row: list[Any] | None = None
+        if state is not None:
+            documents.append(state.document)
+            state_row = [
                 state.state_id,
                 state.expected_version,
                 state.version,
                 state.request_id,
-                state.document,
-            )
-            if state is not None
-            else (None, None, None, None, None)
-        )
-        params = (
-            durable,
-            *request_columns,
-            *decision_columns,
-            *state_params,
-            *records[0],
-            *records[1],
+                len(documents),
+            ]
+        records: list[list[list[Any]]] = [[], []]
+        for rows, entries in ((records[0], history), (records[1], audit)):
+            for entry in entries:
+                documents.append(db.record_document(entry))
+                rows.append([entry.state_id, entry.executed_at.isoformat(), len(documents)])
+        meta = _json_text(
+            {
+                "durable": durable,
+                "r": request_rows,
+                "d": decision_rows,
+                "s": state_row,
+                "h": records[0],
+                "a": records[1],
+            }
         )
         async with db.connection() as conn:
             try:
-                await conn.execute(self._sql, params)
+                cursor = await conn.execute(self._sql, (meta, documents, read_state))
+                return await cursor.fetchone()
             except psycopg.errors.UniqueViolation as error:
                 raise _unique_violation(error, requests, state) from None
             except psycopg.DatabaseError as error:
@@ -1111,6 +1123,11 @@ class _Writer:
                 if mapped is None:
                     raise
                 raise mapped from None
+
+
+# Keeps every character as is (psycopg encodes the text like any other parameter) and
+# writes no spaces.
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 _CODES = {code: name for name, code in COMMIT_CODES.items()}
@@ -1165,6 +1182,9 @@ def _unique_violation(
 class PostgresCommitter:
     """Writes one governance operation in one transaction: checks first, then every write.
 
+    Also a :class:`~mutator_governance.protocols.ReadingCommitter`: ``commit_reading``
+    returns a state read after the writes by the same statement.
+
     The operation is one call of the schema's ``governed_commit`` function (one statement,
     one round trip). It locks the requests (in id order, so concurrent commits cannot
     deadlock) and then the state with ``SELECT ... FOR UPDATE`` and checks every expected
@@ -1183,6 +1203,22 @@ class PostgresCommitter:
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         """Apply every write in ``commit``; return the stored requests in order."""
+        stored, _ = await self._commit(commit, None)
+        return stored
+
+    async def commit_reading(
+        self, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        """Apply ``commit`` and read ``state_id`` after its writes, in the same statement.
+
+        Raises what :meth:`commit` raises (nothing written, nothing read); the state is
+        None when ``state_id`` holds none.
+        """
+        return await self._commit(commit, state_id)
+
+    async def _commit(
+        self, commit: GovernedCommit, read_state: str | None
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
         db = self._db
         stored = commit.stored()
         state = commit.state
@@ -1207,14 +1243,19 @@ class PostgresCommitter:
             and bool(commit.requests)
             and commit.requests[0].request.status is RequestStatus.EXECUTING
         )
-        await self._writer.write(
+        found = await self._writer.write(
             tuple(zip(commit.requests, stored, strict=True)),
             row,
             commit.history,
             commit.audit,
             durable=durable,
+            read_state=read_state,
         )
-        return stored
+        if found is None or read_state is None:
+            return stored, None
+        version, request_id, text = found
+        _check_version(read_state, version, "states.version")
+        return stored, VersionedState(db.state_from(read_state, text), version, request_id)
 
 
 class PostgresStore:

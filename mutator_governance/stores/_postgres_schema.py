@@ -14,6 +14,13 @@ original a compensation request undoes) read from the document, the ``quarantine
 of unreadable rows, and a ``governed_commit`` that notifies the schema's channel
 (:func:`ready_channel`) when it writes a ready request. ``{s}`` and ``{channel}`` are
 substituted when migrating.
+
+Version 4 cuts the client's cost of a commit: ``governed_commit(meta text, documents text[],
+read_state text)`` takes the scalar columns of every row as one small JSON text (parsed
+once as ``jsonb`` on the server) and the documents as one binary text array, instead of
+26 typed arrays that psycopg dumps element by element; and it returns ``read_state``'s row
+as read after its writes, so a claim reads the state it will change in the same round
+trip (:class:`~mutator_governance.protocols.ReadingCommitter`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import hashlib
 
 __all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this release writes and reads."""
 
 COMMIT_CODES = {
@@ -317,7 +324,135 @@ _V3: tuple[str, ...] = (
     _COMMIT_FUNCTION_V3,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V3_COMMIT_SIGNATURE = """{s}.governed_commit(boolean, text[], bigint[], text[], text[], text[],
+    text[], timestamptz[], timestamptz[], text[], text[], text[], text[], bigint[], text[],
+    timestamptz[], text[], text, text, text, text, text, text[], timestamptz[], text[], text[],
+    timestamptz[], text[])"""
+
+# Version 4. ``meta`` is a JSON object (built by ``_postgres._Writer``):
+#   "durable": false for a claim (commits without waiting for the WAL flush);
+#   "r": request rows [id, expected revision or null, state_id, status, reason, actor,
+#        created_at, updated_at, mutation_type, compensates, document index];
+#   "d": decision rows [request_id, sequence, category, timestamp, document index];
+#   "s": the state write [id, expected version, version, request_id, document index] or null;
+#   "h" / "a": history / audit rows [state_id, executed_at, document index].
+# Document indexes are 1-based positions in ``documents``. Same checks, same order, same
+# writes as version 3; then ``read_state``'s row (none when NULL or unknown).
+_COMMIT_FUNCTION_V4 = """CREATE FUNCTION {s}.governed_commit(
+    meta text, documents text[], read_state text
+) RETURNS SETOF {s}.states LANGUAGE plpgsql AS $fn$
+DECLARE
+    p jsonb := meta::jsonb;
+    reqs jsonb := p->'r';
+    st jsonb := p->'s';
+    r jsonb;
+    n integer := jsonb_array_length(p->'r');
+    found_revision bigint;
+    i integer;
+    actual text;
+    state_exists boolean := false;
+    s_id text := st->>0;
+    s_request_id text := st->>3;
+BEGIN
+    IF NOT (p->'durable')::boolean THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    -- One primary-key lookup per request (never a scan), in code point order.
+    FOR i IN SELECT o - 1 FROM jsonb_array_elements(reqs) WITH ORDINALITY AS x(e, o)
+        ORDER BY (e->>0) COLLATE "C"
+    LOOP
+        r := reqs->i;
+        SELECT revision INTO found_revision FROM {s}.requests WHERE request_id = r->>0
+            FOR UPDATE;
+        IF r->>1 IS NULL THEN
+            IF FOUND THEN
+                RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001', DETAIL = r->>0;
+            END IF;
+        ELSIF NOT FOUND THEN
+            RAISE EXCEPTION 'request missing' USING ERRCODE = 'MU002', DETAIL = r->>0;
+        ELSIF found_revision <> (r->>1)::bigint THEN
+            RAISE EXCEPTION 'revision moved' USING ERRCODE = 'MU003',
+                DETAIL = json_build_array(r->>0, (r->>1)::bigint, found_revision)::text;
+        END IF;
+    END LOOP;
+    IF s_id IS NOT NULL THEN
+        SELECT version INTO actual FROM {s}.states WHERE state_id = s_id FOR UPDATE;
+        state_exists := FOUND;
+        IF actual IS DISTINCT FROM st->>1 THEN
+            RAISE EXCEPTION 'state version moved' USING ERRCODE = 'MU004', DETAIL = s_id,
+                HINT = json_build_array(actual)::text;
+        END IF;
+        IF s_request_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {s}.state_versions WHERE state_id = s_id AND request_id = s_request_id
+        ) THEN
+            RAISE EXCEPTION 'request already produced a version' USING ERRCODE = 'MU005',
+                DETAIL = s_id, HINT = s_request_id;
+        END IF;
+        IF state_exists THEN
+            UPDATE {s}.states SET version = st->>2, request_id = s_request_id,
+                document = documents[(st->>4)::integer] WHERE state_id = s_id;
+        ELSE
+            INSERT INTO {s}.states (state_id, version, request_id, document)
+                VALUES (s_id, st->>2, s_request_id, documents[(st->>4)::integer]);
+        END IF;
+        IF s_request_id IS NOT NULL THEN
+            INSERT INTO {s}.state_versions (state_id, request_id, version)
+                VALUES (s_id, s_request_id, st->>2);
+        END IF;
+    END IF;
+    FOR i IN 0 .. n - 1 LOOP
+        r := reqs->i;
+        IF r->>1 IS NULL THEN
+            INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id,
+                created_at, updated_at, revision, document, mutation_type, compensates)
+            VALUES (r->>0, r->>2, r->>3, r->>4, r->>5, (r->>6)::timestamptz,
+                (r->>7)::timestamptz, 0, documents[(r->>10)::integer], r->>8, r->>9);
+        ELSE
+            UPDATE {s}.requests SET state_id = r->>2, status = r->>3,
+                pending_reason = r->>4, actor_id = r->>5,
+                created_at = (r->>6)::timestamptz, updated_at = (r->>7)::timestamptz,
+                document = documents[(r->>10)::integer], revision = revision + 1,
+                mutation_type = r->>8, compensates = r->>9,
+                reserved_by = CASE WHEN status = r->>3 AND pending_reason
+                    IS NOT DISTINCT FROM r->>4 THEN reserved_by END,
+                reserved_until = CASE WHEN status = r->>3 AND pending_reason
+                    IS NOT DISTINCT FROM r->>4 THEN reserved_until END
+            WHERE request_id = r->>0;
+        END IF;
+    END LOOP;
+    IF jsonb_array_length(p->'d') > 0 THEN
+        INSERT INTO {s}.decisions (request_id, sequence, category, timestamp, document)
+        SELECT e->>0, (e->>1)::bigint, e->>2, (e->>3)::timestamptz,
+            documents[(e->>4)::integer]
+        FROM jsonb_array_elements(p->'d') WITH ORDINALITY AS x(e, o)
+        ORDER BY o
+        ON CONFLICT (request_id, sequence) DO NOTHING;
+    END IF;
+    IF jsonb_array_length(p->'h') > 0 THEN
+        INSERT INTO {s}.history (state_id, executed_at, document)
+        SELECT e->>0, (e->>1)::timestamptz, documents[(e->>2)::integer]
+        FROM jsonb_array_elements(p->'h') WITH ORDINALITY AS x(e, o)
+        ORDER BY o;
+    END IF;
+    IF jsonb_array_length(p->'a') > 0 THEN
+        INSERT INTO {s}.audit (state_id, executed_at, document)
+        SELECT e->>0, (e->>1)::timestamptz, documents[(e->>2)::integer]
+        FROM jsonb_array_elements(p->'a') WITH ORDINALITY AS x(e, o)
+        ORDER BY o;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(reqs) AS x(e)
+            WHERE e->>3 = 'approved' OR (e->>3 = 'pending' AND e->>4 = 'revalidation')) THEN
+        PERFORM pg_notify('{channel}', '');
+    END IF;
+    IF read_state IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM {s}.states WHERE state_id = read_state;
+    END IF;
+END
+$fn$"""
+
+_V4: tuple[str, ...] = ("DROP FUNCTION " + _V3_COMMIT_SIGNATURE, _COMMIT_FUNCTION_V4)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

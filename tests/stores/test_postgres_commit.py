@@ -313,6 +313,43 @@ async def test_connections_broken_by_the_server_fail_once_then_are_replaced(
         await store.aclose()
 
 
+# -- commit_reading: the state read after the writes, in the same statement ------------------
+
+
+async def test_commit_reading_reads_the_state_after_its_own_writes(store: PostgresStore) -> None:
+    one, two = await _seed(store)
+    (executed, _), read = await store.committer.commit_reading(_execution(one, two), STATE_ID)
+    assert executed.status is RequestStatus.EXECUTED
+    assert read == await store.states.get(STATE_ID)
+    assert read is not None
+    assert (read.state, read.version, read.request_id) == (SampleState("sample", 2), "2", "req-1")
+
+
+async def test_a_commit_is_one_statement_even_when_it_reads(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, _ = await _seed(store)
+    released = _decided(one, RequestStatus.APPROVED, LifecycleDecision.RELEASED)
+    (released,) = await store.committer.commit(
+        GovernedCommit((RequestWrite.update(one, released),))
+    )
+    sent: list[str] = []
+    original = psycopg.AsyncConnection.execute
+
+    async def spy(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await original(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", spy)
+    claimed = _decided(released, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+    _, read = await store.committer.commit_reading(
+        GovernedCommit((RequestWrite.update(released, claimed),)), STATE_ID
+    )
+    assert read is not None
+    assert len(sent) == 1
+    assert "governed_commit" in sent[0]
+
+
 # -- the claim commits without waiting for the flush -------------------------------------------
 
 
@@ -328,9 +365,9 @@ async def test_only_the_claim_skips_the_durable_flush(
     seen: list[bool] = []
     original = writer.write
 
-    async def spy(*args: Any, durable: bool) -> None:
+    async def spy(*args: Any, durable: bool, **kwargs: Any) -> Any:
         seen.append(durable)
-        await original(*args, durable=durable)
+        return await original(*args, durable=durable, **kwargs)
 
     monkeypatch.setattr(writer, "write", spy)
     claimed = _decided(released, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)

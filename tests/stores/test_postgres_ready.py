@@ -40,9 +40,10 @@ from mutator_governance import (
     purgeable,
 )
 from mutator_governance.stores._postgres import PostgresRequestStore, PostgresStore
-from mutator_governance.stores._postgres_schema import MIGRATIONS
+from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from mutator_governance.testing import (
     ReadyQueueContract,
+    SampleState,
     sample_decision,
     sample_registry,
     sample_request,
@@ -744,4 +745,73 @@ async def test_version_2_schema_with_rows_is_upgraded(postgres_url: str, schema:
     finally:
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+# -- upgrading a version-3 schema ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_version_3_schema_is_upgraded_to_the_reading_commit(
+    postgres_url: str, schema: str
+) -> None:
+    s = f'"{schema}"'
+    registry = sample_registry()
+    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
+    await execute_sql(
+        postgres_url,
+        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    for version in (1, 2, 3):
+        for statement in MIGRATIONS[version - 1]:
+            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
+        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (version,))
+    request = sample_request("old", status=RequestStatus.APPROVED, created_at=BASE)
+    await execute_sql(
+        postgres_url,
+        f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
+        "created_at, updated_at, revision, document, mutation_type) "
+        "VALUES (%s, %s, %s, NULL, %s, %s, %s, 0, %s, %s)",
+        (
+            request.request_id,
+            request.state_id,
+            request.status.value,
+            request.context.actor_id,
+            request.created_at,
+            request.updated_at,
+            registry.dumps(registry.unstructure_request(request)),
+            request.mutation_type,
+        ),
+    )
+    state = SampleState("sample", 7)
+    await execute_sql(
+        postgres_url,
+        f"INSERT INTO {s}.states (state_id, version, request_id, document) "
+        "VALUES (%s, '3', NULL, %s)",
+        (request.state_id, registry.dumps(registry.unstructure_value(state))),
+    )
+    store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
+    try:
+        functions = await execute_sql(
+            postgres_url,
+            "SELECT pg_get_function_identity_arguments(p.oid) FROM pg_proc AS p "
+            "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s AND p.proname = 'governed_commit'",
+            (schema,),
+        )
+        assert functions == [("meta text, documents text[], read_state text",)]
+        stored = await store.requests.get("old")
+        assert stored == request
+        claimed = attrs.evolve(request, status=RequestStatus.EXECUTING)
+        (written,), read = await store.committer.commit_reading(
+            GovernedCommit((RequestWrite(claimed, request.revision, ()),)), request.state_id
+        )
+        assert written.revision == 1
+        assert await store.requests.get("old") == written
+        assert read is not None
+        assert (read.state, read.version, read.request_id) == (state, "3", None)
+    finally:
+        await store.aclose()
+    versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
