@@ -2,19 +2,35 @@
 
 Synchronous work cannot be interrupted; the engine checks the clock after it returns.
 Whether a returned value must be awaited is answered once per type (:func:`is_awaitable`),
-not by :func:`inspect.isawaitable` on every call.
+not by :func:`inspect.isawaitable` on every call, and the cancel check at the start of an
+execution (:func:`checkpoint_if_cancelled`) goes straight to the running backend's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from asyncio import _get_running_loop
+from collections.abc import Awaitable, Callable
 from types import GeneratorType
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 
-__all__ = ["AWAITABLE_TYPES", "DeadlineExpired", "bounded", "bounded_call", "is_awaitable"]
+try:
+    import sniffio
+except ImportError:  # pragma: no cover - anyio runs without sniffio on asyncio only
+    sniffio = None
+
+__all__ = [
+    "AWAITABLE_TYPES",
+    "DeadlineExpired",
+    "bounded",
+    "bounded_call",
+    "checkpoint_if_cancelled",
+    "is_awaitable",
+]
 
 
 class DeadlineExpired(Exception):
@@ -59,3 +75,90 @@ async def bounded_call(method: Callable[[Any], Any], state: Any, deadline: float
     if is_awaitable(outcome):
         return await bounded(outcome, deadline)
     return outcome
+
+
+_CHECKS: Final[dict[str | None, Callable[[], Awaitable[None] | None]]] = {}
+"""Per async library name: its cancel check (filled on first use)."""
+
+_thread_library: Any = None if sniffio is None else sniffio.thread_local
+_context_library: Any = None if sniffio is None else sniffio.current_async_library_cvar
+
+
+def _library() -> str | None:
+    """The running async library's name, asked in sniffio's order without its overhead."""
+    if _thread_library is not None:
+        name: str | None = _thread_library.name or _context_library.get()
+        if name is not None:
+            return name
+    return "asyncio" if _get_running_loop() is not None else None
+
+
+def checkpoint_if_cancelled() -> Awaitable[None] | None:
+    """:func:`anyio.lowlevel.checkpoint_if_cancelled`, or None when it would do nothing.
+
+    The caller awaits what it gets (``if (check := ...) is not None: await check``). The
+    library is recognised without sniffio's per-call detection and its check is found once:
+    on asyncio, the task's anyio cancel scopes are inspected synchronously (as anyio's
+    asyncio backend does) and only a pending cancellation is awaited; on Trio, Trio's own
+    check is awaited (anyio's Trio backend only forwards to it); any other library goes
+    through anyio.
+    """
+    name = None
+    if _thread_library is not None:  # _library(), inlined
+        name = _thread_library.name or _context_library.get()
+    if name is None and _get_running_loop() is not None:
+        name = "asyncio"
+    check = _CHECKS.get(name)
+    if check is None:
+        return _first_check()
+    return check()
+
+
+async def _first_check() -> None:
+    name = _library()
+    if name == "trio":
+        import trio.lowlevel
+
+        _CHECKS[name] = trio.lowlevel.checkpoint_if_cancelled
+    elif name == "asyncio":
+        _CHECKS[name] = _asyncio_check()
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def _asyncio_check() -> Callable[[], Awaitable[None] | None]:
+    """The asyncio check: anyio's backend logic without awaiting when nothing is cancelled.
+
+    Falls back to anyio's backend check if its internals are not the ones expected.
+    """
+    from anyio._core._eventloop import get_async_backend
+
+    backend_check: Callable[[], Awaitable[None]] = get_async_backend(
+        "asyncio"
+    ).checkpoint_if_cancelled
+    try:
+        from anyio._backends._asyncio import CancelScope, _task_states
+    except ImportError:  # pragma: no cover - another anyio layout
+        return backend_check
+    probe = CancelScope()
+    if not all(hasattr(probe, name) for name in ("_cancel_called", "_shield", "_parent_scope")):
+        return backend_check  # pragma: no cover - another anyio layout
+    current_task = asyncio.current_task
+    generic = anyio.lowlevel.checkpoint_if_cancelled
+
+    def check() -> Awaitable[None] | None:
+        task = current_task()
+        if task is None:
+            return None
+        state = _task_states.get(task)
+        if state is None:
+            return None
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope._cancel_called:
+                return generic()
+            if scope._shield:
+                return None
+            scope = scope._parent_scope
+        return None
+
+    return check
