@@ -14,6 +14,7 @@ from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable
 from types import GeneratorType
 from typing import Any, Final
+from weakref import ref as _ref
 
 import anyio
 import anyio.lowlevel
@@ -21,7 +22,7 @@ import anyio.lowlevel
 try:
     import sniffio
 except ImportError:  # pragma: no cover - anyio runs without sniffio on asyncio only
-    sniffio = None
+    sniffio = None  # type: ignore[assignment]
 
 __all__ = [
     "AWAITABLE_TYPES",
@@ -97,21 +98,44 @@ def checkpoint_if_cancelled() -> Awaitable[None] | None:
     """:func:`anyio.lowlevel.checkpoint_if_cancelled`, or None when it would do nothing.
 
     The caller awaits what it gets (``if (check := ...) is not None: await check``). The
-    library is recognised without sniffio's per-call detection and its check is found once:
-    on asyncio, the task's anyio cancel scopes are inspected synchronously (as anyio's
-    asyncio backend does) and only a pending cancellation is awaited; on Trio, Trio's own
-    check is awaited (anyio's Trio backend only forwards to it); any other library goes
-    through anyio.
+    library is recognised in sniffio's order without its per-call overhead. On asyncio the
+    task's anyio cancel scopes are inspected right here, as anyio's asyncio backend does,
+    and only a pending cancellation is awaited (through anyio); on Trio, Trio's own check
+    is returned (anyio's Trio backend only forwards to it); any other library goes through
+    anyio.
     """
     name = None
-    if _thread_library is not None:  # _library(), inlined
+    if _thread_library is not None:
         name = _thread_library.name or _context_library.get()
-    if name is None and _get_running_loop() is not None:
-        name = "asyncio"
+    if name is None or name == "asyncio":
+        loop = _get_running_loop()
+        if loop is not None:
+            if _asyncio_tasks is not None:
+                task = _asyncio_tasks.get(loop)
+                if task is None:
+                    return None
+                state = _asyncio_states.get(_ref(task))
+                if state is None:
+                    return None
+                scope = state.cancel_scope
+                while scope is not None:
+                    if scope._cancel_called:
+                        return anyio.lowlevel.checkpoint_if_cancelled()
+                    if scope._shield:
+                        return None
+                    scope = scope._parent_scope
+                return None
+            name = "asyncio"
     check = _CHECKS.get(name)
     if check is None:
         return _first_check()
     return check()
+
+
+_asyncio_tasks: Any = None
+"""asyncio's map of running task per loop, once anyio's asyncio internals are checked."""
+_asyncio_states: Any = None
+"""The mapping (by weak reference) of asyncio task to anyio task state."""
 
 
 async def _first_check() -> None:
@@ -126,39 +150,31 @@ async def _first_check() -> None:
 
 
 def _asyncio_check() -> Callable[[], Awaitable[None] | None]:
-    """The asyncio check: anyio's backend logic without awaiting when nothing is cancelled.
+    """anyio's asyncio backend check, and the inline one enabled if its internals fit.
 
-    Falls back to anyio's backend check if its internals are not the ones expected.
+    The inline check in :func:`checkpoint_if_cancelled` reads anyio's task states and
+    cancel scopes directly; it is enabled only when they are the ones expected.
     """
+    global _asyncio_tasks, _asyncio_states
     from anyio._core._eventloop import get_async_backend
 
     backend_check: Callable[[], Awaitable[None]] = get_async_backend(
         "asyncio"
     ).checkpoint_if_cancelled
     try:
-        from anyio._backends._asyncio import CancelScope, _task_states
-    except ImportError:  # pragma: no cover - another anyio layout
-        return backend_check
-    probe = CancelScope()
-    if not all(hasattr(probe, name) for name in ("_cancel_called", "_shield", "_parent_scope")):
-        return backend_check  # pragma: no cover - another anyio layout
-    current_task = asyncio.current_task
-    generic = anyio.lowlevel.checkpoint_if_cancelled
+        from anyio._backends._asyncio import CancelScope, TaskState, _task_states
 
-    def check() -> Awaitable[None] | None:
-        task = current_task()
-        if task is None:
-            return None
-        state = _task_states.get(task)
-        if state is None:
-            return None
-        scope = state.cancel_scope
-        while scope is not None:
-            if scope._cancel_called:
-                return generic()
-            if scope._shield:
-                return None
-            scope = scope._parent_scope
-        return None
-
-    return check
+        tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+        states = _task_states.data  # type: ignore[attr-defined]
+        probe = CancelScope()
+        fields = ("_cancel_called", "_shield", "_parent_scope")
+        if (
+            isinstance(tasks, dict)
+            and isinstance(states, dict)
+            and all(hasattr(probe, f) for f in fields)
+            and "cancel_scope" in TaskState.__slots__
+        ):
+            _asyncio_tasks, _asyncio_states = tasks, states
+    except (ImportError, AttributeError):  # pragma: no cover - another anyio or asyncio
+        pass
+    return backend_check

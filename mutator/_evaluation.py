@@ -189,7 +189,16 @@ def allow_prefix(
     clock = time.perf_counter
     called_at = clock() if limit is not None else 0.0
     for index, policy in enumerate(policies):
-        outcome = call_policy(policy, mutation, state, context, execution_id)
+        try:  # call_policy, inlined
+            outcome = policy.evaluate(mutation, state, context)
+        except (MutatorError, DeadlineExpired) as error:
+            if isinstance(error, MutatorError) and error.execution_id is None:
+                error.execution_id = execution_id
+            raise
+        except Exception as error:
+            raise PolicyEvaluationError(
+                policy.name, f"{type(error).__name__}: {error}", execution_id=execution_id
+            ) from error
         if outcome is not _ALLOW:
             return index, outcome, called_at
         if limit is not None:
