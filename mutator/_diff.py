@@ -21,7 +21,7 @@ from ._enums import ChangeType
 from ._errors import StateDiffError
 from ._trusted import builder, trusted
 
-__all__ = ["diff"]
+__all__ = ["diff", "differ"]
 
 MAX_DEPTH: Final = 64
 """Containers nested deeper than this are reported as a :class:`StateDiffError` (cycles)."""
@@ -80,6 +80,19 @@ def diff(old: object, new: object) -> ChangeSet:
     if cls not in _roots and type(new) is cls and _shape(cls)[0] == _FIELDS:
         _roots[cls] = _root(cls, _shapes[cls][1])
     return _change_set(tuple(out)) if out else EMPTY_CHANGES
+
+
+def differ(cls: type[Any]) -> Callable[[Any, Any], ChangeSet]:
+    """:func:`diff` for two instances of exactly ``cls`` (worked out once per class).
+
+    For an attrs class or dataclass, its generated root; otherwise :func:`diff` itself.
+    """
+    root = _roots.get(cls)
+    if root is None:
+        if _shape(cls)[0] != _FIELDS:
+            return diff
+        root = _roots[cls] = _root(cls, _shapes[cls][1])
+    return root
 
 
 def _too_deep(exc: RecursionError) -> StateDiffError:

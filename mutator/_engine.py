@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from ._deadline import (
     checkpoint_if_cancelled,
     is_awaitable,
 )
-from ._diff import diff
+from ._diff import diff, differ
 from ._enums import ActorType, MutationMode, ResultStatus
 from ._errors import (
     ExecutionTimeoutError,
@@ -83,6 +84,7 @@ class DeferredExecution:
 _AUDIT_SUCCEEDED = AuditOutcome.SUCCEEDED
 _now = datetime.now
 _perf_counter = time.perf_counter
+_monotonic = time.monotonic
 _NO_GRANTS: frozenset[tuple[Any, ...]] = frozenset()
 _VALID = ValidationResult.ok()
 _SUCCEEDED = ResultStatus.SUCCEEDED
@@ -115,11 +117,13 @@ class _Plan:
     ``policies`` are the applicable ones in evaluation order and ``allowed`` their combined
     evaluation when each returns the shared allow decision; ``validates`` is False when the
     class keeps :meth:`Mutation.validate` (always valid, so it is not called);
-    ``result_types`` are the classes apply may return (None: anything, for a None state).
+    ``result_types`` are the classes apply may return (None: anything, for a None state);
+    ``diff`` diffs two states of exactly ``state_type``.
     """
 
     __slots__ = (
         "allowed",
+        "diff",
         "intent",
         "policies",
         "result_types",
@@ -138,6 +142,7 @@ class _Plan:
         self.intent = intent
         self.state_type = state_type
         self.state_type_name = state_type.__name__
+        self.diff = differ(state_type)
         self.policies = policies
         self.allowed = allowed_evaluation(policies) if policies else ALLOWED
         self.validates = mutation_type.validate is not Mutation.validate
@@ -172,48 +177,100 @@ class MutationEngine:
         interceptors: Iterable[Interceptor] = (),
     ) -> None:
         self.options = options if options is not None else EngineOptions.default()
-        if not isinstance(self.options, EngineOptions):
-            raise TypeError(f"options must be EngineOptions, got {type(options).__name__}")
-        self.audit: AuditSink = audit if audit is not None else InMemoryAuditSink()
-        self.history_store: HistoryStore = (
+        self._audit: AuditSink = audit if audit is not None else InMemoryAuditSink()
+        self._history_store: HistoryStore = (
             history if history is not None else InMemoryHistoryStore()
         )
-        self.metrics: MetricsCollector = (
+        self._metrics: MetricsCollector = (
             metrics if metrics is not None else InMemoryMetrics(self.options.metrics_window)
         )
+        self._sinks_changed()
         self._policies = PolicySet()
         self._interceptors = InterceptorChain()
         self._intercepting = False
         self._gate = ConcurrencyGate(self.options.max_concurrency)
         self._intents: dict[type[Any], MutationIntent] = {}
         self._plans: dict[tuple[type[Any], type[Any]], _Plan] = {}
-        self._timeout = self.options.execution_timeout
-        self._policy_timeout = self.options.policy_timeout
-        self._always_validate = self.options.always_validate
-        self._audit_on = not isinstance(self.audit, NullAuditSink)
-        # The in-memory sinks keep an entry without awaiting (their own classes only: a
-        # subclass may override record/append).
-        audit_sink, history_store = self.audit, self.history_store
-        self._keep_audit: Callable[[AuditEntry], None] | None = (
-            audit_sink._keep
-            if isinstance(audit_sink, InMemoryAuditSink) and type(audit_sink) is InMemoryAuditSink
-            else None
-        )
-        self._keep_history: Callable[[HistoryEntry], None] | None = (
-            history_store._keep
-            if isinstance(history_store, InMemoryHistoryStore)
-            and type(history_store) is InMemoryHistoryStore
-            else None
-        )
-        self._history_on = not isinstance(self.history_store, NullHistoryStore)
-        in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
-        self._shield_records = not (
-            isinstance(self.audit, in_memory) and isinstance(self.history_store, in_memory)
-        )
         for policy in policies:
             self.register_policy(policy)
         for interceptor in interceptors:
             self.register_interceptor(interceptor)
+
+    # -- configuration -------------------------------------------------------------------
+    # Reassigning one of these recomputes what the pipeline derives from it once.
+
+    @property
+    def options(self) -> EngineOptions:
+        """The engine's options (``max_concurrency`` is read once, when the engine is made)."""
+        return self._options
+
+    @options.setter
+    def options(self, options: EngineOptions) -> None:
+        if not isinstance(options, EngineOptions):
+            raise TypeError(f"options must be EngineOptions, got {type(options).__name__}")
+        self._options = options
+        self._timeout = options.execution_timeout
+        self._policy_timeout = options.policy_timeout
+        self._always_validate = options.always_validate
+
+    @property
+    def audit(self) -> AuditSink:
+        """Where every execution attempt is audited."""
+        return self._audit
+
+    @audit.setter
+    def audit(self, audit: AuditSink) -> None:
+        self._audit = audit
+        self._sinks_changed()
+
+    @property
+    def history_store(self) -> HistoryStore:
+        """Where successful commits with a ``state_id`` are recorded."""
+        return self._history_store
+
+    @history_store.setter
+    def history_store(self, history_store: HistoryStore) -> None:
+        self._history_store = history_store
+        self._sinks_changed()
+
+    @property
+    def metrics(self) -> MetricsCollector:
+        """What counts executions and their durations."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: MetricsCollector) -> None:
+        self._metrics = metrics
+        self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        """Work out once how records and metrics are written.
+
+        The in-memory sinks and metrics of this package (their own classes only: a
+        subclass may override a method) are written without a call or an await.
+        """
+        audit, history, metrics = self._audit, self._history_store, self._metrics
+        self._audit_on = not isinstance(audit, NullAuditSink)
+        self._history_on = not isinstance(history, NullHistoryStore)
+        in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
+        self._shield_records = not (isinstance(audit, in_memory) and isinstance(history, in_memory))
+        self._audit_entries: deque[AuditEntry] | None = None
+        self._keep_audit: Callable[[AuditEntry], None] | None = None
+        if isinstance(audit, InMemoryAuditSink) and type(audit) is InMemoryAuditSink:
+            if audit.max_entries is None:
+                self._audit_entries = audit._entries  # nothing is ever dropped: append
+            else:
+                self._keep_audit = audit._keep
+        self._keep_history: Callable[[HistoryEntry], None] | None = (
+            history._keep
+            if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore
+            else None
+        )
+        self._memory_metrics = (
+            metrics
+            if isinstance(metrics, InMemoryMetrics) and type(metrics) is InMemoryMetrics
+            else None
+        )
 
     # -- registration --------------------------------------------------------------------
 
@@ -289,9 +346,9 @@ class MutationEngine:
                     self._keep_history(history)
                 elif self._shield_records:
                     with anyio.CancelScope(shield=True):
-                        await self.history_store.append(history)
+                        await self._history_store.append(history)
                 else:
-                    await self.history_store.append(history)
+                    await self._history_store.append(history)
             return result
         finally:
             # ConcurrencyGate.leave, inlined for the case where nobody waits.
@@ -533,7 +590,7 @@ class MutationEngine:
                             decided = (
                                 _SUCCEEDED,
                                 outcome,
-                                diff(state, outcome),
+                                plan.diff(state, outcome),
                                 (),
                                 validation,
                                 evaluation.decisions,
@@ -578,7 +635,7 @@ class MutationEngine:
                     interceptors,
                     failure,
                     started,
-                    (self.audit if collected is None else collected) if self._audit_on else None,
+                    (self._audit if collected is None else collected) if self._audit_on else None,
                 )
             if failure is error:
                 raise
@@ -641,14 +698,24 @@ class MutationEngine:
             )
             if collected is not None:
                 collected.append(entry)
+            elif self._audit_entries is not None:
+                self._audit_entries.append(entry)
             elif self._keep_audit is not None:
                 self._keep_audit(entry)
             elif self._shield_records:
                 with anyio.CancelScope(shield=True):
-                    await self.audit.record(entry)
+                    await self._audit.record(entry)
             else:
-                await self.audit.record(entry)
-        self.metrics.record(outcome_, duration)
+                await self._audit.record(entry)
+        metrics = self._memory_metrics
+        if metrics is not None:  # InMemoryMetrics.record, inlined
+            metrics._durations.append(duration)
+            metrics._stamps.append(_monotonic())
+            metrics._total += 1
+            if outcome_ is _AUDIT_SUCCEEDED:
+                metrics._succeeded += 1
+        else:
+            self._metrics.record(outcome_, duration)
         return result, history
 
     async def _record_failure(
@@ -691,7 +758,7 @@ class MutationEngine:
                 sink.append(entry)
             else:
                 await sink.record(entry)
-        self.metrics.record(outcome, duration)
+        self._metrics.record(outcome, duration)
 
     async def _write_history(self, entries: Iterable[HistoryEntry]) -> None:
         keep = self._keep_history
@@ -701,10 +768,10 @@ class MutationEngine:
         elif self._shield_records:
             with anyio.CancelScope(shield=True):
                 for entry in entries:
-                    await self.history_store.append(entry)
+                    await self._history_store.append(entry)
         else:
             for entry in entries:
-                await self.history_store.append(entry)
+                await self._history_store.append(entry)
 
     # -- input checks --------------------------------------------------------------------
 
