@@ -92,3 +92,26 @@ async def test_replaced_options_apply_to_the_next_execution() -> None:
     assert not (await engine.execute(SetQuota("a", -1), quotas())).ok
     with pytest.raises(TypeError):
         engine.options = None  # type: ignore[assignment]
+
+
+def test_execution_ids_are_a_prefix_and_at_least_eight_hex_digits() -> None:
+    from itertools import islice
+
+    from mutator._context import _id_stream, new_execution_id
+
+    first, second = new_execution_id(), new_execution_id()
+    assert first != second
+    prefix = first.split("-")[0]
+    assert len(prefix) == 12
+    assert second.startswith(prefix + "-")
+    near = list(islice(_id_stream((1 << 32) - 2), 4))
+    start = near[0].split("-")[0]
+    assert [i.split("-")[1] for i in near] == [
+        f"{n:08x}" for n in range((1 << 32) - 2, (1 << 32) + 2)
+    ]
+    assert all(i.startswith(start + "-") for i in near)
+    assert [i.split("-")[1] for i in islice(_id_stream(), 3)] == [
+        "00000001",
+        "00000002",
+        "00000003",
+    ]
