@@ -161,7 +161,8 @@ def _id_stream(first: int = 1) -> Iterator[str]:
     """
     prefix = f"{secrets.token_hex(6)}-"
     big: Literal["big"] = "big"
-    four_bytes = map(int.to_bytes, range(first, 1 << 32), itertools.repeat(4), itertools.repeat(big))
+    counter = range(first, 1 << 32)
+    four_bytes = map(int.to_bytes, counter, itertools.repeat(4), itertools.repeat(big))
     return itertools.chain(
         map(prefix.__add__, map(bytes.hex, four_bytes)),
         map(f"{prefix}%08x".__mod__, itertools.count(max(first, 1 << 32))),

@@ -30,6 +30,7 @@ __all__ = [
     "bounded",
     "bounded_call",
     "checkpoint_if_cancelled",
+    "current_time",
     "is_awaitable",
 ]
 
@@ -130,6 +131,22 @@ def checkpoint_if_cancelled() -> Awaitable[None] | None:
     if check is None:
         return _first_check()
     return check()
+
+
+def current_time() -> float:
+    """:func:`anyio.current_time` (the event loop's clock) without sniffio's detection."""
+    name = None
+    if _thread_library is not None:
+        name = _thread_library.name or _context_library.get()
+    if name is None or name == "asyncio":
+        loop = _get_running_loop()
+        if loop is not None:
+            return float(loop.time())
+    elif name == "trio":
+        import trio
+
+        return float(trio.current_time())
+    return anyio.current_time()
 
 
 _asyncio_tasks: Any = None

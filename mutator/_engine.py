@@ -19,6 +19,7 @@ from ._deadline import (
     DeadlineExpired,
     bounded,
     checkpoint_if_cancelled,
+    current_time,
     is_awaitable,
 )
 from ._diff import diff, differ
@@ -508,7 +509,7 @@ class MutationEngine:
         interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
         if interceptors:
             if timeout is not None:
-                deadline = anyio.current_time() + timeout
+                deadline = current_time() + timeout
             execution = _execution_context(execution_id, started_at, state_id, deadline, {})
         mode = context.mode
         try:
@@ -817,7 +818,7 @@ class MutationEngine:
 
 def _loop_deadline(started: float, timeout: float) -> float:
     """The execution deadline on the event-loop clock, for an execution begun at ``started``."""
-    return anyio.current_time() + timeout - (time.perf_counter() - started)
+    return current_time() + timeout - (time.perf_counter() - started)
 
 
 def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:

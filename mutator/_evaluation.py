@@ -12,7 +12,7 @@ import anyio
 import attrs
 
 from ._context import MutationContext
-from ._deadline import DeadlineExpired, is_awaitable
+from ._deadline import DeadlineExpired, current_time, is_awaitable
 from ._effects import SideEffect
 from ._enums import ResultStatus
 from ._errors import MutatorError, PolicyConflictError, PolicyEvaluationError, PolicyTimeoutError
@@ -233,13 +233,13 @@ async def settle(
                 decision = await decision
             else:
                 ends = min(
-                    math.inf if limit is None else anyio.current_time() + limit,
+                    math.inf if limit is None else current_time() + limit,
                     math.inf if deadline is None else deadline,
                 )
                 with anyio.CancelScope(deadline=ends) as scope:
                     decision = await decision
                 if scope.cancelled_caught:
-                    if deadline is not None and anyio.current_time() >= deadline:
+                    if deadline is not None and current_time() >= deadline:
                         raise DeadlineExpired
                     assert limit is not None
                     raise PolicyTimeoutError(name, limit, execution_id=execution_id)

@@ -87,3 +87,12 @@ async def test_deferred_execution_in_a_cancelled_scope_is_not_run() -> None:
         pytest.fail("the execution ran inside a cancelled scope")  # pragma: no cover
     assert scope.cancelled_caught
     _untouched(engine)
+
+
+async def test_loop_clock_is_anyio_current_time() -> None:
+    from mutator._deadline import current_time
+
+    before = anyio.current_time()
+    now = current_time()
+    after = anyio.current_time()
+    assert before <= now <= after
