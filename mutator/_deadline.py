@@ -187,13 +187,14 @@ def _asyncio_check() -> Callable[[], Awaitable[None] | None]:
         fields = ("_cancel_called", "_shield", "_parent_scope")
         # Called from a running task (the first check): the maps must answer for it as
         # asyncio and anyio do, or the inline check stays off.
-        task: Any = asyncio.current_task()
+        task = asyncio.current_task()
+        known = None if task is None else _task_states.get(task)
         if (
             task is not None
             and isinstance(tasks, dict)
             and tasks.get(_get_running_loop()) is task
             and isinstance(states, dict)
-            and states.get(_ref(task)) is _task_states.get(task)
+            and states.get(_ref(task)) is known
             and all(hasattr(probe, f) for f in fields)
             and "cancel_scope" in TaskState.__slots__
         ):
