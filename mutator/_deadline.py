@@ -2,19 +2,37 @@
 
 Synchronous work cannot be interrupted; the engine checks the clock after it returns.
 Whether a returned value must be awaited is answered once per type (:func:`is_awaitable`),
-not by :func:`inspect.isawaitable` on every call.
+not by :func:`inspect.isawaitable` on every call, and the cancel check at the start of an
+execution (:func:`checkpoint_if_cancelled`) goes straight to the running backend's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from asyncio import _get_running_loop
+from collections.abc import Awaitable, Callable
 from types import GeneratorType
 from typing import Any, Final
+from weakref import ref as _ref
 
 import anyio
+import anyio.lowlevel
 
-__all__ = ["AWAITABLE_TYPES", "DeadlineExpired", "bounded", "bounded_call", "is_awaitable"]
+try:
+    import sniffio
+except ImportError:  # pragma: no cover - anyio runs without sniffio on asyncio only
+    sniffio = None  # type: ignore[assignment]
+
+__all__ = [
+    "AWAITABLE_TYPES",
+    "DeadlineExpired",
+    "bounded",
+    "bounded_call",
+    "checkpoint_if_cancelled",
+    "current_time",
+    "is_awaitable",
+]
 
 
 class DeadlineExpired(Exception):
@@ -59,3 +77,128 @@ async def bounded_call(method: Callable[[Any], Any], state: Any, deadline: float
     if is_awaitable(outcome):
         return await bounded(outcome, deadline)
     return outcome
+
+
+_CHECKS: Final[dict[str | None, Callable[[], Awaitable[None] | None]]] = {}
+"""Per async library name: its cancel check (filled on first use)."""
+
+_thread_library: Any = None if sniffio is None else sniffio.thread_local
+_context_library: Any = None if sniffio is None else sniffio.current_async_library_cvar
+
+
+def _library() -> str | None:
+    """The running async library's name, asked in sniffio's order without its overhead."""
+    if _thread_library is not None:
+        name: str | None = _thread_library.name or _context_library.get()
+        if name is not None:
+            return name
+    return "asyncio" if _get_running_loop() is not None else None
+
+
+def checkpoint_if_cancelled() -> Awaitable[None] | None:
+    """:func:`anyio.lowlevel.checkpoint_if_cancelled`, or None when it would do nothing.
+
+    The caller awaits what it gets (``if (check := ...) is not None: await check``). The
+    library is recognised in sniffio's order without its per-call overhead. On asyncio the
+    task's anyio cancel scopes are inspected right here, as anyio's asyncio backend does,
+    and only a pending cancellation is awaited (through anyio); on Trio, Trio's own check
+    is returned (anyio's Trio backend only forwards to it); any other library goes through
+    anyio.
+    """
+    name = None
+    if _thread_library is not None:
+        name = _thread_library.name or _context_library.get()
+    if name is None or name == "asyncio":
+        loop = _get_running_loop()
+        if loop is not None:
+            if _asyncio_tasks is not None:
+                task = _asyncio_tasks.get(loop)
+                if task is None:
+                    return None
+                state = _asyncio_states.get(_ref(task))
+                if state is None:
+                    return None
+                scope = state.cancel_scope
+                while scope is not None:
+                    if scope._cancel_called:
+                        return anyio.lowlevel.checkpoint_if_cancelled()
+                    if scope._shield:
+                        return None
+                    scope = scope._parent_scope
+                return None
+            name = "asyncio"
+    check = _CHECKS.get(name)
+    if check is None:
+        return _first_check()
+    return check()
+
+
+def current_time() -> float:
+    """:func:`anyio.current_time` (the event loop's clock) without sniffio's detection."""
+    name = None
+    if _thread_library is not None:
+        name = _thread_library.name or _context_library.get()
+    if name is None or name == "asyncio":
+        loop = _get_running_loop()
+        if loop is not None:
+            return float(loop.time())
+    elif name == "trio":
+        import trio
+
+        return float(trio.current_time())
+    return anyio.current_time()
+
+
+_asyncio_tasks: Any = None
+"""asyncio's map of running task per loop, once anyio's asyncio internals are checked."""
+_asyncio_states: Any = None
+"""The mapping (by weak reference) of asyncio task to anyio task state."""
+
+
+async def _first_check() -> None:
+    name = _library()
+    if name == "trio":
+        import trio.lowlevel
+
+        _CHECKS[name] = trio.lowlevel.checkpoint_if_cancelled
+    elif name == "asyncio":
+        _CHECKS[name] = _asyncio_check()
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def _asyncio_check() -> Callable[[], Awaitable[None] | None]:
+    """anyio's asyncio backend check, and the inline one enabled if its internals fit.
+
+    The inline check in :func:`checkpoint_if_cancelled` reads anyio's task states and
+    cancel scopes directly; it is enabled only when they are the ones expected.
+    """
+    global _asyncio_tasks, _asyncio_states
+    from anyio._core._eventloop import get_async_backend
+
+    backend_check: Callable[[], Awaitable[None]] = get_async_backend(
+        "asyncio"
+    ).checkpoint_if_cancelled
+    try:
+        from anyio._backends._asyncio import CancelScope, TaskState, _task_states
+
+        tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+        states = _task_states.data  # type: ignore[attr-defined]
+        probe = CancelScope()
+        fields = ("_cancel_called", "_shield", "_parent_scope")
+        # Called from a running task (the first check): the maps must answer for it as
+        # asyncio and anyio do, or the inline check stays off.
+        task = asyncio.current_task()
+        known = None if task is None else _task_states.get(task)
+        if (
+            task is not None
+            and isinstance(tasks, dict)
+            and tasks.get(_get_running_loop()) is task
+            and isinstance(states, dict)
+            and states.get(_ref(task)) is known
+            and all(hasattr(probe, f) for f in fields)
+            and "cancel_scope" in TaskState.__slots__
+        ):
+            _asyncio_tasks, _asyncio_states = tasks, states
+    except (ImportError, AttributeError):  # pragma: no cover - another anyio or asyncio
+        pass
+    return backend_check

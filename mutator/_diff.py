@@ -19,9 +19,9 @@ import attrs
 from ._changes import EMPTY_CHANGES, ChangeSet, StateChange
 from ._enums import ChangeType
 from ._errors import StateDiffError
-from ._trusted import trusted
+from ._trusted import builder, trusted
 
-__all__ = ["diff"]
+__all__ = ["diff", "differ"]
 
 MAX_DEPTH: Final = 64
 """Containers nested deeper than this are reported as a :class:`StateDiffError` (cycles)."""
@@ -48,9 +48,15 @@ _SCALARS: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _MODIFIED: Final = ChangeType.MODIFIED
 _change = trusted(StateChange)
 _change_set = trusted(ChangeSet)
+_CHANGE_BUILDER: Final = builder(StateChange)
+_CHANGE_SET_BUILDER: Final = builder(ChangeSet)
 
 _shapes: dict[type[Any], _Shape] = {}
 """Per-class kind and compared field names, computed once per class."""
+
+_Root = Callable[[Any, Any], ChangeSet]
+_roots: dict[type[Any], _Root] = {}
+"""Per attrs class or dataclass: the whole diff of two of its instances, generated once."""
 
 
 def diff(old: object, new: object) -> ChangeSet:
@@ -60,18 +66,37 @@ def diff(old: object, new: object) -> ChangeSet:
     """
     if old is new:
         return EMPTY_CHANGES
+    cls = type(old)
+    if type(new) is cls:
+        root = _roots.get(cls)
+        if root is not None:
+            # The common root: two instances of one attrs class or dataclass.
+            return root(old, new)
     out: list[StateChange] = []
     try:
-        cls = type(old)
-        shape = _shapes.get(cls)
-        if shape is not None and shape[0] == _FIELDS and type(new) is cls:
-            # The common root: two instances of one attrs class or dataclass.
-            shape[2](old, new, "", 0, out)  # type: ignore[misc]
-        else:
-            _walk(old, new, "", 0, out)
+        _walk(old, new, "", 0, out)
     except RecursionError as exc:
-        raise StateDiffError("", f"the state is nested too deeply to walk: {exc}") from exc
+        raise _too_deep(exc) from exc
+    if cls not in _roots and type(new) is cls and _shape(cls)[0] == _FIELDS:
+        _roots[cls] = _root(cls, _shapes[cls][1])
     return _change_set(tuple(out)) if out else EMPTY_CHANGES
+
+
+def differ(cls: type[Any]) -> Callable[[Any, Any], ChangeSet]:
+    """:func:`diff` for two instances of exactly ``cls`` (worked out once per class).
+
+    For an attrs class or dataclass, its generated root; otherwise :func:`diff` itself.
+    """
+    root = _roots.get(cls)
+    if root is None:
+        if _shape(cls)[0] != _FIELDS:
+            return diff
+        root = _roots[cls] = _root(cls, _shapes[cls][1])
+    return root
+
+
+def _too_deep(exc: RecursionError) -> StateDiffError:
+    return StateDiffError("", f"the state is nested too deeply to walk: {exc}")
 
 
 def _shape(cls: type[Any]) -> _Shape:
@@ -143,6 +168,82 @@ def _fields_walker(cls: type[Any], names: tuple[str, ...]) -> _FieldsWalker:
     walk: _FieldsWalker = namespace["walk"]
     walk.__qualname__ = f"diff.fields({cls.__qualname__})"
     return walk
+
+
+def _root(cls: type[Any], names: tuple[str, ...]) -> _Root:
+    """The whole diff of two instances of ``cls``, generated once per class.
+
+    Like :func:`_fields_walker` at the root, and it also builds the :class:`StateChange`
+    values of changed scalar fields and the resulting :class:`ChangeSet` inline (trusted
+    construction, see :mod:`mutator._trusted`).
+    """
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        walk = _shapes[cls][2]
+        assert walk is not None
+
+        def generic(old: Any, new: Any) -> ChangeSet:
+            out: list[StateChange] = []
+            try:
+                walk(old, new, "", 0, out)
+            except RecursionError as exc:
+                raise _too_deep(exc) from exc
+            return _change_set(tuple(out)) if out else EMPTY_CHANGES
+
+        return generic
+    lines = ["def root(old, new):", "    out = []", "    try:"]
+    if names:
+        lines.append("        try:")
+        for index, name in enumerate(names):
+            lines.append(f"            o{index} = old.{name}")
+            lines.append(f"            n{index} = new.{name}")
+        lines += [
+            "        except Exception as exc:",
+            "            raise _unreadable_field(old, new, _names, '', exc) from exc",
+        ]
+    for index, name in enumerate(names):
+        o, n = f"o{index}", f"n{index}"
+        lines += [
+            f"        if {o} is not {n}:",
+            f"            kind = type({o})",
+            f"            if kind in _SCALARS and type({n}) is kind:",
+            f"                if {o} != {n}:",
+            "                    change = _ChangeBuilder()",
+            f"                    change.path = {name!r}",
+            f"                    change.old_value = {o}",
+            f"                    change.new_value = {n}",
+            "                    change.type = _MODIFIED",
+            "                    change.__class__ = _StateChange",
+            "                    out.append(change)",
+            "            else:",
+            f"                _walk({o}, {n}, {name!r}, 1, out)",
+        ]
+    lines += [
+        "    except RecursionError as exc:",
+        "        raise _too_deep(exc) from exc",
+        "    if not out:",
+        "        return _EMPTY",
+        "    changes = _ChangeSetBuilder()",
+        "    changes.changes = tuple(out)",
+        "    changes.__class__ = _ChangeSet",
+        "    return changes",
+    ]
+    namespace: dict[str, Any] = {
+        "_names": names,
+        "_SCALARS": _SCALARS,
+        "_MODIFIED": _MODIFIED,
+        "_EMPTY": EMPTY_CHANGES,
+        "_ChangeBuilder": _CHANGE_BUILDER,
+        "_StateChange": StateChange,
+        "_ChangeSetBuilder": _CHANGE_SET_BUILDER,
+        "_ChangeSet": ChangeSet,
+        "_walk": _walk,
+        "_unreadable_field": _unreadable_field,
+        "_too_deep": _too_deep,
+    }
+    exec("\n".join(lines), namespace)  # generated from identifiers only
+    root: _Root = namespace["root"]
+    root.__qualname__ = f"diff.root({cls.__qualname__})"
+    return root
 
 
 def _getter(names: tuple[str, ...]) -> _Getter:

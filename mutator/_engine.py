@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 import attrs
-from anyio.lowlevel import checkpoint_if_cancelled
 
+from . import _context as _context_module
 from ._changes import EMPTY_CHANGES, ChangeSet
-from ._context import ExecutionContext, MutationContext, new_execution_id
-from ._deadline import AWAITABLE_TYPES, DeadlineExpired, bounded, is_awaitable
-from ._diff import diff
+from ._context import ExecutionContext, MutationContext
+from ._deadline import (
+    AWAITABLE_TYPES,
+    DeadlineExpired,
+    bounded,
+    checkpoint_if_cancelled,
+    current_time,
+    is_awaitable,
+)
+from ._diff import diff, differ
 from ._enums import ActorType, MutationMode, ResultStatus
 from ._errors import (
     ExecutionTimeoutError,
@@ -76,6 +84,8 @@ class DeferredExecution:
 
 _AUDIT_SUCCEEDED = AuditOutcome.SUCCEEDED
 _now = datetime.now
+_perf_counter = time.perf_counter
+_monotonic = time.monotonic
 _NO_GRANTS: frozenset[tuple[Any, ...]] = frozenset()
 _VALID = ValidationResult.ok()
 _SUCCEEDED = ResultStatus.SUCCEEDED
@@ -108,11 +118,13 @@ class _Plan:
     ``policies`` are the applicable ones in evaluation order and ``allowed`` their combined
     evaluation when each returns the shared allow decision; ``validates`` is False when the
     class keeps :meth:`Mutation.validate` (always valid, so it is not called);
-    ``result_types`` are the classes apply may return (None: anything, for a None state).
+    ``result_types`` are the classes apply may return (None: anything, for a None state);
+    ``diff`` diffs two states of exactly ``state_type``.
     """
 
     __slots__ = (
         "allowed",
+        "diff",
         "intent",
         "policies",
         "result_types",
@@ -131,6 +143,7 @@ class _Plan:
         self.intent = intent
         self.state_type = state_type
         self.state_type_name = state_type.__name__
+        self.diff = differ(state_type)
         self.policies = policies
         self.allowed = allowed_evaluation(policies) if policies else ALLOWED
         self.validates = mutation_type.validate is not Mutation.validate
@@ -165,31 +178,100 @@ class MutationEngine:
         interceptors: Iterable[Interceptor] = (),
     ) -> None:
         self.options = options if options is not None else EngineOptions.default()
-        if not isinstance(self.options, EngineOptions):
-            raise TypeError(f"options must be EngineOptions, got {type(options).__name__}")
-        self.audit: AuditSink = audit if audit is not None else InMemoryAuditSink()
-        self.history_store: HistoryStore = (
+        self._audit: AuditSink = audit if audit is not None else InMemoryAuditSink()
+        self._history_store: HistoryStore = (
             history if history is not None else InMemoryHistoryStore()
         )
-        self.metrics: MetricsCollector = (
+        self._metrics: MetricsCollector = (
             metrics if metrics is not None else InMemoryMetrics(self.options.metrics_window)
         )
+        self._sinks_changed()
         self._policies = PolicySet()
         self._interceptors = InterceptorChain()
         self._intercepting = False
         self._gate = ConcurrencyGate(self.options.max_concurrency)
         self._intents: dict[type[Any], MutationIntent] = {}
         self._plans: dict[tuple[type[Any], type[Any]], _Plan] = {}
-        self._audit_on = not isinstance(self.audit, NullAuditSink)
-        self._history_on = not isinstance(self.history_store, NullHistoryStore)
-        in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
-        self._shield_records = not (
-            isinstance(self.audit, in_memory) and isinstance(self.history_store, in_memory)
-        )
         for policy in policies:
             self.register_policy(policy)
         for interceptor in interceptors:
             self.register_interceptor(interceptor)
+
+    # -- configuration -------------------------------------------------------------------
+    # Reassigning one of these recomputes what the pipeline derives from it once.
+
+    @property
+    def options(self) -> EngineOptions:
+        """The engine's options (``max_concurrency`` is read once, when the engine is made)."""
+        return self._options
+
+    @options.setter
+    def options(self, options: EngineOptions) -> None:
+        if not isinstance(options, EngineOptions):
+            raise TypeError(f"options must be EngineOptions, got {type(options).__name__}")
+        self._options = options
+        self._timeout = options.execution_timeout
+        self._policy_timeout = options.policy_timeout
+        self._always_validate = options.always_validate
+
+    @property
+    def audit(self) -> AuditSink:
+        """Where every execution attempt is audited."""
+        return self._audit
+
+    @audit.setter
+    def audit(self, audit: AuditSink) -> None:
+        self._audit = audit
+        self._sinks_changed()
+
+    @property
+    def history_store(self) -> HistoryStore:
+        """Where successful commits with a ``state_id`` are recorded."""
+        return self._history_store
+
+    @history_store.setter
+    def history_store(self, history_store: HistoryStore) -> None:
+        self._history_store = history_store
+        self._sinks_changed()
+
+    @property
+    def metrics(self) -> MetricsCollector:
+        """What counts executions and their durations."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: MetricsCollector) -> None:
+        self._metrics = metrics
+        self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        """Work out once how records and metrics are written.
+
+        The in-memory sinks and metrics of this package (their own classes only: a
+        subclass may override a method) are written without a call or an await.
+        """
+        audit, history, metrics = self._audit, self._history_store, self._metrics
+        self._audit_on = not isinstance(audit, NullAuditSink)
+        self._history_on = not isinstance(history, NullHistoryStore)
+        in_memory = (InMemoryAuditSink, NullAuditSink, InMemoryHistoryStore, NullHistoryStore)
+        self._shield_records = not (isinstance(audit, in_memory) and isinstance(history, in_memory))
+        self._audit_entries: deque[AuditEntry] | None = None
+        self._keep_audit: Callable[[AuditEntry], None] | None = None
+        if isinstance(audit, InMemoryAuditSink) and type(audit) is InMemoryAuditSink:
+            if audit.max_entries is None:
+                self._audit_entries = audit._entries  # nothing is ever dropped: append
+            else:
+                self._keep_audit = audit._keep
+        self._keep_history: Callable[[HistoryEntry], None] | None = (
+            history._keep
+            if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore
+            else None
+        )
+        self._memory_metrics = (
+            metrics
+            if isinstance(metrics, InMemoryMetrics) and type(metrics) is InMemoryMetrics
+            else None
+        )
 
     # -- registration --------------------------------------------------------------------
 
@@ -247,21 +329,36 @@ class MutationEngine:
         plan = self._plans.get((type(mutation), type(state))) or self._plan(mutation, state)
         if type(context) is not MutationContext:
             context = self._context(context)
+        check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if check is not None:
+            await check
         gate = self._gate
-        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
-        if not gate.try_enter(state_id):
+        # ConcurrencyGate.try_enter, inlined: both free, nobody can be waiting for either.
+        if gate._free and (state_id is None or state_id not in gate._states):
+            gate._free -= 1
+            if state_id is not None:
+                gate._states[state_id] = None
+        else:
             await gate.enter(state_id)
         try:
             result, history = await self._run(mutation, plan, state, context, state_id)
             if history is not None:
-                if self._shield_records:
+                if self._keep_history is not None:
+                    self._keep_history(history)
+                elif self._shield_records:
                     with anyio.CancelScope(shield=True):
-                        await self.history_store.append(history)
+                        await self._history_store.append(history)
                 else:
-                    await self.history_store.append(history)
+                    await self._history_store.append(history)
             return result
         finally:
-            gate.leave(state_id)
+            # ConcurrencyGate.leave, inlined for the case where nobody waits.
+            if gate._slot_waiters or (state_id is not None and gate._states[state_id]):
+                gate.leave(state_id)
+            else:
+                gate._free += 1
+                if state_id is not None:
+                    del gate._states[state_id]
 
     async def execute_batch(
         self,
@@ -288,7 +385,9 @@ class MutationEngine:
         changes = EMPTY_CHANGES
         plans = self._plans
         gate = self._gate
-        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if check is not None:
+            await check
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
@@ -336,7 +435,9 @@ class MutationEngine:
         context = self._context(context)
         collected: list[AuditEntry] = []
         gate = self._gate
-        await checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+        if check is not None:
+            await check
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
@@ -391,43 +492,130 @@ class MutationEngine:
     ) -> tuple[MutationResult[Any], HistoryEntry | None]:
         """One pass; audit entries go to ``collected`` instead of the sink when given.
 
-        The clocks are read once each: ``perf_counter`` for the duration (and the timeout
-        of synchronous work), the wall clock for the execution's timestamp, which the
-        result, the audit entry and the history entry share. The event-loop clock is read
-        only when a deadline is needed for awaited work (or for interceptors to see).
+        Before-hooks, policies, validation, the mode and policy modifications run in this
+        one frame: synchronous user code runs without awaiting anything. The clocks are read
+        once each: ``perf_counter`` for the duration (and the timeout of synchronous work),
+        the wall clock for the execution's timestamp, which the result, the audit entry and
+        the history entry share. The event-loop clock is read only when a deadline is
+        needed for awaited work (or for interceptors to see).
         """
-        started = time.perf_counter()
+        started = _perf_counter()
         started_at = _now(UTC)
-        execution_id = new_execution_id()
+        execution_id = next(_context_module._ids)
         intent = plan.intent
-        timeout = self.options.execution_timeout
+        timeout = self._timeout
         deadline = None
         execution = None
         interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
         if interceptors:
             if timeout is not None:
-                deadline = anyio.current_time() + timeout
+                deadline = current_time() + timeout
             execution = _execution_context(execution_id, started_at, state_id, deadline, {})
+        mode = context.mode
         try:
-            decided = await self._decide(
-                mutation,
-                plan,
-                state,
-                context,
-                execution_id,
-                execution,
-                interceptors,
-                granted,
-                started,
-            )
-            duration = time.perf_counter() - started
+            if interceptors:
+                await run_hook(
+                    interceptors, "before", mutation, state, context, execution, deadline=deadline
+                )
+            decided: _Decided | None = None
+            evaluation = plan.allowed
+            policies = plan.policies
+            if policies:
+                limit = self._policy_timeout
+                index, pending, called_at = allow_prefix(
+                    policies, mutation, state, context, limit, execution_id
+                )
+                if index < len(policies):
+                    if deadline is None and timeout is not None:
+                        deadline = _loop_deadline(started, timeout)
+                    evaluation = await evaluate_rest(
+                        policies,
+                        index,
+                        pending,
+                        called_at,
+                        mutation,
+                        state,
+                        context,
+                        limit,
+                        execution_id,
+                        deadline,
+                    )
+                    decided = _refused(evaluation, granted)
+            if decided is None:
+                validation: Any = _VALID
+                if plan.validates and (mode is not _COMMIT or self._always_validate):
+                    validation = mutation.validate(state)
+                    if type(validation) is not ValidationResult:
+                        if is_awaitable(validation):
+                            if deadline is None and timeout is not None:
+                                deadline = _loop_deadline(started, timeout)
+                            validation = await bounded(validation, deadline)
+                        if not isinstance(validation, ValidationResult):
+                            raise InvalidMutationError(
+                                f"{type(mutation).__qualname__}.validate returned "
+                                f"{type(validation).__name__}, expected ValidationResult",
+                                execution_id=execution_id,
+                            )
+                    if validation.issues and not validation.is_valid:
+                        decided = (
+                            ResultStatus.VALIDATION_FAILED,
+                            None,
+                            EMPTY_CHANGES,
+                            (),
+                            validation,
+                            evaluation.decisions,
+                            (),
+                        )
+                if decided is None:
+                    if mode is _VALIDATE:
+                        decided = (
+                            _SUCCEEDED,
+                            state,
+                            EMPTY_CHANGES,
+                            (),
+                            validation,
+                            evaluation.decisions,
+                            (),
+                        )
+                    else:
+                        if mode is _SIMULATE:
+                            outcome = mutation.simulate(state)
+                        else:
+                            outcome = mutation.apply(state)  # no bound method is made
+                        known = AWAITABLE_TYPES.get(type(outcome))
+                        if known or (known is None and is_awaitable(outcome)):
+                            if deadline is None and timeout is not None:
+                                deadline = _loop_deadline(started, timeout)
+                            outcome = await bounded(outcome, deadline)
+                        if type(outcome) is plan.state_type and evaluation.modification is None:
+                            decided = (
+                                _SUCCEEDED,
+                                outcome,
+                                plan.diff(state, outcome),
+                                (),
+                                validation,
+                                evaluation.decisions,
+                                (),
+                            )
+                        else:
+                            decided = _shape(
+                                mutation,
+                                plan,
+                                mode,
+                                state,
+                                outcome,
+                                validation,
+                                evaluation,
+                                execution_id,
+                            )
+            duration = _perf_counter() - started
             if timeout is not None and duration > timeout:
                 raise DeadlineExpired
         except Exception as error:
             if isinstance(error, DeadlineExpired):
                 assert timeout is not None
                 failure: MutatorError = ExecutionTimeoutError(
-                    timeout, time.perf_counter() - started, execution_id=execution_id
+                    timeout, _perf_counter() - started, execution_id=execution_id
                 )
             elif isinstance(error, MutatorError):
                 failure = error
@@ -448,7 +636,7 @@ class MutationEngine:
                     interceptors,
                     failure,
                     started,
-                    (self.audit if collected is None else collected) if self._audit_on else None,
+                    (self._audit if collected is None else collected) if self._audit_on else None,
                 )
             if failure is error:
                 raise
@@ -462,7 +650,6 @@ class MutationEngine:
             raise
 
         status, new_state, changes, side_effects, validation, decisions, requirements = decided
-        mode = context.mode
         result: MutationResult[Any] = _result(
             status,
             new_state,
@@ -493,7 +680,7 @@ class MutationEngine:
                 side_effects,
                 mutation,
             )
-        outcome = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
+        outcome_ = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
         if self._audit_on:
             entry = _audit_entry(
                 execution_id,
@@ -502,7 +689,7 @@ class MutationEngine:
                 intent,
                 context,
                 mode,
-                outcome,
+                outcome_,
                 started_at,
                 duration,
                 changes,
@@ -512,116 +699,25 @@ class MutationEngine:
             )
             if collected is not None:
                 collected.append(entry)
+            elif self._audit_entries is not None:
+                self._audit_entries.append(entry)
+            elif self._keep_audit is not None:
+                self._keep_audit(entry)
             elif self._shield_records:
                 with anyio.CancelScope(shield=True):
-                    await self.audit.record(entry)
+                    await self._audit.record(entry)
             else:
-                await self.audit.record(entry)
-        self.metrics.record(outcome, duration)
+                await self._audit.record(entry)
+        metrics = self._memory_metrics
+        if metrics is not None:  # InMemoryMetrics.record, inlined
+            metrics._durations.append(duration)
+            metrics._stamps.append(_monotonic())
+            metrics._total += 1
+            if outcome_ is _AUDIT_SUCCEEDED:
+                metrics._succeeded += 1
+        else:
+            self._metrics.record(outcome_, duration)
         return result, history
-
-    async def _decide(
-        self,
-        mutation: Mutation[Any],
-        plan: _Plan,
-        state: Any,
-        context: MutationContext,
-        execution_id: str,
-        execution: ExecutionContext | None,
-        interceptors: tuple[Interceptor, ...],
-        granted: frozenset[tuple[Any, ...]],
-        started: float,
-    ) -> _Decided:
-        """Before-hooks, policies, validation, the mode and policy modifications.
-
-        Synchronous user code runs without awaiting anything; the execution deadline (on
-        the event-loop clock) is worked out the first time something must be awaited.
-        """
-        deadline = None if execution is None else execution.deadline
-        timeout = self.options.execution_timeout
-        if interceptors:
-            await run_hook(
-                interceptors, "before", mutation, state, context, execution, deadline=deadline
-            )
-        policies = plan.policies
-        evaluation = plan.allowed
-        if policies:
-            limit = self.options.policy_timeout
-            index, pending, called_at = allow_prefix(
-                policies, mutation, state, context, limit, execution_id
-            )
-            if index < len(policies):
-                if deadline is None and timeout is not None:
-                    deadline = _loop_deadline(started, timeout)
-                evaluation = await evaluate_rest(
-                    policies,
-                    index,
-                    pending,
-                    called_at,
-                    mutation,
-                    state,
-                    context,
-                    limit,
-                    execution_id,
-                    deadline,
-                )
-                status = evaluation.status
-                if (
-                    status is ResultStatus.APPROVAL_REQUIRED
-                    and granted
-                    and all(_grant_key(r) in granted for r in evaluation.requirements)
-                ):
-                    status = _SUCCEEDED
-                if status is not _SUCCEEDED:
-                    requirements = (
-                        evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
-                    )
-                    return (
-                        status,
-                        None,
-                        EMPTY_CHANGES,
-                        (),
-                        _VALID,
-                        evaluation.decisions,
-                        requirements,
-                    )
-        decisions = evaluation.decisions
-        mode = context.mode
-        validation: Any = _VALID
-        if plan.validates and (mode is not _COMMIT or self.options.always_validate):
-            validation = mutation.validate(state)
-            if type(validation) is not ValidationResult:
-                if is_awaitable(validation):
-                    if deadline is None and timeout is not None:
-                        deadline = _loop_deadline(started, timeout)
-                    validation = await bounded(validation, deadline)
-                if not isinstance(validation, ValidationResult):
-                    raise InvalidMutationError(
-                        f"{type(mutation).__qualname__}.validate returned "
-                        f"{type(validation).__name__}, expected ValidationResult",
-                        execution_id=execution_id,
-                    )
-            if validation.issues and not validation.is_valid:
-                return (
-                    ResultStatus.VALIDATION_FAILED,
-                    None,
-                    EMPTY_CHANGES,
-                    (),
-                    validation,
-                    decisions,
-                    (),
-                )
-        if mode is _VALIDATE:
-            return (_SUCCEEDED, state, EMPTY_CHANGES, (), validation, decisions, ())
-        outcome = (mutation.simulate if mode is _SIMULATE else mutation.apply)(state)
-        known = AWAITABLE_TYPES.get(type(outcome))
-        if known or (known is None and is_awaitable(outcome)):
-            if deadline is None and timeout is not None:
-                deadline = _loop_deadline(started, timeout)
-            outcome = await bounded(outcome, deadline)
-        if type(outcome) is plan.state_type and evaluation.modification is None:
-            return (_SUCCEEDED, outcome, diff(state, outcome), (), validation, decisions, ())
-        return _shape(mutation, plan, mode, state, outcome, validation, evaluation, execution_id)
 
     async def _record_failure(
         self,
@@ -663,16 +759,20 @@ class MutationEngine:
                 sink.append(entry)
             else:
                 await sink.record(entry)
-        self.metrics.record(outcome, duration)
+        self._metrics.record(outcome, duration)
 
     async def _write_history(self, entries: Iterable[HistoryEntry]) -> None:
-        if self._shield_records:
+        keep = self._keep_history
+        if keep is not None:
+            for entry in entries:
+                keep(entry)
+        elif self._shield_records:
             with anyio.CancelScope(shield=True):
                 for entry in entries:
-                    await self.history_store.append(entry)
+                    await self._history_store.append(entry)
         else:
             for entry in entries:
-                await self.history_store.append(entry)
+                await self._history_store.append(entry)
 
     # -- input checks --------------------------------------------------------------------
 
@@ -718,7 +818,7 @@ class MutationEngine:
 
 def _loop_deadline(started: float, timeout: float) -> float:
     """The execution deadline on the event-loop clock, for an execution begun at ``started``."""
-    return anyio.current_time() + timeout - (time.perf_counter() - started)
+    return current_time() + timeout - (time.perf_counter() - started)
 
 
 def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
@@ -731,6 +831,24 @@ def _grant_key(requirement: PolicyRequirement) -> tuple[Any, ...]:
         requirement.required_approvals,
         requirement.step,
     )
+
+
+def _refused(evaluation: PolicyEvaluation, granted: frozenset[tuple[Any, ...]]) -> _Decided | None:
+    """The outcome of an evaluation that does not let the mutation run, or None if it does.
+
+    Approval requirements all in ``granted`` count as approved; denials still block.
+    """
+    status = evaluation.status
+    if (
+        status is ResultStatus.APPROVAL_REQUIRED
+        and granted
+        and all(_grant_key(r) in granted for r in evaluation.requirements)
+    ):
+        return None
+    if status is _SUCCEEDED:
+        return None
+    requirements = evaluation.requirements if status is ResultStatus.APPROVAL_REQUIRED else ()
+    return (status, None, EMPTY_CHANGES, (), _VALID, evaluation.decisions, requirements)
 
 
 _AFTER_HOOK = frozenset({ResultStatus.SUCCEEDED, ResultStatus.VALIDATION_FAILED})

@@ -12,7 +12,7 @@ import anyio
 import attrs
 
 from ._context import MutationContext
-from ._deadline import DeadlineExpired, is_awaitable
+from ._deadline import DeadlineExpired, current_time, is_awaitable
 from ._effects import SideEffect
 from ._enums import ResultStatus
 from ._errors import MutatorError, PolicyConflictError, PolicyEvaluationError, PolicyTimeoutError
@@ -189,7 +189,16 @@ def allow_prefix(
     clock = time.perf_counter
     called_at = clock() if limit is not None else 0.0
     for index, policy in enumerate(policies):
-        outcome = call_policy(policy, mutation, state, context, execution_id)
+        try:  # call_policy, inlined
+            outcome = policy.evaluate(mutation, state, context)
+        except (MutatorError, DeadlineExpired) as error:
+            if isinstance(error, MutatorError) and error.execution_id is None:
+                error.execution_id = execution_id
+            raise
+        except Exception as error:
+            raise PolicyEvaluationError(
+                policy.name, f"{type(error).__name__}: {error}", execution_id=execution_id
+            ) from error
         if outcome is not _ALLOW:
             return index, outcome, called_at
         if limit is not None:
@@ -224,13 +233,13 @@ async def settle(
                 decision = await decision
             else:
                 ends = min(
-                    math.inf if limit is None else anyio.current_time() + limit,
+                    math.inf if limit is None else current_time() + limit,
                     math.inf if deadline is None else deadline,
                 )
                 with anyio.CancelScope(deadline=ends) as scope:
                     decision = await decision
                 if scope.cancelled_caught:
-                    if deadline is not None and anyio.current_time() >= deadline:
+                    if deadline is not None and current_time() >= deadline:
                         raise DeadlineExpired
                     assert limit is not None
                     raise PolicyTimeoutError(name, limit, execution_id=execution_id)

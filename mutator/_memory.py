@@ -42,6 +42,10 @@ class InMemoryAuditSink:
 
     async def record(self, entry: AuditEntry) -> None:
         """Keep ``entry``; when full, the oldest entry is dropped and counted in ``dropped``."""
+        self._keep(entry)
+
+    def _keep(self, entry: AuditEntry) -> None:
+        """:meth:`record` without awaiting (the engine calls it directly)."""
         entries = self._entries
         if entries.maxlen is not None and len(entries) == entries.maxlen:
             self.dropped += 1
@@ -122,6 +126,10 @@ class InMemoryHistoryStore:
 
     async def append(self, entry: HistoryEntry) -> None:
         """Add ``entry`` to its state's history; when full, drop the store's oldest entry."""
+        self._keep(entry)
+
+    def _keep(self, entry: HistoryEntry) -> None:
+        """:meth:`append` without awaiting (the engine calls it directly)."""
         state_id = entry.state_id
         log = self._by_state.get(state_id)
         if log is None:

@@ -10,6 +10,8 @@ from ._statistics import EngineStatistics
 
 __all__ = ["InMemoryMetrics", "percentile"]
 
+_monotonic = time.monotonic
+
 
 def percentile(ordered: list[float], fraction: float) -> float:
     """Linear-interpolated percentile of an ascending list (0 for an empty one)."""
@@ -41,7 +43,7 @@ class InMemoryMetrics:
     def record(self, outcome: AuditOutcome, duration: float) -> None:
         """Count one execution and keep its duration (seconds) in the window."""
         self._durations.append(duration)
-        self._stamps.append(time.monotonic())
+        self._stamps.append(_monotonic())
         self._total += 1
         if outcome is AuditOutcome.SUCCEEDED:
             self._succeeded += 1

@@ -13,6 +13,7 @@ from ._effects import SideEffect
 from ._enums import MutationMode, ResultStatus
 from ._freeze import to_tuple
 from ._policies import PolicyDecision, PolicyRequirement
+from ._trusted import trusted
 from ._validation import ValidationResult
 
 __all__ = ["BatchResult", "MutationResult"]
@@ -56,6 +57,21 @@ class MutationResult(Generic[StateT]):
         side_effects: Iterable[SideEffect] = (),
     ) -> MutationResult[StateT]:
         """A successful outcome; with ``changes=None`` the engine diffs the states itself."""
+        if cls is MutationResult:  # the same fields, converted here, without re-conversion
+            return _success(
+                ResultStatus.SUCCEEDED,
+                new_state,
+                EMPTY_CHANGES if changes is None else _change_set(changes),
+                tuple(side_effects),
+                _VALID,
+                (),
+                (),
+                None,
+                0.0,
+                MutationMode.COMMIT,
+                None,
+                changes is not None,
+            )
         return cls(
             ResultStatus.SUCCEEDED,
             new_state,
@@ -96,6 +112,10 @@ class MutationResult(Generic[StateT]):
             return "; ".join(reasons) or "blocked by policy"
         reasons = [d.reason for d in self.policy_decisions if d.needs_approval and d.reason]
         return "; ".join(dict.fromkeys(reasons)) or "approval required"
+
+
+_success = trusted(MutationResult)
+_VALID = ValidationResult.ok()
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-__all__ = ["trusted"]
+__all__ = ["builder", "trusted"]
 
 T = TypeVar("T")
 
@@ -44,13 +44,29 @@ def trusted(cls: type[T]) -> Callable[..., T]:
         "_cls": cls,
         "_builder": _builder(cls),
     }
-    lines = [f"def build({', '.join(names)}):", "    _instance = _new(_builder)"]
+    make = "_builder()" if cls.__new__ is object.__new__ else "_new(_builder)"
+    lines = [f"def build({', '.join(names)}):", f"    _instance = {make}"]
     lines += [f"    _instance.{name} = {name}" for name in names]
     lines += ["    _instance.__class__ = _cls", "    return _instance"]
     exec("\n".join(lines), namespace)  # generated from the field names only
     build: Callable[..., T] = namespace["build"]
     build.__qualname__ = f"trusted({cls.__qualname__})"
     return build
+
+
+def builder(cls: type[Any]) -> type[Any]:
+    """The class :func:`trusted` builds ``cls`` instances as, for code generated inline.
+
+    ``builder(cls)()`` (no ``__init__`` runs; ``object.__new__(builder(cls))`` when ``cls``
+    has its own ``__new__``), one plain store per field, then ``instance.__class__ = cls``:
+    the same steps as a trusted constructor, without its call.
+    """
+    if not attrs.has(cls):
+        raise TypeError(f"{cls.__qualname__} is not an attrs class")
+    for field in attrs.fields(cls):
+        if not isinstance(inspect.getattr_static(cls, field.name, None), MemberDescriptorType):
+            raise TypeError(f"{cls.__qualname__}.{field.name} is not a slot")
+    return _builder(cls)
 
 
 def _builder(cls: type[Any]) -> type[Any]:
@@ -62,6 +78,8 @@ def _builder(cls: type[Any]) -> type[Any]:
         # Both, or Python would route every store through a slow generic wrapper.
         "__setattr__": object.__setattr__,
         "__delattr__": object.__delattr__,
+        # Calling the builder makes a bare instance (cheaper than object.__new__(builder)).
+        "__init__": object.__init__,
     }
     metaclass: Any = type(cls)  # ABCMeta for ChangeSet, plain type for the others
     builder: type[Any] = metaclass(cls.__name__, (cls,), namespace)
