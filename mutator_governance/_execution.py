@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import socket
@@ -68,6 +69,13 @@ __all__ = ["GovernedExecutionManager", "GovernedExecutionResult", "RecoverySweep
 _log = logging.getLogger("mutator.governance")
 
 T = TypeVar("T")
+
+
+class _Unread(enum.Enum):
+    """The state was not read with the claim (the store cannot): read it afterwards."""
+
+    UNREAD = enum.auto()
+
 
 _INACTIVE = frozenset(
     {
@@ -229,13 +237,14 @@ class GovernedExecutionManager:
         claim: ExecutionClaim,
         context: MutationContext,
         strategy: ResolutionStrategy,
-    ) -> tuple[MutationRequest, VersionedState[Any] | None]:
+    ) -> tuple[MutationRequest, VersionedState[Any] | _Unread | None]:
         """Claim ``request``; when its revision moved, claim the latest if still executable.
 
         The copy in hand may be stale (another execution of the same state ran while this
         one waited for the state lock, or a worker's batch aged): only then is it read
         again, and the precise error raised when it is no longer executable. Returns the
-        claimed request and the state it will change, read after the claim.
+        claimed request and the state it will change when the store read it with the
+        claim (else ``UNREAD``: it is read outside the claim's shield).
         """
         try:
             return await self._claim(request, claim, context)
@@ -280,7 +289,7 @@ class GovernedExecutionManager:
     @observed("claim")
     async def _claim(
         self, request: MutationRequest, claim: ExecutionClaim, context: MutationContext
-    ) -> tuple[MutationRequest, VersionedState[Any] | None]:
+    ) -> tuple[MutationRequest, VersionedState[Any] | _Unread | None]:
         now = claim.claimed_at
         claimed = transition(
             request,
@@ -297,7 +306,10 @@ class GovernedExecutionManager:
             at=now,
             claim=claim,
         )
-        return await self.ledger.update_reading(request, claimed, request.state_id)
+        ledger = self.ledger
+        if ledger.reads_with_commit:
+            return await ledger.update_reading(request, claimed, request.state_id)
+        return await ledger.update(request, claimed), _Unread.UNREAD
 
     def _outlives_lease(self) -> bool:
         """Whether an execution may run long enough to need its lease renewed.
@@ -368,11 +380,13 @@ class GovernedExecutionManager:
     async def _run_claimed(
         self,
         claimed: MutationRequest,
-        current: VersionedState[Any] | None,
+        current: VersionedState[Any] | _Unread | None,
         context: MutationContext,
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         ledger = self.ledger
+        if current is _Unread.UNREAD:
+            current = await ledger.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
         if not ledger.atomic:

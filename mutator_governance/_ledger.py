@@ -163,6 +163,11 @@ class RequestLedger:
         (stored,) = await self.commit(GovernedCommit((RequestWrite.update(before, after),)))
         return stored
 
+    @property
+    def reads_with_commit(self) -> bool:
+        """True when the committer reads a state back in the round trip of a commit."""
+        return self._reading is not None
+
     async def update_reading(
         self, before: MutationRequest, after: MutationRequest, state_id: str
     ) -> tuple[MutationRequest, VersionedState[Any] | None]:
