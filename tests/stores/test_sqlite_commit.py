@@ -34,6 +34,8 @@ from mutator_governance import (
     RequestDecision,
     RequestQuery,
     RequestStatus,
+    RequestConcurrencyError,
+    RequestNotFoundError,
     RequestWrite,
     StateWrite,
     StoredDataError,
@@ -636,3 +638,21 @@ async def test_governance_open_passes_options_through(tmp_path: Path) -> None:
         assert raw.execute("SELECT version FROM states").fetchall() == [("1",)]
     finally:
         raw.close()
+
+
+async def test_an_update_that_changes_a_column_requests_never_change_lands(
+    tmp_path: Path,
+) -> None:
+    """Updates set only the columns that change when the others are as stored; one that
+    changes them too (not done by governance, allowed by the store) still lands whole."""
+    async with await open_file(tmp_path) as store:
+        created = await store.requests.create(sample_request("r1"))
+        moved = attrs.evolve(created, state_id="elsewhere")
+        stored = await store.requests.replace(moved, expected_revision=0)
+        assert await store.requests.get("r1") == stored
+        assert [r.request_id for r in await store.requests.by_state("elsewhere")] == ["r1"]
+        assert await store.requests.by_state(created.state_id) == []
+        with pytest.raises(RequestConcurrencyError):
+            await store.requests.replace(moved, expected_revision=0)
+        with pytest.raises(RequestNotFoundError):
+            await store.requests.replace(sample_request("r2"), expected_revision=0)
