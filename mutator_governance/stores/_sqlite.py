@@ -15,11 +15,13 @@ or, more commonly, ``Governance.open("sqlite:///governance.db", registry=registr
 Files run in WAL mode with ``synchronous=FULL`` (configurable, see
 :class:`~mutator_governance.stores._sqlite_options.SQLiteOptions`) and a busy timeout, so
 several processes can share one database. Every operation costs at most one thread hop:
-a write encodes its documents and runs its whole ``BEGIN IMMEDIATE`` transaction — every
-check before the first write — in one worker thread, on the store's one writing
+a write encodes its documents and runs its whole ``BEGIN IMMEDIATE`` transaction — any
+failed check rolls it back whole — in one worker thread, on the store's one writing
 connection, on a one-token write limiter. Work that needs no lock and no flush runs on
 the event loop's thread at once, where it is cheaper than a hop: reads (a WAL reader takes
-no lock) and the claim of a governed execution (committed without a flush of its own);
+no lock) and the claim of a governed execution (committed without a flush of its own, on
+a connection of its own that never checkpoints, with the state it will change read back
+in the same transaction);
 when the database is busy they hop too, reads on their own limiter, so writers queued on
 the database lock never starve a read. An in-memory database (``sqlite:///:memory:``) is
 private to its store and uses one connection for everything.
@@ -142,6 +144,34 @@ def _fetch_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any] =
     return rows[0] if rows else None
 
 
+def _immediate(
+    connection: sqlite3.Connection, operation: _Op[T], *, wait: bool
+) -> tuple[bool, T | None]:
+    """``operation`` in one ``BEGIN IMMEDIATE`` transaction on ``connection``.
+
+    ``(False, None)`` when ``wait`` is false and the database lock is taken; any
+    exception rolls the transaction back.
+    """
+    try:
+        _execute(connection, "BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        message = str(error)
+        if not wait and ("locked" in message or "busy" in message):
+            return False, None
+        raise
+    try:
+        result = operation(connection)
+        if isinstance(result, sqlite3.Cursor):
+            result.close()
+            raise TypeError("a database operation must not return a cursor")
+        _execute(connection, "COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.rollback()
+        raise
+    return True, result
+
+
 class _Database:
     """Connections to one SQLite database, the threads that use them, and their limiters.
 
@@ -167,13 +197,19 @@ class _Database:
         self._writer: sqlite3.Connection | None = None
         self._inline_lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
+        # Relaxed writes (claims, reservations) tried at once on the event loop's thread.
+        self._claim_lock = threading.Lock()
+        self._claimer: sqlite3.Connection | None = None
         self._closed = False
         self._read_limiter: anyio.CapacityLimiter | None = None
         self._write_limiter: anyio.CapacityLimiter | None = None
 
     # -- connections (worker threads) --------------------------------------------------
 
-    def _connect(self, *, reader: bool, wait: bool = True) -> sqlite3.Connection:
+    def _connect(
+        self, *, reader: bool, wait: bool = True, claimer: bool = False
+    ) -> sqlite3.Connection:
+        """A new connection; a ``claimer`` never waits, flushes or checkpoints on its own."""
         timeout = self.busy_timeout if wait else 0.0
         try:
             connection = sqlite3.connect(
@@ -190,7 +226,12 @@ class _Database:
         try:
             _execute(connection, f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if not self.memory:
-                _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
+                synchronous = self.options.synchronous
+                if claimer:
+                    synchronous = "NORMAL" if self.relax_claims else synchronous
+                    # Checkpoints (and their flushes) stay on the writer's worker threads.
+                    _execute(connection, "PRAGMA wal_autocheckpoint = 0")
+                _execute(connection, f"PRAGMA synchronous = {synchronous}")
             if reader:
                 _execute(connection, "PRAGMA query_only = ON")
         except BaseException as error:
@@ -227,6 +268,10 @@ class _Database:
             if self._inline is not None:
                 idle.append(self._inline)
                 self._inline = None
+        with self._claim_lock:
+            if self._claimer is not None:
+                idle.append(self._claimer)
+                self._claimer = None
         for connection in idle:
             connection.close()
         if writer is not None:
@@ -284,15 +329,35 @@ class _Database:
     def write_now(self, operation: _Op[T]) -> tuple[bool, T | None]:
         """Try a relaxed ``operation`` at once on the calling thread, never waiting.
 
-        ``(False, None)`` when the store's writer or the database lock is taken (nothing
-        was written); the caller then hops to a worker thread with :meth:`write`.
+        ``(False, None)`` when the database lock is taken (nothing was written); the
+        caller then hops to a worker thread with :meth:`write`. A file database runs it
+        on its own claiming connection, whose settings (no busy timeout, no flush of its
+        own when commits flush, no checkpoints) are fixed when it connects, so the
+        transaction needs no statement of its own around it.
         """
-        if not self._write_lock.acquire(blocking=False):
+        if self.memory:
+            if not self._write_lock.acquire(blocking=False):
+                return False, None
+            try:
+                return self._transaction(operation, relaxed=True, wait=False)
+            finally:
+                self._write_lock.release()
+        if not self._claim_lock.acquire(blocking=False):
             return False, None
         try:
-            return self._transaction(operation, relaxed=True, wait=False)
+            if self._closed:
+                raise self._closed_error()
+            connection = self._claimer
+            try:
+                if connection is None:
+                    connection = self._claimer = self._connect(
+                        reader=False, wait=False, claimer=True
+                    )
+                return _immediate(connection, operation, wait=False)
+            except sqlite3.Error as error:
+                raise self._translate(error) from error
         finally:
-            self._write_lock.release()
+            self._claim_lock.release()
 
     def _transaction(
         self, operation: _Op[T], *, relaxed: bool, wait: bool
@@ -308,20 +373,7 @@ class _Database:
             if relax:
                 _execute(connection, "PRAGMA synchronous = NORMAL")
             try:
-                try:
-                    _execute(connection, "BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as error:
-                    message = str(error)
-                    if not wait and ("locked" in message or "busy" in message):
-                        return False, None
-                    raise
-                try:
-                    result = self._no_cursor(operation(connection))
-                    _execute(connection, "COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.rollback()
-                    raise
+                done, result = _immediate(connection, operation, wait=wait)
             finally:
                 if relax:
                     _execute(connection, f"PRAGMA synchronous = {self.options.synchronous}")
@@ -329,7 +381,7 @@ class _Database:
                     _execute(connection, f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         except sqlite3.Error as error:
             raise self._translate(error) from error
-        return True, result
+        return done, result
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._pool_lock:
@@ -580,6 +632,19 @@ _UPDATE_REQUEST = (
     "reserved_until = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_until END "
     "WHERE request_id = ? AND revision = ?"
 )
+_CREATE_REQUEST = _INSERT_REQUEST + " ON CONFLICT (request_id) DO NOTHING"
+# The same update when the columns a request never changes (its state, actor, creation
+# time, mutation type, compensated request) are as stored: it sets only the others, so
+# SQLite leaves the indexes on those columns alone (4 of the 9 on ``requests``). Same
+# parameters as _UPDATE_REQUEST.
+_UPDATE_MUTABLE = (
+    "UPDATE requests SET status = ?2, pending_reason = ?3, updated_at = ?6, revision = ?7, "
+    "document = ?8, "
+    "reserved_by = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_by END, "
+    "reserved_until = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_until END "
+    "WHERE request_id = ?11 AND revision = ?12 AND state_id = ?1 AND actor_id IS ?4 "
+    "AND created_at = ?5 AND mutation_type IS ?9 AND compensates IS ?10"
+)
 _INSERT_DECISION = (
     "INSERT INTO decisions (request_id, sequence, category, timestamp, document) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id, sequence) DO NOTHING"
@@ -595,6 +660,7 @@ _UPSERT_STATE = (
     "ON CONFLICT (state_id) DO UPDATE SET version = excluded.version, "
     "request_id = excluded.request_id, document = excluded.document"
 )
+_SELECT_STATE = "SELECT version, request_id, document FROM states WHERE state_id = ?"
 _INSERT_STATE_VERSION = (
     "INSERT INTO state_versions (state_id, request_id, version) VALUES (?, ?, ?)"
 )
@@ -602,6 +668,28 @@ _INSERT_STATE_VERSION = (
 
 def _update_params(row: tuple[Any, ...], expected_revision: int) -> tuple[Any, ...]:
     return (*row[1:], row[0], expected_revision)
+
+
+def _create_request(connection: sqlite3.Connection, request_id: str, row: Sequence[Any]) -> None:
+    """Insert a request row (RequestAlreadyExistsError when the id is taken)."""
+    if not _execute(connection, _CREATE_REQUEST, row):
+        raise RequestAlreadyExistsError(request_id)
+
+
+def _update_request(
+    connection: sqlite3.Connection, request_id: str, expected: int, params: Sequence[Any]
+) -> None:
+    """Update a request row at revision ``expected``, or raise why it cannot be.
+
+    The row count checks the revision; only a write that matched nothing reads the row
+    back (RequestNotFoundError or RequestConcurrencyError).
+    """
+    if _execute(connection, _UPDATE_MUTABLE, params):
+        return
+    if _execute(connection, _UPDATE_REQUEST, params):
+        return
+    _check_revision(connection, request_id, expected)
+    raise RequestConcurrencyError(request_id, expected, None)  # pragma: no cover
 
 
 def _stored_revision(connection: sqlite3.Connection, request_id: str) -> int | None:
@@ -865,8 +953,7 @@ class SQLiteRequestStore:
             row = _request_row(codec, stored)
 
             def insert(connection: sqlite3.Connection) -> None:
-                _check_revision(connection, stored.request_id, None)
-                _execute(connection, _INSERT_REQUEST, row)
+                _create_request(connection, stored.request_id, row)
 
             return insert
 
@@ -885,8 +972,7 @@ class SQLiteRequestStore:
             params = _update_params(_request_row(codec, stored), expected_revision)
 
             def update(connection: sqlite3.Connection) -> None:
-                _check_revision(connection, stored.request_id, expected_revision)
-                _execute(connection, _UPDATE_REQUEST, params)
+                _update_request(connection, stored.request_id, expected_revision, params)
 
             return update
 
@@ -1168,11 +1254,7 @@ class SQLiteStateStore:
         read = self._codec.read_state
 
         def select(connection: sqlite3.Connection) -> VersionedState[Any] | None:
-            row = _fetch_one(
-                connection,
-                "SELECT version, request_id, document FROM states WHERE state_id = ?",
-                (state_id,),
-            )
+            row = _fetch_one(connection, _SELECT_STATE, (state_id,))
             if row is None:
                 return None
             version = _version(state_id, row[0])
@@ -1353,11 +1435,13 @@ class SQLiteCommitter:
     """Writes each governance operation in one ``BEGIN IMMEDIATE`` transaction, one hop.
 
     Every request revision (or absence, for a create), the state version and the state's
-    producing request are checked before the first write; any mismatch raises
+    producing request are checked in the transaction, requests first; any mismatch raises
     RequestAlreadyExistsError, RequestNotFoundError, RequestConcurrencyError or
-    :class:`mutator.ConcurrencyError` and writes nothing. Then the state, the requests,
-    their decisions (idempotent per sequence number), the history and the audit entries
-    are written and committed together.
+    :class:`mutator.ConcurrencyError` and rolls the transaction back, writing nothing.
+    The requests, their decisions (idempotent per sequence number), the state, the
+    history and the audit entries are committed together. :meth:`commit_reading` also
+    reads a state back in the same transaction (a
+    :class:`~mutator_governance.protocols.ReadingCommitter`).
 
     The claim of a governed execution (EXECUTING, no state write) commits without a WAL
     flush of its own when the store runs ``synchronous=FULL``: a claim lost in a power
@@ -1383,11 +1467,42 @@ class SQLiteCommitter:
         await self._db.run_encoded_write(encode, relaxed=is_claim(commit))
         return stored
 
+    async def commit_reading(
+        self, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        """Apply ``commit`` like :meth:`commit`, then read ``state_id`` in the same transaction.
+
+        One transaction, at most one thread hop (none for a claim on an idle database).
+        The state is decoded after the commit, like a read that follows it.
+        """
+        stored = commit.stored()
+        codec = self._codec
+
+        def encode() -> Callable[[sqlite3.Connection], Row | None]:
+            write_all = _commit_transaction(codec, commit, stored)
+
+            def write_and_read(connection: sqlite3.Connection) -> Row | None:
+                write_all(connection)
+                return _fetch_one(connection, _SELECT_STATE, (state_id,))
+
+            return write_and_read
+
+        row = await self._db.run_encoded_write(encode, relaxed=is_claim(commit))
+        if row is None:
+            return stored, None
+        version = _version(state_id, row[0])
+        return stored, VersionedState(codec.read_state(state_id, row[2]), version, row[1])
+
 
 def _commit_transaction(
     codec: _Codec, commit: GovernedCommit, stored: Sequence[MutationRequest]
 ) -> Callable[[sqlite3.Connection], None]:
-    """Encode ``commit`` (in the worker thread) and return its transaction body."""
+    """Encode ``commit`` (in the worker thread) and return its transaction body.
+
+    Each request is written by a statement that matches its expected revision (or its
+    absence) and checked by its row count; only a write that matched nothing reads the
+    row back, to raise the precise error. Any error rolls the whole transaction back.
+    """
     updates = _request_writes(codec, commit.requests, stored)
     state: StateWrite | None = commit.state
     state_document = codec.value(state.state) if state is not None else None
@@ -1395,8 +1510,13 @@ def _commit_transaction(
     audit = [_audit_row(codec, entry) for entry in commit.audit]
 
     def write_all(connection: sqlite3.Connection) -> None:
-        for request_id, expected, _, _ in updates:
-            _check_revision(connection, request_id, expected)
+        for request_id, expected, params, decisions in updates:
+            if expected is None:
+                _create_request(connection, request_id, params)
+            else:
+                _update_request(connection, request_id, expected, params)
+            if decisions:
+                _execute_many(connection, _INSERT_DECISION, decisions)
         version = None
         if state is not None:
             version = _check_state(
@@ -1408,15 +1528,8 @@ def _commit_transaction(
                     f"{state.new_version!r}: versions must be decimal counters "
                     "(see next_version)"
                 )
-        # Every check passed: write.
-        if state is not None:
             assert state_document is not None
-            assert version is not None
             _write_state(connection, state.state_id, state_document, version, state.request_id)
-        for _, expected, params, decisions in updates:
-            _execute(connection, _INSERT_REQUEST if expected is None else _UPDATE_REQUEST, params)
-            if decisions:
-                _execute_many(connection, _INSERT_DECISION, decisions)
         if history:
             _execute_many(connection, _INSERT_HISTORY, history)
         if audit:

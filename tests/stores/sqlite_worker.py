@@ -26,6 +26,7 @@ import sniffio
 
 from mutator import ConcurrencyError, Mutation, MutationContext, MutationIntent
 from mutator_governance import (
+    Backoff,
     Governance,
     MutationRegistry,
     PendingReason,
@@ -102,6 +103,10 @@ async def serve(path: str, lease: float) -> None:
             strategy=ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
             context=MutationContext.service(f"kill-worker-{sniffio.current_async_library()}"),
             recover_every=1.0,
+            # A reservation lasts max(lease, backoff.maximum): with the default 30 s, rows
+            # reserved by a worker killed late in the run stay out of reach past the
+            # test's deadline.
+            backoff=Backoff(initial=0.1, maximum=lease),
         )
 
 

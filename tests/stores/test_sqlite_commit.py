@@ -31,7 +31,9 @@ from mutator_governance import (
     LifecycleDecision,
     MutationRequest,
     RequestAlreadyExistsError,
+    RequestConcurrencyError,
     RequestDecision,
+    RequestNotFoundError,
     RequestQuery,
     RequestStatus,
     RequestWrite,
@@ -149,26 +151,30 @@ class FailingConnection:
 Operation = Callable[[SQLiteStore], Coroutine[Any, Any, Any]]
 
 
-async def fail_at_each_statement(tmp_path: Path, store: SQLiteStore, operation: Operation) -> int:
+async def fail_at_each_statement(
+    tmp_path: Path, store: SQLiteStore, operation: Operation, connection: str = "_writer"
+) -> int:
     """Run ``operation`` with a fault at statement 1, 2, ... until it succeeds.
 
-    After every fault nothing of the operation is visible; returns the number of faults.
+    The faults hit the database's ``connection`` (the writer, or ``_claimer`` for the
+    writes tried on the event loop's thread). After every fault nothing of the operation
+    is visible; returns the number of faults.
     """
     database = store._db
-    real = database._writer
+    real = getattr(database, connection)
     assert real is not None
     fail_at = 1
     while True:
         before = snapshot(tmp_path / "gov.db")
         failing = FailingConnection(real, fail_at)
-        database._writer = failing  # type: ignore[assignment]
+        setattr(database, connection, failing)
         error: StoreUnavailableError | None = None
         try:
             await operation(store)
         except StoreUnavailableError as raised:
             error = raised
         finally:
-            database._writer = real
+            setattr(database, connection, real)
         if error is not None:
             assert failing.failed
             assert "injected fault" in str(error)
@@ -188,7 +194,7 @@ async def test_a_fault_at_any_statement_of_a_create_writes_nothing(tmp_path: Pat
             return await store.committer.commit(GovernedCommit((RequestWrite.create(request),)))
 
         faults = await fail_at_each_statement(tmp_path, store, create)
-        assert faults >= 4  # begin, check, insert, decisions, commit
+        assert faults >= 3  # begin, insert, commit
         assert await store.requests.get("r1") == attrs.evolve(request, revision=0)
         await log_matches(store, "r1")
 
@@ -494,7 +500,9 @@ async def test_malformed_urls_are_configuration_errors_naming_the_forms(
     assert files(tmp_path) == []
 
 
-async def test_a_claim_skips_its_own_flush_and_restores_synchronous(tmp_path: Path) -> None:
+async def test_a_claim_skips_its_own_flush_on_its_own_connection(tmp_path: Path) -> None:
+    """A claim commits on the claiming connection (NORMAL, no checkpoints), in one
+    transaction of three statements and no pragma; the writer stays FULL."""
     async with await open_file(tmp_path) as store:
         executed: list[str] = []
         writer = store._db._writer
@@ -506,12 +514,43 @@ async def test_a_claim_skips_its_own_flush_and_restores_synchronous(tmp_path: Pa
             )
         )
         claimed = decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
-        assert not any("synchronous" in sql for sql in executed)
+        executed.clear()
         await store.committer.commit(GovernedCommit((RequestWrite.update(created, claimed),)))
         writer.set_trace_callback(None)
-        pragmas = [sql for sql in executed if "synchronous" in sql]
-        assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+        assert executed == []
+        claimer = store._db._claimer
+        assert claimer is not None
+        assert claimer.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert claimer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert claimer.execute("PRAGMA busy_timeout").fetchone()[0] == 0
         assert pragma(tmp_path, store, "synchronous") == 2
+        assert await store.requests.get("r1") == attrs.evolve(claimed, revision=1)
+
+
+async def test_a_fault_at_any_statement_of_a_claim_writes_nothing(tmp_path: Path) -> None:
+    async with await open_file(tmp_path) as store:
+        await store.states.put(SAMPLE_STATE_ID, SampleState("sample", 1))
+        (created,) = await store.committer.commit(
+            GovernedCommit((RequestWrite.create(sample_request("r1", status=APPROVED)),))
+        )
+        claimed = decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+        database = store._db
+        database._claimer = database._connect(reader=False, wait=False, claimer=True)
+        read: list[Any] = []
+
+        async def claim(store: SQLiteStore) -> Any:
+            result = await store.committer.commit_reading(
+                GovernedCommit((RequestWrite.update(created, claimed),)), SAMPLE_STATE_ID
+            )
+            read.append(result)
+            return result
+
+        faults = await fail_at_each_statement(tmp_path, store, claim, "_claimer")
+        assert faults >= 4  # begin, update, decisions, select state, commit
+        ((stored,), state) = read[0]
+        assert stored == await store.requests.get("r1")
+        assert state == await store.states.get(SAMPLE_STATE_ID)
+        await log_matches(store, "r1")
 
 
 async def test_no_relaxed_claims_when_commits_do_not_flush(tmp_path: Path) -> None:
@@ -599,3 +638,21 @@ async def test_governance_open_passes_options_through(tmp_path: Path) -> None:
         assert raw.execute("SELECT version FROM states").fetchall() == [("1",)]
     finally:
         raw.close()
+
+
+async def test_an_update_that_changes_a_column_requests_never_change_lands(
+    tmp_path: Path,
+) -> None:
+    """Updates set only the columns that change when the others are as stored; one that
+    changes them too (not done by governance, allowed by the store) still lands whole."""
+    async with await open_file(tmp_path) as store:
+        created = await store.requests.create(sample_request("r1"))
+        moved = attrs.evolve(created, state_id="elsewhere")
+        stored = await store.requests.replace(moved, expected_revision=0)
+        assert await store.requests.get("r1") == stored
+        assert [r.request_id for r in await store.requests.by_state("elsewhere")] == ["r1"]
+        assert await store.requests.by_state(created.state_id) == []
+        with pytest.raises(RequestConcurrencyError):
+            await store.requests.replace(moved, expected_revision=0)
+        with pytest.raises(RequestNotFoundError):
+            await store.requests.replace(sample_request("r2"), expected_revision=0)
