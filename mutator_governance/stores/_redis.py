@@ -601,6 +601,31 @@ class _Backend:
             )
         return request
 
+    def state_from(
+        self, key: str, raw: bytes | None, version: bytes | None, request_id: bytes | None
+    ) -> VersionedState[Any] | None:
+        """The state of a state hash's fields (None when it has no document)."""
+        if raw is None:
+            return None
+        if version is None:
+            raise StoredDataError("state has no version", backend=BACKEND, key=key, field="version")
+        text = _text(version)
+        if _COUNTER.match(text) is None:
+            raise StoredDataError(
+                f"version {text!r} is not a decimal counter",
+                backend=BACKEND,
+                key=key,
+                field="version",
+            )
+        data = self.load(raw, "state", key=key, field="document")
+        state = self.structured(
+            lambda d: self.registry.structure_value(d, where="state"),
+            data,
+            key=key,
+            field="document",
+        )
+        return VersionedState(state, text, None if request_id is None else _text(request_id))
+
     def decision_from(self, raw: bytes | str, key: str) -> RequestDecision:
         data = self.load(raw, "decision", key=key, field=None)
         decision: RequestDecision = self.structured(
@@ -744,6 +769,20 @@ async def _write(
     log_only: tuple[str, Sequence[RequestDecision]] | None = None,
 ) -> tuple[MutationRequest, ...]:
     """One script call writing ``requests``, ``state`` and list ``entries`` (key, document)."""
+    stored, _ = await _script(b, requests, state, entries, log_only=log_only)
+    return stored
+
+
+async def _script(
+    b: _Backend,
+    requests: Sequence[RequestWrite],
+    state: StateWrite | None = None,
+    entries: Sequence[tuple[str, bytes]] = (),
+    *,
+    log_only: tuple[str, Sequence[RequestDecision]] | None = None,
+    read: str | None = None,
+) -> tuple[tuple[MutationRequest, ...], Any]:
+    """:func:`_write`, reading the hash at key ``read`` back after the writes; the reply."""
     keys: list[str | bytes] = [
         b.keys.decision_seq,
         b.keys.recent(),
@@ -780,6 +819,11 @@ async def _write(
     for key, document in entries:
         keys.append(key)
         args.append(document)
+    if read is None:
+        args.append("0")
+    else:
+        keys.append(read)
+        args.append("1")
     reply = await b.run(keys, args)
     if int(reply[0]) != 1:
         _fail(
@@ -788,7 +832,7 @@ async def _write(
             revisions=[w.expected_revision for w in requests],
             state=state,
         )
-    return tuple(stored)
+    return tuple(stored), reply
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -1369,26 +1413,7 @@ class RedisStateStore:
             raw, version, request_id = await self._b.call(
                 "HMGET", key, "document", "version", "request_id"
             )
-        if raw is None:
-            return None
-        if version is None:
-            raise StoredDataError("state has no version", backend=BACKEND, key=key, field="version")
-        text = _text(version)
-        if _COUNTER.match(text) is None:
-            raise StoredDataError(
-                f"version {text!r} is not a decimal counter",
-                backend=BACKEND,
-                key=key,
-                field="version",
-            )
-        data = self._b.load(raw, "state", key=key, field="document")
-        state = self._b.structured(
-            lambda d: self._b.registry.structure_value(d, where="state"),
-            data,
-            key=key,
-            field="document",
-        )
-        return VersionedState(state, text, None if request_id is None else _text(request_id))
+        return self._b.state_from(key, raw, version, request_id)
 
     async def put(
         self,
@@ -1502,7 +1527,11 @@ class RedisHistoryStore:
 
 
 class RedisCommitter:
-    """Every governance operation as one call of the commit script, all or nothing."""
+    """Every governance operation as one call of the commit script, all or nothing.
+
+    Also a :class:`~mutator_governance.protocols.ReadingCommitter`: the script reads the
+    state back after its writes, so a claim and the state it will change are one round trip.
+    """
 
     atomic = True
 
@@ -1510,6 +1539,20 @@ class RedisCommitter:
         self._b = backend
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        stored, _ = await self._run(commit, None)
+        return stored
+
+    async def commit_reading(
+        self, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        """Apply ``commit`` and read ``state_id``'s state in the same script call."""
+        key = self._b.keys.state(state_id)
+        stored, reply = await self._run(commit, key)
+        return stored, self._b.state_from(key, reply[1], reply[2], reply[3])
+
+    async def _run(
+        self, commit: GovernedCommit, read: str | None
+    ) -> tuple[tuple[MutationRequest, ...], Any]:
         b = self._b
         s = commit.state
         if s is not None and s.new_version != next_version(s.expected_version):
@@ -1523,7 +1566,7 @@ class RedisCommitter:
         ]
         for record in commit.audit:
             entries += _audit_entries(b, record)
-        return await _write(b, commit.requests, s, entries)
+        return await _script(b, commit.requests, s, entries, read=read)
 
 
 # -- schema upgrade ----------------------------------------------------------------------------
