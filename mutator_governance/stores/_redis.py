@@ -69,7 +69,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -109,6 +109,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import decode, join_field, parse
+from ._redis_wire import Wire, pack
 from ._runtime import running_library
 
 __all__ = [
@@ -349,7 +350,9 @@ class RedisOptions:
       :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
       shielded write cannot hang forever; a commit that timed out may have landed);
     - ``connect_timeout``: seconds to open a connection;
-    - ``max_connections``: the pool's limit (None: unbounded);
+    - ``max_connections``: the pool's limit (None: the driver's default). Unbounded, the
+      hot path keeps the connections it used between calls; bounded, it lends each back
+      after its command, so every path can reach the limit;
     - ``client_name``: the name every connection gives itself (``CLIENT SETNAME``), so an
       operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
@@ -449,40 +452,63 @@ def _parse_url(url: str) -> _Target:
 # -- the shared backend ------------------------------------------------------------------------
 
 
+class _Guard:
+    """The context manager of :meth:`_Backend.guard` (a class: cheaper than a generator).
+
+    Connection failures, timeouts, read-only replicas and "cannot take this write now"
+    replies become StoreUnavailableError; any other error reply, StoredDataError at the key.
+    """
+
+    __slots__ = ("_b", "_key")
+
+    def __init__(self, backend: _Backend, key: str | None) -> None:
+        self._b = backend
+        self._key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        if error is None or not isinstance(
+            error, redis.exceptions.RedisError | ConnectionError | TimeoutError
+        ):
+            return
+        if (
+            isinstance(error, redis.exceptions.ResponseError)
+            and not isinstance(error, redis.exceptions.ReadOnlyError)
+            and not str(error).startswith(_UNAVAILABLE_REPLIES)
+        ):
+            raise StoredDataError(
+                f"Redis refused the command: {error}", backend=BACKEND, key=self._key
+            ) from error
+        raise self._b.unavailable(error) from error
+
+
 class _Backend:
     """What every component shares: the client, keyspace, codec and error mapping."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: RedisKeyspace, registry: MutationRegistry, url: str
+        self,
+        client: aioredis.Redis,
+        keys: RedisKeyspace,
+        registry: MutationRegistry,
+        url: str,
+        *,
+        keep_connections: bool = True,
     ) -> None:
         self.client = client
         self.keys = keys
         self.registry = registry
         self.url = url
+        self.wire = Wire(client.connection_pool, keep=keep_connections)
         self.script = client.register_script(scripts.COMMIT)
         self.reserve_script = client.register_script(scripts.RESERVE)
         self.purge_script = client.register_script(scripts.PURGE)
         self.upgrade_script = client.register_script(scripts.UPGRADE_REQUEST)
 
-    @contextlib.contextmanager
-    def guard(self, key: str | None = None) -> Iterator[None]:
+    def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
-        try:
-            yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            raise self.unavailable(error) from error
-        except (ConnectionError, TimeoutError) as error:
-            raise self.unavailable(error) from error
-        except redis.exceptions.ReadOnlyError as error:
-            raise self.unavailable(error) from error
-        except redis.exceptions.ResponseError as error:
-            if str(error).startswith(_UNAVAILABLE_REPLIES):
-                raise self.unavailable(error) from error
-            raise StoredDataError(
-                f"Redis refused the command: {error}", backend=BACKEND, key=key
-            ) from error
-        except redis.exceptions.RedisError as error:
-            raise self.unavailable(error) from error
+        return _Guard(self, key)
 
     def unavailable(self, error: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
@@ -490,24 +516,12 @@ class _Backend:
         )
 
     async def call(self, *command: Any) -> Any:
-        """One command on a pooled connection, its raw RESP2 reply (errors raised as is).
+        """One command on the hot path (:class:`._redis_wire.Wire`), its raw RESP2 reply.
 
-        The hot path: it skips the client's per-command machinery (retries, which stay
-        off anyway, and hooks) but keeps the pool. A connection whose reply was not read
-        whole (cancelled, timed out, dropped) is disconnected before it returns to the pool.
+        Errors are raised as redis-py's; a connection whose reply was not read whole
+        (cancelled, timed out, dropped) is disconnected, never reused.
         """
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_command(*command)
-            return await connection.read_response()
-        except redis.exceptions.ResponseError:
-            raise
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        return await self.wire.call(pack(command))
 
     async def evalsha(
         self, script: Any, keys: Sequence[str | bytes], args: Sequence[str | bytes]
@@ -1844,7 +1858,13 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )
-        backend = _Backend(client, keys, registry, redact_url(url))
+        backend = _Backend(
+            client,
+            keys,
+            registry,
+            redact_url(url),
+            keep_connections=options.max_connections is None,
+        )
         try:
             with backend.guard(keys.meta):
                 found = await client.hget(keys.meta, "schema")
@@ -1934,4 +1954,5 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the connection pool and the ready listener; the store is unusable afterwards."""
         await self._requests._listener.aclose()
+        await self._b.wire.aclose()
         await self._b.client.aclose()
