@@ -208,23 +208,36 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 @contextlib.contextmanager
 def _counting() -> Iterator[Tally[str]]:
-    """Count packets sent (round trips) and script calls on every redis.asyncio connection."""
-    from redis.asyncio.connection import AbstractConnection
+    """Count writes to a socket (round trips) and script calls on every asyncio stream.
+
+    Counted at ``asyncio.StreamWriter`` (what redis-py's connections and the store's hot
+    path both write through), so a command is counted whichever path sends it.
+    """
+    import asyncio
 
     tally: Tally[str] = Tally()
-    real = AbstractConnection.send_packed_command
+    write, writelines = asyncio.StreamWriter.write, asyncio.StreamWriter.writelines
 
-    async def send(self: Any, command: Any, check_health: bool = True) -> None:
+    def count(data: Any) -> None:
         tally["round trips"] += 1
-        data = command if isinstance(command, bytes | bytearray) else b"".join(command)
-        tally["scripts"] += data.count(b"EVALSHA")
-        await real(self, command, check_health)
+        tally["scripts"] += bytes(data).count(b"EVALSHA")
 
-    AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+    def counted_write(self: asyncio.StreamWriter, data: Any) -> None:
+        count(data)
+        write(self, data)
+
+    def counted_writelines(self: asyncio.StreamWriter, data: Any) -> None:
+        lines = list(data)
+        count(b"".join(bytes(line) for line in lines))
+        writelines(self, lines)
+
+    asyncio.StreamWriter.write = counted_write  # type: ignore[method-assign]
+    asyncio.StreamWriter.writelines = counted_writelines  # type: ignore[method-assign,assignment]
     try:
         yield tally
     finally:
-        AbstractConnection.send_packed_command = real  # type: ignore[method-assign]
+        asyncio.StreamWriter.write = write  # type: ignore[method-assign]
+        asyncio.StreamWriter.writelines = writelines  # type: ignore[method-assign]
 
 
 async def _server_usec(client: Any) -> float:

@@ -69,7 +69,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -109,6 +109,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import decode, join_field, parse
+from ._redis_wire import Wire, pack
 from ._runtime import running_library
 
 __all__ = [
@@ -349,7 +350,9 @@ class RedisOptions:
       :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
       shielded write cannot hang forever; a commit that timed out may have landed);
     - ``connect_timeout``: seconds to open a connection;
-    - ``max_connections``: the pool's limit (None: unbounded);
+    - ``max_connections``: the pool's limit (None: the driver's default). Unbounded, the
+      hot path keeps the connections it used between calls; bounded, it lends each back
+      after its command, so every path can reach the limit;
     - ``client_name``: the name every connection gives itself (``CLIENT SETNAME``), so an
       operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
@@ -449,40 +452,63 @@ def _parse_url(url: str) -> _Target:
 # -- the shared backend ------------------------------------------------------------------------
 
 
+class _Guard:
+    """The context manager of :meth:`_Backend.guard` (a class: cheaper than a generator).
+
+    Connection failures, timeouts, read-only replicas and "cannot take this write now"
+    replies become StoreUnavailableError; any other error reply, StoredDataError at the key.
+    """
+
+    __slots__ = ("_b", "_key")
+
+    def __init__(self, backend: _Backend, key: str | None) -> None:
+        self._b = backend
+        self._key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        if error is None or not isinstance(
+            error, redis.exceptions.RedisError | ConnectionError | TimeoutError
+        ):
+            return
+        if (
+            isinstance(error, redis.exceptions.ResponseError)
+            and not isinstance(error, redis.exceptions.ReadOnlyError)
+            and not str(error).startswith(_UNAVAILABLE_REPLIES)
+        ):
+            raise StoredDataError(
+                f"Redis refused the command: {error}", backend=BACKEND, key=self._key
+            ) from error
+        raise self._b.unavailable(error) from error
+
+
 class _Backend:
     """What every component shares: the client, keyspace, codec and error mapping."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: RedisKeyspace, registry: MutationRegistry, url: str
+        self,
+        client: aioredis.Redis,
+        keys: RedisKeyspace,
+        registry: MutationRegistry,
+        url: str,
+        *,
+        keep_connections: bool = True,
     ) -> None:
         self.client = client
         self.keys = keys
         self.registry = registry
         self.url = url
+        self.wire = Wire(client.connection_pool, keep=keep_connections)
         self.script = client.register_script(scripts.COMMIT)
         self.reserve_script = client.register_script(scripts.RESERVE)
         self.purge_script = client.register_script(scripts.PURGE)
         self.upgrade_script = client.register_script(scripts.UPGRADE_REQUEST)
 
-    @contextlib.contextmanager
-    def guard(self, key: str | None = None) -> Iterator[None]:
+    def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
-        try:
-            yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            raise self.unavailable(error) from error
-        except (ConnectionError, TimeoutError) as error:
-            raise self.unavailable(error) from error
-        except redis.exceptions.ReadOnlyError as error:
-            raise self.unavailable(error) from error
-        except redis.exceptions.ResponseError as error:
-            if str(error).startswith(_UNAVAILABLE_REPLIES):
-                raise self.unavailable(error) from error
-            raise StoredDataError(
-                f"Redis refused the command: {error}", backend=BACKEND, key=key
-            ) from error
-        except redis.exceptions.RedisError as error:
-            raise self.unavailable(error) from error
+        return _Guard(self, key)
 
     def unavailable(self, error: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
@@ -490,24 +516,12 @@ class _Backend:
         )
 
     async def call(self, *command: Any) -> Any:
-        """One command on a pooled connection, its raw RESP2 reply (errors raised as is).
+        """One command on the hot path (:class:`._redis_wire.Wire`), its raw RESP2 reply.
 
-        The hot path: it skips the client's per-command machinery (retries, which stay
-        off anyway, and hooks) but keeps the pool. A connection whose reply was not read
-        whole (cancelled, timed out, dropped) is disconnected before it returns to the pool.
+        Errors are raised as redis-py's; a connection whose reply was not read whole
+        (cancelled, timed out, dropped) is disconnected, never reused.
         """
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_command(*command)
-            return await connection.read_response()
-        except redis.exceptions.ResponseError:
-            raise
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        return await self.wire.call(pack(command))
 
     async def evalsha(
         self, script: Any, keys: Sequence[str | bytes], args: Sequence[str | bytes]
@@ -600,6 +614,31 @@ class _Backend:
                 request_id=request_id,
             )
         return request
+
+    def state_from(
+        self, key: str, raw: bytes | None, version: bytes | None, request_id: bytes | None
+    ) -> VersionedState[Any] | None:
+        """The state of a state hash's fields (None when it has no document)."""
+        if raw is None:
+            return None
+        if version is None:
+            raise StoredDataError("state has no version", backend=BACKEND, key=key, field="version")
+        text = _text(version)
+        if _COUNTER.match(text) is None:
+            raise StoredDataError(
+                f"version {text!r} is not a decimal counter",
+                backend=BACKEND,
+                key=key,
+                field="version",
+            )
+        data = self.load(raw, "state", key=key, field="document")
+        state = self.structured(
+            lambda d: self.registry.structure_value(d, where="state"),
+            data,
+            key=key,
+            field="document",
+        )
+        return VersionedState(state, text, None if request_id is None else _text(request_id))
 
     def decision_from(self, raw: bytes | str, key: str) -> RequestDecision:
         data = self.load(raw, "decision", key=key, field=None)
@@ -744,6 +783,20 @@ async def _write(
     log_only: tuple[str, Sequence[RequestDecision]] | None = None,
 ) -> tuple[MutationRequest, ...]:
     """One script call writing ``requests``, ``state`` and list ``entries`` (key, document)."""
+    stored, _ = await _script(b, requests, state, entries, log_only=log_only)
+    return stored
+
+
+async def _script(
+    b: _Backend,
+    requests: Sequence[RequestWrite],
+    state: StateWrite | None = None,
+    entries: Sequence[tuple[str, bytes]] = (),
+    *,
+    log_only: tuple[str, Sequence[RequestDecision]] | None = None,
+    read: str | None = None,
+) -> tuple[tuple[MutationRequest, ...], Any]:
+    """:func:`_write`, reading the hash at key ``read`` back after the writes; the reply."""
     keys: list[str | bytes] = [
         b.keys.decision_seq,
         b.keys.recent(),
@@ -780,6 +833,11 @@ async def _write(
     for key, document in entries:
         keys.append(key)
         args.append(document)
+    if read is None:
+        args.append("0")
+    else:
+        keys.append(read)
+        args.append("1")
     reply = await b.run(keys, args)
     if int(reply[0]) != 1:
         _fail(
@@ -788,7 +846,7 @@ async def _write(
             revisions=[w.expected_revision for w in requests],
             state=state,
         )
-    return tuple(stored)
+    return tuple(stored), reply
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -1369,26 +1427,7 @@ class RedisStateStore:
             raw, version, request_id = await self._b.call(
                 "HMGET", key, "document", "version", "request_id"
             )
-        if raw is None:
-            return None
-        if version is None:
-            raise StoredDataError("state has no version", backend=BACKEND, key=key, field="version")
-        text = _text(version)
-        if _COUNTER.match(text) is None:
-            raise StoredDataError(
-                f"version {text!r} is not a decimal counter",
-                backend=BACKEND,
-                key=key,
-                field="version",
-            )
-        data = self._b.load(raw, "state", key=key, field="document")
-        state = self._b.structured(
-            lambda d: self._b.registry.structure_value(d, where="state"),
-            data,
-            key=key,
-            field="document",
-        )
-        return VersionedState(state, text, None if request_id is None else _text(request_id))
+        return self._b.state_from(key, raw, version, request_id)
 
     async def put(
         self,
@@ -1502,7 +1541,11 @@ class RedisHistoryStore:
 
 
 class RedisCommitter:
-    """Every governance operation as one call of the commit script, all or nothing."""
+    """Every governance operation as one call of the commit script, all or nothing.
+
+    Also a :class:`~mutator_governance.protocols.ReadingCommitter`: the script reads the
+    state back after its writes, so a claim and the state it will change are one round trip.
+    """
 
     atomic = True
 
@@ -1510,6 +1553,20 @@ class RedisCommitter:
         self._b = backend
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+        stored, _ = await self._run(commit, None)
+        return stored
+
+    async def commit_reading(
+        self, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        """Apply ``commit`` and read ``state_id``'s state in the same script call."""
+        key = self._b.keys.state(state_id)
+        stored, reply = await self._run(commit, key)
+        return stored, self._b.state_from(key, reply[1], reply[2], reply[3])
+
+    async def _run(
+        self, commit: GovernedCommit, read: str | None
+    ) -> tuple[tuple[MutationRequest, ...], Any]:
         b = self._b
         s = commit.state
         if s is not None and s.new_version != next_version(s.expected_version):
@@ -1523,7 +1580,7 @@ class RedisCommitter:
         ]
         for record in commit.audit:
             entries += _audit_entries(b, record)
-        return await _write(b, commit.requests, s, entries)
+        return await _script(b, commit.requests, s, entries, read=read)
 
 
 # -- schema upgrade ----------------------------------------------------------------------------
@@ -1801,7 +1858,13 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )
-        backend = _Backend(client, keys, registry, redact_url(url))
+        backend = _Backend(
+            client,
+            keys,
+            registry,
+            redact_url(url),
+            keep_connections=options.max_connections is None,
+        )
         try:
             with backend.guard(keys.meta):
                 found = await client.hget(keys.meta, "schema")
@@ -1891,4 +1954,5 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the connection pool and the ready listener; the store is unusable afterwards."""
         await self._requests._listener.aclose()
+        await self._b.wire.aclose()
         await self._b.client.aclose()

@@ -19,20 +19,23 @@ The script reads its arguments with two cursors, ``key()`` over ``KEYS`` and ``a
 revalidation), the reservation hash, the segment hash, then per request section its request
 hash (or an unused placeholder for a log-only section), decision log, decision-member hash,
 index keys and updated-index keys, then one category key per decision; the state and
-produced hashes when there is a state; one list key per appended entry.
+produced hashes when there is a state; one list key per appended entry; the state hash to
+read back, when asked.
 
 ``ARGV``: the ready channel, section count; per section: mode (``create``, ``update`` or
 ``log``), expected revision, new revision, document, index member, key segment, index key
 count, updated member, updated key count, decision count and per decision (sequence,
 document, stamp, record); ``1`` and the state fields (has_expected, expected, version,
-document, request id) or ``0``; entry count and one document per entry.
+document, request id) or ``0``; entry count and one document per entry; ``1`` to read a
+state hash back after the writes (its key is type-checked with the others) or ``0``.
 
 Beside its writes the script keeps the worker's view in step: a request that leaves both
 ready sets loses its reservation, each written request's key segment is recorded (the
 other scripts find request keys through it), and when any written request is ready it
 publishes on the ready channel (one message per commit).
 
-Replies: ``{1}`` on success; otherwise ``{0, what, a, b, c}``:
+Replies: ``{1}`` on success (``{1, document, version, request_id}`` of the state read back,
+nil where missing, when one was asked for); otherwise ``{0, what, a, b, c}``:
 
 - ``request`` position exists actual — position (1-based) missing (exists 0) or at revision
   ``actual``; ``exists`` position — a created request exists;
@@ -122,6 +125,9 @@ end
 local entries = {}
 local e = tonumber(arg())
 for i = 1, e do entries[i] = {key = want(key(), 'list'), document = arg()} end
+
+local read_key = nil
+if arg() == '1' then read_key = want(key(), 'hash') end
 
 -- phase 1: types and well-formed stored values ------------------------------------------
 for i, w in ipairs(sections) do
@@ -252,6 +258,10 @@ for _, entry in ipairs(entries) do
   redis.call('RPUSH', entry.key, entry.document)
 end
 if signal then redis.call('PUBLISH', channel, '1') end
+if read_key then
+  local row = redis.call('HMGET', read_key, 'document', 'version', 'request_id')
+  return {1, row[1], row[2], row[3]}
+end
 return {1}
 """
 """One governance write: type checks, then preconditions, then every write."""

@@ -255,6 +255,27 @@ async def test_a_wrong_type_key_anywhere_writes_nothing(store: RedisStore, opera
 
 
 @pytest.mark.anyio
+async def test_a_claim_reading_a_wrong_type_state_writes_nothing(store: RedisStore) -> None:
+    """The state a claim reads back is type-checked with the keys it writes."""
+    a, _ = await _seed(store)
+    claimed = _decided(a, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
+    claim = GovernedCommit((RequestWrite.update(a, claimed),))
+    key = store.keys.state("s:other")
+    await store.client.rpush(key, b"not a hash")
+    spoiled = await _snapshot(store)
+    with pytest.raises(StoredDataError) as caught:
+        await store.committer.commit_reading(claim, "s:other")
+    assert caught.value.key == key
+    assert await _snapshot(store) == spoiled
+    await store.client.delete(key)
+    (stored,), state = await store.committer.commit_reading(claim, STATE_ID)
+    assert stored.status is RequestStatus.EXECUTING
+    assert state is not None
+    assert (state.state, state.version) == (SampleState("s", 1), "1")
+    await _log_matches(store, "a")
+
+
+@pytest.mark.anyio
 async def test_malformed_counters_write_nothing(store: RedisStore) -> None:
     a, b = await _seed(store)
     commit = _execution(store, a, b)

@@ -1,0 +1,140 @@
+"""The Redis store's hot path on the wire (``_redis_wire``): packing, kept connections.
+
+Commands are packed exactly as redis-py packs them; a kept connection whose peer went
+away is replaced before a command is written to it; a cancelled or failed command never
+leaves its reply for the next one; error replies keep the connection; a bounded pool is
+never held on to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+pytest.importorskip("redis", reason="the redis extra is not installed")
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from mutator_governance import StoredDataError
+from mutator_governance.stores._redis import RedisStore
+from mutator_governance.stores._redis_wire import pack
+from mutator_governance.testing import SampleState, sample_registry
+
+from .test_redis import _drop, _open
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    name = f"mutator-test-{uuid.uuid4().hex}"
+    yield name
+    await _drop(redis_url, name)
+
+
+@pytest.fixture
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
+    opened = await _open(redis_url, prefix)
+    yield opened
+    await opened.aclose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("PING",),
+        ("HGET", "p:request:a", "document"),
+        ("EVALSHA", "0" * 40, 2, "k1", b"k2", "", b"", 0, -17, 12345678901234567890),
+        ("SET", "caf\u00e9:\u2603", "\U0001f600" * 3, b"\x00\xff\r\n"),
+        ("SET", "big", b"x" * 100_000),
+    ],
+)
+def test_pack_writes_what_redis_py_writes(command: tuple[object, ...]) -> None:
+    connection = aioredis.Connection()
+    assert pack(command) == b"".join(connection.pack_command(*command))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [1.5, True, None, object()])
+def test_pack_refuses_what_it_cannot_encode(value: object) -> None:
+    with pytest.raises(TypeError, match="cannot send"):
+        pack(("SET", "k", value))  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_kept_connection_killed_by_the_server_is_replaced(
+    store: RedisStore, redis_url: str
+) -> None:
+    await store.states.put("s:1", SampleState("s", 1))
+    first = await store._b.call("CLIENT", "ID")
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await admin.execute_command("CLIENT", "KILL", "ID", first) == 1  # type: ignore[no-untyped-call]
+    finally:
+        await admin.aclose()
+    await anyio.sleep(0.05)  # the loop sees the peer's EOF
+    state = await store.states.get("s:1")
+    assert state is not None
+    assert state.state == SampleState("s", 1)
+    assert await store._b.call("CLIENT", "ID") != first
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_command_never_leaves_its_reply_behind(
+    store: RedisStore, prefix: str
+) -> None:
+    with anyio.move_on_after(0.2):
+        await store._b.call("BLPOP", f"{prefix}:never", "5")
+    assert await store._b.call("ECHO", "after") == b"after"
+    assert await store._b.call("PING") == b"PONG"
+
+
+@pytest.mark.anyio
+async def test_an_error_reply_is_raised_and_the_connection_kept(
+    store: RedisStore, prefix: str
+) -> None:
+    await store._b.call("SET", f"{prefix}:text", "x")
+    first = await store._b.call("CLIENT", "ID")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        await store._b.call("HGET", f"{prefix}:text", "field")
+    assert await store._b.call("CLIENT", "ID") == first
+    await store._b.call("SET", store.keys.state("t"), "x")
+    with pytest.raises(StoredDataError):
+        await store.states.get("t")
+    assert await store._b.call("CLIENT", "ID") == first
+
+
+@pytest.mark.anyio
+async def test_concurrent_commands_each_get_their_own_reply(store: RedisStore) -> None:
+    replies: dict[int, object] = {}
+
+    async def echo(n: int) -> None:
+        replies[n] = await store._b.call("ECHO", str(n))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(50):
+            tg.start_soon(echo, n)
+    assert replies == {n: str(n).encode() for n in range(50)}
+
+
+@pytest.mark.anyio
+async def test_a_bounded_pool_is_lent_back_after_each_command(redis_url: str, prefix: str) -> None:
+    store = await RedisStore.open(
+        redis_url, registry=sample_registry(), prefix=prefix, max_connections=2
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(store.states.get, "s:1")
+        pool = store.client.connection_pool
+        assert not pool._in_use_connections
+        # Both connections are free for the driver's own paths (listings use pipelines).
+        assert (await store.requests.list()).items == ()
+    finally:
+        await store.aclose()
