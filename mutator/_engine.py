@@ -50,7 +50,7 @@ from ._policies import MutationPolicy, PolicyDecision, PolicyModification, Polic
 from ._records import AuditEntry, AuditOutcome, HistoryEntry, MutationHistory
 from ._results import BatchResult, MutationResult
 from ._statistics import EngineStatistics
-from ._trusted import trusted
+from ._trusted import builder, trusted
 from ._validation import ValidationResult
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
@@ -95,10 +95,11 @@ _SIMULATE = MutationMode.SIMULATE
 
 # Trusted constructors (no converters or validators) for values this module assembled
 # from already-frozen parts; the public constructors keep validating user input.
-_result = trusted(MutationResult)
-_audit_entry = trusted(AuditEntry)
-_history_entry = trusted(HistoryEntry)
 _execution_context = trusted(ExecutionContext)
+# The same steps inline (see :func:`builder`), for the three values of every execution.
+_RESULT_BUILDER = builder(MutationResult)
+_AUDIT_BUILDER = builder(AuditEntry)
+_HISTORY_BUILDER = builder(HistoryEntry)
 
 _Decided = tuple[
     ResultStatus,
@@ -650,53 +651,55 @@ class MutationEngine:
             raise
 
         status, new_state, changes, side_effects, validation, decisions, requirements = decided
-        result: MutationResult[Any] = _result(
-            status,
-            new_state,
-            changes,
-            side_effects,
-            validation,
-            decisions,
-            requirements,
-            execution_id,
-            duration,
-            mode,
-            started_at,
-            False,
-        )
+        # The result, history and audit entry are built as their trusted constructors
+        # would (one plain store per field, then the class), without the calls.
+        result = _RESULT_BUILDER()
+        result.status = status
+        result.new_state = new_state
+        result.changes = changes
+        result.side_effects = side_effects
+        result.validation = validation
+        result.policy_decisions = decisions
+        result.requirements = requirements
+        result.execution_id = execution_id
+        result.duration = duration
+        result.mode = mode
+        result.completed_at = started_at
+        result.changes_explicit = False
+        result.__class__ = MutationResult
         if interceptors:
             hook = "after" if status in _AFTER_HOOK else "policy_blocked"
             await run_hook(interceptors, hook, mutation, state, result, context, execution)
         history = None
         if status is _SUCCEEDED and mode is _COMMIT and state_id is not None and self._history_on:
-            history = _history_entry(
-                execution_id,
-                state_id,
-                intent,
-                context,
-                changes,
-                started_at,
-                duration,
-                side_effects,
-                mutation,
-            )
+            history = _HISTORY_BUILDER()
+            history.execution_id = execution_id
+            history.state_id = state_id
+            history.intent = intent
+            history.context = context
+            history.changes = changes
+            history.executed_at = started_at
+            history.duration = duration
+            history.side_effects = side_effects
+            history.mutation = mutation
+            history.__class__ = HistoryEntry
         outcome_ = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
         if self._audit_on:
-            entry = _audit_entry(
-                execution_id,
-                state_id,
-                plan.state_type_name,
-                intent,
-                context,
-                mode,
-                outcome_,
-                started_at,
-                duration,
-                changes,
-                side_effects,
-                decisions,
-                None if status is _SUCCEEDED else result.error_message,
-            )
+            entry = _AUDIT_BUILDER()
+            entry.execution_id = execution_id
+            entry.state_id = state_id
+            entry.state_type = plan.state_type_name
+            entry.intent = intent
+            entry.context = context
+            entry.mode = mode
+            entry.outcome = outcome_
+            entry.executed_at = started_at
+            entry.duration = duration
+            entry.changes = changes
+            entry.side_effects = side_effects
+            entry.policy_decisions = decisions
+            entry.error = None if status is _SUCCEEDED else result.error_message
+            entry.__class__ = AuditEntry
             if collected is not None:
                 collected.append(entry)
             elif self._audit_entries is not None:
