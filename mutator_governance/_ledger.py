@@ -91,7 +91,7 @@ def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], too
 class RequestLedger:
     """Requests, decisions and states behind one committer, with the governance clock."""
 
-    __slots__ = ("_reading", "clock", "committer", "decisions", "requests", "states", "telemetry")
+    __slots__ = ("_committer", "_reading", "clock", "decisions", "requests", "states", "telemetry")
 
     def __init__(
         self,
@@ -107,6 +107,15 @@ class RequestLedger:
         self.committer = committer
         self.clock = clock
         self.telemetry: Telemetry | None = None
+
+    @property
+    def committer(self) -> ExecutionCommitter:
+        """The committer every operation's write goes through."""
+        return self._committer
+
+    @committer.setter
+    def committer(self, committer: ExecutionCommitter) -> None:
+        self._committer = committer
         self._reading = committer if isinstance(committer, ReadingCommitter) else None
 
     @property
@@ -129,9 +138,9 @@ class RequestLedger:
         """Hand ``commit`` to the committer (traced and logged); return the stored requests."""
         started = time.perf_counter()
         if self.telemetry is None:
-            stored = await self.committer.commit(commit)
+            stored = await self._committer.commit(commit)
         else:
-            stored = await self.telemetry.commit(commit, lambda: self.committer.commit(commit))
+            stored = await self.telemetry.commit(commit, lambda: self._committer.commit(commit))
         _log_commit(commit, stored, time.perf_counter() - started)
         return stored
 
