@@ -122,6 +122,23 @@ def _classify(cls: type[Any]) -> _Shape:
     return _LEAF, (), None
 
 
+def _read_fields(names: tuple[str, ...], indent: str, path: str) -> list[str]:
+    """Generated lines reading every field of ``old`` and ``new`` into ``o<i>``/``n<i>``.
+
+    A field that cannot be read raises the located error for ``path`` (an expression).
+    """
+    if not names:
+        return []
+    lines = [f"{indent}try:"]
+    for index, name in enumerate(names):
+        lines += [f"{indent}    o{index} = old.{name}", f"{indent}    n{index} = new.{name}"]
+    return [
+        *lines,
+        f"{indent}except Exception as exc:",
+        f"{indent}    raise _unreadable_field(old, new, _names, {path}, exc) from exc",
+    ]
+
+
 def _fields_walker(cls: type[Any], names: tuple[str, ...]) -> _FieldsWalker:
     """A walker of ``cls``'s compared fields, generated once per class.
 
@@ -134,16 +151,7 @@ def _fields_walker(cls: type[Any], names: tuple[str, ...]) -> _FieldsWalker:
         return lambda old, new, path, depth, out: _walk_fields(
             old, new, names, getter, path, depth, out
         )
-    lines = ["def walk(old, new, path, depth, out):"]
-    if names:
-        lines.append("    try:")
-        for index, name in enumerate(names):
-            lines.append(f"        o{index} = old.{name}")
-            lines.append(f"        n{index} = new.{name}")
-        lines += [
-            "    except Exception as exc:",
-            "        raise _unreadable_field(old, new, _names, path, exc) from exc",
-        ]
+    lines = ["def walk(old, new, path, depth, out):", *_read_fields(names, "    ", "path")]
     for index, name in enumerate(names):
         o, n, where = f"o{index}", f"n{index}", f'(f"{{path}}.{name}" if path else "{name}")'
         lines += [
@@ -191,15 +199,7 @@ def _root(cls: type[Any], names: tuple[str, ...]) -> _Root:
 
         return generic
     lines = ["def root(old, new):", "    out = []", "    try:"]
-    if names:
-        lines.append("        try:")
-        for index, name in enumerate(names):
-            lines.append(f"            o{index} = old.{name}")
-            lines.append(f"            n{index} = new.{name}")
-        lines += [
-            "        except Exception as exc:",
-            "            raise _unreadable_field(old, new, _names, '', exc) from exc",
-        ]
+    lines += _read_fields(names, "        ", "''")
     for index, name in enumerate(names):
         o, n = f"o{index}", f"n{index}"
         lines += [

@@ -180,15 +180,13 @@ class RequestLedger:
     async def update_reading(
         self, before: MutationRequest, after: MutationRequest, state_id: str
     ) -> tuple[MutationRequest, VersionedState[Any] | None]:
-        """Write ``before`` → ``after`` alone, then read ``state_id``'s current state.
+        """Write ``before`` → ``after`` alone and read ``state_id``'s state, in one round trip.
 
-        One round trip on a :class:`~mutator_governance.protocols.ReadingCommitter`,
-        else the write followed by :meth:`StateStore.get`.
+        Only when :attr:`reads_with_commit` (the committer is a
+        :class:`~mutator_governance.protocols.ReadingCommitter`).
         """
         reading = self._reading
-        if reading is None:
-            stored = await self.update(before, after)
-            return stored, await self.states.get(state_id)
+        assert reading is not None, "update_reading needs a ReadingCommitter"
         commit = GovernedCommit((RequestWrite.update(before, after),))
         started = time.perf_counter()
         if self.telemetry is None:
