@@ -501,24 +501,10 @@ class PostgresRequestStore:
         self._get = f"SELECT document FROM {s}.requests WHERE request_id = %s"
         self._select = f"SELECT request_id, created_at, document FROM {s}.requests"
         self._order = ' ORDER BY created_at, request_id COLLATE "C"'
-        self._reserve = {
-            revalidation: (
-                f"WITH chosen AS (SELECT request_id FROM {s}.requests AS r "
-                f"WHERE ({ready}) AND (reserved_until IS NULL OR reserved_until <= %s) "
-                f"AND NOT EXISTS (SELECT 1 FROM {s}.quarantine AS q "
-                "WHERE q.request_id = r.request_id) "
-                'ORDER BY created_at, request_id COLLATE "C" LIMIT %s '
-                "FOR UPDATE OF r SKIP LOCKED), "
-                f"taken AS (UPDATE {s}.requests AS r SET reserved_by = %s, reserved_until = %s "
-                "FROM chosen WHERE r.request_id = chosen.request_id "
-                "RETURNING r.request_id, r.created_at, r.document), "
-                # a lost reservation is harmless: commit without waiting for the WAL flush
-                "lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "
-                "SELECT request_id, created_at, document FROM taken CROSS JOIN lazy "
-                'ORDER BY created_at, request_id COLLATE "C"'
-            )
-            for revalidation, ready in ((False, "status = 'approved'"), (True, READY_STATUSES))
-        }
+        self._reserve = (
+            "SELECT request_id, created_at, document "
+            f"FROM {s}.reserve_ready(%s, %s, %s, %s, %s)"
+        )
         # Records unreadable rows (new ones come back) and drops their reservations, so a
         # released row can be reserved again at once.
         self._quarantine = (
@@ -690,16 +676,17 @@ class PostgresRequestStore:
     ) -> Sequence[MutationRequest]:
         """Reserve up to ``limit`` ready requests for ``owner`` until ``until``, oldest first.
 
-        One statement: it locks the oldest ready, unreserved, unquarantined rows of the
-        ``requests_ready`` index it can (``SKIP LOCKED``: concurrent reservers take other
+        One call of the schema's ``reserve_ready``: it locks the oldest ready, unreserved,
+        unquarantined rows of the ``requests_ready`` index it can (``SKIP LOCKED``: concurrent reservers take other
         rows, never wait or fail) and stamps them. An unreadable row among them is
         quarantined, its reservation dropped, and left out.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        sql = self._reserve[bool(revalidation)]
+        params = (owner, limit, now, until, bool(revalidation))
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(sql, (now, limit, owner, until))).fetchall()
+            rows = await (await conn.execute(self._reserve, params)).fetchall()
+        rows.sort(key=_reserved_order)  # code point order of ids is the "C" collation's
         return await self._readable(rows)
 
     async def wait_ready(self, seconds: float) -> bool:
@@ -750,6 +737,10 @@ class PostgresRequestStore:
     async def aclose(self) -> None:
         """Close the listening connection of :meth:`wait_ready` (the pool is the store's)."""
         await self._listener.aclose()
+
+
+def _reserved_order(row: Any) -> tuple[Any, str]:
+    return row[1], row[0]
 
 
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
@@ -1102,9 +1093,12 @@ class _Writer:
             for entry in entries:
                 documents.append(db.record_document(entry))
                 rows.append([entry.state_id, entry.executed_at.isoformat(), len(documents)])
+        ids = [row[0] for row in request_rows]
         meta = _json_text(
             {
                 "durable": durable,
+                "o": sorted(range(len(ids)), key=ids.__getitem__),
+                "n": any(_ready(row[3], row[4]) for row in request_rows),
                 "r": request_rows,
                 "d": decision_rows,
                 "s": state_row,
@@ -1123,6 +1117,11 @@ class _Writer:
                 if mapped is None:
                     raise
                 raise mapped from None
+
+
+def _ready(status: str, reason: str | None) -> bool:
+    """Whether a request row written with ``status`` and ``reason`` is ready (READY_STATUSES)."""
+    return status == "approved" or (status == "pending" and reason == "revalidation")
 
 
 # Keeps every character as is (psycopg encodes the text like any other parameter) and

@@ -206,22 +206,33 @@ class _Counting:
 
 
 async def _explain_reserve(url: str, store: PostgresStore, now: datetime) -> list[str]:
-    """EXPLAIN ANALYZE of the store's own reserve statement, rolled back."""
-    sql = store.requests._reserve[True]
+    """The plan of the reserving statement inside the store's ``reserve_ready`` call, as
+    ``auto_explain`` reports it for nested statements (run and rolled back)."""
+    notices: list[str] = []
     async with (
         await psycopg.AsyncConnection.connect(url) as conn,
         conn.transaction(force_rollback=True),
     ):
-        cursor = await conn.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", (now, 10, "explain", now + LEASE)
-        )
-        return [row[0] for row in await cursor.fetchall()]
+        conn.add_notice_handler(lambda notice: notices.append(notice.message_primary or ""))
+        await conn.execute("LOAD 'auto_explain'")
+        for name, value in (
+            ("log_min_duration", "0"),
+            ("log_analyze", "on"),
+            ("log_buffers", "on"),
+            ("log_timing", "off"),
+            ("log_nested_statements", "on"),
+            ("log_level", "notice"),
+        ):
+            await conn.execute(f"SET LOCAL auto_explain.{name} = {value}")
+        await conn.execute(store.requests._reserve, ("explain", 10, now, now + LEASE, True))
+    (plan,) = [text for text in notices if "FOR UPDATE OF r SKIP LOCKED" in text]
+    return plan.splitlines()
 
 
 def _scanned(plan: list[str]) -> int:
     """Rows the scan of the ready index visited: those it kept plus those filtered out."""
     at = next(i for i, line in enumerate(plan) if "Index Scan using requests_ready" in line)
-    kept = int(re.search(r"rows=(\d+)", plan[at]).group(1))  # type: ignore[union-attr]
+    kept = int(re.search(r"actual[^)]*rows=(\d+)", plan[at]).group(1))  # type: ignore[union-attr]
     removed = 0
     for line in plan[at + 1 :]:
         if "->" in line:
