@@ -461,26 +461,117 @@ _V4: tuple[str, ...] = ("DROP FUNCTION " + _V3_COMMIT_SIGNATURE, _COMMIT_FUNCTIO
 
 # Version 5: ``meta`` also carries "o", the 0-based indexes of "r" in code point order of
 # their ids (the order rows are locked in), and "n", true when a request row is written
-# ready (the caller decides with the same condition as READY_STATUSES): the function runs
-# no query for either.
-_COMMIT_FUNCTION_V5 = _rewrite(
-    _COMMIT_FUNCTION_V4,
-    ("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
-    ("    reqs jsonb := p->'r';\n", "    reqs jsonb := p->'r';\n    locks jsonb := p->'o';\n"),
-    (
-        """    FOR i IN SELECT o - 1 FROM jsonb_array_elements(reqs) WITH ORDINALITY AS x(e, o)
-        ORDER BY (e->>0) COLLATE "C"
-    LOOP
-        r := reqs->i;""",
-        """    FOR i IN 0 .. n - 1 LOOP
-        r := reqs->((locks->>i)::integer);""",
-    ),
-    (
-        """    IF EXISTS (SELECT 1 FROM jsonb_array_elements(reqs) AS x(e)
-            WHERE e->>3 = 'approved' OR (e->>3 = 'pending' AND e->>4 = 'revalidation')) THEN""",
-        "    IF (p->'n')::boolean THEN",
-    ),
-)
+# ready (the caller decides with the READY_STATUSES condition): no query sorts the rows or
+# looks for a ready one. An update is its own check (``WHERE revision = expected``: it
+# locks the row, waiting for a concurrent writer and re-checking its revision); the reason
+# it found nothing is looked up only then. Same checks in the same order as version 4
+# (requests in lock order, then the state version, then whether the request already
+# produced a version), same errors, same writes; a failed check raises, and the statement
+# rolls back whatever was written before it.
+_COMMIT_FUNCTION_V5 = """CREATE OR REPLACE FUNCTION {s}.governed_commit(
+    meta text, documents text[], read_state text
+) RETURNS SETOF {s}.states LANGUAGE plpgsql AS $fn$
+DECLARE
+    p jsonb := meta::jsonb;
+    reqs jsonb := p->'r';
+    locks jsonb := p->'o';
+    st jsonb := p->'s';
+    r jsonb;
+    n integer := jsonb_array_length(p->'r');
+    found_revision bigint;
+    k integer;
+    actual text;
+    s_id text := st->>0;
+    s_request_id text := st->>3;
+BEGIN
+    IF NOT (p->'durable')::boolean THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    FOR k IN 0 .. n - 1 LOOP
+        r := reqs->((locks->>k)::integer);
+        IF r->>1 IS NULL THEN
+            PERFORM FROM {s}.requests WHERE request_id = r->>0 FOR UPDATE;
+            IF FOUND THEN
+                RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001', DETAIL = r->>0;
+            END IF;
+            INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id,
+                created_at, updated_at, revision, document, mutation_type, compensates)
+            VALUES (r->>0, r->>2, r->>3, r->>4, r->>5, (r->>6)::timestamptz,
+                (r->>7)::timestamptz, 0, documents[(r->>10)::integer], r->>8, r->>9);
+        ELSE
+            UPDATE {s}.requests SET state_id = r->>2, status = r->>3,
+                pending_reason = r->>4, actor_id = r->>5,
+                created_at = (r->>6)::timestamptz, updated_at = (r->>7)::timestamptz,
+                document = documents[(r->>10)::integer], revision = revision + 1,
+                mutation_type = r->>8, compensates = r->>9,
+                reserved_by = CASE WHEN status = r->>3 AND pending_reason
+                    IS NOT DISTINCT FROM r->>4 THEN reserved_by END,
+                reserved_until = CASE WHEN status = r->>3 AND pending_reason
+                    IS NOT DISTINCT FROM r->>4 THEN reserved_until END
+            WHERE request_id = r->>0 AND revision = (r->>1)::bigint;
+            IF NOT FOUND THEN
+                SELECT revision INTO found_revision FROM {s}.requests
+                    WHERE request_id = r->>0;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'request missing' USING ERRCODE = 'MU002', DETAIL = r->>0;
+                END IF;
+                RAISE EXCEPTION 'revision moved' USING ERRCODE = 'MU003',
+                    DETAIL = json_build_array(r->>0, (r->>1)::bigint, found_revision)::text;
+            END IF;
+        END IF;
+    END LOOP;
+    IF s_id IS NOT NULL THEN
+        IF st->>1 IS NOT NULL THEN
+            UPDATE {s}.states SET version = st->>2, request_id = s_request_id,
+                document = documents[(st->>4)::integer]
+            WHERE state_id = s_id AND version = st->>1;
+        END IF;
+        IF st->>1 IS NULL OR NOT FOUND THEN
+            SELECT version INTO actual FROM {s}.states WHERE state_id = s_id FOR UPDATE;
+            IF actual IS DISTINCT FROM st->>1 THEN
+                RAISE EXCEPTION 'state version moved' USING ERRCODE = 'MU004',
+                    DETAIL = s_id, HINT = json_build_array(actual)::text;
+            END IF;
+            INSERT INTO {s}.states (state_id, version, request_id, document)
+                VALUES (s_id, st->>2, s_request_id, documents[(st->>4)::integer]);
+        END IF;
+        IF s_request_id IS NOT NULL THEN
+            INSERT INTO {s}.state_versions (state_id, request_id, version)
+                VALUES (s_id, s_request_id, st->>2) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'request already produced a version' USING ERRCODE = 'MU005',
+                    DETAIL = s_id, HINT = s_request_id;
+            END IF;
+        END IF;
+    END IF;
+    IF jsonb_array_length(p->'d') > 0 THEN
+        INSERT INTO {s}.decisions (request_id, sequence, category, timestamp, document)
+        SELECT e->>0, (e->>1)::bigint, e->>2, (e->>3)::timestamptz,
+            documents[(e->>4)::integer]
+        FROM jsonb_array_elements(p->'d') WITH ORDINALITY AS x(e, o)
+        ORDER BY o
+        ON CONFLICT (request_id, sequence) DO NOTHING;
+    END IF;
+    IF jsonb_array_length(p->'h') > 0 THEN
+        INSERT INTO {s}.history (state_id, executed_at, document)
+        SELECT e->>0, (e->>1)::timestamptz, documents[(e->>2)::integer]
+        FROM jsonb_array_elements(p->'h') WITH ORDINALITY AS x(e, o)
+        ORDER BY o;
+    END IF;
+    IF jsonb_array_length(p->'a') > 0 THEN
+        INSERT INTO {s}.audit (state_id, executed_at, document)
+        SELECT e->>0, (e->>1)::timestamptz, documents[(e->>2)::integer]
+        FROM jsonb_array_elements(p->'a') WITH ORDINALITY AS x(e, o)
+        ORDER BY o;
+    END IF;
+    IF (p->'n')::boolean THEN
+        PERFORM pg_notify('{channel}', '');
+    END IF;
+    IF read_state IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM {s}.states WHERE state_id = read_state;
+    END IF;
+END
+$fn$"""
 
 # Reserves up to ``p_limit`` ready rows for ``p_owner``, oldest first (see
 # ``PostgresRequestStore.reserve``). The planner settings make the only cheap plan an
