@@ -251,6 +251,8 @@ class _Worker:
         self.next_chore = dict.fromkeys((chore.name for chore in chores), 0.0)
         self.chore_failures = dict.fromkeys((chore.name for chore in chores), 0)
         self.reserve_failures = 0
+        self.drained = False
+        """Whether the last reservation found fewer ready requests than it asked for."""
         self.resume_at = 0.0
         self.wake = anyio.Event()
 
@@ -276,19 +278,29 @@ class _Worker:
             now = anyio.current_time()
             await self._housekeeping(now)
             self._start_due_retries(tg, now)
-            drained = True
-            if self._free() > 0 and now >= self.resume_at:
-                if not self.buffer:
-                    drained = await self._refill()
-                while self.buffer and self._free() > 0:
-                    self._start(tg, self.buffer.popleft(), None)
-            elif now < self.resume_at:
+            if now >= self.resume_at:
+                self._start_buffered(tg)
+                if self._free() > 0 or (self._low() and not self.drained):
+                    # Reserving ahead, while every slot is busy, keeps the round trip of
+                    # the next reservation off the path of the next free slot.
+                    self.drained = await self._refill()
+                    self._start_buffered(tg)
+                drained = self.drained
+            else:
                 drained = False
             if self.until_idle and self._idle(drained):
                 return
             if self.buffer and self._free() > 0:
                 continue
             await self._wait(self._timeout(now, drained))
+
+    def _start_buffered(self, tg: anyio.abc.TaskGroup) -> None:
+        while self.buffer and self._free() > 0:
+            self._start(tg, self.buffer.popleft(), None)
+
+    def _low(self) -> bool:
+        """Whether the reserved requests left would not cover half the slots."""
+        return len(self.buffer) <= self.concurrency // 2
 
     def _free(self) -> int:
         return self.concurrency - len(self.in_flight)
