@@ -280,9 +280,9 @@ class _Worker:
             self._start_due_retries(tg, now)
             if now >= self.resume_at:
                 self._start_buffered(tg)
-                if self._free() > 0 or (self._low() and not self.drained):
-                    # Reserving ahead, while every slot is busy, keeps the round trip of
-                    # the next reservation off the path of the next free slot.
+                if not self.buffer and (self._free() > 0 or not self.drained):
+                    # Reserving as soon as the buffer is empty, also while every slot is
+                    # busy, keeps the reservation's round trip off the next free slot.
                     self.drained = await self._refill()
                     self._start_buffered(tg)
                 drained = self.drained
@@ -297,10 +297,6 @@ class _Worker:
     def _start_buffered(self, tg: anyio.abc.TaskGroup) -> None:
         while self.buffer and self._free() > 0:
             self._start(tg, self.buffer.popleft(), None)
-
-    def _low(self) -> bool:
-        """Whether the reserved requests left would not cover half the slots."""
-        return len(self.buffer) <= self.concurrency // 2
 
     def _free(self) -> int:
         return self.concurrency - len(self.in_flight)
