@@ -502,8 +502,7 @@ class PostgresRequestStore:
         self._select = f"SELECT request_id, created_at, document FROM {s}.requests"
         self._order = ' ORDER BY created_at, request_id COLLATE "C"'
         self._reserve = (
-            "SELECT request_id, created_at, document "
-            f"FROM {s}.reserve_ready(%s, %s, %s, %s, %s)"
+            f"SELECT request_id, created_at, document FROM {s}.reserve_ready(%s, %s, %s, %s, %s)"
         )
         # Records unreadable rows (new ones come back) and drops their reservations, so a
         # released row can be reserved again at once.

@@ -33,6 +33,7 @@ from mutator_governance import (
     InMemoryRequestStore,
     MutationRequest,
     PendingReason,
+    RequestConcurrencyError,
     RequestQuery,
     RequestStatus,
     RequestWrite,
@@ -822,6 +823,109 @@ async def test_version_3_schema_is_upgraded_to_the_reading_commit(
         assert await store.requests.get("old") == written
         assert read is not None
         assert (read.state, read.version, read.request_id) == (state, "3", None)
+    finally:
+        await store.aclose()
+    versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+# -- upgrading a version-4 schema ------------------------------------------------------------
+
+
+async def _lz4_supported(url: str) -> bool:
+    try:
+        await execute_sql(url, "CREATE TEMPORARY TABLE lz4_probe (x text COMPRESSION lz4)")
+    except psycopg.errors.FeatureNotSupported:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_version_4_schema_is_upgraded_in_place(postgres_url: str, schema: str) -> None:
+    s = f'"{schema}"'
+    registry = sample_registry()
+    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
+    await execute_sql(
+        postgres_url,
+        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    for version in (1, 2, 3, 4):
+        for statement in MIGRATIONS[version - 1]:
+            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
+        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (version,))
+    request = sample_request("old", status=RequestStatus.APPROVED, created_at=BASE)
+    await execute_sql(
+        postgres_url,
+        f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
+        "created_at, updated_at, revision, document, mutation_type) "
+        "VALUES (%s, %s, %s, NULL, %s, %s, %s, 0, %s, %s)",
+        (
+            request.request_id,
+            request.state_id,
+            request.status.value,
+            request.context.actor_id,
+            request.created_at,
+            request.updated_at,
+            registry.dumps(registry.unstructure_request(request)),
+            request.mutation_type,
+        ),
+    )
+    state = SampleState("sample", 7)
+    await execute_sql(
+        postgres_url,
+        f"INSERT INTO {s}.states (state_id, version, request_id, document) "
+        "VALUES (%s, '3', NULL, %s)",
+        (request.state_id, registry.dumps(registry.unstructure_value(state))),
+    )
+    store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
+    try:
+        functions = await execute_sql(
+            postgres_url,
+            "SELECT p.proname, pg_get_function_identity_arguments(p.oid) FROM pg_proc AS p "
+            "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s ORDER BY p.proname",
+            (schema,),
+        )
+        assert functions == [
+            ("governed_commit", "meta text, documents text[], read_state text"),
+            (
+                "reserve_ready",
+                "p_owner text, p_limit integer, p_now timestamp with time zone, "
+                "p_until timestamp with time zone, p_revalidation boolean",
+            ),
+        ]
+        compression = await execute_sql(
+            postgres_url,
+            "SELECT attcompression FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'document'",
+            (f"{s}.requests",),
+        )
+        assert compression == [("l" if await _lz4_supported(postgres_url) else "",)]
+        # The old row is read, reserved and claimed by the new functions.
+        assert await store.requests.get("old") == request
+        (reserved,) = await store.requests.reserve(
+            owner="w", limit=5, now=BASE, until=BASE + LEASE, revalidation=True
+        )
+        assert reserved == request
+        claimed = attrs.evolve(request, status=RequestStatus.EXECUTING)
+        (written,), read = await store.committer.commit_reading(
+            GovernedCommit((RequestWrite(claimed, request.revision, ()),)), request.state_id
+        )
+        assert written.revision == 1
+        assert await store.requests.get("old") == written
+        assert read is not None
+        assert (read.state, read.version, read.request_id) == (state, "3", None)
+        # A stale revision is still refused, and nothing is written.
+        with pytest.raises(RequestConcurrencyError):
+            await store.committer.commit(
+                GovernedCommit((RequestWrite(claimed, request.revision, ()),))
+            )
+        assert await store.requests.get("old") == written
+        # A ready write still notifies in its own transaction.
+        assert await store.requests.wait_ready(0.01) is False
+        await create(store, sample_request("fresh", status=RequestStatus.APPROVED, created_at=BASE))
+        assert await store.requests.wait_ready(2.0) is True
     finally:
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
