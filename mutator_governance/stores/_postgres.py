@@ -44,9 +44,10 @@ statement raises ``StoreUnavailableError`` with the URL's password removed (the 
 connection is discarded and the pool's idle connections are checked; connections are not
 checked on every checkout, which would cost a round trip per operation).
 
-Workers reserve ready requests in batches with one ``UPDATE ... FOR UPDATE SKIP LOCKED``
-statement over a partial index of the ready rows, and wait for new ones with LISTEN on the
-schema's channel (``governed_commit`` notifies it when it writes a ready request). A row
+Workers reserve ready requests in batches with one call of ``reserve_ready`` (an
+``UPDATE ... FOR UPDATE SKIP LOCKED`` walking a partial index of the ready rows in order),
+and wait for new ones with LISTEN on the schema's channel (``governed_commit`` notifies it
+when it writes a ready request). A row
 that cannot be read is quarantined and skipped by every multi-row read. ``purge`` deletes
 old terminal requests with their decisions in one statement.
 
@@ -675,9 +676,11 @@ class PostgresRequestStore:
     ) -> Sequence[MutationRequest]:
         """Reserve up to ``limit`` ready requests for ``owner`` until ``until``, oldest first.
 
-        One call of the schema's ``reserve_ready``: it locks the oldest ready, unreserved,
-        unquarantined rows of the ``requests_ready`` index it can (``SKIP LOCKED``: concurrent reservers take other
-        rows, never wait or fail) and stamps them. An unreadable row among them is
+        One call of the schema's ``reserve_ready``: it walks the ``requests_ready`` index
+        in order, locks the oldest ready, unreserved, unquarantined rows it can (``SKIP
+        LOCKED``: concurrent reservers take other rows, never wait or fail) and stamps them;
+        it reads as many index entries as it takes rows, however big the backlog. An
+        unreadable row among them is
         quarantined, its reservation dropped, and left out.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
