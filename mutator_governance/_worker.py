@@ -244,6 +244,9 @@ class _Worker:
         self.signal = requests if isinstance(requests, ReadySignal) else None
         self.quarantine = requests if isinstance(requests, QuarantineLog) else None
         self.buffer: deque[MutationRequest] = deque()
+        self.requeued: dict[str, MutationRequest] = {}
+        """Reserved again while an attempt of theirs was still running (see _refill)."""
+        self.stopping = False
         self.in_flight: set[str] = set()
         self.scopes: set[anyio.CancelScope] = set()
         self.retries: dict[str, tuple[float, int]] = {}
@@ -302,7 +305,13 @@ class _Worker:
         return self.concurrency - len(self.in_flight)
 
     def _idle(self, drained: bool) -> bool:
-        return drained and not self.buffer and not self.in_flight and not self.retries
+        return (
+            drained
+            and not self.buffer
+            and not self.in_flight
+            and not self.retries
+            and not self.requeued
+        )
 
     def _timeout(self, now: float, drained: bool) -> float:
         if self.resume_at > now:
@@ -336,7 +345,9 @@ class _Worker:
 
     def _shut_down(self) -> None:
         """Stop claiming; give in-flight executions ``grace`` seconds, then cancel them."""
+        self.stopping = True
         self.buffer.clear()
+        self.requeued.clear()
         deadline = anyio.current_time() + self.grace
         for scope in self.scopes:
             scope.deadline = min(scope.deadline, deadline)
@@ -365,7 +376,12 @@ class _Worker:
         now = anyio.current_time()
         for request in batch:
             request_id = request.request_id
-            if request_id in self.in_flight or request_id in self.retries:
+            if request_id in self.in_flight:
+                # Its attempt running now gave it back (a lost race released the claim)
+                # and this reservation holds it: run it again once that attempt is over.
+                self.requeued[request_id] = request
+                continue
+            if request_id in self.retries:
                 continue
             if self.parked.get(request_id, 0.0) > now:
                 continue
@@ -450,8 +466,18 @@ class _Worker:
         finally:
             self.scopes.discard(scope)
             self.in_flight.discard(request_id)
+            again = self.requeued.pop(request_id, None)
+            if again is not None and self._may_run_again(request_id):
+                self.buffer.appendleft(again)
             self.progress.in_flight = len(self.in_flight)
             self.wake.set()
+
+    def _may_run_again(self, request_id: str) -> bool:
+        """Whether a request reserved during its own attempt may run now (not when the
+        worker stops, the attempt parked it, or a retry of it is scheduled)."""
+        if self.stopping or request_id in self.retries:
+            return False
+        return self.parked.get(request_id, 0.0) <= anyio.current_time()
 
     async def _attempt(
         self, work: MutationRequest | str, attempt: int, started: float

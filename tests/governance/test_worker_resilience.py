@@ -7,12 +7,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
+import attrs
 import pytest
 
-from mutator import ConfigurationError, PolicyRequirement
+from mutator import ConfigurationError, Mutation, MutationIntent, PolicyRequirement
 from mutator_governance import (
     WORKER_LOGGER,
     Backoff,
@@ -29,7 +30,7 @@ from mutator_governance import (
 )
 
 from ._execution_support import Blocking, Gate, Probe, Stores, world_over
-from .conftest import STATE_ID, T0, IncreaseQuota, World
+from .conftest import STATE_ID, T0, IncreaseQuota, Quotas, World
 from .test_worker import Tracked, Tracker, quotas_of, statuses, with_states
 
 pytestmark = pytest.mark.anyio
@@ -88,6 +89,73 @@ async def approved_on_fresh_states(world: World, count: int, tracker: Tracker) -
         assert request.status is S.APPROVED
         ids.append(request.request_id)
     return ids
+
+
+@attrs.frozen
+class Held(Mutation[Quotas]):
+    """Adds ``amount`` to bob once ``gate`` opens."""
+
+    gate: anyio.Event = attrs.field(eq=False)
+    amount: int = 10
+    intent: ClassVar[MutationIntent] = MutationIntent("quota.held")
+
+    async def apply(self, state: Quotas) -> Quotas:
+        await self.gate.wait()
+        return Quotas({**state.quotas, "bob": state.quotas.get("bob", 0) + self.amount})
+
+
+class ReservingAgain(InMemoryRequestStore):
+    """Hands out ``again`` once more, as read before its claim, while it is EXECUTING: what
+    a store does when a lost race gave a request back while its attempt was finishing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.again: MutationRequest | None = None
+        self.handed_again = anyio.Event()
+
+    async def reserve(self, **options: Any) -> Sequence[MutationRequest]:
+        batch = list(await super().reserve(**options))
+        again = self.again
+        if again is not None and not self.handed_again.is_set():
+            current = await self.get(again.request_id)
+            if current is not None and current.status is RequestStatus.EXECUTING:
+                batch.append(again)
+                self.handed_again.set()
+        return batch
+
+
+class TestReservedAgain:
+    async def test_a_request_reserved_during_its_own_attempt_runs_after_it(self) -> None:
+        """Never twice at once, never dropped: it runs once its attempt is over (the stale
+        copy then loses the claim's compare-and-set, so nothing runs twice)."""
+        requests = ReservingAgain()
+        world = await world_over(Stores(requests=requests))
+        world.registry.register(Held)
+        world.registry.register(Tracked)
+        gate = anyio.Event()
+        held_state, other_state = await with_states(world, 2)
+        held = await world.submit(Held(gate), state_id=held_state)
+        await world.submit(Tracked(Tracker()), state_id=other_state)
+        requests.again = held
+        outcomes: list[WorkerOutcome] = []
+
+        async def open_gate() -> None:
+            await requests.handed_again.wait()
+            gate.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(open_gate)
+            with anyio.fail_after(10):
+                report = await world.gov.run_worker(
+                    until_idle=True, concurrency=2, poll_interval=POLL, on_outcome=outcomes.append
+                )
+
+        assert requests.handed_again.is_set()
+        assert (report.executed, report.skipped, report.errors) == (2, 1, 0)
+        mine = [o.kind for o in outcomes if o.request_id == held.request_id]
+        assert mine == [K.EXECUTED, K.SKIPPED]
+        assert await quotas_of(world, held_state) == ({"bob": 11}, "2")
+        assert set((await statuses(world)).values()) == {S.EXECUTED}
 
 
 class TestBoundedWork:
