@@ -254,8 +254,6 @@ class _Worker:
         self.next_chore = dict.fromkeys((chore.name for chore in chores), 0.0)
         self.chore_failures = dict.fromkeys((chore.name for chore in chores), 0)
         self.reserve_failures = 0
-        self.drained = False
-        """Whether the last reservation found fewer ready requests than it asked for."""
         self.resume_at = 0.0
         self.wake = anyio.Event()
 
@@ -281,25 +279,19 @@ class _Worker:
             now = anyio.current_time()
             await self._housekeeping(now)
             self._start_due_retries(tg, now)
-            if now >= self.resume_at:
-                self._start_buffered(tg)
-                if not self.buffer and (self._free() > 0 or not self.drained):
-                    # Reserving as soon as the buffer is empty, also while every slot is
-                    # busy, keeps the reservation's round trip off the next free slot.
-                    self.drained = await self._refill()
-                    self._start_buffered(tg)
-                drained = self.drained
-            else:
+            drained = True
+            if self._free() > 0 and now >= self.resume_at:
+                if not self.buffer:
+                    drained = await self._refill()
+                while self.buffer and self._free() > 0:
+                    self._start(tg, self.buffer.popleft(), None)
+            elif now < self.resume_at:
                 drained = False
             if self.until_idle and self._idle(drained):
                 return
             if self.buffer and self._free() > 0:
                 continue
             await self._wait(self._timeout(now, drained))
-
-    def _start_buffered(self, tg: anyio.abc.TaskGroup) -> None:
-        while self.buffer and self._free() > 0:
-            self._start(tg, self.buffer.popleft(), None)
 
     def _free(self) -> int:
         return self.concurrency - len(self.in_flight)
