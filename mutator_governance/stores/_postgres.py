@@ -1187,12 +1187,11 @@ class PostgresCommitter:
     returns a state read after the writes by the same statement.
 
     The operation is one call of the schema's ``governed_commit`` function (one statement,
-    one round trip). It locks the requests (in id order, so concurrent commits cannot
-    deadlock) and then the state with ``SELECT ... FOR UPDATE`` and checks every expected
-    revision, the expected state version and that the request produced no version of the
-    state yet before anything is written. A mismatch raises RequestAlreadyExistsError,
-    RequestConcurrencyError, RequestNotFoundError or :class:`mutator.ConcurrencyError`
-    and nothing is written. A claim (``requests[0]`` becomes EXECUTING, no state write)
+    one round trip). It writes the requests (in id order, so concurrent commits cannot
+    deadlock; each update only at its expected revision) and then the state (only at its
+    expected version, and only if the request produced no version of it yet). A mismatch
+    raises RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError or
+    :class:`mutator.ConcurrencyError` and the statement rolls back: nothing is written. A claim (``requests[0]`` becomes EXECUTING, no state write)
     does not wait for the WAL flush.
     """
 
