@@ -1191,8 +1191,9 @@ class PostgresCommitter:
     deadlock; each update only at its expected revision) and then the state (only at its
     expected version, and only if the request produced no version of it yet). A mismatch
     raises RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError or
-    :class:`mutator.ConcurrencyError` and the statement rolls back: nothing is written. A claim (``requests[0]`` becomes EXECUTING, no state write)
-    does not wait for the WAL flush.
+    :class:`mutator.ConcurrencyError` and the statement rolls back: nothing is written.
+    A claim (``requests[0]`` becomes EXECUTING, no state write) does not wait for the WAL
+    flush.
     """
 
     atomic = True
