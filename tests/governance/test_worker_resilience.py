@@ -23,6 +23,7 @@ from mutator_governance import (
     RequestPage,
     RequestQuery,
     RequestStatus,
+    ResolutionStrategy,
     StoreUnavailableError,
     WorkerOutcome,
     WorkerOutcomeKind,
@@ -124,6 +125,30 @@ class ReservingAgain(InMemoryRequestStore):
         return batch
 
 
+class ReservingAfterRelease(InMemoryRequestStore):
+    """While ``watch`` is EXECUTING, a reservation waits for its release, then reserves.
+
+    The interleaving of two connections in one worker: the release of a request that lost
+    its state race lands, the worker's next reservation (sent meanwhile on another
+    connection) takes it, and its reply is handled before the release's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watch: str | None = None
+        self.released = anyio.Event()
+        self.batches: list[list[str]] = []
+
+    async def reserve(self, **options: Any) -> Sequence[MutationRequest]:
+        found = None if self.watch is None else await self.get(self.watch)
+        if found is not None and found.status is RequestStatus.EXECUTING:
+            with anyio.move_on_after(5):
+                await self.released.wait()
+        batch = await super().reserve(**options)
+        self.batches.append([r.request_id for r in batch])
+        return batch
+
+
 class TestReservedAgain:
     async def test_a_request_reserved_during_its_own_attempt_runs_after_it(self) -> None:
         """Never twice at once, never dropped: it runs once its attempt is over (the stale
@@ -156,6 +181,54 @@ class TestReservedAgain:
         assert mine == [K.EXECUTED, K.SKIPPED]
         assert await quotas_of(world, held_state) == ({"bob": 11}, "2")
         assert set((await statuses(world)).values()) == {S.EXECUTED}
+
+    async def test_a_request_released_by_a_lost_race_and_reserved_meanwhile_executes(
+        self,
+    ) -> None:
+        """The real interleaving: a lost state race releases the request, the worker's
+        concurrent reservation takes it while the attempt is still settling, and it then
+        executes on the latest state (before: left APPROVED under our own reservation)."""
+        inner = ReservingAfterRelease()
+        stores = Stores(requests=inner)
+
+        async def slow_release_reply(label: str, method: str, args: Any, kwargs: Any) -> None:
+            if method != "replace":
+                return
+            request = args[0]
+            if request.request_id == inner.watch and request.status is S.APPROVED:
+                inner.released.set()
+                await anyio.sleep(0.05)
+
+        world = await world_over(
+            stores, requests=Probe(inner, "requests", after=slow_release_reply)
+        )
+        gate = Gate()
+        request = await world.submit(Blocking(gate, amount=5))
+        assert request.status is S.APPROVED
+        inner.watch = request.request_id
+        outcomes: list[WorkerOutcome] = []
+
+        async def race_the_state() -> None:
+            await gate.reached.wait()
+            await stores.states.put(STATE_ID, Quotas({"bob": 100}), expected_version="1")
+            gate.opened.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(race_the_state)
+            with anyio.fail_after(10):
+                report = await world.gov.run_worker(
+                    until_idle=True,
+                    concurrency=2,
+                    poll_interval=POLL,
+                    strategy=ResolutionStrategy.REVALIDATE_ON_LATEST_STATE,
+                    on_outcome=outcomes.append,
+                )
+
+        assert any(request.request_id in batch for batch in inner.batches[1:])
+        assert [o.kind for o in outcomes] == [K.SKIPPED, K.EXECUTED]
+        assert report.executed == 1
+        assert (await world.gov.get(request.request_id)).status is S.EXECUTED
+        assert await quotas_of(world, STATE_ID) == ({"bob": 105}, "3")
 
 
 class TestBoundedWork:
