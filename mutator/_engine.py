@@ -42,7 +42,13 @@ from ._evaluation import (
 from ._gate import ConcurrencyGate
 from ._intent import MutationIntent
 from ._interceptors import Interceptor, InterceptorChain, run_hook
-from ._memory import InMemoryAuditSink, InMemoryHistoryStore, NullAuditSink, NullHistoryStore
+from ._memory import (
+    InMemoryAuditSink,
+    InMemoryHistoryStore,
+    NullAuditSink,
+    NullHistoryStore,
+    _Log,
+)
 from ._metrics import InMemoryMetrics
 from ._mutation import Mutation
 from ._options import EngineOptions
@@ -263,11 +269,12 @@ class MutationEngine:
                 self._audit_entries = audit._entries  # nothing is ever dropped: append
             else:
                 self._keep_audit = audit._keep
-        self._keep_history: Callable[[HistoryEntry], None] | None = (
-            history._keep
-            if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore
-            else None
-        )
+        self._keep_history: Callable[[HistoryEntry], None] | None = None
+        self._history_logs: dict[str, _Log] | None = None
+        if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore:
+            if history._order is None:
+                self._history_logs = history._by_state  # nothing is ever dropped: append
+            self._keep_history = history._keep
         self._memory_metrics = (
             metrics
             if isinstance(metrics, InMemoryMetrics) and type(metrics) is InMemoryMetrics
@@ -344,7 +351,14 @@ class MutationEngine:
         try:
             result, history = await self._run(mutation, plan, state, context, state_id)
             if history is not None:
-                if self._keep_history is not None:
+                logs = self._history_logs
+                if logs is not None:  # InMemoryHistoryStore._keep, inlined (no bound)
+                    log = logs.get(state_id)  # type: ignore[arg-type]  # set with history
+                    if log is None:
+                        logs[state_id] = _Log(history)  # type: ignore[index]
+                    else:
+                        log.entries.append(history)
+                elif self._keep_history is not None:
                     self._keep_history(history)
                 elif self._shield_records:
                     with anyio.CancelScope(shield=True):
