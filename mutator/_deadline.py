@@ -113,6 +113,7 @@ def checkpoint_if_cancelled() -> Awaitable[None] | None:
     if _thread_library is not None:
         name = _thread_library.name or _context_library.get()
     if name is None or name == "asyncio":
+        # Only after sniffio: Trio run inside an asyncio task inherits the task's context.
         here = _TASK.get()  # only ever set while the inline check is on
         if here is not None:
             task_ref, loop = here

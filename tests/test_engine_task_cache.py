@@ -250,3 +250,22 @@ def test_only_standard_loops_are_remembered() -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_trio_run_inside_the_task_uses_trios_check(anyio_backend: str) -> None:
+    """Trio run (blocking) inside the remembered task's step: Trio's tasks are Trio's."""
+    trio = pytest.importorskip("trio")
+    engine = _engine()
+    await _run_twice(engine)
+    assert _remembered() is asyncio.current_task()
+
+    async def in_trio() -> None:
+        assert deadline._TASK.get() is not None  # Trio copied this task's context
+        await _cancelled_execution_does_not_run(engine)
+        await _run_twice(engine)
+        await _cancelled_execution_does_not_run(engine)
+
+    trio.run(in_trio)  # blocks this task's step: asyncio still names it as running
+    await _cancelled_execution_does_not_run(engine)
