@@ -156,14 +156,19 @@ tasks, threads started with a copy) see it; :func:`checkpoint_if_cancelled` trus
 after checking that it still names the running task (see :func:`_found`). Replaced by a
 new variable in a forked child, where asyncio no longer reports the parent's loop.
 """
-_seen: Any = None
-"""The task (weak reference) :func:`_found` saw last: a task seen twice is remembered."""
+_seen: dict[Any, None] = {}
+"""Tasks (weak references) :func:`_found` saw recently: one seen twice is remembered.
+
+A task that runs one execution is not worth a context variable; tasks that take turns
+(workers on one loop) are each seen again. Emptied when it reaches :data:`_SEEN_LIMIT`.
+"""
+_SEEN_LIMIT: Final = 64
 
 
 def _found(loop: Any) -> Awaitable[None] | None:
     """The inline asyncio check for the task ``loop`` is running, found as asyncio does.
 
-    A task seen on two consecutive calls is remembered in :data:`_TASK` for the next ones,
+    A task seen twice (see :data:`_seen`) is remembered in :data:`_TASK` for the next ones,
     if its loop is a standard one (``BaseEventLoop.run_forever``, which sets ``_thread_id``
     for as long as it runs in a thread). :func:`checkpoint_if_cancelled` then trusts it
     when ``_current_tasks[loop]`` is that task, the loop's ``_thread_id`` is this thread
@@ -173,13 +178,14 @@ def _found(loop: Any) -> Awaitable[None] | None:
     task ``asyncio.current_task()`` returns. Anything else takes this path, which asks
     asyncio (``_get_running_loop``: a ``getpid()`` system call on every call).
     """
-    global _seen
     task = _asyncio_tasks.get(loop)
     if task is None:
         return None
     task_ref = _ref(task)
-    if task_ref is not _seen:
-        _seen = task_ref
+    if task_ref not in _seen:
+        if len(_seen) >= _SEEN_LIMIT:
+            _seen.clear()
+        _seen[task_ref] = None
     elif (
         type(loop).run_forever is _RUN_FOREVER
         and loop._thread_id == _get_ident()
@@ -204,9 +210,9 @@ _RUN_FOREVER: Final = asyncio.BaseEventLoop.run_forever
 
 def _forget_tasks() -> None:
     """In a forked child: nothing remembered before the fork is trusted."""
-    global _TASK, _seen
+    global _TASK
     _TASK = ContextVar("mutator.current_asyncio_task", default=None)
-    _seen = None
+    _seen.clear()
 
 
 os.register_at_fork(after_in_child=_forget_tasks)

@@ -269,3 +269,22 @@ async def test_trio_run_inside_the_task_uses_trios_check(anyio_backend: str) -> 
 
     trio.run(in_trio)  # blocks this task's step: asyncio still names it as running
     await _cancelled_execution_does_not_run(engine)
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_tasks_taking_turns_are_each_remembered(anyio_backend: str) -> None:
+    engine = _engine()
+    remembered: dict[str, bool] = {}
+
+    async def worker(name: str) -> None:
+        for amount in range(1, 5):
+            assert (await engine.execute(SetQuota(name, amount), quotas(), state_id=name)).ok
+            await anyio.lowlevel.checkpoint()  # the other worker runs in between
+        remembered[name] = _remembered() is asyncio.current_task()
+        await _cancelled_execution_does_not_run(_engine())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker, "a")
+        tg.start_soon(worker, "b")
+    assert remembered == {"a": True, "b": True}
