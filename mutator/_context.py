@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -153,19 +154,35 @@ def _strings(value: object) -> tuple[str, ...]:
     return ()
 
 
+_BLOCK = 256
+"""Execution ids made at a time (one block of counters, one ``struct.pack``)."""
+_PACK_BLOCK = struct.Struct(f">{_BLOCK}I").pack
+
+
 def _id_stream(first: int = 1) -> Iterator[str]:
     """Execution ids: a random per-process prefix and a counter in (at least) 8 hex digits.
 
-    Made entirely in C: up to 2**32 - 1 the counter is the hex of its 4 big-endian bytes
-    (cheaper than ``%08x``, the same text), beyond that ``%08x``.
+    Made entirely in C (no Python frame, so no other thread runs in between). Up to
+    2**32 - 1 the counters are made :data:`_BLOCK` at a time: packed as 4-byte big-endian
+    words, written out in hex with a space between words, the prefix put before each
+    word and the text split into ids (the same text as ``%08x``, for a fraction of one
+    call per id); the last partial block word by word; beyond 2**32 with ``%08x``.
     """
     prefix = f"{secrets.token_hex(6)}-"
+    limit = 1 << 32
+    whole = max(0, limit - first) // _BLOCK * _BLOCK  # counters made a block at a time
+    repeat = itertools.repeat
+    counters = map(
+        range, range(first, first + whole, _BLOCK), range(first + _BLOCK, limit + 1, _BLOCK)
+    )
+    words = map(bytes.hex, itertools.starmap(_PACK_BLOCK, counters), repeat(" "), repeat(4))
+    texts = map(str.replace, map(prefix.__add__, words), repeat(" "), repeat(" " + prefix))
     big: Literal["big"] = "big"
-    counter = range(first, 1 << 32)
-    four_bytes = map(int.to_bytes, counter, itertools.repeat(4), itertools.repeat(big))
+    tail = map(int.to_bytes, range(first + whole, limit), repeat(4), repeat(big))
     return itertools.chain(
-        map(prefix.__add__, map(bytes.hex, four_bytes)),
-        map(f"{prefix}%08x".__mod__, itertools.count(max(first, 1 << 32))),
+        itertools.chain.from_iterable(map(str.split, texts)),
+        map(prefix.__add__, map(bytes.hex, tail)),
+        map(f"{prefix}%08x".__mod__, itertools.count(max(first, limit))),
     )
 
 

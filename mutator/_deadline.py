@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from threading import get_ident as _get_ident
 from types import GeneratorType
 from typing import Any, Final
 from weakref import ref as _ref
@@ -103,19 +106,27 @@ def checkpoint_if_cancelled() -> Awaitable[None] | None:
     task's anyio cancel scopes are inspected right here, as anyio's asyncio backend does,
     and only a pending cancellation is awaited (through anyio); on Trio, Trio's own check
     is returned (anyio's Trio backend only forwards to it); any other library goes through
-    anyio.
+    anyio. The asyncio task is found through :data:`_TASK` when that still names it (see
+    :func:`_found`), else as asyncio finds it.
     """
     name = None
     if _thread_library is not None:
         name = _thread_library.name or _context_library.get()
     if name is None or name == "asyncio":
-        loop = _get_running_loop()
-        if loop is not None:
-            if _asyncio_tasks is not None:
-                task = _asyncio_tasks.get(loop)
-                if task is None:
-                    return None
-                state = _asyncio_states.get(_ref(task))
+        # Only after sniffio: Trio run inside an asyncio task inherits the task's context.
+        here = _TASK.get()  # only ever set while the inline check is on
+        if here is not None:
+            task_ref, loop = here
+            task = task_ref()
+            # The remembered task is the one its loop is stepping, that loop runs in this
+            # thread, and no other loop is stepping a task anywhere (see _found).
+            if (
+                task is not None
+                and _asyncio_tasks.get(loop) is task
+                and loop._thread_id == _get_ident()
+                and len(_asyncio_tasks) == 1
+            ):
+                state = _asyncio_states.get(task_ref)
                 if state is None:
                     return None
                 scope = state.cancel_scope
@@ -126,11 +137,85 @@ def checkpoint_if_cancelled() -> Awaitable[None] | None:
                         return None
                     scope = scope._parent_scope
                 return None
+        loop = _get_running_loop()
+        if loop is not None:
+            if _asyncio_tasks is not None:
+                return _found(loop)
             name = "asyncio"
     check = _CHECKS.get(name)
     if check is None:
         return _first_check()
     return check()
+
+
+_TASK: ContextVar[tuple[Any, Any] | None] = ContextVar("mutator.current_asyncio_task", default=None)
+"""(weak reference to the asyncio task, its loop), as :func:`_found` found them.
+
+Set in the task's own context, so only that task and contexts copied from it (its child
+tasks, threads started with a copy) see it; :func:`checkpoint_if_cancelled` trusts it only
+after checking that it still names the running task (see :func:`_found`). Replaced by a
+new variable in a forked child, where asyncio no longer reports the parent's loop.
+"""
+_seen: dict[Any, None] = {}
+"""Tasks (weak references) :func:`_found` saw recently: one seen twice is remembered.
+
+A task that runs one execution is not worth a context variable; tasks that take turns
+(workers on one loop) are each seen again. Emptied when it reaches :data:`_SEEN_LIMIT`.
+"""
+_SEEN_LIMIT: Final = 64
+
+
+def _found(loop: Any) -> Awaitable[None] | None:
+    """The inline asyncio check for the task ``loop`` is running, found as asyncio does.
+
+    A task seen twice (see :data:`_seen`) is remembered in :data:`_TASK` for the next ones,
+    if its loop is a standard one (``BaseEventLoop.run_forever``, which sets ``_thread_id``
+    for as long as it runs in a thread). :func:`checkpoint_if_cancelled` then trusts it
+    when ``_current_tasks[loop]`` is that task, the loop's ``_thread_id`` is this thread
+    and no other loop is stepping a task. asyncio steps a task synchronously in its loop's
+    thread, so this thread is inside that task's step; with no other loop stepping a task
+    (a loop nested through asyncio's private ``_set_running_loop`` would be), it is the
+    task ``asyncio.current_task()`` returns. Anything else takes this path, which asks
+    asyncio (``_get_running_loop``: a ``getpid()`` system call on every call).
+    """
+    task = _asyncio_tasks.get(loop)
+    if task is None:
+        return None
+    task_ref = _ref(task)
+    if task_ref not in _seen:
+        if len(_seen) >= _SEEN_LIMIT:
+            _seen.clear()
+        _seen[task_ref] = None
+    elif (
+        type(loop).run_forever is _RUN_FOREVER
+        and loop._thread_id == _get_ident()
+        and _TASK.get() != (task_ref, loop)
+    ):
+        _TASK.set((task_ref, loop))
+    state = _asyncio_states.get(task_ref)
+    if state is None:
+        return None
+    scope = state.cancel_scope
+    while scope is not None:
+        if scope._cancel_called:
+            return anyio.lowlevel.checkpoint_if_cancelled()
+        if scope._shield:
+            return None
+        scope = scope._parent_scope
+    return None
+
+
+_RUN_FOREVER: Final = asyncio.BaseEventLoop.run_forever
+
+
+def _forget_tasks() -> None:
+    """In a forked child: nothing remembered before the fork is trusted."""
+    global _TASK
+    _TASK = ContextVar("mutator.current_asyncio_task", default=None)
+    _seen.clear()
+
+
+os.register_at_fork(after_in_child=_forget_tasks)
 
 
 def current_time() -> float:

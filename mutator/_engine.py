@@ -42,7 +42,13 @@ from ._evaluation import (
 from ._gate import ConcurrencyGate
 from ._intent import MutationIntent
 from ._interceptors import Interceptor, InterceptorChain, run_hook
-from ._memory import InMemoryAuditSink, InMemoryHistoryStore, NullAuditSink, NullHistoryStore
+from ._memory import (
+    InMemoryAuditSink,
+    InMemoryHistoryStore,
+    NullAuditSink,
+    NullHistoryStore,
+    _Log,
+)
 from ._metrics import InMemoryMetrics
 from ._mutation import Mutation
 from ._options import EngineOptions
@@ -154,6 +160,32 @@ class _Plan:
         )
 
 
+class _Step:
+    """A step of :meth:`MutationEngine.execute_batch` or ``execute_deferred``.
+
+    Passed to :meth:`MutationEngine.execute` as its ``context``: the caller has passed the
+    cancel point and holds the gate, and the plan is already known. ``granted`` approvals
+    count as given, audit entries go to ``collected`` when it is given, and the history
+    entry of a successful commit is left in ``history`` instead of being written.
+    """
+
+    __slots__ = ("collected", "context", "granted", "history", "plan")
+
+    plan: _Plan
+    """The plan of the step about to run (set by the caller before each step)."""
+
+    def __init__(
+        self,
+        context: MutationContext,
+        granted: frozenset[tuple[Any, ...]] = _NO_GRANTS,
+        collected: list[AuditEntry] | None = None,
+    ) -> None:
+        self.context = context
+        self.granted = granted
+        self.collected = collected
+        self.history: HistoryEntry | None = None
+
+
 class MutationEngine:
     """Runs mutations through interceptors, policies, validation, the mode, audit and history.
 
@@ -263,11 +295,12 @@ class MutationEngine:
                 self._audit_entries = audit._entries  # nothing is ever dropped: append
             else:
                 self._keep_audit = audit._keep
-        self._keep_history: Callable[[HistoryEntry], None] | None = (
-            history._keep
-            if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore
-            else None
-        )
+        self._keep_history: Callable[[HistoryEntry], None] | None = None
+        self._history_logs: dict[str, _Log] | None = None
+        if isinstance(history, InMemoryHistoryStore) and type(history) is InMemoryHistoryStore:
+            if history._order is None:
+                self._history_logs = history._by_state  # nothing is ever dropped: append
+            self._keep_history = history._keep
         self._memory_metrics = (
             metrics
             if isinstance(metrics, InMemoryMetrics) and type(metrics) is InMemoryMetrics
@@ -327,36 +360,304 @@ class MutationEngine:
         :class:`ExecutionTimeoutError` on timeout, and policy errors unchanged.
         Cancellation propagates and is not audited.
         """
-        plan = self._plans.get((type(mutation), type(state))) or self._plan(mutation, state)
-        if type(context) is not MutationContext:
-            context = self._context(context)
-        check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
-        if check is not None:
-            await check
-        gate = self._gate
-        # ConcurrencyGate.try_enter, inlined: both free, nobody can be waiting for either.
-        if gate._free and (state_id is None or state_id not in gate._states):
-            gate._free -= 1
-            if state_id is not None:
-                gate._states[state_id] = None
+        # The pipeline runs in this one frame (one coroutine per execution): hooks,
+        # policies, validation, the mode and policy modifications, then the result and
+        # records. Synchronous user code runs without awaiting anything. The clocks are
+        # read once each: ``perf_counter`` for the duration (and the timeout of synchronous
+        # work), the wall clock for the execution's timestamp, which the result, the audit
+        # entry and the history entry share; the event-loop clock only when a deadline is
+        # needed for awaited work (or for interceptors to see).
+        step: _Step | None = None
+        if type(context) is MutationContext:
+            plan = self._plans.get((type(mutation), type(state))) or self._plan(mutation, state)
         else:
-            await gate.enter(state_id)
+            given: Any = context
+            if type(given) is _Step:  # from execute_batch or execute_deferred: gate held
+                step = given
+                plan = given.plan
+                context = given.context
+            else:
+                plan = self._plans.get((type(mutation), type(state))) or self._plan(mutation, state)
+                context = self._context(context)
+        gate = self._gate
+        if step is None:
+            check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
+            if check is not None:
+                await check
+            # ConcurrencyGate.try_enter, inlined: both free, nobody can be waiting for either.
+            if gate._free and (state_id is None or state_id not in gate._states):
+                gate._free -= 1
+                if state_id is not None:
+                    gate._states[state_id] = None
+            else:
+                await gate.enter(state_id)
+            granted = _NO_GRANTS
+            collected = None
+        else:
+            granted = step.granted
+            collected = step.collected
         try:
-            result, history = await self._run(mutation, plan, state, context, state_id)
-            if history is not None:
-                if self._keep_history is not None:
+            started = _perf_counter()
+            started_at = _now(UTC)
+            execution_id = next(_context_module._ids)
+            intent = plan.intent
+            timeout = self._timeout
+            deadline = None
+            execution = None
+            interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
+            if interceptors:
+                if timeout is not None:
+                    deadline = current_time() + timeout
+                execution = _execution_context(execution_id, started_at, state_id, deadline, {})
+            mode = context.mode
+            try:
+                if interceptors:
+                    await run_hook(
+                        interceptors,
+                        "before",
+                        mutation,
+                        state,
+                        context,
+                        execution,
+                        deadline=deadline,
+                    )
+                decided: _Decided | None = None
+                evaluation = plan.allowed
+                policies = plan.policies
+                if policies:
+                    limit = self._policy_timeout
+                    index, pending, called_at = allow_prefix(
+                        policies, mutation, state, context, limit, execution_id
+                    )
+                    if index < len(policies):
+                        if deadline is None and timeout is not None:
+                            deadline = _loop_deadline(started, timeout)
+                        evaluation = await evaluate_rest(
+                            policies,
+                            index,
+                            pending,
+                            called_at,
+                            mutation,
+                            state,
+                            context,
+                            limit,
+                            execution_id,
+                            deadline,
+                        )
+                        decided = _refused(evaluation, granted)
+                if decided is None:
+                    validation: Any = _VALID
+                    if plan.validates and (mode is not _COMMIT or self._always_validate):
+                        validation = mutation.validate(state)
+                        if type(validation) is not ValidationResult:
+                            if is_awaitable(validation):
+                                if deadline is None and timeout is not None:
+                                    deadline = _loop_deadline(started, timeout)
+                                validation = await bounded(validation, deadline)
+                            if not isinstance(validation, ValidationResult):
+                                raise InvalidMutationError(
+                                    f"{type(mutation).__qualname__}.validate returned "
+                                    f"{type(validation).__name__}, expected ValidationResult",
+                                    execution_id=execution_id,
+                                )
+                        if validation.issues and not validation.is_valid:
+                            decided = (
+                                ResultStatus.VALIDATION_FAILED,
+                                None,
+                                EMPTY_CHANGES,
+                                (),
+                                validation,
+                                evaluation.decisions,
+                                (),
+                            )
+                    if decided is None:
+                        if mode is _VALIDATE:
+                            decided = (
+                                _SUCCEEDED,
+                                state,
+                                EMPTY_CHANGES,
+                                (),
+                                validation,
+                                evaluation.decisions,
+                                (),
+                            )
+                        else:
+                            if mode is _SIMULATE:
+                                outcome = mutation.simulate(state)
+                            else:
+                                outcome = mutation.apply(state)  # no bound method is made
+                            known = AWAITABLE_TYPES.get(type(outcome))
+                            if known or (known is None and is_awaitable(outcome)):
+                                if deadline is None and timeout is not None:
+                                    deadline = _loop_deadline(started, timeout)
+                                outcome = await bounded(outcome, deadline)
+                            if type(outcome) is plan.state_type and evaluation.modification is None:
+                                decided = (
+                                    _SUCCEEDED,
+                                    outcome,
+                                    plan.diff(state, outcome),
+                                    (),
+                                    validation,
+                                    evaluation.decisions,
+                                    (),
+                                )
+                            else:
+                                decided = _shape(
+                                    mutation,
+                                    plan,
+                                    mode,
+                                    state,
+                                    outcome,
+                                    validation,
+                                    evaluation,
+                                    execution_id,
+                                )
+                duration = _perf_counter() - started
+                if timeout is not None and duration > timeout:
+                    raise DeadlineExpired
+            except Exception as error:
+                if isinstance(error, DeadlineExpired):
+                    assert timeout is not None
+                    failure: MutatorError = ExecutionTimeoutError(
+                        timeout, _perf_counter() - started, execution_id=execution_id
+                    )
+                elif isinstance(error, MutatorError):
+                    failure = error
+                else:
+                    failure = MutationFailedError(
+                        intent.operation, error, execution_id=execution_id
+                    )
+                if failure.execution_id is None:
+                    failure.execution_id = execution_id
+                with anyio.CancelScope(shield=True):
+                    await self._record_failure(
+                        mutation,
+                        plan,
+                        state,
+                        context,
+                        execution_id,
+                        started_at,
+                        state_id,
+                        execution,
+                        interceptors,
+                        failure,
+                        started,
+                        (self._audit if collected is None else collected)
+                        if self._audit_on
+                        else None,
+                    )
+                if failure is error:
+                    raise
+                if isinstance(error, DeadlineExpired):
+                    raise failure from None
+                raise failure from error
+            except BaseException:  # cancelled: not a failure, but interceptors see it ended
+                if interceptors:
+                    with anyio.CancelScope(shield=True):
+                        await run_hook(
+                            interceptors, "cancelled", mutation, state, context, execution
+                        )
+                raise
+
+            status, new_state, changes, side_effects, validation, decisions, requirements = decided
+            # The result, history and audit entry are built as their trusted constructors
+            # would (one plain store per field, then the class), without the calls.
+            result = _RESULT_BUILDER()
+            result.status = status
+            result.new_state = new_state
+            result.changes = changes
+            result.side_effects = side_effects
+            result.validation = validation
+            result.policy_decisions = decisions
+            result.requirements = requirements
+            result.execution_id = execution_id
+            result.duration = duration
+            result.mode = mode
+            result.completed_at = started_at
+            result.changes_explicit = False
+            result.__class__ = MutationResult
+            if interceptors:
+                hook = "after" if status in _AFTER_HOOK else "policy_blocked"
+                await run_hook(interceptors, hook, mutation, state, result, context, execution)
+            history = None
+            if (
+                status is _SUCCEEDED
+                and mode is _COMMIT
+                and state_id is not None
+                and self._history_on
+            ):
+                history = _HISTORY_BUILDER()
+                history.execution_id = execution_id
+                history.state_id = state_id
+                history.intent = intent
+                history.context = context
+                history.changes = changes
+                history.executed_at = started_at
+                history.duration = duration
+                history.side_effects = side_effects
+                history.mutation = mutation
+                history.__class__ = HistoryEntry
+            outcome_ = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
+            if self._audit_on:
+                entry = _AUDIT_BUILDER()
+                entry.execution_id = execution_id
+                entry.state_id = state_id
+                entry.state_type = plan.state_type_name
+                entry.intent = intent
+                entry.context = context
+                entry.mode = mode
+                entry.outcome = outcome_
+                entry.executed_at = started_at
+                entry.duration = duration
+                entry.changes = changes
+                entry.side_effects = side_effects
+                entry.policy_decisions = decisions
+                entry.error = None if status is _SUCCEEDED else result.error_message
+                entry.__class__ = AuditEntry
+                if collected is not None:
+                    collected.append(entry)
+                elif self._audit_entries is not None:
+                    self._audit_entries.append(entry)
+                elif self._keep_audit is not None:
+                    self._keep_audit(entry)
+                elif self._shield_records:
+                    with anyio.CancelScope(shield=True):
+                        await self._audit.record(entry)
+                else:
+                    await self._audit.record(entry)
+            metrics = self._memory_metrics
+            if metrics is not None:  # InMemoryMetrics.record, inlined
+                metrics._durations.append(duration)
+                metrics._stamps.append(_monotonic())
+                metrics._total += 1
+                if outcome_ is _AUDIT_SUCCEEDED:
+                    metrics._succeeded += 1
+            else:
+                self._metrics.record(outcome_, duration)
+            if step is not None:
+                step.history = history
+            elif history is not None:
+                logs = self._history_logs
+                if logs is not None:  # InMemoryHistoryStore._keep, inlined (no bound)
+                    log = logs.get(state_id)  # type: ignore[arg-type]  # set with history
+                    if log is None:
+                        logs[state_id] = _Log(history)  # type: ignore[index]
+                    else:
+                        log.entries.append(history)
+                elif self._keep_history is not None:
                     self._keep_history(history)
                 elif self._shield_records:
                     with anyio.CancelScope(shield=True):
                         await self._history_store.append(history)
                 else:
                     await self._history_store.append(history)
-            return result
+            return result  # type: ignore[no-any-return]  # built as a MutationResult
         finally:
-            # ConcurrencyGate.leave, inlined for the case where nobody waits.
-            if gate._slot_waiters or (state_id is not None and gate._states[state_id]):
+            if step is not None:
+                pass  # the batch or deferred execution leaves the gate
+            elif gate._slot_waiters or (state_id is not None and gate._states[state_id]):
                 gate.leave(state_id)
-            else:
+            else:  # ConcurrencyGate.leave, inlined for the case where nobody waits
                 gate._free += 1
                 if state_id is not None:
                     del gate._states[state_id]
@@ -392,10 +693,19 @@ class MutationEngine:
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
+            step = _Step(context)  # one for the whole batch, given each step's plan
             for index, mutation in enumerate(steps):
-                plan = plans.get((type(mutation), type(current))) or self._plan(mutation, current)
-                try:
-                    result, history = await self._run(mutation, plan, current, context, state_id)
+                step.plan = plans.get((type(mutation), type(current))) or self._plan(
+                    mutation, current
+                )
+                try:  # execute leaves the step's history entry (or None) in step.history
+                    result = await MutationEngine.execute(
+                        self,
+                        mutation,
+                        current,
+                        context=step,  # type: ignore[arg-type]  # a step of this batch
+                        state_id=state_id,
+                    )
                 except MutatorError as error:
                     error.add_note(f"raised by batch step {index + 1} of {len(steps)}")
                     raise
@@ -404,8 +714,8 @@ class MutationEngine:
                     return BatchResult(
                         False, None, tuple(results), EMPTY_CHANGES, time.perf_counter() - started
                     )
-                if history is not None:
-                    entries.append(history)
+                if step.history is not None:
+                    entries.append(step.history)
                 current = result.new_state  # type: ignore[assignment]
                 changes = changes + result.changes
             if entries:
@@ -442,20 +752,20 @@ class MutationEngine:
         if not gate.try_enter(state_id):
             await gate.enter(state_id)
         try:
-            result, history = await self._run(
+            step = _Step(context, frozenset(map(_grant_key, granted)), collected)
+            step.plan = plan
+            result = await MutationEngine.execute(
+                self,
                 mutation,
-                plan,
                 state,
-                context,
-                state_id,
-                frozenset(map(_grant_key, granted)),
-                collected,
+                context=step,  # type: ignore[arg-type]  # the gate is held here
+                state_id=state_id,
             )
         except MutatorError as error:
             return DeferredExecution(None, error, collected[0] if collected else None, None)
         finally:
             gate.leave(state_id)
-        return DeferredExecution(result, None, collected[0] if collected else None, history)
+        return DeferredExecution(result, None, collected[0] if collected else None, step.history)
 
     async def evaluate(
         self,
@@ -480,247 +790,6 @@ class MutationEngine:
         return self.metrics.statistics()
 
     # -- the pipeline --------------------------------------------------------------------
-
-    async def _run(
-        self,
-        mutation: Mutation[Any],
-        plan: _Plan,
-        state: Any,
-        context: MutationContext,
-        state_id: str | None,
-        granted: frozenset[tuple[Any, ...]] = _NO_GRANTS,
-        collected: list[AuditEntry] | None = None,
-    ) -> tuple[MutationResult[Any], HistoryEntry | None]:
-        """One pass; audit entries go to ``collected`` instead of the sink when given.
-
-        Before-hooks, policies, validation, the mode and policy modifications run in this
-        one frame: synchronous user code runs without awaiting anything. The clocks are read
-        once each: ``perf_counter`` for the duration (and the timeout of synchronous work),
-        the wall clock for the execution's timestamp, which the result, the audit entry and
-        the history entry share. The event-loop clock is read only when a deadline is
-        needed for awaited work (or for interceptors to see).
-        """
-        started = _perf_counter()
-        started_at = _now(UTC)
-        execution_id = next(_context_module._ids)
-        intent = plan.intent
-        timeout = self._timeout
-        deadline = None
-        execution = None
-        interceptors = self._interceptors.active(intent, context) if self._intercepting else ()
-        if interceptors:
-            if timeout is not None:
-                deadline = current_time() + timeout
-            execution = _execution_context(execution_id, started_at, state_id, deadline, {})
-        mode = context.mode
-        try:
-            if interceptors:
-                await run_hook(
-                    interceptors, "before", mutation, state, context, execution, deadline=deadline
-                )
-            decided: _Decided | None = None
-            evaluation = plan.allowed
-            policies = plan.policies
-            if policies:
-                limit = self._policy_timeout
-                index, pending, called_at = allow_prefix(
-                    policies, mutation, state, context, limit, execution_id
-                )
-                if index < len(policies):
-                    if deadline is None and timeout is not None:
-                        deadline = _loop_deadline(started, timeout)
-                    evaluation = await evaluate_rest(
-                        policies,
-                        index,
-                        pending,
-                        called_at,
-                        mutation,
-                        state,
-                        context,
-                        limit,
-                        execution_id,
-                        deadline,
-                    )
-                    decided = _refused(evaluation, granted)
-            if decided is None:
-                validation: Any = _VALID
-                if plan.validates and (mode is not _COMMIT or self._always_validate):
-                    validation = mutation.validate(state)
-                    if type(validation) is not ValidationResult:
-                        if is_awaitable(validation):
-                            if deadline is None and timeout is not None:
-                                deadline = _loop_deadline(started, timeout)
-                            validation = await bounded(validation, deadline)
-                        if not isinstance(validation, ValidationResult):
-                            raise InvalidMutationError(
-                                f"{type(mutation).__qualname__}.validate returned "
-                                f"{type(validation).__name__}, expected ValidationResult",
-                                execution_id=execution_id,
-                            )
-                    if validation.issues and not validation.is_valid:
-                        decided = (
-                            ResultStatus.VALIDATION_FAILED,
-                            None,
-                            EMPTY_CHANGES,
-                            (),
-                            validation,
-                            evaluation.decisions,
-                            (),
-                        )
-                if decided is None:
-                    if mode is _VALIDATE:
-                        decided = (
-                            _SUCCEEDED,
-                            state,
-                            EMPTY_CHANGES,
-                            (),
-                            validation,
-                            evaluation.decisions,
-                            (),
-                        )
-                    else:
-                        if mode is _SIMULATE:
-                            outcome = mutation.simulate(state)
-                        else:
-                            outcome = mutation.apply(state)  # no bound method is made
-                        known = AWAITABLE_TYPES.get(type(outcome))
-                        if known or (known is None and is_awaitable(outcome)):
-                            if deadline is None and timeout is not None:
-                                deadline = _loop_deadline(started, timeout)
-                            outcome = await bounded(outcome, deadline)
-                        if type(outcome) is plan.state_type and evaluation.modification is None:
-                            decided = (
-                                _SUCCEEDED,
-                                outcome,
-                                plan.diff(state, outcome),
-                                (),
-                                validation,
-                                evaluation.decisions,
-                                (),
-                            )
-                        else:
-                            decided = _shape(
-                                mutation,
-                                plan,
-                                mode,
-                                state,
-                                outcome,
-                                validation,
-                                evaluation,
-                                execution_id,
-                            )
-            duration = _perf_counter() - started
-            if timeout is not None and duration > timeout:
-                raise DeadlineExpired
-        except Exception as error:
-            if isinstance(error, DeadlineExpired):
-                assert timeout is not None
-                failure: MutatorError = ExecutionTimeoutError(
-                    timeout, _perf_counter() - started, execution_id=execution_id
-                )
-            elif isinstance(error, MutatorError):
-                failure = error
-            else:
-                failure = MutationFailedError(intent.operation, error, execution_id=execution_id)
-            if failure.execution_id is None:
-                failure.execution_id = execution_id
-            with anyio.CancelScope(shield=True):
-                await self._record_failure(
-                    mutation,
-                    plan,
-                    state,
-                    context,
-                    execution_id,
-                    started_at,
-                    state_id,
-                    execution,
-                    interceptors,
-                    failure,
-                    started,
-                    (self._audit if collected is None else collected) if self._audit_on else None,
-                )
-            if failure is error:
-                raise
-            if isinstance(error, DeadlineExpired):
-                raise failure from None
-            raise failure from error
-        except BaseException:  # cancelled: not a failure, but interceptors see it ended
-            if interceptors:
-                with anyio.CancelScope(shield=True):
-                    await run_hook(interceptors, "cancelled", mutation, state, context, execution)
-            raise
-
-        status, new_state, changes, side_effects, validation, decisions, requirements = decided
-        # The result, history and audit entry are built as their trusted constructors
-        # would (one plain store per field, then the class), without the calls.
-        result = _RESULT_BUILDER()
-        result.status = status
-        result.new_state = new_state
-        result.changes = changes
-        result.side_effects = side_effects
-        result.validation = validation
-        result.policy_decisions = decisions
-        result.requirements = requirements
-        result.execution_id = execution_id
-        result.duration = duration
-        result.mode = mode
-        result.completed_at = started_at
-        result.changes_explicit = False
-        result.__class__ = MutationResult
-        if interceptors:
-            hook = "after" if status in _AFTER_HOOK else "policy_blocked"
-            await run_hook(interceptors, hook, mutation, state, result, context, execution)
-        history = None
-        if status is _SUCCEEDED and mode is _COMMIT and state_id is not None and self._history_on:
-            history = _HISTORY_BUILDER()
-            history.execution_id = execution_id
-            history.state_id = state_id
-            history.intent = intent
-            history.context = context
-            history.changes = changes
-            history.executed_at = started_at
-            history.duration = duration
-            history.side_effects = side_effects
-            history.mutation = mutation
-            history.__class__ = HistoryEntry
-        outcome_ = _AUDIT_SUCCEEDED if status is _SUCCEEDED else _OUTCOMES[status]
-        if self._audit_on:
-            entry = _AUDIT_BUILDER()
-            entry.execution_id = execution_id
-            entry.state_id = state_id
-            entry.state_type = plan.state_type_name
-            entry.intent = intent
-            entry.context = context
-            entry.mode = mode
-            entry.outcome = outcome_
-            entry.executed_at = started_at
-            entry.duration = duration
-            entry.changes = changes
-            entry.side_effects = side_effects
-            entry.policy_decisions = decisions
-            entry.error = None if status is _SUCCEEDED else result.error_message
-            entry.__class__ = AuditEntry
-            if collected is not None:
-                collected.append(entry)
-            elif self._audit_entries is not None:
-                self._audit_entries.append(entry)
-            elif self._keep_audit is not None:
-                self._keep_audit(entry)
-            elif self._shield_records:
-                with anyio.CancelScope(shield=True):
-                    await self._audit.record(entry)
-            else:
-                await self._audit.record(entry)
-        metrics = self._memory_metrics
-        if metrics is not None:  # InMemoryMetrics.record, inlined
-            metrics._durations.append(duration)
-            metrics._stamps.append(_monotonic())
-            metrics._total += 1
-            if outcome_ is _AUDIT_SUCCEEDED:
-                metrics._succeeded += 1
-        else:
-            self._metrics.record(outcome_, duration)
-        return result, history
 
     async def _record_failure(
         self,
