@@ -75,7 +75,7 @@ from .._request import MutationRequest
 from .._retention import PurgeBatch
 from ._documents import decode, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
-from ._sqlite_schema import READY, SCHEMA_VERSION, migrate
+from ._sqlite_schema import PENDING_ROWS, READY, SCHEMA_VERSION, migrate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -1056,8 +1056,8 @@ class SQLiteRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
-        clauses = ["status = ?"]
-        params: builtins.list[Any] = [RequestStatus.PENDING.value]
+        clauses = [PENDING_ROWS]  # as the partial index states it, so SQLite can use it
+        params: builtins.list[Any] = []
         if reason is not None:
             clauses.append("pending_reason = ?")
             params.append(reason.value)
