@@ -136,6 +136,7 @@ URL_FORM: Final = (
 )
 _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MARGIN_US = 86_400_000_000  # one day, so offsets near year 1 stay non-negative
+_SCHEMA: Final = str(SCHEMA_VERSION)
 _STAMP_WIDTH = 18
 _SEQ_WIDTH = 16
 _RECORD_AT = _STAMP_WIDTH + 1 + _SEQ_WIDTH + 1
@@ -657,8 +658,8 @@ class _Backend:
     ) -> tuple[list[str], list[str | bytes]]:
         """The per-decision KEYS and ARGV of a script section."""
         keys: list[str] = []
-        args: list[str | bytes] = [str(len(decisions))]
         owner = self.registry.dumps(request_id).encode()
+        args: list[str | bytes] = [str(len(decisions)), owner]
         for decision in decisions:
             sequence = decision.sequence
             if type(sequence) is not int or sequence < 1:
@@ -668,12 +669,7 @@ class _Backend:
                 )
             encoded = self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
             keys.append(self.keys.recent(decision.category))
-            args += [
-                str(sequence),
-                self.wrap("decision", encoded),
-                _stamp(decision.timestamp),
-                self.wrap("record", b'{"request_id":%s,"decision":%s}' % (owner, encoded)),
-            ]
+            args += [str(sequence), encoded, _stamp(decision.timestamp)]
         return keys, args
 
     def section(
@@ -807,6 +803,7 @@ async def _script(
     ]
     args: list[str | bytes] = [
         b.keys.ready_channel,
+        _SCHEMA,
         str(len(requests) + (log_only is not None)),
     ]
     stored: list[MutationRequest] = []
@@ -830,9 +827,11 @@ async def _script(
     keys += state_keys
     args += state_args
     args.append(str(len(entries)))
+    previous = None
     for key, document in entries:
         keys.append(key)
-        args.append(document)
+        args.append(b"" if document is previous else document)
+        previous = document
     if read is None:
         args.append("0")
     else:

@@ -22,12 +22,15 @@ index keys and updated-index keys, then one category key per decision; the state
 produced hashes when there is a state; one list key per appended entry; the state hash to
 read back, when asked.
 
-``ARGV``: the ready channel, section count; per section: mode (``create``, ``update`` or
-``log``), expected revision, new revision, document, index member, key segment, index key
-count, updated member, updated key count, decision count and per decision (sequence,
-document, stamp, record); ``1`` and the state fields (has_expected, expected, version,
-document, request id) or ``0``; entry count and one document per entry; ``1`` to read a
-state hash back after the writes (its key is type-checked with the others) or ``0``.
+``ARGV``: the ready channel, the schema version, section count; per section: mode
+(``create``, ``update`` or ``log``), expected revision, new revision, document, index
+member, key segment, index key count, updated member, updated key count, decision count,
+the request id as JSON and per decision (sequence, its JSON, stamp: the script wraps the
+JSON into the log document and the record of the recent sets, so it is sent once);
+``1`` and the state fields (has_expected, expected, version, document, request id) or
+``0``; entry count and one document per entry (empty: the previous entry's document again,
+e.g. one audit entry in the global and the per-state list); ``1`` to read a state hash
+back after the writes (its key is type-checked with the others) or ``0``.
 
 Beside its writes the script keeps the worker's view in step: a request that leaves both
 ready sets loses its reservation, each written request's key segment is recorded (the
@@ -73,6 +76,7 @@ ready_keys[want(key(), 'zset')] = true
 local reserved_key = want(key(), 'hash')
 local segments_key = want(key(), 'hash')
 local channel = arg()
+local schema = arg()
 
 local function split(text)
   local out = {}
@@ -107,10 +111,15 @@ for i = 1, n do
   w.uindexes = {}
   for j = 1, count do w.uindexes[j] = want(key(), 'zset') end
   local d = tonumber(arg())
+  local owner = arg()
   w.decisions = {}
   for j = 1, d do
-    w.decisions[j] = {category_key = want(key(), 'zset'), seq = arg(), document = arg(),
-                      stamp = arg(), record = arg()}
+    -- each decision's JSON is sent once: its log document and its record wrap it here
+    local seq, encoded, stamp = arg(), arg(), arg()
+    w.decisions[j] = {category_key = want(key(), 'zset'), seq = seq, stamp = stamp,
+                      document = '{"schema":' .. schema .. ',"decision":' .. encoded .. '}',
+                      record = '{"schema":' .. schema .. ',"record":{"request_id":' .. owner
+                               .. ',"decision":' .. encoded .. '}}'}
   end
   sections[i] = w
 end
@@ -124,7 +133,11 @@ end
 
 local entries = {}
 local e = tonumber(arg())
-for i = 1, e do entries[i] = {key = want(key(), 'list'), document = arg()} end
+for i = 1, e do
+  local document = arg()
+  if document == '' then document = entries[i - 1].document end  -- the previous one again
+  entries[i] = {key = want(key(), 'list'), document = document}
+end
 
 local read_key = nil
 if arg() == '1' then read_key = want(key(), 'hash') end

@@ -75,7 +75,7 @@ from .._request import MutationRequest
 from .._retention import PurgeBatch
 from ._documents import decode, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
-from ._sqlite_schema import READY, SCHEMA_VERSION, migrate
+from ._sqlite_schema import PENDING_ROWS, READY, SCHEMA_VERSION, migrate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -664,6 +664,15 @@ _SELECT_STATE = "SELECT version, request_id, document FROM states WHERE state_id
 _INSERT_STATE_VERSION = (
     "INSERT INTO state_versions (state_id, request_id, version) VALUES (?, ?, ?)"
 )
+_UPDATE_STATE = (
+    "UPDATE states SET version = ?, request_id = ?, document = ? WHERE state_id = ? AND version = ?"
+)
+_INSERT_NEW_STATE = (
+    "INSERT INTO states (state_id, version, request_id, document) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (state_id) DO NOTHING"
+)
+_RECORD_STATE_VERSION = _INSERT_STATE_VERSION + " ON CONFLICT (state_id, request_id) DO NOTHING"
+_SELECT_PRODUCED = "SELECT version FROM state_versions WHERE state_id = ? AND request_id = ?"
 
 
 def _update_params(row: tuple[Any, ...], expected_revision: int) -> tuple[Any, ...]:
@@ -771,6 +780,52 @@ def _write_state(
     _execute(connection, _UPSERT_STATE, (state_id, version, request_id, document))
     if request_id is not None:
         _execute(connection, _INSERT_STATE_VERSION, (state_id, request_id, version))
+
+
+def _is_counter(version: str) -> bool:
+    return version.isascii() and version.isdigit() and str(int(version)) == version
+
+
+def _put_state(
+    connection: sqlite3.Connection,
+    state_id: str,
+    document: str,
+    expected_version: str | None,
+    request_id: str | None,
+) -> str:
+    """Write a state version if the state is at ``expected_version``; returns the new version.
+
+    Two statements when nothing is wrong: the write compares the version, and the record
+    of the producing request refuses a second one; only a write that matched nothing reads
+    the rows back (:func:`_check_state`) to raise the precise ConcurrencyError.
+    """
+    if expected_version is not None and not _is_counter(expected_version):
+        version = _check_state(connection, state_id, expected_version, request_id)
+        _write_state(connection, state_id, document, version, request_id)
+        return version
+    version = next_version(expected_version)
+    if expected_version is None:
+        written = _execute(connection, _INSERT_NEW_STATE, (state_id, version, request_id, document))
+    else:
+        written = _execute(
+            connection, _UPDATE_STATE, (version, request_id, document, state_id, expected_version)
+        )
+    if not written:
+        _check_state(connection, state_id, expected_version, request_id)
+        raise AssertionError("unreachable: the state check raises")  # pragma: no cover
+    if request_id is not None and not _execute(
+        connection, _RECORD_STATE_VERSION, (state_id, request_id, version)
+    ):
+        produced = _fetch_one(connection, _SELECT_PRODUCED, (state_id, request_id))
+        raise ConcurrencyError(
+            f"request {request_id!r} already produced version "
+            f"{produced[0] if produced else None!r} of state {state_id!r}; a request produces "
+            "at most one version",
+            key=state_id,
+            expected=expected_version,
+            actual=expected_version,
+        )
+    return version
 
 
 def _within(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
@@ -1001,8 +1056,8 @@ class SQLiteRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
-        clauses = ["status = ?"]
-        params: builtins.list[Any] = [RequestStatus.PENDING.value]
+        clauses = [PENDING_ROWS]  # as the partial index states it, so SQLite can use it
+        params: builtins.list[Any] = []
         if reason is not None:
             clauses.append("pending_reason = ?")
             params.append(reason.value)
@@ -1281,9 +1336,7 @@ class SQLiteStateStore:
             document = codec.value(state)
 
             def put(connection: sqlite3.Connection) -> str:
-                version = _check_state(connection, state_id, expected_version, request_id)
-                _write_state(connection, state_id, document, version, request_id)
-                return version
+                return _put_state(connection, state_id, document, expected_version, request_id)
 
             return put
 
@@ -1517,10 +1570,14 @@ def _commit_transaction(
                 _update_request(connection, request_id, expected, params)
             if decisions:
                 _execute_many(connection, _INSERT_DECISION, decisions)
-        version = None
         if state is not None:
-            version = _check_state(
-                connection, state.state_id, state.expected_version, state.request_id
+            assert state_document is not None
+            version = _put_state(
+                connection,
+                state.state_id,
+                state_document,
+                state.expected_version,
+                state.request_id,
             )
             if version != state.new_version:
                 raise ValueError(
@@ -1528,12 +1585,10 @@ def _commit_transaction(
                     f"{state.new_version!r}: versions must be decimal counters "
                     "(see next_version)"
                 )
-            assert state_document is not None
-            _write_state(connection, state.state_id, state_document, version, state.request_id)
-        if history:
-            _execute_many(connection, _INSERT_HISTORY, history)
-        if audit:
-            _execute_many(connection, _INSERT_AUDIT, audit)
+        for row in history:
+            _execute(connection, _INSERT_HISTORY, row)
+        for row in audit:
+            _execute(connection, _INSERT_AUDIT, row)
 
     return write_all
 

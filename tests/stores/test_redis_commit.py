@@ -31,6 +31,7 @@ from mutator import (
     MutationContext,
     MutationMode,
 )
+from mutator.serialization import unstructure
 from mutator_governance import (
     DecisionCategory,
     Governance,
@@ -273,6 +274,35 @@ async def test_a_claim_reading_a_wrong_type_state_writes_nothing(store: RedisSto
     assert state is not None
     assert (state.state, state.version) == (SampleState("s", 1), "1")
     await _log_matches(store, "a")
+
+
+@pytest.mark.anyio
+async def test_an_execution_stores_each_document_in_its_full_form(store: RedisStore) -> None:
+    """The script wraps each decision's JSON (sent once) and repeats the audit document.
+
+    Log documents, recent-set records and both audit lists hold exactly what the client
+    would have sent whole: ``{"schema": 3, kind: ...}`` around the registry's JSON.
+    """
+    a, b = await _seed(store)
+    commit = _execution(store, a, b)
+    await store.committer.commit(commit)
+    registry, client, keys = store._b.registry, store.client, store.keys
+    (audit,) = commit.audit
+    for write in commit.requests:
+        request_id = write.request.request_id
+        owner = registry.dumps(request_id)
+        log = await client.hgetall(keys.decisions(request_id))
+        members = await client.zrange(keys.recent(), 0, -1)
+        for decision in write.new_decisions:
+            payload = registry.dumps(registry.unstructure_decision(decision))
+            document = f'{{"schema":3,"decision":{payload}}}'.encode()
+            assert log[str(decision.sequence).encode()] == document
+            record = f'{{"schema":3,"record":{{"request_id":{owner},"decision":{payload}}}}}'
+            assert [m for m in members if m.endswith(record.encode())]
+    entry = f'{{"schema":3,"entry":{registry.dumps(unstructure(registry.converter, audit))}}}'
+    assert await client.lrange(keys.audit(), 0, -1) == [entry.encode()]
+    assert await client.lrange(keys.audit(STATE_ID), 0, -1) == [entry.encode()]
+    assert list(await store.audit.entries(STATE_ID)) == [audit]
 
 
 @pytest.mark.anyio

@@ -104,7 +104,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     _write_v2(path, rows)
 
     async with await SQLiteStore.open(path, registry=sample_registry()) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         columns = await store._db.run_read(
             lambda c: c.execute(
                 "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
@@ -140,7 +140,12 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     try:
         versions = [row[0] for row in raw.execute("SELECT version FROM schema_version")]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+        (pending_index,) = raw.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'requests_by_pending'"
+        ).fetchone()
     finally:
         raw.close()
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
+    # Version 4: only PENDING rows are indexed by pending reason.
+    assert pending_index.endswith("WHERE status = 'pending'")
     assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
