@@ -760,25 +760,21 @@ async def test_version_2_schema_with_rows_is_upgraded(postgres_url: str, schema:
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
-# -- upgrading a version-3 schema ------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_version_3_schema_is_upgraded_to_the_reading_commit(
-    postgres_url: str, schema: str
-) -> None:
+async def _schema_at(
+    postgres_url: str, schema: str, registry: Any, version: int
+) -> tuple[MutationRequest, SampleState]:
+    """A schema migrated only to ``version``, holding one APPROVED request and its state."""
     s = f'"{schema}"'
-    registry = sample_registry()
     await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
     await execute_sql(
         postgres_url,
         f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
         "applied_at timestamptz NOT NULL DEFAULT now())",
     )
-    for version in (1, 2, 3):
-        for statement in MIGRATIONS[version - 1]:
+    for applied in range(1, version + 1):
+        for statement in MIGRATIONS[applied - 1]:
             await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
-        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (version,))
+        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (applied,))
     request = sample_request("old", status=RequestStatus.APPROVED, created_at=BASE)
     await execute_sql(
         postgres_url,
@@ -803,6 +799,19 @@ async def test_version_3_schema_is_upgraded_to_the_reading_commit(
         "VALUES (%s, '3', NULL, %s)",
         (request.state_id, registry.dumps(registry.unstructure_value(state))),
     )
+    return request, state
+
+
+# -- upgrading a version-3 schema ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_version_3_schema_is_upgraded_to_the_reading_commit(
+    postgres_url: str, schema: str
+) -> None:
+    s = f'"{schema}"'
+    registry = sample_registry()
+    request, state = await _schema_at(postgres_url, schema, registry, 3)
     store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
     try:
         functions = await execute_sql(
@@ -844,40 +853,7 @@ async def _lz4_supported(url: str) -> bool:
 async def test_version_4_schema_is_upgraded_in_place(postgres_url: str, schema: str) -> None:
     s = f'"{schema}"'
     registry = sample_registry()
-    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
-    await execute_sql(
-        postgres_url,
-        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
-        "applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    for version in (1, 2, 3, 4):
-        for statement in MIGRATIONS[version - 1]:
-            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
-        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (version,))
-    request = sample_request("old", status=RequestStatus.APPROVED, created_at=BASE)
-    await execute_sql(
-        postgres_url,
-        f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
-        "created_at, updated_at, revision, document, mutation_type) "
-        "VALUES (%s, %s, %s, NULL, %s, %s, %s, 0, %s, %s)",
-        (
-            request.request_id,
-            request.state_id,
-            request.status.value,
-            request.context.actor_id,
-            request.created_at,
-            request.updated_at,
-            registry.dumps(registry.unstructure_request(request)),
-            request.mutation_type,
-        ),
-    )
-    state = SampleState("sample", 7)
-    await execute_sql(
-        postgres_url,
-        f"INSERT INTO {s}.states (state_id, version, request_id, document) "
-        "VALUES (%s, '3', NULL, %s)",
-        (request.state_id, registry.dumps(registry.unstructure_value(state))),
-    )
+    request, state = await _schema_at(postgres_url, schema, registry, 4)
     store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
     try:
         functions = await execute_sql(
