@@ -91,7 +91,6 @@ class DeferredExecution:
 _AUDIT_SUCCEEDED = AuditOutcome.SUCCEEDED
 _now = datetime.now
 _perf_counter = time.perf_counter
-_monotonic = time.monotonic
 _NO_GRANTS: frozenset[tuple[Any, ...]] = frozenset()
 _VALID = ValidationResult.ok()
 _SUCCEEDED = ResultStatus.SUCCEEDED
@@ -628,7 +627,7 @@ class MutationEngine:
             metrics = self._memory_metrics
             if metrics is not None:  # InMemoryMetrics.record, inlined
                 metrics._durations.append(duration)
-                metrics._stamps.append(_monotonic())
+                metrics._stamps.append(started + duration)  # the end, on the stamps' clock
                 metrics._total += 1
                 if outcome_ is _AUDIT_SUCCEEDED:
                     metrics._succeeded += 1
