@@ -190,7 +190,8 @@ class InMemoryRequestStore:
             candidates = [r for r in named if r is not None]
         else:
             candidates = self._snapshot()
-        ordered = sorted((r for r in candidates if query.matches(r)), key=sort_key)
+        matches = query.predicate()
+        ordered = sorted(filter(matches, candidates), key=sort_key)
         return page_of(ordered, limit, cursor)
 
     async def purge(

@@ -231,6 +231,53 @@ class RequestQuery:
             and self._side_effects(request)
         )
 
+    def predicate(self) -> Callable[[MutationRequest], bool]:
+        """:meth:`matches`, reduced to the filter groups this query sets.
+
+        A scan builds it once and calls it per request, so it pays only for the
+        constraints the query has (its answer is always :meth:`matches`'s).
+        """
+        checks: list[Callable[[MutationRequest], bool]] = []
+        if self.request_ids or self.state_ids or self.state_types or self.mutation_types:
+            checks.append(self._scope)
+        if self.actor_ids or self.actor_names:
+            checks.append(self._actor)
+        if (
+            self.intent_categories
+            or self.tags
+            or self.intent_metadata
+            or self.min_blast_radius is not None
+            or self.max_blast_radius is not None
+        ):
+            checks.append(self._intent)
+        if self.metadata:
+            wanted = self.metadata
+            checks.append(lambda request: metadata_matches(request.metadata, wanted))
+        if self.pending_reasons or self.decision_categories:
+            checks.append(self._lifecycle)
+        elif self.statuses:
+            statuses = tuple(self.statuses)  # members compare by identity: no enum hashing
+            checks.append(lambda request: request.status in statuses)
+        if (
+            self.created_from is not None
+            or self.created_to is not None
+            or self.updated_from is not None
+            or self.updated_to is not None
+        ):
+            checks.append(self._times)
+        if (
+            self.side_effect_types
+            or self.side_effect_contracts
+            or self.side_effect_severities
+            or self.side_effect_requires_action is not None
+        ):
+            checks.append(self._side_effects)
+        if not checks:
+            return _matches_all
+        if len(checks) == 1:
+            return checks[0]
+        return lambda request: all(check(request) for check in checks)
+
     def _scope(self, request: MutationRequest) -> bool:
         return (
             (not self.request_ids or request.request_id in self.request_ids)
@@ -305,6 +352,10 @@ class RequestQuery:
             return False
         wanted = self.side_effect_requires_action
         return wanted is None or effect.requires_action is wanted
+
+
+def _matches_all(request: MutationRequest) -> bool:
+    return True
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import attrs
 import pytest
+from hypothesis import given, settings
 
 from mutator import (
     BlastRadius,
@@ -32,6 +33,7 @@ from mutator_governance import (
 )
 from mutator_governance.testing import SamplePayload, sample_request
 
+from ..strategies import query_corpus, request_queries
 from .conftest import T0
 
 MIN = timedelta(minutes=1)
@@ -167,6 +169,20 @@ class TestSideEffects:
         assert not RequestQuery(side_effect_requires_action=False).matches(critical)
         assert not RequestQuery(side_effect_requires_action=False).matches(none)
         assert RequestQuery().matches(none)
+
+
+class TestReducedPredicate:
+    CORPUS = query_corpus()
+
+    @settings(max_examples=300, deadline=None)
+    @given(query=request_queries(max_filters=4))
+    def test_it_answers_as_matches_for_every_request(self, query: RequestQuery) -> None:
+        """``predicate()`` keeps only the groups a query sets and never answers otherwise."""
+        predicate = query.predicate()
+        assert [predicate(r) for r in self.CORPUS] == [query.matches(r) for r in self.CORPUS]
+
+    def test_an_empty_query_matches_everything(self) -> None:
+        assert all(map(RequestQuery().predicate(), self.CORPUS))
 
 
 class TestPresets:
