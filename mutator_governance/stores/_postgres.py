@@ -641,6 +641,7 @@ class PostgresRequestStore:
         where, params = _where(query)
         position = decode_cursor(cursor) if cursor is not None else None
         found: builtins.list[MutationRequest] = []
+        matches = query.predicate()
         batch = limit + 1
         while True:
             clauses, values = ([where], builtins.list(params)) if where else ([], [])
@@ -650,7 +651,7 @@ class PostgresRequestStore:
             values.append(batch)
             rows = await self._rows(" AND ".join(clauses), values, " LIMIT %s")
             for request in await self._readable(rows):
-                if query.matches(request):
+                if matches(request):
                     found.append(request)
                     if len(found) > limit:
                         break

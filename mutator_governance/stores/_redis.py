@@ -1117,9 +1117,10 @@ class RedisRequestStore:
             high = b"(" + f"{int(_stamp(query.created_to)) + 1:0{_STAMP_WIDTH}d}".encode()
         batch = _BATCH if want is None else min(max(want, 16), _BATCH)
         found: builtins.list[MutationRequest] = []
+        matches = query.predicate()
         async for members in self._scan(index_keys, low, high, batch):
             for request in await self._fetch(members):
-                if query.matches(request):
+                if matches(request):
                     found.append(request)
                     if want is not None and len(found) >= want:
                         return found
