@@ -8,9 +8,9 @@ default) and deletes its keys afterwards. Asyncio only.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import attrs
@@ -185,18 +185,26 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"mutator-test-{uuid.uuid4().hex}"
-    yield name
-    await _drop(redis_url, name)
+def store_fixtures(registry: Callable[[], MutationRegistry] = _registry) -> tuple[Any, Any]:
+    """A Redis test module's ``prefix`` (a fresh key prefix, dropped after the test) and
+    ``store`` (opened on it with ``registry()``) fixtures: ``prefix, store = ...``."""
+
+    @pytest.fixture
+    async def prefix(redis_url: str) -> AsyncIterator[str]:
+        name = f"mutator-test-{uuid.uuid4().hex}"
+        yield name
+        await _drop(redis_url, name)
+
+    @pytest.fixture
+    async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
+        opened = await _open(redis_url, prefix, registry())
+        yield opened
+        await opened.aclose()
+
+    return prefix, store
 
 
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
-    opened = await _open(redis_url, prefix, _registry())
-    yield opened
-    await opened.aclose()
+prefix, store = store_fixtures()
 
 
 def _user(actor: str, at: datetime = T0) -> MutationContext:

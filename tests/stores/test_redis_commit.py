@@ -8,8 +8,7 @@ under another id, non-counter versions); the server clock; the upgrade of a sche
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,7 +54,15 @@ from mutator_governance.testing import (
     sample_request,
 )
 
-from .test_redis import Bump, RedisFixtures, _drop, _open, _registry, _user, _with_prefix
+from .test_redis import (
+    Bump,
+    RedisFixtures,
+    _open,
+    _registry,
+    _user,
+    _with_prefix,
+    store_fixtures,
+)
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 STATE_ID = "s:1"
@@ -74,18 +81,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"mutator-test-{uuid.uuid4().hex}"
-    yield name
-    await _drop(redis_url, name)
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
-    opened = await _open(redis_url, prefix, _registry())
-    yield opened
-    await opened.aclose()
+prefix, store = store_fixtures()
 
 
 # -- helpers --------------------------------------------------------------------------------

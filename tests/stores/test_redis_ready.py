@@ -9,7 +9,7 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,7 @@ from mutator_governance._transitions import transition
 from mutator_governance.stores._redis import RedisStore
 from mutator_governance.testing import ReadyQueueContract, sample_registry, sample_request
 
-from .test_redis import RedisFixtures, _drop, _open, _with_prefix
+from .test_redis import RedisFixtures, _open, _with_prefix, store_fixtures
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -49,20 +49,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    import uuid
-
-    name = f"mutator-test-{uuid.uuid4().hex}"
-    yield name
-    await _drop(redis_url, name)
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
-    opened = await _open(redis_url, prefix)
-    yield opened
-    await opened.aclose()
+prefix, store = store_fixtures(sample_registry)
 
 
 async def _spoil(store: RedisStore, request_id: str, how: str) -> None:

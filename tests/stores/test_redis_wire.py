@@ -8,9 +8,6 @@ never held on to.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 
@@ -24,7 +21,7 @@ from mutator_governance.stores._redis import RedisStore
 from mutator_governance.stores._redis_wire import pack
 from mutator_governance.testing import SampleState, sample_registry
 
-from .test_redis import _drop, _open
+from .test_redis import store_fixtures
 
 
 @pytest.fixture
@@ -32,18 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"mutator-test-{uuid.uuid4().hex}"
-    yield name
-    await _drop(redis_url, name)
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
-    opened = await _open(redis_url, prefix)
-    yield opened
-    await opened.aclose()
+prefix, store = store_fixtures(sample_registry)
 
 
 @pytest.mark.parametrize(
