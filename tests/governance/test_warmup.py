@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mutator._serialization import _Hooks
 from mutator import MutationContext
+from mutator._serialization import _Hooks
 from mutator_governance import Governance, MutationRegistry
 
 from .conftest import REQUESTER, STATE_ID, IncreaseQuota, Quotas

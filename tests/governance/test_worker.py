@@ -343,7 +343,8 @@ class TestCollector:
         )
 
         assert report == WorkerReport(executed=1)
-        assert seen and seen[0] > 0
+        assert len(seen) == 1
+        assert seen[0] > 0
         assert gc.get_freeze_count() == 0
 
     async def test_a_freeze_the_process_made_is_left_alone(self, world: World) -> None:
