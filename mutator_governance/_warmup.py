@@ -20,7 +20,11 @@ __all__ = ["warm_codec"]
 
 
 def warm_codec(registry: MutationRegistry) -> None:
-    """Build ``registry``'s encode and decode hooks for every type it knows (no I/O)."""
+    """Build ``registry``'s encode and decode hooks for every type it knows (no I/O).
+
+    Never raises: a class the codec cannot handle (a field of an unregistered type) is
+    left to fail where it is first encoded or decoded, as without the warm-up.
+    """
     converter = registry.converter
     known: list[type[Any]] = [MutationRequest, RequestDecision, HistoryEntry, AuditEntry]
     for name in registry.mutation_names:
@@ -30,5 +34,8 @@ def warm_codec(registry: MutationRegistry) -> None:
         if state is not None and registry.state_name_of(state) is not None:
             known.append(state)
     for cls in known:
-        converter.get_unstructure_hook(cls)
-        converter.get_structure_hook(cls)
+        for build in (converter.get_unstructure_hook, converter.get_structure_hook):
+            try:
+                build(cls)
+            except Exception:
+                continue

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import pytest
 
-from mutator import MutationContext
+from mutator import Mutation, MutationContext, MutationIntent
 from mutator._serialization import _Hooks
 from mutator_governance import Governance, MutationRegistry
 
 from .conftest import REQUESTER, STATE_ID, IncreaseQuota, Quotas
 
 pytestmark = pytest.mark.anyio
+
+
+class Opaque:
+    """A value type no codec knows."""
+
+
+@attrs.frozen
+class Unserializable(Mutation[Quotas]):
+    opaque: Opaque
+    intent: ClassVar[MutationIntent] = MutationIntent("quota.opaque")
+
+    def apply(self, state: Quotas) -> Quotas:
+        return state
 
 
 @pytest.fixture
@@ -57,3 +71,16 @@ def registry() -> MutationRegistry:
     registry_ = MutationRegistry()
     registry_.register(IncreaseQuota, name="quota.increase")
     return registry_
+
+
+async def test_open_does_not_fail_on_a_mutation_the_codec_cannot_handle() -> None:
+    """A registered mutation with an unserializable field still opens (it may never be
+    stored, e.g. in memory); it fails only where it is encoded, as before."""
+    registry_ = registry()
+    registry_.register(Unserializable)
+    async with Governance.open("memory://", registry=registry_) as gov:
+        await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+        request = await gov.submit(
+            Unserializable(Opaque()), state_id=STATE_ID, context=MutationContext.user(REQUESTER)
+        )
+        assert request.mutation_type == "quota.opaque"
