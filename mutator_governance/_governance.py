@@ -58,6 +58,7 @@ from ._resolution import Resolution, resolve_version
 from ._retention import TERMINAL_STATUSES, PurgeReport, terminal_statuses
 from ._telemetry import Telemetry, observed
 from ._transitions import transition
+from ._warmup import warm_codec
 from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport
 from ._workflow import approve_requirement, expire_approvals, fresh_round, reject_requirement
 from .protocols import (
@@ -220,7 +221,9 @@ class Governance:
         out, e.g. :func:`mutator_governance.otel.instrument` (or a ``functools.partial``
         of it with providers and ``engine=True``); when what it returns has
         ``uninstrument()``, that is called on exit. Without it nothing of OpenTelemetry
-        is imported. The store closes on exit::
+        is imported. The codec's hooks for the registered mutation and state types are
+        built before the governance is handed out, so the first request it handles does not
+        pay for them. The store closes on exit::
 
             async with Governance.open("sqlite:///gov.db", registry=registry) as gov:
                 ...
@@ -229,6 +232,7 @@ class Governance:
 
         store = await open_store(url, registry=registry, **store_options)
         try:
+            warm_codec(registry)
             if clock is utc_now:
                 clock = await _store_clock(store)
             if engine is None:
