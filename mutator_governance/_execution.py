@@ -885,11 +885,6 @@ class GovernedExecutionManager:
         ``on_outcome``; ``progress`` shows the counts live and after a cancellation.
         Cancelling stops claiming and gives in-flight executions ``grace`` seconds to
         finish before they are cancelled and their claims released.
-
-        While it runs, the objects that existed when it started (modules, codec hooks, the
-        store) are frozen out of the cyclic garbage collector's passes (``gc.freeze``,
-        undone when the last worker of the process returns; left alone when the process
-        had frozen objects itself), so collections cost what the executions allocate.
         """
         return await run_worker(
             self,

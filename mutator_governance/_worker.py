@@ -12,13 +12,10 @@ before their claims are released.
 from __future__ import annotations
 
 import enum
-import gc
 import logging
 import random
-import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -632,41 +629,6 @@ class _Worker:
         )
 
 
-class _LongLivedHeap:
-    """While any worker runs, what existed when the first one started is frozen (gc.freeze).
-
-    A worker process's modules, codec hooks and store live as long as it does; frozen, the
-    cyclic collector's passes during the run scan only what executions allocate. The last
-    worker to stop unfreezes them (they are collected as usual again). Left alone when
-    something else froze objects first.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._workers = 0
-        self._owned = False
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._lock:
-            if self._workers == 0:
-                self._owned = gc.get_freeze_count() == 0
-                if self._owned:
-                    gc.freeze()
-            self._workers += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._workers -= 1
-                if self._workers == 0 and self._owned:
-                    self._owned = False
-                    gc.unfreeze()
-
-
-_HEAP = _LongLivedHeap()
-
-
 async def run_worker(
     manager: GovernedExecutionManager,
     *,
@@ -725,5 +687,4 @@ async def run_worker(
         progress=progress if progress is not None else WorkerProgress(),
         on_outcome=on_outcome,
     )
-    with _HEAP.held():
-        return await worker.run()
+    return await worker.run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any, ClassVar
 
 import anyio
@@ -327,33 +326,3 @@ class TestRecovery:
 
         assert report == WorkerReport()
         assert await world.gov.get(request.request_id) == request
-
-
-class TestCollector:
-    async def test_startup_objects_are_frozen_while_the_worker_runs(self, world: World) -> None:
-        """gc.freeze() for the run, undone when it returns (nothing stays frozen)."""
-        assert gc.get_freeze_count() == 0
-        await world.submit(IncreaseQuota("bob", 10))
-        seen: list[int] = []
-
-        report = await world.gov.run_worker(
-            until_idle=True,
-            poll_interval=POLL,
-            on_outcome=lambda _: seen.append(gc.get_freeze_count()),
-        )
-
-        assert report == WorkerReport(executed=1)
-        assert len(seen) == 1
-        assert seen[0] > 0
-        assert gc.get_freeze_count() == 0
-
-    async def test_a_freeze_the_process_made_is_left_alone(self, world: World) -> None:
-        """Objects the application froze stay frozen after the worker returns."""
-        await world.submit(IncreaseQuota("bob", 10))
-        gc.freeze()
-        try:
-            report = await world.gov.run_worker(until_idle=True, poll_interval=POLL)
-            assert report == WorkerReport(executed=1)
-            assert gc.get_freeze_count() > 0
-        finally:
-            gc.unfreeze()
