@@ -220,6 +220,20 @@ _V5 = (
         "id, execution_id, state_id, executed_at, document",
         ("CREATE INDEX history_by_state ON history (state_id, id)",),
     ),
+    # Which request produced which version is looked up by its key only: one b-tree
+    # (WITHOUT ROWID) instead of a table and its key's index, one page less per write.
+    """
+    CREATE TABLE state_versions_v5 (
+        state_id   TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        PRIMARY KEY (state_id, request_id)
+    ) WITHOUT ROWID
+    """,
+    "INSERT INTO state_versions_v5 (state_id, request_id, version) "
+    "SELECT state_id, request_id, version FROM state_versions",
+    "DROP TABLE state_versions",
+    "ALTER TABLE state_versions_v5 RENAME TO state_versions",
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}

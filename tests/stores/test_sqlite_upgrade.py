@@ -173,10 +173,10 @@ async def _run_one(gov: Governance) -> str:
     return request.request_id
 
 
-async def _rows(gov: Governance, table: str) -> list[tuple[Any, ...]]:
+async def _rows(gov: Governance, table: str, order: str = "id") -> list[tuple[Any, ...]]:
     db = gov.requests._db  # type: ignore[attr-defined]
     rows: list[tuple[Any, ...]] = await db.run_read(
-        lambda c: c.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+        lambda c: c.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
     )
     return rows
 
@@ -185,7 +185,8 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Version 5: decisions, audit and history lose AUTOINCREMENT (their rows and ids stay,
-    new rows number on from the highest) and ``requests_by_updated`` holds terminal rows."""
+    new rows number on from the highest), ``requests_by_updated`` holds terminal rows and
+    ``state_versions`` is one b-tree (WITHOUT ROWID) with the same rows."""
     url = f"sqlite:///{tmp_path / 'v4.db'}"
     with monkeypatch.context() as patched:
         patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 4)
@@ -196,6 +197,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
             first = await _run_one(gov)
             waiting = await gov.submit(Increment(2), state_id="counter:a", context=ALICE)
             before = {table: await _rows(gov, table) for table in LOGS}
+            produced = await _rows(gov, "state_versions", "state_id, request_id")
             logged = list(await gov.decisions.for_request(first))
 
     async with Governance.open(url, registry=registry()) as gov:
@@ -204,6 +206,8 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
         for table, rows in before.items():
             assert await _rows(gov, table) == rows, table
         assert list(await gov.decisions.for_request(first)) == logged
+        assert await _rows(gov, "state_versions", "state_id, request_id") == produced
+        assert await gov.states.version_by_request("counter:a", first) == "2"
         second = await _run_one(gov)
         for table, rows in before.items():
             after = await _rows(gov, table)
@@ -229,6 +233,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
     for table in LOGS:
         assert "AUTOINCREMENT" not in tables[table].upper(), table
     assert updated.endswith(f"WHERE {TERMINAL_ROWS}")
+    assert tables["state_versions"].rstrip().endswith("WITHOUT ROWID")
 
 
 def test_terminal_rows_names_every_terminal_status() -> None:
