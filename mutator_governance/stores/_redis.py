@@ -1020,8 +1020,6 @@ class RedisRequestStore:
                     and request.pending_reason is PendingReason.REVALIDATION
                 ):
                     chosen.append(request)
-                    if isinstance(raw, bytes):
-                        self._b.documents.remember(key, request.revision, raw)
             if not bad or not await self._quarantine(bad) or until <= now:
                 return chosen
             if len(chosen) >= limit:
