@@ -109,7 +109,6 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import decode, join_field, parse
-from ._redis_edits import DocumentCache, edit
 from ._redis_wire import Wire, pack
 from ._runtime import running_library
 
@@ -507,7 +506,6 @@ class _Backend:
         self.reserve_script = client.register_script(scripts.RESERVE)
         self.purge_script = client.register_script(scripts.PURGE)
         self.upgrade_script = client.register_script(scripts.UPGRADE_REQUEST)
-        self.documents = DocumentCache()
 
     def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
@@ -681,32 +679,22 @@ class _Backend:
         request: MutationRequest | None,
         expected: int | None,
         decisions: Sequence[RequestDecision],
-        *,
-        edits: bool = True,
-    ) -> tuple[list[str], list[str | bytes], bytes | None]:
-        """The KEYS and ARGV of one script section (``mode`` create, update or log), and
-        the request's document. With ``edits``, an update whose stored document the store
-        holds at ``expected`` is sent as an edit of it (:mod:`._redis_edits`)."""
+    ) -> tuple[list[str], list[str | bytes]]:
+        """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
         request_key = self.keys.request(request_id)
         logs = [self.keys.decisions(request_id), self.keys.decision_members(request_id)]
         if request is None:
             keys = [request_key, *logs]
-            args: list[str | bytes] = [mode, "", "", "", "", "", "", "0", "", "0"]
-            document = None
+            args: list[str | bytes] = [mode, "", "", "", "", "", "0", "", "0"]
         else:
             indexes = self.keys.request_indexes(request)
             updated = self.keys.updated_indexes(request)
             keys = [request_key, *logs, *indexes, *updated]
-            document = self.dump("request", self.registry.unstructure_request(request))
-            stored = (
-                self.documents.at(request_key, expected) if edits and expected is not None else None
-            )
-            change = edit(stored, document) if stored is not None else None
             args = [
                 mode,
                 "" if expected is None else str(expected),
                 str(request.revision),
-                *((document, "") if change is None else (change.rest, *change.args())),
+                self.dump("request", self.registry.unstructure_request(request)),
                 _member(request.created_at, request_id),
                 escape_segment(request_id),
                 str(len(indexes)),
@@ -714,7 +702,7 @@ class _Backend:
                 str(len(updated)),
             ]
         decision_keys, decision_args = self.decision_args(request_id, decisions)
-        return keys + decision_keys, args + decision_args, document
+        return keys + decision_keys, args + decision_args
 
     def state_args(self, write: StateWrite | None) -> tuple[list[str], list[str | bytes]]:
         if write is None:
@@ -804,41 +792,7 @@ async def _script(
     log_only: tuple[str, Sequence[RequestDecision]] | None = None,
     read: str | None = None,
 ) -> tuple[tuple[MutationRequest, ...], Any]:
-    """:func:`_write`, reading the hash at key ``read`` back after the writes; the reply.
-
-    Updates go as edits of the documents the store last saw (see :mod:`._redis_edits`);
-    when a stored document is not the one an edit was built from, the script writes
-    nothing and the call is made again with whole documents.
-    """
-    stored, documents, reply = await _call(b, requests, state, entries, log_only, read, True)
-    if int(reply[0]) != 1 and _text(reply[1]) == "stale":
-        for key, _, _ in documents:
-            b.documents.forget(key)
-        stored, documents, reply = await _call(b, requests, state, entries, log_only, read, False)
-    if int(reply[0]) != 1:
-        for key, _, _ in documents:
-            b.documents.forget(key)
-        _fail(
-            reply,
-            request_ids=[w.request.request_id for w in requests],
-            revisions=[w.expected_revision for w in requests],
-            state=state,
-        )
-    for key, revision, document in documents:
-        b.documents.remember(key, revision, document)
-    return stored, reply
-
-
-async def _call(
-    b: _Backend,
-    requests: Sequence[RequestWrite],
-    state: StateWrite | None,
-    entries: Sequence[tuple[str, bytes]],
-    log_only: tuple[str, Sequence[RequestDecision]] | None,
-    read: str | None,
-    edits: bool,
-) -> tuple[tuple[MutationRequest, ...], list[tuple[str, int, bytes]], Any]:
-    """One call of the commit script: the stored requests, their documents, the reply."""
+    """:func:`_write`, reading the hash at key ``read`` back after the writes; the reply."""
     keys: list[str | bytes] = [
         b.keys.decision_seq,
         b.keys.recent(),
@@ -853,28 +807,20 @@ async def _call(
         str(len(requests) + (log_only is not None)),
     ]
     stored: list[MutationRequest] = []
-    documents: list[tuple[str, int, bytes]] = []
     for write in requests:
         request = write.request
         revision = write.stored_revision
         if request.revision != revision:
             request = attrs.evolve(request, revision=revision)
         mode = "create" if write.expected_revision is None else "update"
-        section_keys, section_args, document = b.section(
-            mode,
-            request.request_id,
-            request,
-            write.expected_revision,
-            write.new_decisions,
-            edits=edits,
+        section_keys, section_args = b.section(
+            mode, request.request_id, request, write.expected_revision, write.new_decisions
         )
         keys += section_keys
         args += section_args
         stored.append(request)
-        assert document is not None
-        documents.append((section_keys[0], revision, document))
     if log_only is not None:
-        section_keys, section_args, _ = b.section("log", log_only[0], None, None, log_only[1])
+        section_keys, section_args = b.section("log", log_only[0], None, None, log_only[1])
         keys += section_keys
         args += section_args
     state_keys, state_args = b.state_args(state)
@@ -891,7 +837,15 @@ async def _call(
     else:
         keys.append(read)
         args.append("1")
-    return tuple(stored), documents, await b.run(keys, args)
+    reply = await b.run(keys, args)
+    if int(reply[0]) != 1:
+        _fail(
+            reply,
+            request_ids=[w.request.request_id for w in requests],
+            revisions=[w.expected_revision for w in requests],
+            state=state,
+        )
+    return tuple(stored), reply
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -922,12 +876,7 @@ class RedisRequestStore:
         key = self._b.keys.request(request_id)
         with self._b.guard(key):
             raw = await self._b.call("HGET", key, "document")
-        if raw is None:
-            return None
-        request = self._b.request_from(raw, key, request_id)
-        if isinstance(raw, bytes):
-            self._b.documents.remember(key, request.revision, raw)
-        return request
+        return None if raw is None else self._b.request_from(raw, key, request_id)
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         return await self._select(RequestQuery(state_ids={state_id}), None, None)

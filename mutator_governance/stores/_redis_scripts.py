@@ -23,10 +23,7 @@ produced hashes when there is a state; one list key per appended entry; the stat
 read back, when asked.
 
 ``ARGV``: the ready channel, the schema version, section count; per section: mode
-(``create``, ``update`` or ``log``), expected revision, new revision, document, base (empty,
-or for an update the SHA-1 of the stored document the new one is built from, then a part
-count and per part a literal, a 1-based start and a length in the stored document: the new
-document is each literal followed by its copied range, then the document argument), index
+(``create``, ``update`` or ``log``), expected revision, new revision, document, index
 member, key segment, index key count, updated member, updated key count, decision count,
 the request id as JSON and per decision (sequence, its JSON, stamp: the script wraps the
 JSON into the log document and the record of the recent sets, so it is sent once);
@@ -44,8 +41,7 @@ Replies: ``{1}`` on success (``{1, document, version, request_id}`` of the state
 nil where missing, when one was asked for); otherwise ``{0, what, a, b, c}``:
 
 - ``request`` position exists actual — position (1-based) missing (exists 0) or at revision
-  ``actual``; ``exists`` position — a created request exists; ``stale`` position — the
-  stored document is not the base an update was built from (send it whole);
+  ``actual``; ``exists`` position — a created request exists;
 - ``state`` 0 exists actual — the state's version is ``actual`` (or it is absent);
 - ``produced`` 0 1 version — the request already produced ``version`` of the state;
 - ``type`` key actual expected — a key holds the wrong type;
@@ -113,17 +109,8 @@ end
 local sections = {}
 local n = tonumber(arg())
 for i = 1, n do
-  local w = {mode = arg(), expected = arg(), revision = arg(), document = arg()}
-  w.base = arg()
-  if w.base ~= '' then
-    -- the document is the stored one with the sent parts in between copied ranges of it
-    w.parts = {}
-    for j = 1, tonumber(arg()) do
-      table.insert(w.parts, {literal = arg(), from = tonumber(arg()), length = tonumber(arg())})
-    end
-  end
-  w.member = arg()
-  w.segment = arg()
+  local w = {mode = arg(), expected = arg(), revision = arg(), document = arg(),
+             member = arg(), segment = arg()}
   if w.mode == 'log' then
     w.key = key()
     w.log_key = want(key(), 'hash')
@@ -226,17 +213,6 @@ for i, w in ipairs(sections) do
   elseif w.mode == 'update' then
     if not w.exists then return {0, 'request', i, 0, ''} end
     if w.current ~= w.expected then return {0, 'request', i, 1, w.current} end
-    if w.parts then
-      local base = redis.call('HGET', w.key, 'document')
-      if not base or redis.sha1hex(base) ~= w.base then return {0, 'stale', i, 0, ''} end
-      local out = {}
-      for _, part in ipairs(w.parts) do
-        table.insert(out, part.literal)
-        table.insert(out, string.sub(base, part.from, part.from + part.length - 1))
-      end
-      table.insert(out, w.document)
-      w.document = table.concat(out)
-    end
   end
 end
 if state then
