@@ -12,6 +12,10 @@ works in three phases and writes nothing until the first two have passed:
    the sent decisions are new (a logged ``(request, sequence)`` is skipped);
 3. **writes** — only commands that cannot fail on the checked keys.
 
+An update moves a request only between the index sets that change: a set that holds the
+request's member before and after (its state, actor, type, ``index:all`` ...) is neither
+written nor type-checked.
+
 The script reads its arguments with two cursors, ``key()`` over ``KEYS`` and ``arg()`` over
 ``ARGV``, in the order :mod:`mutator_governance.stores._redis` pushes them:
 
