@@ -208,7 +208,7 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 @contextlib.contextmanager
 def _counting() -> Iterator[Tally[str]]:
-    """Count writes to a socket (round trips) and script calls on every asyncio stream.
+    """Count writes to a socket (round trips), script calls and bytes on every asyncio stream.
 
     Counted at ``asyncio.StreamWriter`` (what redis-py's connections and the store's hot
     path both write through), so a command is counted whichever path sends it.
@@ -221,6 +221,7 @@ def _counting() -> Iterator[Tally[str]]:
     def count(data: Any) -> None:
         tally["round trips"] += 1
         tally["scripts"] += bytes(data).count(b"EVALSHA")
+        tally["bytes sent"] += len(data)
 
     def counted_write(self: asyncio.StreamWriter, data: Any) -> None:
         count(data)
@@ -247,8 +248,8 @@ async def _server_usec(client: Any) -> float:
 
 
 async def count_round_trips(ops: int = 200) -> dict[str, dict[str, float]]:
-    """Per operation of each scenario (mean over ``ops``): round trips and script calls
-    (counted on the client's connections), client CPU µs (``time.process_time``: what
+    """Per operation of each scenario (mean over ``ops``): round trips, script calls and
+    bytes sent (counted on the client's connections), client CPU µs (``time.process_time``: what
     load on a shared machine blurs least) and Redis server µs (INFO commandstats).
     """
     import redis.asyncio as aioredis
@@ -267,7 +268,9 @@ async def count_round_trips(ops: int = 200) -> dict[str, dict[str, float]]:
                 cpu = time.process_time() - cpu
                 server = await _server_usec(probe) - server
                 counts[name] = {
-                    **{kind: tally[kind] / ops for kind in ("round trips", "scripts")},
+                    **{
+                        kind: tally[kind] / ops for kind in ("round trips", "scripts", "bytes sent")
+                    },
                     "client cpu us": cpu / ops * 1e6,
                     "server us": server / ops,
                 }

@@ -9,7 +9,8 @@ execute) through ``Governance.open("sqlite:///...")``.
 ``python -m benchmarks.backend_sqlite [--ops N] [--rounds R]`` runs them interleaved
 (paired rounds, medians) and also counts, per operation, the write transactions
 (``BEGIN`` statements on any connection), the statements, and the thread hops (calls of
-``anyio.to_thread.run_sync``), by wrapping the driver.
+``anyio.to_thread.run_sync``), by wrapping the driver, and the WAL frames (pages) each
+operation appends, read from the WAL file with checkpoints held off.
 """
 
 from __future__ import annotations
@@ -306,6 +307,46 @@ async def measure(ops: int, rounds: int) -> dict[str, dict[str, float]]:
     return result
 
 
+def _wal_frames(path: str) -> int:
+    """Frames in the WAL file of the database at ``path`` (its header, then frames)."""
+    with contextlib.suppress(FileNotFoundError), open(f"{path}-wal", "rb") as wal:
+        header = wal.read(32)
+        if len(header) < 32:
+            return 0
+        page_size = int.from_bytes(header[8:12], "big")
+        wal.seek(0, 2)
+        return (wal.tell() - 32) // (24 + page_size)
+    return 0
+
+
+async def frames(ops: int) -> dict[str, float]:
+    """WAL frames (pages) written per operation, checkpoints held off (untimed).
+
+    The WAL is truncated before the counted operations and no connection checkpoints
+    while they run, so every frame they append stays in the file to be counted.
+    """
+    result = {}
+    for name in NAMES:
+        async with operation(name, ops + 8) as op:
+            for _ in range(8):
+                await op()
+            if isinstance(op, _RawCommit):
+                path, writer = f"{op._folder.name}/raw.db", op.connection
+            else:
+                database = next(
+                    cell.cell_contents.requests._db
+                    for cell in op.__closure__ or ()
+                    if isinstance(cell.cell_contents, Governance)
+                )
+                path, writer = database.path, database._writer
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
+            writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for _ in range(ops):
+                await op()
+            result[name] = _wal_frames(path) / ops
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the paired measurement as a Markdown table."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backend_sqlite")
@@ -319,12 +360,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.synchronous:
         STORE_OPTIONS["synchronous"] = args.synchronous
     result = anyio.run(measure, args.ops, args.rounds, backend=args.backend)
-    print("| operation | µs/op | x raw commit | transactions/op | statements/op | hops/op |")
-    print("|---|---:|---:|---:|---:|---:|")
+    pages = anyio.run(frames, args.ops, backend=args.backend)
+    print(
+        "| operation | µs/op | x raw commit | transactions/op | statements/op | hops/op "
+        "| WAL frames/op |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in result.items():
         print(
             f"| {name} | {row['us']:.0f} | {row['ratio']:.2f} | {row['transactions']:.2f} "
-            f"| {row['statements']:.1f} | {row['hops']:.2f} |"
+            f"| {row['statements']:.1f} | {row['hops']:.2f} | {pages[name]:.1f} |"
         )
 
 

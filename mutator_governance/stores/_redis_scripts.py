@@ -12,6 +12,10 @@ works in three phases and writes nothing until the first two have passed:
    the sent decisions are new (a logged ``(request, sequence)`` is skipped);
 3. **writes** — only commands that cannot fail on the checked keys.
 
+An update moves a request only between the index sets that change: a set that holds the
+request's member before and after (its state, actor, type, ``index:all`` ...) is neither
+written nor type-checked.
+
 The script reads its arguments with two cursors, ``key()`` over ``KEYS`` and ``arg()`` over
 ``ARGV``, in the order :mod:`mutator_governance.stores._redis` pushes them:
 
@@ -85,6 +89,22 @@ local function split(text)
   end
   return out
 end
+-- The index entries a request write changes: an entry already in a set (same key, same
+-- member) is left alone, so only these keys are type-checked and written.
+local function changes(old_keys, old_member, new_keys, new_member)
+  local kept = {}
+  if old_member == new_member then
+    for _, k in ipairs(old_keys) do kept[k] = 1 end
+  end
+  local add, drop = {}, {}
+  for _, k in ipairs(new_keys) do
+    if kept[k] then kept[k] = 2 else table.insert(add, want(k, 'zset')) end
+  end
+  for _, k in ipairs(old_keys) do
+    if kept[k] ~= 2 then table.insert(drop, want(k, 'zset')) end
+  end
+  return add, drop
+end
 local function any_ready(list)
   for _, k in ipairs(list) do if ready_keys[k] then return true end end
   return false
@@ -105,11 +125,11 @@ for i = 1, n do
   w.members_key = want(key(), 'hash')
   local count = tonumber(arg())
   w.indexes = {}
-  for j = 1, count do w.indexes[j] = want(key(), 'zset') end
+  for j = 1, count do w.indexes[j] = key() end
   w.umember = arg()
   count = tonumber(arg())
   w.uindexes = {}
-  for j = 1, count do w.uindexes[j] = want(key(), 'zset') end
+  for j = 1, count do w.uindexes[j] = key() end
   local d = tonumber(arg())
   local owner = arg()
   w.decisions = {}
@@ -143,9 +163,11 @@ local read_key = nil
 if arg() == '1' then read_key = want(key(), 'hash') end
 
 -- phase 1: types and well-formed stored values ------------------------------------------
+local checked = {}
 for i, w in ipairs(sections) do
   if w.mode ~= 'log' then
     local found = redis.call('TYPE', w.key)['ok']
+    checked[w.key] = true
     if found == 'hash' then
       local old = redis.call('HMGET', w.key, 'revision', 'member', 'indexes', 'umember',
                              'uindexes')
@@ -157,22 +179,24 @@ for i, w in ipairs(sections) do
       if not old[2] or not old[3] then
         return {0, 'data', w.key, 'indexes', 'missing index membership'}
       end
-      w.old_member = old[2]
+      w.old_member, w.old_umember = old[2], old[4]
       w.old_indexes = split(old[3])
-      for _, index_key in ipairs(w.old_indexes) do want(index_key, 'zset') end
-      w.old_umember = old[4]
-      w.old_uindexes = w.old_umember and split(old[5]) or {}
-      for _, index_key in ipairs(w.old_uindexes) do want(index_key, 'zset') end
+      w.add, w.drop = changes(w.old_indexes, old[2], w.indexes, w.member)
+      w.uadd, w.udrop = changes(old[4] and split(old[5]) or {}, old[4], w.uindexes, w.umember)
     elseif found == 'none' then
       w.exists = false
+      w.add, w.drop = changes({}, nil, w.indexes, w.member)
+      w.uadd, w.udrop = changes({}, nil, w.uindexes, w.umember)
     else
       return {0, 'type', w.key, found, 'hash'}
     end
   end
 end
 for k, kind in pairs(expected_types) do
-  local found = redis.call('TYPE', k)['ok']
-  if found ~= kind and found ~= 'none' then return {0, 'type', k, found, kind} end
+  if not checked[k] then
+    local found = redis.call('TYPE', k)['ok']
+    if found ~= kind and found ~= 'none' then return {0, 'type', k, found, kind} end
+  end
 end
 local counter = redis.call('GET', seq_key)
 if counter and not string.match(counter, '^%d+$') then
@@ -235,26 +259,16 @@ local signal = false
 for _, w in ipairs(sections) do
   if w.mode ~= 'log' then
     local request_id = string.sub(w.member, 20)
-    if w.old_indexes then
-      for _, index_key in ipairs(w.old_indexes) do
-        redis.call('ZREM', index_key, w.old_member)
-      end
-      for _, index_key in ipairs(w.old_uindexes) do
-        redis.call('ZREM', index_key, w.old_umember)
-      end
-      if any_ready(w.old_indexes) and not any_ready(w.indexes) then
-        redis.call('HDEL', reserved_key, request_id)
-      end
+    for _, index_key in ipairs(w.drop) do redis.call('ZREM', index_key, w.old_member) end
+    for _, index_key in ipairs(w.udrop) do redis.call('ZREM', index_key, w.old_umember) end
+    if w.old_indexes and any_ready(w.old_indexes) and not any_ready(w.indexes) then
+      redis.call('HDEL', reserved_key, request_id)
     end
     redis.call('HSET', w.key, 'document', w.document, 'revision', w.revision,
                'member', w.member, 'indexes', table.concat(w.indexes, '\n'),
                'umember', w.umember, 'uindexes', table.concat(w.uindexes, '\n'))
-    for _, index_key in ipairs(w.indexes) do
-      redis.call('ZADD', index_key, 0, w.member)
-    end
-    for _, index_key in ipairs(w.uindexes) do
-      redis.call('ZADD', index_key, 0, w.umember)
-    end
+    for _, index_key in ipairs(w.add) do redis.call('ZADD', index_key, 0, w.member) end
+    for _, index_key in ipairs(w.uadd) do redis.call('ZADD', index_key, 0, w.umember) end
     redis.call('HSET', segments_key, request_id, w.segment)
     if any_ready(w.indexes) then signal = true end
   end

@@ -35,7 +35,10 @@ def pack(command: Sequence[bytes | str | int]) -> bytes:
     """
     parts = [
         b"$%d\r\n%b\r\n" % (len(arg), arg)
-        for arg in [arg if type(arg) is bytes else _coerce(arg) for arg in command]
+        for arg in [
+            arg if type(arg) is bytes else arg.encode() if type(arg) is str else _coerce(arg)
+            for arg in command
+        ]
     ]
     return b"*%d\r\n%b" % (len(parts), b"".join(parts))
 

@@ -75,7 +75,7 @@ from .._request import MutationRequest
 from .._retention import PurgeBatch
 from ._documents import decode, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
-from ._sqlite_schema import PENDING_ROWS, READY, SCHEMA_VERSION, migrate
+from ._sqlite_schema import PENDING_ROWS, READY, SCHEMA_VERSION, TERMINAL_ROWS, migrate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -895,7 +895,7 @@ _TERMINAL = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
 # however many recent terminal rows the store holds.
 _PURGEABLE = (
     "SELECT request_id FROM requests AS r INDEXED BY requests_by_updated "
-    "WHERE status IN ({statuses}) AND updated_at < ? "
+    f"WHERE {TERMINAL_ROWS} AND status IN ({{statuses}}) AND updated_at < ? "
     "AND NOT EXISTS (SELECT 1 FROM requests AS c WHERE c.compensates = r.request_id "
     f"AND c.status NOT IN ({_TERMINAL})) "
     "ORDER BY updated_at, request_id LIMIT ?"

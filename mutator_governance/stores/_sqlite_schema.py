@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from .._errors import StoredDataError
 
-__all__ = ["MIGRATIONS", "PENDING_ROWS", "READY", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "PENDING_ROWS", "READY", "SCHEMA_VERSION", "TERMINAL_ROWS", "migrate"]
 
 _V1 = (
     """
@@ -168,7 +168,75 @@ _V4 = (
     f"(pending_reason, state_id, created_at, request_id) WHERE status = '{_PENDING}'",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+TERMINAL_ROWS = "status IN ('rejected', 'canceled', 'expired', 'superseded', 'executed', 'failed')"
+"""The terminal statuses, as the ``requests_by_updated`` partial index states them."""
+
+
+def _without_autoincrement(
+    table: str, columns: str, copied: str, indexes: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Rebuild ``table`` with a plain ``INTEGER PRIMARY KEY`` (rows keep their ids)."""
+    return (
+        f"CREATE TABLE {table}_v5 ({columns})",
+        f"INSERT INTO {table}_v5 ({copied}) SELECT {copied} FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_v5 RENAME TO {table}",
+        *indexes,
+    )
+
+
+_V5 = (
+    # Only terminal rows are indexed by update time (what a purge walks), so submitting,
+    # approving and claiming never move an entry of it and a final commit adds one.
+    "DROP INDEX requests_by_updated",
+    f"CREATE INDEX requests_by_updated ON requests (updated_at, request_id) WHERE {TERMINAL_ROWS}",
+    # No AUTOINCREMENT: a new row still takes an id above every stored one (the order the
+    # reads rely on), and a commit no longer writes the ``sqlite_sequence`` page.
+    *_without_autoincrement(
+        "decisions",
+        "id INTEGER NOT NULL PRIMARY KEY, request_id TEXT NOT NULL, "
+        "sequence INTEGER NOT NULL CHECK (sequence >= 1), category TEXT NOT NULL, "
+        "timestamp INTEGER NOT NULL, document TEXT NOT NULL, UNIQUE (request_id, sequence)",
+        "id, request_id, sequence, category, timestamp, document",
+        (
+            "CREATE INDEX decisions_by_time ON decisions (timestamp, id)",
+            "CREATE INDEX decisions_by_category ON decisions (category, timestamp, id)",
+        ),
+    ),
+    *_without_autoincrement(
+        "audit",
+        "id INTEGER NOT NULL PRIMARY KEY, execution_id TEXT NOT NULL, state_id TEXT, "
+        "executed_at INTEGER NOT NULL, document TEXT NOT NULL",
+        "id, execution_id, state_id, executed_at, document",
+        (
+            "CREATE INDEX audit_by_state ON audit (state_id, id)",
+            "CREATE INDEX audit_by_time ON audit (executed_at, id)",
+        ),
+    ),
+    *_without_autoincrement(
+        "history",
+        "id INTEGER NOT NULL PRIMARY KEY, execution_id TEXT NOT NULL, state_id TEXT NOT NULL, "
+        "executed_at INTEGER NOT NULL, document TEXT NOT NULL",
+        "id, execution_id, state_id, executed_at, document",
+        ("CREATE INDEX history_by_state ON history (state_id, id)",),
+    ),
+    # Which request produced which version is looked up by its key only: one b-tree
+    # (WITHOUT ROWID) instead of a table and its key's index, one page less per write.
+    """
+    CREATE TABLE state_versions_v5 (
+        state_id   TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        PRIMARY KEY (state_id, request_id)
+    ) WITHOUT ROWID
+    """,
+    "INSERT INTO state_versions_v5 (state_id, request_id, version) "
+    "SELECT state_id, request_id, version FROM state_versions",
+    "DROP TABLE state_versions",
+    "ALTER TABLE state_versions_v5 RENAME TO state_versions",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Schema version -> the statements that migrate the version before it to it."""
 
 PENDING_ROWS = f"status = '{_PENDING}'"

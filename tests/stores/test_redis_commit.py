@@ -45,7 +45,7 @@ from mutator_governance._commit_types import GovernedCommit, RequestWrite, State
 from mutator_governance._decisions import RequestDecision, numbered
 from mutator_governance._transitions import transition
 from mutator_governance.stores import open_store
-from mutator_governance.stores._redis import RedisStore
+from mutator_governance.stores._redis import RedisStore, _member
 from mutator_governance.testing import (
     GovernanceStoreContract,
     SampleState,
@@ -186,8 +186,25 @@ OPERATIONS: dict[str, Callable[[RedisStore, Any, Any], GovernedCommit]] = {
 }
 
 
+async def _kept_entries(store: RedisStore, commit: GovernedCommit) -> set[bytes]:
+    """The index sets already holding a written request's member, which the script skips."""
+    kept: set[bytes] = set()
+    for write in commit.requests:
+        key = store.keys.request(write.request.request_id)
+        stored = await store.client.hmget(key, ["member", "indexes", "umember", "uindexes"])
+        request = write.request
+        for member, indexes, new_member, new_indexes in (
+            (stored[0], stored[1], request.created_at, store.keys.request_indexes(request)),
+            (stored[2], stored[3], request.updated_at, store.keys.updated_indexes(request)),
+        ):
+            if member and indexes and member == _member(new_member, request.request_id):
+                kept |= set(indexes.split(b"\n")) & {k.encode() for k in new_indexes}
+    return kept
+
+
 async def _touched_keys(store: RedisStore, commit: GovernedCommit) -> list[bytes]:
-    """Every key the commit's script reads or writes: its KEYS and the old index keys."""
+    """Every key the commit's script reads or writes: its KEYS and the old index keys,
+    except the index sets that already hold a written request's member (left alone)."""
     seen: list[Any] = []
     real = store._b.run
 
@@ -208,7 +225,8 @@ async def _touched_keys(store: RedisStore, commit: GovernedCommit) -> list[bytes
             indexes = await store.client.hget(key, field)
             if indexes:
                 keys += indexes.split(b"\n")
-    return list(dict.fromkeys(keys))
+    kept = await _kept_entries(store, commit)
+    return [key for key in dict.fromkeys(keys) if key not in kept]
 
 
 async def _spoil(store: RedisStore, key: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Schema version 3: a version 2 database with rows is upgraded on open, unreadable rows and all."""
+"""Schema upgrades on open: version 2 with rows (unreadable ones too) and version 4 to 5."""
 
 from __future__ import annotations
 
@@ -9,18 +9,23 @@ from typing import Any
 
 import pytest
 
+from mutator import MutationContext, MutationPolicy, PolicyDecision, PolicyRequirement
 from mutator_governance import (
     TERMINAL_STATUSES,
     CompensationPlan,
     ExecutionDetails,
     ExecutionKind,
+    Governance,
     MutationRequest,
     RequestQuery,
     RequestStatus,
 )
+from mutator_governance.stores import _sqlite_schema
 from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteStore, _Codec, _micros
-from mutator_governance.stores._sqlite_schema import MIGRATIONS
+from mutator_governance.stores._sqlite_schema import MIGRATIONS, TERMINAL_ROWS
 from mutator_governance.testing import sample_registry, sample_request
+
+from .sqlite_worker import Counter, Increment, registry
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +109,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     _write_v2(path, rows)
 
     async with await SQLiteStore.open(path, registry=sample_registry()) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         columns = await store._db.run_read(
             lambda c: c.execute(
                 "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
@@ -145,7 +150,92 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
         ).fetchone()
     finally:
         raw.close()
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5]
     # Version 4: only PENDING rows are indexed by pending reason.
     assert pending_index.endswith("WHERE status = 'pending'")
     assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
+
+
+ALICE = MutationContext.user("alice", reason="more capacity")
+BOB = MutationContext.user("bob", roles=["approver"])
+LOGS = ("decisions", "audit", "history")
+
+
+class NeedsApprover(MutationPolicy[Counter]):
+    def evaluate(self, mutation: Any, state: Counter, context: MutationContext) -> PolicyDecision:
+        return PolicyDecision.require_approval(PolicyRequirement.approval(role="approver"))
+
+
+async def _run_one(gov: Governance) -> str:
+    request = await gov.submit(Increment(1), state_id="counter:a", context=ALICE)
+    await gov.approve(request.request_id, context=BOB)
+    assert (await gov.execute(request.request_id)).executed
+    return request.request_id
+
+
+async def _rows(gov: Governance, table: str, order: str = "id") -> list[tuple[Any, ...]]:
+    db = gov.requests._db  # type: ignore[attr-defined]
+    rows: list[tuple[Any, ...]] = await db.run_read(
+        lambda c: c.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+    )
+    return rows
+
+
+async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 5: decisions, audit and history lose AUTOINCREMENT (their rows and ids stay,
+    new rows number on from the highest), ``requests_by_updated`` holds terminal rows and
+    ``state_versions`` is one b-tree (WITHOUT ROWID) with the same rows."""
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    with monkeypatch.context() as patched:
+        patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 4)
+        async with Governance.open(url, registry=registry()) as gov:
+            assert gov.requests._db.schema_version == 4  # type: ignore[attr-defined]
+            gov.engine.register_policy(NeedsApprover())
+            await gov.states.put("counter:a", Counter(0))
+            first = await _run_one(gov)
+            waiting = await gov.submit(Increment(2), state_id="counter:a", context=ALICE)
+            before = {table: await _rows(gov, table) for table in LOGS}
+            produced = await _rows(gov, "state_versions", "state_id, request_id")
+            logged = list(await gov.decisions.for_request(first))
+
+    async with Governance.open(url, registry=registry()) as gov:
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 5  # type: ignore[attr-defined]
+        gov.engine.register_policy(NeedsApprover())
+        for table, rows in before.items():
+            assert await _rows(gov, table) == rows, table
+        assert list(await gov.decisions.for_request(first)) == logged
+        assert await _rows(gov, "state_versions", "state_id, request_id") == produced
+        assert await gov.states.version_by_request("counter:a", first) == "2"
+        second = await _run_one(gov)
+        for table, rows in before.items():
+            after = await _rows(gov, table)
+            assert after[len(rows)][0] == rows[-1][0] + 1, table
+        assert (await gov.decisions.recent(limit=1))[0].request_id == second
+        assert len(await gov.history("counter:a")) == 2
+        assert len(await gov.engine.audit.entries("counter:a")) == 2
+        # Only terminal rows are in the update-time index; a purge walks it and finds both.
+        purged = await gov.requests.purge(
+            before=datetime.now(UTC) + timedelta(days=1), statuses=TERMINAL_STATUSES, limit=10
+        )
+        assert sorted(purged.request_ids) == sorted([first, second])
+        assert await gov.requests.get(waiting.request_id) is not None
+
+    raw = sqlite3.connect(tmp_path / "v4.db")
+    try:
+        tables = dict(raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        (updated,) = raw.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'requests_by_updated'"
+        ).fetchone()
+    finally:
+        raw.close()
+    for table in LOGS:
+        assert "AUTOINCREMENT" not in tables[table].upper(), table
+    assert updated.endswith(f"WHERE {TERMINAL_ROWS}")
+    assert tables["state_versions"].rstrip().endswith("WITHOUT ROWID")
+
+
+def test_terminal_rows_names_every_terminal_status() -> None:
+    terminal = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
+    assert f"status IN ({terminal})" == TERMINAL_ROWS
