@@ -442,8 +442,10 @@ class MutationEngine:
                             limit,
                             execution_id,
                             deadline,
+                            evaluation,
                         )
-                        decided = _refused(evaluation, granted)
+                        if evaluation is not plan.allowed:
+                            decided = _refused(evaluation, granted)
                 if decided is None:
                     validation: Any = _VALID
                     if plan.validates and (mode is not _COMMIT or self._always_validate):

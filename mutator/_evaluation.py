@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -317,8 +318,14 @@ async def evaluate_rest(
     limit: float | None,
     execution_id: str | None = None,
     deadline: float | None = None,
+    allowed: PolicyEvaluation | None = None,
 ) -> PolicyEvaluation:
-    """Finish an evaluation that :func:`allow_prefix` stopped at ``index`` with ``outcome``."""
+    """Finish an evaluation that :func:`allow_prefix` stopped at ``index`` with ``outcome``.
+
+    ``allowed`` is :func:`allowed_evaluation` of ``policies``: it is returned itself when
+    every policy allowed with the shared allow (awaited or not), as the engine's plan does
+    for policies that allow synchronously.
+    """
     decisions = [_allowed_by(policy.name) for policy in policies[:index]]
     decisions.append(
         await settle(policies[index], outcome, called_at, limit, execution_id, deadline)
@@ -329,6 +336,8 @@ async def evaluate_rest(
             for policy in policies[index + 1 :]
         ]
     )
+    if allowed is not None and all(map(operator.is_, decisions, allowed.decisions)):
+        return allowed
     return _combine(decisions, execution_id)
 
 

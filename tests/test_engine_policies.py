@@ -98,6 +98,56 @@ class TestEvaluationOrder:
         assert (first.calls, second.calls, third.calls) == (1, 1, 1)
 
 
+class Deferred(Fixed):
+    """A :class:`Fixed` policy that decides asynchronously (after a checkpoint)."""
+
+    async def evaluate(  # type: ignore[override]
+        self, mutation: Any, state: Any, context: MutationContext
+    ) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return super().evaluate(mutation, state, context)
+
+
+class TestAsyncPolicies:
+    async def test_async_allows_report_what_each_policy_returned(self) -> None:
+        """Awaited decisions appear as returned: the plain allow, or the policy's own."""
+        reasoned = PolicyDecision.allow(reason="within budget")
+        engine = engine_with(
+            Deferred("a", priority=3), Deferred("b", reasoned, priority=2), allow("c")
+        )
+        result = await engine.execute(SetQuota("x", 1), quotas())
+        assert result.status is ResultStatus.SUCCEEDED
+        assert [(d.policy_name, d.allowed, d.reason) for d in result.policy_decisions] == [
+            ("a", True, None),
+            ("b", True, "within budget"),
+            ("c", True, None),
+        ]
+
+    async def test_async_and_sync_allows_give_equal_results(self) -> None:
+        """An async policy that allows leaves the same decisions as its sync twin."""
+        awaited = await engine_with(Deferred("a"), allow("b")).execute(SetQuota("x", 1), quotas())
+        direct = await engine_with(allow("a"), allow("b")).execute(SetQuota("x", 1), quotas())
+        assert awaited.policy_decisions == direct.policy_decisions
+        assert awaited.new_state == direct.new_state
+
+    @pytest.mark.parametrize("blocking", ["deny", "approval"])
+    async def test_async_refusal_after_async_allows_stops_the_mutation(self, blocking: str) -> None:
+        """One awaited refusal among awaited allows decides the outcome."""
+        refusal = (
+            PolicyDecision.deny("no")
+            if blocking == "deny"
+            else PolicyDecision.require_approval(PolicyRequirement.approval("lead"))
+        )
+        engine = engine_with(Deferred("a", priority=2), Deferred("b", refusal))
+        result = await engine.execute(SetQuota("x", 1), quotas())
+        expected = (
+            ResultStatus.POLICY_BLOCKED if blocking == "deny" else ResultStatus.APPROVAL_REQUIRED
+        )
+        assert result.status is expected
+        assert result.new_state is None
+        assert [d.policy_name for d in result.policy_decisions] == ["a", "b"]
+
+
 class TestDenials:
     async def test_any_deny_blocks(self) -> None:
         """One deny among allows blocks the mutation and nothing is applied."""
