@@ -29,6 +29,12 @@ class Unserializable(Mutation[Quotas]):
         return state
 
 
+def registry() -> MutationRegistry:
+    registry_ = MutationRegistry()
+    registry_.register(IncreaseQuota, name="quota.increase")
+    return registry_
+
+
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[type[Any]]:
     """The classes whose encode or decode hooks are generated from now on."""
@@ -65,12 +71,6 @@ async def test_without_open_the_first_request_builds_its_hooks(built: list[type[
     registry_ = registry()
     registry_.unstructure_value(Quotas({"bob": 2}))
     assert Quotas in built
-
-
-def registry() -> MutationRegistry:
-    registry_ = MutationRegistry()
-    registry_.register(IncreaseQuota, name="quota.increase")
-    return registry_
 
 
 async def test_open_does_not_fail_on_a_mutation_the_codec_cannot_handle() -> None:
