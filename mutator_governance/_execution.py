@@ -252,7 +252,9 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
         """Execute an approved request (see the class docstring for the steps)."""
-        request = await self.ledger.load(request_id)
+        request = self.ledger.recent(request_id)
+        if request is None or not self._executable(request, strategy):
+            request = await self.ledger.load(request_id)  # the stored one decides
         return await self._execute_loaded(request, context, strategy)
 
     @observed("execute")
@@ -316,6 +318,13 @@ class GovernedExecutionManager:
             latest = await self.ledger.load(request.request_id)
             self._check_executable(latest, strategy)
             return await self._claim(latest, claim, context)
+
+    def _executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> bool:
+        try:
+            self._check_executable(request, strategy)
+        except (RequestNotExecutableError, RequestClaimedError):
+            return False
+        return True
 
     def _check_executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> None:
         if request.status is RequestStatus.EXECUTING and request.claim is not None:

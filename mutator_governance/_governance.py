@@ -84,6 +84,8 @@ KEEP = Keep.KEEP
 """Default of optional update arguments: "leave this field as it is" (None would clear it)."""
 
 _SYSTEM = "governance"
+_REMEMBERED = 1024
+"""How many requests' last copies the ledger keeps when its store's reads are round trips."""
 _copy_context = attrs_copier(MutationContext)
 _SYSTEM_CONTEXT = MutationContext.system(correlation_id="template")
 
@@ -186,7 +188,12 @@ class Governance:
             self.requests, self.decisions, self.states, self.history_store, self.audit
         )
         self._ledger = RequestLedger(
-            self.requests, self.decisions, self.states, self.committer, clock
+            self.requests,
+            self.decisions,
+            self.states,
+            self.committer,
+            clock,
+            remember=0 if isinstance(self.requests, InMemoryRequestStore) else _REMEMBERED,
         )
         self.executor = GovernedExecutionManager(self._ledger, engine, self.registry, lease=lease)
         self.telemetry: Telemetry | None = None
@@ -414,46 +421,49 @@ class Governance:
         Without ``approval_id`` the actor's one matching slot in the active step is used.
         The request becomes APPROVED when every slot is approved or satisfied.
         """
-        request = await self._ledger.load(request_id)
-        self._fence(request, RequestStatus.APPROVED)
-        if request.status is RequestStatus.APPROVED and approval_id is None:
-            raise ApprovalStateError(
-                f"request {request_id!r} is already APPROVED; there is nothing left to approve",
-                request_id=request_id,
+
+        def decide(request: MutationRequest) -> MutationRequest:
+            self._fence(request, RequestStatus.APPROVED)
+            if request.status is RequestStatus.APPROVED and approval_id is None:
+                raise ApprovalStateError(
+                    f"request {request_id!r} is already APPROVED; there is nothing left to approve",
+                    request_id=request_id,
+                )
+            now = self._now(context)
+            awaiting_slots = (
+                request.pending_reason is PendingReason.APPROVAL and request.approval_requirements
             )
-        now = self._now(context)
-        awaiting_slots = (
-            request.pending_reason is PendingReason.APPROVAL and request.approval_requirements
-        )
-        if awaiting_slots or approval_id is not None:
-            updated = approve_requirement(
-                request,
-                approval_id,
-                context,
-                reason=reason,
-                at=now,
-                allow_self_approval=self.allow_self_approval,
-                revision=request.revision + 1,
-            )
-        else:
-            self._four_eyes(request, context)
-            updated = transition(
-                request,
-                RequestStatus.APPROVED,
-                [
-                    new_decision(
-                        LifecycleDecision.APPROVED,
-                        context,
-                        reason or context.reason,
-                        now,
-                        None,
-                        len(request.decisions) + 1,
-                    )
-                ],
-                at=now,
-                revision=request.revision + 1,
-            )
-        return await self._ledger.update(request, updated)
+            if awaiting_slots or approval_id is not None:
+                updated = approve_requirement(
+                    request,
+                    approval_id,
+                    context,
+                    reason=reason,
+                    at=now,
+                    allow_self_approval=self.allow_self_approval,
+                    revision=request.revision + 1,
+                )
+            else:
+                self._four_eyes(request, context)
+                updated = transition(
+                    request,
+                    RequestStatus.APPROVED,
+                    [
+                        new_decision(
+                            LifecycleDecision.APPROVED,
+                            context,
+                            reason or context.reason,
+                            now,
+                            None,
+                            len(request.decisions) + 1,
+                        )
+                    ],
+                    at=now,
+                    revision=request.revision + 1,
+                )
+            return updated
+
+        return await self._change(request_id, decide)
 
     @observed("reject")
     async def reject(
@@ -466,33 +476,36 @@ class Governance:
         rejection: RejectionReason | None = None,
     ) -> MutationRequest:
         """Reject the request (through the actor's approval slot when it awaits approvals)."""
-        request = await self._load(request_id)
-        self._fence(request, RequestStatus.REJECTED)
-        now = self._now(context)
-        awaiting_slots = (
-            request.status is RequestStatus.PENDING
-            and request.pending_reason is PendingReason.APPROVAL
-            and bool(request.approval_requirements)
-        )
-        if awaiting_slots or approval_id is not None:
-            updated = reject_requirement(
-                request,
-                approval_id,
-                context,
-                reason=reason,
-                rejection=rejection,
-                at=now,
-                allow_self_approval=self.allow_self_approval,
+
+        def decide(request: MutationRequest) -> MutationRequest:
+            self._fence(request, RequestStatus.REJECTED)
+            now = self._now(context)
+            awaiting_slots = (
+                request.status is RequestStatus.PENDING
+                and request.pending_reason is PendingReason.APPROVAL
+                and bool(request.approval_requirements)
             )
-        else:
-            why = reason or (rejection.message if rejection else None) or context.reason
-            updated = transition(
-                request,
-                RequestStatus.REJECTED,
-                [RequestDecision(LifecycleDecision.REJECTED, context, why, now)],
-                at=now,
-            )
-        return await self._ledger.update(request, updated)
+            if awaiting_slots or approval_id is not None:
+                updated = reject_requirement(
+                    request,
+                    approval_id,
+                    context,
+                    reason=reason,
+                    rejection=rejection,
+                    at=now,
+                    allow_self_approval=self.allow_self_approval,
+                )
+            else:
+                why = reason or (rejection.message if rejection else None) or context.reason
+                updated = transition(
+                    request,
+                    RequestStatus.REJECTED,
+                    [RequestDecision(LifecycleDecision.REJECTED, context, why, now)],
+                    at=now,
+                )
+            return updated
+
+        return await self._change(request_id, decide)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -552,19 +565,23 @@ class Governance:
         """
         if not isinstance(reason, PendingReason) or reason is PendingReason.REVALIDATION:
             raise ValueError("reason must be a PendingReason other than REVALIDATION")
-        request = await self._load(request_id)
-        self._fence(request, RequestStatus.PENDING)
-        now = self._now(context)
-        changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
-        decisions = [RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)]
-        if reason is PendingReason.APPROVAL:
-            round_changes, round_decisions = fresh_round(request, context, now)
-            changes.update(round_changes)
-            decisions.extend(round_decisions)
-        updated = transition(
-            request, RequestStatus.PENDING, decisions, at=now, pending_reason=reason, **changes
-        )
-        return await self._ledger.update(request, updated)
+
+        def decide(request: MutationRequest) -> MutationRequest:
+            self._fence(request, RequestStatus.PENDING)
+            now = self._now(context)
+            changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
+            decisions = [
+                RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)
+            ]
+            if reason is PendingReason.APPROVAL:
+                round_changes, round_decisions = fresh_round(request, context, now)
+                changes.update(round_changes)
+                decisions.extend(round_decisions)
+            return transition(
+                request, RequestStatus.PENDING, decisions, at=now, pending_reason=reason, **changes
+            )
+
+        return await self._change(request_id, decide)
 
     async def expire_due(
         self, now: datetime | None = None, *, context: MutationContext | None = None
@@ -887,19 +904,45 @@ class Governance:
         reason: str | None,
         metadata: Mapping[str, Any] | None = None,
     ) -> MutationRequest:
-        request = await self._load(request_id)
-        self._fence(request, target)
-        now = self._now(context)
-        updated = transition(
-            request,
-            target,
-            [RequestDecision(code, context, reason or context.reason, now, metadata or {})],
-            at=now,
-        )
-        return await self._ledger.update(request, updated)
+        def decide(request: MutationRequest) -> MutationRequest:
+            self._fence(request, target)
+            now = self._now(context)
+            return transition(
+                request,
+                target,
+                [RequestDecision(code, context, reason or context.reason, now, metadata or {})],
+                at=now,
+            )
+
+        return await self._change(request_id, decide)
 
     async def _load(self, request_id: str) -> MutationRequest:
         return await self._ledger.load(request_id)
+
+    async def _change(
+        self, request_id: str, decide: Callable[[MutationRequest], MutationRequest]
+    ) -> MutationRequest:
+        """Write what ``decide`` makes of the request (compare-and-set on its revision).
+
+        Starts from the ledger's last copy of the request when it holds one, saving a
+        read. That copy may be stale: when ``decide`` refuses it, or the write finds the
+        revision moved (or the request gone), the stored request is read and decided
+        again, so the outcome, error included, is that of reading first.
+        """
+        ledger = self._ledger
+        recent = ledger.recent(request_id)
+        if recent is not None:
+            try:
+                updated = decide(recent)
+            except Exception:  # perhaps only stale: the stored request decides
+                pass
+            else:
+                try:
+                    return await ledger.update(recent, updated)
+                except (RequestConcurrencyError, RequestNotFoundError):
+                    pass
+        request = await ledger.load(request_id)
+        return await ledger.update(request, decide(request))
 
     @staticmethod
     def _fence(request: MutationRequest, target: RequestStatus) -> None:

@@ -12,13 +12,22 @@ of the last decision the commit adds: ``approved``, ``claimed``, ``executed``...
 ``status`` (the request's new status), ``actor`` (the submitter of a new request, else
 who made that decision), ``revision`` and ``duration`` (seconds the commit took) — JSON
 formatters and structlog pick them up. A lease renewal (no new decision) logs at DEBUG.
+
+The ledger remembers the copy of each request it last wrote or read (a bounded number of
+them, when the store's reads are round trips): an operation may start from that copy
+instead of reading the request again (:meth:`RequestLedger.recent`). Nothing trusts it: every
+write is a compare-and-set on the revision, so a copy another process made stale fails
+the write, and the operation then reads the stored request and decides again. A read that
+fails (the row is unreadable, or gone) drops the copy. What the copy cannot see is an edit
+of the stored row that kept its revision (no write through a store does that): an
+operation starting from the copy replaces such a row instead of reporting it unreadable.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -89,9 +98,23 @@ def _log_commit(commit: GovernedCommit, stored: tuple[MutationRequest, ...], too
 
 
 class RequestLedger:
-    """Requests, decisions and states behind one committer, with the governance clock."""
+    """Requests, decisions and states behind one committer, with the governance clock.
 
-    __slots__ = ("_committer", "_reading", "clock", "decisions", "requests", "states", "telemetry")
+    ``remember`` is how many requests' last written or read copies it keeps for
+    :meth:`recent` (0 keeps none: right for stores whose reads cost no round trip).
+    """
+
+    __slots__ = (
+        "_committer",
+        "_reading",
+        "_recent",
+        "clock",
+        "decisions",
+        "remember",
+        "requests",
+        "states",
+        "telemetry",
+    )
 
     def __init__(
         self,
@@ -100,6 +123,8 @@ class RequestLedger:
         states: StateStore[Any],
         committer: ExecutionCommitter,
         clock: Callable[[], datetime],
+        *,
+        remember: int = 0,
     ) -> None:
         self.requests = requests
         self.decisions = decisions
@@ -107,6 +132,37 @@ class RequestLedger:
         self.committer = committer
         self.clock = clock
         self.telemetry: Telemetry | None = None
+        self.remember = remember
+        self._recent: dict[str, MutationRequest] = {}
+
+    def recent(self, request_id: object) -> MutationRequest | None:
+        """The copy of the request this ledger last wrote or read, if it still holds one.
+
+        It may be stale (another process may have changed the request since): use it
+        only to start an operation whose write compares the revision, and read the
+        request again when that write or the operation's checks refuse it.
+        """
+        if not isinstance(request_id, str):
+            return None
+        request = self._recent.get(request_id)
+        if request is not None and self.telemetry is not None:
+            self.telemetry.loaded(request)
+        return request
+
+    def _remember(self, requests: Iterable[MutationRequest]) -> None:
+        if not self.remember:
+            return
+        recent = self._recent
+        for request in requests:
+            recent.pop(request.request_id, None)  # re-inserted last: the newest stay longest
+            recent[request.request_id] = request
+        while len(recent) > self.remember:
+            del recent[next(iter(recent))]
+
+    def _forget(self, commit: GovernedCommit) -> None:
+        """Drop the copies of a commit's requests (it failed: they may be stale)."""
+        for write in commit.requests:
+            self._recent.pop(write.request.request_id, None)
 
     @property
     def committer(self) -> ExecutionCommitter:
@@ -127,20 +183,31 @@ class RequestLedger:
         """The stored request; RequestNotFoundError when unknown, ValueError for a bad id."""
         if not isinstance(request_id, str) or not request_id.strip():
             raise ValueError("request_id must be a non-blank string")
-        request = await self.requests.get(request_id)
+        try:
+            request = await self.requests.get(request_id)
+        except BaseException:  # unreadable (or unknown): no operation starts from a copy
+            self._recent.pop(request_id, None)
+            raise
         if request is None:
+            self._recent.pop(request_id, None)
             raise RequestNotFoundError(request_id)
         if self.telemetry is not None:
             self.telemetry.loaded(request)
+        self._remember((request,))
         return request
 
     async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
         """Hand ``commit`` to the committer (traced and logged); return the stored requests."""
         started = time.perf_counter()
-        if self.telemetry is None:
-            stored = await self._committer.commit(commit)
-        else:
-            stored = await self.telemetry.commit(commit, lambda: self._committer.commit(commit))
+        try:
+            if self.telemetry is None:
+                stored = await self._committer.commit(commit)
+            else:
+                stored = await self.telemetry.commit(commit, lambda: self._committer.commit(commit))
+        except BaseException:
+            self._forget(commit)
+            raise
+        self._remember(stored)
         _log_commit(commit, stored, time.perf_counter() - started)
         return stored
 
@@ -189,20 +256,29 @@ class RequestLedger:
         assert reading is not None, "update_reading needs a ReadingCommitter"
         commit = GovernedCommit((RequestWrite.update(before, after),))
         started = time.perf_counter()
-        if self.telemetry is None:
-            requests, state = await reading.commit_reading(commit, state_id)
-        else:
-            read: list[VersionedState[Any] | None] = []
-
-            async def call() -> tuple[MutationRequest, ...]:
-                requests, state = await reading.commit_reading(commit, state_id)
-                read.append(state)
-                return requests
-
-            requests = await self.telemetry.commit(commit, call)
-            state = read[0]
+        try:
+            requests, state = await self._commit_reading(reading, commit, state_id)
+        except BaseException:
+            self._forget(commit)
+            raise
+        self._remember(requests)
         _log_commit(commit, requests, time.perf_counter() - started)
         return requests[0], state
+
+    async def _commit_reading(
+        self, reading: ReadingCommitter, commit: GovernedCommit, state_id: str
+    ) -> tuple[tuple[MutationRequest, ...], VersionedState[Any] | None]:
+        if self.telemetry is None:
+            return await reading.commit_reading(commit, state_id)
+        read: list[VersionedState[Any] | None] = []
+
+        async def call() -> tuple[MutationRequest, ...]:
+            requests, state = await reading.commit_reading(commit, state_id)
+            read.append(state)
+            return requests
+
+        requests = await self.telemetry.commit(commit, call)
+        return requests, read[0]
 
     async def repair(self, request: MutationRequest) -> int:
         """Append the decisions of ``request`` missing from its log; return how many.

@@ -103,20 +103,24 @@ async def setup(mutation: Any = None) -> Setup:
         ),
         parker.gate,
     )
-    gov = make_governance(
-        stores,
-        engine=engine,
-        requests=Probe(stores.requests, "requests", parker.before, parker.after),
-        decisions=Probe(stores.decisions, "decisions", parker.before, parker.after),
-        states=Probe(stores.states, "states", parker.before, parker.after),
-        committer=committer,
-    )
-    request = await gov.submit(
+
+    def governance() -> Any:
+        return make_governance(
+            stores,
+            engine=engine,
+            requests=Probe(stores.requests, "requests", parker.before, parker.after),
+            decisions=Probe(stores.decisions, "decisions", parker.before, parker.after),
+            states=Probe(stores.states, "states", parker.before, parker.after),
+            committer=committer,
+        )
+
+    request = await governance().submit(
         mutation or IncreaseQuota("bob", 10),
         state_id=STATE_ID,
         context=MutationContext.user("alice", reason="please"),
     )
-    return Setup(stores, parker, committer, gov, request)
+    # executed by another governance than the submitter's, so it starts by reading it
+    return Setup(stores, parker, committer, governance(), request)
 
 
 async def arm(case: str, world: Setup) -> Gate:
