@@ -6,6 +6,9 @@ named by ``MUTATOR_TEST_POSTGRES_URL`` (skipped when none is named). The baselin
 on an autocommit connection: the floor a durable write can reach through the same driver
 path. The ratios of ``execute`` (claim + final commit), ``submit``, ``approve`` and the
 full round trip (submit → approve → execute) to it are what issue 9 targets.
+``execute`` runs requests the same governance submitted (it starts from its copy);
+``execute_read_first`` runs them from a governance that holds no copy (another process),
+so it reads each request first.
 
 ``python -m benchmarks.backend_postgres`` counts round trips and transactions per operation
 by wrapping the driver (every statement sent is one round trip; a statement outside a
@@ -36,6 +39,7 @@ from .governance import (
     SINGLE,
     RequireApproval,
     _server_unavailable,
+    another_process,
     expect_execution,
     expect_request,
     registry,
@@ -143,6 +147,16 @@ async def _execute(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
     return Fixture(_next(ids, gov.execute), expect_execution(True, RequestStatus.EXECUTED))
 
 
+async def _execute_read_first(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
+    gov = await _opened(stack, approval=False)
+    ids = [
+        (await gov.submit(MUTATION, state_id=state_id, context=REQUESTER)).request_id
+        for state_id in await _states(gov, ops)
+    ]
+    executor = another_process(gov)
+    return Fixture(_next(ids, executor.execute), expect_execution(True, RequestStatus.EXECUTED))
+
+
 async def _round_trip(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
     gov = await _opened(stack, approval=True)
     source = iter(await _states(gov, ops))
@@ -160,6 +174,7 @@ async def _round_trip(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
 BUILDERS: dict[str, Callable[[contextlib.AsyncExitStack, int], Awaitable[Fixture]]] = {
     "raw_commit": _raw,
     "execute": _execute,
+    "execute_read_first": _execute_read_first,
     "submit": _submit,
     "approve": _approve,
     "round_trip": _round_trip,
@@ -167,7 +182,8 @@ BUILDERS: dict[str, Callable[[contextlib.AsyncExitStack, int], Awaitable[Fixture
 
 SUMMARIES = {
     "raw_commit": "one-row INSERT, psycopg async autocommit (the floor; baseline)",
-    "execute": "governed execute of an APPROVED request (claim + final commit)",
+    "execute": "governed execute of an APPROVED request this governance submitted",
+    "execute_read_first": "governed execute of an APPROVED request another process wrote",
     "submit": "submit → PENDING(APPROVAL), one approval slot",
     "approve": "approve the only slot → APPROVED",
     "round_trip": "submit → approve → execute on a fresh state",
@@ -288,10 +304,10 @@ def main() -> int:
         return 0
     print(f"PostgreSQL at {POSTGRES_URL}")
     counts = asyncio.run(count_round_trips())
-    print(f"{'operation':<12} {'round trips':>12} {'transactions':>13} {'server CPU µs':>14}")
+    print(f"{'operation':<19} {'round trips':>12} {'transactions':>13} {'server CPU µs':>14}")
     for kind, (trips, transactions, cpu) in counts.items():
         shown = "n/a" if cpu is None else f"{cpu:.0f}"
-        print(f"{kind:<12} {trips:>12.1f} {transactions:>13.1f} {shown:>14}")
+        print(f"{kind:<19} {trips:>12.1f} {transactions:>13.1f} {shown:>14}")
     return 0
 
 

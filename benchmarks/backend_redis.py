@@ -8,7 +8,10 @@ key prefix, dropped afterwards:
 - ``redis.submit``: a request that needs one approval (PENDING(APPROVAL));
 - ``redis.approve``: the approval that makes a pooled request APPROVED;
 - ``redis.execute``: governed execution (claim + final commit) of a pooled APPROVED
-  request, one state per request;
+  request, one state per request, by the governance that approved it (it starts from its
+  copy of the request);
+- ``redis.execute-read-first``: the same by a governance holding no copy (another
+  process), which reads the request first;
 - ``redis.round-trip``: submit → approve → execute on a fresh state.
 
 They run only when a server is named (``MUTATOR_TEST_REDIS_URL``), like every server
@@ -34,7 +37,7 @@ from mutator import MutationContext, MutationPolicy, PolicyDecision, PolicyRequi
 from mutator_governance import Governance, GovernedExecutionResult, MutationRequest, RequestStatus
 
 from .engine import Counter, IncrementCounter
-from .governance import _server_unavailable, registry
+from .governance import _server_unavailable, another_process, registry
 from .harness import Fixture, Scenario
 
 __all__ = ["SCENARIOS", "count_round_trips"]
@@ -161,6 +164,15 @@ async def _execute(gov: Governance, ops: int) -> Fixture:
     return Fixture(_consume(ids, gov.execute), _expect(RequestStatus.EXECUTED))
 
 
+async def _execute_read_first(gov: Governance, ops: int) -> Fixture:
+    """Execute APPROVED requests another process wrote (the request is read first)."""
+    ids = [r.request_id for r in await _pending(gov, ops)]
+    for request_id in ids:
+        await gov.approve(request_id, context=APPROVER)
+    executor = another_process(gov)
+    return Fixture(_consume(ids, executor.execute), _expect(RequestStatus.EXECUTED))
+
+
 async def _round_trip(gov: Governance, ops: int) -> Fixture:
     state_ids = [f"bench-state-{index}" for index in range(ops)]
     for state_id in state_ids:
@@ -179,6 +191,7 @@ OPERATIONS: dict[str, Callable[[Governance, int], Awaitable[Fixture]]] = {
     "redis.submit": _submit,
     "redis.approve": _approve,
     "redis.execute": _execute,
+    "redis.execute-read-first": _execute_read_first,
     "redis.round-trip": _round_trip,
 }
 

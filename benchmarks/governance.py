@@ -273,6 +273,22 @@ async def world(*policies: MutationPolicy[Any], **kwargs: Any) -> Governance:
     return gov
 
 
+def another_process(gov: Governance) -> Governance:
+    """A governance on ``gov``'s stores that holds none of its copies of requests: it
+    reads a request before it operates on it, as a process that did not write it last."""
+    return Governance(
+        gov.engine,
+        registry=gov.registry,
+        requests=gov.requests,
+        decisions=gov.decisions,
+        states=gov.states,
+        committer=gov.committer,
+        audit=gov.audit,
+        history=gov.history_store,
+        clock=gov.clock,
+    )
+
+
 async def pool(gov: Governance, ops: int, **submit: Any) -> list[str]:
     """Submit ``ops`` requests for ``STATE_ID``; return their ids."""
     ids = []
