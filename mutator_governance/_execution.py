@@ -251,7 +251,11 @@ class GovernedExecutionManager:
         context: MutationContext | None = None,
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
-        """Execute an approved request (see the class docstring for the steps)."""
+        """Execute an approved request (see the class docstring for the steps).
+
+        Starts from the ledger's copy of the request when it holds an executable one (no
+        read); the claim's compare-and-set decides, and a stale copy is read again.
+        """
         request = self.ledger.recent(request_id)
         if request is None or not self._executable(request, strategy):
             request = await self.ledger.load(request_id)  # the stored one decides

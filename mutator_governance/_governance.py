@@ -154,6 +154,11 @@ class Governance:
     approve their own request). ``lease`` is how long an execution's claim holds before
     recovery may take it over (a running execution renews it). ``telemetry`` is None
     until :func:`mutator_governance.otel.instrument` turns tracing and metrics on.
+
+    On stores whose reads are round trips, ``approve``, ``reject``, ``cancel``, ``expire``,
+    ``move_to_pending`` and ``execute`` start from the copy of the request this governance
+    last wrote or read instead of reading it again; every write compares the revision, and
+    a stale copy makes the operation read the request and decide again.
     """
 
     def __init__(
