@@ -437,11 +437,17 @@ class _Database:
         return decision
 
     def decision_rows(
-        self, request_id: str, decisions: Sequence[RequestDecision]
+        self,
+        request_id: str,
+        decisions: Sequence[RequestDecision],
+        data: Sequence[Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Rows of ``decisions`` (ValueError when one is not numbered from 1)."""
+        """Rows of ``decisions`` (ValueError when one is not numbered from 1).
+
+        ``data``: their unstructured data when already at hand (see _decisions_data).
+        """
         rows = []
-        for decision in decisions:
+        for index, decision in enumerate(decisions):
             if type(decision.sequence) is not int or decision.sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has sequence "
@@ -453,7 +459,11 @@ class _Database:
                     decision.sequence,
                     decision.category.value,
                     decision.timestamp,
-                    self.dumps(self.registry.unstructure_decision(decision)),
+                    self.dumps(
+                        self.registry.unstructure_decision(decision)
+                        if data is None
+                        else data[index]
+                    ),
                 )
             )
         return rows
@@ -1183,29 +1193,31 @@ class _Writer:
         documents = _Documents()
         request_rows: list[list[Any]] = []
         decision_rows: list[list[Any]] = []
+        registry = db.registry
         for write, stored in requests:
             request_id = write.request.request_id
-            state_id, status, reason, actor, created, updated, document, kind, original = (
-                db.request_row(stored, stored.revision)
-            )
-            documents.append(document)
+            data = registry.unstructure_request(stored)
+            documents.append(db.dumps(data))
+            reason = stored.pending_reason
+            compensation = stored.execution.compensation
             request_rows.append(
                 [
                     request_id,
                     write.expected_revision,
-                    state_id,
-                    status,
-                    reason,
-                    actor,
-                    _instant(created),
-                    _instant(updated),
-                    kind,
-                    original,
+                    stored.state_id,
+                    stored.status.value,
+                    reason.value if reason is not None else None,
+                    stored.context.actor_id,
+                    _instant(stored.created_at),
+                    _instant(stored.updated_at),
+                    stored.mutation_type,
+                    compensation.original_request_id if compensation is not None else None,
                     len(documents),
                 ]
             )
+            new = write.new_decisions
             for _, sequence, category, timestamp, text in db.decision_rows(
-                request_id, write.new_decisions
+                request_id, new, _decisions_data(data, stored, new)
             ):
                 documents.append(text)
                 decision_rows.append(
@@ -1252,6 +1264,34 @@ class _Writer:
                 if mapped is None:
                     raise
                 raise mapped from None
+
+
+def _decisions_data(
+    data: dict[str, Any], request: MutationRequest, new: Sequence[RequestDecision]
+) -> list[Any] | None:
+    """The unstructured data of ``new`` taken from ``data`` (``request``'s own), or None.
+
+    A write's new decisions are normally the last ones of its request, whose data has
+    just encoded them with the same converter hook ``unstructure_decision`` uses: they are
+    taken from there (not encoded twice) when they are those very objects, of exactly
+    :class:`RequestDecision`; anything else is encoded on its own.
+    """
+    count = len(new)
+    decisions = request.decisions
+    encoded = data.get("decisions")
+    if (
+        not count
+        or encoded.__class__ is not list
+        or len(encoded) != len(decisions)
+        or count > len(decisions)
+    ):
+        return None
+    start = len(decisions) - count
+    for offset, decision in enumerate(new):
+        if decision is not decisions[start + offset] or decision.__class__ is not RequestDecision:
+            return None
+    assert isinstance(encoded, list)
+    return encoded[start:]
 
 
 def _ready(status: str, reason: str | None) -> bool:

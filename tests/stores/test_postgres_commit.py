@@ -631,3 +631,47 @@ async def test_a_failed_statement_leaves_the_kept_cursor_usable(store: PostgresS
     assert executed.status is RequestStatus.EXECUTED
     assert read == await store.states.get(STATE_ID)
     assert await store.requests.get(one.request_id) == executed
+
+
+async def test_decision_documents_are_their_own_encoding_when_taken_from_the_request(
+    store: PostgresStore, postgres_url: str, schema: str
+) -> None:
+    """New decisions are encoded once, inside their request's document; each decision row's
+    document is still exactly what encoding the decision on its own writes, and a write
+    whose new decisions are not its request's last ones encodes them on their own."""
+    one, two = await _seed(store)
+    registry = sample_registry()
+    executed = _decided(one, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    executed = _decided(executed, RequestStatus.EXECUTED, LifecycleDecision.COMPENSATED)
+    audit, history = _records(one)
+    await store.committer.commit(
+        GovernedCommit(
+            (RequestWrite.update(one, executed),),
+            StateWrite(STATE_ID, SampleState("sample", 2), "1", "2", "req-1"),
+            (history,),
+            (audit,),
+        )
+    )
+    # A write naming decisions other than its request's tail (equal, not the same objects).
+    stored_two = await store.requests.get("req-2")
+    assert stored_two is not None
+    extra = _decided(stored_two, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    copy = attrs.evolve(extra.decisions[-1])
+    await store.committer.commit(
+        GovernedCommit((RequestWrite(extra, stored_two.revision, (copy,)),))
+    )
+    rows = await execute_sql(
+        postgres_url,
+        f'SELECT request_id, sequence, document FROM "{schema}".decisions '
+        "ORDER BY request_id, sequence",
+    )
+    expected = {
+        (request.request_id, decision.sequence): registry.dumps(
+            registry.unstructure_decision(decision)
+        )
+        for request in (executed, extra)
+        for decision in request.decisions
+    }
+    assert {(rid, seq): doc for rid, seq, doc in rows} == expected
+    assert len(expected) == len(one.decisions) + len(two.decisions) + 3
+    assert await store.decisions.for_request("req-1") == executed.decisions
