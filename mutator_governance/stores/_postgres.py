@@ -61,9 +61,10 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+import struct
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -71,6 +72,8 @@ import anyio
 import attrs
 import psycopg
 import psycopg.errors
+from psycopg import pq
+from psycopg.adapt import AdaptersMap, Dumper
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from mutator import (
@@ -136,6 +139,66 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 _log = logging.getLogger("mutator.governance.postgres")
 
 
+def _orjson_encoder() -> Callable[[Any], bytes] | None:
+    """orjson's encoder when it is installed (the ``fast`` extra), else None."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - the stdlib-only install
+        return None
+    return orjson.dumps
+
+
+_orjson_dumps = _orjson_encoder()
+
+
+class _Documents(list[str]):
+    """The documents of one ``governed_commit`` call, sent by :class:`_DocumentsDumper`."""
+
+    __slots__ = ()
+
+
+_TEXT_OID = 25
+_TEXT_ARRAY_OID = 1009
+# A binary one-dimensional array: dimensions, has-null flag, element type, length and
+# lower bound; then each element as its byte length and bytes.
+_ARRAY_HEAD = struct.Struct("!iiiii")
+_ARRAY_EMPTY = struct.pack("!iii", 0, 0, _TEXT_OID)
+_ELEMENT_LENGTH = struct.Struct("!i")
+
+
+class _DocumentsDumper(Dumper):
+    """A binary ``text[]`` of :class:`_Documents` (non-NULL strings), built in one pass.
+
+    psycopg's generic list dumper inspects the list and looks up the element dumper on
+    every call, in Python; this writes the same bytes the binary list dumper writes for a
+    flat list of strings.
+    """
+
+    format = pq.Format.BINARY
+    oid = _TEXT_ARRAY_OID
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        conn = self.connection
+        self._encoding = conn.info.encoding if conn is not None else "utf-8"
+
+    def dump(self, obj: Sequence[str]) -> bytes:
+        if not obj:
+            return _ARRAY_EMPTY
+        encoding = self._encoding
+        pack = _ELEMENT_LENGTH.pack
+        data = [_ARRAY_HEAD.pack(1, 0, _TEXT_OID, len(obj), 1)]
+        for text in obj:
+            raw = text.encode(encoding)
+            data.append(pack(len(raw)))
+            data.append(raw)
+        return b"".join(data)
+
+
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+_ADAPTERS.register_dumper(_Documents, _DocumentsDumper)
+
+
 def split_url(url: str) -> tuple[str, str | None]:
     """``url`` without its ``schema`` query parameter (libpq refuses it), and that schema."""
     parts = urlsplit(url)
@@ -153,6 +216,72 @@ def _advisory_key(schema: str) -> int:
     """A stable signed 64-bit advisory lock key for migrating ``schema``."""
     digest = hashlib.sha256(f"mutator.schema:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# The key of a pooled connection's kept cursor in its ``__dict__`` (see _cursor).
+_CURSOR = "_mutator_cursor"
+
+
+def _cursor(conn: Connection) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+    """The cursor kept on ``conn`` for the hot statements (creating one per statement, as
+    ``conn.execute`` does, costs as much as dumping the parameters). Its results are read
+    inside the checkout: the next checkout of the connection runs its own statement on it.
+    """
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]] | None = conn.__dict__.get(_CURSOR)
+    if cursor is None or cursor.closed:
+        cursor = conn.__dict__[_CURSOR] = conn.cursor()
+    return cursor
+
+
+async def _fetchone(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The first row of ``sql`` run on ``conn``'s kept cursor, or None."""
+    cursor = _cursor(conn)
+    await cursor.execute(sql, params)
+    return await cursor.fetchone()
+
+
+async def _fetchall(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of ``sql`` run on ``conn``'s kept cursor."""
+    cursor = _cursor(conn)
+    await cursor.execute(sql, params)
+    return await cursor.fetchall()
+
+
+class _Checkout:
+    """``async with db.connection() as conn``: a pooled connection, errors mapped.
+
+    What ``pool.connection()`` does, without its generator-based context managers and
+    the connection's own ``async with`` (the connections are in autocommit mode, so its
+    commit on exit has nothing to do; the pool rolls back or discards a connection
+    returned in any other state). Any failure while getting the connection, in the block
+    or while returning it is mapped by :meth:`_Database.failed`.
+    """
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        db = self._db
+        try:
+            self._conn = await db.pool.getconn(timeout=db.timeout)
+        except Exception as error:
+            await db.failed(error)
+            raise
+        return self._conn
+
+    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            await self._db.pool.putconn(conn)
+        except Exception as returned:  # replaces the block's error, as a finally would
+            await self._db.failed(returned)
+            raise
+        if isinstance(error, Exception):
+            await self._db.failed(error)
 
 
 class _Database:
@@ -188,36 +317,37 @@ class _Database:
         detail = self.redact(f"{message}: {error}" if error is not None else message)
         raise StoreUnavailableError(detail, url=self.url) from error
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """An autocommit connection from the pool; driver failures become store errors.
+    def connection(self) -> _Checkout:
+        """An autocommit connection from the pool (``async with``); driver failures become
+        store errors.
 
         Connections are not checked on checkout (a round trip each time). A connection
         that fails is discarded by the pool (psycopg marks it broken), the operation
         raises StoreUnavailableError, and the pool's idle connections are checked then,
         so those broken by the same outage are replaced too.
         """
-        try:
-            async with self.pool.connection(timeout=self.timeout) as conn:
-                yield conn
-        except PoolTimeout as error:
+        return _Checkout(self)
+
+    async def failed(self, error: BaseException) -> None:
+        """Raise the store error for a driver failure ``error`` (return for any other)."""
+        if isinstance(error, PoolTimeout):
             self.unavailable("no PostgreSQL connection available", error)
-        except PoolClosed as error:
+        if isinstance(error, PoolClosed):
             self.unavailable("the store is closed", error)
-        except psycopg.errors.TransactionRollback as error:
+        if isinstance(error, psycopg.errors.TransactionRollback):
             # Deadlock or serialization failure: the transaction was rolled back whole.
             raise ConcurrencyError(f"PostgreSQL rolled back a transaction: {error}") from error
-        except psycopg.errors.QueryCanceled as error:
+        if isinstance(error, psycopg.errors.QueryCanceled):
             self.unavailable("PostgreSQL cancelled the statement (statement_timeout)", error)
-        except psycopg.OperationalError as error:
+        if isinstance(error, psycopg.OperationalError):
             await self._check_idle()
             self.unavailable("PostgreSQL connection failed", error)
-        except psycopg.DataError as error:
+        if isinstance(error, psycopg.DataError):
             # e.g. a NUL character in an indexed text column, or a datetime out of range.
             raise ValueError(f"PostgreSQL refused a value: {error}") from error
-        except psycopg.InterfaceError as error:
+        if isinstance(error, psycopg.InterfaceError):
             self.unavailable("PostgreSQL connection failed", error)
-        except psycopg.DatabaseError as error:
+        if isinstance(error, psycopg.DatabaseError):
             # Anything else the server refused: the operation's transaction rolled back.
             self.unavailable("PostgreSQL failed the operation", error)
 
@@ -307,11 +437,17 @@ class _Database:
         return decision
 
     def decision_rows(
-        self, request_id: str, decisions: Sequence[RequestDecision]
+        self,
+        request_id: str,
+        decisions: Sequence[RequestDecision],
+        data: Sequence[Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Rows of ``decisions`` (ValueError when one is not numbered from 1)."""
+        """Rows of ``decisions`` (ValueError when one is not numbered from 1).
+
+        ``data``: their unstructured data when already at hand (see _decisions_data).
+        """
         rows = []
-        for decision in decisions:
+        for index, decision in enumerate(decisions):
             if type(decision.sequence) is not int or decision.sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has sequence "
@@ -323,7 +459,11 @@ class _Database:
                     decision.sequence,
                     decision.category.value,
                     decision.timestamp,
-                    self.dumps(self.registry.unstructure_decision(decision)),
+                    self.dumps(
+                        self.registry.unstructure_decision(decision)
+                        if data is None
+                        else data[index]
+                    ),
                 )
             )
         return rows
@@ -570,7 +710,7 @@ class PostgresRequestStore:
     async def get(self, request_id: str) -> MutationRequest | None:
         """The request, or None (StoredDataError when its row cannot be read)."""
         async with self._db.connection() as conn:
-            row = await (await conn.execute(self._get, (request_id,))).fetchone()
+            row = await _fetchone(conn, self._get, (request_id,))
         return None if row is None else self._db.request_from(request_id, row[0])
 
     async def _rows(self, where: str, params: Sequence[Any], tail: str = "") -> list[Any]:
@@ -688,7 +828,7 @@ class PostgresRequestStore:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         params = (owner, limit, now, until, bool(revalidation))
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(self._reserve, params)).fetchall()
+            rows = await _fetchall(conn, self._reserve, params)
         rows.sort(key=_reserved_order)  # code point order of ids is the "C" collation's
         return await self._readable(rows)
 
@@ -863,7 +1003,7 @@ class PostgresStateStore:
         A stored version that is not a decimal counter raises StoredDataError.
         """
         async with self._db.connection() as conn:
-            row = await (await conn.execute(self._get, (state_id,))).fetchone()
+            row = await _fetchone(conn, self._get, (state_id,))
         if row is None:
             return None
         version, request_id, text = row
@@ -1050,36 +1190,38 @@ class _Writer:
         writes, or None (no such state, or none asked for).
         """
         db = self._db
-        documents: list[str] = []
+        documents = _Documents()
         request_rows: list[list[Any]] = []
         decision_rows: list[list[Any]] = []
+        registry = db.registry
         for write, stored in requests:
             request_id = write.request.request_id
-            state_id, status, reason, actor, created, updated, document, kind, original = (
-                db.request_row(stored, stored.revision)
-            )
-            documents.append(document)
+            data = registry.unstructure_request(stored)
+            documents.append(db.dumps(data))
+            reason = stored.pending_reason
+            compensation = stored.execution.compensation
             request_rows.append(
                 [
                     request_id,
                     write.expected_revision,
-                    state_id,
-                    status,
-                    reason,
-                    actor,
-                    created.isoformat(),
-                    updated.isoformat(),
-                    kind,
-                    original,
+                    stored.state_id,
+                    stored.status.value,
+                    reason.value if reason is not None else None,
+                    stored.context.actor_id,
+                    _instant(stored.created_at),
+                    _instant(stored.updated_at),
+                    stored.mutation_type,
+                    compensation.original_request_id if compensation is not None else None,
                     len(documents),
                 ]
             )
+            new = write.new_decisions
             for _, sequence, category, timestamp, text in db.decision_rows(
-                request_id, write.new_decisions
+                request_id, new, _decisions_data(data, stored, new)
             ):
                 documents.append(text)
                 decision_rows.append(
-                    [request_id, sequence, category, timestamp.isoformat(), len(documents)]
+                    [request_id, sequence, category, _instant(timestamp), len(documents)]
                 )
         state_row: list[Any] | None = None
         if state is not None:
@@ -1095,7 +1237,7 @@ class _Writer:
         for rows, entries in ((records[0], history), (records[1], audit)):
             for entry in entries:
                 documents.append(db.record_document(entry))
-                rows.append([entry.state_id, entry.executed_at.isoformat(), len(documents)])
+                rows.append([entry.state_id, _instant(entry.executed_at), len(documents)])
         ids = [row[0] for row in request_rows]
         meta = _json_text(
             {
@@ -1111,8 +1253,10 @@ class _Writer:
         )
         async with db.connection() as conn:
             try:
-                cursor = await conn.execute(self._sql, (meta, documents, read_state))
-                return await cursor.fetchone()
+                row: tuple[Any, ...] | None = await _fetchone(
+                    conn, self._sql, (meta, documents, read_state)
+                )
+                return row
             except psycopg.errors.UniqueViolation as error:
                 raise _unique_violation(error, requests, state) from None
             except psycopg.DatabaseError as error:
@@ -1122,14 +1266,64 @@ class _Writer:
                 raise mapped from None
 
 
+def _decisions_data(
+    data: dict[str, Any], request: MutationRequest, new: Sequence[RequestDecision]
+) -> list[Any] | None:
+    """The unstructured data of ``new`` taken from ``data`` (``request``'s own), or None.
+
+    A write's new decisions are normally the last ones of its request, whose data has
+    just encoded them with the same converter hook ``unstructure_decision`` uses: they are
+    taken from there (not encoded twice) when they are those very objects, of exactly
+    :class:`RequestDecision`; anything else is encoded on its own.
+    """
+    count = len(new)
+    decisions = request.decisions
+    encoded = data.get("decisions")
+    if (
+        not count
+        or encoded.__class__ is not list
+        or len(encoded) != len(decisions)
+        or count > len(decisions)
+    ):
+        return None
+    start = len(decisions) - count
+    for offset, decision in enumerate(new):
+        if decision is not decisions[start + offset] or decision.__class__ is not RequestDecision:
+            return None
+    assert isinstance(encoded, list)
+    return encoded[start:]
+
+
 def _ready(status: str, reason: str | None) -> bool:
     """Whether a request row written with ``status`` and ``reason`` is ready (READY_STATUSES)."""
     return status == "approved" or (status == "pending" and reason == "revalidation")
 
 
+def _instant(value: datetime) -> Any:
+    """A timestamp of the meta JSON: a plain UTC datetime as is (orjson writes exactly its
+    ``isoformat()`` text, without the cost of formatting it in Python), else its text."""
+    return value if value.__class__ is datetime and value.tzinfo is UTC else value.isoformat()
+
+
 # Keeps every character as is (psycopg encodes the text like any other parameter) and
-# writes no spaces.
-_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# writes no spaces; datetimes left by _instant are written as their isoformat() text.
+_stdlib_json_text = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat
+).encode
+
+
+def _json_text(data: Any) -> str:
+    """The meta JSON text of ``governed_commit`` (orjson when installed, else the stdlib).
+
+    orjson refuses what the stdlib writes (lone surrogates, integers beyond 64 bits): those
+    go to the stdlib encoder, so the two fail or succeed alike.
+    """
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(data).decode("utf-8")
+        except TypeError:
+            pass
+    return _stdlib_json_text(data)
 
 
 _CODES = {code: name for name, code in COMMIT_CODES.items()}
@@ -1309,6 +1503,7 @@ class PostgresStore:
         timeout = opts.connect_timeout
         connect = {
             **keywords,
+            "context": _ADAPTERS,
             "autocommit": True,
             "connect_timeout": max(1, round(timeout)),
         }

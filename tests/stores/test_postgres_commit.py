@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import attrs
@@ -32,6 +32,7 @@ from mutator_governance import (
     GovernedCommit,
     LifecycleDecision,
     MutationRequest,
+    RequestConcurrencyError,
     RequestDecision,
     RequestStatus,
     RequestWrite,
@@ -334,13 +335,13 @@ async def test_a_commit_is_one_statement_even_when_it_reads(
         GovernedCommit((RequestWrite.update(one, released),))
     )
     sent: list[str] = []
-    original = psycopg.AsyncConnection.execute
+    original = psycopg.AsyncCursor.execute  # every statement, on any cursor
 
-    async def spy(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+    async def spy(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(str(query))
-        return await original(conn, query, *args, **kwargs)
+        return await original(cursor, query, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.AsyncConnection, "execute", spy)
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", spy)
     claimed = _decided(released, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
     _, read = await store.committer.commit_reading(
         GovernedCommit((RequestWrite.update(released, claimed),)), STATE_ID
@@ -555,3 +556,122 @@ async def test_version_1_schema_is_upgraded_with_numbered_decisions(
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
     assert versions == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
+
+
+# -- the client side of a commit ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "documents",
+    [["{}"], ['{"a":"caf\u00e9 \U0001f600"}', "", '"\\\\ \\" {,}"'], [str(n) for n in range(50)]],
+)
+def test_the_documents_array_is_what_psycopgs_binary_list_dumper_writes(
+    documents: list[str],
+) -> None:
+    from psycopg.adapt import PyFormat, Transformer
+
+    from mutator_governance.stores._postgres import _Documents, _DocumentsDumper
+
+    generic = Transformer().get_dumper(documents, PyFormat.BINARY)
+    ours = _DocumentsDumper(_Documents)
+    assert ours.oid == generic.oid == 1009
+    assert ours.dump(_Documents(documents)) == bytes(generic.dump(documents))
+
+
+def test_an_empty_documents_array_is_a_zero_dimension_text_array() -> None:
+    from mutator_governance.stores._postgres import _Documents, _DocumentsDumper
+
+    assert _DocumentsDumper(_Documents).dump(_Documents()) == bytes(12 * [0])[:-1] + b"\x19"
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"r": [["r\u00e9", 3, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)]], "n": True, "s": None},
+        {"t": [datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)]},
+        {"t": [datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5)))]},
+        {"lone": "\ud800", "big": 2**70},
+    ],
+)
+def test_the_meta_text_is_the_stdlib_encoding(meta: dict[str, Any]) -> None:
+    """orjson's text (or the stdlib's, for what orjson refuses) equals the stdlib's with every
+    datetime written as its isoformat() text, so the server reads the same values."""
+    from mutator_governance.stores._postgres import _instant, _json_text
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    def instants(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return _instant(value)
+        if isinstance(value, list):
+            return [instants(item) for item in value]
+        if isinstance(value, dict):
+            return {key: instants(item) for key, item in value.items()}
+        return value
+
+    expected = json.dumps(plain(meta), ensure_ascii=False, separators=(",", ":"))
+    assert _json_text(instants(meta)) == expected
+
+
+async def test_a_failed_statement_leaves_the_kept_cursor_usable(store: PostgresStore) -> None:
+    """A refused commit runs on the connection's kept cursor; the next operations on that
+    connection (the pool has one idle) read and write normally."""
+    one, two = await _seed(store)
+    stale = attrs.evolve(one, revision=one.revision + 7)
+    with pytest.raises(RequestConcurrencyError):
+        await store.committer.commit(_update(stale, two))
+    (executed, _), read = await store.committer.commit_reading(_execution(one, two), STATE_ID)
+    assert executed.status is RequestStatus.EXECUTED
+    assert read == await store.states.get(STATE_ID)
+    assert await store.requests.get(one.request_id) == executed
+
+
+async def test_decision_documents_are_their_own_encoding_when_taken_from_the_request(
+    store: PostgresStore, postgres_url: str, schema: str
+) -> None:
+    """New decisions are encoded once, inside their request's document; each decision row's
+    document is still exactly what encoding the decision on its own writes, and a write
+    whose new decisions are not its request's last ones encodes them on their own."""
+    one, two = await _seed(store)
+    registry = sample_registry()
+    executed = _decided(one, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    executed = _decided(executed, RequestStatus.EXECUTED, LifecycleDecision.COMPENSATED)
+    audit, history = _records(one)
+    await store.committer.commit(
+        GovernedCommit(
+            (RequestWrite.update(one, executed),),
+            StateWrite(STATE_ID, SampleState("sample", 2), "1", "2", "req-1"),
+            (history,),
+            (audit,),
+        )
+    )
+    # A write naming decisions other than its request's tail (equal, not the same objects).
+    stored_two = await store.requests.get("req-2")
+    assert stored_two is not None
+    extra = _decided(stored_two, RequestStatus.EXECUTED, LifecycleDecision.EXECUTED)
+    copy = attrs.evolve(extra.decisions[-1])
+    await store.committer.commit(
+        GovernedCommit((RequestWrite(extra, stored_two.revision, (copy,)),))
+    )
+    rows = await execute_sql(
+        postgres_url,
+        f'SELECT request_id, sequence, document FROM "{schema}".decisions '
+        "ORDER BY request_id, sequence",
+    )
+    expected = {
+        (request.request_id, decision.sequence): registry.dumps(
+            registry.unstructure_decision(decision)
+        )
+        for request in (executed, extra)
+        for decision in request.decisions
+    }
+    assert {(rid, seq): doc for rid, seq, doc in rows} == expected
+    assert len(expected) == len(one.decisions) + len(two.decisions) + 3
+    assert await store.decisions.for_request("req-1") == executed.decisions
