@@ -28,6 +28,17 @@ plan a fresh or unanalysed table gets, which reads and sorts every ready row and
 index entry of a backlog on each reservation). ``governed_commit`` takes the lock order and
 whether to notify from ``meta`` (no query to sort the rows or find a ready one), and request
 documents are compressed with lz4 where the server supports it.
+
+Version 6 cuts the server's cost of every write (measured with callgrind and the server
+backends' CPU time: most of a commit is heap and index writes, not the function's own
+logic). The text key columns compare by code point (``COLLATE "C"``: no locale-aware
+comparison in every index descent; equality is unchanged). A decision is keyed by its
+primary key ``(request_id, sequence)`` alone (the surrogate ``id`` keeps its sequence
+and still orders ties, but no longer has an index of its own), a history entry by
+``(state_id, id)`` (the index every history query already used): each write maintains
+one index fewer. ``governed_commit`` inserts a new request with ``ON CONFLICT DO
+NOTHING`` instead of locking-then-inserting (one statement fewer; a concurrent creator
+of the same id now also yields ``MU001``).
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import hashlib
 
 __all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this release writes and reads."""
 
 COMMIT_CODES = {
@@ -612,7 +623,52 @@ $do$"""
 
 _V5: tuple[str, ...] = (_COMMIT_FUNCTION_V5, _RESERVE_FUNCTION, _LZ4_DOCUMENTS)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: a new request is written with ON CONFLICT DO NOTHING, the check after it
+# (one statement instead of a locking read and an insert); otherwise version 5.
+_COMMIT_FUNCTION_V6 = _rewrite(
+    _COMMIT_FUNCTION_V5,
+    (
+        """            PERFORM FROM {s}.requests WHERE request_id = r->>0 FOR UPDATE;
+            IF FOUND THEN
+                RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001', DETAIL = r->>0;
+            END IF;
+""",
+        "",
+    ),
+    (
+        "r->>8, r->>9);\n",
+        "r->>8, r->>9)\n"
+        "            ON CONFLICT (request_id) DO NOTHING;\n"
+        "            IF NOT FOUND THEN\n"
+        "                RAISE EXCEPTION 'request exists' USING ERRCODE = 'MU001',\n"
+        "                    DETAIL = r->>0;\n"
+        "            END IF;\n",
+    ),
+)
+
+_V6: tuple[str, ...] = (
+    """ALTER TABLE {s}.requests ALTER COLUMN state_id TYPE text COLLATE "C",
+        ALTER COLUMN status TYPE text COLLATE "C",
+        ALTER COLUMN pending_reason TYPE text COLLATE "C",
+        ALTER COLUMN actor_id TYPE text COLLATE "C",
+        ALTER COLUMN mutation_type TYPE text COLLATE "C" """,
+    """ALTER TABLE {s}.decisions ALTER COLUMN request_id TYPE text COLLATE "C",
+        ALTER COLUMN category TYPE text COLLATE "C" """,
+    'ALTER TABLE {s}.states ALTER COLUMN state_id TYPE text COLLATE "C"',
+    """ALTER TABLE {s}.state_versions ALTER COLUMN state_id TYPE text COLLATE "C",
+        ALTER COLUMN request_id TYPE text COLLATE "C" """,
+    'ALTER TABLE {s}.history ALTER COLUMN state_id TYPE text COLLATE "C"',
+    'ALTER TABLE {s}.audit ALTER COLUMN state_id TYPE text COLLATE "C"',
+    "ALTER TABLE {s}.decisions DROP CONSTRAINT decisions_pkey",
+    """ALTER TABLE {s}.decisions DROP CONSTRAINT decisions_request_sequence,
+        ADD CONSTRAINT decisions_pkey PRIMARY KEY (request_id, sequence)""",
+    "ALTER TABLE {s}.history DROP CONSTRAINT history_pkey",
+    "DROP INDEX {s}.history_state",
+    "ALTER TABLE {s}.history ADD CONSTRAINT history_pkey PRIMARY KEY (state_id, id)",
+    _COMMIT_FUNCTION_V6,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

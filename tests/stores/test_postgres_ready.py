@@ -33,6 +33,7 @@ from mutator_governance import (
     InMemoryRequestStore,
     MutationRequest,
     PendingReason,
+    RequestAlreadyExistsError,
     RequestConcurrencyError,
     RequestQuery,
     RequestStatus,
@@ -902,6 +903,77 @@ async def test_version_4_schema_is_upgraded_in_place(postgres_url: str, schema: 
         assert await store.requests.wait_ready(0.01) is False
         await create(store, sample_request("fresh", status=RequestStatus.APPROVED, created_at=BASE))
         assert await store.requests.wait_ready(2.0) is True
+    finally:
+        await store.aclose()
+    versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+# -- upgrading a version-5 schema ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_version_5_schema_is_upgraded_in_place(postgres_url: str, schema: str) -> None:
+    s = f'"{schema}"'
+    registry = sample_registry()
+    request, _ = await _schema_at(postgres_url, schema, registry, 5)
+    at = BASE + timedelta(seconds=1)
+    logged = [attrs.evolve(sample_decision(timestamp=at), sequence=n) for n in (1, 2)]
+    await execute_sql(
+        postgres_url,
+        f"INSERT INTO {s}.decisions (request_id, sequence, category, timestamp, document) "
+        "VALUES (%s, 1, %s, %s, %s)",
+        (
+            request.request_id,
+            logged[0].category.value,
+            at,
+            registry.dumps(registry.unstructure_decision(logged[0])),
+        ),
+    )
+    store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
+    try:
+        keys = await execute_sql(
+            postgres_url,
+            "SELECT c.conrelid::regclass::text, "
+            "array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, o) "
+            "JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o) "
+            "FROM pg_constraint AS c JOIN pg_namespace AS n ON n.oid = c.connamespace "
+            "WHERE n.nspname = %s AND c.contype IN ('p', 'u') "
+            "AND c.conrelid::regclass::text LIKE '%%.decisions' OR "
+            "n.nspname = %s AND c.contype IN ('p', 'u') "
+            "AND c.conrelid::regclass::text LIKE '%%.history' ORDER BY 1",
+            (schema, schema),
+        )
+        assert [(table.rsplit(".", 1)[1], columns) for table, columns in keys] == [
+            ("decisions", ["request_id", "sequence"]),
+            ("history", ["state_id", "id"]),
+        ]
+        collations = await execute_sql(
+            postgres_url,
+            "SELECT count(*) FILTER (WHERE co.collname <> 'C') FROM pg_attribute AS a "
+            "JOIN pg_class AS t ON t.oid = a.attrelid "
+            "JOIN pg_namespace AS n ON n.oid = t.relnamespace "
+            "JOIN pg_collation AS co ON co.oid = a.attcollation "
+            "WHERE n.nspname = %s AND t.relkind = 'r' AND a.attnum > 0 AND ("
+            "a.attname IN ('state_id', 'request_id', 'status', 'pending_reason', 'actor_id', "
+            "'mutation_type', 'category')) "
+            "AND NOT (t.relname = 'states' AND a.attname = 'request_id')",  # not a key
+            (schema,),
+        )
+        assert collations == [(0,)]
+        # The old rows are read; the logged decision keeps its place, the missing one is added.
+        assert await store.requests.get("old") == request
+        await store.decisions.append(request.request_id, logged)
+        assert [d.sequence for d in await store.decisions.for_request("old")] == [1, 2]
+        assert len(await store.decisions.recent(10)) == 2
+        # A new request is created once; a second create of its id is refused (MU001).
+        fresh = sample_request("fresh", status=RequestStatus.PENDING, created_at=BASE)
+        await store.committer.commit(GovernedCommit((RequestWrite(fresh, None, ()),)))
+        with pytest.raises(RequestAlreadyExistsError):
+            await store.committer.commit(GovernedCommit((RequestWrite(fresh, None, ()),)))
+        assert await store.requests.get("fresh") == fresh
+        found = await store.requests.by_state(request.state_id)
+        assert [r.request_id for r in found] == ["fresh", "old"]  # same created_at: by id
     finally:
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")
