@@ -12,8 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from mutator import InMemoryAuditSink, InMemoryHistoryStore, MutationEngine, PolicyRequirement
+from mutator import (
+    InMemoryAuditSink,
+    InMemoryHistoryStore,
+    MutationContext,
+    MutationEngine,
+    MutationPolicy,
+    PolicyDecision,
+    PolicyRequirement,
+)
 from mutator_governance import (
     ApprovalStateError,
     Governance,
@@ -33,7 +43,7 @@ from mutator_governance import (
     StoreUnavailableError,
 )
 
-from .conftest import STATE_ID, Clock, IncreaseQuota, Quotas, Rules, World
+from .conftest import STATE_ID, Clock, IncreaseQuota, Quotas, Rules, World, build_world
 
 pytestmark = pytest.mark.anyio
 
@@ -280,3 +290,102 @@ class TestUnreadableRows:
             await world.gov.approve(request.request_id, context=world.ctx("carol"))
         store.inner.get = get  # type: ignore[method-assign]
         assert (await world.gov.get(request.request_id)).status is RequestStatus.PENDING
+
+
+class OddNeedsCarol(MutationPolicy[Any]):
+    """An odd raise needs carol's approval; an even one is allowed."""
+
+    name = "odd-needs-carol"
+
+    def evaluate(self, mutation: Any, state: Any, context: MutationContext) -> PolicyDecision:
+        if mutation.amount % 2:
+            return PolicyDecision.require_approval(Req("carol"))
+        return PolicyDecision.allow("even")
+
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(("submit", "approve", "cancel", "execute", "send back")),
+        st.integers(0, 1),  # which of the two processes
+        st.integers(0, 5),  # which request
+        st.sampled_from(("carol", "dave", "alice")),
+    ),
+    max_size=25,
+)
+
+
+def seen(outcome: Any) -> Any:
+    """What must agree between the two worlds (ids, claimants and slot ids are their own)."""
+    if isinstance(outcome, BaseException):
+        return type(outcome).__name__
+    request = getattr(outcome, "request", outcome)
+    return (
+        request.status,
+        request.pending_reason,
+        request.revision,
+        tuple(d.code for d in request.decisions),
+        tuple((s.step, s.status, s.decided_by) for s in request.approval_requirements),
+    )
+
+
+class TestAgainstReadingFirst:
+    """Two processes sharing stores, each starting from its copies, against one governance
+    on in-memory stores (which keeps no copies): every operation ends the same."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(operations=OPERATIONS)
+    # the interleavings a stale copy meets, besides what the search finds
+    @example([("submit", 0, 0, "alice"), ("approve", 1, 0, "carol"), ("execute", 0, 0, "al")])
+    @example([("submit", 0, 1, "alice"), ("execute", 1, 0, "al"), ("execute", 0, 0, "al")])
+    @example([("submit", 0, 0, "alice"), ("cancel", 1, 0, "al"), ("approve", 0, 0, "carol")])
+    @example(
+        [
+            ("submit", 0, 0, "alice"),
+            ("approve", 0, 0, "carol"),
+            ("send back", 1, 0, "carol"),
+            ("execute", 0, 0, "al"),
+        ]
+    )
+    async def test_every_outcome_is_that_of_reading_first(
+        self, operations: list[tuple[str, int, int, str]]
+    ) -> None:
+        shared = Shared()
+        processes = [(await shared.world())[0], (await shared.world())[0]]
+        reference = await build_world(clock=Clock())
+        for world in (*processes, reference):
+            world.engine.register_policy(OddNeedsCarol())
+        ids: list[str] = []
+        for number, (kind, which, pick, actor) in enumerate(operations):
+            if kind == "submit":
+                ids.append(f"request-{number}")
+            elif not ids:
+                continue
+            request_id = ids[-1] if kind == "submit" else ids[pick % len(ids)]
+            outcomes = []
+            for world in (processes[which], reference):
+                gov = world.gov
+                context = world.ctx(actor)
+                call: Any
+                if kind == "submit":
+                    mutation = IncreaseQuota("bob", pick + 1)
+                    call = gov.submit(
+                        mutation, state_id=STATE_ID, context=context, request_id=request_id
+                    )
+                elif kind == "approve":
+                    call = gov.approve(request_id, context=context)
+                elif kind == "cancel":
+                    call = gov.cancel(request_id, context=context)
+                elif kind == "execute":
+                    call = gov.execute(request_id)
+                else:
+                    call = gov.move_to_pending(request_id, PendingReason.APPROVAL, context=context)
+                try:
+                    outcomes.append(seen(await call))
+                except Exception as error:  # the error must be the same one
+                    outcomes.append(seen(error))
+            assert outcomes[0] == outcomes[1], (kind, which, request_id)
+        for request_id in ids:
+            stored = await processes[0].gov.get(request_id)
+            assert seen(stored) == seen(await reference.gov.get(request_id))
+            assert stored.decisions == tuple(await shared.decisions.for_request(request_id))
+        assert await bob(processes[1]) == await bob(reference)
