@@ -405,19 +405,9 @@ class _Database:
         stored = (
             request if request.revision == revision else attrs.evolve(request, revision=revision)
         )
+        state_id, status, reason, actor, created, updated, kind, original = _request_columns(stored)
         document = self.dumps(self.registry.unstructure_request(stored))
-        compensation = stored.execution.compensation
-        return (
-            stored.state_id,
-            stored.status.value,
-            stored.pending_reason.value if stored.pending_reason is not None else None,
-            stored.context.actor_id,
-            stored.created_at,
-            stored.updated_at,
-            document,
-            stored.mutation_type,
-            compensation.original_request_id if compensation is not None else None,
-        )
+        return (state_id, status, reason, actor, created, updated, document, kind, original)
 
     def decision_from(self, sequence: int, request_id: str, text: Any) -> RequestDecision:
         key = f"decision {sequence} of request {request_id}"
@@ -1198,20 +1188,21 @@ class _Writer:
             request_id = write.request.request_id
             data = registry.unstructure_request(stored)
             documents.append(db.dumps(data))
-            reason = stored.pending_reason
-            compensation = stored.execution.compensation
+            state_id, status, reason, actor, created, updated, kind, original = _request_columns(
+                stored
+            )
             request_rows.append(
                 [
                     request_id,
                     write.expected_revision,
-                    stored.state_id,
-                    stored.status.value,
-                    reason.value if reason is not None else None,
-                    stored.context.actor_id,
-                    _instant(stored.created_at),
-                    _instant(stored.updated_at),
-                    stored.mutation_type,
-                    compensation.original_request_id if compensation is not None else None,
+                    state_id,
+                    status,
+                    reason,
+                    actor,
+                    _instant(created),
+                    _instant(updated),
+                    kind,
+                    original,
                     len(documents),
                 ]
             )
@@ -1292,6 +1283,23 @@ def _decisions_data(
             return None
     assert isinstance(encoded, list)
     return encoded[start:]
+
+
+def _request_columns(request: MutationRequest) -> tuple[Any, ...]:
+    """The indexed columns of ``request``'s row: state id, status, pending reason, actor,
+    created and updated times, mutation type and the request a compensation undoes."""
+    reason = request.pending_reason
+    compensation = request.execution.compensation
+    return (
+        request.state_id,
+        request.status.value,
+        reason.value if reason is not None else None,
+        request.context.actor_id,
+        request.created_at,
+        request.updated_at,
+        request.mutation_type,
+        compensation.original_request_id if compensation is not None else None,
+    )
 
 
 def _ready(status: str, reason: str | None) -> bool:

@@ -121,6 +121,10 @@ class Shared:
             await self.states.put(STATE_ID, Quotas({"bob": 1}))
         return World(gov, engine, Rules(engine), self.clock, registry), store
 
+    async def processes(self) -> tuple[World, World]:
+        """Two governances on these stores, as two processes: "here" and "there"."""
+        return (await self.world())[0], (await self.world())[0]
+
 
 @pytest.fixture
 def shared() -> Shared:
@@ -196,8 +200,7 @@ class TestOneGovernance:
 
 class TestAnotherProcessChangedTheRequest:
     async def test_approve_of_a_request_approved_elsewhere_is_refused(self, shared: Shared) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         here.rules.require(Req("carol"))
         request = await here.submit()
         await there.gov.approve(request.request_id, context=there.ctx("carol"))
@@ -209,8 +212,7 @@ class TestAnotherProcessChangedTheRequest:
     async def test_approve_of_another_slot_lands_on_the_latest_request(
         self, shared: Shared
     ) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         here.rules.require(Req("carol"), Req("dave"))
         request = await here.submit()
         await there.gov.approve(request.request_id, context=there.ctx("carol"))
@@ -221,8 +223,7 @@ class TestAnotherProcessChangedTheRequest:
         assert stored.decisions == tuple(await shared.decisions.for_request(request.request_id))
 
     async def test_cancel_of_a_request_canceled_elsewhere_is_refused(self, shared: Shared) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         here.rules.require(Req("carol"))
         request = await here.submit()
         await there.gov.cancel(request.request_id, context=there.ctx("alice"))
@@ -232,8 +233,7 @@ class TestAnotherProcessChangedTheRequest:
     async def test_execute_of_a_request_executed_elsewhere_runs_nothing(
         self, shared: Shared
     ) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         request = await here.submit()
         await there.gov.execute(request.request_id)
         with pytest.raises(RequestNotExecutableError, match="already executed"):
@@ -243,8 +243,7 @@ class TestAnotherProcessChangedTheRequest:
     async def test_execute_of_a_request_canceled_elsewhere_runs_nothing(
         self, shared: Shared
     ) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         request = await here.submit()
         await there.gov.cancel(request.request_id, context=there.ctx("alice"))
         with pytest.raises(RequestNotExecutableError):
@@ -254,8 +253,7 @@ class TestAnotherProcessChangedTheRequest:
     async def test_execute_of_a_request_sent_back_elsewhere_runs_the_latest(
         self, shared: Shared
     ) -> None:
-        here, _ = await shared.world()
-        there, _ = await shared.world()
+        here, there = await shared.processes()
         here.rules.require(Req("carol"))
         request = await here.submit()
         await here.gov.approve(request.request_id, context=here.ctx("carol"))
@@ -350,7 +348,7 @@ class TestAgainstReadingFirst:
         self, operations: list[tuple[str, int, int, str]]
     ) -> None:
         shared = Shared()
-        processes = [(await shared.world())[0], (await shared.world())[0]]
+        processes = await shared.processes()
         reference = await build_world(clock=Clock())
         for world in (*processes, reference):
             world.engine.register_policy(OddNeedsCarol())
