@@ -6,6 +6,10 @@ named by ``MUTATOR_TEST_POSTGRES_URL`` (skipped when none is named). The baselin
 on an autocommit connection: the floor a durable write can reach through the same driver
 path. The ratios of ``execute`` (claim + final commit), ``submit``, ``approve`` and the
 full round trip (submit → approve → execute) to it are what issue 9 targets.
+``raw_claim_commit`` is the floor the contract sets for an execution: guarantee 2 makes
+the executor claim the request before it runs the mutation, so an execution is at least a
+write that need not be flushed (a one-row ``UPDATE … RETURNING`` with
+``synchronous_commit = off``), then one flushed commit (the raw ``INSERT``).
 ``execute`` runs requests the same governance submitted (it starts from its copy);
 ``execute_read_first`` runs them from a governance that holds no copy (another process),
 so it reads each request first.
@@ -116,6 +120,33 @@ async def _raw(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
     return Fixture(functools.partial(conn.execute, sql, (document,)))
 
 
+async def _raw_claim_commit(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
+    import psycopg
+
+    schema = await stack.enter_async_context(_schema())
+    conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+    stack.push_async_callback(conn.close)
+    claims = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+    stack.push_async_callback(claims.close)
+    await claims.execute("SET synchronous_commit = off")
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.execute(f'CREATE TABLE "{schema}".raw (id bigserial PRIMARY KEY, document text)')
+    await conn.execute(f'CREATE TABLE "{schema}".claim (id bigint PRIMARY KEY, n bigint)')
+    await conn.execute(
+        f'INSERT INTO "{schema}".claim SELECT i, 0 FROM generate_series(1, %s) AS i', (ops,)
+    )
+    claim = f'UPDATE "{schema}".claim SET n = n + 1 WHERE id = %s RETURNING n'
+    insert = f'INSERT INTO "{schema}".raw (document) VALUES (%s)'
+    document = '{"benchmark": "one row"}'
+    rows = iter(range(1, ops + 1))
+
+    async def op() -> None:
+        await (await claims.execute(claim, (next(rows),))).fetchone()
+        await conn.execute(insert, (document,))
+
+    return Fixture(op)
+
+
 async def _submit(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
     gov = await _opened(stack, approval=True)
     await gov.states.put("bench-state", Counter())
@@ -173,6 +204,7 @@ async def _round_trip(stack: contextlib.AsyncExitStack, ops: int) -> Fixture:
 
 BUILDERS: dict[str, Callable[[contextlib.AsyncExitStack, int], Awaitable[Fixture]]] = {
     "raw_commit": _raw,
+    "raw_claim_commit": _raw_claim_commit,
     "execute": _execute,
     "execute_read_first": _execute_read_first,
     "submit": _submit,
@@ -182,6 +214,7 @@ BUILDERS: dict[str, Callable[[contextlib.AsyncExitStack, int], Awaitable[Fixture
 
 SUMMARIES = {
     "raw_commit": "one-row INSERT, psycopg async autocommit (the floor; baseline)",
+    "raw_claim_commit": "an unflushed one-row UPDATE, then the raw INSERT (an execution's floor)",
     "execute": "governed execute of an APPROVED request this governance submitted",
     "execute_read_first": "governed execute of an APPROVED request another process wrote",
     "submit": "submit → PENDING(APPROVAL), one approval slot",

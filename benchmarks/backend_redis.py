@@ -12,7 +12,10 @@ key prefix, dropped afterwards:
   copy of the request);
 - ``redis.execute-read-first``: the same by a governance holding no copy (another
   process), which reads the request first;
-- ``redis.round-trip``: submit → approve → execute on a fresh state.
+- ``redis.round-trip``: submit → approve → execute on a fresh state;
+- ``redis.raw-two-scripts``: the raw script called twice, the floor the contract sets for
+  an execution (guarantee 2: the request is claimed before the mutation runs, so an
+  execution is a claim script, then a commit script).
 
 They run only when a server is named (``MUTATOR_TEST_REDIS_URL``), like every server
 scenario. ``python -m benchmarks.backend_redis`` prints the round trips and script calls
@@ -129,15 +132,21 @@ async def _pending(gov: Governance, ops: int) -> list[MutationRequest]:
     return requests
 
 
-async def _raw(ops: int) -> Fixture:
-    """One EVALSHA of a one-key write, through the same client path the store uses."""
+async def _raw(ops: int, *, calls: int = 1) -> Fixture:
+    """``calls`` EVALSHAs of a one-key write, through the same client path the store uses."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     stack = contextlib.AsyncExitStack()
     gov = await stack.enter_async_context(Governance.open(_url(prefix), registry=registry()))
     stack.push_async_callback(_drop, prefix)
     client = gov.requests._b.client  # type: ignore[attr-defined]
     script = client.register_script(RAW_SCRIPT)
-    op = functools.partial(script, keys=[f"{prefix}:raw"], args=["1"])
+    once = functools.partial(script, keys=[f"{prefix}:raw"], args=["1"])
+
+    async def twice() -> Any:
+        await once()
+        return await once()
+
+    op: Callable[[], Awaitable[Any]] = twice if calls == 2 else once
 
     def check(reply: Any) -> None:
         if int(reply) != 1:
@@ -201,6 +210,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         BASELINE,
         _raw,
         "one EVALSHA of a one-key write script (the floor of a Redis write)",
+        unavailable=_unavailable,
+    ),
+    Scenario(
+        "redis.raw-two-scripts",
+        BASELINE,
+        functools.partial(_raw, calls=2),
+        "two EVALSHAs of the raw script (an execution's floor: claim, then commit)",
         unavailable=_unavailable,
     ),
     *(

@@ -168,9 +168,14 @@ class _World:
 
 
 class _RawCommit:
-    """One thread hop running a one-row ``synchronous=FULL`` WAL commit."""
+    """One thread hop running a one-row ``synchronous=FULL`` WAL commit.
 
-    def __init__(self) -> None:
+    With ``claim``, each call first commits a one-row update on the event loop's thread
+    with ``synchronous=NORMAL`` (no flush of its own), as the store claims a request: the
+    floor the contract sets for an execution (guarantee 2 claims before the mutation runs).
+    """
+
+    def __init__(self, *, claim: bool = False) -> None:
         self._folder = tempfile.TemporaryDirectory()
         self.connection = sqlite3.connect(
             f"{self._folder.name}/raw.db", isolation_level=None, check_same_thread=False
@@ -178,7 +183,18 @@ class _RawCommit:
         self.connection.execute("PRAGMA journal_mode = WAL")
         self.connection.execute("PRAGMA synchronous = FULL")
         self.connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, document TEXT)")
+        self.connection.execute("CREATE TABLE claim (id INTEGER PRIMARY KEY, n INTEGER)")
+        self.connection.execute("INSERT INTO claim VALUES (1, 0)")
         self.row = 0
+        self.claims: sqlite3.Connection | None = None
+        if claim:
+            self.claims = sqlite3.connect(f"{self._folder.name}/raw.db", isolation_level=None)
+            self.claims.execute("PRAGMA synchronous = NORMAL")
+
+    def _claim(self, claims: sqlite3.Connection) -> None:
+        claims.execute("BEGIN IMMEDIATE")
+        claims.execute("UPDATE claim SET n = n + 1 WHERE id = 1").close()
+        claims.execute("COMMIT")
 
     def _commit(self) -> None:
         self.row += 1
@@ -188,9 +204,13 @@ class _RawCommit:
         connection.execute("COMMIT")
 
     async def __call__(self) -> None:
+        if self.claims is not None:
+            self._claim(self.claims)
         await anyio.to_thread.run_sync(self._commit)
 
     def close(self) -> None:
+        if self.claims is not None:
+            self.claims.close()
         self.connection.close()
         self._folder.cleanup()
 
@@ -201,8 +221,8 @@ Operation = Callable[[], Awaitable[Any]]
 @contextlib.asynccontextmanager
 async def operation(name: str, ops: int) -> AsyncIterator[Operation]:
     """An operation of scenario ``name`` that can run ``ops`` times (setup untimed)."""
-    if name == "raw_commit":
-        raw = _RawCommit()
+    if name in ("raw_commit", "raw_claim_commit"):
+        raw = _RawCommit(claim=name == "raw_claim_commit")
         try:
             yield raw
         finally:
@@ -266,6 +286,10 @@ def _scenario(name: str, summary: str) -> Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     _scenario("raw_commit", "one thread hop + one-row BEGIN/INSERT/COMMIT, WAL, synchronous=FULL"),
+    _scenario(
+        "raw_claim_commit",
+        "an unflushed one-row commit on the loop, then the raw commit (an execution's floor)",
+    ),
     _scenario("submit", "Governance.submit on a SQLite file → PENDING(APPROVAL)"),
     _scenario("approve", "Governance.approve of the only slot → APPROVED"),
     _scenario("execute", "Governance.execute of an APPROVED request (claim + commit)"),
