@@ -14,11 +14,14 @@ parent opens its own store instance on the same URL.
   last worker's ``run_worker`` returned (``time.monotonic`` is system-wide, so the
   children's clocks compare with the parent's; interpreter start-up, store opening and
   closing are excluded, the time to the last process exit is recorded too). Reported:
-  executions/s and the scaling ratio to the 1-process run of the same backend in the same
-  invocation. Afterwards every process must have exited 0 with no error and no failed
-  request, the reports must add up to one execution per request, and the store must show
-  every request EXECUTED, each state's sum, version and history length exact; otherwise
-  the scenario fails.
+  executions/s, the scaling ratio to the 1-process run of the same backend in the same
+  invocation, and the workers' CPU per execution (``time.process_time`` of every worker
+  process over its ``run_worker`` call, summed, divided by the requests: whether added
+  processes cost CPU, which on a machine shared with the server is what bounds the fleet).
+  Afterwards every process must have exited 0 with no error and no failed request, the
+  reports must add up to one execution per request, and the store must show every request
+  EXECUTED, each state's sum, version and history length exact; otherwise the scenario
+  fails.
 - ``governance.worker.<backend>.wakeup``: one worker process idles with the default
   ``poll_interval``; the parent approves a pending request (its own store instance) at a
   random moment and polls (every 5 ms) until the request is EXECUTED. Median and p95 over
@@ -217,6 +220,7 @@ class FleetResult:
     executions_per_sec: float | None = None
     scaling: float | None = None
     lost_claims: int | None = None
+    client_cpu_ms: float | None = None
     per_process: list[int] = field(default_factory=list)
     poll_interval: float | None = None
     latency_median_ms: float | None = None
@@ -247,6 +251,7 @@ async def drain(url: str, concurrency: int, poll_interval: float) -> dict[str, A
         if not await anyio.to_thread.run_sync(_wait_for, "go"):
             raise SystemExit("stdin closed before go")
         started = time.monotonic()
+        cpu = time.process_time()
         report = await gov.run_worker(
             until_idle=True,
             concurrency=concurrency,
@@ -255,7 +260,8 @@ async def drain(url: str, concurrency: int, poll_interval: float) -> dict[str, A
             context=MutationContext.service(f"fleet-worker-{os.getpid()}"),
         )
         finished = time.monotonic()
-    return {**attrs.asdict(report), "started": started, "finished": finished}
+        cpu = time.process_time() - cpu
+    return {**attrs.asdict(report), "started": started, "finished": finished, "cpu": cpu}
 
 
 async def serve(url: str) -> None:
@@ -604,6 +610,7 @@ def run(
                 executions_per_sec=rate,
                 scaling=None if base is None else rate / base,
                 lost_claims=sum(r["skipped"] for r in reports),
+                client_cpu_ms=1000 * sum(r["cpu"] for r in reports) / settings.requests,
                 per_process=[r["executed"] for r in reports],
                 poll_interval=poll_interval,
             )
@@ -611,7 +618,7 @@ def run(
             print(
                 f"{rate:,.0f} executions/s  scaling {shown}  ({settings.requests} requests in "
                 f"{seconds:.2f} s, per process {result.per_process}, {result.lost_claims} lost "
-                f"claims, {took:.1f} s)",
+                f"claims, worker CPU {result.client_cpu_ms:.2f} ms per execution, {took:.1f} s)",
                 file=out,
                 flush=True,
             )
@@ -636,6 +643,7 @@ def format_tables(outcome: FleetRun, *, markdown: bool = False) -> str:
             _cell(r.executions_per_sec, ",.0f"),
             _cell(r.scaling, ".2f"),
             str(r.lost_claims),
+            _cell(r.client_cpu_ms, ".2f"),
             _cell(r.load1, ".2f"),
         ]
         for r in outcome.results
@@ -650,9 +658,10 @@ def format_tables(outcome: FleetRun, *, markdown: bool = False) -> str:
             "executions/s",
             "scaling",
             "lost claims",
+            "worker CPU ms/exec",
             "load1",
         ]
-        parts.append(render(headers, fleet_rows, {1, 2, 3, 4, 5, 6, 7}))
+        parts.append(render(headers, fleet_rows, {1, 2, 3, 4, 5, 6, 7, 8}))
     wake_rows = [
         [
             r.name,
