@@ -256,7 +256,8 @@ def test_quick_worker_run_verifies_and_reports_the_fleet(tmp_path: Path) -> None
     assert one["scaling"] == 1.0
     assert two["scaling"] == pytest.approx(two["executions_per_sec"] / one["executions_per_sec"])
     assert sum(two["per_process"]) == two["requests"] == 20
-    assert one["client_cpu_ms"] > 0 and two["client_cpu_ms"] > 0
+    assert one["client_cpu_ms"] > 0
+    assert two["client_cpu_ms"] > 0
     wake = by_name["governance.worker.sqlite.wakeup"]
     assert len(wake["latencies_ms"]) == 2
     assert 0 < wake["latency_median_ms"] <= wake["latency_p95_ms"]
