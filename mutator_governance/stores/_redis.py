@@ -109,7 +109,7 @@ from .._request import MutationRequest
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
-from ._documents import decode, join_field, parse
+from ._documents import decode, join_field, new_decisions_data, parse
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -677,20 +677,29 @@ class _Backend:
     # -- script arguments ----------------------------------------------------------------
 
     def decision_args(
-        self, request_id: str, decisions: Sequence[RequestDecision]
+        self,
+        request_id: str,
+        decisions: Sequence[RequestDecision],
+        data: Sequence[Any] | None = None,
     ) -> tuple[list[str], list[str | bytes]]:
-        """The per-decision KEYS and ARGV of a script section."""
+        """The per-decision KEYS and ARGV of a script section.
+
+        ``data``: the decisions' unstructured data when already at hand (see
+        :func:`._documents.new_decisions_data`), so they are not unstructured twice.
+        """
         keys: list[str] = []
         owner = self.registry.dumps(request_id).encode()
         args: list[str | bytes] = [str(len(decisions)), owner]
-        for decision in decisions:
+        for index, decision in enumerate(decisions):
             sequence = decision.sequence
             if type(sequence) is not int or sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has no sequence number "
                     f"(sequence {sequence!r}; decisions are numbered from 1)"
                 )
-            encoded = self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
+            encoded = self.registry.dumps(
+                self.registry.unstructure_decision(decision) if data is None else data[index]
+            ).encode()
             keys.append(self.keys.recent(decision.category))
             args += [str(sequence), encoded, _stamp(decision.timestamp)]
         return keys, args
@@ -706,10 +715,13 @@ class _Backend:
         """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
         request_key = self.keys.request(request_id)
         logs = [self.keys.decisions(request_id), self.keys.decision_members(request_id)]
+        decisions_data = None
         if request is None:
             keys = [request_key, *logs]
             args: list[str | bytes] = [mode, "", "", "", "", "", "0", "", "0"]
         else:
+            data = self.registry.unstructure_request(request)
+            decisions_data = new_decisions_data(data, request, decisions)
             indexes = self.keys.request_indexes(request)
             updated = self.keys.updated_indexes(request)
             keys = [request_key, *logs, *indexes, *updated]
@@ -717,14 +729,14 @@ class _Backend:
                 mode,
                 "" if expected is None else str(expected),
                 str(request.revision),
-                self.dump("request", self.registry.unstructure_request(request)),
+                self.dump("request", data),
                 _member(request.created_at, request_id),
                 escape_segment(request_id),
                 str(len(indexes)),
                 _member(request.updated_at, request_id) if updated else b"",
                 str(len(updated)),
             ]
-        decision_keys, decision_args = self.decision_args(request_id, decisions)
+        decision_keys, decision_args = self.decision_args(request_id, decisions, decisions_data)
         return keys + decision_keys, args + decision_args
 
     def state_args(self, write: StateWrite | None) -> tuple[list[str], list[str | bytes]]:
