@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from mutator.serialization import SerializationError
 
+from .._decisions import RequestDecision
 from .._errors import StoredDataError
 from .._registry import MutationRegistry
+from .._request import MutationRequest
 
-__all__ = ["decode", "join_field", "parse"]
+__all__ = ["decode", "join_field", "new_decisions_data", "parse"]
 
 T = TypeVar("T")
 
@@ -76,3 +78,31 @@ def decode(
             field=join_field(field, error.path),
             request_id=request_id,
         ) from error
+
+
+def new_decisions_data(
+    data: dict[str, Any], request: MutationRequest, new: Sequence[RequestDecision]
+) -> list[Any] | None:
+    """The unstructured data of ``new`` taken from ``data`` (``request``'s own), or None.
+
+    A write's new decisions are normally the last ones of its request, whose data has
+    just encoded them with the same converter hook ``unstructure_decision`` uses: they are
+    taken from there (not encoded twice) when they are those very objects, of exactly
+    :class:`RequestDecision`; anything else is encoded on its own.
+    """
+    count = len(new)
+    decisions = request.decisions
+    encoded = data.get("decisions")
+    if (
+        not count
+        or encoded.__class__ is not list
+        or len(encoded) != len(decisions)
+        or count > len(decisions)
+    ):
+        return None
+    start = len(decisions) - count
+    for offset, decision in enumerate(new):
+        if decision is not decisions[start + offset] or decision.__class__ is not RequestDecision:
+            return None
+    assert isinstance(encoded, list)
+    return encoded[start:]

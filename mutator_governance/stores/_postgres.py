@@ -109,7 +109,7 @@ from .._registry import MutationRegistry
 from .._request import MutationRequest
 from .._retention import PurgeBatch
 from . import redact_url
-from ._documents import decode, parse
+from ._documents import decode, new_decisions_data, parse
 from ._postgres_options import PostgresOptions, parse_url
 from ._postgres_schema import (
     COMMIT_CODES,
@@ -434,7 +434,7 @@ class _Database:
     ) -> list[tuple[Any, ...]]:
         """Rows of ``decisions`` (ValueError when one is not numbered from 1).
 
-        ``data``: their unstructured data when already at hand (see _decisions_data).
+        ``data``: their unstructured data when already at hand (see new_decisions_data).
         """
         rows = []
         for index, decision in enumerate(decisions):
@@ -1208,7 +1208,7 @@ class _Writer:
             )
             new = write.new_decisions
             for _, sequence, category, timestamp, text in db.decision_rows(
-                request_id, new, _decisions_data(data, stored, new)
+                request_id, new, new_decisions_data(data, stored, new)
             ):
                 documents.append(text)
                 decision_rows.append(
@@ -1255,34 +1255,6 @@ class _Writer:
                 if mapped is None:
                     raise
                 raise mapped from None
-
-
-def _decisions_data(
-    data: dict[str, Any], request: MutationRequest, new: Sequence[RequestDecision]
-) -> list[Any] | None:
-    """The unstructured data of ``new`` taken from ``data`` (``request``'s own), or None.
-
-    A write's new decisions are normally the last ones of its request, whose data has
-    just encoded them with the same converter hook ``unstructure_decision`` uses: they are
-    taken from there (not encoded twice) when they are those very objects, of exactly
-    :class:`RequestDecision`; anything else is encoded on its own.
-    """
-    count = len(new)
-    decisions = request.decisions
-    encoded = data.get("decisions")
-    if (
-        not count
-        or encoded.__class__ is not list
-        or len(encoded) != len(decisions)
-        or count > len(decisions)
-    ):
-        return None
-    start = len(decisions) - count
-    for offset, decision in enumerate(new):
-        if decision is not decisions[start + offset] or decision.__class__ is not RequestDecision:
-            return None
-    assert isinstance(encoded, list)
-    return encoded[start:]
 
 
 def _request_columns(request: MutationRequest) -> tuple[Any, ...]:

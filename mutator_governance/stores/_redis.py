@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import heapq
 import logging
 import math
@@ -108,8 +109,8 @@ from .._request import MutationRequest
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
-from ._documents import decode, join_field, parse
-from ._redis_wire import Wire, pack
+from ._documents import decode, join_field, new_decisions_data, parse
+from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
 __all__ = [
@@ -138,6 +139,8 @@ _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MARGIN_US = 86_400_000_000  # one day, so offsets near year 1 stay non-negative
 _SCHEMA: Final = str(SCHEMA_VERSION)
 _STAMP_WIDTH = 18
+_STAMP_FORMAT = f"%0{_STAMP_WIDTH}d"
+_MICROSECOND = timedelta(microseconds=1)
 _SEQ_WIDTH = 16
 _RECORD_AT = _STAMP_WIDTH + 1 + _SEQ_WIDTH + 1
 _ID_AT = _STAMP_WIDTH + 1
@@ -152,11 +155,13 @@ _UPGRADE_WAIT = 60.0
 _log = logging.getLogger("mutator.governance.redis")
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_segment(value: str) -> str:
     """``value`` with ``% : { } * ? [ ] \\ |``, whitespace and unprintables percent-encoded.
 
     Escaped segments contain no ``:``, so two different ids never produce the same key and
-    no id can reach into another key shape (``a:b`` becomes ``a%3Ab``).
+    no id can reach into another key shape (``a:b`` becomes ``a%3Ab``). Memoized: a
+    governed write escapes the same request and state ids for several keys.
     """
     if _UNSAFE.search(value) is None and value.isprintable():
         return value
@@ -171,8 +176,7 @@ def escape_segment(value: str) -> str:
 
 def _stamp(moment: datetime) -> str:
     """``moment`` as fixed-width microseconds, so text order is instant order."""
-    micros = (moment - _ORIGIN) // timedelta(microseconds=1) + _MARGIN_US
-    return f"{micros:0{_STAMP_WIDTH}d}"
+    return _STAMP_FORMAT % ((moment - _ORIGIN) // _MICROSECOND + _MARGIN_US)
 
 
 def _member(created_at: datetime, request_id: str) -> bytes:
@@ -502,10 +506,22 @@ class _Backend:
         self.registry = registry
         self.url = url
         self.wire = Wire(client.connection_pool, keep=keep_connections)
-        self.script = client.register_script(scripts.COMMIT)
-        self.reserve_script = client.register_script(scripts.RESERVE)
-        self.purge_script = client.register_script(scripts.PURGE)
-        self.upgrade_script = client.register_script(scripts.UPGRADE_REQUEST)
+        # The commit script's leading KEYS and ARGV (see _redis_scripts.COMMIT), packed once.
+        self.script = Evalsha(
+            scripts.COMMIT,
+            keys=[
+                keys.decision_seq,
+                keys.recent(),
+                keys.ready(revalidation=False),
+                keys.ready(revalidation=True),
+                keys.reserved,
+                keys.segments,
+            ],
+            args=[keys.ready_channel, _SCHEMA],
+        )
+        self.reserve_script = Evalsha(scripts.RESERVE)
+        self.purge_script = Evalsha(scripts.PURGE)
+        self.upgrade_script = Evalsha(scripts.UPGRADE_REQUEST)
 
     def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
@@ -525,18 +541,25 @@ class _Backend:
         return await self.wire.call(pack(command))
 
     async def evalsha(
-        self, script: Any, keys: Sequence[str | bytes], args: Sequence[str | bytes]
+        self, script: Evalsha, keys: Sequence[str | bytes], args: Sequence[str | bytes]
     ) -> Any:
-        """One call of ``script`` (registered), loading it again if the server forgot it."""
+        """One call of ``script`` (after its fixed keys and arguments), loading it again if
+        the server forgot it.
+
+        A ``NOSCRIPT`` reply means nothing ran, so the same packed command is sent again
+        once the script is loaded.
+        """
+        packed = script.pack(keys, args)
         with self.guard():
             try:
-                return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await self.wire.call(packed)
             except redis.exceptions.NoScriptError:
-                await self.call("SCRIPT", "LOAD", script.script)
-                return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+                await self.call("SCRIPT", "LOAD", script.source)
+                return await self.wire.call(packed)
 
     async def run(self, keys: Sequence[str | bytes], args: Sequence[str | bytes]) -> Any:
-        """One call of the commit script (see :mod:`._redis_scripts`)."""
+        """One call of the commit script (see :mod:`._redis_scripts`), given the keys and
+        arguments that follow its fixed ones."""
         reply = await self.evalsha(self.script, keys, args)
         if int(reply[0]) != 1:
             what = _text(reply[1])
@@ -654,20 +677,29 @@ class _Backend:
     # -- script arguments ----------------------------------------------------------------
 
     def decision_args(
-        self, request_id: str, decisions: Sequence[RequestDecision]
+        self,
+        request_id: str,
+        decisions: Sequence[RequestDecision],
+        data: Sequence[Any] | None = None,
     ) -> tuple[list[str], list[str | bytes]]:
-        """The per-decision KEYS and ARGV of a script section."""
+        """The per-decision KEYS and ARGV of a script section.
+
+        ``data``: the decisions' unstructured data when already at hand (see
+        :func:`._documents.new_decisions_data`), so they are not unstructured twice.
+        """
         keys: list[str] = []
         owner = self.registry.dumps(request_id).encode()
         args: list[str | bytes] = [str(len(decisions)), owner]
-        for decision in decisions:
+        for index, decision in enumerate(decisions):
             sequence = decision.sequence
             if type(sequence) is not int or sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has no sequence number "
                     f"(sequence {sequence!r}; decisions are numbered from 1)"
                 )
-            encoded = self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
+            encoded = self.registry.dumps(
+                self.registry.unstructure_decision(decision) if data is None else data[index]
+            ).encode()
             keys.append(self.keys.recent(decision.category))
             args += [str(sequence), encoded, _stamp(decision.timestamp)]
         return keys, args
@@ -683,10 +715,13 @@ class _Backend:
         """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
         request_key = self.keys.request(request_id)
         logs = [self.keys.decisions(request_id), self.keys.decision_members(request_id)]
+        decisions_data = None
         if request is None:
             keys = [request_key, *logs]
             args: list[str | bytes] = [mode, "", "", "", "", "", "0", "", "0"]
         else:
+            data = self.registry.unstructure_request(request)
+            decisions_data = new_decisions_data(data, request, decisions)
             indexes = self.keys.request_indexes(request)
             updated = self.keys.updated_indexes(request)
             keys = [request_key, *logs, *indexes, *updated]
@@ -694,14 +729,14 @@ class _Backend:
                 mode,
                 "" if expected is None else str(expected),
                 str(request.revision),
-                self.dump("request", self.registry.unstructure_request(request)),
+                self.dump("request", data),
                 _member(request.created_at, request_id),
                 escape_segment(request_id),
                 str(len(indexes)),
                 _member(request.updated_at, request_id) if updated else b"",
                 str(len(updated)),
             ]
-        decision_keys, decision_args = self.decision_args(request_id, decisions)
+        decision_keys, decision_args = self.decision_args(request_id, decisions, decisions_data)
         return keys + decision_keys, args + decision_args
 
     def state_args(self, write: StateWrite | None) -> tuple[list[str], list[str | bytes]]:
@@ -793,19 +828,8 @@ async def _script(
     read: str | None = None,
 ) -> tuple[tuple[MutationRequest, ...], Any]:
     """:func:`_write`, reading the hash at key ``read`` back after the writes; the reply."""
-    keys: list[str | bytes] = [
-        b.keys.decision_seq,
-        b.keys.recent(),
-        b.keys.ready(revalidation=False),
-        b.keys.ready(revalidation=True),
-        b.keys.reserved,
-        b.keys.segments,
-    ]
-    args: list[str | bytes] = [
-        b.keys.ready_channel,
-        _SCHEMA,
-        str(len(requests) + (log_only is not None)),
-    ]
+    keys: list[str | bytes] = []
+    args: list[str | bytes] = [str(len(requests) + (log_only is not None))]
     stored: list[MutationRequest] = []
     for write in requests:
         request = write.request

@@ -46,6 +46,8 @@ from mutator_governance._decisions import RequestDecision, numbered
 from mutator_governance._transitions import transition
 from mutator_governance.stores import open_store
 from mutator_governance.stores._redis import RedisStore, _member
+from mutator_governance.stores._redis_scripts import COMMIT
+from mutator_governance.stores._redis_wire import pack
 from mutator_governance.testing import (
     GovernanceStoreContract,
     SampleState,
@@ -373,6 +375,28 @@ async def test_execute_with_a_wrong_type_key_executes_nothing(redis_url: str, pr
             await store.aclose()
 
 
+Send = Callable[[bytes], Awaitable[Any]]
+
+
+class _FaultyWire:
+    """The store's wire (every command it sends, packed) with ``fault`` around each send."""
+
+    def __init__(self, real: Any, fault: Callable[[Send, bytes], Awaitable[Any]]) -> None:
+        self._real = real
+        self._fault = fault
+
+    async def call(self, packed: bytes) -> Any:
+        return await self._fault(self._real.call, packed)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+
+def _name(packed: bytes) -> bytes:
+    """The name of a packed command (``*<n> $<len> <name> ...``)."""
+    return packed.split(b"\r\n", 3)[2]
+
+
 @pytest.mark.anyio
 async def test_a_lost_connection_before_the_script_writes_nothing(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
@@ -380,14 +404,12 @@ async def test_a_lost_connection_before_the_script_writes_nothing(
     a, b = await _seed(store)
     before = await _snapshot(store)
 
-    real = store._b.call
-
-    async def refuse(*command: Any) -> Any:
-        if command[0] == "EVALSHA":
+    async def refuse(send: Send, packed: bytes) -> Any:
+        if _name(packed) == b"EVALSHA":
             raise redis.exceptions.ConnectionError("connection reset by peer")
-        return await real(*command)
+        return await send(packed)
 
-    monkeypatch.setattr(store._b, "call", refuse)
+    monkeypatch.setattr(store._b, "wire", _FaultyWire(store._b.wire, refuse))
     with pytest.raises(StoreUnavailableError):
         await store.committer.commit(_execution(store, a, b))
     assert await _snapshot(store) == before
@@ -398,15 +420,14 @@ async def test_a_lost_reply_leaves_the_commit_whole(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await _seed(store)
-    real = store._b.call
 
-    async def lose_reply(*command: Any) -> Any:
-        reply = await real(*command)
-        if command[0] == "EVALSHA":
+    async def lose_reply(send: Send, packed: bytes) -> Any:
+        reply = await send(packed)
+        if _name(packed) == b"EVALSHA":
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
         return reply
 
-    monkeypatch.setattr(store._b, "call", lose_reply)
+    monkeypatch.setattr(store._b, "wire", _FaultyWire(store._b.wire, lose_reply))
     with pytest.raises(StoreUnavailableError):
         await store.committer.commit(_execution(store, a, b))
     monkeypatch.undo()
@@ -426,18 +447,20 @@ async def test_a_script_missing_from_the_server_cache_is_loaded_again(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await _seed(store)
-    real = store._b.call
-    refused: list[str] = []
+    sent: list[bytes] = []
 
-    async def forgetful(*command: Any) -> Any:
-        if command[0] == "EVALSHA" and not refused:
-            refused.append(command[1])
+    async def forgetful(send: Send, packed: bytes) -> Any:
+        sent.append(packed)
+        if _name(packed) == b"EVALSHA" and len(sent) == 1:
             raise redis.exceptions.NoScriptError("NOSCRIPT No matching script.")
-        return await real(*command)
+        return await send(packed)
 
-    monkeypatch.setattr(store._b, "call", forgetful)
+    monkeypatch.setattr(store._b, "wire", _FaultyWire(store._b.wire, forgetful))
     (stored,) = await store.committer.commit(_update(store, a, b))
-    assert refused
+    # The script is loaded, then the very command the server refused is sent again.
+    refused = sent[0]
+    assert _name(refused) == b"EVALSHA"
+    assert sent[1:] == [pack(("SCRIPT", "LOAD", COMMIT)), refused]
     assert stored.status is RequestStatus.CANCELED
     assert await store.requests.get("b") == stored
 

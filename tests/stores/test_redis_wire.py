@@ -17,8 +17,9 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from mutator_governance import StoredDataError
+from mutator_governance.stores import _redis_wire
 from mutator_governance.stores._redis import RedisStore
-from mutator_governance.stores._redis_wire import pack
+from mutator_governance.stores._redis_wire import Evalsha, pack
 from mutator_governance.testing import SampleState, sample_registry
 
 from .test_redis import store_fixtures
@@ -45,6 +46,57 @@ prefix, store = store_fixtures(sample_registry)
 def test_pack_writes_what_redis_py_writes(command: tuple[object, ...]) -> None:
     connection = aioredis.Connection()
     assert pack(command) == b"".join(connection.pack_command(*command))  # type: ignore[arg-type]
+
+
+SCRIPT = "return {KEYS[1], ARGV[1]}"
+ODD_PARTS: list[str | bytes] = ["", b"", "caf\u00e9:\u2603", "\U0001f600", b"\x00\xff\r\n", "-1"]
+
+
+@pytest.fixture(params=["hiredis", "python"])
+def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way :class:`Evalsha` packs the parts of a call: hiredis's C packer, Python's."""
+    if request.param == "python":
+        monkeypatch.setattr(_redis_wire, "_bulk", _redis_wire._python_bulk)
+    else:
+        pytest.importorskip("hiredis", reason="hiredis is not installed")
+        assert _redis_wire._bulk is not _redis_wire._python_bulk
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("fixed_keys", "fixed_args", "keys", "args"),
+    [
+        ((), (), (), ()),
+        ((), (), ("k",), ("a",)),
+        (("p:seq", "p:caf\u00e9"), ("p:ready", "3"), (), ()),
+        (("p:seq",), ("3",), ("k1", b"k2", "", "\u2603" * 4), ODD_PARTS),
+        (("p:seq",), (), ODD_PARTS, ("x" * 70_000, b"y" * 100_000)),
+    ],
+)
+def test_evalsha_writes_what_redis_py_writes(
+    packer: str,
+    fixed_keys: tuple[str, ...],
+    fixed_args: tuple[str, ...],
+    keys: tuple[str | bytes, ...],
+    args: tuple[str | bytes, ...],
+) -> None:
+    script = Evalsha(SCRIPT, keys=fixed_keys, args=fixed_args)
+    all_keys = (*fixed_keys, *keys)
+    command = ("EVALSHA", script.sha, len(all_keys), *all_keys, *fixed_args, *args)
+    connection = aioredis.Connection()
+    assert script.pack(keys, args) == b"".join(connection.pack_command(*command))
+    assert script.pack(list(keys), list(args)) == pack(command)
+
+
+def test_evalsha_names_the_script_as_redis_does() -> None:
+    script = Evalsha(SCRIPT)
+    assert script.sha == aioredis.Redis().register_script(SCRIPT).sha
+    assert script.source == SCRIPT
+
+
+def test_evalsha_refuses_text_that_is_not_utf8(packer: str) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        Evalsha(SCRIPT, keys=["k"]).pack(["\ud800"], [])
 
 
 @pytest.mark.parametrize("value", [1.5, True, None, object()])
