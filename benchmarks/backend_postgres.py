@@ -47,6 +47,7 @@ from .governance import (
     expect_execution,
     expect_request,
     registry,
+    schema_url,
 )
 from .harness import Fixture, Scenario
 
@@ -69,14 +70,10 @@ async def _schema() -> AsyncIterator[str]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-def _url(schema: str) -> str:
-    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
-
-
 async def _opened(stack: contextlib.AsyncExitStack, *, approval: bool) -> Governance:
     schema = await stack.enter_async_context(_schema())
     gov: Governance = await stack.enter_async_context(
-        Governance.open(_url(schema), registry=registry())
+        Governance.open(schema_url(schema), registry=registry())
     )
     if approval:
         gov.engine.register_policy(RequireApproval(*SINGLE))

@@ -115,6 +115,11 @@ POSTGRES_URL = os.environ.get("MUTATOR_TEST_POSTGRES_URL") or ""
 REDIS_URL = os.environ.get("MUTATOR_TEST_REDIS_URL") or ""
 
 
+def schema_url(schema: str) -> str:
+    """``POSTGRES_URL`` naming ``schema`` (kept apart from any query it already has)."""
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
 def _server_unavailable(name: str, url: str, port: int, module: str) -> str | None:
     """A one-line reason when no server is named, the driver is missing or it does not answer."""
     if not url:
@@ -154,7 +159,7 @@ async def postgres_stores() -> AsyncIterator[Stores]:
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     try:
-        async with durable_stores(f"{POSTGRES_URL}?schema={schema}") as stores:
+        async with durable_stores(schema_url(schema)) as stores:
             yield stores
     finally:
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:

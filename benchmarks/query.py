@@ -67,7 +67,7 @@ from mutator_governance import (
 )
 from mutator_governance.stores import open_store
 
-from .governance import POSTGRES_URL, REDIS_URL, STORE_BACKENDS, T0
+from .governance import POSTGRES_URL, REDIS_URL, STORE_BACKENDS, T0, schema_url
 from .harness import Fixture, Scenario
 
 __all__ = ["CHUNK", "PAGE", "QUERIES", "SIZES", "configure", "scenarios", "seed_requests"]
@@ -363,7 +363,7 @@ class _Seeded:
             return f"sqlite:///{self._folder}/{size}.db"
         if backend == "postgresql":
             self._schemas.append(name)
-            return f"{POSTGRES_URL}?schema={name}"
+            return schema_url(name)
         if backend == "redis":
             self._prefixes.append(name)
             return f"{REDIS_URL}?prefix={name}"

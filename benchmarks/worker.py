@@ -67,7 +67,7 @@ from mutator_governance import Governance, RequestStatus, ResolutionStrategy
 
 from . import backend_postgres, backend_redis
 from .engine import Counter, IncrementCounter
-from .governance import APPROVER, REQUESTER, SINGLE, RequireApproval, registry
+from .governance import APPROVER, REQUESTER, SINGLE, RequireApproval, registry, schema_url
 from .harness import _load1, _markdown, _table
 
 __all__ = [
@@ -132,7 +132,7 @@ async def _sqlite_location() -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def _postgres_location() -> AsyncIterator[str]:
     async with backend_postgres._schema() as schema:
-        yield backend_postgres._url(schema)
+        yield schema_url(schema)
 
 
 @contextlib.asynccontextmanager

@@ -80,6 +80,7 @@ from ._request import (
     ExecutionDetails,
     ExecutionLink,
     MutationRequest,
+    expiry_deadline,
 )
 from ._resolution import Resolution
 from ._retention import TERMINAL_STATUSES, PurgeBatch, PurgeReport, purgeable
@@ -96,6 +97,7 @@ from .protocols import (
     DecisionHistory,
     DecisionPurger,
     ExecutionCommitter,
+    ExpiryIndex,
     GovernanceStore,
     QuarantineLog,
     ReadingCommitter,
@@ -110,6 +112,8 @@ __all__ = [
     # facade
     "Governance",
     "ExpirySweep",
+    "ExpiryIndex",
+    "expiry_deadline",
     "KEEP",
     "MutationRegistry",
     # execution

@@ -65,6 +65,7 @@ from .protocols import (
     DecisionHistory,
     DecisionPurger,
     ExecutionCommitter,
+    ExpiryIndex,
     QuarantineLog,
     RequestPurger,
     RequestStore,
@@ -86,6 +87,8 @@ KEEP = Keep.KEEP
 _SYSTEM = "governance"
 _REMEMBERED = 1024
 """How many requests' last copies the ledger keeps when its store's reads are round trips."""
+_SWEEP_BATCH = 256
+"""How many due requests an expiry sweep reads at a time from an ExpiryIndex."""
 _copy_context = attrs_copier(MutationContext)
 _SYSTEM_CONTEXT = MutationContext.system(correlation_id="template")
 
@@ -594,35 +597,59 @@ class Governance:
         """Expire pending requests and approval slots whose deadline is at or before ``now``.
 
         A request that changed concurrently is skipped and reported, never aborting the
-        sweep.
+        sweep. On a store with an :class:`~mutator_governance.ExpiryIndex` the sweep reads
+        only the requests that are due, in batches; otherwise every pending request.
         """
         now = now or self.clock()
         context = context or MutationContext.system("expiry sweep")
         expired: list[MutationRequest] = []
         skipped: list[str] = []
-        for request in await self.requests.pending():
-            updated = expire_approvals(request, now, context)
-            if updated is None and request.expires_at is not None and request.expires_at <= now:
-                updated = transition(
-                    request,
-                    RequestStatus.EXPIRED,
-                    [
-                        RequestDecision(
-                            LifecycleDecision.EXPIRED,
-                            context,
-                            f"expired at {request.expires_at.isoformat()}",
-                            now,
-                        )
-                    ],
-                    at=now,
-                )
-            if updated is None:
-                continue
-            try:
-                expired.append(await self._ledger.update(request, updated))
-            except (RequestConcurrencyError, RequestNotFoundError):
-                skipped.append(request.request_id)
-        return ExpirySweep(tuple(expired), tuple(skipped))
+        requests = self.requests
+        if not isinstance(requests, ExpiryIndex):
+            for request in await requests.pending():
+                await self._expire(request, now, context, expired, skipped)
+            return ExpirySweep(tuple(expired), tuple(skipped))
+        seen: set[str] = set()
+        while True:
+            batch = await requests.due(now=now, limit=_SWEEP_BATCH)
+            fresh = [r for r in batch if r.request_id not in seen]
+            for request in fresh:
+                seen.add(request.request_id)
+                await self._expire(request, now, context, expired, skipped)
+            # What was skipped stays due: a batch of only those ends this sweep.
+            if len(batch) < _SWEEP_BATCH or not fresh:
+                return ExpirySweep(tuple(expired), tuple(skipped))
+
+    async def _expire(
+        self,
+        request: MutationRequest,
+        now: datetime,
+        context: MutationContext,
+        expired: list[MutationRequest],
+        skipped: list[str],
+    ) -> None:
+        """Expire ``request`` if it is due at ``now``; record what happened."""
+        updated = expire_approvals(request, now, context)
+        if updated is None and request.expires_at is not None and request.expires_at <= now:
+            updated = transition(
+                request,
+                RequestStatus.EXPIRED,
+                [
+                    RequestDecision(
+                        LifecycleDecision.EXPIRED,
+                        context,
+                        f"expired at {request.expires_at.isoformat()}",
+                        now,
+                    )
+                ],
+                at=now,
+            )
+        if updated is None:
+            return
+        try:
+            expired.append(await self._ledger.update(request, updated))
+        except (RequestConcurrencyError, RequestNotFoundError):
+            skipped.append(request.request_id)
 
     # -- resolution ----------------------------------------------------------------------
 

@@ -26,13 +26,14 @@ from ._query import (
     page_of,
     sort_key,
 )
-from ._request import MutationRequest, evolve_request
+from ._request import MutationRequest, evolve_request, expiry_deadline
 from ._retention import PurgeBatch, purgeable
 
 __all__ = ["InMemoryDecisionHistory", "InMemoryRequestStore", "InMemoryStateStore"]
 
 
 _ReadyKey = tuple[datetime, str]
+_DueKey = tuple[datetime, str]
 _record = trusted(DecisionRecord)
 _versioned = trusted(VersionedState)
 
@@ -48,11 +49,32 @@ def _ready_key(request: MutationRequest, revalidation: bool) -> _ReadyKey | None
     return None
 
 
+def _due_key(request: MutationRequest) -> _DueKey | None:
+    """The expiry-index position of ``request``, or None when nothing of it expires."""
+    deadline = expiry_deadline(request)
+    return None if deadline is None else (deadline, request.request_id)
+
+
+def _deadline_of(key: _DueKey) -> datetime:
+    return key[0]
+
+
+def _move(index: builtins.list[Any], before: Any, after: Any) -> None:
+    """Move one entry of a sorted index from ``before`` to ``after`` (either may be None)."""
+    if before is not None:
+        at = bisect.bisect_left(index, before)
+        if at < len(index) and index[at] == before:
+            del index[at]
+    if after is not None:
+        bisect.insort(index, after)
+
+
 class InMemoryRequestStore:
     """Requests in a dict; every operation is atomic (a lock, no awaits inside).
 
     Ready requests (APPROVED, or pending revalidation) are also kept in an ordered index,
-    so :meth:`reserve` reads only what it hands out and what others hold reserved.
+    so :meth:`reserve` reads only what it hands out and what others hold reserved; pending
+    requests with a deadline in another, so :meth:`due` reads only what is due.
     Objects held in memory are always readable, so nothing is ever quarantined.
     """
 
@@ -60,6 +82,7 @@ class InMemoryRequestStore:
         self._requests: dict[str, MutationRequest] = {}
         self._lock = threading.Lock()
         self._ready: builtins.list[_ReadyKey] = []
+        self._due: builtins.list[_DueKey] = []
         self._reserved: dict[str, datetime] = {}
 
     async def create(self, request: MutationRequest) -> MutationRequest:
@@ -103,18 +126,25 @@ class InMemoryRequestStore:
         return stored
 
     def _reindex(self, previous: MutationRequest | None, stored: MutationRequest | None) -> None:
-        """Keep the ready index in step with one write (caller locks)."""
+        """Keep the ready and expiry indexes in step with one write (caller locks)."""
         before = None if previous is None else _ready_key(previous, True)
         after = None if stored is None else _ready_key(stored, True)
-        if before == after:
-            return
-        if before is not None:
-            at = bisect.bisect_left(self._ready, before)
-            if at < len(self._ready) and self._ready[at] == before:
-                del self._ready[at]
-            self._reserved.pop(before[1], None)
-        if after is not None:
-            bisect.insort(self._ready, after)
+        if before != after:
+            _move(self._ready, before, after)
+            if before is not None:
+                self._reserved.pop(before[1], None)
+        due_before = None if previous is None else _due_key(previous)
+        due_after = None if stored is None else _due_key(stored)
+        if due_before != due_after:
+            _move(self._due, due_before, due_after)
+
+    async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
+        """Up to ``limit`` pending requests due at ``now``, earliest first (an ExpiryIndex)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        with self._lock:
+            end = bisect.bisect_right(self._due, now, key=_deadline_of)
+            return [self._requests[request_id] for _, request_id in self._due[: min(end, limit)]]
 
     async def reserve(
         self,

@@ -29,6 +29,7 @@ __all__ = [
     "check_changes",
     "copy_request",
     "evolve_request",
+    "expiry_deadline",
     "new_claim",
     "new_request",
     "CompensationPlan",
@@ -247,3 +248,25 @@ def evolve_request(request: MutationRequest, **changes: Any) -> MutationRequest:
     check_changes(request, changes)
     copied: MutationRequest = _copy(request, changes)
     return copied
+
+
+def expiry_deadline(request: MutationRequest) -> datetime | None:
+    """The first moment an expiry sweep has something to do with ``request``, or None.
+
+    For a PENDING request, the earliest of its own ``expires_at`` and the expiries of its
+    open approval slots; None for any other status or when nothing of it expires. Stores
+    that implement :class:`~mutator_governance.ExpiryIndex` index it, so a sweep reads only
+    the requests it expires.
+    """
+    if request.status is not RequestStatus.PENDING:
+        return None
+    deadline = request.expires_at
+    for slot in request.approval_requirements:
+        at = slot.expires_at
+        if (
+            at is not None
+            and slot.status is ApprovalStatus.PENDING
+            and (deadline is None or at < deadline)
+        ):
+            deadline = at
+    return deadline

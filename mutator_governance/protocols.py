@@ -23,6 +23,7 @@ __all__ = [
     "DecisionHistory",
     "DecisionPurger",
     "ExecutionCommitter",
+    "ExpiryIndex",
     "GovernanceStore",
     "ReadingCommitter",
     "QuarantineLog",
@@ -121,6 +122,27 @@ class ReadyQueue(Protocol):
         read is quarantined (see :class:`QuarantineLog`) and skipped, never raised. A
         request that stops being ready (claimed, rejected) drops out whatever its
         reservation. ``limit < 1`` raises ValueError.
+        """
+
+
+@runtime_checkable
+class ExpiryIndex(Protocol):
+    """Optional on a request store: the pending requests whose deadline has passed.
+
+    Without it :meth:`~mutator_governance.Governance.expire_due` reads every pending
+    request on each sweep (the whole approval backlog, every ``expire_every`` seconds in
+    every worker); with it a sweep reads only the requests it expires. A request's
+    deadline is :func:`~mutator_governance.expiry_deadline`.
+    """
+
+    async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
+        """Up to ``limit`` PENDING requests whose deadline is at or before ``now``.
+
+        Ordered by deadline, then ``request_id``. Only requests whose
+        :func:`~mutator_governance.expiry_deadline`, computed from the request as
+        returned, is at or before ``now`` are returned; nothing else is read per request.
+        A row that cannot be read is quarantined and skipped, never raised. ``limit < 1``
+        raises ValueError.
         """
 
 

@@ -60,6 +60,7 @@ from ._contracts import (
     RequestStoreContract,
     StateStoreContract,
 )
+from ._expiry_contract import ExpiryIndexContract
 from ._fixtures import (
     SAMPLE_MUTATION_TYPE,
     SAMPLE_STATE_TYPE,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GovernanceStoreContract",
     "ReadyQueueContract",
+    "ExpiryIndexContract",
     # contract suites
     "RequestStoreContract",
     "DecisionHistoryContract",

@@ -32,8 +32,10 @@ from mutator import (
 )
 from mutator.testing import assert_identical
 
+from .._approvals import ApprovalRequirement
 from .._enums import (
     ApprovalDecision,
+    ApprovalStatus,
     DecisionCategory,
     LifecycleDecision,
     PendingReason,
@@ -44,7 +46,7 @@ from .._errors import RequestAlreadyExistsError, RequestConcurrencyError, Reques
 from .._memory import InMemoryRequestStore
 from .._query import RequestPage, RequestQuery, TagMatch
 from .._request import MutationRequest
-from ..protocols import RequestStore
+from ..protocols import ExpiryIndex, RequestStore
 from ._contracts import BASE
 from ._fixtures import (
     SAMPLE_MUTATION_TYPE,
@@ -225,6 +227,10 @@ request_specs = st.fixed_dictionaries(
         "intent": intents,
         "side_effects": side_effects,
         "decisions": decision_logs,
+        "expires_at": moments,
+        "slots": st.lists(
+            st.tuples(st.sampled_from(ApprovalStatus), st.none() | moments), max_size=2
+        ),
     },
 )
 """Arguments of :func:`_build` (printed compactly when hypothesis reports a failure)."""
@@ -245,6 +251,11 @@ def _build(spec: dict[str, Any]) -> MutationRequest:
         fields["decisions"] = tuple(
             sample_decision(code, timestamp=created_at) for code in fields["decisions"]
         )
+    if "slots" in fields:
+        fields["approval_requirements"] = tuple(
+            ApprovalRequirement(f"a{i}", role="sre", status=status, expires_at=expires_at)
+            for i, (status, expires_at) in enumerate(fields.pop("slots"))
+        )
     return sample_request(fields.pop("request_id"), **fields)
 
 
@@ -261,6 +272,7 @@ edits = st.fixed_dictionaries(
         "intent": intents,
         "side_effects": side_effects,
         "decision": decision_codes,
+        "expires_at": st.none() | moments,
     },
 )
 """Changes applied with :func:`attrs.evolve` to the current request before a replace
@@ -279,7 +291,8 @@ class RequestStoreComparison(RuleBasedStateMachine):
     Every rule (create, duplicate create, replace with the current or a stale revision,
     replace of an unknown id, get, by_state, pending, list with up to three random filters
     walked page by page, one list per :class:`RequestQuery` filter group, invalid list
-    arguments) runs against both stores; each must return identical
+    arguments, and ``due`` when the store is an :class:`~mutator_governance.ExpiryIndex`)
+    runs against both stores; each must return identical
     values (:func:`~mutator_governance.testing.assert_identical`) or raise the same
     exception type. Cursors are opaque: each store is paged with its own cursors.
 
@@ -487,6 +500,18 @@ class RequestStoreComparison(RuleBasedStateMachine):
             return await store.pending(reason, state_id=state_id)
 
         self._compare(f"pending({reason}, state_id={state_id!r})", pending, list)
+
+    @rule(now=moments, limit=st.integers(1, 4))
+    def due(self, now: datetime, limit: int) -> None:
+        """Pending requests past their deadline, when the store is an ExpiryIndex."""
+        if not isinstance(self.store, ExpiryIndex):
+            return
+
+        async def due(store: RequestStore) -> Sequence[MutationRequest]:
+            assert isinstance(store, ExpiryIndex)
+            return await store.due(now=now, limit=limit)
+
+        self._compare(f"due(now={now.isoformat()}, limit={limit})", due, list)
 
     @rule(query=st.none() | queries, limit=st.integers(1, 4))
     def list_pages(self, query: RequestQuery | None, limit: int) -> None:

@@ -34,6 +34,7 @@ from mutator_governance import (
 )
 from mutator_governance.testing import (
     DecisionHistoryContract,
+    ExpiryIndexContract,
     GovernanceStoreContract,
     ReadyQueueContract,
     RequestStoreComparison,
@@ -252,5 +253,10 @@ class TestInMemoryGovernanceStore(GovernanceStoreContract):
 
 
 class TestInMemoryReadyQueue(ReadyQueueContract):
+    async def make_store(self) -> GovernanceStore:
+        return InMemoryGovernanceStore()
+
+
+class TestInMemoryExpiryIndex(ExpiryIndexContract):
     async def make_store(self) -> GovernanceStore:
         return InMemoryGovernanceStore()
