@@ -106,7 +106,7 @@ from .._query import (
     next_version,
 )
 from .._registry import MutationRegistry
-from .._request import MutationRequest
+from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from . import redact_url
 from ._documents import decode, new_decisions_data, parse
@@ -405,9 +405,11 @@ class _Database:
         stored = (
             request if request.revision == revision else attrs.evolve(request, revision=revision)
         )
-        state_id, status, reason, actor, created, updated, kind, original = _request_columns(stored)
+        state_id, status, reason, actor, created, updated, kind, original, due = _request_columns(
+            stored
+        )
         document = self.dumps(self.registry.unstructure_request(stored))
-        return (state_id, status, reason, actor, created, updated, document, kind, original)
+        return (state_id, status, reason, actor, created, updated, document, kind, original, due)
 
     def decision_from(self, sequence: int, request_id: str, text: Any) -> RequestDecision:
         key = f"decision {sequence} of request {request_id}"
@@ -483,7 +485,7 @@ class _Database:
 
 _REQUEST_COLUMNS = (
     "state_id, status, pending_reason, actor_id, created_at, updated_at, document, "
-    "mutation_type, compensates"
+    "mutation_type, compensates, due_at"
 )
 
 
@@ -618,14 +620,14 @@ class PostgresRequestStore:
         )
         self._insert = (
             f"WITH written AS (INSERT INTO {s}.requests (request_id, {_REQUEST_COLUMNS}, "
-            "revision) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0) "
+            "revision) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0) "
             f"RETURNING status, pending_reason) {notify}"
         )
         self._update = (
             f"WITH written AS (UPDATE {s}.requests SET {_KEEP_RESERVATION}, state_id = %s, "
             "status = %s, pending_reason = %s, actor_id = %s, created_at = %s, "
             "updated_at = %s, document = %s, mutation_type = %s, compensates = %s, "
-            "revision = revision + 1 WHERE request_id = %s AND revision = %s "
+            "due_at = %s, revision = revision + 1 WHERE request_id = %s AND revision = %s "
             f"RETURNING status, pending_reason) {notify}"
         )
         self._revision = f"SELECT revision FROM {s}.requests WHERE request_id = %s"
@@ -634,6 +636,19 @@ class PostgresRequestStore:
         self._order = ' ORDER BY created_at, request_id COLLATE "C"'
         self._reserve = (
             f"SELECT request_id, created_at, document FROM {s}.reserve_ready(%s, %s, %s, %s, %s)"
+        )
+        self._due = (
+            f"SELECT request_id, revision, document FROM {s}.requests AS r "
+            "WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.quarantine AS q WHERE q.request_id = r.request_id) "
+            'ORDER BY due_at, request_id COLLATE "C" LIMIT %s'
+        )
+        # A row whose deadline is not what its document says (written before the schema
+        # knew deadlines) gets the right one, unless it changed since it was read.
+        self._redate = (
+            f"UPDATE {s}.requests AS r SET due_at = x.due FROM unnest(%s::text[], "
+            "%s::bigint[], %s::timestamptz[]) AS x(id, revision, due) "
+            "WHERE r.request_id = x.id AND r.revision = x.revision"
         )
         # Records unreadable rows (new ones come back) and drops their reservations, so a
         # released row can be reserved again at once.
@@ -822,6 +837,45 @@ class PostgresRequestStore:
         rows.sort(key=_reserved_order)  # code point order of ids is the "C" collation's
         return await self._readable(rows)
 
+    async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
+        """Up to ``limit`` pending requests whose deadline is at or before ``now``.
+
+        Reads the partial index of pending rows with a deadline (``requests_due``), earliest
+        first, so a sweep reads only what it expires. A row whose stored deadline is wrong
+        (written before the upgrade that added it) gets the right one and is returned only
+        if that one is due; unreadable rows are quarantined and left out.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        due: builtins.list[tuple[datetime, str, MutationRequest]] = []
+        while len(due) < limit:
+            wanted = limit - len(due)
+            async with self._db.connection() as conn:
+                rows = await _fetchall(conn, self._due, (now, wanted))
+            redated: builtins.list[tuple[str, int, datetime | None]] = []
+            bad: builtins.list[tuple[str, StoredDataError]] = []
+            for request_id, revision, text in rows:
+                try:
+                    request = self._db.request_from(request_id, text)
+                except StoredDataError as error:
+                    bad.append((request_id, error))
+                    continue
+                deadline = expiry_deadline(request)
+                if deadline is not None and deadline <= now:
+                    due.append((deadline, request_id, request))
+                else:
+                    redated.append((request_id, revision, deadline))
+            if bad:
+                await self._set_aside(bad)
+            if redated:
+                params = tuple(builtins.list(column) for column in zip(*redated, strict=True))
+                async with self._db.connection() as conn:
+                    await conn.execute(self._redate, params)
+            if len(rows) < wanted:
+                break
+        due.sort(key=_due_order)
+        return [request for _, _, request in due]
+
     async def wait_ready(self, seconds: float) -> bool:
         """Wait at most ``seconds`` for a commit that made a request ready (LISTEN/NOTIFY).
 
@@ -870,6 +924,10 @@ class PostgresRequestStore:
     async def aclose(self) -> None:
         """Close the listening connection of :meth:`wait_ready` (the pool is the store's)."""
         await self._listener.aclose()
+
+
+def _due_order(entry: tuple[datetime, str, MutationRequest]) -> tuple[datetime, str]:
+    return entry[0], entry[1]
 
 
 def _reserved_order(row: Any) -> tuple[Any, str]:
@@ -1188,8 +1246,8 @@ class _Writer:
             request_id = write.request.request_id
             data = registry.unstructure_request(stored)
             documents.append(db.dumps(data))
-            state_id, status, reason, actor, created, updated, kind, original = _request_columns(
-                stored
+            state_id, status, reason, actor, created, updated, kind, original, due = (
+                _request_columns(stored)
             )
             request_rows.append(
                 [
@@ -1204,6 +1262,7 @@ class _Writer:
                     kind,
                     original,
                     len(documents),
+                    None if due is None else _instant(due),
                 ]
             )
             new = write.new_decisions
@@ -1259,7 +1318,8 @@ class _Writer:
 
 def _request_columns(request: MutationRequest) -> tuple[Any, ...]:
     """The indexed columns of ``request``'s row: state id, status, pending reason, actor,
-    created and updated times, mutation type and the request a compensation undoes."""
+    created and updated times, mutation type, the request a compensation undoes and the
+    expiry deadline."""
     reason = request.pending_reason
     compensation = request.execution.compensation
     return (
@@ -1271,6 +1331,7 @@ def _request_columns(request: MutationRequest) -> tuple[Any, ...]:
         request.updated_at,
         request.mutation_type,
         compensation.original_request_id if compensation is not None else None,
+        expiry_deadline(request),
     )
 
 

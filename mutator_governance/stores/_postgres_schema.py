@@ -39,6 +39,9 @@ and still orders ties, but no longer has an index of its own), a history entry b
 one index fewer. ``governed_commit`` inserts a new request with ``ON CONFLICT DO
 NOTHING`` instead of locking-then-inserting (one statement fewer; a concurrent creator
 of the same id now also yields ``MU001``).
+
+Version 7 indexes each pending request's expiry deadline (``due_at``, partial index
+``requests_due``), so an expiry sweep reads only the requests it expires.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import hashlib
 
 __all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version this release writes and reads."""
 
 COMMIT_CODES = {
@@ -668,7 +671,37 @@ _V6: tuple[str, ...] = (
     _COMMIT_FUNCTION_V6,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 7: a request row also carries its expiry deadline (``due_at``: what
+# ``expiry_deadline`` gives, the 12th element of a "r" row), indexed for the pending rows
+# that have one, so an expiry sweep reads only what is due. Rows pending at the upgrade get
+# the earliest instant: the first sweep reads them and writes their real deadline.
+_COMMIT_FUNCTION_V7 = _rewrite(
+    _COMMIT_FUNCTION_V6,
+    (
+        "created_at, updated_at, revision, document, mutation_type, compensates)\n",
+        "created_at, updated_at, revision, document, mutation_type, compensates,\n"
+        "                due_at)\n",
+    ),
+    (
+        "r->>8, r->>9)\n",
+        "r->>8, r->>9, (r->>11)::timestamptz)\n",
+    ),
+    (
+        "                mutation_type = r->>8, compensates = r->>9,\n",
+        "                mutation_type = r->>8, compensates = r->>9,\n"
+        "                due_at = (r->>11)::timestamptz,\n",
+    ),
+)
+
+_V7: tuple[str, ...] = (
+    "ALTER TABLE {s}.requests ADD COLUMN due_at timestamptz",
+    "UPDATE {s}.requests SET due_at = '-infinity' WHERE status = 'pending'",
+    """CREATE INDEX requests_due ON {s}.requests (due_at, request_id)
+        WHERE status = 'pending' AND due_at IS NOT NULL""",
+    _COMMIT_FUNCTION_V7,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -116,8 +116,9 @@ def ids(requests: Sequence[MutationRequest]) -> list[str]:
 # -- the contract ----------------------------------------------------------------------------
 
 
-class _PostgresReadyQueue(ReadyQueueContract):
-    """Opens each contract store on its own schema, dropped after the test."""
+class PostgresContractStores:
+    """Opens each contract store on its own schema, dropped after the test; ``corrupt``
+    spoils a stored request with the subclass's ``corruption``."""
 
     corruption: ClassVar[str]
 
@@ -141,6 +142,10 @@ class _PostgresReadyQueue(ReadyQueueContract):
     async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
         assert isinstance(store, PostgresStore)
         await corrupt(self.url, store.schema, request_id, self.corruption)
+
+
+class _PostgresReadyQueue(PostgresContractStores, ReadyQueueContract):
+    pass
 
 
 class TestReadyQueueWithInvalidJson(_PostgresReadyQueue):
