@@ -353,3 +353,22 @@ def test_query_seed_holds_the_mix_operators_see() -> None:
     assert len({r.context.actor_id for r in seeded}) == query.ACTORS
     hot = sum(r.state_id == query.HOT_STATE for r in seeded)
     assert hot >= 2 * query.PAGE
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("postgresql://pg@db/test", "postgresql://pg@db/test?schema=bench_x"),
+        (
+            "postgresql://pg@/test?host=/var/run/postgresql",
+            "postgresql://pg@/test?host=/var/run/postgresql&schema=bench_x",
+        ),
+    ],
+)
+def test_a_benchmark_schema_joins_the_server_url_query(
+    monkeypatch: pytest.MonkeyPatch, server: str, expected: str
+) -> None:
+    from benchmarks import governance
+
+    monkeypatch.setattr(governance, "POSTGRES_URL", server)
+    assert governance.schema_url("bench_x") == expected
