@@ -11,6 +11,11 @@
 over a store of 1,000 or 10,000 requests. The ``10k`` scenario's baseline is the ``1k``
 one, so its ratio is the growth with the store, paired per repeat.
 
+``governance.expiry.<backend>.<size>`` times one ``gov.expire_due()`` sweep over the same
+seeds, at a moment when none of their pending requests is due: what every worker pays
+every ``expire_every`` seconds for the approval backlog it holds (nothing, on a store with
+an :class:`~mutator_governance.ExpiryIndex`).
+
 The seed (untimed) is realistic rather than uniform: requests of four mutation types from
 20 requesters on ~100 states (one of them hot), in the statuses a live system holds —
 waiting for one or two approval steps or an external check, approved, executed (with
@@ -503,11 +508,35 @@ class _Availability:
         return self.backend()
 
 
+async def _sweep_fixture(backend: str, size: int, ops: int) -> Fixture:
+    stack = contextlib.AsyncExitStack()
+    store = await stack.enter_async_context(SEEDED.open(backend, size))
+    gov = _governance(store)
+
+    def check(sweep: Any) -> None:
+        if sweep.expired or sweep.skipped:
+            raise AssertionError(f"{backend} expired seeded requests none of which is due")
+
+    return Fixture(gov.expire_due, check, stack.aclose)
+
+
 def scenarios() -> tuple[Scenario, ...]:
-    """``governance.query.<backend>.<query>.<size>``; each 10k one paired with its 1k one."""
+    """``governance.query.<backend>.<query>.<size>`` and ``governance.expiry.<backend>.<size>``;
+    each 10k one paired with its 1k one."""
     out = []
     for backend in STORE_BACKENDS:
         server = backend.name not in ("memory", "sqlite")
+        name = f"governance.expiry.{backend.name}"
+        for size, count in SIZES.items():
+            out.append(
+                Scenario(
+                    f"{name}.{size}",
+                    f"{name}.1k",
+                    functools.partial(_sweep_fixture, backend.name, count),
+                    f"expire_due() over {count:,} requests, none due ({backend.summary})",
+                    unavailable=_Availability(server or size != "1k", backend.unavailable),
+                )
+            )
         for query, (_, summary) in QUERIES.items():
             name = f"governance.query.{backend.name}.{query}"
             for size, count in SIZES.items():
