@@ -190,9 +190,11 @@ async def _rows(gov: Governance, table: str, order: str = "id") -> list[tuple[An
     return rows
 
 
-async def add_due_at(gov: Governance) -> None:
-    """Give an older schema the column this library's request writes fill (version 6's)."""
-    db = gov.requests._db  # type: ignore[attr-defined]
+async def add_due_at(db: Any) -> None:
+    """Give an older schema the column this library's request writes fill (version 6's).
+
+    ``db`` is a store's database (``store._db``).
+    """
     await db.run_write(lambda c: _execute(c, "ALTER TABLE requests ADD COLUMN due_at INTEGER"))
 
 
@@ -216,7 +218,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
         patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 4)
         async with Governance.open(url, registry=registry()) as gov:
             assert gov.requests._db.schema_version == 4  # type: ignore[attr-defined]
-            await add_due_at(gov)
+            await add_due_at(gov.requests._db)  # type: ignore[attr-defined]
             gov.engine.register_policy(NeedsApprover())
             await gov.states.put("counter:a", Counter(0))
             first = await _run_one(gov)
