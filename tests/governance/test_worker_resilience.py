@@ -67,6 +67,10 @@ class CountingRequests(InMemoryRequestStore):
         self.calls["pending"] += 1
         return await super().pending(*args, **kwargs)
 
+    async def due(self, **options: Any) -> Sequence[MutationRequest]:
+        self.calls["due"] += 1
+        return await super().due(**options)
+
 
 class Faults:
     """Raises StoreUnavailableError from chosen store methods while switched on."""
@@ -262,8 +266,9 @@ class TestBoundedWork:
         assert sum(reserved) == 2000
         assert max(reserved) <= concurrency
         assert len(reserved) <= 2000 // concurrency + concurrency + 2
-        # besides reservations: one recovery sweep (list), one expiry sweep (pending)
-        assert counting.calls == {"list": 1, "pending": 1}
+        # besides reservations: one recovery sweep (list), one expiry sweep (through the
+        # store's expiry index: one batch of due requests)
+        assert counting.calls == {"list": 1, "due": 1}
 
 
 class TestOutages:
