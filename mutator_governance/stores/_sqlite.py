@@ -974,19 +974,24 @@ class _Due:
 
 @attrs.frozen
 class _Stale:
-    """A row whose stored deadline is not its request's: what to store instead, and where."""
+    """A row whose stored deadline is not its request's: what to store instead, and where.
+
+    ``request`` is kept only when it is due (to be returned once corrected): a first sweep
+    after an upgrade walks every pending row, and holds none of the others.
+    """
 
     request_id: str
     revision: int
     stored: int
     deadline: int | None
-    request: MutationRequest
+    request: MutationRequest | None
 
 
 @attrs.define
 class _DueWalk:
     """What one walk of the due rows met: due requests, stale deadlines, unreadable rows."""
 
+    now: int
     due: list[_Due] = attrs.Factory(list)
     stale: list[_Stale] = attrs.Factory(list)
     unreadable: list[_Unreadable] = attrs.Factory(list)
@@ -1003,7 +1008,10 @@ class _DueWalk:
         if deadline == due_at:
             self.due.append(_Due(due_at, request))
         else:
-            self.stale.append(_Stale(request_id, revision, due_at, deadline, request))
+            due = deadline is not None and deadline <= self.now
+            self.stale.append(
+                _Stale(request_id, revision, due_at, deadline, request if due else None)
+            )
 
 
 def _walk_due(codec: _Codec, connection: sqlite3.Connection, now: int, limit: int) -> _DueWalk:
@@ -1012,7 +1020,7 @@ def _walk_due(codec: _Codec, connection: sqlite3.Connection, now: int, limit: in
     Rows whose stored deadline is stale (rows from before schema version 6) do not count
     towards ``limit``: the walk goes on past them.
     """
-    walk = _DueWalk()
+    walk = _DueWalk(now)
     position: tuple[int, str] | None = None
     while len(walk.due) < limit:
         want = limit - len(walk.due)
@@ -1330,15 +1338,15 @@ class SQLiteRequestStore:
         walk = await self._db.run_read(lambda c: _walk_due(codec, c, held, limit))
         found = walk.due
         if walk.stale or walk.unreadable:
-            found = [*found, *await self._heal(walk, held)]
+            found = [*found, *await self._heal(walk)]
             found.sort(key=lambda d: d.position)
         return [d.request for d in found[:limit]]
 
-    async def _heal(self, walk: _DueWalk, now: int) -> builtins.list[_Due]:
+    async def _heal(self, walk: _DueWalk) -> builtins.list[_Due]:
         """Correct ``walk``'s stale deadlines and quarantine its unreadable rows, at once.
 
-        Returns the corrected requests that are due at ``now``. A busy database leaves
-        both to the next sweep (and returns none).
+        Returns the corrected requests that are due at the walk's ``now``. A busy database
+        leaves both to the next sweep (and returns none).
         """
         detected_at = datetime.now(UTC)
         heal = _heal_transaction(walk.stale, walk.unreadable, detected_at)
@@ -1350,7 +1358,7 @@ class SQLiteRequestStore:
         return [
             _Due(s.deadline, s.request)
             for s in healed
-            if s.deadline is not None and s.deadline <= now
+            if s.request is not None and s.deadline is not None
         ]
 
     async def quarantined(self) -> Sequence[QuarantinedRequest]:
