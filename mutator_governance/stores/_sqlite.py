@@ -27,9 +27,11 @@ the database lock never starve a read. An in-memory database (``sqlite:///:memor
 private to its store and uses one connection for everything.
 
 Workers reserve ready requests through a partial index of ready rows (the reservation
-lives in the row until the request is next written); a request row that cannot be read is
-recorded in the ``quarantine`` table and left out of every multi-row read; retention
-deletes old terminal requests with their decisions in one transaction.
+lives in the row until the request is next written) and expiry sweeps read the pending
+requests that are due through another (each row stores its request's deadline); a
+request row that cannot be read is recorded in the ``quarantine`` table and left out of
+every multi-row read; retention deletes old terminal requests with their decisions in one
+transaction.
 """
 
 from __future__ import annotations
@@ -71,11 +73,18 @@ from .._query import (
     next_version,
 )
 from .._registry import MutationRegistry
-from .._request import MutationRequest
+from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from ._documents import decode, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
-from ._sqlite_schema import PENDING_ROWS, READY, SCHEMA_VERSION, TERMINAL_ROWS, migrate
+from ._sqlite_schema import (
+    DUE_ROWS,
+    PENDING_ROWS,
+    READY,
+    SCHEMA_VERSION,
+    TERMINAL_ROWS,
+    migrate,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -598,8 +607,14 @@ def _version(state_id: str, raw: Any) -> str:
     )
 
 
+def _deadline_micros(request: MutationRequest) -> int | None:
+    """The ``due_at`` column of ``request``: its :func:`expiry_deadline` in micros, or NULL."""
+    deadline = expiry_deadline(request)
+    return None if deadline is None else _micros(deadline)
+
+
 def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
-    """The column values of ``request`` (its revision included), in table order."""
+    """The column values of ``request`` (its revision and deadline included), in table order."""
     compensation = request.execution.compensation
     return (
         request.request_id,
@@ -613,13 +628,14 @@ def _request_row(codec: _Codec, request: MutationRequest) -> tuple[Any, ...]:
         codec.request(request),
         request.mutation_type,
         compensation.original_request_id if compensation is not None else None,
+        _deadline_micros(request),
     )
 
 
 _INSERT_REQUEST = (
     "INSERT INTO requests (request_id, state_id, status, pending_reason, actor_id, "
-    "created_at, updated_at, revision, document, mutation_type, compensates) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, updated_at, revision, document, mutation_type, compensates, due_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A write that changes the status or pending reason drops the row's reservation (the
 # request left the ready set, or came back to it); one that keeps them keeps it. On the
@@ -627,7 +643,7 @@ _INSERT_REQUEST = (
 _UPDATE_REQUEST = (
     "UPDATE requests SET state_id = ?, status = ?, pending_reason = ?, actor_id = ?, "
     "created_at = ?, updated_at = ?, revision = ?, document = ?, mutation_type = ?, "
-    "compensates = ?, "
+    "compensates = ?, due_at = ?, "
     "reserved_by = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_by END, "
     "reserved_until = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_until END "
     "WHERE request_id = ? AND revision = ?"
@@ -635,14 +651,14 @@ _UPDATE_REQUEST = (
 _CREATE_REQUEST = _INSERT_REQUEST + " ON CONFLICT (request_id) DO NOTHING"
 # The same update when the columns a request never changes (its state, actor, creation
 # time, mutation type, compensated request) are as stored: it sets only the others, so
-# SQLite leaves the indexes on those columns alone (4 of the 9 on ``requests``). Same
+# SQLite leaves the indexes on those columns alone (4 of the 10 on ``requests``). Same
 # parameters as _UPDATE_REQUEST.
 _UPDATE_MUTABLE = (
     "UPDATE requests SET status = ?2, pending_reason = ?3, updated_at = ?6, revision = ?7, "
-    "document = ?8, "
+    "document = ?8, due_at = ?11, "
     "reserved_by = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_by END, "
     "reserved_until = CASE WHEN status = ?2 AND pending_reason IS ?3 THEN reserved_until END "
-    "WHERE request_id = ?11 AND revision = ?12 AND state_id = ?1 AND actor_id IS ?4 "
+    "WHERE request_id = ?12 AND revision = ?13 AND state_id = ?1 AND actor_id IS ?4 "
     "AND created_at = ?5 AND mutation_type IS ?9 AND compensates IS ?10"
 )
 _INSERT_DECISION = (
@@ -923,6 +939,123 @@ def ready_sql(*, revalidation: bool, after: bool) -> str:
     return sql + " ORDER BY created_at, request_id LIMIT ?"
 
 
+def due_sql(*, after: bool) -> str:
+    """The statement :meth:`SQLiteRequestStore.due` selects due rows with.
+
+    Parameters: ``now`` (micros), then with ``after`` the position (micros, id) to continue
+    from, then the limit. It walks the ``requests_due`` partial index in order.
+    """
+    sql = (
+        "SELECT due_at, request_id, revision, document FROM requests INDEXED BY requests_due "
+        f"WHERE {DUE_ROWS} AND due_at <= ? AND {_NOT_QUARANTINED}"
+    )
+    if after:
+        sql += " AND (due_at, request_id) > (?, ?)"
+    return sql + " ORDER BY due_at, request_id LIMIT ?"
+
+
+# Corrects a stored deadline only if the row is still the one it was computed from.
+_HEAL_DEADLINE = (
+    "UPDATE requests SET due_at = ? WHERE request_id = ? AND revision = ? AND due_at IS ?"
+)
+
+
+@attrs.frozen
+class _Due:
+    """A request an expiry walk found due, at its position in the ``requests_due`` index."""
+
+    due_at: int
+    request: MutationRequest
+
+    @property
+    def position(self) -> tuple[int, str]:
+        return self.due_at, self.request.request_id
+
+
+@attrs.frozen
+class _Stale:
+    """A row whose stored deadline is not its request's: what to store instead, and where.
+
+    ``request`` is kept only when it is due (to be returned once corrected): a first sweep
+    after an upgrade walks every pending row, and holds none of the others.
+    """
+
+    request_id: str
+    revision: int
+    stored: int
+    deadline: int | None
+    request: MutationRequest | None
+
+
+@attrs.define
+class _DueWalk:
+    """What one walk of the due rows met: due requests, stale deadlines, unreadable rows."""
+
+    now: int
+    due: list[_Due] = attrs.Factory(list)
+    stale: list[_Stale] = attrs.Factory(list)
+    unreadable: list[_Unreadable] = attrs.Factory(list)
+
+    def add(self, codec: _Codec, row: Row) -> None:
+        """Decode one ``(due_at, request_id, revision, document)`` row and sort it."""
+        due_at, request_id, revision, document = row
+        try:
+            request = codec.read_request((request_id, document))
+        except StoredDataError as error:
+            self.unreadable.append((request_id, error))
+            return
+        deadline = _deadline_micros(request)
+        if deadline == due_at:
+            self.due.append(_Due(due_at, request))
+        else:
+            due = deadline is not None and deadline <= self.now
+            self.stale.append(
+                _Stale(request_id, revision, due_at, deadline, request if due else None)
+            )
+
+
+def _walk_due(codec: _Codec, connection: sqlite3.Connection, now: int, limit: int) -> _DueWalk:
+    """Walk the due rows in index order until ``limit`` of them are due or none are left.
+
+    Rows whose stored deadline is stale (rows from before schema version 6) do not count
+    towards ``limit``: the walk goes on past them.
+    """
+    walk = _DueWalk(now)
+    position: tuple[int, str] | None = None
+    while len(walk.due) < limit:
+        want = limit - len(walk.due)
+        params: list[Any] = [now, *(position or ()), want]
+        rows = _fetch_all(connection, due_sql(after=position is not None), params)
+        for row in rows:
+            walk.add(codec, row)
+        if len(rows) < want:
+            break
+        position = (rows[-1][0], rows[-1][1])
+    return walk
+
+
+def _heal_transaction(
+    stale: Sequence[_Stale], unreadable: Sequence[_Unreadable], detected_at: datetime
+) -> Callable[[sqlite3.Connection], tuple[list[_Stale], list[_Unreadable]]]:
+    """Store the real deadline of ``stale`` rows and quarantine ``unreadable`` ones.
+
+    Returns the stale rows corrected (a row written since it was read keeps what its
+    writer stored) and the rows newly quarantined.
+    """
+
+    def heal(connection: sqlite3.Connection) -> tuple[list[_Stale], list[_Unreadable]]:
+        healed = [
+            s
+            for s in stale
+            if _execute(
+                connection, _HEAL_DEADLINE, (s.deadline, s.request_id, s.revision, s.stored)
+            )
+        ]
+        return healed, _quarantine_rows(connection, unreadable, detected_at)
+
+    return heal
+
+
 def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> list[_Read]:
     """Each ``(created_at, request_id, document)`` row decoded, or why it cannot be."""
     decoded: list[_Read] = []
@@ -986,11 +1119,13 @@ class SQLiteRequestStore:
     Filters, ordering (``created_at`` then ``request_id`` in code point order) and cursor
     pagination run in SQL. Implements :class:`~mutator_governance.RequestStore`,
     :class:`~mutator_governance.ReadyQueue` (reservations in the row, ready rows in a
-    partial index), :class:`~mutator_governance.QuarantineLog` (the ``quarantine``
+    partial index), :class:`~mutator_governance.ExpiryIndex` (each row's deadline in
+    ``due_at``, pending rows that have one in a partial index),
+    :class:`~mutator_governance.QuarantineLog` (the ``quarantine``
     table) and :class:`~mutator_governance.RequestPurger` (decisions are deleted in the
     same transaction, so the decision log is no DecisionPurger).
 
-    Multi-row reads (listings, pending, by state, reservations) leave out quarantined
+    Multi-row reads (listings, pending, by state, reservations, due) leave out quarantined
     rows and quarantine each row they cannot read instead of raising; ``get`` raises
     StoredDataError for it.
     """
@@ -1183,6 +1318,48 @@ class SQLiteRequestStore:
         chosen, recorded = await self._db.run_encoded_write(lambda: transaction, relaxed=True)
         _announce(recorded, detected_at)
         return chosen
+
+    async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
+        """Up to ``limit`` PENDING requests whose deadline is at or before ``now``, in order.
+
+        Walks the ``requests_due`` partial index (deadline, then id) from the earliest
+        deadline, decoding only the rows it walks, on a reading connection. A row whose
+        stored deadline is not its request's :func:`~mutator_governance.expiry_deadline`
+        (every PENDING row written before schema version 6 starts at the earliest instant)
+        is not handed out where it stands: its deadline is corrected, guarded by its
+        revision so a concurrent write wins, and the request is returned at its real place
+        if that is due. Unreadable rows are quarantined and skipped. See
+        :class:`~mutator_governance.ExpiryIndex`.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        codec = self._codec
+        held = _micros(now)
+        walk = await self._db.run_read(lambda c: _walk_due(codec, c, held, limit))
+        found = walk.due
+        if walk.stale or walk.unreadable:
+            found = [*found, *await self._heal(walk)]
+            found.sort(key=lambda d: d.position)
+        return [d.request for d in found[:limit]]
+
+    async def _heal(self, walk: _DueWalk) -> builtins.list[_Due]:
+        """Correct ``walk``'s stale deadlines and quarantine its unreadable rows, at once.
+
+        Returns the corrected requests that are due at the walk's ``now``. A busy database
+        leaves both to the next sweep (and returns none).
+        """
+        detected_at = datetime.now(UTC)
+        heal = _heal_transaction(walk.stale, walk.unreadable, detected_at)
+        try:
+            healed, recorded = await self._db.run_encoded_write(lambda: heal, relaxed=True)
+        except StoreUnavailableError:
+            return []
+        _announce(recorded, detected_at)
+        return [
+            _Due(s.deadline, s.request)
+            for s in healed
+            if s.request is not None and s.deadline is not None
+        ]
 
     async def quarantined(self) -> Sequence[QuarantinedRequest]:
         """Every quarantined request, oldest detection first."""

@@ -9,11 +9,20 @@ database's version.
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from .._errors import StoredDataError
 
-__all__ = ["MIGRATIONS", "PENDING_ROWS", "READY", "SCHEMA_VERSION", "TERMINAL_ROWS", "migrate"]
+__all__ = [
+    "DUE_ROWS",
+    "MIGRATIONS",
+    "PENDING_ROWS",
+    "READY",
+    "SCHEMA_VERSION",
+    "STALE_DEADLINE",
+    "TERMINAL_ROWS",
+    "migrate",
+]
 
 _V1 = (
     """
@@ -236,7 +245,28 @@ _V5 = (
     "ALTER TABLE state_versions_v5 RENAME TO state_versions",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+DUE_ROWS = f"status = '{_PENDING}' AND due_at IS NOT NULL"
+"""The rows an expiry sweep may have to expire (the ``requests_due`` partial index)."""
+
+STALE_DEADLINE = (datetime.min.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+    microseconds=1
+)
+"""The earliest instant a deadline can name (0001-01-01, in microseconds since the epoch).
+
+Version 6 gives it to every PENDING row it finds, so the first expiry sweep reads each
+once and stores its real deadline (or NULL) instead: the deadline needs the decoded
+request, which SQL cannot compute from the document.
+"""
+
+_V6 = (
+    # A request's expiry deadline (``expiry_deadline``: NULL unless it is PENDING with
+    # something that expires), so a sweep walks only the pending rows that are due.
+    "ALTER TABLE requests ADD COLUMN due_at INTEGER",
+    f"UPDATE requests SET due_at = {STALE_DEADLINE} WHERE status = '{_PENDING}'",
+    f"CREATE INDEX requests_due ON requests (due_at, request_id) WHERE {DUE_ROWS}",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 """Schema version -> the statements that migrate the version before it to it."""
 
 PENDING_ROWS = f"status = '{_PENDING}'"

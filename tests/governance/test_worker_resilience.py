@@ -266,7 +266,8 @@ class TestBoundedWork:
         assert sum(reserved) == 2000
         assert max(reserved) <= concurrency
         assert len(reserved) <= 2000 // concurrency + concurrency + 2
-        # besides reservations: one recovery sweep (list), one expiry sweep (the due index)
+        # besides reservations: one recovery sweep (list), one expiry sweep (through the
+        # store's expiry index: one batch of due requests)
         assert counting.calls == {"list": 1, "due": 1}
 
 
@@ -298,7 +299,7 @@ class TestOutages:
 
     async def test_an_outage_in_housekeeping_does_not_stop_the_worker(self) -> None:
         stores = Stores()
-        faults = Faults("list", "pending", times=2)
+        faults = Faults("list", "due", times=2)
         world = await world_over(
             stores, requests=Probe(stores.requests, "requests", before=faults.before)
         )

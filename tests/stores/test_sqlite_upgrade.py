@@ -1,4 +1,7 @@
-"""Schema upgrades on open: version 2 with rows (unreadable ones too) and version 4 to 5."""
+"""Schema upgrades on open: version 2 with rows (unreadable ones too) and version 4 to 5.
+
+Version 5 to 6 (the expiry index) is in ``test_sqlite_expiry.py``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,13 @@ from mutator_governance import (
     RequestStatus,
 )
 from mutator_governance.stores import _sqlite_schema
-from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteStore, _Codec, _micros
+from mutator_governance.stores._sqlite import (
+    SCHEMA_VERSION,
+    SQLiteStore,
+    _Codec,
+    _execute,
+    _micros,
+)
 from mutator_governance.stores._sqlite_schema import MIGRATIONS, TERMINAL_ROWS
 from mutator_governance.testing import sample_registry, sample_request
 
@@ -109,7 +118,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     _write_v2(path, rows)
 
     async with await SQLiteStore.open(path, registry=sample_registry()) as store:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         columns = await store._db.run_read(
             lambda c: c.execute(
                 "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
@@ -150,7 +159,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
         ).fetchone()
     finally:
         raw.close()
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6]
     # Version 4: only PENDING rows are indexed by pending reason.
     assert pending_index.endswith("WHERE status = 'pending'")
     assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
@@ -181,6 +190,23 @@ async def _rows(gov: Governance, table: str, order: str = "id") -> list[tuple[An
     return rows
 
 
+async def add_due_at(db: Any) -> None:
+    """Give an older schema the column this library's request writes fill (version 6's).
+
+    ``db`` is a store's database (``store._db``).
+    """
+    await db.run_write(lambda c: _execute(c, "ALTER TABLE requests ADD COLUMN due_at INTEGER"))
+
+
+def drop_due_at(path: Path) -> None:
+    """Take the column :func:`add_due_at` added out again: the database is as old as it says."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("ALTER TABLE requests DROP COLUMN due_at")
+    finally:
+        raw.close()
+
+
 async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,6 +218,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
         patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 4)
         async with Governance.open(url, registry=registry()) as gov:
             assert gov.requests._db.schema_version == 4  # type: ignore[attr-defined]
+            await add_due_at(gov.requests._db)  # type: ignore[attr-defined]
             gov.engine.register_policy(NeedsApprover())
             await gov.states.put("counter:a", Counter(0))
             first = await _run_one(gov)
@@ -199,9 +226,10 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
             before = {table: await _rows(gov, table) for table in LOGS}
             produced = await _rows(gov, "state_versions", "state_id, request_id")
             logged = list(await gov.decisions.for_request(first))
+    drop_due_at(tmp_path / "v4.db")
 
     async with Governance.open(url, registry=registry()) as gov:
-        assert gov.requests._db.schema_version == SCHEMA_VERSION == 5  # type: ignore[attr-defined]
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 6  # type: ignore[attr-defined]
         gov.engine.register_policy(NeedsApprover())
         for table, rows in before.items():
             assert await _rows(gov, table) == rows, table
