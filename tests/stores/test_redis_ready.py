@@ -562,7 +562,7 @@ async def test_a_schema_2_store_is_upgraded_on_open(store: RedisStore, redis_url
 
     upgraded = await _open(redis_url, store.prefix)
     try:
-        assert await upgraded.client.hget(upgraded.keys.meta, "schema") == b"3"
+        assert await upgraded.client.hget(upgraded.keys.meta, "schema") == b"4"
         requests = upgraded.requests
         assert _ids(await _reserve(upgraded, 10, revalidation=True)) == ["a", "v"]
         query = RequestQuery(mutation_types={"testing.sample"})
