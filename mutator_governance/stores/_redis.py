@@ -18,6 +18,7 @@ Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segmen
     p:index:compensates:<id>        ZSET   non-terminal compensations of request <id>
     p:ready:approved                ZSET   APPROVED requests (the worker's queue)
     p:ready:revalidation            ZSET   PENDING requests waiting for revalidation
+    p:due                           ZSET   PENDING requests with a deadline, "<deadline>|<id>"
     p:updated:<status>              ZSET   terminal requests, "<updated_at>|<id>"
     p:reserved                      HASH   request id -> reserved-until stamp
     p:quarantine                    HASH   request id -> quarantine entry (JSON)
@@ -35,11 +36,17 @@ Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segmen
 
 Index members are ``"<created_at as 18-digit microseconds>|<request id>"`` in zero-score
 sorted sets, so ``ZRANGEBYLEX`` yields requests by ``created_at`` then ``request_id`` (UTF-8
-byte order is code point order) and cursors become lexicographic range bounds. Every
+byte order is code point order) and cursors become lexicographic range bounds. The expiry
+set ``p:due`` has the same shape with the request's
+:func:`~mutator_governance.expiry_deadline` in place of ``created_at`` (exact to the
+microsecond over the whole ``datetime`` range, which a float score is not); a request hash's
+``dmember`` field names the member it holds there (empty: none). Every
 document carries a ``schema`` version; a document or store written by a newer schema is
 refused with :class:`~mutator_governance.StoredDataError`. A store written by schema 1
-(decision logs as lists) or 2 (no ready, updated-at, mutation-type or compensation indexes)
-is upgraded when it is opened; run the upgrade with no older process still writing.
+(decision logs as lists), 2 (no ready, updated-at, mutation-type or compensation indexes)
+or 3 (no expiry set) is upgraded when it is opened; run the upgrade with no older process
+still writing (a schema-3 process would not enter the pending requests it creates in the
+expiry set; documents are unchanged, still schema 3, so it can still read them).
 
 Scripts find a request's keys through ``p:segments`` (Lua cannot escape ids the way
 :func:`escape_segment` does). Commits that leave a request ready publish on the channel
@@ -49,7 +56,8 @@ Every governance write is one call of the Lua script :data:`._redis_scripts.COMM
 or nothing: it checks every key's type and every precondition before its first write, so
 a wrong-type key or a lost compare-and-set writes nothing. A worker's reservation and a
 retention purge are one script call each (:data:`._redis_scripts.RESERVE`,
-:data:`._redis_scripts.PURGE`). A request that cannot be read is quarantined (the
+:data:`._redis_scripts.PURGE`); so is the repair of a stale expiry member
+(:data:`._redis_scripts.DUE_FIX`). A request that cannot be read is quarantined (the
 ``p:quarantine`` hash) and skipped by every multi-row read. Redis errors become
 :class:`~mutator_governance.StoredDataError` (bad data) or
 :class:`~mutator_governance.StoreUnavailableError` (connection, timeout, server refusing
@@ -105,7 +113,7 @@ from .._query import (
     next_version,
 )
 from .._registry import MutationRegistry
-from .._request import MutationRequest
+from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
@@ -127,8 +135,11 @@ __all__ = [
     "escape_segment",
 ]
 
-SCHEMA_VERSION: Final = 3
-"""The document and keyspace schema this module writes (and the newest it reads)."""
+SCHEMA_VERSION: Final = 4
+"""The keyspace schema this module writes (and the newest it reads)."""
+_DOCUMENT_SCHEMA: Final = 3
+"""The schema of the JSON documents it writes (and the newest it reads). Schema 4 only added
+keys (the expiry set), so a schema-3 process still reads what it writes."""
 
 BACKEND: Final = "redis"
 URL_FORM: Final = (
@@ -137,7 +148,7 @@ URL_FORM: Final = (
 )
 _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MARGIN_US = 86_400_000_000  # one day, so offsets near year 1 stay non-negative
-_SCHEMA: Final = str(SCHEMA_VERSION)
+_SCHEMA: Final = str(_DOCUMENT_SCHEMA)
 _STAMP_WIDTH = 18
 _STAMP_FORMAT = f"%0{_STAMP_WIDTH}d"
 _MICROSECOND = timedelta(microseconds=1)
@@ -182,6 +193,17 @@ def _stamp(moment: datetime) -> str:
 def _member(created_at: datetime, request_id: str) -> bytes:
     """The index member of a request (lone surrogates kept, in code point order)."""
     return f"{_stamp(created_at)}|{request_id}".encode("utf-8", "surrogatepass")
+
+
+def _due_member(request: MutationRequest) -> bytes:
+    """The expiry-set member of ``request`` (by its deadline), or empty when none expires."""
+    deadline = expiry_deadline(request)
+    return b"" if deadline is None else _member(deadline, request.request_id)
+
+
+def _through(moment: datetime) -> bytes:
+    """The exclusive upper lex bound of the members stamped at or before ``moment``."""
+    return b"(" + f"{int(_stamp(moment)) + 1:0{_STAMP_WIDTH}d}".encode()
 
 
 @attrs.frozen
@@ -241,6 +263,11 @@ class RedisKeyspace:
     def updated_indexes(self, request: MutationRequest) -> list[str]:
         """The sets holding ``request`` by its updated-at member (terminal ones only)."""
         return [self.updated(request.status)] if request.status.is_terminal else []
+
+    @property
+    def due(self) -> str:
+        """The expiry set: PENDING requests with a deadline, by deadline then id."""
+        return f"{self.prefix}:due"
 
     def ready(self, *, revalidation: bool) -> str:
         return f"{self.prefix}:ready:{'revalidation' if revalidation else 'approved'}"
@@ -516,12 +543,15 @@ class _Backend:
                 keys.ready(revalidation=True),
                 keys.reserved,
                 keys.segments,
+                keys.due,
             ],
             args=[keys.ready_channel, _SCHEMA],
         )
         self.reserve_script = Evalsha(scripts.RESERVE)
         self.purge_script = Evalsha(scripts.PURGE)
         self.upgrade_script = Evalsha(scripts.UPGRADE_REQUEST)
+        self.due_fix_script = Evalsha(scripts.DUE_FIX)
+        self.upgrade_due_script = Evalsha(scripts.UPGRADE_DUE)
 
     def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
@@ -588,7 +618,7 @@ class _Backend:
     @staticmethod
     def wrap(kind: str, encoded: bytes) -> bytes:
         """``{"schema": ..., kind: <encoded JSON>}`` without encoding the payload again."""
-        return b'{"schema":%d,"%s":%s}' % (SCHEMA_VERSION, kind.encode(), encoded)
+        return b'{"schema":%d,"%s":%s}' % (_DOCUMENT_SCHEMA, kind.encode(), encoded)
 
     def load(self, raw: bytes | str, kind: str, *, key: str, field: str | None) -> Any:
         """The ``kind`` payload of a stored document, checked for its schema version."""
@@ -603,9 +633,9 @@ class _Backend:
                 key=key,
                 field=join_field(field, "schema"),
             )
-        if schema > SCHEMA_VERSION:
+        if schema > _DOCUMENT_SCHEMA:
             raise StoredDataError(
-                f"written with schema {schema}; this version reads up to {SCHEMA_VERSION} "
+                f"written with schema {schema}; this version reads up to {_DOCUMENT_SCHEMA} "
                 "(upgrade mutator)",
                 backend=BACKEND,
                 key=key,
@@ -718,7 +748,7 @@ class _Backend:
         decisions_data = None
         if request is None:
             keys = [request_key, *logs]
-            args: list[str | bytes] = [mode, "", "", "", "", "", "0", "", "0"]
+            args: list[str | bytes] = [mode, "", "", "", "", "", "", "0", "", "0"]
         else:
             data = self.registry.unstructure_request(request)
             decisions_data = new_decisions_data(data, request, decisions)
@@ -732,6 +762,7 @@ class _Backend:
                 self.dump("request", data),
                 _member(request.created_at, request_id),
                 escape_segment(request_id),
+                _due_member(request),
                 str(len(indexes)),
                 _member(request.updated_at, request_id) if updated else b"",
                 str(len(updated)),
@@ -872,6 +903,62 @@ async def _script(
     return tuple(stored), reply
 
 
+async def _request_rows(
+    b: _Backend, request_keys: Sequence[str], ids: Sequence[str], fields: Sequence[str]
+) -> tuple[list[Any], list[Any]]:
+    """``fields`` of each request hash and whether each id is quarantined, in one round trip.
+
+    A request key holding another type gives a StoredDataError in place of its row (so
+    the caller quarantines it); any other error is raised.
+    """
+    with b.guard():
+        async with b.client.pipeline(transaction=False) as pipe:
+            for key in request_keys:
+                pipe.hmget(key, list(fields))
+            pipe.hmget(b.keys.quarantine, [_raw(request_id) for request_id in ids])
+            *rows, held = await pipe.execute(raise_on_error=False)
+    with b.guard(b.keys.quarantine):
+        if isinstance(held, Exception):
+            raise held
+    out: list[Any] = []
+    for key, request_id, row in zip(request_keys, ids, rows, strict=True):
+        if isinstance(row, redis.exceptions.ResponseError) and str(row).startswith("WRONGTYPE"):
+            row = StoredDataError(
+                f"not a request hash: {row}", backend=BACKEND, key=key, request_id=request_id
+            )
+        elif isinstance(row, Exception):
+            with b.guard(key):
+                raise row
+        out.append(row)
+    return out, held
+
+
+async def _quarantine(b: _Backend, bad: Sequence[tuple[str, StoredDataError]]) -> int:
+    """Record ``bad`` rows (id, why), dropping their reservations; log the new ones.
+
+    Returns how many were newly quarantined.
+    """
+    key = b.keys.quarantine
+    detected = datetime.now(UTC)
+    with b.guard(key):
+        async with b.client.pipeline(transaction=False) as pipe:
+            for request_id, error in bad:
+                entry = {
+                    "field": error.field,
+                    "error": str(error),
+                    "detected_at": detected.isoformat(),
+                }
+                pipe.hsetnx(key, _raw(request_id), b.dump("quarantine", entry))
+                pipe.hdel(b.keys.reserved, _raw(request_id))
+            added = (await pipe.execute())[::2]
+    fresh = 0
+    for (request_id, error), new in zip(bad, added, strict=True):
+        if new:
+            fresh += 1
+            quarantine_entry(request_id, error, detected)
+    return fresh
+
+
 # -- requests ------------------------------------------------------------------------------
 
 
@@ -998,6 +1085,79 @@ class RedisRequestStore:
             if len(chosen) >= limit:
                 return chosen
 
+    async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
+        """Up to ``limit`` PENDING requests due at ``now``, by deadline then id (an ExpiryIndex).
+
+        Reads the expiry set up to ``now`` and only the requests it names, so a sweep's cost
+        follows what is due, never the approval backlog. A member that disagrees with its
+        request (gone, no longer PENDING, another deadline) is set right by
+        :data:`._redis_scripts.DUE_FIX` under the revision read and not returned; an
+        unreadable request is quarantined and skipped, a quarantined one skipped unread.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        key = self._b.keys.due
+        low, high = b"-", _through(now)
+        found: builtins.list[MutationRequest] = []
+        while len(found) < limit:
+            want = min(limit - len(found), _BATCH)
+            with self._b.guard(key):
+                members = await self._b.call("ZRANGEBYLEX", key, low, high, "LIMIT", 0, want)
+            if members:
+                found += await self._due_rows(members)
+            if len(members) < want:
+                break
+            low = b"(" + members[-1]
+        return found
+
+    async def _due_rows(self, members: Sequence[bytes]) -> builtins.list[MutationRequest]:
+        """The requests of expiry ``members`` that agree with them, in order.
+
+        Stale members are set right (see :meth:`due`); unreadable requests quarantined.
+        """
+        b = self._b
+        ids = [member[_ID_AT:].decode("utf-8", "surrogatepass") for member in members]
+        request_keys = [b.keys.request(request_id) for request_id in ids]
+        rows, held = await _request_rows(b, request_keys, ids, ("document", "revision"))
+        requests: builtins.list[MutationRequest] = []
+        bad: builtins.list[tuple[str, StoredDataError]] = []
+        stale: builtins.list[tuple[str, bytes, bytes, bytes]] = []
+        for request_id, key, member, row, quarantined in zip(
+            ids, request_keys, members, rows, held, strict=True
+        ):
+            if quarantined is not None:
+                continue
+            if isinstance(row, StoredDataError):
+                bad.append((request_id, row))
+                continue
+            raw, revision = row
+            if raw is None and revision is None:
+                stale.append((key, b"", member, b""))  # the request is gone
+                continue
+            try:
+                if raw is None:
+                    raise StoredDataError(
+                        "pending request has no document",
+                        backend=BACKEND,
+                        key=key,
+                        field="document",
+                        request_id=request_id,
+                    )
+                request = b.request_from(raw, key, request_id)
+            except StoredDataError as error:
+                bad.append((request_id, error))
+                continue
+            right = _due_member(request)
+            if right != member:
+                stale.append((key, revision or b"", member, right))
+                continue
+            requests.append(request)
+        for key, revision, member, right in stale:
+            await b.evalsha(b.due_fix_script, [key, b.keys.due], [revision, member, right])
+        if bad:
+            await self._quarantine(bad)
+        return requests
+
     async def wait_ready(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a commit that left a request ready (any process).
 
@@ -1047,25 +1207,7 @@ class RedisRequestStore:
 
         Returns how many were newly quarantined.
         """
-        key = self._b.keys.quarantine
-        detected = datetime.now(UTC)
-        with self._b.guard(key):
-            async with self._b.client.pipeline(transaction=False) as pipe:
-                for request_id, error in bad:
-                    entry = {
-                        "field": error.field,
-                        "error": str(error),
-                        "detected_at": detected.isoformat(),
-                    }
-                    pipe.hsetnx(key, _raw(request_id), self._b.dump("quarantine", entry))
-                    pipe.hdel(self._b.keys.reserved, _raw(request_id))
-                added = (await pipe.execute())[::2]
-        fresh = 0
-        for (request_id, error), new in zip(bad, added, strict=True):
-            if new:
-                fresh += 1
-                quarantine_entry(request_id, error, detected)
-        return fresh
+        return await _quarantine(self._b, bad)
 
     async def purge(
         self, *, before: datetime, statuses: frozenset[RequestStatus], limit: int
@@ -1086,6 +1228,7 @@ class RedisRequestStore:
                 keys.quarantine,
                 keys.segments,
                 keys.recent(),
+                keys.due,
                 *(keys.updated(status) for status in chosen),
             ],
             [_stamp(before), str(limit), keys.prefix],
@@ -1138,7 +1281,7 @@ class RedisRequestStore:
                 low = b"(" + position
         high = b"+"
         if query.created_to is not None:
-            high = b"(" + f"{int(_stamp(query.created_to)) + 1:0{_STAMP_WIDTH}d}".encode()
+            high = _through(query.created_to)
         batch = _BATCH if want is None else min(max(want, 16), _BATCH)
         found: builtins.list[MutationRequest] = []
         matches = query.predicate()
@@ -1616,7 +1759,8 @@ async def _upgrade(b: _Backend) -> None:
     """Bring a store written by an older schema up to :data:`SCHEMA_VERSION`, step by step.
 
     Schema 1 to 2 rewrites the decision logs (:func:`_copy_v1`); 2 to 3 indexes every
-    request for the worker and retention (:func:`_index_v2`). One process upgrades under a
+    request for the worker and retention (:func:`_index_v2`); 3 to 4 enters the pending
+    requests with a deadline in the expiry set (:func:`_index_v3`). One process upgrades under a
     lock while others wait; each step records its schema when done, so a crash leaves the
     store at the last finished step and the next open goes on from there.
     """
@@ -1652,6 +1796,10 @@ async def _upgrade(b: _Backend) -> None:
                 await _index_v2(b)
                 with b.guard(keys.meta):
                     await client.hset(keys.meta, "schema", "3")
+            elif schema == "3":
+                await _index_v3(b)
+                with b.guard(keys.meta):
+                    await client.hset(keys.meta, "schema", "4")
             else:
                 return
     finally:
@@ -1702,6 +1850,55 @@ async def _index_v2(b: _Backend) -> None:
                     for request_id, member in owners[start : start + _BATCH]:
                         pipe.hset(keys.decision_members(request_id), member, category_key)
                     await pipe.execute()
+
+
+async def _index_v3(b: _Backend) -> None:
+    """Enter every schema-3 PENDING request that has a deadline in the expiry set.
+
+    Walks the PENDING status index in batches of ``_BATCH`` members: one round trip reads
+    a batch's documents, the deadlines are computed here, and one
+    :data:`._redis_scripts.UPGRADE_DUE` call enters the batch (leaving alone a request a
+    schema-4 commit wrote meanwhile). An unreadable request is quarantined and skipped,
+    never failing the upgrade.
+    """
+    keys = b.keys
+    index = keys.index("status", RequestStatus.PENDING.value)
+    low = b"-"
+    while True:
+        with b.guard(index):
+            members: list[bytes] = await b.call("ZRANGEBYLEX", index, low, b"+", "LIMIT", 0, _BATCH)
+        if not members:
+            return
+        ids = [member[_ID_AT:].decode("utf-8", "surrogatepass") for member in members]
+        request_keys = [keys.request(request_id) for request_id in ids]
+        rows, _ = await _request_rows(b, request_keys, ids, ("document", "revision", "dmember"))
+        entered: list[str] = []
+        args: list[str | bytes] = []
+        bad: list[tuple[str, StoredDataError]] = []
+        for request_id, key, row in zip(ids, request_keys, rows, strict=True):
+            if isinstance(row, StoredDataError):
+                bad.append((request_id, row))
+                continue
+            raw, revision, written = row
+            if raw is None or revision is None or written is not None:
+                continue  # gone, malformed (listings quarantine it) or written by schema 4
+            try:
+                request = b.request_from(raw, key, request_id)
+            except StoredDataError as error:
+                bad.append((request_id, error))
+                continue
+            member = _due_member(request)
+            if member:
+                entered.append(key)
+                args += [revision, member]
+        if entered:
+            await b.evalsha(b.upgrade_due_script, [keys.due, *entered], args)
+        if bad:
+            with contextlib.suppress(StoredDataError):
+                await _quarantine(b, bad)
+        if len(members) < _BATCH:
+            return
+        low = b"(" + members[-1]
 
 
 async def _index_request(b: _Backend, key: str, raw: Any, revision: Any, member: Any) -> None:

@@ -20,15 +20,16 @@ The script reads its arguments with two cursors, ``key()`` over ``KEYS`` and ``a
 ``ARGV``, in the order :mod:`mutator_governance.stores._redis` pushes them:
 
 ``KEYS``: decision counter, recent-decisions set, the two ready sets (approved, pending
-revalidation), the reservation hash, the segment hash, then per request section its request
-hash (or an unused placeholder for a log-only section), decision log, decision-member hash,
-index keys and updated-index keys, then one category key per decision; the state and
-produced hashes when there is a state; one list key per appended entry; the state hash to
-read back, when asked.
+revalidation), the reservation hash, the segment hash, the expiry set, then per request
+section its request hash (or an unused placeholder for a log-only section), decision log,
+decision-member hash, index keys and updated-index keys, then one category key per
+decision; the state and produced hashes when there is a state; one list key per appended
+entry; the state hash to read back, when asked.
 
 ``ARGV``: the ready channel, the schema version, section count; per section: mode
 (``create``, ``update`` or ``log``), expected revision, new revision, document, index
-member, key segment, index key count, updated member, updated key count, decision count,
+member, key segment, expiry member (``"<deadline stamp>|<id>"``, empty when nothing of the
+request expires), index key count, updated member, updated key count, decision count,
 the request id as JSON and per decision (sequence, its JSON, stamp: the script wraps the
 JSON into the log document and the record of the recent sets, so it is sent once);
 ``1`` and the state fields (has_expected, expected, version, document, request id) or
@@ -38,8 +39,10 @@ back after the writes (its key is type-checked with the others) or ``0``.
 
 Beside its writes the script keeps the worker's view in step: a request that leaves both
 ready sets loses its reservation, each written request's key segment is recorded (the
-other scripts find request keys through it), and when any written request is ready it
-publishes on the ready channel (one message per commit).
+other scripts find request keys through it), its expiry member moves in the expiry set
+(the request hash's ``dmember`` field names the one it holds, so a write that leaves it
+unchanged does not touch the set), and when any written request is ready it publishes on
+the ready channel (one message per commit).
 
 Replies: ``{1}`` on success (``{1, document, version, request_id}`` of the state read back,
 nil where missing, when one was asked for); otherwise ``{0, what, a, b, c}``:
@@ -54,7 +57,7 @@ nil where missing, when one was asked for); otherwise ``{0, what, a, b, c}``:
 
 from __future__ import annotations
 
-__all__ = ["COMMIT", "PURGE", "RESERVE", "UPGRADE_REQUEST"]
+__all__ = ["COMMIT", "DUE_FIX", "PURGE", "RESERVE", "UPGRADE_DUE", "UPGRADE_REQUEST"]
 
 COMMIT = r"""
 local ki, ai = 0, 0
@@ -79,6 +82,7 @@ ready_keys[want(key(), 'zset')] = true
 ready_keys[want(key(), 'zset')] = true
 local reserved_key = want(key(), 'hash')
 local segments_key = want(key(), 'hash')
+local due_key = want(key(), 'zset')
 local channel = arg()
 local schema = arg()
 
@@ -114,7 +118,7 @@ local sections = {}
 local n = tonumber(arg())
 for i = 1, n do
   local w = {mode = arg(), expected = arg(), revision = arg(), document = arg(),
-             member = arg(), segment = arg()}
+             member = arg(), segment = arg(), due = arg()}
   if w.mode == 'log' then
     w.key = key()
     w.log_key = want(key(), 'hash')
@@ -170,7 +174,7 @@ for i, w in ipairs(sections) do
     checked[w.key] = true
     if found == 'hash' then
       local old = redis.call('HMGET', w.key, 'revision', 'member', 'indexes', 'umember',
-                             'uindexes')
+                             'uindexes', 'dmember')
       w.exists = true
       w.current = old[1]
       if not old[1] or not string.match(old[1], '^%d+$') then
@@ -183,10 +187,12 @@ for i, w in ipairs(sections) do
       w.old_indexes = split(old[3])
       w.add, w.drop = changes(w.old_indexes, old[2], w.indexes, w.member)
       w.uadd, w.udrop = changes(old[4] and split(old[5]) or {}, old[4], w.uindexes, w.umember)
+      w.old_due = old[6] or ''
     elseif found == 'none' then
       w.exists = false
       w.add, w.drop = changes({}, nil, w.indexes, w.member)
       w.uadd, w.udrop = changes({}, nil, w.uindexes, w.umember)
+      w.old_due = ''
     else
       return {0, 'type', w.key, found, 'hash'}
     end
@@ -264,9 +270,12 @@ for _, w in ipairs(sections) do
     if w.old_indexes and any_ready(w.old_indexes) and not any_ready(w.indexes) then
       redis.call('HDEL', reserved_key, request_id)
     end
+    if w.old_due ~= w.due and w.old_due ~= '' then redis.call('ZREM', due_key, w.old_due) end
     redis.call('HSET', w.key, 'document', w.document, 'revision', w.revision,
                'member', w.member, 'indexes', table.concat(w.indexes, '\n'),
-               'umember', w.umember, 'uindexes', table.concat(w.uindexes, '\n'))
+               'umember', w.umember, 'uindexes', table.concat(w.uindexes, '\n'),
+               'dmember', w.due)
+    if w.old_due ~= w.due and w.due ~= '' then redis.call('ZADD', due_key, 0, w.due) end
     for _, index_key in ipairs(w.add) do redis.call('ZADD', index_key, 0, w.member) end
     for _, index_key in ipairs(w.uadd) do redis.call('ZADD', index_key, 0, w.umember) end
     redis.call('HSET', segments_key, request_id, w.segment)
@@ -357,10 +366,11 @@ read keys, so tests can check the cost does not grow with the store.
 """
 
 PURGE = r"""
-local reserved, quarantine, segments, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local reserved, quarantine, segments, recent, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+  KEYS[5]
 local before, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local sources = {}
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   table.insert(sources, {key = KEYS[i], buf = {}, i = 1, bound = '-', done = false})
 end
 local high = '(' .. before
@@ -399,7 +409,7 @@ while #deleted < limit do
   local row = nil
   if segment and redis.call('EXISTS', prefix .. ':index:compensates:' .. segment) == 0 then
     row = redis.pcall('HMGET', prefix .. ':request:' .. segment, 'member', 'indexes',
-                      'umember', 'uindexes')
+                      'umember', 'uindexes', 'dmember')
     if row.err then row = nil end
   end
   if row then
@@ -410,6 +420,7 @@ while #deleted < limit do
     if row[3] then
       for _, k in ipairs(split(row[4])) do redis.pcall('ZREM', k, row[3]) end
     end
+    if row[5] and row[5] ~= '' then redis.pcall('ZREM', due, row[5]) end
     redis.pcall('ZREM', from.key, best)
     local log_key = prefix .. ':decision-log:' .. segment
     local logged = redis.pcall('HLEN', log_key)
@@ -432,12 +443,13 @@ return {decisions, deleted}
 """
 """Delete up to ``limit`` purgeable requests, oldest ``updated_at`` first: ``{decisions, ids}``.
 
-``KEYS``: reservation, quarantine and segment hashes, the recent-decisions set, then the
-updated-at set of each purged status. A request whose id has live compensations (a
-non-empty ``index:compensates:<id>``) is kept. Each deleted request leaves every index
-(the ones its hash lists), its decision log with its recent-set members, its reservation,
-quarantine entry and segment. Deletions use ``pcall``: a wrong-type key is left as it is
-rather than stopping the purge halfway through a request.
+``KEYS``: reservation, quarantine and segment hashes, the recent-decisions set, the expiry
+set, then the updated-at set of each purged status. A request whose id has live
+compensations (a non-empty ``index:compensates:<id>``) is kept. Each deleted request leaves
+every index (the ones its hash lists, and its expiry member if it holds one), its decision
+log with its recent-set members, its reservation, quarantine entry and segment. Deletions
+use ``pcall``: a wrong-type key is left as it is rather than stopping the purge halfway
+through a request.
 """
 
 UPGRADE_REQUEST = r"""
@@ -470,4 +482,41 @@ return 1
 updated member, the index count and keys, the updated-index count and keys, the request id
 and its key segment. A hash already holding ``uindexes`` (written by a schema-3 commit) or
 at another revision is left alone.
+"""
+
+DUE_FIX = r"""
+local found = redis.call('HMGET', KEYS[1], 'revision', 'dmember')
+if (found[1] or '') ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
+if found[1] then redis.call('HSET', KEYS[1], 'dmember', ARGV[3]) end
+return 1
+"""
+"""Replace a stale expiry member by the right one, unless the request changed meanwhile.
+
+``KEYS``: the request hash, the expiry set. ``ARGV``: the revision read (empty when the
+hash was missing), the stale member, the member the request's document calls for (empty:
+none). Replies 0, writing nothing, when the hash is now at another revision (or appeared
+or went): the commit that changed it moved its member itself.
+"""
+
+UPGRADE_DUE = r"""
+local added = 0
+for i = 2, #KEYS do
+  local revision, member = ARGV[2 * i - 3], ARGV[2 * i - 2]
+  local row = redis.pcall('HMGET', KEYS[i], 'revision', 'dmember')
+  if not row.err and row[1] == revision and not row[2] then
+    redis.call('ZADD', KEYS[1], 0, member)
+    redis.call('HSET', KEYS[i], 'dmember', member)
+    added = added + 1
+  end
+end
+return added
+"""
+"""Enter schema-3 pending requests in the expiry set (the schema-4 upgrade), in one call.
+
+``KEYS``: the expiry set, then each request hash. ``ARGV``: per request, the revision read
+and its expiry member. A hash at another revision or already holding ``dmember`` (written
+by a schema-4 commit) is left alone; so is a key that is not a hash. Replies how many were
+entered.
 """

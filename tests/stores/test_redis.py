@@ -218,7 +218,7 @@ async def test_open_store_dispatch_and_url_prefix(redis_url: str, prefix: str) -
         assert isinstance(opened, RedisStore)
         assert opened.prefix == prefix
         await opened.requests.create(sample_request("r1"))
-        assert await opened.client.hget(f"{prefix}:meta", "schema") == b"3"
+        assert await opened.client.hget(f"{prefix}:meta", "schema") == b"4"
         assert await opened.client.exists(f"{prefix}:request:r1") == 1
     finally:
         await opened.aclose()

@@ -746,7 +746,7 @@ async def test_a_schema_1_store_is_upgraded_on_open(redis_url: str, prefix: str)
     decisions = await _write_v1_store(redis_url, prefix)
     store = await _open(redis_url, prefix)
     try:
-        assert await store.client.hget(store.keys.meta, "schema") == b"3"
+        assert await store.client.hget(store.keys.meta, "schema") == b"4"
         assert list(await store.decisions.for_request("r1")) == list(numbered(decisions))
         assert [d.sequence for d in await store.decisions.for_request("r:2")] == [1]
         recent = await store.decisions.recent()

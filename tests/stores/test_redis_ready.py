@@ -527,6 +527,7 @@ async def _downgrade_to_v2(store: RedisStore) -> None:
         "ready:*",
         "updated:*",
         "decision-members:*",
+        "due",
     ):
         async for key in client.scan_iter(match=f"{keys.prefix}:{pattern}", count=500):
             await client.delete(key)
@@ -536,7 +537,7 @@ async def _downgrade_to_v2(store: RedisStore) -> None:
         indexes = (await client.hget(key, "indexes") or b"").decode()
         kept = [k for k in indexes.split("\n") if not any(part in k for part in v3)]
         await client.hset(key, "indexes", "\n".join(kept))
-        await client.hdel(key, "umember", "uindexes")
+        await client.hdel(key, "umember", "uindexes", "dmember")
         document = await client.hget(key, "document")
         await client.hset(key, "document", document.replace(b'{"schema":3', b'{"schema":2'))
     await client.hset(keys.meta, "schema", "2")
@@ -552,6 +553,7 @@ async def test_a_schema_2_store_is_upgraded_on_open(store: RedisStore, redis_url
             "v",
             pending_reason=PendingReason.REVALIDATION,
             created_at=T0 + timedelta(seconds=1),
+            expires_at=T0 + timedelta(hours=1),
         ),
     )
     await _commit(store, _decided("x", RequestStatus.EXECUTED, T0))
@@ -562,7 +564,7 @@ async def test_a_schema_2_store_is_upgraded_on_open(store: RedisStore, redis_url
 
     upgraded = await _open(redis_url, store.prefix)
     try:
-        assert await upgraded.client.hget(upgraded.keys.meta, "schema") == b"3"
+        assert await upgraded.client.hget(upgraded.keys.meta, "schema") == b"4"
         requests = upgraded.requests
         assert _ids(await _reserve(upgraded, 10, revalidation=True)) == ["a", "v"]
         query = RequestQuery(mutation_types={"testing.sample"})
@@ -573,5 +575,6 @@ async def test_a_schema_2_store_is_upgraded_on_open(store: RedisStore, redis_url
         assert batch == PurgeBatch(("x",), 2)
         await _assert_consistent(upgraded, {"x"})
         assert [e.request_id for e in await requests.quarantined()] == ["bad"]
+        assert _ids(await requests.due(now=T0 + timedelta(days=1), limit=10)) == ["v"]
     finally:
         await upgraded.aclose()
