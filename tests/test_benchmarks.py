@@ -372,3 +372,30 @@ def test_a_benchmark_schema_joins_the_server_url_query(
 
     monkeypatch.setattr(governance, "POSTGRES_URL", server)
     assert governance.schema_url("bench_x") == expected
+
+
+def test_expiry_sweep_tool_measures_this_tree_on_sqlite_and_prints_the_table() -> None:
+    """Without --base the tool runs this tree alone; a SQLite store reads its expiry index."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.expiry",
+            *("--backend", "sqlite", "--sizes", "20", "--rounds", "1", "--sweeps", "1"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "round 1 sqlite" in done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == (
+        "| backend | pending | tree | reads | sweep wall | client CPU | server CPU |"
+    )
+    assert len(lines) == 3
+    assert lines[2].startswith("| sqlite | 20 | this | due() | ")
+    assert lines[2].endswith(" | n/a |")
