@@ -140,9 +140,11 @@ class ExpiryIndex(Protocol):
 
         Ordered by deadline, then ``request_id``. Only requests whose
         :func:`~mutator_governance.expiry_deadline`, computed from the request as
-        returned, is at or before ``now`` are returned; nothing else is read per request.
-        A row that cannot be read is quarantined and skipped, never raised. ``limit < 1``
-        raises ValueError.
+        returned, is at or before ``now`` are returned. What it reads follows what is due,
+        never the number of pending requests (it may also read rows whose stored deadline
+        it corrects, such as rows written before the upgrade that added it). A row that
+        cannot be read is quarantined and skipped, never raised. ``limit < 1`` raises
+        ValueError.
         """
 
 
