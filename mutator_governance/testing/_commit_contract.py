@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from .._request import MutationRequest
 from .._transitions import transition
 from ..protocols import GovernanceStore, ReadingCommitter
 from ._fixtures import SAMPLE_STATE_ID, SampleState, sample_request
+from ._store_under_test import StoreUnderTest
 
 __all__ = ["GovernanceStoreContract"]
 
@@ -70,7 +70,7 @@ def _records(request: MutationRequest) -> tuple[AuditEntry, HistoryEntry]:
 
 
 @pytest.mark.anyio
-class GovernanceStoreContract:
+class GovernanceStoreContract(StoreUnderTest):
     """What every :class:`~mutator_governance.protocols.GovernanceStore` must do.
 
     Subclass it under a name pytest collects and implement :meth:`make_store` (a new,
@@ -80,23 +80,6 @@ class GovernanceStoreContract:
     no state, no audit or history entry), that a request produces at most one state
     version, and that the decision log always equals the request's decisions.
     """
-
-    async def make_store(self) -> GovernanceStore:
-        """Return a new, empty store (override this)."""
-        raise NotImplementedError(f"{type(self).__qualname__} must implement make_store()")
-
-    async def close_store(self, store: GovernanceStore) -> None:
-        """Release ``store`` after a test (default: ``aclose``)."""
-        await store.aclose()
-
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[GovernanceStore]:
-        """The store under test, from :meth:`make_store`."""
-        store = await self.make_store()
-        try:
-            yield store
-        finally:
-            await self.close_store(store)
 
     async def _seeded(self, store: GovernanceStore, request_id: str = "req-1") -> MutationRequest:
         await store.states.put(SAMPLE_STATE_ID, SampleState("sample", 1))

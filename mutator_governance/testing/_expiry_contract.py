@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,6 +19,7 @@ from .._request import MutationRequest, expiry_deadline
 from .._transitions import record, transition
 from ..protocols import ExpiryIndex, GovernanceStore, QuarantineLog
 from ._fixtures import sample_request
+from ._store_under_test import StoreUnderTest
 
 __all__ = ["ExpiryIndexContract"]
 
@@ -45,33 +46,12 @@ def _at(minutes: float) -> datetime:
 
 
 @pytest.mark.anyio
-class ExpiryIndexContract:
+class ExpiryIndexContract(StoreUnderTest):
     """What a request store that implements :class:`~mutator_governance.ExpiryIndex` must do.
 
     Subclass it and implement :meth:`make_store` (a new, empty store per test). Override
     :meth:`corrupt` to make one stored request unreadable, so the quarantine test runs.
     """
-
-    async def make_store(self) -> GovernanceStore:
-        """Return a new, empty store (override this)."""
-        raise NotImplementedError(f"{type(self).__qualname__} must implement make_store()")
-
-    async def close_store(self, store: GovernanceStore) -> None:
-        """Release ``store`` after a test (default: ``aclose``)."""
-        await store.aclose()
-
-    async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
-        """Make the stored request ``request_id`` unreadable (default: skip the test)."""
-        pytest.skip(f"{type(self).__qualname__} does not implement corrupt()")
-
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[GovernanceStore]:
-        """The store under test, from :meth:`make_store`."""
-        store = await self.make_store()
-        try:
-            yield store
-        finally:
-            await self.close_store(store)
 
     async def _create(self, store: GovernanceStore, *requests: MutationRequest) -> None:
         for request in requests:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from .._request import ExecutionClaim, MutationRequest
 from .._transitions import transition
 from ..protocols import GovernanceStore, QuarantineLog, ReadyQueue, ReadySignal
 from ._fixtures import sample_request
+from ._store_under_test import StoreUnderTest
 
 __all__ = ["ReadyQueueContract"]
 
@@ -39,7 +40,7 @@ def _ids(requests: Sequence[MutationRequest]) -> list[str]:
 
 
 @pytest.mark.anyio
-class ReadyQueueContract:
+class ReadyQueueContract(StoreUnderTest):
     """What a request store that implements :class:`~mutator_governance.ReadyQueue` must do.
 
     Subclass it and implement :meth:`make_store` (a new, empty store per test). Override
@@ -47,27 +48,6 @@ class ReadyQueueContract:
     the :class:`~mutator_governance.ReadySignal` tests run when the request store
     implements it.
     """
-
-    async def make_store(self) -> GovernanceStore:
-        """Return a new, empty store (override this)."""
-        raise NotImplementedError(f"{type(self).__qualname__} must implement make_store()")
-
-    async def close_store(self, store: GovernanceStore) -> None:
-        """Release ``store`` after a test (default: ``aclose``)."""
-        await store.aclose()
-
-    async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
-        """Make the stored request ``request_id`` unreadable (default: skip the test)."""
-        pytest.skip(f"{type(self).__qualname__} does not implement corrupt()")
-
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[GovernanceStore]:
-        """The store under test, from :meth:`make_store`."""
-        store = await self.make_store()
-        try:
-            yield store
-        finally:
-            await self.close_store(store)
 
     async def _create(
         self,

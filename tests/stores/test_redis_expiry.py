@@ -16,7 +16,6 @@ pytest.importorskip("redis", reason="the redis extra is not installed")
 from mutator_governance import (
     ApprovalRequirement,
     Governance,
-    GovernanceStore,
     RequestStatus,
     StoredDataError,
     expiry_deadline,
@@ -25,8 +24,8 @@ from mutator_governance._request import MutationRequest
 from mutator_governance.stores._redis import RedisStore, _stamp
 from mutator_governance.testing import ExpiryIndexContract, sample_registry, sample_request
 
-from .test_redis import RedisFixtures, _open, _with_prefix, store_fixtures
-from .test_redis_ready import _bulk, _commit, _decided, _move, _spoil
+from .test_redis import _open, _with_prefix, store_fixtures
+from .test_redis_ready import RedisContractStores, _bulk, _commit, _decided, _move, _spoil
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -40,18 +39,8 @@ def anyio_backend() -> str:
 prefix, store = store_fixtures(sample_registry)
 
 
-class _ExpiryContract(RedisFixtures, ExpiryIndexContract):
-    how = "json"
-
-    async def make_store(self) -> GovernanceStore:
-        return await self._store()
-
-    async def close_store(self, store: GovernanceStore) -> None:
-        """The fixture closes every opened store."""
-
-    async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
-        assert isinstance(store, RedisStore)
-        await _spoil(store, request_id, self.how)
+class _ExpiryContract(RedisContractStores, ExpiryIndexContract):
+    pass
 
 
 class TestRedisExpiryIndex(_ExpiryContract):

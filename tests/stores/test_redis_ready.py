@@ -69,7 +69,10 @@ async def _spoil(store: RedisStore, request_id: str, how: str) -> None:
     await store.client.hset(key, "document", json.dumps(document))
 
 
-class _ReadyContract(RedisFixtures, ReadyQueueContract):
+class RedisContractStores(RedisFixtures):
+    """Contract stores on fresh prefixes (the fixture closes them); ``corrupt`` spoils a
+    stored request the subclass's ``how``."""
+
     how = "json"
 
     async def make_store(self) -> GovernanceStore:
@@ -81,6 +84,10 @@ class _ReadyContract(RedisFixtures, ReadyQueueContract):
     async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
         assert isinstance(store, RedisStore)
         await _spoil(store, request_id, self.how)
+
+
+class _ReadyContract(RedisContractStores, ReadyQueueContract):
+    pass
 
 
 class TestRedisReadyQueue(_ReadyContract):

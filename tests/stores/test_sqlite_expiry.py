@@ -20,7 +20,6 @@ from mutator_governance import (
     ApprovalRequirement,
     ExpiryIndex,
     Governance,
-    GovernanceStore,
     GovernedCommit,
     MutationRequest,
     RequestStatus,
@@ -44,7 +43,7 @@ from mutator_governance.stores._sqlite import (
 from mutator_governance.stores._sqlite_schema import STALE_DEADLINE
 from mutator_governance.testing import ExpiryIndexContract, sample_registry, sample_request
 
-from .test_sqlite_ready import corrupt
+from .test_sqlite_ready import SQLiteFileStores, SQLiteMemoryStores
 from .test_sqlite_upgrade import add_due_at, drop_due_at
 
 pytestmark = pytest.mark.anyio
@@ -53,23 +52,12 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = BASE + timedelta(hours=1)
 
 
-class TestSQLiteFileExpiryIndex(ExpiryIndexContract):
-    @pytest.fixture(autouse=True)
-    def _database_url(self, tmp_path: Path) -> None:
-        self.url = f"sqlite:///{tmp_path}/expiry.db"
-
-    async def make_store(self) -> GovernanceStore:
-        return await SQLiteStore.open(self.url, registry=sample_registry())
-
-    async def corrupt(self, store: GovernanceStore, request_id: str) -> None:
-        assert isinstance(store, SQLiteStore)
-        await corrupt(store, request_id)
+class TestSQLiteFileExpiryIndex(SQLiteFileStores, ExpiryIndexContract):
+    pass
 
 
-class TestSQLiteMemoryExpiryIndex(TestSQLiteFileExpiryIndex):
-    @pytest.fixture(autouse=True)
-    def _database_url(self) -> None:
-        self.url = "sqlite:///:memory:"
+class TestSQLiteMemoryExpiryIndex(SQLiteMemoryStores, ExpiryIndexContract):
+    pass
 
 
 async def test_the_request_store_is_an_expiry_index() -> None:

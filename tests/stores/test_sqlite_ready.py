@@ -64,10 +64,12 @@ async def corrupt(store: SQLiteStore, request_id: str, how: str = "not JSON") ->
     assert changed == 1
 
 
-class TestSQLiteFileReadyQueue(ReadyQueueContract):
+class SQLiteFileStores:
+    """Contract stores in a file of the test's own; ``corrupt`` spoils a stored document."""
+
     @pytest.fixture(autouse=True)
     def _database_url(self, tmp_path: Path) -> None:
-        self.url = f"sqlite:///{tmp_path}/ready.db"
+        self.url = f"sqlite:///{tmp_path}/store.db"
 
     async def make_store(self) -> GovernanceStore:
         return await SQLiteStore.open(self.url, registry=sample_registry())
@@ -77,10 +79,20 @@ class TestSQLiteFileReadyQueue(ReadyQueueContract):
         await corrupt(store, request_id)
 
 
-class TestSQLiteMemoryReadyQueue(TestSQLiteFileReadyQueue):
+class SQLiteMemoryStores(SQLiteFileStores):
+    """The same, each store a private in-memory database."""
+
     @pytest.fixture(autouse=True)
     def _database_url(self) -> None:
         self.url = "sqlite:///:memory:"
+
+
+class TestSQLiteFileReadyQueue(SQLiteFileStores, ReadyQueueContract):
+    pass
+
+
+class TestSQLiteMemoryReadyQueue(SQLiteMemoryStores, ReadyQueueContract):
+    pass
 
 
 async def test_the_request_store_implements_the_optional_seams() -> None:
