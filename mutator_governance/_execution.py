@@ -17,7 +17,6 @@ import anyio
 import attrs
 
 from mutator import (
-    ConfigurationError,
     Mutation,
     MutationContext,
     MutationEngine,
@@ -30,6 +29,7 @@ from mutator import (
 from mutator.concurrency import KeyedLock
 from mutator.values import freeze_mapping, utc_now
 
+from ._arguments import check_moment, check_seconds
 from ._commit import InMemoryCommitter
 from ._commit_types import RequestWrite, StateWrite
 from ._copying import attrs_copier
@@ -226,8 +226,7 @@ class GovernedExecutionManager:
         lease: float = 300.0,
         executor_id: str | None = None,
     ) -> None:
-        if not lease > 0 or lease == float("inf"):
-            raise ConfigurationError(f"lease must be a finite number of seconds > 0, got {lease!r}")
+        check_seconds("lease", lease)
         self.ledger = ledger
         self.engine = engine
         self.registry = registry
@@ -828,7 +827,7 @@ class GovernedExecutionManager:
         applied and only its outcome is missing: the request becomes EXECUTED with that
         version. Otherwise it is released so it can be executed again.
         """
-        now = now or self.clock()
+        now = self.clock() if now is None else check_moment("now", now)
         finished: list[MutationRequest] = []
         released: list[MutationRequest] = []
         skipped: list[str] = []

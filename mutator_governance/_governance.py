@@ -26,6 +26,7 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
+from ._arguments import check_id, check_moment
 from ._commit import default_committer
 from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
@@ -316,15 +317,18 @@ class Governance:
             raise ValueError(
                 f"{pending_reason.name} is set by policies or resolution, not at submission"
             )
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise ValueError("expires_at must be timezone-aware")
+        check_id("state_id", state_id)
+        if request_id is not None:
+            check_id("request_id", request_id)
+        if expires_at is not None:
+            check_moment("expires_at", expires_at)
         mutation_type = self.registry.name_of(mutation)
         current = await self.states.get(state_id)
         if current is None:
             raise StateNotFoundError(state_id)
         evaluation = await self.engine.evaluate(mutation, current.state, context=context)
         now = self.clock()
-        request_id = request_id or new_id()
+        request_id = new_id() if request_id is None else request_id
         decisions = [
             new_decision(LifecycleDecision.SUBMITTED, context, context.reason, now, None, 1)
         ]
@@ -600,7 +604,7 @@ class Governance:
         sweep. On a store with an :class:`~mutator_governance.ExpiryIndex` the sweep reads
         only the requests that are due, in batches; otherwise every pending request.
         """
-        now = now or self.clock()
+        now = self.clock() if now is None else check_moment("now", now)
         context = context or MutationContext.system("expiry sweep")
         expired: list[MutationRequest] = []
         skipped: list[str] = []
@@ -808,7 +812,7 @@ class Governance:
                 f"{type(purger).__name__} cannot purge requests: it does not implement "
                 "RequestPurger"
             )
-        cutoff = (now or self.clock()) - older_than
+        cutoff = (self.clock() if now is None else check_moment("now", now)) - older_than
         forget = self.decisions if isinstance(self.decisions, DecisionPurger) else None
         requests = decisions = batches = 0
         while True:

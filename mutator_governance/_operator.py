@@ -15,6 +15,7 @@ import attrs
 from mutator import MutationContext
 from mutator.values import utc_now
 
+from ._arguments import check_moment
 from ._enums import DecisionCategory
 from ._query import DecisionRecord, RequestQuery, encode_position
 from ._query_views import (
@@ -139,9 +140,7 @@ async def inbox(
     """
     if not isinstance(context, MutationContext):
         raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
-    moment = at if at is not None else utc_now()
-    if moment.tzinfo is None:
-        raise ValueError("at must be a timezone-aware datetime")
+    moment = utc_now() if at is None else check_moment("at", at)
     pending = ApprovalQuery.pending(request=query if query is not None else RequestQuery())
 
     def views_of(request: MutationRequest) -> list[ApprovalView]:

@@ -25,6 +25,7 @@ import attrs
 
 from mutator import ConcurrencyError, ConfigurationError, MutationContext
 
+from ._arguments import check_count, check_seconds
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import (
     RequestClaimedError,
@@ -160,7 +161,7 @@ class Backoff:
 
     def __attrs_post_init__(self) -> None:
         for name in ("initial", "maximum"):
-            _check_seconds(f"Backoff.{name}", getattr(self, name))
+            check_seconds(f"Backoff.{name}", getattr(self, name))
         if self.maximum < self.initial:
             raise ConfigurationError(
                 f"Backoff.maximum ({self.maximum!r}) must be >= initial ({self.initial!r})"
@@ -171,22 +172,6 @@ class Backoff:
         capped = min(self.maximum, self.initial * 2.0 ** min(attempt - 1, 32))
         jitter: float = random.uniform(0.5, 1.0)
         return capped * jitter
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None:
-    """Refuse an interval that is not a finite number of seconds > 0 (ConfigurationError)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
-    if number == 0 and not allow_zero:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 _LOST_RACE = (
@@ -648,12 +633,12 @@ async def run_worker(
     on_outcome: Callable[[WorkerOutcome], object] | None = None,
 ) -> WorkerReport:
     """Run the worker of ``manager`` (see :meth:`GovernedExecutionManager.run_worker`)."""
-    _check_count("concurrency", concurrency)
-    _check_seconds("poll_interval", poll_interval, allow_zero=True)
-    _check_seconds("recover_every", recover_every)
-    _check_seconds("expire_every", expire_every)
-    _check_seconds("purge_every", purge_every)
-    _check_seconds("grace", grace, allow_zero=True)
+    check_count("concurrency", concurrency)
+    check_seconds("poll_interval", poll_interval, allow_zero=True)
+    check_seconds("recover_every", recover_every)
+    check_seconds("expire_every", expire_every)
+    check_seconds("purge_every", purge_every)
+    check_seconds("grace", grace, allow_zero=True)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise ConfigurationError(f"backoff must be a Backoff, got {backoff!r}")
     context = context or MutationContext.system("governance worker")

@@ -13,7 +13,7 @@ Each backend implements :class:`~mutator_governance.protocols.GovernanceStore`.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from mutator import ConfigurationError
 
@@ -63,9 +63,15 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
     if scheme == "memory":
         from .._commit import InMemoryGovernanceStore
 
-        if options:
+        parts = urlsplit(url)
+        named = sorted({*options, *(name for name, _ in parse_qsl(parts.query, True))})
+        if named:
             raise ConfigurationError(
-                f"the in-memory store takes no options, got {', '.join(sorted(options))}"
+                f"the in-memory store takes no options, got {', '.join(named)}"
+            )
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(
+                f"the in-memory store's URL is memory:// alone, got {redact_url(url)!r}"
             )
         return InMemoryGovernanceStore()
     if scheme == "sqlite":

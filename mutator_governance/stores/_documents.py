@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import anyio.lowlevel
+
 from mutator.serialization import SerializationError
 
 from .._decisions import RequestDecision
@@ -12,9 +14,32 @@ from .._errors import StoredDataError
 from .._registry import MutationRegistry
 from .._request import MutationRequest
 
-__all__ = ["decode", "join_field", "new_decisions_data", "parse"]
+__all__ = ["DECODE_CHUNK", "decode", "join_field", "new_decisions_data", "paced", "parse"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+DECODE_CHUNK = 64
+"""Rows a bulk read decodes between two yields to the event loop (a few milliseconds)."""
+
+
+async def paced(rows: Sequence[R], build: Callable[[R], T]) -> list[T]:
+    """``build(row)`` for each of ``rows``, yielding to the event loop between chunks.
+
+    Decoding is CPU work on the event loop's thread: a listing of thousands of requests
+    would otherwise hold the loop (every other task, a running execution's lease renewal,
+    the worker's wake-ups) for as long as it takes, half a second for 5,000 requests.
+    Paced, no chunk of :data:`DECODE_CHUNK` rows holds it longer than a few milliseconds;
+    a read of one chunk or less never yields.
+    """
+    if len(rows) <= DECODE_CHUNK:
+        return [build(row) for row in rows]
+    built: list[T] = []
+    for start in range(0, len(rows), DECODE_CHUNK):
+        if start:
+            await anyio.lowlevel.checkpoint()
+        built.extend([build(row) for row in rows[start : start + DECODE_CHUNK]])
+    return built
 
 
 def join_field(field: str | None, path: str) -> str | None:

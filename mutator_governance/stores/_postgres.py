@@ -109,7 +109,7 @@ from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from . import redact_url
-from ._documents import decode, new_decisions_data, parse
+from ._documents import decode, new_decisions_data, paced, parse
 from ._postgres_options import PostgresOptions, parse_url
 from ._postgres_schema import (
     COMMIT_CODES,
@@ -724,18 +724,46 @@ class PostgresRequestStore:
         async with self._db.connection() as conn:
             return await (await conn.execute(sql, params)).fetchall()
 
+    async def _every(self, where: str, params: Sequence[Any]) -> builtins.list[MutationRequest]:
+        """Every readable request matching ``where``, ordered, read a page at a time.
+
+        An unbounded listing (``pending()``, ``by_state``) reads and decodes
+        :data:`_PAGE` rows per statement, so no single result holds the event loop while
+        the driver parses it, however many rows match.
+        """
+        found: builtins.list[MutationRequest] = []
+        position: tuple[Any, ...] = ()
+        while True:
+            clauses = [where] if where else []
+            if position:
+                clauses.append('(created_at, request_id COLLATE "C") > (%s, %s)')
+            values = [*params, *position, _PAGE]
+            rows = await self._rows(" AND ".join(clauses), values, " LIMIT %s")
+            found.extend(await self._readable(rows))
+            if len(rows) < _PAGE:
+                return found
+            request_id, created_at, _ = rows[-1]
+            position = (created_at, request_id)
+
     async def _readable(self, rows: Sequence[Any]) -> builtins.list[MutationRequest]:
         """The requests of ``rows`` that can be read; the others are quarantined."""
-        found: builtins.list[MutationRequest] = []
-        bad: builtins.list[tuple[str, StoredDataError]] = []
-        for request_id, _, text in rows:
-            try:
-                found.append(self._db.request_from(request_id, text))
-            except StoredDataError as error:
-                bad.append((request_id, error))
+        read = await paced(rows, self._read_row)
+        found = [r for r in read if isinstance(r, MutationRequest)]
+        bad = [
+            (row[0], r)
+            for row, r in zip(rows, read, strict=True)
+            if not isinstance(r, MutationRequest)
+        ]
         if bad:
             await self._set_aside(bad)
         return found
+
+    def _read_row(self, row: Any) -> MutationRequest | StoredDataError:
+        """The request of a ``(request_id, _, document, ...)`` row, or why it cannot be read."""
+        try:
+            return self._db.request_from(row[0], row[2])
+        except StoredDataError as error:
+            return error
 
     async def _set_aside(self, bad: Sequence[tuple[str, StoredDataError]]) -> None:
         """Quarantine ``bad`` rows; each newly quarantined one is logged once."""
@@ -755,7 +783,7 @@ class PostgresRequestStore:
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id (unreadable ones
         quarantined and skipped)."""
-        return await self._readable(await self._rows("state_id = %s", (state_id,)))
+        return await self._every("state_id = %s", (state_id,))
 
     async def pending(
         self, reason: PendingReason | None = None, *, state_id: str | None = None
@@ -769,7 +797,7 @@ class PostgresRequestStore:
         if state_id is not None:
             clauses.append("state_id = %s")
             params.append(state_id)
-        return await self._readable(await self._rows(" AND ".join(clauses), params))
+        return await self._every(" AND ".join(clauses), params)
 
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
@@ -854,11 +882,10 @@ class PostgresRequestStore:
                 rows = await _fetchall(conn, self._due, (now, wanted))
             redated: builtins.list[tuple[str, int, datetime | None]] = []
             bad: builtins.list[tuple[str, StoredDataError]] = []
-            for request_id, revision, text in rows:
-                try:
-                    request = self._db.request_from(request_id, text)
-                except StoredDataError as error:
-                    bad.append((request_id, error))
+            read = await paced(rows, self._read_row)
+            for (request_id, revision, _), request in zip(rows, read, strict=True):
+                if isinstance(request, StoredDataError):
+                    bad.append((request_id, request))
                     continue
                 deadline = expiry_deadline(request)
                 if deadline is not None and deadline <= now:
@@ -924,6 +951,10 @@ class PostgresRequestStore:
     async def aclose(self) -> None:
         """Close the listening connection of :meth:`wait_ready` (the pool is the store's)."""
         await self._listener.aclose()
+
+
+_PAGE = 500
+"""Rows an unbounded request listing reads per statement."""
 
 
 def _due_order(entry: tuple[datetime, str, MutationRequest]) -> tuple[datetime, str]:
@@ -1008,7 +1039,9 @@ class PostgresDecisionHistory:
         """Decisions of one request in sequence order."""
         async with self._db.connection() as conn:
             rows = await (await conn.execute(self._for_request, (request_id,))).fetchall()
-        return tuple(self._db.decision_from(seq, request_id, text) for seq, text in rows)
+        return tuple(
+            await paced(rows, lambda row: self._db.decision_from(row[0], request_id, row[1]))
+        )
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -1027,10 +1060,10 @@ class PostgresDecisionHistory:
         params.append(limit)
         async with self._db.connection() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
-        return [
-            DecisionRecord(request_id, self._db.decision_from(seq, request_id, text))
-            for seq, request_id, text in rows
-        ]
+        decision_from = self._db.decision_from
+        return await paced(
+            rows, lambda row: DecisionRecord(row[1], decision_from(row[0], row[1], row[2]))
+        )
 
 
 class PostgresStateStore:
@@ -1151,7 +1184,8 @@ class PostgresAuditSink:
         sql = self._select + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
         async with self._db.connection() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
-        return [self._db.record_from("audit", row_id, text, AuditEntry) for row_id, text in rows]
+        record_from = self._db.record_from
+        return await paced(rows, lambda row: record_from("audit", row[0], row[1], AuditEntry))
 
 
 class PostgresHistoryStore:
@@ -1176,9 +1210,8 @@ class PostgresHistoryStore:
     async def _entries(self, tail: str, params: Sequence[Any]) -> list[HistoryEntry]:
         async with self._db.connection() as conn:
             rows = await (await conn.execute(self._select + tail, params)).fetchall()
-        return [
-            self._db.record_from("history", row_id, text, HistoryEntry) for row_id, text in rows
-        ]
+        record_from = self._db.record_from
+        return await paced(rows, lambda row: record_from("history", row[0], row[1], HistoryEntry))
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The whole history of ``state_id`` (empty when unknown)."""

@@ -55,6 +55,13 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ConfigurationError(f"{attribute.name} must be > 0 seconds, got {value!r}")
 
 
+def _no_limit(value: Any) -> Any:
+    """``statement_timeout=0`` means no limit, as it does in PostgreSQL itself."""
+    if not isinstance(value, bool) and isinstance(value, int | float) and value == 0:
+        return None
+    return value
+
+
 def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be a bool, got {value!r}")
@@ -71,7 +78,7 @@ class PostgresOptions:
     - ``min_size`` / ``max_size``: the connection pool's bounds.
     - ``connect_timeout``: seconds to connect, and to wait for a pooled connection.
     - ``statement_timeout``: seconds a statement may run before the server cancels it
-      (None: no limit); a cancelled operation writes nothing.
+      (None or 0: no limit); a cancelled operation writes nothing.
     - ``check_connections``: check every connection on checkout (a round trip each time).
       Off by default: a broken connection fails its operation with
       ``StoreUnavailableError``, is discarded, and the pool's idle connections are checked
@@ -82,7 +89,9 @@ class PostgresOptions:
     min_size: int = attrs.field(default=1, validator=_size)
     max_size: int = attrs.field(default=10, validator=_size)
     connect_timeout: float = attrs.field(default=10.0, validator=_seconds)
-    statement_timeout: float | None = attrs.field(default=None, validator=_seconds)
+    statement_timeout: float | None = attrs.field(
+        default=None, converter=_no_limit, validator=_seconds
+    )
     check_connections: bool = attrs.field(default=False, validator=_flag)
 
     def __attrs_post_init__(self) -> None:

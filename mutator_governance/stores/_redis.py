@@ -83,6 +83,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import anyio.lowlevel
 import attrs
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -117,7 +118,7 @@ from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
-from ._documents import decode, join_field, new_decisions_data, parse
+from ._documents import DECODE_CHUNK, decode, join_field, new_decisions_data, paced, parse
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -1122,9 +1123,11 @@ class RedisRequestStore:
         requests: builtins.list[MutationRequest] = []
         bad: builtins.list[tuple[str, StoredDataError]] = []
         stale: builtins.list[tuple[str, bytes, bytes, bytes]] = []
-        for request_id, key, member, row, quarantined in zip(
-            ids, request_keys, members, rows, held, strict=True
+        for index, (request_id, key, member, row, quarantined) in enumerate(
+            zip(ids, request_keys, members, rows, held, strict=True)
         ):
+            if index and not index % DECODE_CHUNK:
+                await anyio.lowlevel.checkpoint()  # a long batch never holds the loop
             if quarantined is not None:
                 continue
             if isinstance(row, StoredDataError):
@@ -1353,9 +1356,11 @@ class RedisRequestStore:
         requests: builtins.list[MutationRequest] = []
         bad: builtins.list[tuple[str, StoredDataError]] = []
         missing: builtins.list[tuple[str, str, bytes]] = []
-        for request_id, key, raw, member, quarantined in zip(
-            ids, request_keys, raws, members, held, strict=True
+        for index, (request_id, key, raw, member, quarantined) in enumerate(
+            zip(ids, request_keys, raws, members, held, strict=True)
         ):
+            if index and not index % DECODE_CHUNK:
+                await anyio.lowlevel.checkpoint()  # a long batch never holds the loop
             if quarantined is not None:
                 continue
             if raw is None:
@@ -1663,7 +1668,7 @@ class RedisAuditSink:
         key = self._b.keys.audit(state_id)
         with self._b.guard(key):
             raws = await self._b.client.lrange(key, 0, -1)
-        entries = [_entry(self._b, raw, key, AuditEntry) for raw in raws]
+        entries = await paced(raws, lambda raw: _entry(self._b, raw, key, AuditEntry))
         return [
             entry
             for entry in entries
@@ -1701,7 +1706,7 @@ class RedisHistoryStore:
         key = self._b.keys.history(state_id)
         with self._b.guard(key):
             raws = await self._b.client.lrange(key, start, end)
-        return [_entry(self._b, raw, key, HistoryEntry) for raw in raws]
+        return await paced(raws, lambda raw: _entry(self._b, raw, key, HistoryEntry))
 
 
 # -- commit ------------------------------------------------------------------------------------

@@ -204,9 +204,10 @@ for k, kind in pairs(expected_types) do
     if found ~= kind and found ~= 'none' then return {0, 'type', k, found, kind} end
   end
 end
+-- INCR must not fail in phase 3: no leading zeros, and far from the int64 limit.
 local counter = redis.call('GET', seq_key)
-if counter and not string.match(counter, '^%d+$') then
-  return {0, 'data', seq_key, '', 'decision counter is not a decimal counter'}
+if counter and counter ~= '0' and not (string.match(counter, '^[1-9]%d*$') and #counter <= 15) then
+  return {0, 'data', seq_key, '', 'decision counter is not a decimal counter below 10^15'}
 end
 local current_version = nil
 if state then

@@ -75,7 +75,7 @@ from .._query import (
 from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
-from ._documents import decode, parse
+from ._documents import DECODE_CHUNK, decode, paced, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
 from ._sqlite_schema import (
     DUE_ROWS,
@@ -124,6 +124,20 @@ def _fetch_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any] =
         return cursor.fetchall()
     finally:
         cursor.close()
+
+
+_INLINE_ROWS = 256
+"""Reads of at most this many rows may run on the event loop's thread (see ``run_read``)."""
+
+
+def _bulk(limit: int | None) -> bool:
+    """Whether a read of at most ``limit`` rows (None: no limit) is a bulk read."""
+    return limit is None or limit > _INLINE_ROWS
+
+
+def _select_rows(sql: str, params: Sequence[Any] = ()) -> Callable[[sqlite3.Connection], list[Row]]:
+    """A read of ``sql``'s raw rows (decoded afterwards, paced, on the event loop)."""
+    return lambda connection: _fetch_all(connection, sql, params)
 
 
 def _execute(connection: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> int:
@@ -466,17 +480,22 @@ class _Database:
         finally:
             self._inline_lock.release()
 
-    async def run_read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_read(
+        self, operation: Callable[[sqlite3.Connection], T], *, bulk: bool = False
+    ) -> T:
         """``operation`` on a reading connection: at once, or in one hop on the read limiter.
 
         Reads run on the event loop's thread when the database lets them at once (a WAL
         read takes no lock: tens of microseconds, cheaper than a thread hop), then yield
-        to the loop; otherwise they hop to a worker thread on their own limiter.
+        to the loop; otherwise they hop to a worker thread on their own limiter. A
+        ``bulk`` read (unbounded, or many rows) always hops: fetching thousands of rows
+        takes milliseconds that must not hold the event loop.
         """
-        done, result = self._read_now(operation)
-        if done:
-            await anyio.lowlevel.checkpoint()
-            return result  # type: ignore[return-value]
+        if not bulk:
+            done, result = self._read_now(operation)
+            if done:
+                await anyio.lowlevel.checkpoint()
+                return result  # type: ignore[return-value]
         reads, _ = self._limiters()
         return await anyio.to_thread.run_sync(self.read, operation, limiter=reads)
 
@@ -1014,19 +1033,23 @@ class _DueWalk:
             )
 
 
-def _walk_due(codec: _Codec, connection: sqlite3.Connection, now: int, limit: int) -> _DueWalk:
+async def _walk_due(database: _Database, codec: _Codec, now: int, limit: int) -> _DueWalk:
     """Walk the due rows in index order until ``limit`` of them are due or none are left.
 
     Rows whose stored deadline is stale (rows from before schema version 6) do not count
-    towards ``limit``: the walk goes on past them.
+    towards ``limit``: the walk goes on past them (all of them, on the first sweep after
+    an upgrade), yielding to the event loop as it decodes.
     """
     walk = _DueWalk(now)
     position: tuple[int, str] | None = None
     while len(walk.due) < limit:
         want = limit - len(walk.due)
         params: list[Any] = [now, *(position or ()), want]
-        rows = _fetch_all(connection, due_sql(after=position is not None), params)
-        for row in rows:
+        sql = due_sql(after=position is not None)
+        rows = await database.run_read(_select_rows(sql, params), bulk=_bulk(want))
+        for index, row in enumerate(rows):
+            if index and not index % DECODE_CHUNK:
+                await anyio.lowlevel.checkpoint()
             walk.add(codec, row)
         if len(rows) < want:
             break
@@ -1056,15 +1079,18 @@ def _heal_transaction(
     return heal
 
 
+def _decode_row(codec: _Codec, row: Row) -> _Read:
+    """A ``(created_at, request_id, document)`` row decoded, or why it cannot be."""
+    created_at, request_id, document = row
+    try:
+        return created_at, request_id, codec.read_request((request_id, document))
+    except StoredDataError as error:
+        return created_at, request_id, error
+
+
 def _decode_rows(codec: _Codec, rows: Iterable[Row]) -> list[_Read]:
     """Each ``(created_at, request_id, document)`` row decoded, or why it cannot be."""
-    decoded: list[_Read] = []
-    for created_at, request_id, document in rows:
-        try:
-            decoded.append((created_at, request_id, codec.read_request((request_id, document))))
-        except StoredDataError as error:
-            decoded.append((created_at, request_id, error))
-    return decoded
+    return [_decode_row(codec, row) for row in rows]
 
 
 def _unreadable(rows: Iterable[_Read]) -> list[_Unreadable]:
@@ -1253,7 +1279,8 @@ class SQLiteRequestStore:
             sql += " LIMIT ?"
             params = [*params, limit]
         codec = self._codec
-        rows = await self._db.run_read(lambda c: _decode_rows(codec, _fetch_all(c, sql, params)))
+        fetched = await self._db.run_read(_select_rows(sql, params), bulk=_bulk(limit))
+        rows = await paced(fetched, lambda row: _decode_row(codec, row))
         unreadable = _unreadable(rows)
         if unreadable:
             await self._quarantine(unreadable)
@@ -1335,7 +1362,7 @@ class SQLiteRequestStore:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         codec = self._codec
         held = _micros(now)
-        walk = await self._db.run_read(lambda c: _walk_due(codec, c, held, limit))
+        walk = await _walk_due(self._db, codec, held, limit)
         found = walk.due
         if walk.stale or walk.unreadable:
             found = [*found, *await self._heal(walk)]
@@ -1435,15 +1462,9 @@ class SQLiteDecisionHistory:
         """Decisions of one request in sequence order."""
         read = self._codec.read_decision
 
-        def select(connection: sqlite3.Connection) -> tuple[RequestDecision, ...]:
-            rows = _fetch_all(
-                connection,
-                "SELECT sequence, document FROM decisions WHERE request_id = ? ORDER BY sequence",
-                (request_id,),
-            )
-            return tuple(read(request_id, row[0], row[1]) for row in rows)
-
-        return await self._db.run_read(select)
+        sql = "SELECT sequence, document FROM decisions WHERE request_id = ? ORDER BY sequence"
+        rows = await self._db.run_read(_select_rows(sql, (request_id,)))
+        return tuple(await paced(rows, lambda row: read(request_id, row[0], row[1])))
 
     async def recent(
         self, limit: int = 50, *, category: DecisionCategory | None = None
@@ -1459,12 +1480,8 @@ class SQLiteDecisionHistory:
         sql += " ORDER BY timestamp DESC, id DESC LIMIT ?"
         params.append(limit)
         read = self._codec.read_decision
-        return await self._db.run_read(
-            lambda c: [
-                DecisionRecord(row[0], read(row[0], row[1], row[2]))
-                for row in _fetch_all(c, sql, params)
-            ]
-        )
+        rows = await self._db.run_read(_select_rows(sql, params), bulk=_bulk(limit))
+        return await paced(rows, lambda row: DecisionRecord(row[0], read(row[0], row[1], row[2])))
 
 
 class SQLiteStateStore:
@@ -1576,9 +1593,8 @@ class SQLiteAuditSink:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY id"
         read = self._codec.read_audit
-        return await self._db.run_read(
-            lambda c: [read(row[0], row[1]) for row in _fetch_all(c, sql, params)]
-        )
+        rows = await self._db.run_read(_select_rows(sql, params), bulk=True)
+        return await paced(rows, lambda row: read(row[0], row[1]))
 
 
 def _history_row(codec: _Codec, entry: HistoryEntry) -> tuple[Any, ...]:
@@ -1624,7 +1640,7 @@ class SQLiteHistoryStore:
         """At most ``limit`` newest entries, newest first."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        return await self._select(state_id, "", [], "id DESC LIMIT ?", [limit])
+        return await self._select(state_id, "", [], "id DESC LIMIT ?", limit)
 
     async def _select(
         self,
@@ -1632,14 +1648,13 @@ class SQLiteHistoryStore:
         where: str,
         params: list[Any],
         order: str,
-        tail: list[Any] | None = None,
+        limit: int | None = None,
     ) -> list[HistoryEntry]:
         sql = f"SELECT document FROM history WHERE state_id = ?{where} ORDER BY {order}"
-        values = [state_id, *params, *(tail or [])]
+        values = [state_id, *params, *([] if limit is None else [limit])]
         read = self._codec.read_history
-        return await self._db.run_read(
-            lambda c: [read(state_id, row[0]) for row in _fetch_all(c, sql, values)]
-        )
+        rows = await self._db.run_read(_select_rows(sql, values), bulk=_bulk(limit))
+        return await paced(rows, lambda row: read(state_id, row[0]))
 
 
 def is_claim(commit: GovernedCommit) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mutator_governance.stores import open_store
 
 from ..stores.test_sqlite_commit import files, snapshot
 from ._execution_support import registry
-from .conftest import STATE_ID, Fixed, IncreaseQuota, Quotas
+from .conftest import STATE_ID, Fixed, IncreaseQuota, Quotas, World
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +59,19 @@ class TestStoreURLs:
     async def test_the_in_memory_store_refuses_options(self) -> None:
         with pytest.raises(ConfigurationError, match="pool_size"):
             await open_store("memory://", registry=registry(), pool_size=3)
+
+    @pytest.mark.parametrize("url", ["memory://?pool_size=3", "memory://host", "memory:///x"])
+    async def test_the_in_memory_store_refuses_anything_in_its_url(self, url: str) -> None:
+        """Nothing a URL names is silently ignored: ``memory://`` takes no options."""
+        with pytest.raises(ConfigurationError, match="in-memory store"):
+            await open_store(url, registry=registry())
+
+    @pytest.mark.parametrize("lease", ["300", None, True, 0, -1.0, float("inf"), float("nan")])
+    async def test_a_lease_that_is_not_a_positive_number_of_seconds_is_refused(
+        self, lease: Any
+    ) -> None:
+        with pytest.raises(ConfigurationError, match="lease"):
+            Governance(engine=MutationEngine(), registry=registry(), lease=lease)
 
 
 class Recording(Interceptor):
@@ -181,3 +195,24 @@ async def test_server_backends_under_trio_are_refused_before_connecting(
             pytest.fail("opened under trio")
     assert backend in str(caught.value)
     assert "asyncio" in str(caught.value)
+
+
+class TestMoments:
+    """Sweeps given an explicit ``now`` refuse one they could not compare with stored times."""
+
+    @pytest.mark.parametrize(
+        ("now", "error"),
+        [(datetime(2030, 1, 1), ValueError), ("2030-01-01T00:00:00Z", TypeError)],
+        ids=["naive", "text"],
+    )
+    @pytest.mark.parametrize("sweep", ["expire_due", "recover_stale_claims", "recover", "purge"])
+    async def test_a_sweep_refuses_a_now_that_is_not_an_aware_datetime(
+        self, world: World, sweep: str, now: Any, error: type[Exception]
+    ) -> None:
+        request = await world.submit()
+        arguments: dict[str, Any] = {"now": now}
+        if sweep == "purge":
+            arguments["older_than"] = timedelta(days=1)
+        with pytest.raises(error, match="now must be"):
+            await getattr(world.gov, sweep)(**arguments)
+        assert await world.gov.get(request.request_id) == request

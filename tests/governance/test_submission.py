@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -90,6 +91,29 @@ class TestAllowed:
         assert caught.value.request_id == "req-1"
         assert await world.gov.get("req-1") == first
         assert await world.history("req-1") == first.decisions
+
+    @pytest.mark.parametrize(
+        ("changes", "error", "named"),
+        [
+            ({"request_id": ""}, ValueError, "request_id"),
+            ({"request_id": "  "}, ValueError, "request_id"),
+            ({"request_id": 123}, ValueError, "request_id"),
+            ({"state_id": None}, ValueError, "state_id"),
+            ({"state_id": " "}, ValueError, "state_id"),
+            ({"expires_at": "2030-01-01"}, TypeError, "expires_at"),
+            ({"expires_at": datetime(2030, 1, 1)}, ValueError, "expires_at"),
+        ],
+        ids=lambda v: repr(v) if not isinstance(v, type) else v.__name__,
+    )
+    async def test_bad_arguments_are_refused_before_anything_is_stored(
+        self, world: World, changes: dict[str, Any], error: type[Exception], named: str
+    ) -> None:
+        """A request that could never be read back (a blank id) is never created."""
+        arguments: dict[str, Any] = {"state_id": STATE_ID, "context": world.ctx("alice")}
+        arguments.update(changes)
+        with pytest.raises(error, match=named):
+            await world.gov.submit(IncreaseQuota("bob", 1), **arguments)
+        assert (await world.gov.list()).items == ()
 
     async def test_generated_request_ids_are_distinct(self, world: World) -> None:
         """Requests submitted without an id get distinct ids."""

@@ -425,7 +425,8 @@ async def test_malformed_urls_are_refused_before_connecting(url: str, named: str
         ({"min_size": -1}, "min_size"),
         ({"max_size": "3"}, "max_size"),
         ({"connect_timeout": float("nan")}, "connect_timeout"),
-        ({"statement_timeout": 0}, "statement_timeout"),
+        ({"statement_timeout": -0.5}, "statement_timeout"),
+        ({"statement_timeout": True}, "statement_timeout"),
         ({"check_connections": 1}, "check_connections"),
     ],
 )
@@ -435,6 +436,29 @@ async def test_unknown_or_malformed_options_are_refused_before_connecting(
     url = "postgresql://postgres@127.0.0.1:5432/test"
     with pytest.raises(ConfigurationError, match=named):
         await PostgresStore.open(url, registry=sample_registry(), **options)
+
+
+@pytest.mark.parametrize(
+    ("query", "keywords"),
+    [
+        ("&statement_timeout=0", {}),
+        ("&statement_timeout=none", {}),
+        ("&statement_timeout=5", {"statement_timeout": 0}),
+    ],
+)
+async def test_a_zero_statement_timeout_means_no_limit_in_either_form(
+    postgres_url: str, schema: str, query: str, keywords: dict[str, Any]
+) -> None:
+    """0 disables the limit as it does in PostgreSQL, whether in the URL or a keyword."""
+    url = with_schema(postgres_url, schema) + query
+    store = await open_store(url, registry=sample_registry(), **keywords)
+    assert isinstance(store, PostgresStore)
+    try:
+        async with store._db.connection() as conn:
+            row = await (await conn.execute("SHOW statement_timeout")).fetchone()
+        assert row == ("0",)
+    finally:
+        await store.aclose()
 
 
 async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: str) -> None:

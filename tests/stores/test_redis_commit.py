@@ -272,6 +272,30 @@ async def test_a_wrong_type_key_anywhere_writes_nothing(store: RedisStore, opera
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "counter",
+    [b"9223372036854775807", b"99999999999999999999", b"1000000000000000", b"007", b"-1", b""],
+)
+async def test_a_decision_counter_incr_would_refuse_writes_nothing(
+    store: RedisStore, counter: bytes
+) -> None:
+    """A counter INCR cannot advance (overflow, leading zeros, signs) is refused up front."""
+    a, b = await _seed(store)
+    seq_key = store.keys.decision_seq
+    await store.client.set(seq_key, counter)
+    spoiled = await _snapshot(store)
+    commit = OPERATIONS["execution"](store, a, b)
+    with pytest.raises(StoredDataError) as caught:
+        await store.committer.commit(commit)
+    assert caught.value.key == seq_key
+    assert await _snapshot(store) == spoiled
+    await store.client.set(seq_key, b"41")
+    await store.committer.commit(commit)
+    for request_id in ("a", "b", "c"):
+        await _log_matches(store, request_id)
+
+
+@pytest.mark.anyio
 async def test_a_claim_reading_a_wrong_type_state_writes_nothing(store: RedisStore) -> None:
     """The state a claim reads back is type-checked with the keys it writes."""
     a, _ = await _seed(store)

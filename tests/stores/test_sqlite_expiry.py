@@ -306,7 +306,7 @@ async def test_a_concurrent_write_wins_over_a_correction(tmp_path: Path) -> None
             lambda c: _execute(c, "UPDATE requests SET due_at = ?", (STALE_DEADLINE,))
         )
         codec = _Codec(sample_registry())
-        walk = await store._db.run_read(lambda c: _walk_due(codec, c, _micros(NOW), 10))
+        walk = await _walk_due(store._db, codec, _micros(NOW), 10)
         assert [s.request_id for s in walk.stale] == [request.request_id]
         # The request is written (a new deadline) between the walk and its correction.
         sooner = NOW - timedelta(minutes=5)

@@ -1,0 +1,42 @@
+"""Checks of the arguments the public API takes: clear errors at the call, not deep inside."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mutator import ConfigurationError
+
+__all__ = ["check_count", "check_id", "check_moment", "check_seconds"]
+
+
+def check_id(name: str, value: object) -> str:
+    """``value`` when it is a non-blank string (ValueError otherwise, as every lookup says)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-blank string, got {value!r}")
+    return value
+
+
+def check_moment(name: str, value: object) -> datetime:
+    """``value`` when it is a timezone-aware datetime (TypeError or ValueError otherwise)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None:
+    """Refuse an interval that is not a finite number of seconds > 0 (ConfigurationError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+    if number == 0 and not allow_zero:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+def check_count(name: str, value: object) -> None:
+    """Refuse a count that is not an integer >= 1 (ConfigurationError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
