@@ -1,5 +1,13 @@
 """An expiry sweep over many pending requests, none due: one or two source trees, paired.
 
+With ``--read pending`` the timed call is ``requests.pending()`` over the same requests
+instead (every one of them read and decoded), and each child also reports the longest
+time the event loop went without running another task during the call (a task sleeping
+1 ms notes the gaps; garbage collection is off during the call, so the figure is the
+store's own, not CPython's generation-2 collections). ::
+
+    python -m benchmarks.expiry --read pending --base /tmp/base --backend sqlite --sizes 5000
+
 ``Governance.expire_due()`` on a store holding N PENDING requests whose deadlines are all
 a day or more ahead. A store without an :class:`~mutator_governance.ExpiryIndex` makes the
 sweep read and decode every pending request (``pending()``); with one it reads only what
@@ -81,6 +89,7 @@ class Sample:
     wall_ms: float
     cpu_ms: float
     server_ms: float | None
+    stall_ms: float | None = None
 
 
 # -- the child: one tree, one backend, one size -------------------------------------------
@@ -210,8 +219,47 @@ async def _seed(gov: Any, size: int) -> None:
         await gov.committer.commit(GovernedCommit(tuple(writes)))
 
 
-async def _child(backend: Backend, url: str, server: str, size: int, sweeps: int) -> Sample:
-    """Seed the store at ``url``, warm up, and time ``sweeps`` sweeps with nothing due."""
+class _StallWatch:
+    """The longest gap between the turns of a task that sleeps 1 ms at a time."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: Any = None
+
+    async def _tick(self) -> None:
+        import asyncio
+
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    async def __aenter__(self) -> _StallWatch:
+        import asyncio
+
+        self._task = asyncio.ensure_future(self._tick())
+        await asyncio.sleep(0.005)  # the ticker is running before the call starts
+        self.longest = 0.0
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+
+        await asyncio.sleep(0.002)  # the ticker's turn: it notes the gap the call ended with
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def _child(
+    backend: Backend, url: str, server: str, size: int, sweeps: int, read: str
+) -> Sample:
+    """Seed the store at ``url``, warm up, and time ``sweeps`` reads (sweeps with nothing
+    due, or ``pending()`` listings of every request)."""
+    import gc
+
     import mutator_governance
     from mutator_governance import ExpiryIndex, Governance
     from mutator_governance.testing import sample_registry
@@ -220,22 +268,42 @@ async def _child(backend: Backend, url: str, server: str, size: int, sweeps: int
     walls: list[float] = []
     cpus: list[float] = []
     servers: list[float] = []
+    stalls: list[float] = []
     try:
         async with Governance.open(url, registry=sample_registry()) as gov:
             await _seed(gov, size)
-            await gov.expire_due(now=T0)  # warm-up: connections, statement caches
-            for _ in range(sweeps):
-                await probe.start()
-                cpu, wall = time.process_time(), time.perf_counter()
+
+            async def once() -> None:
+                if read == "pending":
+                    listed = await gov.requests.pending()
+                    if len(listed) != size:
+                        raise RuntimeError(f"pending() listed {len(listed)} of {size}")
+                    return
                 swept = await gov.expire_due(now=T0)
-                walls.append(time.perf_counter() - wall)
-                cpus.append(time.process_time() - cpu)
-                spent = await probe.stop()
-                if spent is not None:
-                    servers.append(spent)
                 if swept.expired or swept.skipped:
                     raise RuntimeError(f"nothing should be due: {swept}")
-            reads = "due()" if isinstance(gov.requests, ExpiryIndex) else "pending()"
+
+            await once()  # warm-up: connections, statement caches
+            for _ in range(sweeps):
+                gc.collect()
+                gc.disable()
+                try:
+                    async with _StallWatch() as watch:
+                        await probe.start()
+                        cpu, wall = time.process_time(), time.perf_counter()
+                        await once()
+                        walls.append(time.perf_counter() - wall)
+                        cpus.append(time.process_time() - cpu)
+                        spent = await probe.stop()
+                finally:
+                    gc.enable()
+                stalls.append(watch.longest)
+                if spent is not None:
+                    servers.append(spent)
+            if read == "pending":
+                reads = "pending()"
+            else:
+                reads = "due()" if isinstance(gov.requests, ExpiryIndex) else "pending()"
     finally:
         await probe.aclose()
     return Sample(
@@ -244,6 +312,7 @@ async def _child(backend: Backend, url: str, server: str, size: int, sweeps: int
         wall_ms=statistics.median(walls) * 1000,
         cpu_ms=statistics.median(cpus) * 1000,
         server_ms=statistics.median(servers) if len(servers) == sweeps else None,
+        stall_ms=statistics.median(stalls) * 1000,
     )
 
 
@@ -251,7 +320,9 @@ def _child_main(args: argparse.Namespace) -> None:
     import asyncio
 
     sample = asyncio.run(
-        _child(Backend(args.backend[0]), args.url, args.server, args.sizes[0], args.sweeps)
+        _child(
+            Backend(args.backend[0]), args.url, args.server, args.sizes[0], args.sweeps, args.read
+        )
     )
     print(json.dumps(attrs.asdict(sample)))
 
@@ -311,7 +382,7 @@ def _fresh_store(backend: Backend) -> Iterator[Store]:
                 client.close()
 
 
-def _measure(tree: Tree, backend: Backend, size: int, sweeps: int) -> Sample:
+def _measure(tree: Tree, backend: Backend, size: int, sweeps: int, read: str) -> Sample:
     """One measurement in a fresh interpreter importing ``tree``'s packages."""
     with _fresh_store(backend) as store:
         command = [
@@ -329,6 +400,8 @@ def _measure(tree: Tree, backend: Backend, size: int, sweeps: int) -> Sample:
             str(size),
             "--sweeps",
             str(sweeps),
+            "--read",
+            read,
         ]
         env = {**os.environ, "PYTHONPATH": str(tree.path)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -376,8 +449,8 @@ def _ms(value: float | None) -> str:
 
 def _table(found: dict[tuple[Backend, int, str], list[Sample]]) -> str:
     lines = [
-        "| backend | pending | tree | reads | sweep wall | client CPU | server CPU |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: |",
+        "| backend | pending | tree | reads | wall | client CPU | server CPU | loop stall |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for (backend, size, tree), samples in found.items():
         servers = [s.server_ms for s in samples if s.server_ms is not None]
@@ -385,7 +458,8 @@ def _table(found: dict[tuple[Backend, int, str], list[Sample]]) -> str:
             f"| {backend.value} | {size:,} | {tree} | {samples[0].reads} "
             f"| {_ms(statistics.median(s.wall_ms for s in samples))} "
             f"| {_ms(statistics.median(s.cpu_ms for s in samples))} "
-            f"| {_ms(statistics.median(servers) if servers else None)} |"
+            f"| {_ms(statistics.median(servers) if servers else None)} "
+            f"| {_ms(statistics.median(s.stall_ms or 0.0 for s in samples))} |"
         )
     return "\n".join(lines)
 
@@ -404,7 +478,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", type=Path, help="the source tree to compare against")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sweeps", type=int, default=5, help="timed sweeps per child")
+    parser.add_argument("--sweeps", type=int, default=5, help="timed reads per child")
+    parser.add_argument(
+        "--read",
+        choices=["expire_due", "pending"],
+        default="expire_due",
+        help="what each timed read is: an expiry sweep (default) or a pending() listing",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--server", default="", help=argparse.SUPPRESS)
@@ -432,12 +512,13 @@ def main(argv: list[str] | None = None) -> int:
             for backend in backends:
                 for size in args.sizes:
                     for tree in order:
-                        sample = _measure(tree, backend, size, args.sweeps)
+                        sample = _measure(tree, backend, size, args.sweeps, args.read)
                         found.setdefault((backend, size, tree.name), []).append(sample)
                         print(
                             f"round {round_ + 1} {backend.value:10} {size:>6} {tree.name:4} "
                             f"{sample.reads:9}: wall {_ms(sample.wall_ms)}  "
-                            f"cpu {_ms(sample.cpu_ms)}  server {_ms(sample.server_ms)}",
+                            f"cpu {_ms(sample.cpu_ms)}  server {_ms(sample.server_ms)}  "
+                            f"stall {_ms(sample.stall_ms)}",
                             file=sys.stderr,
                             flush=True,
                         )

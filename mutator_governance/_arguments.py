@@ -10,9 +10,12 @@ __all__ = ["check_count", "check_id", "check_moment", "check_seconds"]
 
 
 def check_id(name: str, value: object) -> str:
-    """``value`` when it is a non-blank string (ValueError otherwise, as every lookup says)."""
+    """``value`` when it is a non-blank string without NUL characters (which PostgreSQL
+    cannot store), ValueError otherwise, as every lookup says."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-blank string, got {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters, got {value!r}")
     return value
 
 

@@ -383,7 +383,9 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> Non
     c = progress.report
     out.emit(
         f"worker stopped: {c.executed} executed, {c.not_executed} not executed, "
-        f"{c.failed} failed, {c.skipped} skipped, {c.errors} errors, {c.retried} retried",
+        f"{c.failed} failed, {c.skipped} skipped, {c.errors} errors, {c.retried} retried; "
+        f"{c.recovered} recovered, {c.expired} expired, {c.quarantined} quarantined, "
+        f"{c.outages} outages",
         {"summary": attrs.asdict(c)},
     )
 

@@ -169,9 +169,11 @@ class QuarantineLog(Protocol):
     async def quarantined(self) -> Sequence[QuarantinedRequest]:
         """Every quarantined request, oldest detection first (one entry per request id).
 
-        An entry is recorded the first time a multi-row read (listing, pending, sweep,
-        reservation) meets the unreadable row; the row itself is left as it is for an
-        operator to repair or delete.
+        An entry is recorded the first time a read meets the unreadable row: a
+        multi-row read (listing, pending, sweep, reservation), which skips it, or a read
+        by id, which still raises StoredDataError (the worker meets rows no listing
+        walks this way, e.g. the original of a compensation). The row itself is left as
+        it is for an operator to repair or delete.
         """
 
     async def release(self, request_id: str) -> bool:

@@ -57,6 +57,7 @@ Options (:class:`PostgresOptions`) come from ``open`` keywords or URL query para
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import logging
@@ -713,10 +714,18 @@ class PostgresRequestStore:
         raise RequestConcurrencyError(request.request_id, expected_revision, int(found[0]))
 
     async def get(self, request_id: str) -> MutationRequest | None:
-        """The request, or None (StoredDataError when its row cannot be read)."""
+        """The request, or None (StoredDataError when its row cannot be read; the row is
+        quarantined, as a listing would)."""
         async with self._db.connection() as conn:
             row = await _fetchone(conn, self._get, (request_id,))
-        return None if row is None else self._db.request_from(request_id, row[0])
+        if row is None:
+            return None
+        try:
+            return self._db.request_from(request_id, row[0])
+        except StoredDataError as error:
+            with contextlib.suppress(StoreUnavailableError):  # the next read records it
+                await self._set_aside([(request_id, error)])
+            raise
 
     async def _rows(self, where: str, params: Sequence[Any], tail: str = "") -> list[Any]:
         """``(request_id, created_at, document)`` rows, ordered."""

@@ -985,10 +985,19 @@ class RedisRequestStore:
         return stored
 
     async def get(self, request_id: str) -> MutationRequest | None:
+        """The request, or None (StoredDataError when it cannot be read; it is then
+        quarantined, as a listing would)."""
         key = self._b.keys.request(request_id)
         with self._b.guard(key):
             raw = await self._b.call("HGET", key, "document")
-        return None if raw is None else self._b.request_from(raw, key, request_id)
+        if raw is None:
+            return None
+        try:
+            return self._b.request_from(raw, key, request_id)
+        except StoredDataError as error:
+            with contextlib.suppress(StoreUnavailableError):  # the next read records it
+                await self._quarantine([(request_id, error)])
+            raise
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         return await self._select(RequestQuery(state_ids={state_id}), None, None)

@@ -1196,7 +1196,8 @@ class SQLiteRequestStore:
         return stored
 
     async def get(self, request_id: str) -> MutationRequest | None:
-        """The stored request, or None (StoredDataError when it cannot be read)."""
+        """The stored request, or None (StoredDataError when it cannot be read; the row is
+        quarantined, as a listing would)."""
         read = self._codec.read_request
 
         def select(connection: sqlite3.Connection) -> MutationRequest | None:
@@ -1207,7 +1208,11 @@ class SQLiteRequestStore:
             )
             return None if row is None else read(row)
 
-        return await self._db.run_read(select)
+        try:
+            return await self._db.run_read(select)
+        except StoredDataError as error:
+            await self._quarantine([(request_id, error)])
+            raise
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id."""

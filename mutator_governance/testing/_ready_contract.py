@@ -234,6 +234,22 @@ class ReadyQueueContract(StoreUnderTest):
         assert isinstance(log, QuarantineLog)
         assert [e.request_id for e in await log.quarantined()] == [bad]
 
+    async def test_reading_an_unreadable_request_by_id_quarantines_it(
+        self, store: GovernanceStore
+    ) -> None:
+        """A row no listing walks (here EXECUTED) is set aside when read by id: the worker
+        meets it through a compensation's original, and an operator must see it."""
+        created = await self._create(store, 2, status=RequestStatus.EXECUTED)
+        bad = created[0].request_id
+        await self.corrupt(store, bad)
+        for _ in range(2):
+            with pytest.raises(StoredDataError):
+                await store.requests.get(bad)
+        log = store.requests
+        assert isinstance(log, QuarantineLog)
+        assert [e.request_id for e in await log.quarantined()] == [bad]
+        assert await store.requests.get(created[1].request_id) == created[1]
+
     async def test_a_released_request_is_read_again(self, store: GovernanceStore) -> None:
         created = await self._create(store, 2)
         bad = created[0].request_id

@@ -111,7 +111,8 @@ def test_an_approver_works_through_the_whole_story(url: str) -> None:
     worker = ok(url, "worker", "--until-idle")
     assert worker.splitlines() == [
         "req-1: executed (version 2)",
-        "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors, 0 retried",
+        "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors, 0 retried; "
+        "0 recovered, 0 expired, 0 quarantined, 0 outages",
     ]
 
     listed = json.loads(ok(url, "--json", "requests", "list"))

@@ -98,6 +98,7 @@ class TestAllowed:
             ({"request_id": ""}, ValueError, "request_id"),
             ({"request_id": "  "}, ValueError, "request_id"),
             ({"request_id": 123}, ValueError, "request_id"),
+            ({"request_id": "a\x00b"}, ValueError, "request_id"),
             ({"state_id": None}, ValueError, "state_id"),
             ({"state_id": " "}, ValueError, "state_id"),
             ({"expires_at": "2030-01-01"}, TypeError, "expires_at"),
