@@ -374,14 +374,14 @@ def test_a_benchmark_schema_joins_the_server_url_query(
     assert governance.schema_url("bench_x") == expected
 
 
-def test_expiry_sweep_tool_measures_this_tree_on_sqlite_and_prints_the_table() -> None:
-    """Without --base the tool runs this tree alone; a SQLite store reads its expiry index."""
-    done = subprocess.run(
+def _expiry_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.expiry`` on SQLite, this tree alone, one round of one read."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "benchmarks.expiry",
-            *("--backend", "sqlite", "--sizes", "20", "--rounds", "1", "--sweeps", "1"),
+            *("--backend", "sqlite", "--rounds", "1", "--sweeps", "1", *args),
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -390,6 +390,11 @@ def test_expiry_sweep_tool_measures_this_tree_on_sqlite_and_prints_the_table() -
         timeout=120,
         check=False,
     )
+
+
+def test_expiry_sweep_tool_measures_this_tree_on_sqlite_and_prints_the_table() -> None:
+    """Without --base the tool runs this tree alone; a SQLite store reads its expiry index."""
+    done = _expiry_tool("--sizes", "20")
     assert done.returncode == 0, done.stderr
     assert "round 1 sqlite" in done.stderr
     lines = done.stdout.strip().splitlines()
@@ -403,21 +408,7 @@ def test_expiry_sweep_tool_measures_this_tree_on_sqlite_and_prints_the_table() -
 
 def test_expiry_tool_times_pending_listings_with_the_loop_stall() -> None:
     """``--read pending`` lists every seeded request and reports the longest loop stall."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.expiry",
-            *("--read", "pending", "--backend", "sqlite", "--sizes", "300"),
-            *("--rounds", "1", "--sweeps", "1"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _expiry_tool("--read", "pending", "--sizes", "300")
     assert done.returncode == 0, done.stderr
     row = done.stdout.strip().splitlines()[2]
     assert row.startswith("| sqlite | 300 | this | pending() | ")

@@ -241,14 +241,20 @@ class RedisPrefix:
             await store.aclose()
 
     async def snapshot(self) -> Any:
+        from mutator_governance.stores._redis import RedisKeyspace
+
         from ..stores.test_redis import _open
         from ..stores.test_redis_commit import _snapshot
 
         store = await _open(self.server, self.prefix, make_registry())
         try:
-            return await _snapshot(store)
+            held = await _snapshot(store)
         finally:
             await store.aclose()
+        # Like the SQL snapshots: the governed data, not the quarantine's bookkeeping
+        # (a read by id of an unreadable row records it there).
+        quarantine = RedisKeyspace(self.prefix).quarantine.encode()
+        return {key: value for key, value in held.items() if key != quarantine}
 
     def key(self, kind: str, key: str) -> str:
         from mutator_governance.stores._redis import RedisKeyspace
