@@ -105,6 +105,7 @@ from .protocols import (
     ReadySignal,
     RequestPurger,
     RequestStore,
+    ReservationRelease,
     StateStore,
 )
 
@@ -129,6 +130,7 @@ __all__ = [
     # workers: ready batches, wake-ups, quarantine
     "ReadyQueue",
     "ReadySignal",
+    "ReservationRelease",
     "ReadingCommitter",
     "QuarantineLog",
     "QuarantinedRequest",

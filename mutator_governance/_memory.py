@@ -83,7 +83,8 @@ class InMemoryRequestStore:
         self._lock = threading.Lock()
         self._ready: builtins.list[_ReadyKey] = []
         self._due: builtins.list[_DueKey] = []
-        self._reserved: dict[str, datetime] = {}
+        self._reserved: dict[str, tuple[datetime, str]] = {}
+        """Reservations by request id: until when, and who holds it."""
 
     async def create(self, request: MutationRequest) -> MutationRequest:
         """Store a new request at revision 0; raises RequestAlreadyExistsError."""
@@ -162,16 +163,27 @@ class InMemoryRequestStore:
         with self._lock:
             for _, request_id in self._ready:
                 held = self._reserved.get(request_id)
-                if held is not None and held > now:
+                if held is not None and held[0] > now:
                     continue
                 request = self._requests[request_id]
                 if _ready_key(request, revalidation) is None:
                     continue
-                self._reserved[request_id] = until
+                self._reserved[request_id] = (until, owner)
                 chosen.append(request)
                 if len(chosen) == limit:
                     break
         return chosen
+
+    async def unreserve(self, *, owner: str, request_ids: Sequence[str]) -> int:
+        """Clear ``owner``'s reservations on ``request_ids`` (see :class:`ReservationRelease`)."""
+        cleared = 0
+        with self._lock:
+            for request_id in dict.fromkeys(request_ids):
+                held = self._reserved.get(request_id)
+                if held is not None and held[1] == owner:
+                    del self._reserved[request_id]
+                    cleared += 1
+        return cleared
 
     async def quarantined(self) -> Sequence[QuarantinedRequest]:
         """Always empty: a request held in memory is never unreadable."""

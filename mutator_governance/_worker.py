@@ -6,7 +6,9 @@ approved requests. At most ``concurrency`` executions run at once; a store outag
 off and retries, a request that raised is parked instead of retried in a loop, and
 housekeeping (claim recovery, expiry, retention) runs on its own intervals. Cancelling
 the worker stops claiming and gives in-flight executions ``grace`` seconds to finish
-before their claims are released.
+before their claims are released; it reserves only what it can start at once, and gives
+back (:class:`~mutator_governance.ReservationRelease`) any reservation it did not start
+when it stops.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ._errors import (
 )
 from ._query import RequestQuery
 from ._request import MutationRequest
-from .protocols import QuarantineLog, ReadyQueue, ReadySignal
+from .protocols import QuarantineLog, ReadyQueue, ReadySignal, ReservationRelease
 
 if TYPE_CHECKING:
     from ._execution import GovernedExecutionManager, GovernedExecutionResult
@@ -182,6 +184,9 @@ _LOST_RACE = (
     ConcurrencyError,
 )
 
+_GIVE_BACK_SECONDS = 5.0
+"""How long a stopping worker waits for the store to take back its unstarted reservations."""
+
 Housekeeping = Callable[[], Awaitable[int]]
 """A periodic sweep the worker runs; returns how many requests it settled."""
 
@@ -228,10 +233,18 @@ class _Worker:
         self.queue = requests if isinstance(requests, ReadyQueue) else None
         self.signal = requests if isinstance(requests, ReadySignal) else None
         self.quarantine = requests if isinstance(requests, QuarantineLog) else None
+        self.release = (
+            requests
+            if self.queue is not None and isinstance(requests, ReservationRelease)
+            else None
+        )
         self.buffer: deque[MutationRequest] = deque()
         self.requeued: dict[str, MutationRequest] = {}
         """Reserved again while an attempt of theirs was still running (see _refill)."""
         self.stopping = False
+        self.unstarted: dict[str, None] = {}
+        """Reserved but never started when the worker stopped: to give back (in order)."""
+        self.given_back: set[str] = set()
         self.in_flight: set[str] = set()
         self.scopes: set[anyio.CancelScope] = set()
         self.retries: dict[str, tuple[float, int]] = {}
@@ -245,29 +258,39 @@ class _Worker:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> WorkerReport:
-        async with anyio.create_task_group() as tg:
-            if self.signal is not None and not self.until_idle:
-                tg.start_soon(self._listen, self.signal)
-            try:
-                await self._loop(tg)
-            except anyio.get_cancelled_exc_class():
-                self._shut_down()
-                raise
-            finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
-                    await self._count_quarantined()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.signal is not None and not self.until_idle:
+                    tg.start_soon(self._listen, self.signal)
+                try:
+                    await self._loop(tg)
+                except anyio.get_cancelled_exc_class():
+                    self._shut_down()
+                    raise
+                finally:
+                    # What was reserved and not started goes back now, while in-flight
+                    # executions finish, so other workers can take it at once.
+                    await self._give_back()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
+                        await self._count_quarantined()
+                tg.cancel_scope.cancel()
+        finally:
+            await self._give_back()  # a retry an execution scheduled during the grace period
         return self.progress.report
 
     async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
             now = anyio.current_time()
             await self._housekeeping(now)
+            # A store call (housekeeping, a reservation in a worker thread) may return after
+            # the worker was cancelled: start nothing then (shutdown gives the batch back).
+            await anyio.lowlevel.checkpoint_if_cancelled()
             self._start_due_retries(tg, now)
             drained = True
             if self._free() > 0 and now >= self.resume_at:
                 if not self.buffer:
                     drained = await self._refill()
+                    await anyio.lowlevel.checkpoint_if_cancelled()
                 while self.buffer and self._free() > 0:
                     self._start(tg, self.buffer.popleft(), None)
             elif now < self.resume_at:
@@ -321,19 +344,73 @@ class _Worker:
                 await anyio.sleep(min(self.poll_interval, 1.0) or 0.05)
 
     def _shut_down(self) -> None:
-        """Stop claiming; give in-flight executions ``grace`` seconds, then cancel them."""
+        """Stop claiming; give in-flight executions ``grace`` seconds, then cancel them.
+
+        The requests reserved and not started are set aside for :meth:`_give_back`.
+        """
         self.stopping = True
+        self.unstarted.update(dict.fromkeys(r.request_id for r in self.buffer))
+        self.unstarted.update(dict.fromkeys(self.requeued))
         self.buffer.clear()
         self.requeued.clear()
         deadline = anyio.current_time() + self.grace
         for scope in self.scopes:
             scope.deadline = min(scope.deadline, deadline)
 
+    async def _give_back(self) -> None:
+        """Give back the reservations this worker holds on requests it will not start.
+
+        Those set aside at shutdown, still buffered or waiting for a retry; each id once.
+        Shielded and bounded (it runs while the worker is cancelled); a failure is logged
+        at WARNING, never raised: the reservations then run out on their own.
+        """
+        if self.release is None:
+            return
+        candidates = [
+            *self.unstarted,
+            *(r.request_id for r in self.buffer),
+            *self.requeued,
+            *self.retries,
+        ]
+        ids = [i for i in dict.fromkeys(candidates) if i not in self.given_back]
+        if not ids:
+            return
+        self.given_back.update(ids)
+        cleared = 0
+        failure: BaseException | None = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_GIVE_BACK_SECONDS) as bound:
+            try:
+                cleared = await self.release.unreserve(
+                    owner=self.manager.executor_id, request_ids=ids
+                )
+            except Exception as error:
+                failure = error
+        if bound.cancelled_caught or failure is not None:
+            _log.warning(
+                "giving back %d unstarted reservations failed (%s); other workers take "
+                "them when the reservations run out",
+                len(ids),
+                "timed out" if failure is None else repr(failure),
+                exc_info=failure,
+                extra={"operation": "unreserve", "outcome": "errors"},
+            )
+            return
+        _log.info(
+            "gave back %d of %d unstarted reservations",
+            cleared,
+            len(ids),
+            extra={"operation": "unreserve", "outcome": "released"},
+        )
+
     # -- finding work --------------------------------------------------------------------
 
     async def _refill(self) -> bool:
-        """Fill the buffer with ready requests; True when the store had no more to give."""
-        wanted = self.concurrency
+        """Reserve what the free slots can start now; True when the store had no more.
+
+        Never more than the free slots: a request reserved and left waiting in the
+        buffer would be kept from every other worker while this one is busy.
+        """
+        wanted = self._free()
         try:
             batch = await self._reserve(wanted)
         except Exception as error:
@@ -473,17 +550,23 @@ class _Worker:
                     result = await manager.execute_reserved(
                         work, context=self.context, strategy=self.strategy
                     )
-            except _LOST_RACE as error:
-                return self._outcome(request_id, WorkerOutcomeKind.SKIPPED, started, error=error)
             except Exception as error:
-                if outage_in(error) is not None:
-                    return self._retry(request_id, attempt + 1, started, error)
-                return self._park(request_id, started, error)
+                return self._failed(request_id, attempt, started, error)
             return self._result(result, started)
 
         if telemetry is None:
             return await call()
-        anchor = work if isinstance(work, MutationRequest) else await manager.ledger.load(work)
+        if isinstance(work, MutationRequest):
+            anchor = work
+        else:
+            # A retry holds only the id: its span is anchored on the request read now, a
+            # read that fails like the execution would (outage, gone, unreadable).
+            try:
+                anchor = await manager.ledger.load(work)
+            except Exception as error:
+                failed = self._failed(request_id, attempt, started, error)
+                telemetry.worker_outcome(failed.kind.value)
+                return failed
         seen: list[WorkerOutcome] = []
 
         async def traced() -> str:
@@ -493,6 +576,17 @@ class _Worker:
         kind = await telemetry.worker_execution(anchor, traced)
         telemetry.worker_outcome(kind)
         return seen[0]
+
+    def _failed(
+        self, request_id: str, attempt: int, started: float, error: Exception
+    ) -> WorkerOutcome:
+        """What an attempt that raised ``error`` comes to: a lost race is skipped, an
+        outage retried after a backoff, anything else parked."""
+        if isinstance(error, _LOST_RACE):
+            return self._outcome(request_id, WorkerOutcomeKind.SKIPPED, started, error=error)
+        if outage_in(error) is not None:
+            return self._retry(request_id, attempt + 1, started, error)
+        return self._park(request_id, started, error)
 
     def _outcome(
         self,

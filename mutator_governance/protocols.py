@@ -30,6 +30,7 @@ __all__ = [
     "ReadyQueue",
     "ReadySignal",
     "RequestPurger",
+    "ReservationRelease",
     "RequestStore",
     "StateStore",
 ]
@@ -122,6 +123,27 @@ class ReadyQueue(Protocol):
         read is quarantined (see :class:`QuarantineLog`) and skipped, never raised. A
         request that stops being ready (claimed, rejected) drops out whatever its
         reservation. ``limit < 1`` raises ValueError.
+        """
+
+
+@runtime_checkable
+class ReservationRelease(Protocol):
+    """Optional on a :class:`ReadyQueue`: give reservations back before they run out.
+
+    A worker that stops with requests reserved but not started (a graceful shutdown)
+    gives them back, so other workers can take them at once instead of after ``until``
+    (minutes by default). Without it those requests wait for their reservations to run
+    out. A separate protocol rather than a method of :class:`ReadyQueue`, so a queue
+    written before it keeps being used as one.
+    """
+
+    async def unreserve(self, *, owner: str, request_ids: Sequence[str]) -> int:
+        """Clear the reservations ``owner`` holds on ``request_ids``; return how many.
+
+        Only a reservation held by ``owner`` is cleared (whether or not it ran out): one
+        taken over by another owner, an unknown id, or a request that stopped being ready
+        (its reservation dropped with it) is left alone and not counted. Idempotent; an
+        empty ``request_ids`` clears nothing.
         """
 
 

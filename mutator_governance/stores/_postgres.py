@@ -638,6 +638,10 @@ class PostgresRequestStore:
         self._reserve = (
             f"SELECT request_id, created_at, document FROM {s}.reserve_ready(%s, %s, %s, %s, %s)"
         )
+        self._unreserve = (
+            f"UPDATE {s}.requests SET reserved_by = NULL, reserved_until = NULL "
+            "WHERE request_id = ANY(%s) AND reserved_by = %s"
+        )
         self._due = (
             f"SELECT request_id, revision, document FROM {s}.requests AS r "
             "WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= %s "
@@ -873,6 +877,20 @@ class PostgresRequestStore:
             rows = await _fetchall(conn, self._reserve, params)
         rows.sort(key=_reserved_order)  # code point order of ids is the "C" collation's
         return await self._readable(rows)
+
+    async def unreserve(self, *, owner: str, request_ids: Sequence[str]) -> int:
+        """Clear ``owner``'s reservations on ``request_ids``: one statement.
+
+        Clears ``reserved_by`` / ``reserved_until`` on the rows ``owner`` holds (found by
+        primary key); any write that makes a row stop being ready has already dropped its
+        reservation. See :class:`~mutator_governance.ReservationRelease`.
+        """
+        ids = builtins.list(dict.fromkeys(request_ids))
+        if not ids:
+            return 0
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(self._unreserve, (ids, owner))
+        return max(cursor.rowcount, 0)
 
     async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
         """Up to ``limit`` pending requests whose deadline is at or before ``now``.

@@ -20,7 +20,7 @@ Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segmen
     p:ready:revalidation            ZSET   PENDING requests waiting for revalidation
     p:due                           ZSET   PENDING requests with a deadline, "<deadline>|<id>"
     p:updated:<status>              ZSET   terminal requests, "<updated_at>|<id>"
-    p:reserved                      HASH   request id -> reserved-until stamp
+    p:reserved                      HASH   request id -> reserved-until stamp|owner
     p:quarantine                    HASH   request id -> quarantine entry (JSON)
     p:segments                      HASH   request id -> its escaped key segment
     p:decision-log:<id>             HASH   a request's decisions by sequence number
@@ -549,6 +549,7 @@ class _Backend:
             args=[keys.ready_channel, _SCHEMA],
         )
         self.reserve_script = Evalsha(scripts.RESERVE)
+        self.unreserve_script = Evalsha(scripts.UNRESERVE)
         self.purge_script = Evalsha(scripts.PURGE)
         self.upgrade_script = Evalsha(scripts.UPGRADE_REQUEST)
         self.due_fix_script = Evalsha(scripts.DUE_FIX)
@@ -1065,6 +1066,7 @@ class RedisRequestStore:
                     str(limit - len(chosen)),
                     "1" if revalidation else "0",
                     keys.prefix,
+                    _raw(owner),
                 ],
             )
             pairs = reply[1:]
@@ -1094,6 +1096,22 @@ class RedisRequestStore:
                 return chosen
             if len(chosen) >= limit:
                 return chosen
+
+    async def unreserve(self, *, owner: str, request_ids: Sequence[str]) -> int:
+        """Clear ``owner``'s reservations on ``request_ids``: one script call.
+
+        :data:`._redis_scripts.UNRESERVE` deletes the entries of the reservation hash whose
+        recorded owner is ``owner``; a write that makes a request stop being ready has
+        already deleted its entry. See :class:`~mutator_governance.ReservationRelease`.
+        """
+        ids = [_raw(request_id) for request_id in dict.fromkeys(request_ids)]
+        if not ids:
+            return 0
+        keys = self._b.keys
+        reply = await self._b.evalsha(
+            self._b.unreserve_script, [keys.reserved], [_raw(owner), *ids]
+        )
+        return int(reply)
 
     async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
         """Up to ``limit`` PENDING requests due at ``now``, by deadline then id (an ExpiryIndex).

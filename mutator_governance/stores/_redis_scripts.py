@@ -57,7 +57,15 @@ nil where missing, when one was asked for); otherwise ``{0, what, a, b, c}``:
 
 from __future__ import annotations
 
-__all__ = ["COMMIT", "DUE_FIX", "PURGE", "RESERVE", "UPGRADE_DUE", "UPGRADE_REQUEST"]
+__all__ = [
+    "COMMIT",
+    "DUE_FIX",
+    "PURGE",
+    "RESERVE",
+    "UNRESERVE",
+    "UPGRADE_DUE",
+    "UPGRADE_REQUEST",
+]
 
 COMMIT = r"""
 local ki, ai = 0, 0
@@ -308,6 +316,7 @@ local approved, revalidation, reserved, quarantine, segments = KEYS[1], KEYS[2],
   KEYS[4], KEYS[5]
 local now, expiry, limit, both, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1',
   ARGV[5]
+local holder = expiry .. '|' .. ARGV[6]
 local batch = math.min(limit + 16, 256)
 local reads = 0
 
@@ -342,14 +351,15 @@ while taken < limit do
   local request_id = string.sub(best, 20)
   local held = redis.call('HGET', reserved, request_id)
   reads = reads + 2
-  if (not held or held <= now) and redis.call('HEXISTS', quarantine, request_id) == 0 then
+  if (not held or string.sub(held, 1, #now) <= now)
+      and redis.call('HEXISTS', quarantine, request_id) == 0 then
     local segment = redis.call('HGET', segments, request_id)
     local document = false
     if segment then
       document = redis.call('HGET', prefix .. ':request:' .. segment, 'document') or false
     end
     reads = reads + 2
-    redis.call('HSET', reserved, request_id, expiry)
+    redis.call('HSET', reserved, request_id, holder)
     table.insert(out, request_id)
     table.insert(out, document)
     taken = taken + 1
@@ -361,10 +371,30 @@ return out
 """Reserve up to ``limit`` ready requests: ``{reads, id, document, id, document, ...}``.
 
 Walks the approved set (merged with the revalidation set when asked) from its oldest
-member, skips ids reserved past ``now`` and quarantined ids, records the reservations and
-returns each document (nil when the request has none). ``reads`` counts the commands that
+member, skips ids reserved past ``now`` and quarantined ids, records the reservations
+(``<until stamp>|<owner>``; a value written before owners were recorded is a bare stamp,
+and the comparison reads only the stamp) and returns each document (nil when the request
+has none). ``reads`` counts the commands that
 read keys, so tests can check the cost does not grow with the store.
 """
+
+UNRESERVE = r"""
+local reserved, owner = KEYS[1], ARGV[1]
+local cleared = 0
+for i = 2, #ARGV do
+  local held = redis.call('HGET', reserved, ARGV[i])
+  if held then
+    local bar = string.find(held, '|', 1, true)
+    if bar and string.sub(held, bar + 1) == owner then
+      redis.call('HDEL', reserved, ARGV[i])
+      cleared = cleared + 1
+    end
+  end
+end
+return cleared
+"""
+"""Clear the reservations ``owner`` (ARGV[1]) holds on the ids that follow; return how
+many. A reservation held by someone else, or without a recorded owner, is left alone."""
 
 PURGE = r"""
 local reserved, quarantine, segments, recent, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4],

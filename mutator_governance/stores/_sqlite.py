@@ -925,6 +925,10 @@ _INSERT_QUARANTINE = (
     "ON CONFLICT (request_id) DO NOTHING"
 )
 _RESERVE = "UPDATE requests SET reserved_by = ?, reserved_until = ? WHERE request_id = ?"
+_UNRESERVE = (
+    "UPDATE requests SET reserved_by = NULL, reserved_until = NULL "
+    "WHERE request_id = ? AND reserved_by = ?"
+)
 _TERMINAL = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
 # Walks the rows last updated before the cutoff in purge order and stops at the limit,
 # however many recent terminal rows the store holds.
@@ -1350,6 +1354,20 @@ class SQLiteRequestStore:
         chosen, recorded = await self._db.run_encoded_write(lambda: transaction, relaxed=True)
         _announce(recorded, detected_at)
         return chosen
+
+    async def unreserve(self, *, owner: str, request_ids: Sequence[str]) -> int:
+        """Clear ``owner``'s reservations on ``request_ids`` in one transaction.
+
+        A reservation lives on the request's row (``reserved_by``, ``reserved_until``),
+        dropped by any write that makes the row stop being ready, so clearing the rows
+        ``owner`` holds is all it takes. See :class:`~mutator_governance.ReservationRelease`.
+        """
+        rows = [(request_id, owner) for request_id in dict.fromkeys(request_ids)]
+        if not rows:
+            return 0
+        return await self._db.run_write(
+            lambda connection: _execute_many(connection, _UNRESERVE, rows), relaxed=True
+        )
 
     async def due(self, *, now: datetime, limit: int) -> Sequence[MutationRequest]:
         """Up to ``limit`` PENDING requests whose deadline is at or before ``now``, in order.

@@ -19,7 +19,13 @@ from .._errors import StoredDataError
 from .._query import RequestQuery
 from .._request import ExecutionClaim, MutationRequest
 from .._transitions import transition
-from ..protocols import GovernanceStore, QuarantineLog, ReadyQueue, ReadySignal
+from ..protocols import (
+    GovernanceStore,
+    QuarantineLog,
+    ReadyQueue,
+    ReadySignal,
+    ReservationRelease,
+)
 from ._fixtures import sample_request
 from ._store_under_test import StoreUnderTest
 
@@ -45,8 +51,9 @@ class ReadyQueueContract(StoreUnderTest):
 
     Subclass it and implement :meth:`make_store` (a new, empty store per test). Override
     :meth:`corrupt` to make one stored request unreadable, so the quarantine tests run;
-    the :class:`~mutator_governance.ReadySignal` tests run when the request store
-    implements it.
+    the :class:`~mutator_governance.ReadySignal` and
+    :class:`~mutator_governance.ReservationRelease` tests run when the request store
+    implements them.
     """
 
     async def _create(
@@ -200,6 +207,63 @@ class ReadyQueueContract(StoreUnderTest):
     async def test_a_limit_below_one_is_refused(self, store: GovernanceStore) -> None:
         with pytest.raises(ValueError, match="limit"):
             await self._reserve(store, 0)
+
+    # -- giving reservations back --------------------------------------------------------
+
+    def _release(self, store: GovernanceStore) -> ReservationRelease:
+        requests = store.requests
+        if not isinstance(requests, ReservationRelease):
+            pytest.skip(f"{type(requests).__name__} does not implement ReservationRelease")
+        return requests
+
+    async def test_a_reservation_given_back_can_be_reserved_at_once(
+        self, store: GovernanceStore
+    ) -> None:
+        release = self._release(store)
+        created = await self._create(store, 3)
+        assert _ids(await self._reserve(store, 3)) == _ids(created)
+        back = [created[2].request_id, created[0].request_id]
+        assert await release.unreserve(owner="worker-a", request_ids=back) == 2
+        again = await self._reserve(store, 10, owner="worker-b")
+        assert _ids(again) == [created[0].request_id, created[2].request_id]
+
+    async def test_only_the_owners_reservations_are_given_back(
+        self, store: GovernanceStore
+    ) -> None:
+        release = self._release(store)
+        (request,) = await self._create(store, 1)
+        await self._reserve(store, 1)
+        ids = [request.request_id]
+        assert await release.unreserve(owner="worker-b", request_ids=ids) == 0
+        assert await self._reserve(store, 1, owner="worker-b") == []
+        assert await release.unreserve(owner="worker-a", request_ids=ids) == 1
+        assert await release.unreserve(owner="worker-a", request_ids=ids) == 0
+        assert _ids(await self._reserve(store, 1, owner="worker-b")) == ids
+
+    async def test_a_reservation_taken_over_after_it_ran_out_is_not_given_back(
+        self, store: GovernanceStore
+    ) -> None:
+        release = self._release(store)
+        (request,) = await self._create(store, 1)
+        await self._reserve(store, 1)
+        later = _BASE + _LEASE + timedelta(seconds=1)
+        assert len(await self._reserve(store, 1, owner="worker-b", now=later)) == 1
+        ids = [request.request_id]
+        assert await release.unreserve(owner="worker-a", request_ids=ids) == 0
+        assert await self._reserve(store, 1, owner="worker-c", now=later) == []
+
+    async def test_giving_back_skips_unknown_unready_and_repeated_ids(
+        self, store: GovernanceStore
+    ) -> None:
+        release = self._release(store)
+        created = await self._create(store, 2)
+        await self._reserve(store, 2)
+        claim = ExecutionClaim("worker-a", _BASE, _BASE + _LEASE)
+        await self._move(store, created[0], RequestStatus.EXECUTING, claim=claim)
+        assert await release.unreserve(owner="worker-a", request_ids=[]) == 0
+        ids = ["missing", created[0].request_id, created[1].request_id, created[1].request_id]
+        assert await release.unreserve(owner="worker-a", request_ids=ids) == 1
+        assert _ids(await self._reserve(store, 10, owner="worker-b")) == [created[1].request_id]
 
     # -- quarantine ----------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ from mutator_governance import (
     InMemoryRequestStore,
     MutationRequest,
     QuarantinedRequest,
+    RequestNotFoundError,
     RequestPage,
     RequestQuery,
     RequestStatus,
     ResolutionStrategy,
+    StoredDataError,
     StoreUnavailableError,
     WorkerOutcome,
     WorkerOutcomeKind,
@@ -508,3 +510,97 @@ class TestBackoffWaits:
         assert (report.executed, report.outages) == (1, 3)
         assert wall >= 0.3  # three backoffs of 0.1-0.2 s were waited out
         assert cpu < wall / 2
+
+
+class RecordingTelemetry:
+    """A :class:`~mutator_governance._telemetry.Telemetry` that runs every call as it is and
+    records the worker's executions and outcomes."""
+
+    def __init__(self) -> None:
+        self.executions: list[str] = []
+        self.outcomes: list[str] = []
+
+    async def operation(self, name: str, call: Any, args: Any, kwargs: Any) -> Any:
+        return await call(*args, **kwargs)
+
+    def capture(self) -> dict[str, str]:
+        return {}
+
+    def loaded(self, request: MutationRequest) -> None:
+        pass
+
+    async def commit(self, commit: Any, call: Any) -> Any:
+        return await call()
+
+    async def worker_execution(self, request: MutationRequest, call: Any) -> Any:
+        self.executions.append(request.request_id)
+        return await call()
+
+    def worker_outcome(self, outcome: str) -> None:
+        self.outcomes.append(outcome)
+
+    async def refresh(self, requests: Any) -> None:
+        pass
+
+
+class TestInstrumentedRetries:
+    """With telemetry on, a retry loads its request (the span's anchor) before executing;
+    that read fails like the execution would. Before: its error escaped the worker's task
+    group and killed ``run_worker``."""
+
+    @pytest.mark.parametrize(
+        ("error", "then"),
+        [
+            (StoreUnavailableError("store flapping", url="memory://"), [K.RETRIED, K.EXECUTED]),
+            (StoredDataError("not a JSON document", backend="memory"), [K.ERROR]),
+            (RequestNotFoundError("purged meanwhile"), [K.SKIPPED]),
+        ],
+        ids=["outage", "unreadable", "gone"],
+    )
+    async def test_a_failed_read_of_a_retried_request_is_classified_like_its_execution(
+        self, error: Exception, then: list[WorkerOutcomeKind]
+    ) -> None:
+        stores = Stores()
+        target: list[str] = []
+        fail = {"replace": 1, "get": 0}
+
+        async def flaky(label: str, method: str, args: Any, kwargs: Any) -> None:
+            if method not in fail or fail[method] < 1 or not target:
+                return
+            request_id = args[0] if method == "get" else args[0].request_id
+            if request_id != target[0]:
+                return
+            fail[method] -= 1
+            if method == "replace":
+                raise StoreUnavailableError("commit outage", url="memory://")
+            raise error
+
+        world = await world_over(stores, requests=Probe(stores.requests, "requests", before=flaky))
+        telemetry = RecordingTelemetry()
+        world.gov.executor.telemetry = telemetry
+        other = await world.submit(
+            IncreaseQuota("bob", 1), state_id=(await with_states(world, 1))[0]
+        )
+        request = await world.submit()
+        target.append(request.request_id)
+        outcomes: list[WorkerOutcome] = []
+
+        def arm(outcome: WorkerOutcome) -> None:
+            outcomes.append(outcome)
+            if outcome.kind is K.RETRIED and "armed" not in fail:
+                fail["armed"] = 1
+                fail["get"] = 1  # the retry's read of its request fails once
+
+        with anyio.fail_after(10):
+            report = await world.gov.run_worker(
+                until_idle=True, concurrency=1, poll_interval=POLL, backoff=FAST, on_outcome=arm
+            )
+
+        mine = [o.kind for o in outcomes if o.request_id == request.request_id]
+        assert mine == [K.RETRIED, *then]
+        assert fail["get"] == 0
+        assert telemetry.outcomes == [o.kind.value for o in outcomes]
+        assert (await world.gov.get(other.request_id)).status is S.EXECUTED
+        assert report.executed == 1 + then.count(K.EXECUTED)
+        expected = S.EXECUTED if then[-1] is K.EXECUTED else S.APPROVED
+        assert (await world.gov.get(request.request_id)).status is expected
