@@ -896,9 +896,11 @@ class GovernedExecutionManager:
         Each outcome is logged at INFO on ``mutator.governance.worker`` and passed to
         ``on_outcome``; ``progress`` shows the counts live and after a cancellation.
         Cancelling stops claiming and gives in-flight executions ``grace`` seconds to
-        finish before they are cancelled and their claims released. A poll reserves only
-        what the free slots can start, and a worker that stops gives back the
-        reservations it did not start (a store with a
+        finish before they are cancelled and their claims released (a commit already
+        sent is shielded: one waiting on the store, e.g. on a row lock held elsewhere,
+        holds the shutdown until the store answers, so bound it with the store's
+        statement timeout). A worker that stops gives back the reservations it did not
+        start (a store with a
         :class:`~mutator_governance.ReservationRelease`), so other workers take those
         requests at once; a batch whose reservation completes after the cancel is not
         started.

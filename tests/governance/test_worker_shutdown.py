@@ -1,8 +1,8 @@
 """A stopping worker leaves no reservation behind and claims nothing after its cancel.
 
-The worker reserves only what its free slots can start; when it stops it gives back
-(:class:`~mutator_governance.ReservationRelease`) every reservation it holds on a request
-it did not start: one reserved while it was being cancelled, one waiting for a retry.
+When a worker stops it gives back (:class:`~mutator_governance.ReservationRelease`) every
+reservation it holds on a request it did not start: one waiting in its buffer for a free
+slot, one reserved while it was being cancelled, one waiting for a retry.
 Giving back is shielded and bounded, and a failure is logged, never raised.
 """
 
@@ -59,10 +59,10 @@ class RecordingLimits(InMemoryRequestStore):
         return await super().reserve(**options)
 
 
-class TestFreeSlots:
-    async def test_a_busy_worker_reserves_only_what_it_can_start(self) -> None:
-        """Two slots; a and c block, b and d are quick. Before: once b finished the worker
-        reserved c and d for its one free slot, d waited in its buffer, and stopping the
+class TestBuffered:
+    async def test_a_reservation_waiting_for_a_slot_is_given_back(self) -> None:
+        """Two slots; a and c block, b and d are quick. Once b finished the worker reserved
+        c and d for its one free slot and d waited in its buffer. Before: stopping the
         worker left d reserved, so a second worker skipped it."""
         requests = RecordingLimits()
         stores = Stores(requests=requests)
@@ -85,7 +85,7 @@ class TestFreeSlots:
                 await anyio.sleep(0.05)  # polls with both slots busy reserve nothing
                 tg.cancel_scope.cancel()
 
-        assert requests.limits[:2] == [2, 1]
+        assert requests.limits[:2] == [2, 2]
         assert progress.report.executed == 1
         assert (await statuses(world))["d"] is S.APPROVED
         for gate in gates.values():

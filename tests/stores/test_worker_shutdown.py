@@ -1,6 +1,6 @@
 """A worker that stops leaves no reservation behind, on every durable backend.
 
-A worker reserves only what its free slots can start, and when it is cancelled it gives
+When a worker is cancelled it gives
 back (``ReservationRelease.unreserve``) whatever it reserved and did not start, so a
 fresh worker with another executor id (another process) drains it at once instead of
 waiting for the reservation to run out (``max(lease, backoff.maximum)``, 300 s by
