@@ -207,6 +207,7 @@ _BODIES = {
     "fail": "RAISE EXCEPTION 'injected fault';",
     "die": "PERFORM pg_terminate_backend(pg_backend_pid());",
     "stall": "PERFORM pg_sleep(5);",
+    "full": "RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100';",
 }
 
 
@@ -247,6 +248,24 @@ async def test_a_fault_at_any_statement_leaves_nothing_written(
     # The same operation lands whole once the fault is gone.
     stored = await store.committer.commit(commit)
     assert await store.requests.get(stored[0].request_id) == stored[0]
+    await _logs_match(store)
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("full", r"failed the operation \(SQLSTATE 53100\)"), ("die", "connection failed")],
+)
+async def test_an_outage_says_whether_the_server_answered_or_the_connection_went(
+    postgres_url: str, store: PostgresStore, kind: str, says: str
+) -> None:
+    """A server out of disk answers (the connection is fine); a killed session does not."""
+    one, two = await _seed(store)
+    commit = _execution(one, two)
+    await _inject(postgres_url, store.schema, "history", "INSERT", kind)
+    with pytest.raises(StoreUnavailableError, match=says):
+        await store.committer.commit(commit)
+    await _remove(postgres_url, store.schema, "history")
+    await store.committer.commit(commit)
     await _logs_match(store)
 
 
