@@ -835,6 +835,8 @@ class Governance:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """Pending requests, optionally with one reason and for one state."""
+        if state_id is not None:
+            check_id("state_id", state_id)
         return await self.requests.pending(reason, state_id=state_id)
 
     async def list(
@@ -849,7 +851,7 @@ class Governance:
         That is the store's own history (``history=``, or the backend's with
         :meth:`open`), also when the engine keeps another one.
         """
-        return await self.history_store.history(state_id)
+        return await self.history_store.history(check_id("state_id", state_id))
 
     async def list_approvals(
         self, query: ApprovalQuery | None = None, *, limit: int = 100, cursor: str | None = None

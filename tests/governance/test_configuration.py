@@ -216,3 +216,17 @@ class TestMoments:
         with pytest.raises(error, match="now must be"):
             await getattr(world.gov, sweep)(**arguments)
         assert await world.gov.get(request.request_id) == request
+
+
+class TestIds:
+    @pytest.mark.parametrize("state_id", [None, "", "  ", 7, "a\x00b"])
+    async def test_a_state_lookup_refuses_what_no_state_is_stored_under(
+        self, world: World, state_id: Any
+    ) -> None:
+        """A clear ValueError naming the argument on every backend (Redis raised a bare
+        TypeError for None)."""
+        with pytest.raises(ValueError, match="state_id"):
+            await world.gov.history(state_id)
+        if state_id is not None:
+            with pytest.raises(ValueError, match="state_id"):
+                await world.gov.pending(state_id=state_id)
