@@ -6,9 +6,8 @@ approved requests. At most ``concurrency`` executions run at once; a store outag
 off and retries, a request that raised is parked instead of retried in a loop, and
 housekeeping (claim recovery, expiry, retention) runs on its own intervals. Cancelling
 the worker stops claiming and gives in-flight executions ``grace`` seconds to finish
-before their claims are released; it reserves only what it can start at once, and gives
-back (:class:`~mutator_governance.ReservationRelease`) any reservation it did not start
-when it stops.
+before their claims are released, and gives back
+(:class:`~mutator_governance.ReservationRelease`) any reservation it did not start.
 """
 
 from __future__ import annotations
