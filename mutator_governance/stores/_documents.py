@@ -14,13 +14,20 @@ from .._errors import StoredDataError
 from .._registry import MutationRegistry
 from .._request import MutationRequest
 
-__all__ = ["DECODE_CHUNK", "decode", "join_field", "new_decisions_data", "paced", "parse"]
+__all__ = ["DECODE_CHUNK", "decode", "join_field", "new_decisions_data", "pace", "paced", "parse"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 DECODE_CHUNK = 64
 """Rows a bulk read decodes between two yields to the event loop (a few milliseconds)."""
+
+
+async def pace(index: int) -> None:
+    """Yield to the event loop before row ``index`` of a long decode, every
+    :data:`DECODE_CHUNK` rows (see :func:`paced`; for loops that do more than build)."""
+    if index and not index % DECODE_CHUNK:
+        await anyio.lowlevel.checkpoint()
 
 
 async def paced(rows: Sequence[R], build: Callable[[R], T]) -> list[T]:

@@ -83,7 +83,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import anyio.lowlevel
 import attrs
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -118,7 +117,7 @@ from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
-from ._documents import DECODE_CHUNK, decode, join_field, new_decisions_data, paced, parse
+from ._documents import decode, join_field, new_decisions_data, pace, paced, parse
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -1153,8 +1152,7 @@ class RedisRequestStore:
         for index, (request_id, key, member, row, quarantined) in enumerate(
             zip(ids, request_keys, members, rows, held, strict=True)
         ):
-            if index and not index % DECODE_CHUNK:
-                await anyio.lowlevel.checkpoint()  # a long batch never holds the loop
+            await pace(index)  # a long batch never holds the loop
             if quarantined is not None:
                 continue
             if isinstance(row, StoredDataError):
@@ -1386,8 +1384,7 @@ class RedisRequestStore:
         for index, (request_id, key, raw, member, quarantined) in enumerate(
             zip(ids, request_keys, raws, members, held, strict=True)
         ):
-            if index and not index % DECODE_CHUNK:
-                await anyio.lowlevel.checkpoint()  # a long batch never holds the loop
+            await pace(index)  # a long batch never holds the loop
             if quarantined is not None:
                 continue
             if raw is None:

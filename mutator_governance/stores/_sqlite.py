@@ -75,7 +75,7 @@ from .._query import (
 from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
-from ._documents import DECODE_CHUNK, decode, paced, parse
+from ._documents import decode, pace, paced, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
 from ._sqlite_schema import (
     DUE_ROWS,
@@ -1052,8 +1052,7 @@ async def _walk_due(database: _Database, codec: _Codec, now: int, limit: int) ->
         sql = due_sql(after=position is not None)
         rows = await database.run_read(_select_rows(sql, params), bulk=_bulk(want))
         for index, row in enumerate(rows):
-            if index and not index % DECODE_CHUNK:
-                await anyio.lowlevel.checkpoint()
+            await pace(index)
             walk.add(codec, row)
         if len(rows) < want:
             break

@@ -27,7 +27,7 @@ from .._request import MutationRequest
 from .._transitions import transition
 from ..protocols import GovernanceStore, ReadingCommitter
 from ._fixtures import SAMPLE_STATE_ID, SampleState, sample_request
-from ._store_under_test import StoreUnderTest
+from ._store_under_test import StoreUnderTest, implementing
 
 __all__ = ["GovernanceStoreContract"]
 
@@ -255,16 +255,10 @@ class GovernanceStoreContract(StoreUnderTest):
 
     # -- ReadingCommitter (optional): a commit that reads a state back in one round trip --
 
-    def _reading(self, store: GovernanceStore) -> ReadingCommitter:
-        committer = store.committer
-        if not isinstance(committer, ReadingCommitter):
-            pytest.skip(f"{type(committer).__name__} does not implement ReadingCommitter")
-        return committer
-
     async def test_commit_reading_returns_the_commit_and_the_state(
         self, store: GovernanceStore
     ) -> None:
-        reading = self._reading(store)
+        reading: ReadingCommitter = implementing(store.committer, ReadingCommitter)
         created = await self._seeded(store)
         claimed = _decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
         (stored,), state = await reading.commit_reading(
@@ -280,7 +274,7 @@ class GovernanceStoreContract(StoreUnderTest):
     async def test_commit_reading_reads_none_for_an_unknown_state(
         self, store: GovernanceStore
     ) -> None:
-        reading = self._reading(store)
+        reading: ReadingCommitter = implementing(store.committer, ReadingCommitter)
         created = await self._seeded(store)
         claimed = _decided(created, RequestStatus.EXECUTING, LifecycleDecision.CLAIMED)
         (stored,), state = await reading.commit_reading(
@@ -290,7 +284,7 @@ class GovernanceStoreContract(StoreUnderTest):
         assert stored.status is RequestStatus.EXECUTING
 
     async def test_commit_reading_that_loses_writes_nothing(self, store: GovernanceStore) -> None:
-        reading = self._reading(store)
+        reading: ReadingCommitter = implementing(store.committer, ReadingCommitter)
         created = await self._seeded(store)
         canceled = _decided(created, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
         await store.committer.commit(GovernedCommit((RequestWrite.update(created, canceled),)))

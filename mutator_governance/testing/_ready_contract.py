@@ -27,7 +27,7 @@ from ..protocols import (
     ReservationRelease,
 )
 from ._fixtures import sample_request
-from ._store_under_test import StoreUnderTest
+from ._store_under_test import StoreUnderTest, implementing
 
 __all__ = ["ReadyQueueContract"]
 
@@ -210,16 +210,10 @@ class ReadyQueueContract(StoreUnderTest):
 
     # -- giving reservations back --------------------------------------------------------
 
-    def _release(self, store: GovernanceStore) -> ReservationRelease:
-        requests = store.requests
-        if not isinstance(requests, ReservationRelease):
-            pytest.skip(f"{type(requests).__name__} does not implement ReservationRelease")
-        return requests
-
     async def test_a_reservation_given_back_can_be_reserved_at_once(
         self, store: GovernanceStore
     ) -> None:
-        release = self._release(store)
+        release: ReservationRelease = implementing(store.requests, ReservationRelease)
         created = await self._create(store, 3)
         assert _ids(await self._reserve(store, 3)) == _ids(created)
         back = [created[2].request_id, created[0].request_id]
@@ -230,7 +224,7 @@ class ReadyQueueContract(StoreUnderTest):
     async def test_only_the_owners_reservations_are_given_back(
         self, store: GovernanceStore
     ) -> None:
-        release = self._release(store)
+        release: ReservationRelease = implementing(store.requests, ReservationRelease)
         (request,) = await self._create(store, 1)
         await self._reserve(store, 1)
         ids = [request.request_id]
@@ -243,7 +237,7 @@ class ReadyQueueContract(StoreUnderTest):
     async def test_a_reservation_taken_over_after_it_ran_out_is_not_given_back(
         self, store: GovernanceStore
     ) -> None:
-        release = self._release(store)
+        release: ReservationRelease = implementing(store.requests, ReservationRelease)
         (request,) = await self._create(store, 1)
         await self._reserve(store, 1)
         later = _BASE + _LEASE + timedelta(seconds=1)
@@ -255,7 +249,7 @@ class ReadyQueueContract(StoreUnderTest):
     async def test_giving_back_skips_unknown_unready_and_repeated_ids(
         self, store: GovernanceStore
     ) -> None:
-        release = self._release(store)
+        release: ReservationRelease = implementing(store.requests, ReservationRelease)
         created = await self._create(store, 2)
         await self._reserve(store, 2)
         claim = ExecutionClaim("worker-a", _BASE, _BASE + _LEASE)
@@ -330,21 +324,15 @@ class ReadyQueueContract(StoreUnderTest):
 
     # -- wake-ups ------------------------------------------------------------------------
 
-    def _signal(self, store: GovernanceStore) -> ReadySignal:
-        requests = store.requests
-        if not isinstance(requests, ReadySignal):
-            pytest.skip(f"{type(requests).__name__} does not implement ReadySignal")
-        return requests
-
     async def test_wait_ready_times_out_without_a_ready_request(
         self, store: GovernanceStore
     ) -> None:
-        signal = self._signal(store)
+        signal: ReadySignal = implementing(store.requests, ReadySignal)
         await signal.wait_ready(0.05)  # whatever was pending from setup
         assert await signal.wait_ready(0.1) is False
 
     async def test_approving_a_request_wakes_a_waiting_worker(self, store: GovernanceStore) -> None:
-        signal = self._signal(store)
+        signal: ReadySignal = implementing(store.requests, ReadySignal)
         await signal.wait_ready(0.05)
         woken: list[bool] = []
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from ..protocols import GovernanceStore
 
-__all__ = ["StoreUnderTest"]
+__all__ = ["StoreUnderTest", "implementing"]
+
+
+def implementing(part: object, protocol: Any) -> Any:
+    """``part``, when it implements the optional runtime-checkable ``protocol``; otherwise
+    the test is skipped. (Annotate the result: mypy takes no protocol as ``type[P]``.)"""
+    if not isinstance(part, protocol):
+        pytest.skip(f"{type(part).__name__} does not implement {protocol.__name__}")
+    return part
 
 
 class StoreUnderTest:

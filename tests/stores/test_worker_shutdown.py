@@ -10,11 +10,12 @@ starts nothing and is given back too.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -82,24 +83,23 @@ async def backend(
         pytest.skip("the PostgreSQL and Redis tests run on asyncio")
     GATES.clear()
     REACHED.clear()
+    name = uuid.uuid4().hex[:12]
+    drop: Callable[[], Awaitable[None]] | None = None
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path}/gov.db"
-        yield kind, lambda: Governance.open(url, registry=registry())
-        return
-    if kind == "postgres":
+    elif kind == "postgres":
         base = request.getfixturevalue("postgres_url")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        try:
-            yield kind, lambda: Governance.open(with_schema(base, schema), registry=registry())
-        finally:
-            await drop_schema(base, schema)
-        return
-    base = request.getfixturevalue("redis_url")
-    prefix = f"t-{uuid.uuid4().hex[:12]}"
+        url = with_schema(base, f"t_{name}")
+        drop = functools.partial(drop_schema, base, f"t_{name}")
+    else:
+        base = request.getfixturevalue("redis_url")
+        url = _with_prefix(base, f"t-{name}")
+        drop = functools.partial(_drop, base, f"t-{name}")
     try:
-        yield kind, lambda: Governance.open(_with_prefix(base, prefix), registry=registry())
+        yield kind, lambda: Governance.open(url, registry=registry())
     finally:
-        await _drop(base, prefix)
+        if drop is not None:
+            await drop()
 
 
 async def _statuses(gov: Governance) -> dict[str, RequestStatus]:
