@@ -22,6 +22,9 @@ parent opens its own store instance on the same URL.
   reports must add up to one execution per request, and the store must show every request
   EXECUTED, each state's sum, version and history length exact; otherwise the scenario
   fails.
+- ``governance.worker.postgresql-grouped.<n>procs``: the same on PostgreSQL with the
+  store option ``write_flights=1`` (one write statement in flight per process; the writes
+  that arrive meanwhile share the next statement, transaction and WAL flush).
 - ``governance.worker.<backend>.wakeup``: one worker process idles with the default
   ``poll_interval``; the parent approves a pending request (its own store instance) at a
   random moment and polls (every 5 ms) until the request is EXECUTED. Median and p95 over
@@ -136,6 +139,12 @@ async def _postgres_location() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
+async def _postgres_grouped_location() -> AsyncIterator[str]:
+    async with backend_postgres._schema() as schema:
+        yield f"{schema_url(schema)}&write_flights={GROUPED_FLIGHTS}"
+
+
+@contextlib.asynccontextmanager
 async def _redis_location() -> AsyncIterator[str]:
     prefix = f"bench-fleet-{uuid.uuid4().hex[:12]}"
     try:
@@ -155,11 +164,23 @@ class Backend:
     name: str
     location: Callable[[], contextlib.AbstractAsyncContextManager[str]]
     unavailable: Callable[[], str | None] = _always
+    wakeup: bool = True
+    """Whether the wake-up scenario runs on it (not for a variant of another backend)."""
 
+
+# The PostgreSQL store's ``write_flights`` of the grouped fleet (a fleet's setting: its
+# concurrent writes share statements and WAL flushes; see PostgresOptions).
+GROUPED_FLIGHTS = 1
 
 BACKENDS = (
     Backend("sqlite", _sqlite_location),
     Backend("postgresql", _postgres_location, backend_postgres.unavailable),
+    Backend(
+        "postgresql-grouped",
+        _postgres_grouped_location,
+        backend_postgres.unavailable,
+        wakeup=False,
+    ),
     Backend("redis", _redis_location, backend_redis._unavailable),
 )
 
@@ -191,7 +212,10 @@ class WorkerScenario:
 
 
 SCENARIOS: tuple[WorkerScenario, ...] = tuple(
-    WorkerScenario(backend, processes) for backend in BACKENDS for processes in (1, 2, 4, 0)
+    WorkerScenario(backend, processes)
+    for backend in BACKENDS
+    for processes in (1, 2, 4, 0)
+    if processes or backend.wakeup
 )
 
 

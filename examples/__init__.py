@@ -26,6 +26,7 @@ EXAMPLES: dict[str, str] = {
     "worker_fleet": "examples.worker_fleet",
     "queries": "examples.queries",
     "redis_queries": "examples.redis_queries",
+    "postgres_grouped_writes": "examples.postgres_grouped_writes",
     "observability": "examples.observability",
     "governance_observability": "examples.governance_observability",
 }

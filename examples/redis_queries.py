@@ -22,7 +22,7 @@ TRIO = "skipped: the Redis store runs on asyncio only"
 
 def redis_url() -> str | None:
     """The Redis server to use, or None."""
-    return os.environ.get("MUTATOR_REDIS_URL") or os.environ.get("MUTATOR_TEST_REDIS_URL")
+    return os.environ.get("MUTATOR_REDIS_URL") or os.environ.get("MUTATOR_TEST_REDIS_URL") or None
 
 
 async def main() -> dict[str, Any]:

@@ -264,6 +264,16 @@ def check_redis_queries(outcome: dict[str, Any]) -> None:
         check_queries(outcome)
 
 
+def check_postgres_grouped_writes(outcome: dict[str, Any]) -> None:
+    if "skipped" in outcome:
+        assert outcome["skipped"].startswith("skipped: ")
+        return
+    assert outcome["refused"] == ["raise-0"], "only the taken id is refused"
+    assert outcome["executed"] == 60
+    assert outcome["statuses"] == ["EXECUTED"]
+    assert outcome["total_raise"] == 1 + sum(n % 5 + 1 for n in range(1, 60))
+
+
 def check_observability(outcome: dict[str, Any]) -> None:
     if "skipped" in outcome:  # the OpenTelemetry SDK is not installed
         pytest.importorskip("opentelemetry.sdk")
@@ -316,6 +326,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "custom_store": check_custom_store,
     "queries": check_queries,
     "redis_queries": check_redis_queries,
+    "postgres_grouped_writes": check_postgres_grouped_writes,
     "observability": check_observability,
     "governance_observability": check_governance_observability,
     "approval_workflow": check_approval_workflow,

@@ -9,12 +9,13 @@ transaction-scoped advisory lock, so several processes may open a fresh database
 The schema's version is kept in ``schema_version``; a database migrated by a newer release
 is refused with :class:`~mutator_governance.StoredDataError` naming both versions.
 
-Layout (schema version 4, see ``_postgres_schema``)::
+Layout (schema version 8, see ``_postgres_schema``)::
 
     requests        request_id PK (COLLATE "C"), state_id, status, pending_reason, actor_id,
                     created_at, updated_at (timestamptz), revision, document (JSON text),
                     mutation_type, compensates (the original a compensation undoes),
-                    reserved_by, reserved_until (a worker's reservation)
+                    reserved_by, reserved_until (a worker's reservation),
+                    due_at (a pending request's expiry deadline)
     quarantine      request_id PK, field, error, detected_at: rows that cannot be read
     decisions       id bigserial, (request_id, sequence) unique, category, timestamp, document
     states          state_id PK, version, request_id, document
@@ -44,6 +45,11 @@ statement raises ``StoreUnavailableError`` with the URL's password removed (the 
 connection is discarded and the pool's idle connections are checked; connections are not
 checked on every checkout, which would cost a round trip per operation).
 
+With ``write_flights=N`` (see :class:`PostgresOptions`) at most N write statements are in
+flight at once; the writes that arrive meanwhile are sent together as one call of
+``governed_commit_batch`` (one round trip, one transaction, one WAL flush), each written
+and checked as its own ``governed_commit``.
+
 Workers reserve ready requests in batches with one call of ``reserve_ready`` (an
 ``UPDATE ... FOR UPDATE SKIP LOCKED`` walking a partial index of the ready rows in order),
 and wait for new ones with LISTEN on the schema's channel (``governed_commit`` notifies it
@@ -56,6 +62,7 @@ Options (:class:`PostgresOptions`) come from ``open`` keywords or URL query para
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import hashlib
@@ -63,7 +70,8 @@ import json
 import logging
 import math
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -248,6 +256,13 @@ async def _fetchall(conn: Connection, sql: str, params: Sequence[Any]) -> list[A
     return await cursor.fetchall()
 
 
+def _rolled_back(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock or serialization failure (SQLSTATE class 40: the
+    server rolled the transaction back whole; psycopg's ``DeadlockDetected`` is not a
+    ``TransactionRollback``)."""
+    return isinstance(error, psycopg.DatabaseError) and (error.sqlstate or "").startswith("40")
+
+
 class _Checkout:
     """``async with db.connection() as conn``: a pooled connection, errors mapped.
 
@@ -300,6 +315,7 @@ class _Database:
         connect: dict[str, Any] | None = None,
     ) -> None:
         self.checking = False
+        self.write_flights = 0
         self.connect = connect or {}
         self.pool = pool
         self.registry = registry
@@ -335,7 +351,7 @@ class _Database:
             self.unavailable("no PostgreSQL connection available", error)
         if isinstance(error, PoolClosed):
             self.unavailable("the store is closed", error)
-        if isinstance(error, psycopg.errors.TransactionRollback):
+        if _rolled_back(error):
             # Deadlock or serialization failure: the transaction was rolled back whole.
             raise ConcurrencyError(f"PostgreSQL rolled back a transaction: {error}") from error
         if isinstance(error, psycopg.errors.QueryCanceled):
@@ -1277,15 +1293,44 @@ class _StateRow:
     document: str
 
 
-class _Writer:
-    """Calls ``governed_commit``: one statement writes a whole operation or nothing."""
+@attrs.define(eq=False)
+class _Write:
+    """One operation's ``governed_commit`` arguments, and what its errors are mapped from."""
 
-    def __init__(self, db: _Database) -> None:
+    meta: str
+    documents: _Documents
+    read_state: str | None
+    durable: bool
+    requests: Sequence[tuple[RequestWrite, MutationRequest]]
+    state: _StateRow | None
+    future: asyncio.Future[tuple[Any, ...] | None] | None = None
+    sent: bool = False
+
+
+class _Writer:
+    """Calls ``governed_commit``: one statement writes a whole operation or nothing.
+
+    At most ``flights`` write statements are in flight at once (0: no limit); the writes
+    that arrive meanwhile wait and are then sent together, as one
+    ``governed_commit_batch`` statement (one round trip, one transaction, one WAL flush),
+    each still checked and written as its own operation. A write that finds a free
+    flight is sent at once, alone.
+    """
+
+    def __init__(self, db: _Database, flights: int = 0) -> None:
         self._db = db
         # The scalar columns travel as one JSON text (one parameter, dumped by the C
         # encoder) and the documents as one binary text array (%b: the text array format
         # would escape every quote of the JSON through a Python-level regex callback).
         self._sql = f"SELECT version, request_id, document FROM {db.s}.governed_commit(%s, %b, %s)"
+        self._batch_sql = (
+            "SELECT code, detail, hint, constraint_name, version, request_id, document "
+            f"FROM {db.s}.governed_commit_batch(%s, %b, %s, %s, %s, %s, %s)"
+        )
+        self._flights = flights
+        self._flying = 0
+        self._waiting: deque[_Write] = deque()
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def write(
         self,
@@ -1366,19 +1411,152 @@ class _Writer:
                 "a": records[1],
             }
         )
-        async with db.connection() as conn:
+        pending = _Write(meta, documents, read_state, durable, requests, state)
+        flights = self._flights
+        if not flights:
+            return await self._alone(pending)
+        if self._flying < flights:
+            self._flying += 1
+            try:
+                return await self._alone(pending)
+            finally:
+                self._landed()
+        pending.future = asyncio.get_running_loop().create_future()
+        self._waiting.append(pending)
+        try:
+            return await pending.future
+        finally:
+            if not pending.sent:  # cancelled while waiting: never sent, nothing written
+                self._waiting.remove(pending)
+
+    async def _alone(self, write: _Write) -> tuple[Any, ...] | None:
+        """Send ``write`` as its own ``governed_commit`` statement."""
+        async with self._db.connection() as conn:
             try:
                 row: tuple[Any, ...] | None = await _fetchone(
-                    conn, self._sql, (meta, documents, read_state)
+                    conn, self._sql, (write.meta, write.documents, write.read_state)
                 )
                 return row
             except psycopg.errors.UniqueViolation as error:
-                raise _unique_violation(error, requests, state) from None
+                raise _unique_violation(
+                    error.diag.constraint_name or "", str(error), write.requests, write.state
+                ) from None
             except psycopg.DatabaseError as error:
-                mapped = _check_failed(error, state)
+                diag = error.diag
+                mapped = _check_failed(
+                    error.sqlstate, diag.message_detail, diag.message_hint, write.state
+                )
                 if mapped is None:
                     raise
                 raise mapped from None
+
+    def _landed(self) -> None:
+        """A flight ended: send what waits, together, while flights are free."""
+        self._flying -= 1
+        waiting = self._waiting
+        while waiting and self._flying < self._flights:
+            batch = [waiting.popleft() for _ in range(min(len(waiting), _BATCH_LIMIT))]
+            for write in batch:
+                write.sent = True
+            self._flying += 1
+            task = asyncio.get_running_loop().create_task(self._fly(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _fly(self, batch: list[_Write]) -> None:
+        """Send ``batch`` and hand each waiting writer its own outcome."""
+        try:
+            outcomes = await self._together(batch)
+        except Exception as error:
+            outcomes = [error] * len(batch)
+        except BaseException:
+            for write in batch:
+                assert write.future is not None
+                write.future.cancel()
+            raise
+        finally:
+            self._landed()
+        for write, outcome in zip(batch, outcomes, strict=True):
+            _settle(write, outcome)
+
+    async def aclose(self) -> None:
+        """Wait for the batches in flight (their writers are waiting for them)."""
+        while self._batches:
+            await asyncio.wait(tuple(self._batches))
+
+    async def _together(self, batch: list[_Write]) -> list[tuple[Any, ...] | BaseException | None]:
+        """Each write's row or error, from one ``governed_commit_batch`` statement.
+
+        A server error that is not one write's failed check (a refused value, a deadlock)
+        rolls the statement back whole; the writes are then sent one by one, so each gets
+        exactly the outcome it would have had alone.
+        """
+        if len(batch) == 1:
+            return [await _captured(self._alone(batch[0]))]
+        documents = _Documents()
+        firsts: list[int] = []
+        for write in batch:
+            firsts.append(len(documents) + 1)
+            documents.extend(write.documents)
+        firsts.append(len(documents) + 1)
+        lock_requests = sorted({w.request.request_id for write in batch for w, _ in write.requests})
+        lock_states = sorted({write.state.state_id for write in batch if write.state})
+        params = (
+            [write.meta for write in batch],
+            documents,
+            firsts,
+            [write.read_state for write in batch],
+            lock_requests,
+            lock_states,
+            any(write.durable for write in batch),
+        )
+        rows: list[Any] | None = None
+        async with self._db.connection() as conn:
+            try:
+                rows = await _fetchall(conn, self._batch_sql, params)
+            except psycopg.DatabaseError as error:
+                if isinstance(error, psycopg.OperationalError) and not _rolled_back(error):
+                    raise
+        if rows is None:
+            return [await _captured(self._alone(write)) for write in batch]
+        outcomes: list[tuple[Any, ...] | BaseException | None] = []
+        for write, (code, detail, hint, constraint, *found) in zip(batch, rows, strict=True):
+            if code is None:
+                outcomes.append(None if found[0] is None else tuple(found))
+            elif code == _UNIQUE_VIOLATION:
+                outcomes.append(
+                    _unique_violation(constraint or "", detail or "", write.requests, write.state)
+                )
+            else:
+                mapped = _check_failed(code, detail, hint, write.state)
+                assert mapped is not None  # the function returns only these codes
+                outcomes.append(mapped)
+        return outcomes
+
+
+# The most writes one batch statement carries; more wait for the next free flight.
+_BATCH_LIMIT = 32
+_UNIQUE_VIOLATION = "23505"
+
+
+async def _captured(call: Awaitable[tuple[Any, ...] | None]) -> tuple[Any, ...] | Exception | None:
+    """``call``'s row, or the error it raised (a batch hands each writer its own)."""
+    try:
+        return await call
+    except Exception as error:
+        return error
+
+
+def _settle(write: _Write, outcome: tuple[Any, ...] | BaseException | None) -> None:
+    """Wake ``write``'s writer with its outcome (unless it was cancelled meanwhile)."""
+    future = write.future
+    assert future is not None
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _request_columns(request: MutationRequest) -> tuple[Any, ...]:
@@ -1435,13 +1613,15 @@ def _json_text(data: Any) -> str:
 _CODES = {code: name for name, code in COMMIT_CODES.items()}
 
 
-def _check_failed(error: psycopg.DatabaseError, state: _StateRow | None) -> Exception | None:
+def _check_failed(
+    sqlstate: str | None, detail: str | None, hint: str | None, state: _StateRow | None
+) -> Exception | None:
     """The typed error for a failed ``governed_commit`` check (None: not a check)."""
-    name = _CODES.get(error.sqlstate or "")
+    name = _CODES.get(sqlstate or "")
     if name is None:
         return None
-    detail = error.diag.message_detail or ""
-    hint = error.diag.message_hint or ""
+    detail = detail or ""
+    hint = hint or ""
     if name == "exists":
         return RequestAlreadyExistsError(detail)
     if name == "missing":
@@ -1462,12 +1642,12 @@ def _check_failed(error: psycopg.DatabaseError, state: _StateRow | None) -> Exce
 
 
 def _unique_violation(
-    error: psycopg.errors.UniqueViolation,
+    constraint: str,
+    error: str,
     requests: Sequence[tuple[RequestWrite, MutationRequest]],
     state: _StateRow | None,
 ) -> Exception:
-    """A row created concurrently between the checks and the insert."""
-    constraint = error.diag.constraint_name or ""
+    """A row created concurrently between the checks and the insert (``constraint``)."""
     if constraint.startswith("requests"):
         created = [w.request.request_id for w, _ in requests if w.expected_revision is None]
         return RequestAlreadyExistsError(created[0] if created else "?")
@@ -1572,7 +1752,7 @@ class PostgresStore:
 
     def __init__(self, db: _Database) -> None:
         self._db = db
-        writer = _Writer(db)
+        writer = self._writer = _Writer(db, db.write_flights)
         self._requests = PostgresRequestStore(db)
         self._decisions = PostgresDecisionHistory(db)
         self._states = PostgresStateStore(db, writer)
@@ -1588,8 +1768,9 @@ class PostgresStore:
         ``url`` is ``postgresql://user[:password]@host[:port]/database``; only what it names
         is used (no libpq defaults for host, user or database). ``options`` are the fields
         of :class:`PostgresOptions` (``schema``, ``min_size``, ``max_size``,
-        ``connect_timeout``, ``statement_timeout``, ``check_connections``), also accepted as
-        URL query parameters; other query parameters must be libpq connection parameters.
+        ``connect_timeout``, ``statement_timeout``, ``check_connections``,
+        ``write_flights``), also accepted as URL query parameters; other query parameters
+        must be libpq connection parameters.
 
         Raises ConfigurationError (a ValueError) for a malformed URL, an unknown or
         malformed option, or when called outside asyncio — all before connecting;
@@ -1637,6 +1818,7 @@ class PostgresStore:
             timeout=timeout,
             connect=connect,
         )
+        db.write_flights = opts.write_flights
         try:
             conn = await psycopg.AsyncConnection.connect(
                 **{**keywords, "connect_timeout": max(1, round(timeout))}, autocommit=True
@@ -1695,6 +1877,7 @@ class PostgresStore:
     async def aclose(self) -> None:
         """Close the pool and the listening connection; the store is unusable afterwards
         (idempotent)."""
+        await self._writer.aclose()
         await self._requests.aclose()
         await self._db.pool.close()
 

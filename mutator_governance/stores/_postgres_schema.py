@@ -42,6 +42,13 @@ of the same id now also yields ``MU001``).
 
 Version 7 indexes each pending request's expiry deadline (``due_at``, partial index
 ``requests_due``), so an expiry sweep reads only the requests it expires.
+
+Version 8 adds ``governed_commit_batch``: several operations in one statement and one
+transaction, each checked and written as its own ``governed_commit`` (a failed check rolls
+back only that operation), so writers that run at once share one round trip and one WAL
+flush. It first locks the batch's requests, then its states, each in code point order:
+the order every ``governed_commit`` takes, so batches never deadlock with each other or
+with single operations.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import hashlib
 
 __all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema version this release writes and reads."""
 
 COMMIT_CODES = {
@@ -701,7 +708,60 @@ _V7: tuple[str, ...] = (
     _COMMIT_FUNCTION_V7,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Version 8: operations written together. Item ``k`` is ``governed_commit(metas[k],
+# documents[firsts[k]:firsts[k + 1] - 1], read_states[k])`` inside its own subtransaction;
+# a failed check or a unique violation is returned as the item's ``code`` (with the
+# error's detail, hint and constraint) instead of aborting the others, and any other
+# error aborts the whole statement. The batch waits for the WAL flush when ``durable``,
+# whatever its items' own settings.
+_BATCH_FUNCTION = """CREATE FUNCTION {s}.governed_commit_batch(
+    metas text[], documents text[], firsts integer[], read_states text[],
+    lock_requests text[], lock_states text[], durable boolean
+) RETURNS TABLE (item integer, code text, detail text, hint text, constraint_name text,
+    version text, request_id text, document text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    setting text := current_setting('synchronous_commit');
+    k integer;
+    st {s}.states;
+    wrote boolean;
+BEGIN
+    PERFORM FROM {s}.requests AS r WHERE r.request_id = ANY(lock_requests)
+        ORDER BY r.request_id FOR UPDATE;
+    PERFORM FROM {s}.states AS t WHERE t.state_id = ANY(lock_states)
+        ORDER BY t.state_id FOR UPDATE;
+    FOR k IN 1 .. coalesce(array_length(metas, 1), 0) LOOP
+        item := k;
+        code := NULL; detail := NULL; hint := NULL; constraint_name := NULL;
+        version := NULL; request_id := NULL; document := NULL;
+        BEGIN
+            wrote := false;
+            FOR st IN SELECT * FROM {s}.governed_commit(metas[k],
+                    documents[firsts[k]:firsts[k + 1] - 1], read_states[k]) LOOP
+                version := st.version; request_id := st.request_id;
+                document := st.document;
+                wrote := true;
+                RETURN NEXT;
+            END LOOP;
+            IF NOT wrote THEN
+                RETURN NEXT;
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'MU001' OR SQLSTATE 'MU002' OR SQLSTATE 'MU003'
+                OR SQLSTATE 'MU004' OR SQLSTATE 'MU005' OR unique_violation THEN
+            GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL,
+                hint = PG_EXCEPTION_HINT, constraint_name = CONSTRAINT_NAME;
+            RETURN NEXT;
+        END;
+    END LOOP;
+    PERFORM set_config('synchronous_commit', CASE WHEN durable THEN setting ELSE 'off' END,
+        true);
+END
+$fn$"""
+
+_V8: tuple[str, ...] = (_BATCH_FUNCTION,)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

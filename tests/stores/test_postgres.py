@@ -707,7 +707,7 @@ async def test_exactly_once_across_processes(postgres_url: str, schema: str) -> 
 
 # -- exactly once while workers are killed ----------------------------------------------------
 
-KILL_REQUESTS = 600
+KILL_REQUESTS = 1200
 KILL_STATES = 6
 KILL_WORKERS = 4
 KILL_EVERY = 0.25
@@ -792,11 +792,13 @@ def _kill_workers_until_done(url: str, store_url: str, schema: str, folder: Path
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.parametrize("flights", [0, 1], ids=["one-statement-each", "grouped"])
 async def test_every_request_executes_once_while_workers_are_killed(
-    postgres_url: str, schema: str, tmp_path: Path
+    postgres_url: str, schema: str, tmp_path: Path, flights: int
 ) -> None:
-    url = with_schema(postgres_url, schema)
-    amounts = {f"kill-{index:03d}": index + 1 for index in range(KILL_REQUESTS)}
+    """Workers SIGKILLed mid-operation, writing alone or in groups (``write_flights``)."""
+    url = with_schema(postgres_url, schema) + f"&write_flights={flights}"
+    amounts = {f"kill-{index:04d}": index + 1 for index in range(KILL_REQUESTS)}
     expected = {f"s{n}": Counters() for n in range(KILL_STATES)}
     mutations = {
         request_id: (f"s{index % KILL_STATES}", Add(f"k{index % 3}", amount))

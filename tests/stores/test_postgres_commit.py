@@ -208,6 +208,8 @@ _BODIES = {
     "die": "PERFORM pg_terminate_backend(pg_backend_pid());",
     "stall": "PERFORM pg_sleep(5);",
     "full": "RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100';",
+    "deadlock": "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';",
+    "serialization": "RAISE EXCEPTION 'could not serialize' USING ERRCODE = '40001';",
 }
 
 
@@ -265,6 +267,24 @@ async def test_an_outage_says_whether_the_server_answered_or_the_connection_went
     with pytest.raises(StoreUnavailableError, match=says):
         await store.committer.commit(commit)
     await _remove(postgres_url, store.schema, "history")
+    await store.committer.commit(commit)
+    await _logs_match(store)
+
+
+@pytest.mark.parametrize("kind", ["deadlock", "serialization"])
+async def test_a_transaction_the_server_rolled_back_is_a_concurrency_error(
+    postgres_url: str, store: PostgresStore, kind: str
+) -> None:
+    """A deadlock or serialization failure is a lost race to retry, not an outage."""
+    one, two = await _seed(store)
+    commit = _execution(one, two)
+    before = await _snapshot(postgres_url, store.schema)
+    await _inject(postgres_url, store.schema, "audit", "INSERT", kind)
+    with pytest.raises(ConcurrencyError, match="rolled back a transaction") as raised:
+        await store.committer.commit(commit)
+    assert not isinstance(raised.value, StoreUnavailableError)
+    await _remove(postgres_url, store.schema, "audit")
+    assert await _snapshot(postgres_url, store.schema) == before
     await store.committer.commit(commit)
     await _logs_match(store)
 
@@ -447,6 +467,8 @@ async def test_malformed_urls_are_refused_before_connecting(url: str, named: str
         ({"statement_timeout": -0.5}, "statement_timeout"),
         ({"statement_timeout": True}, "statement_timeout"),
         ({"check_connections": 1}, "check_connections"),
+        ({"write_flights": -1}, "write_flights"),
+        ({"write_flights": "1"}, "write_flights"),
     ],
 )
 async def test_unknown_or_malformed_options_are_refused_before_connecting(
@@ -481,12 +503,16 @@ async def test_a_zero_statement_timeout_means_no_limit_in_either_form(
 
 
 async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: str) -> None:
-    url = with_schema(postgres_url, schema) + "&min_size=2&max_size=3&statement_timeout=5"
+    url = (
+        with_schema(postgres_url, schema)
+        + "&min_size=2&max_size=3&statement_timeout=5&write_flights=2"
+    )
     store = await open_store(url, registry=sample_registry(), max_size=4)
     assert isinstance(store, PostgresStore)
     try:
         pool = store._db.pool
         assert (pool.min_size, pool.max_size) == (2, 4), "a keyword wins over the URL"
+        assert store._writer._flights == 2
         async with store._db.connection() as conn:
             row = await (await conn.execute("SHOW statement_timeout")).fetchone()
         assert row == ("5s",)

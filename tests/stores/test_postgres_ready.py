@@ -872,6 +872,11 @@ async def test_version_4_schema_is_upgraded_in_place(postgres_url: str, schema: 
         assert functions == [
             ("governed_commit", "meta text, documents text[], read_state text"),
             (
+                "governed_commit_batch",
+                "metas text[], documents text[], firsts integer[], read_states text[], "
+                "lock_requests text[], lock_states text[], durable boolean",
+            ),
+            (
                 "reserve_ready",
                 "p_owner text, p_limit integer, p_now timestamp with time zone, "
                 "p_until timestamp with time zone, p_revalidation boolean",
