@@ -263,6 +263,16 @@ def _rolled_back(error: BaseException) -> bool:
     return isinstance(error, psycopg.DatabaseError) and (error.sqlstate or "").startswith("40")
 
 
+def _lost(error: psycopg.DatabaseError) -> bool:
+    """Whether ``error`` is a lost connection or a server shutting down: the outcome of the
+    statement is unknown. Any other error is the server's answer, having rolled the
+    statement back (a deadlock, a refused value, a cancelled statement: SQLSTATE 57014)."""
+    state = error.sqlstate
+    return isinstance(error, psycopg.OperationalError) and (
+        state is None or state.startswith("08") or (state.startswith("57") and state != "57014")
+    )
+
+
 class _Checkout:
     """``async with db.connection() as conn``: a pooled connection, errors mapped.
 
@@ -1487,9 +1497,11 @@ class _Writer:
     async def _together(self, batch: list[_Write]) -> list[tuple[Any, ...] | BaseException | None]:
         """Each write's row or error, from one ``governed_commit_batch`` statement.
 
-        A server error that is not one write's failed check (a refused value, a deadlock)
-        rolls the statement back whole; the writes are then sent one by one, so each gets
-        exactly the outcome it would have had alone.
+        A server error that is not one write's failed check (a refused value, a deadlock,
+        a statement_timeout) rolls the statement back whole, and a write whose text the
+        connection cannot encode stops the statement before it is sent; the writes are then
+        sent one by one, so each gets exactly the outcome it would have had alone. Only a
+        lost connection fails them all (the statement may have committed).
         """
         if len(batch) == 1:
             return [await _captured(self._alone(batch[0]))]
@@ -1514,8 +1526,10 @@ class _Writer:
         async with self._db.connection() as conn:
             try:
                 rows = await _fetchall(conn, self._batch_sql, params)
+            except UnicodeEncodeError:
+                pass  # one write's text (a lone surrogate...): nothing was sent
             except psycopg.DatabaseError as error:
-                if isinstance(error, psycopg.OperationalError) and not _rolled_back(error):
+                if _lost(error):
                     raise
         if rows is None:
             return [await _captured(self._alone(write)) for write in batch]

@@ -48,7 +48,8 @@ transaction, each checked and written as its own ``governed_commit`` (a failed c
 back only that operation), so writers that run at once share one round trip and one WAL
 flush. It first locks the batch's requests, then its states, each in code point order:
 the order every ``governed_commit`` takes, so batches never deadlock with each other or
-with single operations.
+with single operations. The ids of rows it may create (not there yet, so not lockable)
+are locked as transaction advisory locks, in one order too.
 """
 
 from __future__ import annotations
@@ -713,7 +714,11 @@ _V7: tuple[str, ...] = (
 # a failed check or a unique violation is returned as the item's ``code`` (with the
 # error's detail, hint and constraint) instead of aborting the others, and any other
 # error aborts the whole statement. The batch waits for the WAL flush when ``durable``,
-# whatever its items' own settings.
+# whatever its items' own settings. Before any write it locks its existing requests, then
+# its existing states (code point order), then, for the ids it may create, a transaction
+# advisory lock per id hash (requests, then states; hash order): a row not yet created
+# cannot be locked, and two batches creating the same ids in opposite orders would
+# otherwise deadlock on each other's uncommitted inserts.
 _BATCH_FUNCTION = """CREATE FUNCTION {s}.governed_commit_batch(
     metas text[], documents text[], firsts integer[], read_states text[],
     lock_requests text[], lock_states text[], durable boolean
@@ -724,6 +729,7 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     setting text := current_setting('synchronous_commit');
     k integer;
+    missing integer;
     st {s}.states;
     wrote boolean;
 BEGIN
@@ -731,6 +737,16 @@ BEGIN
         ORDER BY r.request_id FOR UPDATE;
     PERFORM FROM {s}.states AS t WHERE t.state_id = ANY(lock_states)
         ORDER BY t.state_id FOR UPDATE;
+    FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(lock_requests) AS u(id)
+            WHERE NOT EXISTS (SELECT FROM {s}.requests AS r WHERE r.request_id = u.id)
+            ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('{s}.requests'), missing);
+    END LOOP;
+    FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(lock_states) AS u(id)
+            WHERE NOT EXISTS (SELECT FROM {s}.states AS t WHERE t.state_id = u.id)
+            ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('{s}.states'), missing);
+    END LOOP;
     FOR k IN 1 .. coalesce(array_length(metas, 1), 0) LOOP
         item := k;
         code := NULL; detail := NULL; hint := NULL; constraint_name := NULL;

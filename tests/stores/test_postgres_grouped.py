@@ -315,6 +315,46 @@ async def test_a_server_error_in_a_group_falls_back_to_one_statement_per_write(
     await _logs_match(store)
 
 
+async def test_a_write_whose_text_cannot_be_sent_fails_alone(
+    postgres_url: str, store: PostgresStore, batches: list[int]
+) -> None:
+    """A lone surrogate cannot be encoded: the group is never sent, and only that write
+    fails (with the error it raises alone); the others are written."""
+    bad = GovernedCommit((RequestWrite.create(sample_request("bad", actor_id="x\ud800")),))
+    outcomes = await _together(store, postgres_url, [_create("ok-1"), bad, _create("ok-2")])
+    assert batches == [3]
+    assert isinstance(outcomes[1], UnicodeEncodeError)
+    assert [outcomes[0][0].request_id, outcomes[2][0].request_id] == ["ok-1", "ok-2"]
+    assert await store.requests.get("bad") is None
+    await _logs_match(store)
+
+
+async def test_a_group_cancelled_by_statement_timeout_goes_again_alone(
+    postgres_url: str, schema: str, batches: list[int]
+) -> None:
+    """One write waits for a row another session holds: the group's statement times out,
+    and the other writes are written alone instead of all failing with it."""
+    url = with_schema(postgres_url, schema) + "&write_flights=1&statement_timeout=0.5"
+    store = await PostgresStore.open(url, registry=sample_registry())
+    try:
+        locked = await _created(store, "locked")
+        held = await _Gate.hold(postgres_url, schema, "locked")
+        try:
+            approve = RequestWrite.update(locked, _decided(locked, RequestStatus.APPROVED))
+            outcomes = await _together(
+                store, postgres_url, [GovernedCommit((approve,)), _create("ok-1"), _create("ok-2")]
+            )
+        finally:
+            await held.open()
+        assert batches == [3]
+        assert isinstance(outcomes[0], StoreUnavailableError)
+        assert "statement_timeout" in str(outcomes[0])
+        assert [outcomes[1][0].request_id, outcomes[2][0].request_id] == ["ok-1", "ok-2"]
+        await _logs_match(store)
+    finally:
+        await store.aclose()
+
+
 async def test_a_writer_cancelled_while_waiting_writes_nothing(
     postgres_url: str, store: PostgresStore, batches: list[int]
 ) -> None:
@@ -427,6 +467,74 @@ async def test_crossed_groups_of_two_stores_do_not_deadlock(postgres_url: str, s
             failed = [o for r in results for o in r if isinstance(o, Exception)]
             assert len(failed) == 2
             assert all(isinstance(o, ConcurrencyError) for o in failed), failed
+        assert await _deadlocks(postgres_url) == deadlocks
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def _slow_inserts(url: str, schema: str, table: str) -> None:
+    """Every insert into ``table`` takes a while: both groups hold their first new row
+    before either inserts its second."""
+    s = f'"{schema}"'
+    await execute_sql(
+        url,
+        f"""CREATE OR REPLACE FUNCTION {s}.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$""",
+    )
+    await execute_sql(
+        url,
+        f"CREATE TRIGGER slow BEFORE INSERT ON {s}.{table} "
+        f"FOR EACH ROW WHEN (NEW.{table[:-1]}_id NOT LIKE 'gate%%') EXECUTE FUNCTION {s}.slow()",
+    )
+
+
+async def test_crossed_groups_creating_the_same_states_do_not_deadlock(
+    postgres_url: str, schema: str
+) -> None:
+    """Two processes' groups create the same new states in opposite orders: rows that do
+    not exist yet cannot be locked, so without locking their ids the server would have a
+    deadlock to break (a second's stall, then every write again alone)."""
+    stores = [await _open(postgres_url, schema) for _ in range(2)]
+    try:
+        deadlocks = await _deadlocks(postgres_url)
+        await _slow_inserts(postgres_url, schema, "states")
+        for round_ in range(2):
+            writes = [
+                [
+                    GovernedCommit(
+                        (), StateWrite(f"{s}{round_}", SampleState(s, n), None, "1", None)
+                    )
+                    for s in order
+                ]
+                for n, order in enumerate(("ab", "ba"))
+            ]
+            results = await _crossed(postgres_url, stores, writes, round_)
+            # One group created both states; the other found them created.
+            assert sorted(isinstance(r[0], tuple) for r in results) == [False, True]
+            for outcomes in results:
+                assert len({type(o) for o in outcomes}) == 1
+            failed = [o for r in results for o in r if isinstance(o, Exception)]
+            assert all(isinstance(o, ConcurrencyError) for o in failed), failed
+        assert await _deadlocks(postgres_url) == deadlocks
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def test_crossed_groups_creating_the_same_requests_do_not_deadlock(
+    postgres_url: str, schema: str
+) -> None:
+    """The same for requests: two processes submit the same ids in opposite orders."""
+    stores = [await _open(postgres_url, schema) for _ in range(2)]
+    try:
+        deadlocks = await _deadlocks(postgres_url)
+        await _slow_inserts(postgres_url, schema, "requests")
+        writes = [[_create(f"req-{x}") for x in order] for order in ("ab", "ba")]
+        results = await _crossed(postgres_url, stores, writes, 0)
+        failed = [o for r in results for o in r if isinstance(o, Exception)]
+        assert len(failed) == 2
+        assert all(isinstance(o, RequestAlreadyExistsError) for o in failed), failed
         assert await _deadlocks(postgres_url) == deadlocks
     finally:
         for store in stores:
