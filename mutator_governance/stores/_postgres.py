@@ -91,6 +91,7 @@ from mutator import (
     ConfigurationError,
     HistoryEntry,
     MutationHistory,
+    MutatorError,
 )
 from mutator.serialization import structure, unstructure
 
@@ -1478,7 +1479,7 @@ class _Writer:
         try:
             outcomes = await self._together(batch)
         except Exception as error:
-            outcomes = [error] * len(batch)
+            outcomes = [error, *(_copy_of(error) for _ in batch[1:])]
         except BaseException:
             for write in batch:
                 assert write.future is not None
@@ -1559,6 +1560,21 @@ async def _captured(call: Awaitable[tuple[Any, ...] | None]) -> tuple[Any, ...] 
         return await call
     except Exception as error:
         return error
+
+
+def _copy_of(error: Exception) -> Exception:
+    """Another instance of the store error ``error`` for another writer of its group: one
+    object raised in several tasks would mix their tracebacks and contexts. Other errors
+    are shared as they are."""
+    if not isinstance(error, MutatorError):
+        return error
+    kind = type(error)
+    copied = kind.__new__(kind, *error.args)
+    copied.__dict__.update(error.__dict__)
+    copied.__cause__ = error.__cause__
+    copied.__context__ = error.__context__
+    copied.__suppress_context__ = error.__suppress_context__
+    return copied.with_traceback(error.__traceback__)
 
 
 def _settle(write: _Write, outcome: tuple[Any, ...] | BaseException | None) -> None:

@@ -389,6 +389,11 @@ async def test_a_connection_lost_mid_group_fails_its_writes_and_writes_none_of_t
     )
     assert batches == [3]
     assert all(isinstance(o, StoreUnavailableError) for o in outcomes)
+    # Each writer raised its own error (one object raised by several tasks would mix
+    # their tracebacks), saying the same.
+    assert len({id(o) for o in outcomes}) == 3
+    assert len({str(o) for o in outcomes}) == 1
+    assert all(o.url == outcomes[0].url for o in outcomes)
     for request_id in ("ok-1", "bad", "ok-2"):
         assert await store.requests.get(request_id) is None
     await execute_sql(postgres_url, f"DROP TRIGGER fault ON {s}.requests")
