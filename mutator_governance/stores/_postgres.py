@@ -1336,7 +1336,7 @@ class _Writer:
         self._sql = f"SELECT version, request_id, document FROM {db.s}.governed_commit(%s, %b, %s)"
         self._batch_sql = (
             "SELECT code, detail, hint, constraint_name, version, request_id, document "
-            f"FROM {db.s}.governed_commit_batch(%s, %b, %s, %s, %s, %s, %s)"
+            f"FROM {db.s}.governed_commit_batch(%s, %b, %s, %s, %s, %s, %s, %s, %s)"
         )
         self._flights = flights
         self._flying = 0
@@ -1514,6 +1514,21 @@ class _Writer:
         firsts.append(len(documents) + 1)
         lock_requests = sorted({w.request.request_id for write in batch for w, _ in write.requests})
         lock_states = sorted({write.state.state_id for write in batch if write.state})
+        create_requests = sorted(
+            {
+                w.request.request_id
+                for write in batch
+                for w, _ in write.requests
+                if w.expected_revision is None
+            }
+        )
+        create_states = sorted(
+            {
+                write.state.state_id
+                for write in batch
+                if write.state is not None and write.state.expected_version is None
+            }
+        )
         params = (
             [write.meta for write in batch],
             documents,
@@ -1521,6 +1536,8 @@ class _Writer:
             [write.read_state for write in batch],
             lock_requests,
             lock_states,
+            create_requests,
+            create_states,
             any(write.durable for write in batch),
         )
         rows: list[Any] | None = None

@@ -715,13 +715,16 @@ _V7: tuple[str, ...] = (
 # error's detail, hint and constraint) instead of aborting the others, and any other
 # error aborts the whole statement. The batch waits for the WAL flush when ``durable``,
 # whatever its items' own settings. Before any write it locks its existing requests, then
-# its existing states (code point order), then, for the ids it may create, a transaction
-# advisory lock per id hash (requests, then states; hash order): a row not yet created
-# cannot be locked, and two batches creating the same ids in opposite orders would
-# otherwise deadlock on each other's uncommitted inserts.
+# its existing states (code point order), then, for the ids it may create (the client
+# names them: requests written without an expected revision, states without an expected
+# version), a transaction advisory lock per id hash (requests, then states; hash order):
+# a row not yet created cannot be locked, and two batches creating the same ids in
+# opposite orders would otherwise deadlock on each other's uncommitted inserts. A batch
+# that creates nothing (a worker's claims and commits) skips those steps.
 _BATCH_FUNCTION = """CREATE FUNCTION {s}.governed_commit_batch(
     metas text[], documents text[], firsts integer[], read_states text[],
-    lock_requests text[], lock_states text[], durable boolean
+    lock_requests text[], lock_states text[], create_requests text[], create_states text[],
+    durable boolean
 ) RETURNS TABLE (item integer, code text, detail text, hint text, constraint_name text,
     version text, request_id text, document text)
 LANGUAGE plpgsql AS $fn$
@@ -733,20 +736,28 @@ DECLARE
     st {s}.states;
     wrote boolean;
 BEGIN
-    PERFORM FROM {s}.requests AS r WHERE r.request_id = ANY(lock_requests)
-        ORDER BY r.request_id FOR UPDATE;
-    PERFORM FROM {s}.states AS t WHERE t.state_id = ANY(lock_states)
-        ORDER BY t.state_id FOR UPDATE;
-    FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(lock_requests) AS u(id)
-            WHERE NOT EXISTS (SELECT FROM {s}.requests AS r WHERE r.request_id = u.id)
-            ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(hashtext('{s}.requests'), missing);
-    END LOOP;
-    FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(lock_states) AS u(id)
-            WHERE NOT EXISTS (SELECT FROM {s}.states AS t WHERE t.state_id = u.id)
-            ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(hashtext('{s}.states'), missing);
-    END LOOP;
+    IF cardinality(lock_requests) > 0 THEN
+        PERFORM FROM {s}.requests AS r WHERE r.request_id = ANY(lock_requests)
+            ORDER BY r.request_id FOR UPDATE;
+    END IF;
+    IF cardinality(lock_states) > 0 THEN
+        PERFORM FROM {s}.states AS t WHERE t.state_id = ANY(lock_states)
+            ORDER BY t.state_id FOR UPDATE;
+    END IF;
+    IF cardinality(create_requests) > 0 THEN
+        FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(create_requests) AS u(id)
+                WHERE NOT EXISTS (SELECT FROM {s}.requests AS r WHERE r.request_id = u.id)
+                ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(hashtext('{s}.requests'), missing);
+        END LOOP;
+    END IF;
+    IF cardinality(create_states) > 0 THEN
+        FOR missing IN SELECT DISTINCT hashtext(u.id) FROM unnest(create_states) AS u(id)
+                WHERE NOT EXISTS (SELECT FROM {s}.states AS t WHERE t.state_id = u.id)
+                ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(hashtext('{s}.states'), missing);
+        END LOOP;
+    END IF;
     FOR k IN 1 .. coalesce(array_length(metas, 1), 0) LOOP
         item := k;
         code := NULL; detail := NULL; hint := NULL; constraint_name := NULL;

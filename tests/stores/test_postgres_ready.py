@@ -874,7 +874,8 @@ async def test_version_4_schema_is_upgraded_in_place(postgres_url: str, schema: 
             (
                 "governed_commit_batch",
                 "metas text[], documents text[], firsts integer[], read_states text[], "
-                "lock_requests text[], lock_states text[], durable boolean",
+                "lock_requests text[], lock_states text[], create_requests text[], "
+                "create_states text[], durable boolean",
             ),
             (
                 "reserve_ready",
