@@ -13,8 +13,6 @@ schema, dropped at the end.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from typing import Any
 
@@ -23,26 +21,17 @@ import anyio
 from mutator import MutationContext
 from mutator_governance import Governance, RequestAlreadyExistsError, ResolutionStrategy
 
+from ._servers import server_url, skip_reason
 from .worker_fleet import Quota, RaiseQuota, make_registry
-
-REASON = "skipped: set MUTATOR_POSTGRES_URL to a PostgreSQL server (postgresql://...) to run it"
-TRIO = "skipped: the PostgreSQL store runs on asyncio only"
 
 billing = MutationContext.user("billing-bot", roles=["billing"])
 
 
-def postgres_url() -> str | None:
-    """The PostgreSQL server to use, or None."""
-    return (
-        os.environ.get("MUTATOR_POSTGRES_URL")
-        or os.environ.get("MUTATOR_TEST_POSTGRES_URL")
-        or None
-    )
-
-
 async def main() -> dict[str, Any]:
-    url = postgres_url()
-    reason = REASON if url is None else None if _on_asyncio() else TRIO
+    url = server_url("MUTATOR_POSTGRES_URL", "MUTATOR_TEST_POSTGRES_URL")
+    reason = skip_reason(
+        url, variable="MUTATOR_POSTGRES_URL", store="PostgreSQL", scheme="postgresql"
+    )
     if url is None or reason is not None:
         print(reason)
         return {"skipped": reason}
@@ -98,14 +87,6 @@ async def _raise_quotas(gov: Governance) -> dict[str, Any]:
         "statuses": sorted({r.status.name for r in requests}),
         "total_raise": sum(limits.values()) - 100 * len(tenants),
     }
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 async def _drop(url: str, schema: str) -> None:

@@ -7,27 +7,18 @@ prefix, deleted at the end.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from typing import Any
 
 from mutator_governance import Governance
 
+from ._servers import server_url, skip_reason
 from .queries import make_registry, tour
-
-REASON = "skipped: set MUTATOR_REDIS_URL to a Redis server (redis://...) to run it"
-TRIO = "skipped: the Redis store runs on asyncio only"
-
-
-def redis_url() -> str | None:
-    """The Redis server to use, or None."""
-    return os.environ.get("MUTATOR_REDIS_URL") or os.environ.get("MUTATOR_TEST_REDIS_URL") or None
 
 
 async def main() -> dict[str, Any]:
-    url = redis_url()
-    reason = REASON if url is None else None if _on_asyncio() else TRIO
+    url = server_url("MUTATOR_REDIS_URL", "MUTATOR_TEST_REDIS_URL")
+    reason = skip_reason(url, variable="MUTATOR_REDIS_URL", store="Redis", scheme="redis")
     if url is None or reason is not None:
         print(reason)
         return {"skipped": reason}
@@ -41,14 +32,6 @@ async def main() -> dict[str, Any]:
             return await tour(gov)
     finally:
         await _drop(url, prefix)
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 async def _drop(url: str, prefix: str) -> None:

@@ -142,6 +142,21 @@ async def _logs_match(store: PostgresStore) -> None:
         assert tuple(await store.decisions.for_request(request.request_id)) == request.decisions
 
 
+async def _fault_on_creating_bad(url: str, schema: str, fault: str) -> None:
+    """Run the plpgsql statement ``fault`` whenever the request ``bad`` is inserted."""
+    s = f'"{schema}"'
+    await execute_sql(
+        url,
+        f"""CREATE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN {fault} RETURN NEW; END $$""",
+    )
+    await execute_sql(
+        url,
+        f"CREATE TRIGGER fault BEFORE INSERT ON {s}.requests FOR EACH ROW "
+        f"WHEN (NEW.request_id = 'bad') EXECUTE FUNCTION {s}.fault()",
+    )
+
+
 async def _deadlocks(url: str) -> int:
     ((count,),) = await execute_sql(
         url, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
@@ -292,17 +307,7 @@ async def test_each_write_of_a_group_gets_the_error_it_would_get_alone(
 async def test_a_server_error_in_a_group_falls_back_to_one_statement_per_write(
     postgres_url: str, store: PostgresStore, batches: list[int], alone: list[str]
 ) -> None:
-    s = f'"{store.schema}"'
-    await execute_sql(
-        postgres_url,
-        f"""CREATE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'injected fault'; END $$""",
-    )
-    await execute_sql(
-        postgres_url,
-        f"CREATE TRIGGER fault BEFORE INSERT ON {s}.requests FOR EACH ROW "
-        f"WHEN (NEW.request_id = 'bad') EXECUTE FUNCTION {s}.fault()",
-    )
+    await _fault_on_creating_bad(postgres_url, store.schema, "RAISE EXCEPTION 'injected fault';")
     outcomes = await _together(
         store, postgres_url, [_create("ok-1"), _create("bad"), _create("ok-2")]
     )
@@ -373,16 +378,8 @@ async def test_a_writer_cancelled_while_waiting_writes_nothing(
 async def test_a_connection_lost_mid_group_fails_its_writes_and_writes_none_of_them(
     postgres_url: str, store: PostgresStore, batches: list[int]
 ) -> None:
-    s = f'"{store.schema}"'
-    await execute_sql(
-        postgres_url,
-        f"""CREATE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$""",
-    )
-    await execute_sql(
-        postgres_url,
-        f"CREATE TRIGGER fault BEFORE INSERT ON {s}.requests FOR EACH ROW "
-        f"WHEN (NEW.request_id = 'bad') EXECUTE FUNCTION {s}.fault()",
+    await _fault_on_creating_bad(
+        postgres_url, store.schema, "PERFORM pg_terminate_backend(pg_backend_pid());"
     )
     outcomes = await _together(
         store, postgres_url, [_create("ok-1"), _create("bad"), _create("ok-2")]
@@ -396,7 +393,7 @@ async def test_a_connection_lost_mid_group_fails_its_writes_and_writes_none_of_t
     assert all(o.url == outcomes[0].url for o in outcomes)
     for request_id in ("ok-1", "bad", "ok-2"):
         assert await store.requests.get(request_id) is None
-    await execute_sql(postgres_url, f"DROP TRIGGER fault ON {s}.requests")
+    await execute_sql(postgres_url, f'DROP TRIGGER fault ON "{store.schema}".requests')
     # The store goes on: the same writes land afterwards.
     for request_id in ("ok-1", "bad", "ok-2"):
         await _created(store, request_id)
