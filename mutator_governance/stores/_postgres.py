@@ -1325,7 +1325,8 @@ class _Writer:
     that arrive meanwhile wait and are then sent together, as one
     ``governed_commit_batch`` statement (one round trip, one transaction, one WAL flush),
     each still checked and written as its own operation. A write that finds a free
-    flight is sent at once, alone.
+    flight first lets the event loop run once, so writers ready at the same moment go
+    with it; if none came, it is sent alone.
     """
 
     def __init__(self, db: _Database, flights: int = 0) -> None:
@@ -1426,14 +1427,20 @@ class _Writer:
         flights = self._flights
         if not flights:
             return await self._alone(pending)
+        pending.future = asyncio.get_running_loop().create_future()
         if self._flying < flights:
             self._flying += 1
             try:
-                return await self._alone(pending)
+                # One turn of the loop lets the writers that are ready now (a worker's
+                # batch of claims, say) join this flight; a write still alone goes alone.
+                await asyncio.sleep(0)
+                if not self._waiting:
+                    return await self._alone(pending)
+                self._waiting.appendleft(pending)
             finally:
-                self._landed()
-        pending.future = asyncio.get_running_loop().create_future()
-        self._waiting.append(pending)
+                self._landed()  # the flight ended, or goes on as a group, this write first
+        else:
+            self._waiting.append(pending)
         try:
             return await pending.future
         finally:

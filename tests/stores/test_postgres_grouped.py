@@ -260,6 +260,20 @@ async def test_writes_that_wait_for_a_flight_share_one_statement(
     await _logs_match(store)
 
 
+async def test_writers_ready_at_the_same_moment_share_the_first_flight(
+    store: PostgresStore, batches: list[int], alone: list[str]
+) -> None:
+    """A worker starts a batch of claims at once: they go as one statement, not as one
+    alone and the rest together."""
+    async with anyio.create_task_group() as group:
+        for n in range(4):
+            group.start_soon(store.committer.commit, _create(f"req-{n}"))
+    assert batches == [4]
+    assert alone == []
+    for n in range(4):
+        assert await store.requests.get(f"req-{n}") is not None
+
+
 async def test_a_write_alone_is_not_grouped(store: PostgresStore, batches: list[int]) -> None:
     for n in range(3):
         await _created(store, f"req-{n}")
