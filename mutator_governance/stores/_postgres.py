@@ -369,12 +369,11 @@ class _Database:
             self.unavailable("PostgreSQL cancelled the statement (statement_timeout)", error)
         if isinstance(error, psycopg.OperationalError):
             await self._check_idle()
-            state = error.sqlstate
-            if state is None or state.startswith(("08", "57")):  # connection, shutdown
+            if _lost(error):
                 self.unavailable("PostgreSQL connection failed", error)
             # The server answered (out of disk, memory, connections...): the operation's
             # transaction rolled back, the connection is fine.
-            self.unavailable(f"PostgreSQL failed the operation (SQLSTATE {state})", error)
+            self.unavailable(f"PostgreSQL failed the operation (SQLSTATE {error.sqlstate})", error)
         if isinstance(error, psycopg.DataError):
             # e.g. a NUL character in an indexed text column, or a datetime out of range.
             raise ValueError(f"PostgreSQL refused a value: {error}") from error

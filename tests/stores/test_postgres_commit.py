@@ -207,23 +207,29 @@ _BODIES = {
     "fail": "RAISE EXCEPTION 'injected fault';",
     "die": "PERFORM pg_terminate_backend(pg_backend_pid());",
     "stall": "PERFORM pg_sleep(5);",
+    "slow": "PERFORM pg_sleep(0.1);",
     "full": "RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100';",
     "deadlock": "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';",
     "serialization": "RAISE EXCEPTION 'could not serialize' USING ERRCODE = '40001';",
 }
 
 
-async def _inject(url: str, schema: str, table: str, event: str, kind: str) -> None:
+async def _inject(
+    url: str, schema: str, table: str, event: str, kind: str, *, when: str | None = None
+) -> None:
+    """Run the fault ``kind`` before each ``event`` on ``table`` (for the rows ``when``, an
+    SQL condition on ``NEW``, holds)."""
     s = f'"{schema}"'
     await execute_sql(
         url,
         f"""CREATE OR REPLACE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN {_BODIES[kind]} RETURN NEW; END $$""",
     )
+    condition = f"WHEN ({when}) " if when is not None else ""
     await execute_sql(
         url,
         f"CREATE TRIGGER fault BEFORE {event} ON {s}.{table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {s}.fault()",
+        f"FOR EACH ROW {condition}EXECUTE FUNCTION {s}.fault()",
     )
 
 

@@ -10,6 +10,7 @@ processes never deadlock.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from mutator_governance.stores._postgres import PostgresStore, _Writer
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
 from .test_postgres import drop_schema, execute_sql, new_schema, with_schema
+from .test_postgres_commit import _inject
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
@@ -142,19 +144,8 @@ async def _logs_match(store: PostgresStore) -> None:
         assert tuple(await store.decisions.for_request(request.request_id)) == request.decisions
 
 
-async def _fault_on_creating_bad(url: str, schema: str, fault: str) -> None:
-    """Run the plpgsql statement ``fault`` whenever the request ``bad`` is inserted."""
-    s = f'"{schema}"'
-    await execute_sql(
-        url,
-        f"""CREATE FUNCTION {s}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN {fault} RETURN NEW; END $$""",
-    )
-    await execute_sql(
-        url,
-        f"CREATE TRIGGER fault BEFORE INSERT ON {s}.requests FOR EACH ROW "
-        f"WHEN (NEW.request_id = 'bad') EXECUTE FUNCTION {s}.fault()",
-    )
+_BAD = "NEW.request_id = 'bad'"
+"""The rows a fault is injected for."""
 
 
 async def _deadlocks(url: str) -> int:
@@ -321,7 +312,7 @@ async def test_each_write_of_a_group_gets_the_error_it_would_get_alone(
 async def test_a_server_error_in_a_group_falls_back_to_one_statement_per_write(
     postgres_url: str, store: PostgresStore, batches: list[int], alone: list[str]
 ) -> None:
-    await _fault_on_creating_bad(postgres_url, store.schema, "RAISE EXCEPTION 'injected fault';")
+    await _inject(postgres_url, store.schema, "requests", "INSERT", "fail", when=_BAD)
     outcomes = await _together(
         store, postgres_url, [_create("ok-1"), _create("bad"), _create("ok-2")]
     )
@@ -392,9 +383,7 @@ async def test_a_writer_cancelled_while_waiting_writes_nothing(
 async def test_a_connection_lost_mid_group_fails_its_writes_and_writes_none_of_them(
     postgres_url: str, store: PostgresStore, batches: list[int]
 ) -> None:
-    await _fault_on_creating_bad(
-        postgres_url, store.schema, "PERFORM pg_terminate_backend(pg_backend_pid());"
-    )
+    await _inject(postgres_url, store.schema, "requests", "INSERT", "die", when=_BAD)
     outcomes = await _together(
         store, postgres_url, [_create("ok-1"), _create("bad"), _create("ok-2")]
     )
@@ -444,27 +433,35 @@ async def _crossed(
     return results
 
 
+@contextlib.asynccontextmanager
+async def _two_processes(url: str, schema: str) -> AsyncIterator[list[PostgresStore]]:
+    """Two grouping stores on one schema (two processes, as far as the server can tell);
+    the server must have counted no deadlock by the end of the block."""
+    stores = [await _open(url, schema) for _ in range(2)]
+    try:
+        deadlocks = await _deadlocks(url)
+        yield stores
+        assert await _deadlocks(url) == deadlocks
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def _slowly(url: str, schema: str, table: str, event: str) -> None:
+    """Each ``event`` on a row of ``table`` (but the gates) takes a while, so both groups
+    hold their first row before either asks for its second."""
+    column = f"{table[:-1]}_id"
+    when = f"NEW.{column} NOT LIKE 'gate%%'"
+    await _inject(url, schema, table, event, "slow", when=when)
+
+
 async def test_crossed_groups_of_two_stores_do_not_deadlock(postgres_url: str, schema: str) -> None:
     """Two processes' groups write the same states in opposite orders at the same moment:
     every group takes its locks in one order, so the server has no deadlock to break."""
-    stores = [await _open(postgres_url, schema) for _ in range(2)]
-    try:
+    async with _two_processes(postgres_url, schema) as stores:
         for state_id in ("a", "b"):
             await stores[0].states.put(state_id, SampleState(state_id, 0))
-        deadlocks = await _deadlocks(postgres_url)
-        # Each state write takes a while, so both groups hold their first state before
-        # either asks for its second: without one lock order, that is a deadlock.
-        s = f'"{schema}"'
-        await execute_sql(
-            postgres_url,
-            f"""CREATE FUNCTION {s}.slow() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$""",
-        )
-        await execute_sql(
-            postgres_url,
-            f"CREATE TRIGGER slow BEFORE UPDATE ON {s}.states "
-            f"FOR EACH ROW EXECUTE FUNCTION {s}.slow()",
-        )
+        await _slowly(postgres_url, schema, "states", "UPDATE")
         for round_ in range(3):
             expected, new = str(round_ + 1), str(round_ + 2)
             writes = [
@@ -483,26 +480,6 @@ async def test_crossed_groups_of_two_stores_do_not_deadlock(postgres_url: str, s
             failed = [o for r in results for o in r if isinstance(o, Exception)]
             assert len(failed) == 2
             assert all(isinstance(o, ConcurrencyError) for o in failed), failed
-        assert await _deadlocks(postgres_url) == deadlocks
-    finally:
-        for store in stores:
-            await store.aclose()
-
-
-async def _slow_inserts(url: str, schema: str, table: str) -> None:
-    """Every insert into ``table`` takes a while: both groups hold their first new row
-    before either inserts its second."""
-    s = f'"{schema}"'
-    await execute_sql(
-        url,
-        f"""CREATE OR REPLACE FUNCTION {s}.slow() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$""",
-    )
-    await execute_sql(
-        url,
-        f"CREATE TRIGGER slow BEFORE INSERT ON {s}.{table} "
-        f"FOR EACH ROW WHEN (NEW.{table[:-1]}_id NOT LIKE 'gate%%') EXECUTE FUNCTION {s}.slow()",
-    )
 
 
 async def test_crossed_groups_creating_the_same_states_do_not_deadlock(
@@ -511,10 +488,8 @@ async def test_crossed_groups_creating_the_same_states_do_not_deadlock(
     """Two processes' groups create the same new states in opposite orders: rows that do
     not exist yet cannot be locked, so without locking their ids the server would have a
     deadlock to break (a second's stall, then every write again alone)."""
-    stores = [await _open(postgres_url, schema) for _ in range(2)]
-    try:
-        deadlocks = await _deadlocks(postgres_url)
-        await _slow_inserts(postgres_url, schema, "states")
+    async with _two_processes(postgres_url, schema) as stores:
+        await _slowly(postgres_url, schema, "states", "INSERT")
         for round_ in range(2):
             writes = [
                 [
@@ -532,26 +507,16 @@ async def test_crossed_groups_creating_the_same_states_do_not_deadlock(
                 assert len({type(o) for o in outcomes}) == 1
             failed = [o for r in results for o in r if isinstance(o, Exception)]
             assert all(isinstance(o, ConcurrencyError) for o in failed), failed
-        assert await _deadlocks(postgres_url) == deadlocks
-    finally:
-        for store in stores:
-            await store.aclose()
 
 
 async def test_crossed_groups_creating_the_same_requests_do_not_deadlock(
     postgres_url: str, schema: str
 ) -> None:
     """The same for requests: two processes submit the same ids in opposite orders."""
-    stores = [await _open(postgres_url, schema) for _ in range(2)]
-    try:
-        deadlocks = await _deadlocks(postgres_url)
-        await _slow_inserts(postgres_url, schema, "requests")
+    async with _two_processes(postgres_url, schema) as stores:
+        await _slowly(postgres_url, schema, "requests", "INSERT")
         writes = [[_create(f"req-{x}") for x in order] for order in ("ab", "ba")]
         results = await _crossed(postgres_url, stores, writes, 0)
         failed = [o for r in results for o in r if isinstance(o, Exception)]
         assert len(failed) == 2
         assert all(isinstance(o, RequestAlreadyExistsError) for o in failed), failed
-        assert await _deadlocks(postgres_url) == deadlocks
-    finally:
-        for store in stores:
-            await store.aclose()
