@@ -11,11 +11,22 @@ __all__ = ["check_count", "check_id", "check_moment", "check_seconds"]
 
 def check_id(name: str, value: object) -> str:
     """``value`` when it is a non-blank string without NUL characters (which PostgreSQL
-    cannot store), ValueError otherwise, as every lookup says."""
+    cannot store) that encodes as UTF-8, ValueError otherwise, as every lookup says.
+
+    A lone surrogate (``"\\udc80"``, e.g. from ``os.fsdecode``) is refused here on every
+    store alike: SQLite and PostgreSQL cannot store it, the in-memory store and Redis could.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-blank string, got {value!r}")
     if "\x00" in value:
         raise ValueError(f"{name} must not contain NUL characters, got {value!r}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{name} must be valid Unicode text (no lone surrogates), got {value!r}"
+            ) from None
     return value
 
 

@@ -6,7 +6,8 @@ returning one, that knows the stored mutation and state types) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor).
+traceback); 2 a usage error (bad arguments, URL, registry or cursor; a SQLite URL naming
+no existing file too: the command line never creates a database).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -47,11 +50,14 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
+from ._errors import GovernanceError
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
 from ._request import MutationRequest
 from ._worker import WorkerOutcome, WorkerProgress
+from .protocols import QuarantineLog
+from .stores._sqlite_options import MEMORY, sqlite_path
 
 __all__ = ["main"]
 
@@ -79,6 +85,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _text(text: str) -> str:
+    """A non-blank argument: an empty ``--state-id "$UNSET"`` must not mean "every state"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank")
+    return text
 
 
 def _actor_options(parser: argparse.ArgumentParser, *, approval: bool) -> None:
@@ -129,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="pending reason: " + ", ".join(r.value for r in PendingReason),
     )
-    listing.add_argument("--state-id", metavar="ID")
-    listing.add_argument("--actor", metavar="ID", help="the requester's actor id")
+    listing.add_argument("--state-id", type=_text, metavar="ID")
+    listing.add_argument("--actor", type=_text, metavar="ID", help="the requester's actor id")
     _paging(listing)
     show = which.add_parser("show", help="a request, its approval slots and decisions")
     show.add_argument("request_id", metavar="ID")
@@ -170,7 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
-    commands.add_parser("quarantine", help="list unreadable stored rows")
+    quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
+    quarantine.add_argument(
+        "--release",
+        type=_text,
+        metavar="ID",
+        help="take a repaired request out of quarantine (it must read back first)",
+    )
     return parser
 
 
@@ -194,7 +213,16 @@ def load_registry(spec: str) -> MutationRegistry:
         except AttributeError:
             raise UsageError(f"{module_name!r} has no attribute {attribute!r}") from None
     if not isinstance(found, MutationRegistry) and callable(found):
+        try:
+            inspect.signature(found).bind()
+        except TypeError:
+            raise UsageError(f"{spec} cannot be called without arguments") from None
+        except ValueError:  # no signature to inspect (a builtin): let the call decide
+            pass
         found = found()
+    if inspect.iscoroutine(found):
+        found.close()  # an ``async def``: never awaited, so say so instead of warning
+        raise UsageError(f"{spec} is an async function; it must return a MutationRegistry")
     if not isinstance(found, MutationRegistry):
         raise UsageError(f"{spec} is a {type(found).__name__}, not a MutationRegistry")
     return found
@@ -413,7 +441,24 @@ async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> Non
     )
 
 
+async def _release(gov: Governance, request_id: str, out: Output) -> None:
+    """Put a repaired request back: only once it reads back, so a still-damaged row stays."""
+    log = gov.requests
+    if not isinstance(log, QuarantineLog):
+        raise UsageError("this store keeps no quarantine")
+    request = await gov.get(request_id)  # StoredDataError (exit 1) while it is still damaged
+    if not await log.release(request_id):
+        raise GovernanceError(f"request {request_id!r} is not quarantined")
+    out.emit(
+        f"{request_id}: released ({status(request)}); listings and workers see it again",
+        {"released": request_id, "request": request_json(request)},
+    )
+
+
 async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    if args.release is not None:
+        await _release(gov, args.release, out)
+        return
     items = list(await gov.quarantined())
     human = (
         table(
@@ -453,6 +498,19 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
+def _check_sqlite_file(url: str) -> None:
+    """Refuse a SQLite URL naming no existing file: opening would create an empty database,
+    and a mistyped path would then show an empty store instead of an error."""
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return
+    path = sqlite_path(url)
+    if path != MEMORY and not os.path.exists(path):
+        raise UsageError(
+            f"no SQLite database at {os.path.abspath(path)!r} (from --url {url!r}); "
+            "the command line never creates one"
+        )
+
+
 async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
     try:
@@ -479,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.registry:
         usage("--registry (or MUTATOR_REGISTRY) is required")
     try:
+        _check_sqlite_file(args.url)
         registry = load_registry(args.registry)
         anyio.run(_run, args, registry)
     except UsageError as error:

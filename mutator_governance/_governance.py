@@ -13,6 +13,7 @@ import attrs
 
 from mutator import (
     AuditSink,
+    ConfigurationError,
     EngineOptions,
     HistoryStore,
     Interceptor,
@@ -123,6 +124,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_options(allow_self_approval: object, clock: object) -> None:
+    """Refuse a non-bool ``allow_self_approval`` (``"no"`` is truthy: it would turn the
+    four-eyes rule off) and a clock that cannot be called, before anything opens."""
+    if not isinstance(allow_self_approval, bool):
+        raise ConfigurationError(
+            f"allow_self_approval must be True or False, got {allow_self_approval!r}"
+        )
+    if not callable(clock):
+        raise ConfigurationError(f"clock must be a callable returning a datetime, got {clock!r}")
+
+
 async def _store_clock(store: object) -> Callable[[], datetime]:
     """A clock that follows the store's own clock where it has one.
 
@@ -182,6 +194,7 @@ class Governance:
     ) -> None:
         if not isinstance(engine, MutationEngine):
             raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
+        _check_options(allow_self_approval, clock)
         self.engine = engine
         self.registry = registry if registry is not None else MutationRegistry()
         self.requests: RequestStore = requests if requests is not None else InMemoryRequestStore()
@@ -246,6 +259,7 @@ class Governance:
         """
         from .stores import open_store
 
+        _check_options(allow_self_approval, clock)
         store = await open_store(url, registry=registry, **store_options)
         try:
             warm_codec(registry)
@@ -320,6 +334,9 @@ class Governance:
         check_id("state_id", state_id)
         if request_id is not None:
             check_id("request_id", request_id)
+        actor = context.actor_id
+        if actor is not None and (not actor.isascii() or "\x00" in actor):
+            check_id("context.actor_id", actor)  # the requester is a column on SQL stores
         if expires_at is not None:
             check_moment("expires_at", expires_at)
         mutation_type = self.registry.name_of(mutation)

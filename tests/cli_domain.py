@@ -67,3 +67,8 @@ async def submit(url: str, *ids: str, requester: str = "alice") -> list[Mutation
             )
             for request_id in ids
         ]
+
+
+async def registry_later() -> MutationRegistry:
+    """A mistake ``--registry`` must name: an ``async def`` factory (never awaited)."""
+    return make_registry()

@@ -198,6 +198,10 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["requests", "list", "--cursor", "bogus"], "not a request cursor"),
         (True, ["--registry", "tests.cli_domain:nothing", "recover"], "has no attribute"),
         (True, ["--registry", "tests.cli_domain", "recover"], "MODULE:ATTRIBUTE"),
+        (True, ["--registry", "tests.cli_domain:submit", "recover"], "without arguments"),
+        (True, ["--registry", "tests.cli_domain:registry_later", "recover"], "async function"),
+        (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
+        (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
     ],
 )
 def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], message: str) -> None:
@@ -206,6 +210,49 @@ def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], mes
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
+    """A mistyped path is an error (exit 2), not a new empty database listing nothing."""
+    missing = tmp_path / "typo.db"
+    for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
+        done = mutator(f"sqlite:///{missing}", *args)
+        assert done.returncode == 2, done.stdout
+        assert f"no SQLite database at '{missing}'" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert files_in(tmp_path) == []
+    assert ok("sqlite:///:memory:", "requests", "list").strip() == "no requests"
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def test_a_repaired_row_is_released_from_quarantine(url: str) -> None:
+    """``quarantine --release`` puts a repaired row back; a still-damaged one stays."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as damage:
+        (document,) = damage.execute(
+            "SELECT document FROM requests WHERE request_id = 'req-1'"
+        ).fetchone()
+        damage.execute("UPDATE requests SET document = 'not json' WHERE request_id = 'req-1'")
+    assert [row[0] for row in rows(mutator(url, "requests", "list").stdout)] == ["req-2"]
+
+    still = mutator(url, "quarantine", "--release", "req-1")
+    assert still.returncode == 1
+    assert still.stderr.startswith("mutator: [sqlite] at 'req-1': not a JSON document")
+    assert rows(ok(url, "quarantine"))[0][0] == "req-1"
+
+    with sqlite3.connect(path) as repair:
+        repair.execute("UPDATE requests SET document = ? WHERE request_id = 'req-1'", (document,))
+    released = ok(url, "quarantine", "--release", "req-1")
+    assert released.startswith("req-1: released (pending/approval)")
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-1", "req-2"]
+
+    again = mutator(url, "--json", "quarantine", "--release", "req-2")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "mutator: request 'req-2' is not quarantined"
 
 
 def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:

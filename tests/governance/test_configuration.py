@@ -15,8 +15,8 @@ from mutator import (
     MutationEngine,
     PolicyDecision,
 )
-from mutator_governance import Governance, RequestStatus
-from mutator_governance.stores import open_store
+from mutator_governance import Governance, RequestQuery, RequestStatus
+from mutator_governance.stores import open_store, redact_url
 
 from ..stores.test_sqlite_commit import files, snapshot
 from ._execution_support import registry
@@ -230,3 +230,64 @@ class TestIds:
         if state_id is not None:
             with pytest.raises(ValueError, match="state_id"):
                 await world.gov.pending(state_id=state_id)
+
+
+class TestGovernanceOptions:
+    """``allow_self_approval`` and ``clock`` are refused when malformed, before anything
+    opens (``"no"`` is truthy: taken as is, it turned the four-eyes rule off)."""
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [("allow_self_approval", "no"), ("allow_self_approval", 0), ("clock", 5)],
+    )
+    async def test_a_malformed_option_is_refused_before_the_file_is_made(
+        self, tmp_path: Path, option: str, value: Any
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=option):
+            async with Governance.open(
+                f"sqlite:///{tmp_path}/gov.db", registry=registry(), **{option: value}
+            ):
+                pytest.fail("opened")
+        assert files(tmp_path) == []
+        with pytest.raises(ConfigurationError, match=option):
+            Governance(MutationEngine(), registry=registry(), **{option: value})
+
+
+class TestSubmittedIds:
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("request_id", "req-\udc80", "no lone surrogates"),
+            ("state_id", "quotas:\ud800", "no lone surrogates"),
+            ("context.actor_id", "al\udc80", "no lone surrogates"),
+            ("context.actor_id", "al\x00ice", "NUL"),
+        ],
+    )
+    async def test_submit_refuses_an_id_that_no_store_can_keep(
+        self, tmp_path: Path, field: str, value: str, message: str
+    ) -> None:
+        """The same ValueError naming the argument on every store: SQLite and PostgreSQL
+        raised a bare UnicodeEncodeError (or refused a NUL requester) while the in-memory
+        store and Redis stored it."""
+        for url in ("memory://", f"sqlite:///{tmp_path}/gov.db"):
+            async with Governance.open(url, registry=registry()) as gov:
+                await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+                arguments: dict[str, Any] = {
+                    "state_id": STATE_ID,
+                    "context": MutationContext.user("al"),
+                }
+                if field == "context.actor_id":
+                    arguments["context"] = MutationContext.user(value)
+                else:
+                    arguments[field] = value
+                with pytest.raises(ValueError, match=rf"{field} .*{message}"):
+                    await gov.submit(IncreaseQuota("bob", 1), **arguments)
+                assert (await gov.list(RequestQuery())).items == ()
+
+
+def test_a_password_is_masked_even_when_the_port_is_malformed() -> None:
+    """``redact_url`` raised ValueError on a port out of range, so opening such a URL
+    failed with a bare ValueError instead of a ConfigurationError."""
+    assert redact_url("postgresql://u:secret@db:99999/app") == "postgresql://u:***@db:99999/app"
+    assert redact_url("postgresql://u:secret@[::1]:5432/app") == "postgresql://u:***@[::1]:5432/app"
+    assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
