@@ -327,6 +327,8 @@ class Governance:
         """
         if not isinstance(context, MutationContext):
             raise TypeError("context must be a MutationContext")
+        if pending_reason is not None and not isinstance(pending_reason, PendingReason):
+            raise TypeError(f"pending_reason must be a PendingReason, got {pending_reason!r}")
         if pending_reason in (PendingReason.APPROVAL, PendingReason.REVALIDATION):
             raise ValueError(
                 f"{pending_reason.name} is set by policies or resolution, not at submission"
@@ -710,6 +712,10 @@ class Governance:
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
         """Execute an approved request exactly once (see :class:`GovernedExecutionManager`)."""
+        if type(strategy) is not ResolutionStrategy:  # before the claim, not after it
+            raise TypeError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
+        if context is not None and not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
         return await self.executor.execute(request_id, context=context, strategy=strategy)
 
     async def compensate(
@@ -722,6 +728,8 @@ class Governance:
         allow_irreversible: bool = False,
     ) -> MutationRequest:
         """Create an approved compensation request for an executed one."""
+        if not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
         return await self.executor.compensate(
             original_request_id,
             mutation,

@@ -737,6 +737,10 @@ async def run_worker(
     check_seconds("grace", grace, allow_zero=True)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise ConfigurationError(f"backoff must be a Backoff, got {backoff!r}")
+    if not isinstance(strategy, ResolutionStrategy):  # else every request is claimed, then fails
+        raise ConfigurationError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
+    if context is not None and not isinstance(context, MutationContext):
+        raise ConfigurationError(f"context must be a MutationContext, got {context!r}")
     context = context or MutationContext.system("governance worker")
 
     async def recover() -> int:

@@ -142,6 +142,8 @@ class TestOpen:
             ("concurrency", 0),
             ("concurrency", 1.5),
             ("recover_every", float("inf")),
+            ("strategy", "renew"),
+            ("context", "worker"),
         ],
     )
     async def test_bad_worker_options_are_refused_before_anything_runs(
@@ -158,6 +160,23 @@ class TestOpen:
             with pytest.raises(ConfigurationError, match=option):
                 await gov.run_worker(until_idle=True, **{option: value})
             assert snapshot(tmp_path / "gov.db") == before
+
+    @pytest.mark.parametrize(
+        ("argument", "value"), [("strategy", "renew"), ("strategy", None), ("context", "al")]
+    )
+    async def test_execute_refuses_a_bad_argument_before_claiming(
+        self, argument: str, value: Any, tmp_path: Path
+    ) -> None:
+        """TypeError and nothing written: it was raised after the claim, which left a
+        CLAIMED and a RELEASED decision behind."""
+        async with Governance.open(f"sqlite:///{tmp_path}/gov.db", registry=registry()) as gov:
+            await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+            request = await gov.submit(
+                IncreaseQuota("bob", 1), state_id=STATE_ID, context=MutationContext.user("al")
+            )
+            with pytest.raises(TypeError, match=f"{argument} must be a "):
+                await gov.execute(request.request_id, **{argument: value})
+            assert await gov.get(request.request_id) == request
 
     @pytest.mark.parametrize("lease", [0, -5, float("nan"), float("inf")])
     async def test_a_bad_lease_is_refused(self, lease: float) -> None:
@@ -291,3 +310,28 @@ def test_a_password_is_masked_even_when_the_port_is_malformed() -> None:
     assert redact_url("postgresql://u:secret@db:99999/app") == "postgresql://u:***@db:99999/app"
     assert redact_url("postgresql://u:secret@[::1]:5432/app") == "postgresql://u:***@[::1]:5432/app"
     assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
+
+
+class TestArgumentTypes:
+    """A wrongly typed argument is a TypeError naming it, not an AttributeError from deep
+    inside."""
+
+    async def test_submit_refuses_a_pending_reason_that_is_not_a_pending_reason(
+        self, world: World
+    ) -> None:
+        with pytest.raises(TypeError, match="pending_reason must be a PendingReason"):
+            await world.submit(pending_reason="schedule")
+        assert (await world.gov.list(RequestQuery())).items == ()
+
+    async def test_compensate_refuses_a_context_that_is_not_a_mutation_context(
+        self, world: World
+    ) -> None:
+        request = await world.submit()
+        executed = await world.gov.execute(request.request_id)
+        with pytest.raises(TypeError, match="context must be a MutationContext, got str"):
+            await world.gov.compensate(
+                request.request_id,
+                IncreaseQuota("bob", -10),
+                context="al",  # type: ignore[arg-type]
+            )
+        assert await world.gov.get(request.request_id) == executed.request
