@@ -39,6 +39,7 @@ from ._cli_output import (
     Output,
     age,
     approval_json,
+    clean,
     decision_json,
     inbox_json,
     operation,
@@ -286,7 +287,7 @@ async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output)
         ("created", request.created_at.isoformat()),
         ("updated", request.updated_at.isoformat()),
     ]
-    lines = [f"{name:<10}{value}" for name, value in fields]
+    lines = [f"{name:<10}{clean(value)}" for name, value in fields]
     if request.approval_requirements:
         rows = [
             [str(a.step), a.approval_id, a.target, a.status.value, a.decided_by or "-"]
@@ -331,7 +332,7 @@ async def _inbox(gov: Governance, args: argparse.Namespace, out: Output) -> None
         for v in page.items
     ]
     headers = ["REQUEST", "APPROVAL", "STEP", "TARGET", "OPERATION", "STATE", "REQUESTER", "AGE"]
-    human = table(headers, rows) if rows else f"nothing to approve for {args.actor}"
+    human = table(headers, rows) if rows else f"nothing to approve for {clean(args.actor)}"
     out.emit(
         human + _next_page(page.next_cursor),
         {"items": [inbox_json(v) for v in page.items], "next_cursor": page.next_cursor},
@@ -342,7 +343,7 @@ def _decided(request: MutationRequest, out: Output) -> None:
     waiting = ""
     if request.status is RequestStatus.PENDING and request.open_approvals:
         waiting = f" ({len(request.open_approvals)} approval(s) open)"
-    out.emit(f"{request.request_id}: {status(request)}{waiting}", request_json(request))
+    out.emit(f"{clean(request.request_id)}: {status(request)}{waiting}", request_json(request))
 
 
 async def _approve(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -376,7 +377,7 @@ def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
         return
     kind = outcome.kind.value
     out.emit(
-        f"{outcome.request_id}: {kind}: {outcome.error}",
+        clean(f"{outcome.request_id}: {kind}: {outcome.error}"),
         {"request_id": outcome.request_id, kind: str(outcome.error)},
     )
 
@@ -434,7 +435,7 @@ async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> No
 
 async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     sweep = await gov.expire_due()
-    names = "".join(f"\n  {r.request_id}" for r in sweep.expired)
+    names = "".join(f"\n  {clean(r.request_id)}" for r in sweep.expired)
     out.emit(
         f"expiry: {len(sweep.expired)} expired, {len(sweep.skipped)} skipped{names}",
         {"expired": [r.request_id for r in sweep.expired], "skipped": list(sweep.skipped)},
@@ -450,7 +451,7 @@ async def _release(gov: Governance, request_id: str, out: Output) -> None:
     if not await log.release(request_id):
         raise GovernanceError(f"request {request_id!r} is not quarantined")
     out.emit(
-        f"{request_id}: released ({status(request)}); listings and workers see it again",
+        f"{clean(request_id)}: released ({status(request)}); listings and workers see it again",
         {"released": request_id, "request": request_json(request)},
     )
 

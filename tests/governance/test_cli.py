@@ -21,7 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.cli_domain import submit
+from mutator import MutationContext
+from mutator_governance import Governance
+from tests.cli_domain import FinanceApproves, Quota, RaiseQuota, make_registry, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("mutator")
@@ -253,6 +255,35 @@ def test_a_repaired_row_is_released_from_quarantine(url: str) -> None:
     again = mutator(url, "--json", "quarantine", "--release", "req-2")
     assert again.returncode == 1
     assert again.stderr.strip() == "mutator: request 'req-2' is not quarantined"
+
+
+def test_requester_text_cannot_forge_lines_an_approver_reads(tmp_path: Path) -> None:
+    """Ids, reasons and actor ids are the requester's: their newlines and escape sequences
+    are printed escaped, so no forged decision or row reaches the table."""
+    location = f"sqlite:///{tmp_path / 'gov.db'}"
+    forged = "launch\n2026-01-01T00:00:00+00:00  approval/GRANTED  cfo  fine"
+
+    async def seed() -> None:
+        async with Governance.open(location, registry=make_registry()) as gov:
+            gov.engine.register_policy(FinanceApproves())
+            await gov.states.put("quota:acme", Quota(100))
+            await gov.submit(
+                RaiseQuota(10),
+                state_id="quota:acme",
+                context=MutationContext.user("mallory\x1b[8m", reason=forged),
+                request_id="req-1\nreq-9  executed",
+            )
+
+    anyio.run(seed)
+    shown = ok(location, "requests", "show", "req-1\nreq-9  executed")
+    assert "launch\\n2026-01-01T00:00:00+00:00  approval/GRANTED" in shown
+    assert not any(line.startswith("2026-01-01") for line in shown.splitlines())
+    assert "\x1b" not in shown
+    (row,) = rows(ok(location, "requests", "list"))
+    assert row[0] == "req-1\\nreq-9"
+    assert "mallory\\x1b[8m" in row
+    for args in (["inbox", "--as", "fiona", "--role", "finance"], ["expire"]):
+        assert "\x1b" not in ok(location, *args)
 
 
 def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:
