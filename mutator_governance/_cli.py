@@ -7,7 +7,7 @@ returning one, that knows the stored mutation and state types) and ``--json``.
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
 traceback); 2 a usage error (bad arguments, URL, registry or cursor; a SQLite URL naming
-no existing file too: the command line never creates a database).
+no existing governance database too: the command line never creates one).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
@@ -22,7 +22,9 @@ import argparse
 import importlib
 import inspect
 import os
+import pathlib
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -500,16 +502,38 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _check_sqlite_file(url: str) -> None:
-    """Refuse a SQLite URL naming no existing file: opening would create an empty database,
-    and a mistyped path would then show an empty store instead of an error."""
+    """Refuse a SQLite URL naming no governance database: opening would create one (in a
+    new file, or as tables in another application's database), and a mistyped path
+    would then show an empty store instead of an error."""
     if urlsplit(url).scheme.lower() != "sqlite":
         return
     path = sqlite_path(url)
-    if path != MEMORY and not os.path.exists(path):
+    if path == MEMORY:
+        return
+    where = f"{os.path.abspath(path)!r} (from --url {url!r})"
+    if not os.path.exists(path):
+        raise UsageError(f"no SQLite database at {where}; the command line never creates one")
+    if os.path.isfile(path) and not _holds_governance(path):
         raise UsageError(
-            f"no SQLite database at {os.path.abspath(path)!r} (from --url {url!r}); "
-            "the command line never creates one"
+            f"the SQLite database at {where} holds no governance store (no schema_version "
+            "table); the command line never creates one"
         )
+
+
+def _holds_governance(path: str) -> bool:
+    """Whether the SQLite file has the store's tables (read-only; a file SQLite cannot
+    read counts as one, so that opening it reports the store's own error)."""
+    try:
+        connection = sqlite3.connect(f"{pathlib.Path(path).absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return True
+    return found is not None
 
 
 async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:

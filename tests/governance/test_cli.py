@@ -226,6 +226,21 @@ def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
     assert ok("sqlite:///:memory:", "requests", "list").strip() == "no requests"
 
 
+def test_a_sqlite_file_without_a_store_is_refused_not_changed(tmp_path: Path) -> None:
+    """Another application's database (or an empty file) gets no governance tables."""
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as app:
+        app.execute("CREATE TABLE users (id INTEGER)")
+    (tmp_path / "empty.db").touch()
+    for name, tables in (("app.db", ["users"]), ("empty.db", [])):
+        done = mutator(f"sqlite:///{tmp_path / name}", "requests", "list")
+        assert done.returncode == 2, done.stdout
+        assert "holds no governance store" in done.stderr
+        with sqlite3.connect(tmp_path / name) as check:
+            found = check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            assert [row[0] for row in found] == tables
+
+
 def files_in(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
 
