@@ -2,7 +2,10 @@
 
 Global options (before the command): ``--url URL`` (or ``MUTATOR_URL``), ``--registry
 MODULE:ATTRIBUTE`` (or ``MUTATOR_REGISTRY``; a :class:`MutationRegistry`, or a callable
-returning one, that knows the stored mutation and state types) and ``--json``.
+returning one, that knows the stored mutation and state types), ``--policies
+MODULE:ATTRIBUTE`` (or ``MUTATOR_POLICIES``; the application's policies, which ``execute``
+and ``worker`` evaluate again when they run a request: without them a request revalidated
+on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
@@ -35,7 +38,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from mutator import ConfigurationError, MutationContext, MutatorError
+from mutator import ConfigurationError, MutationContext, MutationPolicy, MutatorError
 
 from ._cli_output import (
     Output,
@@ -125,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTRIBUTE",
         help="the MutationRegistry (or a callable returning one)",
     )
+    parser.add_argument(
+        "--policies",
+        default=os.environ.get("MUTATOR_POLICIES"),
+        metavar="MODULE:ATTRIBUTE",
+        help="the application's policies (a MutationPolicy, a list of them, or a callable "
+        "returning either), which execute and worker evaluate again; without it they "
+        "run with none",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -199,23 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
 # -- loading -------------------------------------------------------------------------------
 
 
-def load_registry(spec: str) -> MutationRegistry:
-    """The registry named by ``MODULE:ATTRIBUTE`` (UsageError when it is not one)."""
+def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -> Any:
+    """What ``MODULE:ATTRIBUTE`` names, called when it is a factory (UsageError when it
+    names nothing, needs arguments or is an ``async def``)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise UsageError(f"--registry must be MODULE:ATTRIBUTE, got {spec!r}")
+        raise UsageError(f"{option} must be MODULE:ATTRIBUTE, got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like ``python -m``: modules of the current project
     try:
         found: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise UsageError(f"cannot import {module_name!r} for --registry: {error}") from None
+        raise UsageError(f"cannot import {module_name!r} for {option}: {error}") from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise UsageError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(found, MutationRegistry) and callable(found):
+    if not wanted(found) and callable(found):
         try:
             inspect.signature(found).bind()
         except TypeError:
@@ -225,10 +237,31 @@ def load_registry(spec: str) -> MutationRegistry:
         found = found()
     if inspect.iscoroutine(found):
         found.close()  # an ``async def``: never awaited, so say so instead of warning
-        raise UsageError(f"{spec} is an async function; it must return a MutationRegistry")
-    if not isinstance(found, MutationRegistry):
-        raise UsageError(f"{spec} is a {type(found).__name__}, not a MutationRegistry")
+        raise UsageError(f"{spec} is an async function; it must return {kind}")
+    if not wanted(found):
+        raise UsageError(f"{spec} is a {type(found).__name__}, not {kind}")
     return found
+
+
+def load_registry(spec: str) -> MutationRegistry:
+    """The registry named by ``MODULE:ATTRIBUTE`` (UsageError when it is not one)."""
+    found: MutationRegistry = _load(
+        spec, "--registry", lambda o: isinstance(o, MutationRegistry), "a MutationRegistry"
+    )
+    return found
+
+
+def _policies(found: object) -> bool:
+    if isinstance(found, MutationPolicy):
+        return True
+    return isinstance(found, list | tuple) and all(isinstance(p, MutationPolicy) for p in found)
+
+
+def load_policies(spec: str) -> tuple[MutationPolicy[Any], ...]:
+    """The policies named by ``MODULE:ATTRIBUTE``: a policy, a list or tuple of them, or a
+    callable (a policy class included) returning either (UsageError otherwise)."""
+    found = _load(spec, "--policies", _policies, "a MutationPolicy or a list of them")
+    return (found,) if isinstance(found, MutationPolicy) else tuple(found)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -536,10 +569,14 @@ def _holds_governance(path: str) -> bool:
     return found is not None
 
 
-async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:
+async def _run(
+    args: argparse.Namespace,
+    registry: MutationRegistry,
+    policies: tuple[MutationPolicy[Any], ...] = (),
+) -> None:
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
     try:
-        async with Governance.open(args.url, registry=registry) as gov:
+        async with Governance.open(args.url, registry=registry, policies=policies) as gov:
             await _COMMANDS[name](gov, args, Output(args.json))
     except BaseExceptionGroup as group:
         # a task group (the worker's) wraps the one error that stopped it: report that one
@@ -564,7 +601,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_sqlite_file(args.url)
         registry = load_registry(args.registry)
-        anyio.run(_run, args, registry)
+        policies = load_policies(args.policies) if args.policies else ()
+        if getattr(args, "strategy", None) == "revalidate" and not policies:
+            print(
+                f"{PROG}: warning: revalidating without --policies: no policy of the "
+                "application is evaluated on the latest state",
+                file=sys.stderr,
+            )
+        anyio.run(_run, args, registry, policies)
     except UsageError as error:
         usage(str(error))
     except ConfigurationError as error:

@@ -202,6 +202,8 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["--registry", "tests.cli_domain", "recover"], "MODULE:ATTRIBUTE"),
         (True, ["--registry", "tests.cli_domain:submit", "recover"], "without arguments"),
         (True, ["--registry", "tests.cli_domain:registry_later", "recover"], "async function"),
+        (True, ["--policies", "tests.cli_domain:registry", "recover"], "not a MutationPolicy"),
+        (True, ["--policies", "tests.cli_domain:Quota", "recover"], "without arguments"),
         (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
         (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
     ],
@@ -299,6 +301,33 @@ def test_requester_text_cannot_forge_lines_an_approver_reads(tmp_path: Path) -> 
     assert "mallory\\x1b[8m" in row
     for args in (["inbox", "--as", "fiona", "--role", "finance"], ["expire"]):
         assert "\x1b" not in ok(location, *args)
+
+
+def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> None:
+    """Revalidated on the latest state, req-2 would take the limit past 115: with
+    ``--policies`` it is rejected as the application would; without, a warning says that
+    no policy is evaluated (and it executes)."""
+    for request_id in ("req-1", "req-2"):
+        ok(url, "approve", request_id, "--as", "fiona", "--role", "finance")
+    assert ok(url, "execute", "req-1").strip() == "req-1: executed (version 2)"
+    checked = ok(
+        url,
+        "--policies",
+        "tests.cli_domain:policies",
+        "execute",
+        "req-2",
+        "--strategy",
+        "revalidate",
+    )
+    assert checked.strip() == "req-2: rejected: AtMost115: the limit would pass 115"
+
+    submit_more = anyio.run(submit, url, "req-3")
+    assert submit_more[0].request_id == "req-3"
+    ok(url, "approve", "req-3", "--as", "fiona", "--role", "finance")
+    unchecked = mutator(url, "worker", "--until-idle", "--strategy", "revalidate")
+    assert unchecked.returncode == 0
+    assert unchecked.stdout.splitlines()[0] == "req-3: executed (version 3)"
+    assert "warning: revalidating without --policies" in unchecked.stderr
 
 
 def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:
