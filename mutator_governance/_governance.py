@@ -260,6 +260,11 @@ class Governance:
         from .stores import open_store
 
         _check_options(allow_self_approval, clock)
+        if engine is not None and options is not None:
+            raise ConfigurationError(
+                "options configure the engine open() builds; with engine=, give that "
+                "engine its options instead"
+            )
         store = await open_store(url, registry=registry, **store_options)
         try:
             warm_codec(registry)

@@ -10,6 +10,7 @@ import pytest
 
 from mutator import (
     ConfigurationError,
+    EngineOptions,
     Interceptor,
     MutationContext,
     MutationEngine,
@@ -270,6 +271,18 @@ class TestGovernanceOptions:
         assert files(tmp_path) == []
         with pytest.raises(ConfigurationError, match=option):
             Governance(MutationEngine(), registry=registry(), **{option: value})
+
+    async def test_engine_options_beside_an_engine_are_refused(self, tmp_path: Path) -> None:
+        """They were ignored: the caller's engine kept its own options."""
+        with pytest.raises(ConfigurationError, match="with engine=, give that engine"):
+            async with Governance.open(
+                f"sqlite:///{tmp_path}/gov.db",
+                registry=registry(),
+                engine=MutationEngine(),
+                options=EngineOptions.strict(),
+            ):
+                pytest.fail("opened")
+        assert files(tmp_path) == []
 
 
 class TestSubmittedIds:
