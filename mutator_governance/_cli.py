@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="take a repaired request out of quarantine (it must read back first)",
     )
+    for group in (commands, which):
+        for name, command in group.choices.items():
+            if name != "requests":  # ``mutator requests list --json`` works too
+                command.add_argument(
+                    "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
     return parser
 
 

@@ -330,6 +330,16 @@ def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> N
     assert "warning: revalidating without --policies" in unchecked.stderr
 
 
+def test_json_may_follow_the_command(url: str) -> None:
+    """``mutator requests list --json`` is what people type; it was a usage error."""
+    assert ok(url, "requests", "list", "--json") == ok(url, "--json", "requests", "list")
+    assert json.loads(ok(url, "requests", "show", "req-1", "--json"))["request"]["status"] == (
+        "pending"
+    )
+    assert json.loads(ok(url, "quarantine", "--json")) == {"items": []}
+    assert not ok(url, "requests", "list").startswith("{")
+
+
 def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:
     """An unsupported URL scheme is reported before anything runs."""
     done = mutator("ftp://nowhere/x", "recover")
