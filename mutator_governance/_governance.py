@@ -842,7 +842,11 @@ class Governance:
                 f"{type(purger).__name__} cannot purge requests: it does not implement "
                 "RequestPurger"
             )
-        cutoff = (self.clock() if now is None else check_moment("now", now)) - older_than
+        moment = self.clock() if now is None else check_moment("now", now)
+        try:
+            cutoff = moment - older_than
+        except OverflowError:  # before year 1 (``timedelta.max``): nothing is that old
+            return PurgeReport(0, 0, 0, datetime.min.replace(tzinfo=UTC))
         forget = self.decisions if isinstance(self.decisions, DecisionPurger) else None
         requests = decisions = batches = 0
         while True:
