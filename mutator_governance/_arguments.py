@@ -6,7 +6,7 @@ from datetime import datetime
 
 from mutator import ConfigurationError
 
-__all__ = ["check_count", "check_id", "check_moment", "check_seconds"]
+__all__ = ["MAX_SPAN", "check_count", "check_id", "check_moment", "check_seconds", "check_span"]
 
 
 def check_id(name: str, value: object) -> str:
@@ -54,3 +54,17 @@ def check_count(name: str, value: object) -> None:
     """Refuse a count that is not an integer >= 1 (ConfigurationError)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+MAX_SPAN = 10 * 365 * 86400.0
+"""The longest lease or backoff accepted, in seconds (ten years): a longer one put the
+moments computed from it past the calendar (``OverflowError`` on every claim)."""
+
+
+def check_span(name: str, value: object) -> None:
+    """Refuse a number of seconds longer than :data:`MAX_SPAN` (ConfigurationError);
+    anything else is left to :func:`check_seconds`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > MAX_SPAN:
+        raise ConfigurationError(
+            f"{name} must be at most {MAX_SPAN:.0f} seconds (ten years), got {value!r}"
+        )

@@ -27,7 +27,7 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
-from ._arguments import check_id, check_moment
+from ._arguments import check_id, check_moment, check_span
 from ._commit import default_committer
 from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
@@ -124,9 +124,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_options(allow_self_approval: object, clock: object) -> None:
+def _check_options(allow_self_approval: object, clock: object, lease: object) -> None:
     """Refuse a non-bool ``allow_self_approval`` (``"no"`` is truthy: it would turn the
-    four-eyes rule off) and a clock that cannot be called, before anything opens."""
+    four-eyes rule off), a clock that cannot be called and a lease past the calendar,
+    before anything opens."""
+    check_span("lease", lease)
     if not isinstance(allow_self_approval, bool):
         raise ConfigurationError(
             f"allow_self_approval must be True or False, got {allow_self_approval!r}"
@@ -194,7 +196,7 @@ class Governance:
     ) -> None:
         if not isinstance(engine, MutationEngine):
             raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
-        _check_options(allow_self_approval, clock)
+        _check_options(allow_self_approval, clock, lease)
         self.engine = engine
         self.registry = registry if registry is not None else MutationRegistry()
         self.requests: RequestStore = requests if requests is not None else InMemoryRequestStore()
@@ -259,7 +261,7 @@ class Governance:
         """
         from .stores import open_store
 
-        _check_options(allow_self_approval, clock)
+        _check_options(allow_self_approval, clock, lease)
         if engine is not None and options is not None:
             raise ConfigurationError(
                 "options configure the engine open() builds; with engine=, give that "

@@ -26,7 +26,7 @@ import attrs
 
 from mutator import ConcurrencyError, ConfigurationError, MutationContext
 
-from ._arguments import check_count, check_seconds
+from ._arguments import check_count, check_seconds, check_span
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import (
     RequestClaimedError,
@@ -163,6 +163,7 @@ class Backoff:
     def __attrs_post_init__(self) -> None:
         for name in ("initial", "maximum"):
             check_seconds(f"Backoff.{name}", getattr(self, name))
+            check_span(f"Backoff.{name}", getattr(self, name))  # a reservation lasts as long
         if self.maximum < self.initial:
             raise ConfigurationError(
                 f"Backoff.maximum ({self.maximum!r}) must be >= initial ({self.initial!r})"
