@@ -56,7 +56,7 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
-from ._errors import GovernanceError
+from ._errors import GovernanceError, RequestNotFoundError
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
@@ -484,13 +484,21 @@ async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> Non
 
 
 async def _release(gov: Governance, request_id: str, out: Output) -> None:
-    """Put a repaired request back: only once it reads back, so a still-damaged row stays."""
+    """Put a repaired request back: only once it reads back, so a still-damaged row stays
+    (a row the operator deleted instead just leaves the quarantine)."""
     log = gov.requests
     if not isinstance(log, QuarantineLog):
         raise UsageError("this store keeps no quarantine")
-    request = await gov.get(request_id)  # StoredDataError (exit 1) while it is still damaged
+    request: MutationRequest | None
+    try:
+        request = await gov.get(request_id)  # StoredDataError (exit 1) while still damaged
+    except RequestNotFoundError:
+        request = None
     if not await log.release(request_id):
         raise GovernanceError(f"request {request_id!r} is not quarantined")
+    if request is None:
+        out.emit(f"{clean(request_id)}: released (the row is gone)", {"released": request_id})
+        return
     out.emit(
         f"{clean(request_id)}: released ({status(request)}); listings and workers see it again",
         {"released": request_id, "request": request_json(request)},

@@ -272,6 +272,19 @@ def test_a_repaired_row_is_released_from_quarantine(url: str) -> None:
     again = mutator(url, "--json", "quarantine", "--release", "req-2")
     assert again.returncode == 1
     assert again.stderr.strip() == "mutator: request 'req-2' is not quarantined"
+    missing = mutator(url, "quarantine", "--release", "req-9")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "mutator: request 'req-9' is not quarantined"
+
+    with sqlite3.connect(path) as damage:  # damaged again, then deleted instead of repaired
+        damage.execute("UPDATE requests SET document = 'not json' WHERE request_id = 'req-1'")
+    mutator(url, "requests", "list")
+    with sqlite3.connect(path) as delete:
+        delete.execute("DELETE FROM requests WHERE request_id = 'req-1'")
+    assert ok(url, "quarantine", "--release", "req-1").strip() == (
+        "req-1: released (the row is gone)"
+    )
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
 
 
 def test_requester_text_cannot_forge_lines_an_approver_reads(tmp_path: Path) -> None:
