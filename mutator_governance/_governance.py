@@ -262,6 +262,10 @@ class Governance:
         from .stores import open_store
 
         _check_options(allow_self_approval, clock, lease)
+        if instrumentation is not None and not callable(instrumentation):
+            raise ConfigurationError(
+                f"instrumentation must be a callable (otel.instrument), got {instrumentation!r}"
+            )
         if engine is not None and options is not None:
             raise ConfigurationError(
                 "options configure the engine open() builds; with engine=, give that "
