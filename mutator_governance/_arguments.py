@@ -6,16 +6,27 @@ from datetime import datetime
 
 from mutator import ConfigurationError
 
-__all__ = ["check_count", "check_id", "check_moment", "check_seconds"]
+__all__ = ["MAX_SPAN", "check_count", "check_id", "check_moment", "check_seconds", "check_span"]
 
 
 def check_id(name: str, value: object) -> str:
     """``value`` when it is a non-blank string without NUL characters (which PostgreSQL
-    cannot store), ValueError otherwise, as every lookup says."""
+    cannot store) that encodes as UTF-8, ValueError otherwise, as every lookup says.
+
+    A lone surrogate (``"\\udc80"``, e.g. from ``os.fsdecode``) is refused here on every
+    store alike: SQLite and PostgreSQL cannot store it, the in-memory store and Redis could.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-blank string, got {value!r}")
     if "\x00" in value:
         raise ValueError(f"{name} must not contain NUL characters, got {value!r}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{name} must be valid Unicode text (no lone surrogates), got {value!r}"
+            ) from None
     return value
 
 
@@ -43,3 +54,17 @@ def check_count(name: str, value: object) -> None:
     """Refuse a count that is not an integer >= 1 (ConfigurationError)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+MAX_SPAN = 10 * 365 * 86400.0
+"""The longest lease or backoff accepted, in seconds (ten years): a longer one put the
+moments computed from it past the calendar (``OverflowError`` on every claim)."""
+
+
+def check_span(name: str, value: object) -> None:
+    """Refuse a number of seconds longer than :data:`MAX_SPAN` (ConfigurationError);
+    anything else is left to :func:`check_seconds`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > MAX_SPAN:
+        raise ConfigurationError(
+            f"{name} must be at most {MAX_SPAN:.0f} seconds (ten years), got {value!r}"
+        )

@@ -2,11 +2,15 @@
 
 Global options (before the command): ``--url URL`` (or ``MUTATOR_URL``), ``--registry
 MODULE:ATTRIBUTE`` (or ``MUTATOR_REGISTRY``; a :class:`MutationRegistry`, or a callable
-returning one, that knows the stored mutation and state types) and ``--json``.
+returning one, that knows the stored mutation and state types), ``--policies
+MODULE:ATTRIBUTE`` (or ``MUTATOR_POLICIES``; the application's policies, which ``execute``
+and ``worker`` evaluate again when they run a request: without them a request revalidated
+on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor).
+traceback); 2 a usage error (bad arguments, URL, registry or cursor; a SQLite URL naming
+no existing governance database too: the command line never creates one).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
@@ -19,23 +23,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
+import pathlib
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from mutator import ConfigurationError, MutationContext, MutatorError
+from mutator import ConfigurationError, MutationContext, MutationPolicy, MutatorError
 
 from ._cli_output import (
     Output,
     age,
     approval_json,
+    clean,
     decision_json,
     inbox_json,
     operation,
@@ -47,11 +56,14 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
+from ._errors import GovernanceError, RequestNotFoundError
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
 from ._request import MutationRequest
 from ._worker import WorkerOutcome, WorkerProgress
+from .protocols import QuarantineLog
+from .stores._sqlite_options import MEMORY, sqlite_path
 
 __all__ = ["main"]
 
@@ -79,6 +91,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _text(text: str) -> str:
+    """A non-blank argument: an empty ``--state-id "$UNSET"`` must not mean "every state"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank")
+    return text
 
 
 def _actor_options(parser: argparse.ArgumentParser, *, approval: bool) -> None:
@@ -109,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTRIBUTE",
         help="the MutationRegistry (or a callable returning one)",
     )
+    parser.add_argument(
+        "--policies",
+        default=os.environ.get("MUTATOR_POLICIES"),
+        metavar="MODULE:ATTRIBUTE",
+        help="the application's policies (a MutationPolicy, a list of them, or a callable "
+        "returning either), which execute and worker evaluate again; without it they "
+        "run with none",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -129,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="pending reason: " + ", ".join(r.value for r in PendingReason),
     )
-    listing.add_argument("--state-id", metavar="ID")
-    listing.add_argument("--actor", metavar="ID", help="the requester's actor id")
+    listing.add_argument("--state-id", type=_text, metavar="ID")
+    listing.add_argument("--actor", type=_text, metavar="ID", help="the requester's actor id")
     _paging(listing)
     show = which.add_parser("show", help="a request, its approval slots and decisions")
     show.add_argument("request_id", metavar="ID")
@@ -170,34 +197,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
-    commands.add_parser("quarantine", help="list unreadable stored rows")
+    quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
+    quarantine.add_argument(
+        "--release",
+        type=_text,
+        metavar="ID",
+        help="take a repaired request out of quarantine (it must read back first)",
+    )
+    for group in (commands, which):
+        for name, command in group.choices.items():
+            if name != "requests":  # ``mutator requests list --json`` works too
+                command.add_argument(
+                    "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
     return parser
 
 
 # -- loading -------------------------------------------------------------------------------
 
 
-def load_registry(spec: str) -> MutationRegistry:
-    """The registry named by ``MODULE:ATTRIBUTE`` (UsageError when it is not one)."""
+def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -> Any:
+    """What ``MODULE:ATTRIBUTE`` names, called when it is a factory (UsageError when it
+    names nothing, needs arguments or is an ``async def``)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise UsageError(f"--registry must be MODULE:ATTRIBUTE, got {spec!r}")
+        raise UsageError(f"{option} must be MODULE:ATTRIBUTE, got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like ``python -m``: modules of the current project
     try:
         found: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise UsageError(f"cannot import {module_name!r} for --registry: {error}") from None
+        raise UsageError(f"cannot import {module_name!r} for {option}: {error}") from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise UsageError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(found, MutationRegistry) and callable(found):
+    if not wanted(found) and callable(found):
+        try:
+            inspect.signature(found).bind()
+        except TypeError:
+            raise UsageError(f"{spec} cannot be called without arguments") from None
+        except ValueError:  # no signature to inspect (a builtin): let the call decide
+            pass
         found = found()
-    if not isinstance(found, MutationRegistry):
-        raise UsageError(f"{spec} is a {type(found).__name__}, not a MutationRegistry")
+    if inspect.iscoroutine(found):
+        found.close()  # an ``async def``: never awaited, so say so instead of warning
+        raise UsageError(f"{spec} is an async function; it must return {kind}")
+    if not wanted(found):
+        raise UsageError(f"{spec} is a {type(found).__name__}, not {kind}")
     return found
+
+
+def load_registry(spec: str) -> MutationRegistry:
+    """The registry named by ``MODULE:ATTRIBUTE`` (UsageError when it is not one)."""
+    found: MutationRegistry = _load(
+        spec, "--registry", lambda o: isinstance(o, MutationRegistry), "a MutationRegistry"
+    )
+    return found
+
+
+def _policies(found: object) -> bool:
+    if isinstance(found, MutationPolicy):
+        return True
+    return isinstance(found, list | tuple) and all(isinstance(p, MutationPolicy) for p in found)
+
+
+def load_policies(spec: str) -> tuple[MutationPolicy[Any], ...]:
+    """The policies named by ``MODULE:ATTRIBUTE``: a policy, a list or tuple of them, or a
+    callable (a policy class included) returning either (UsageError otherwise)."""
+    found = _load(spec, "--policies", _policies, "a MutationPolicy or a list of them")
+    return (found,) if isinstance(found, MutationPolicy) else tuple(found)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -258,7 +328,7 @@ async def _requests_show(gov: Governance, args: argparse.Namespace, out: Output)
         ("created", request.created_at.isoformat()),
         ("updated", request.updated_at.isoformat()),
     ]
-    lines = [f"{name:<10}{value}" for name, value in fields]
+    lines = [f"{name:<10}{clean(value)}" for name, value in fields]
     if request.approval_requirements:
         rows = [
             [str(a.step), a.approval_id, a.target, a.status.value, a.decided_by or "-"]
@@ -303,7 +373,7 @@ async def _inbox(gov: Governance, args: argparse.Namespace, out: Output) -> None
         for v in page.items
     ]
     headers = ["REQUEST", "APPROVAL", "STEP", "TARGET", "OPERATION", "STATE", "REQUESTER", "AGE"]
-    human = table(headers, rows) if rows else f"nothing to approve for {args.actor}"
+    human = table(headers, rows) if rows else f"nothing to approve for {clean(args.actor)}"
     out.emit(
         human + _next_page(page.next_cursor),
         {"items": [inbox_json(v) for v in page.items], "next_cursor": page.next_cursor},
@@ -314,7 +384,7 @@ def _decided(request: MutationRequest, out: Output) -> None:
     waiting = ""
     if request.status is RequestStatus.PENDING and request.open_approvals:
         waiting = f" ({len(request.open_approvals)} approval(s) open)"
-    out.emit(f"{request.request_id}: {status(request)}{waiting}", request_json(request))
+    out.emit(f"{clean(request.request_id)}: {status(request)}{waiting}", request_json(request))
 
 
 async def _approve(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -348,7 +418,7 @@ def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
         return
     kind = outcome.kind.value
     out.emit(
-        f"{outcome.request_id}: {kind}: {outcome.error}",
+        clean(f"{outcome.request_id}: {kind}: {outcome.error}"),
         {"request_id": outcome.request_id, kind: str(outcome.error)},
     )
 
@@ -406,14 +476,39 @@ async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> No
 
 async def _expire(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     sweep = await gov.expire_due()
-    names = "".join(f"\n  {r.request_id}" for r in sweep.expired)
+    names = "".join(f"\n  {clean(r.request_id)}" for r in sweep.expired)
     out.emit(
         f"expiry: {len(sweep.expired)} expired, {len(sweep.skipped)} skipped{names}",
         {"expired": [r.request_id for r in sweep.expired], "skipped": list(sweep.skipped)},
     )
 
 
+async def _release(gov: Governance, request_id: str, out: Output) -> None:
+    """Put a repaired request back: only once it reads back, so a still-damaged row stays
+    (a row the operator deleted instead just leaves the quarantine)."""
+    log = gov.requests
+    if not isinstance(log, QuarantineLog):
+        raise UsageError("this store keeps no quarantine")
+    request: MutationRequest | None
+    try:
+        request = await gov.get(request_id)  # StoredDataError (exit 1) while still damaged
+    except RequestNotFoundError:
+        request = None
+    if not await log.release(request_id):
+        raise GovernanceError(f"request {request_id!r} is not quarantined")
+    if request is None:
+        out.emit(f"{clean(request_id)}: released (the row is gone)", {"released": request_id})
+        return
+    out.emit(
+        f"{clean(request_id)}: released ({status(request)}); listings and workers see it again",
+        {"released": request_id, "request": request_json(request)},
+    )
+
+
 async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    if args.release is not None:
+        await _release(gov, args.release, out)
+        return
     items = list(await gov.quarantined())
     human = (
         table(
@@ -453,10 +548,49 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-async def _run(args: argparse.Namespace, registry: MutationRegistry) -> None:
+def _check_sqlite_file(url: str) -> None:
+    """Refuse a SQLite URL naming no governance database: opening would create one (in a
+    new file, or as tables in another application's database), and a mistyped path
+    would then show an empty store instead of an error."""
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return
+    path = sqlite_path(url)
+    if path == MEMORY:
+        return
+    where = f"{os.path.abspath(path)!r} (from --url {url!r})"
+    if not os.path.exists(path):
+        raise UsageError(f"no SQLite database at {where}; the command line never creates one")
+    if os.path.isfile(path) and not _holds_governance(path):
+        raise UsageError(
+            f"the SQLite database at {where} holds no governance store (no schema_version "
+            "table); the command line never creates one"
+        )
+
+
+def _holds_governance(path: str) -> bool:
+    """Whether the SQLite file has the store's tables (read-only; a file SQLite cannot
+    read counts as one, so that opening it reports the store's own error)."""
+    try:
+        connection = sqlite3.connect(f"{pathlib.Path(path).absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return True
+    return found is not None
+
+
+async def _run(
+    args: argparse.Namespace,
+    registry: MutationRegistry,
+    policies: tuple[MutationPolicy[Any], ...] = (),
+) -> None:
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
     try:
-        async with Governance.open(args.url, registry=registry) as gov:
+        async with Governance.open(args.url, registry=registry, policies=policies) as gov:
             await _COMMANDS[name](gov, args, Output(args.json))
     except BaseExceptionGroup as group:
         # a task group (the worker's) wraps the one error that stopped it: report that one
@@ -479,8 +613,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.registry:
         usage("--registry (or MUTATOR_REGISTRY) is required")
     try:
+        _check_sqlite_file(args.url)
         registry = load_registry(args.registry)
-        anyio.run(_run, args, registry)
+        policies = load_policies(args.policies) if args.policies else ()
+        if getattr(args, "strategy", None) == "revalidate" and not policies:
+            print(
+                f"{PROG}: warning: revalidating without --policies: no policy of the "
+                "application is evaluated on the latest state",
+                file=sys.stderr,
+            )
+        anyio.run(_run, args, registry, policies)
     except UsageError as error:
         usage(str(error))
     except ConfigurationError as error:

@@ -19,6 +19,7 @@ __all__ = [
     "Output",
     "age",
     "approval_json",
+    "clean",
     "decision_json",
     "inbox_json",
     "outcome_json",
@@ -34,8 +35,24 @@ __all__ = [
 # -- output --------------------------------------------------------------------------------
 
 
+def clean(text: str) -> str:
+    """``text`` with every unprintable character escaped (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    Ids, reasons and actor names come from requesters: printed raw, a newline could forge
+    a table row (an approval that never happened) and an escape sequence could hide text
+    from the operator reading it. JSON output escapes them already.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
+        for c in text
+    )
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart, trailing spaces trimmed."""
+    """Left-aligned columns two spaces apart, trailing spaces trimmed; cells :func:`clean`."""
+    rows = [[clean(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -141,13 +158,13 @@ def outcome_json(outcome: GovernedExecutionResult) -> dict[str, Any]:
 def outcome_line(outcome: GovernedExecutionResult) -> str:
     """One human line for an execution outcome: ``req-1: executed (version 2)``."""
     request = outcome.request
-    line = f"{request.request_id}: {status(request)}"
+    line = f"{clean(request.request_id)}: {status(request)}"
     if outcome.executed:
         return f"{line} (version {outcome.resulting_version})"
     if outcome.resolution is not None and not outcome.resolution.executes:
         return f"{line} ({outcome.resolution.outcome.value})"
     last = request.last_decision
-    return f"{line}: {last.reason}" if last is not None and last.reason else line
+    return f"{line}: {clean(last.reason)}" if last is not None and last.reason else line
 
 
 class Output:

@@ -13,6 +13,7 @@ import attrs
 
 from mutator import (
     AuditSink,
+    ConfigurationError,
     EngineOptions,
     HistoryStore,
     Interceptor,
@@ -26,7 +27,7 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
-from ._arguments import check_id, check_moment
+from ._arguments import check_id, check_moment, check_span
 from ._commit import default_committer
 from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
@@ -123,6 +124,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_options(allow_self_approval: object, clock: object, lease: object) -> None:
+    """Refuse a non-bool ``allow_self_approval`` (``"no"`` is truthy: it would turn the
+    four-eyes rule off), a clock that cannot be called and a lease past the calendar,
+    before anything opens."""
+    check_span("lease", lease)
+    if not isinstance(allow_self_approval, bool):
+        raise ConfigurationError(
+            f"allow_self_approval must be True or False, got {allow_self_approval!r}"
+        )
+    if not callable(clock):
+        raise ConfigurationError(f"clock must be a callable returning a datetime, got {clock!r}")
+
+
 async def _store_clock(store: object) -> Callable[[], datetime]:
     """A clock that follows the store's own clock where it has one.
 
@@ -182,6 +196,7 @@ class Governance:
     ) -> None:
         if not isinstance(engine, MutationEngine):
             raise TypeError(f"engine must be a MutationEngine, got {type(engine).__name__}")
+        _check_options(allow_self_approval, clock, lease)
         self.engine = engine
         self.registry = registry if registry is not None else MutationRegistry()
         self.requests: RequestStore = requests if requests is not None else InMemoryRequestStore()
@@ -246,6 +261,16 @@ class Governance:
         """
         from .stores import open_store
 
+        _check_options(allow_self_approval, clock, lease)
+        if instrumentation is not None and not callable(instrumentation):
+            raise ConfigurationError(
+                f"instrumentation must be a callable (otel.instrument), got {instrumentation!r}"
+            )
+        if engine is not None and options is not None:
+            raise ConfigurationError(
+                "options configure the engine open() builds; with engine=, give that "
+                "engine its options instead"
+            )
         store = await open_store(url, registry=registry, **store_options)
         try:
             warm_codec(registry)
@@ -313,6 +338,8 @@ class Governance:
         """
         if not isinstance(context, MutationContext):
             raise TypeError("context must be a MutationContext")
+        if pending_reason is not None and not isinstance(pending_reason, PendingReason):
+            raise TypeError(f"pending_reason must be a PendingReason, got {pending_reason!r}")
         if pending_reason in (PendingReason.APPROVAL, PendingReason.REVALIDATION):
             raise ValueError(
                 f"{pending_reason.name} is set by policies or resolution, not at submission"
@@ -320,6 +347,9 @@ class Governance:
         check_id("state_id", state_id)
         if request_id is not None:
             check_id("request_id", request_id)
+        actor = context.actor_id
+        if actor is not None and (not actor.isascii() or "\x00" in actor):
+            check_id("context.actor_id", actor)  # the requester is a column on SQL stores
         if expires_at is not None:
             check_moment("expires_at", expires_at)
         mutation_type = self.registry.name_of(mutation)
@@ -693,6 +723,10 @@ class Governance:
         strategy: ResolutionStrategy = ResolutionStrategy.REJECT_STALE,
     ) -> GovernedExecutionResult:
         """Execute an approved request exactly once (see :class:`GovernedExecutionManager`)."""
+        if type(strategy) is not ResolutionStrategy:  # before the claim, not after it
+            raise TypeError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
+        if context is not None and not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
         return await self.executor.execute(request_id, context=context, strategy=strategy)
 
     async def compensate(
@@ -705,6 +739,8 @@ class Governance:
         allow_irreversible: bool = False,
     ) -> MutationRequest:
         """Create an approved compensation request for an executed one."""
+        if not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
         return await self.executor.compensate(
             original_request_id,
             mutation,
@@ -812,7 +848,11 @@ class Governance:
                 f"{type(purger).__name__} cannot purge requests: it does not implement "
                 "RequestPurger"
             )
-        cutoff = (self.clock() if now is None else check_moment("now", now)) - older_than
+        moment = self.clock() if now is None else check_moment("now", now)
+        try:
+            cutoff = moment - older_than
+        except OverflowError:  # before year 1 (``timedelta.max``): nothing is that old
+            return PurgeReport(0, 0, 0, datetime.min.replace(tzinfo=UTC))
         forget = self.decisions if isinstance(self.decisions, DecisionPurger) else None
         requests = decisions = batches = 0
         while True:

@@ -26,7 +26,7 @@ import attrs
 
 from mutator import ConcurrencyError, ConfigurationError, MutationContext
 
-from ._arguments import check_count, check_seconds
+from ._arguments import check_count, check_seconds, check_span
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import (
     RequestClaimedError,
@@ -163,6 +163,7 @@ class Backoff:
     def __attrs_post_init__(self) -> None:
         for name in ("initial", "maximum"):
             check_seconds(f"Backoff.{name}", getattr(self, name))
+            check_span(f"Backoff.{name}", getattr(self, name))  # a reservation lasts as long
         if self.maximum < self.initial:
             raise ConfigurationError(
                 f"Backoff.maximum ({self.maximum!r}) must be >= initial ({self.initial!r})"
@@ -737,6 +738,10 @@ async def run_worker(
     check_seconds("grace", grace, allow_zero=True)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise ConfigurationError(f"backoff must be a Backoff, got {backoff!r}")
+    if not isinstance(strategy, ResolutionStrategy):  # else every request is claimed, then fails
+        raise ConfigurationError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
+    if context is not None and not isinstance(context, MutationContext):
+        raise ConfigurationError(f"context must be a MutationContext, got {context!r}")
     context = context or MutationContext.system("governance worker")
 
     async def recover() -> int:

@@ -42,6 +42,18 @@ class FinanceApproves(MutationPolicy[Quota]):
         return PolicyDecision.require_approval(PolicyRequirement.approval(role="finance"))
 
 
+class AtMost115(MutationPolicy[Quota]):
+    """A raise may not take the limit past 115 (evaluated again on the latest state)."""
+
+    def evaluate(self, mutation: Any, state: Quota, context: MutationContext) -> PolicyDecision:
+        if state.limit + mutation.by > 115:
+            return PolicyDecision.deny("the limit would pass 115")
+        return PolicyDecision.allow()
+
+
+policies = [FinanceApproves(), AtMost115()]
+
+
 def make_registry() -> MutationRegistry:
     made = MutationRegistry()
     made.register(RaiseQuota, name="quota.raise")
@@ -67,3 +79,8 @@ async def submit(url: str, *ids: str, requester: str = "alice") -> list[Mutation
             )
             for request_id in ids
         ]
+
+
+async def registry_later() -> MutationRegistry:
+    """A mistake ``--registry`` must name: an ``async def`` factory (never awaited)."""
+    return make_registry()

@@ -32,9 +32,7 @@ def redact_url(url: str) -> str:
         return "<malformed URL>"
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: ``parts.port`` raises when invalid
     user = f"{parts.username}:***@" if parts.username else ""
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 

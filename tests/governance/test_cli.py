@@ -21,7 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.cli_domain import submit
+from mutator import MutationContext
+from mutator_governance import Governance
+from tests.cli_domain import FinanceApproves, Quota, RaiseQuota, make_registry, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("mutator")
@@ -198,6 +200,12 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["requests", "list", "--cursor", "bogus"], "not a request cursor"),
         (True, ["--registry", "tests.cli_domain:nothing", "recover"], "has no attribute"),
         (True, ["--registry", "tests.cli_domain", "recover"], "MODULE:ATTRIBUTE"),
+        (True, ["--registry", "tests.cli_domain:submit", "recover"], "without arguments"),
+        (True, ["--registry", "tests.cli_domain:registry_later", "recover"], "async function"),
+        (True, ["--policies", "tests.cli_domain:registry", "recover"], "not a MutationPolicy"),
+        (True, ["--policies", "tests.cli_domain:Quota", "recover"], "without arguments"),
+        (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
+        (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
     ],
 )
 def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], message: str) -> None:
@@ -206,6 +214,143 @@ def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], mes
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
+    """A mistyped path is an error (exit 2), not a new empty database listing nothing."""
+    missing = tmp_path / "typo.db"
+    for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
+        done = mutator(f"sqlite:///{missing}", *args)
+        assert done.returncode == 2, done.stdout
+        assert f"no SQLite database at '{missing}'" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert files_in(tmp_path) == []
+    assert ok("sqlite:///:memory:", "requests", "list").strip() == "no requests"
+
+
+def test_a_sqlite_file_without_a_store_is_refused_not_changed(tmp_path: Path) -> None:
+    """Another application's database (or an empty file) gets no governance tables."""
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as app:
+        app.execute("CREATE TABLE users (id INTEGER)")
+    (tmp_path / "empty.db").touch()
+    for name, tables in (("app.db", ["users"]), ("empty.db", [])):
+        done = mutator(f"sqlite:///{tmp_path / name}", "requests", "list")
+        assert done.returncode == 2, done.stdout
+        assert "holds no governance store" in done.stderr
+        with sqlite3.connect(tmp_path / name) as check:
+            found = check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            assert [row[0] for row in found] == tables
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def test_a_repaired_row_is_released_from_quarantine(url: str) -> None:
+    """``quarantine --release`` puts a repaired row back; a still-damaged one stays."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as damage:
+        (document,) = damage.execute(
+            "SELECT document FROM requests WHERE request_id = 'req-1'"
+        ).fetchone()
+        damage.execute("UPDATE requests SET document = 'not json' WHERE request_id = 'req-1'")
+    assert [row[0] for row in rows(mutator(url, "requests", "list").stdout)] == ["req-2"]
+
+    still = mutator(url, "quarantine", "--release", "req-1")
+    assert still.returncode == 1
+    assert still.stderr.startswith("mutator: [sqlite] at 'req-1': not a JSON document")
+    assert rows(ok(url, "quarantine"))[0][0] == "req-1"
+
+    with sqlite3.connect(path) as repair:
+        repair.execute("UPDATE requests SET document = ? WHERE request_id = 'req-1'", (document,))
+    released = ok(url, "quarantine", "--release", "req-1")
+    assert released.startswith("req-1: released (pending/approval)")
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-1", "req-2"]
+
+    again = mutator(url, "--json", "quarantine", "--release", "req-2")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "mutator: request 'req-2' is not quarantined"
+    missing = mutator(url, "quarantine", "--release", "req-9")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "mutator: request 'req-9' is not quarantined"
+
+    with sqlite3.connect(path) as damage:  # damaged again, then deleted instead of repaired
+        damage.execute("UPDATE requests SET document = 'not json' WHERE request_id = 'req-1'")
+    mutator(url, "requests", "list")
+    with sqlite3.connect(path) as delete:
+        delete.execute("DELETE FROM requests WHERE request_id = 'req-1'")
+    assert ok(url, "quarantine", "--release", "req-1").strip() == (
+        "req-1: released (the row is gone)"
+    )
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
+
+
+def test_requester_text_cannot_forge_lines_an_approver_reads(tmp_path: Path) -> None:
+    """Ids, reasons and actor ids are the requester's: their newlines and escape sequences
+    are printed escaped, so no forged decision or row reaches the table."""
+    location = f"sqlite:///{tmp_path / 'gov.db'}"
+    forged = "launch\n2026-01-01T00:00:00+00:00  approval/GRANTED  cfo  fine"
+
+    async def seed() -> None:
+        async with Governance.open(location, registry=make_registry()) as gov:
+            gov.engine.register_policy(FinanceApproves())
+            await gov.states.put("quota:acme", Quota(100))
+            await gov.submit(
+                RaiseQuota(10),
+                state_id="quota:acme",
+                context=MutationContext.user("mallory\x1b[8m", reason=forged),
+                request_id="req-1\nreq-9  executed",
+            )
+
+    anyio.run(seed)
+    shown = ok(location, "requests", "show", "req-1\nreq-9  executed")
+    assert "launch\\n2026-01-01T00:00:00+00:00  approval/GRANTED" in shown
+    assert not any(line.startswith("2026-01-01") for line in shown.splitlines())
+    assert "\x1b" not in shown
+    (row,) = rows(ok(location, "requests", "list"))
+    assert row[0] == "req-1\\nreq-9"
+    assert "mallory\\x1b[8m" in row
+    for args in (["inbox", "--as", "fiona", "--role", "finance"], ["expire"]):
+        assert "\x1b" not in ok(location, *args)
+
+
+def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> None:
+    """Revalidated on the latest state, req-2 would take the limit past 115: with
+    ``--policies`` it is rejected as the application would; without, a warning says that
+    no policy is evaluated (and it executes)."""
+    for request_id in ("req-1", "req-2"):
+        ok(url, "approve", request_id, "--as", "fiona", "--role", "finance")
+    assert ok(url, "execute", "req-1").strip() == "req-1: executed (version 2)"
+    checked = ok(
+        url,
+        "--policies",
+        "tests.cli_domain:policies",
+        "execute",
+        "req-2",
+        "--strategy",
+        "revalidate",
+    )
+    assert checked.strip() == "req-2: rejected: AtMost115: the limit would pass 115"
+
+    submit_more = anyio.run(submit, url, "req-3")
+    assert submit_more[0].request_id == "req-3"
+    ok(url, "approve", "req-3", "--as", "fiona", "--role", "finance")
+    unchecked = mutator(url, "worker", "--until-idle", "--strategy", "revalidate")
+    assert unchecked.returncode == 0
+    assert unchecked.stdout.splitlines()[0] == "req-3: executed (version 3)"
+    assert "warning: revalidating without --policies" in unchecked.stderr
+
+
+def test_json_may_follow_the_command(url: str) -> None:
+    """``mutator requests list --json`` is what people type; it was a usage error."""
+    assert ok(url, "requests", "list", "--json") == ok(url, "--json", "requests", "list")
+    assert json.loads(ok(url, "requests", "show", "req-1", "--json"))["request"]["status"] == (
+        "pending"
+    )
+    assert json.loads(ok(url, "quarantine", "--json")) == {"items": []}
+    assert not ok(url, "requests", "list").startswith("{")
 
 
 def test_a_bad_store_url_is_a_usage_error(tmp_path: Path) -> None:

@@ -10,13 +10,14 @@ import pytest
 
 from mutator import (
     ConfigurationError,
+    EngineOptions,
     Interceptor,
     MutationContext,
     MutationEngine,
     PolicyDecision,
 )
-from mutator_governance import Governance, RequestStatus
-from mutator_governance.stores import open_store
+from mutator_governance import Governance, RequestQuery, RequestStatus
+from mutator_governance.stores import open_store, redact_url
 
 from ..stores.test_sqlite_commit import files, snapshot
 from ._execution_support import registry
@@ -66,7 +67,9 @@ class TestStoreURLs:
         with pytest.raises(ConfigurationError, match="in-memory store"):
             await open_store(url, registry=registry())
 
-    @pytest.mark.parametrize("lease", ["300", None, True, 0, -1.0, float("inf"), float("nan")])
+    @pytest.mark.parametrize(
+        "lease", ["300", None, True, 0, -1.0, float("inf"), float("nan"), 1e12]
+    )
     async def test_a_lease_that_is_not_a_positive_number_of_seconds_is_refused(
         self, lease: Any
     ) -> None:
@@ -142,6 +145,8 @@ class TestOpen:
             ("concurrency", 0),
             ("concurrency", 1.5),
             ("recover_every", float("inf")),
+            ("strategy", "renew"),
+            ("context", "worker"),
         ],
     )
     async def test_bad_worker_options_are_refused_before_anything_runs(
@@ -159,8 +164,27 @@ class TestOpen:
                 await gov.run_worker(until_idle=True, **{option: value})
             assert snapshot(tmp_path / "gov.db") == before
 
-    @pytest.mark.parametrize("lease", [0, -5, float("nan"), float("inf")])
+    @pytest.mark.parametrize(
+        ("argument", "value"), [("strategy", "renew"), ("strategy", None), ("context", "al")]
+    )
+    async def test_execute_refuses_a_bad_argument_before_claiming(
+        self, argument: str, value: Any, tmp_path: Path
+    ) -> None:
+        """TypeError and nothing written: it was raised after the claim, which left a
+        CLAIMED and a RELEASED decision behind."""
+        async with Governance.open(f"sqlite:///{tmp_path}/gov.db", registry=registry()) as gov:
+            await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+            request = await gov.submit(
+                IncreaseQuota("bob", 1), state_id=STATE_ID, context=MutationContext.user("al")
+            )
+            with pytest.raises(TypeError, match=f"{argument} must be a "):
+                await gov.execute(request.request_id, **{argument: value})
+            assert await gov.get(request.request_id) == request
+
+    @pytest.mark.parametrize("lease", [0, -5, float("nan"), float("inf"), 1e12])
     async def test_a_bad_lease_is_refused(self, lease: float) -> None:
+        """1e12 s was accepted, then every claim raised OverflowError (a worker retried
+        forever)."""
         with pytest.raises(ConfigurationError, match="lease"):
             async with Governance.open("memory://", registry=registry(), lease=lease):
                 pass
@@ -230,3 +254,107 @@ class TestIds:
         if state_id is not None:
             with pytest.raises(ValueError, match="state_id"):
                 await world.gov.pending(state_id=state_id)
+
+
+class TestGovernanceOptions:
+    """``allow_self_approval`` and ``clock`` are refused when malformed, before anything
+    opens (``"no"`` is truthy: taken as is, it turned the four-eyes rule off)."""
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("allow_self_approval", "no"),
+            ("allow_self_approval", 0),
+            ("clock", 5),
+            ("instrumentation", "otel"),
+        ],
+    )
+    async def test_a_malformed_option_is_refused_before_the_file_is_made(
+        self, tmp_path: Path, option: str, value: Any
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=option):
+            async with Governance.open(
+                f"sqlite:///{tmp_path}/gov.db", registry=registry(), **{option: value}
+            ):
+                pytest.fail("opened")
+        assert files(tmp_path) == []
+        if option != "instrumentation":  # an argument of open() only
+            with pytest.raises(ConfigurationError, match=option):
+                Governance(MutationEngine(), registry=registry(), **{option: value})
+
+    async def test_engine_options_beside_an_engine_are_refused(self, tmp_path: Path) -> None:
+        """They were ignored: the caller's engine kept its own options."""
+        with pytest.raises(ConfigurationError, match="with engine=, give that engine"):
+            async with Governance.open(
+                f"sqlite:///{tmp_path}/gov.db",
+                registry=registry(),
+                engine=MutationEngine(),
+                options=EngineOptions.strict(),
+            ):
+                pytest.fail("opened")
+        assert files(tmp_path) == []
+
+
+class TestSubmittedIds:
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("request_id", "req-\udc80", "no lone surrogates"),
+            ("state_id", "quotas:\ud800", "no lone surrogates"),
+            ("context.actor_id", "al\udc80", "no lone surrogates"),
+            ("context.actor_id", "al\x00ice", "NUL"),
+        ],
+    )
+    async def test_submit_refuses_an_id_that_no_store_can_keep(
+        self, tmp_path: Path, field: str, value: str, message: str
+    ) -> None:
+        """The same ValueError naming the argument on every store: SQLite and PostgreSQL
+        raised a bare UnicodeEncodeError (or refused a NUL requester) while the in-memory
+        store and Redis stored it."""
+        for url in ("memory://", f"sqlite:///{tmp_path}/gov.db"):
+            async with Governance.open(url, registry=registry()) as gov:
+                await gov.states.put(STATE_ID, Quotas({"bob": 1}))
+                arguments: dict[str, Any] = {
+                    "state_id": STATE_ID,
+                    "context": MutationContext.user("al"),
+                }
+                if field == "context.actor_id":
+                    arguments["context"] = MutationContext.user(value)
+                else:
+                    arguments[field] = value
+                with pytest.raises(ValueError, match=rf"{field} .*{message}"):
+                    await gov.submit(IncreaseQuota("bob", 1), **arguments)
+                assert (await gov.list(RequestQuery())).items == ()
+
+
+def test_a_password_is_masked_even_when_the_port_is_malformed() -> None:
+    """``redact_url`` raised ValueError on a port out of range, so opening such a URL
+    failed with a bare ValueError instead of a ConfigurationError."""
+    assert redact_url("postgresql://u:secret@db:99999/app") == "postgresql://u:***@db:99999/app"
+    assert redact_url("postgresql://u:secret@[::1]:5432/app") == "postgresql://u:***@[::1]:5432/app"
+    assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
+
+
+class TestArgumentTypes:
+    """A wrongly typed argument is a TypeError naming it, not an AttributeError from deep
+    inside."""
+
+    async def test_submit_refuses_a_pending_reason_that_is_not_a_pending_reason(
+        self, world: World
+    ) -> None:
+        with pytest.raises(TypeError, match="pending_reason must be a PendingReason"):
+            await world.submit(pending_reason="schedule")
+        assert (await world.gov.list(RequestQuery())).items == ()
+
+    async def test_compensate_refuses_a_context_that_is_not_a_mutation_context(
+        self, world: World
+    ) -> None:
+        request = await world.submit()
+        executed = await world.gov.execute(request.request_id)
+        with pytest.raises(TypeError, match="context must be a MutationContext, got str"):
+            await world.gov.compensate(
+                request.request_id,
+                IncreaseQuota("bob", -10),
+                context="al",  # type: ignore[arg-type]
+            )
+        assert await world.gov.get(request.request_id) == executed.request

@@ -109,6 +109,18 @@ class TestPurge:
             await world.gov.purge(older_than=OLD, batch_size=0)
         assert S.EXECUTING not in TERMINAL_STATUSES
 
+    async def test_an_age_reaching_before_year_one_purges_nothing(self) -> None:
+        """``timedelta.max`` ("keep everything") raised OverflowError computing the cutoff."""
+        world = await world_over()
+        canceled = await world.submit()
+        await world.gov.cancel(canceled.request_id, context=world.ctx("dave"))
+        await aged(world)
+
+        report = await world.gov.purge(older_than=timedelta.max)
+
+        assert (report.requests, report.decisions) == (0, 0)
+        assert await everything(world) == {canceled.request_id: S.CANCELED}
+
     async def test_a_worker_with_retention_purges_as_it_runs(self) -> None:
         world = await world_over()
         canceled = await world.submit()

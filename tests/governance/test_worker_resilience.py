@@ -457,7 +457,8 @@ class TestSharedStore:
 
 class TestOptions:
     @pytest.mark.parametrize(
-        ("initial", "maximum"), [(0, 1), (-1, 1), (2, 1), (float("nan"), 1), (1, True)]
+        ("initial", "maximum"),
+        [(0, 1), (-1, 1), (2, 1), (float("nan"), 1), (1, True), (1, 1e12)],
     )
     def test_a_bad_backoff_is_refused(self, initial: float, maximum: float) -> None:
         with pytest.raises(ConfigurationError, match="Backoff"):
