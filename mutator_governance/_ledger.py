@@ -33,6 +33,7 @@ from typing import Any
 
 from mutator import AuditEntry, HistoryEntry
 
+from ._arguments import check_id
 from ._commit_types import GovernedCommit, RequestWrite, StateWrite
 from ._errors import RequestNotFoundError
 from ._query import VersionedState
@@ -180,9 +181,9 @@ class RequestLedger:
         return bool(getattr(self.committer, "atomic", False))
 
     async def load(self, request_id: str) -> MutationRequest:
-        """The stored request; RequestNotFoundError when unknown, ValueError for a bad id."""
-        if not isinstance(request_id, str) or not request_id.strip():
-            raise ValueError("request_id must be a non-blank string")
+        """The stored request; RequestNotFoundError when unknown, ValueError for a bad id (blank,
+        with NUL, or not UTF-8: the same on every store)."""
+        check_id("request_id", request_id)
         try:
             request = await self.requests.get(request_id)
         except BaseException:  # unreadable (or unknown): no operation starts from a copy

@@ -326,6 +326,20 @@ class TestSubmittedIds:
                     await gov.submit(IncreaseQuota("bob", 1), **arguments)
                 assert (await gov.list(RequestQuery())).items == ()
 
+    @pytest.mark.parametrize("request_id", ["req-\udc80", "req-\x00"])
+    async def test_a_lookup_refuses_an_id_that_no_store_can_keep(
+        self, tmp_path: Path, request_id: str
+    ) -> None:
+        """``get`` (and every operation that reads the request first) says ValueError on
+        every store: SQLite raised a bare UnicodeEncodeError for a lone surrogate, the
+        in-memory store said RequestNotFoundError."""
+        for url in ("memory://", f"sqlite:///{tmp_path}/gov.db"):
+            async with Governance.open(url, registry=registry()) as gov:
+                with pytest.raises(ValueError, match="request_id must"):
+                    await gov.get(request_id)
+                with pytest.raises(ValueError, match="request_id must"):
+                    await gov.cancel(request_id, context=MutationContext.user("al"))
+
 
 def test_a_password_is_masked_even_when_the_port_is_malformed() -> None:
     """``redact_url`` raised ValueError on a port out of range, so opening such a URL
