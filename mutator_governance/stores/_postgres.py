@@ -43,7 +43,10 @@ the final commit checks the claimed revision. An unreadable row read by id raise
 ``StoredDataError``; a server that cannot be reached, a broken connection or a cancelled
 statement raises ``StoreUnavailableError`` with the URL's password removed (the broken
 connection is discarded and the pool's idle connections are checked; connections are not
-checked on every checkout, which would cost a round trip per operation).
+checked on every checkout, which would cost a round trip per operation). The store keeps
+one connection that came back healthy aside for its next operation, past the pool's
+checkout (see ``_Checkout``), and its connections wait for the socket without psycopg's
+per-wait timer (``_Connection``).
 
 With ``write_flights=N`` (see :class:`PostgresOptions`) at most N write statements are in
 flight at once; the writes that arrive meanwhile are sent together as one call of
@@ -388,7 +391,8 @@ class _Checkout:
     The store keeps one connection that came back healthy aside (``db.spare``) and hands
     it to the next checkout: the pool's ``getconn`` and ``putconn`` (a lock, statistics,
     log calls, a dozen coroutines) cost a fifth of a statement's client instructions.
-    Other checkouts meanwhile use the pool. The spare goes back to the pool after
+    Other checkouts meanwhile use the pool, and while any of them waits for it every
+    connection goes back to it. The spare goes back to the pool after
     ``_SPARE_USES`` operations, when an error has the pool's idle connections checked,
     and when the store closes; none is kept when every checkout must be checked
     (``check_connections``).
@@ -407,11 +411,14 @@ class _Checkout:
             db.spare = None
             self._conn = conn
             return conn
+        db.asking += 1
         try:
             self._conn = await db.pool.getconn(timeout=db.timeout)
         except Exception as error:
             await db.failed(error)
             raise
+        finally:
+            db.asking -= 1
         return self._conn
 
     async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
@@ -421,6 +428,7 @@ class _Checkout:
         if (
             error is None
             and db.spare is None
+            and not db.asking
             and db.keep_spare
             and conn.pgconn.transaction_status == _IDLE
             and not db.pool.closed
@@ -459,6 +467,8 @@ class _Database:
         self.spare: Connection | None = None
         self.spare_uses = 0
         self.keep_spare = True
+        # Checkouts waiting for the pool: a connection goes back to it while there are any.
+        self.asking = 0
         self.connect = connect or {}
         self.pool = pool
         self.registry = registry

@@ -776,6 +776,21 @@ async def test_consecutive_operations_reuse_one_connection_without_the_pool(
     assert len(taken) <= 1
 
 
+async def test_more_concurrent_operations_than_connections_all_complete(
+    postgres_url: str, schema: str
+) -> None:
+    """A connection the pool's waiters need goes back to the pool, not aside."""
+    store = await PostgresStore.open(
+        postgres_url, registry=sample_registry(), schema=schema, max_size=1, connect_timeout=2
+    )
+    try:
+        one, _ = await _seed(store)
+        read = await asyncio.gather(*(store.requests.get(one.request_id) for _ in range(4)))
+        assert read == [one] * 4
+    finally:
+        await store.aclose()
+
+
 async def test_every_checkout_is_checked_when_check_connections_is_on(
     postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
