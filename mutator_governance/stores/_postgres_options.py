@@ -79,7 +79,8 @@ class PostgresOptions:
     - ``connect_timeout``: seconds to connect, and to wait for a pooled connection.
     - ``statement_timeout``: seconds a statement may run before the server cancels it
       (None or 0: no limit); a cancelled operation writes nothing.
-    - ``check_connections``: check every connection on checkout (a round trip each time).
+    - ``check_connections``: check every connection on checkout (a round trip each time;
+      the store then keeps no connection aside between operations).
       Off by default: a broken connection fails its operation with
       ``StoreUnavailableError``, is discarded, and the pool's idle connections are checked
       then.

@@ -9,11 +9,13 @@ equals its request's decisions. Every test uses its own schema.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import anyio
 import attrs
 import psycopg
 import pytest
@@ -750,3 +752,122 @@ async def test_decision_documents_are_their_own_encoding_when_taken_from_the_req
     assert {(rid, seq): doc for rid, seq, doc in rows} == expected
     assert len(expected) == len(one.decisions) + len(two.decisions) + 3
     assert await store.decisions.for_request("req-1") == executed.decisions
+
+
+# -- the checkout and the socket wait ---------------------------------------------------------
+
+
+async def test_consecutive_operations_reuse_one_connection_without_the_pool(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One operation after another takes the store's spare connection, not the pool's."""
+    one, _ = await _seed(store)
+    pool = store._db.pool
+    taken: list[object] = []
+    getconn = pool.getconn
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        taken.append(await getconn(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(pool, "getconn", counted)
+    for _ in range(10):
+        assert await store.requests.get(one.request_id) == one
+    assert len(taken) <= 1
+
+
+async def test_more_concurrent_operations_than_connections_all_complete(
+    postgres_url: str, schema: str
+) -> None:
+    """A connection the pool's waiters need goes back to the pool, not aside."""
+    store = await PostgresStore.open(
+        postgres_url, registry=sample_registry(), schema=schema, max_size=1, connect_timeout=2
+    )
+    try:
+        one, _ = await _seed(store)
+        read = await asyncio.gather(*(store.requests.get(one.request_id) for _ in range(4)))
+        assert read == [one] * 4
+    finally:
+        await store.aclose()
+
+
+async def test_every_checkout_is_checked_when_check_connections_is_on(
+    postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``check_connections`` no connection is kept aside: each goes through the pool's
+    check."""
+    store = await PostgresStore.open(
+        postgres_url, registry=sample_registry(), schema=schema, check_connections=True
+    )
+    try:
+        one, _ = await _seed(store)
+        checked: list[object] = []
+        check = store._db.pool._check
+        assert check is not None
+
+        async def counted(conn: Any) -> None:
+            checked.append(conn)
+            await check(conn)
+
+        monkeypatch.setattr(store._db.pool, "_check", counted)
+        for _ in range(3):
+            assert await store.requests.get(one.request_id) == one
+        assert len(checked) == 3
+    finally:
+        await store.aclose()
+
+
+async def test_closing_the_store_closes_the_spare_connection(store: PostgresStore) -> None:
+    one, _ = await _seed(store)
+    assert await store.requests.get(one.request_id) == one
+    spare = store._db.spare
+    assert spare is not None
+    await store.aclose()
+    assert spare.closed
+    assert store._db.spare is None
+
+
+async def test_a_statement_waits_for_its_reply_without_a_timer(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's statements register their socket with the loop and arm no timer (psycopg's
+    own wait arms a 0.1 s one per wait)."""
+    one, _ = await _seed(store)
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_later = loop.call_later
+
+    def counted(delay: float, *args: Any, **kwargs: Any) -> Any:
+        timers.append(delay)
+        return call_later(delay, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", counted)
+    for _ in range(3):
+        assert await store.requests.get(one.request_id) == one
+    (written,) = await store.committer.commit(_update(one, one))
+    assert written.status is RequestStatus.APPROVED
+    assert timers == []
+
+
+async def test_an_operation_cancelled_mid_statement_is_cancelled_on_the_server(
+    store: PostgresStore, postgres_url: str, schema: str
+) -> None:
+    """A commit blocked on a row lock and cancelled by its caller is cancelled on the server
+    too: it writes nothing once the lock goes, and the store keeps working."""
+    one, two = await _seed(store)
+    async with await psycopg.AsyncConnection.connect(postgres_url) as holder:
+        await holder.execute(
+            f'SELECT 1 FROM "{schema}".requests WHERE request_id = %s FOR UPDATE',
+            (one.request_id,),
+        )
+        task = asyncio.ensure_future(store.committer.commit(_update(one, two)))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await holder.rollback()
+    await anyio.sleep(0.2)
+    assert await store.requests.get(one.request_id) == one
+    (written,) = await store.committer.commit(_update(one, two))
+    assert written.status is RequestStatus.APPROVED
