@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -12,9 +13,18 @@ from mutator.serialization import SerializationError
 from .._decisions import RequestDecision
 from .._errors import StoredDataError
 from .._registry import MutationRegistry
-from .._request import MutationRequest
+from .._request import MutationRequest, copy_request
 
-__all__ = ["DECODE_CHUNK", "decode", "join_field", "new_decisions_data", "pace", "paced", "parse"]
+__all__ = [
+    "DECODE_CHUNK",
+    "RequestDocuments",
+    "decode",
+    "join_field",
+    "new_decisions_data",
+    "pace",
+    "paced",
+    "parse",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -138,3 +148,94 @@ def new_decisions_data(
             return None
     assert isinstance(encoded, list)
     return encoded[start:]
+
+
+_DECISIONS_KEPT = 2048
+"""Decisions whose JSON a :class:`RequestDocuments` keeps before it starts over."""
+_NO_DECISIONS: dict[str, Any] = {"decisions": ()}
+
+
+class RequestDocuments:
+    """The registry's JSON of requests and decisions, each decision encoded once.
+
+    A request's decisions never change once made, and every write of a request carries
+    all of them (its document) while the objects themselves travel from write to write
+    (a claim's decisions are its commit's first ones): so each decision object is
+    encoded once while it is kept, by identity (the object is held, so its id is not
+    reused). A request's text is the registry's own document of it, the same text, with
+    the kept decisions put in place. Safe from any thread: a lost race only encodes a
+    decision twice.
+    """
+
+    def __init__(self, registry: MutationRegistry) -> None:
+        self.registry = registry
+        self._kept: dict[int, tuple[RequestDecision, str]] = {}
+        self._hook: Callable[[Any], Any] | None = None
+        marker = f"mutator-decisions-{uuid.uuid4().hex}"
+        self._marker = marker
+        self._marker_json = registry.dumps(marker)
+
+    def decision(self, decision: RequestDecision) -> str:
+        """The JSON of ``decision``, encoded once while kept (a subclass every time)."""
+        registry = self.registry
+        if decision.__class__ is not RequestDecision:
+            return registry.dumps(registry.unstructure_decision(decision))
+        kept = self._kept.get(id(decision))
+        if kept is not None and kept[0] is decision:
+            return kept[1]
+        hook = self._hook
+        if hook is None:
+            hook = self._hook = registry.converter.get_unstructure_hook(RequestDecision)
+        try:
+            data = hook(decision)
+        except Exception:  # the located pass says where and why
+            data = registry.unstructure_decision(decision)
+        return self._keep(decision, registry.dumps(data))
+
+    def _keep(self, decision: RequestDecision, text: str) -> str:
+        kept = self._kept
+        if len(kept) >= _DECISIONS_KEPT:
+            kept.clear()
+        kept[id(decision)] = (decision, text)
+        return text
+
+    def request(self, request: MutationRequest) -> tuple[str, Sequence[str] | None]:
+        """The registry's document of ``request``, and the JSON of each of its decisions
+        (then kept: :meth:`decision` finds them).
+
+        When most of its decisions are new here (a request read from the store), the
+        whole request is unstructured at once (cheaper than decision by decision) and its
+        decisions' texts kept from that. A request or decision of a subclass (its hooks may
+        differ), or any failure, takes the registry's own path, which raises the located
+        error; the decisions' texts are then None.
+        """
+        decisions = request.decisions
+        registry = self.registry
+        if not decisions or request.__class__ is not MutationRequest:
+            return registry.dumps(registry.unstructure_request(request)), None
+        kept = self._kept
+        missing = 0
+        for decision in decisions:
+            if decision.__class__ is not RequestDecision:
+                return registry.dumps(registry.unstructure_request(request)), None
+            found = kept.get(id(decision))
+            if found is None or found[0] is not decision:
+                missing += 1
+        try:
+            if missing > 1 and missing * 3 >= len(decisions) * 2:
+                data = registry.unstructure_request(request)
+                items = data["decisions"]
+                texts = [
+                    self._keep(decision, registry.dumps(item))
+                    for decision, item in zip(decisions, items, strict=True)
+                ]
+            else:
+                data = registry.unstructure_request(copy_request(request, _NO_DECISIONS))
+                texts = [self.decision(decision) for decision in decisions]
+            data["decisions"] = self._marker
+            head, found_marker, tail = registry.dumps(data).partition(self._marker_json)
+            if found_marker and self._marker_json not in tail:
+                return f"{head}[{','.join(texts)}]{tail}", texts
+        except Exception:  # the registry's pass below raises it, located
+            pass
+        return registry.dumps(registry.unstructure_request(request)), None

@@ -124,7 +124,7 @@ from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from . import redact_url
-from ._documents import decode, new_decisions_data, paced, parse
+from ._documents import RequestDocuments, decode, paced, parse
 from ._postgres_options import PostgresOptions, parse_url
 from ._postgres_schema import (
     COMMIT_CODES,
@@ -472,6 +472,7 @@ class _Database:
         self.connect = connect or {}
         self.pool = pool
         self.registry = registry
+        self.documents = RequestDocuments(registry)
         self.schema = schema
         self.s = f'"{schema}"'
         self.url = url
@@ -590,7 +591,7 @@ class _Database:
         state_id, status, reason, actor, created, updated, kind, original, due = _request_columns(
             stored
         )
-        document = self.dumps(self.registry.unstructure_request(stored))
+        document, _ = self.documents.request(stored)
         return (state_id, status, reason, actor, created, updated, document, kind, original, due)
 
     def decision_from(self, sequence: int, request_id: str, text: Any) -> RequestDecision:
@@ -611,17 +612,11 @@ class _Database:
         return decision
 
     def decision_rows(
-        self,
-        request_id: str,
-        decisions: Sequence[RequestDecision],
-        data: Sequence[Any] | None = None,
+        self, request_id: str, decisions: Sequence[RequestDecision]
     ) -> list[tuple[Any, ...]]:
-        """Rows of ``decisions`` (ValueError when one is not numbered from 1).
-
-        ``data``: their unstructured data when already at hand (see new_decisions_data).
-        """
+        """Rows of ``decisions`` (ValueError when one is not numbered from 1)."""
         rows = []
-        for index, decision in enumerate(decisions):
+        for decision in decisions:
             if type(decision.sequence) is not int or decision.sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has sequence "
@@ -633,11 +628,7 @@ class _Database:
                     decision.sequence,
                     decision.category.value,
                     decision.timestamp,
-                    self.dumps(
-                        self.registry.unstructure_decision(decision)
-                        if data is None
-                        else data[index]
-                    ),
+                    self.documents.decision(decision),
                 )
             )
         return rows
@@ -1512,11 +1503,9 @@ class _Writer:
         documents = _Documents()
         request_rows: list[list[Any]] = []
         decision_rows: list[list[Any]] = []
-        registry = db.registry
         for write, stored in requests:
             request_id = write.request.request_id
-            data = registry.unstructure_request(stored)
-            documents.append(db.dumps(data))
+            documents.append(db.documents.request(stored)[0])
             state_id, status, reason, actor, created, updated, kind, original, due = (
                 _request_columns(stored)
             )
@@ -1537,9 +1526,7 @@ class _Writer:
                 ]
             )
             new = write.new_decisions
-            for _, sequence, category, timestamp, text in db.decision_rows(
-                request_id, new, new_decisions_data(data, stored, new)
-            ):
+            for _, sequence, category, timestamp, text in db.decision_rows(request_id, new):
                 documents.append(text)
                 decision_rows.append(
                     [request_id, sequence, category, _instant(timestamp), len(documents)]
