@@ -176,3 +176,61 @@ async def test_a_bounded_pool_is_lent_back_after_each_command(redis_url: str, pr
         assert (await store.requests.list()).items == ()
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_commands_share_one_deadline_timer(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    await store._b.call("PING")
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: object, **kwargs: object) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    for _ in range(30):
+        await store._b.call("PING")
+    # The deadline watch armed by the first command covers the next ones: no timer each.
+    assert len(timers) <= 1
+
+
+@pytest.mark.anyio
+async def test_only_the_command_past_its_deadline_times_out(redis_url: str, prefix: str) -> None:
+    import asyncio
+
+    store = await RedisStore.open(
+        redis_url, registry=sample_registry(), prefix=prefix, socket_timeout=0.3
+    )
+    replies: list[bytes] = []
+    timed_out: list[BaseException] = []
+
+    async def stall() -> None:
+        try:
+            await store._b.call("BLPOP", f"{prefix}:never", "5")
+        except redis.exceptions.TimeoutError as error:
+            timed_out.append(error)
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0  # the timeout's cancellation was taken back
+        replies.append(await store._b.call("ECHO", "after"))
+
+    async def chatter() -> None:
+        for n in range(6):
+            replies.append(await store._b.call("ECHO", str(n)))
+            await anyio.sleep(0.1)
+
+    try:
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stall)
+                tg.start_soon(chatter)
+    finally:
+        await store.aclose()
+    assert len(timed_out) == 1
+    assert sorted(replies) == sorted([str(n).encode() for n in range(6)] + [b"after"])
