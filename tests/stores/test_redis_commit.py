@@ -620,6 +620,56 @@ async def test_a_wrong_type_meta_key_is_refused_at_open(redis_url: str, prefix: 
     assert caught.value.key == f"{prefix}:meta"
 
 
+@pytest.mark.anyio
+async def test_a_stored_request_holds_the_registry_encoding_of_it(store: RedisStore) -> None:
+    import json
+
+    first = sample_decision(timestamp=T0, reason="caf\u00e9 \ud800", metadata={"n": [1, "x"]})
+    request = attrs.evolve(
+        sample_request("d", state_id="s:3", created_at=T0), decisions=numbered([first])
+    )
+    (stored,) = await store.committer.commit(GovernedCommit((RequestWrite.create(request),)))
+    canceled = _decided(stored, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    (stored,) = await store.committer.commit(
+        GovernedCommit((RequestWrite.update(stored, canceled),))
+    )
+    raw = await store.client.hget(store.keys.request("d"), "document")
+    assert raw is not None
+    expected = {"schema": 3, "request": store._b.registry.unstructure_request(stored)}
+    assert json.loads(raw) == json.loads(json.dumps(expected))
+    assert await store.requests.get("d") == stored
+    await _log_matches(store, "d")
+
+
+@pytest.mark.anyio
+async def test_a_write_encodes_only_the_decisions_not_encoded_before(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, b = await _seed(store)
+    registry = store._b.registry
+    encoded: list[int] = []
+    whole, one = registry.unstructure_request, registry.unstructure_decision
+
+    def request_hook(request: Any) -> Any:
+        encoded.append(len(request.decisions))
+        return whole(request)
+
+    def decision_hook(decision: RequestDecision) -> Any:
+        encoded.append(1)
+        return one(decision)
+
+    monkeypatch.setattr(registry, "unstructure_request", request_hook)
+    monkeypatch.setattr(registry, "unstructure_decision", decision_hook)
+    approved = _decided(b, RequestStatus.APPROVED, LifecycleDecision.APPROVED)
+    (approved,) = await store.committer.commit(GovernedCommit((RequestWrite.update(b, approved),)))
+    encoded.clear()
+    canceled = _decided(approved, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    await store.committer.commit(GovernedCommit((RequestWrite.update(approved, canceled),)))
+    # The request's earlier decisions were encoded by the previous write: only the new one.
+    assert sum(encoded) == 1
+    await _log_matches(store, "b")
+
+
 # -- opening: URLs, options, event loop -----------------------------------------------------
 
 
