@@ -52,14 +52,15 @@ SCRIPT = "return {KEYS[1], ARGV[1]}"
 ODD_PARTS: list[str | bytes] = ["", b"", "caf\u00e9:\u2603", "\U0001f600", b"\x00\xff\r\n", "-1"]
 
 
-@pytest.fixture(params=["hiredis", "python"])
+@pytest.fixture(params=["kept", "fresh"])
 def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each way :class:`Evalsha` packs the parts of a call: hiredis's C packer, Python's."""
-    if request.param == "python":
-        monkeypatch.setattr(_redis_wire, "_bulk", _redis_wire._python_bulk)
+    """Each way :class:`Evalsha` packs a short part: kept from an earlier call, or fresh."""
+    if request.param == "fresh":
+        monkeypatch.setattr(_redis_wire, "_KEPT", {})
     else:
-        pytest.importorskip("hiredis", reason="hiredis is not installed")
-        assert _redis_wire._bulk is not _redis_wire._python_bulk
+        _redis_wire._KEPT.clear()
+        for part in [*ODD_PARTS, "k", "a", "k1", b"k2", "\u2603" * 4]:
+            _redis_wire._kept(part)
     return str(request.param)
 
 
@@ -71,6 +72,7 @@ def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         (("p:seq", "p:caf\u00e9"), ("p:ready", "3"), (), ()),
         (("p:seq",), ("3",), ("k1", b"k2", "", "\u2603" * 4), ODD_PARTS),
         (("p:seq",), (), ODD_PARTS, ("x" * 70_000, b"y" * 100_000)),
+        ((), (), ("k" * 160, b"k" * 161), ("\u2603" * 54, "\u2603" * 53, b"a" * 160)),
     ],
 )
 def test_evalsha_writes_what_redis_py_writes(
@@ -86,6 +88,14 @@ def test_evalsha_writes_what_redis_py_writes(
     connection = aioredis.Connection()
     assert script.pack(keys, args) == b"".join(connection.pack_command(*command))
     assert script.pack(list(keys), list(args)) == pack(command)
+
+
+def test_the_kept_parts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_redis_wire, "_KEPT", {})
+    script = Evalsha(SCRIPT)
+    for n in range(_redis_wire._KEPT_LIMIT + 10):
+        script.pack([f"k{n}"], [])
+    assert 0 < len(_redis_wire._KEPT) <= _redis_wire._KEPT_LIMIT
 
 
 def test_evalsha_names_the_script_as_redis_does() -> None:
