@@ -42,18 +42,17 @@ def pack(command: Sequence[bytes | str | int]) -> bytes:
 
     Text is UTF-8 (strict, like redis-py's encoder); ``int`` is written in decimal.
     """
-    parts = [
-        b"$%d\r\n%b\r\n" % (len(arg), arg)
-        for arg in [
-            arg if type(arg) is bytes else arg.encode() if type(arg) is str else _coerce(arg)
-            for arg in command
-        ]
-    ]
-    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+    out = [b"*%d\r\n" % len(command)]
+    try:
+        _bulks(command, out)  # type: ignore[arg-type]
+    except (TypeError, AttributeError, ValueError):  # a part not exactly str or bytes
+        out = [out[0]]
+        _bulks([_coerce(arg) for arg in command], out)
+    return b"".join(out)
 
 
 def _python_bulk(parts: tuple[str | bytes, ...]) -> bytes:
-    """``parts`` as consecutive RESP2 bulk strings (no leading count), packed in Python."""
+    """``parts`` as consecutive RESP2 bulk strings (no leading count)."""
     return pack(parts).split(b"\n", 1)[1]
 
 

@@ -41,6 +41,8 @@ prefix, store = store_fixtures(sample_registry)
         ("EVALSHA", "0" * 40, 2, "k1", b"k2", "", b"", 0, -17, 12345678901234567890),
         ("SET", "caf\u00e9:\u2603", "\U0001f600" * 3, b"\x00\xff\r\n"),
         ("SET", "big", b"x" * 100_000),
+        ("SET", memoryview(bytearray(b"key")), memoryview(b"value")),
+        ("HSET", "p:k", "f", 7, "g", memoryview(bytearray(b"x" * 200))),
     ],
 )
 def test_pack_writes_what_redis_py_writes(command: tuple[object, ...]) -> None:
