@@ -739,29 +739,52 @@ class _Backend:
     def request_document(self, request: MutationRequest) -> tuple[bytes, list[bytes] | None]:
         """The stored document of ``request`` and the JSON of each of its decisions.
 
-        The request without its decisions is encoded by the registry, and its decisions
-        are spliced in as ``"decisions"`` (the last key) from :meth:`decision_text`: the
-        same JSON data as encoding the whole request, without encoding again the
-        decisions an earlier write of the request encoded. A request or decision of a
-        subclass is encoded whole (its hooks may differ); the texts are then None.
+        The document is the registry's encoding of the request with ``"decisions"`` (the
+        last key) spliced in from :meth:`decision_text`: the same JSON data, without
+        encoding again the decisions an earlier write of the request encoded. When most
+        of its decisions are new to the store (a request read from it), the whole request
+        is encoded at once (cheaper than decision by decision) and the decisions' texts
+        kept from it. A request or decision of a subclass is encoded whole (its hooks may
+        differ); the texts are then None.
         """
         decisions = request.decisions
         registry = self.registry
-        if request.__class__ is MutationRequest and all(
-            decision.__class__ is RequestDecision for decision in decisions
+        if request.__class__ is not MutationRequest or any(
+            decision.__class__ is not RequestDecision for decision in decisions
         ):
+            return self.dump("request", registry.unstructure_request(request)), None
+        texts = self._decision_texts
+        missing = 0
+        for decision in decisions:
+            kept = texts.get(id(decision))
+            if kept is None or kept[0] is not decision:
+                missing += 1
+        if missing * 3 >= len(decisions) * 2 and missing > 1:
+            data = registry.unstructure_request(request)
+            encoded = data.pop("decisions", None)
+            if encoded.__class__ is not list or len(encoded) != len(decisions):
+                data["decisions"] = encoded
+                return self.dump("request", data), None
+            if len(texts) + len(decisions) > _DECISION_TEXTS:
+                texts.clear()
+            out = []
+            for decision, item in zip(decisions, encoded, strict=True):
+                text = registry.dumps(item).encode("utf-8")
+                texts[id(decision)] = (decision, text)
+                out.append(text)
+        else:
             bare = _build_request(*_before_decisions(request), (), *_after_decisions(request))
             data = registry.unstructure_request(bare)
-            if data.pop("decisions", None) == []:
-                texts = [self.decision_text(decision) for decision in decisions]
-                head = registry.dumps(data).encode("utf-8")
-                document = b'{"schema":%d,"request":%b,"decisions":[%b]}}' % (
-                    _DOCUMENT_SCHEMA,
-                    head[:-1],
-                    b",".join(texts),
-                )
-                return document, texts
-        return self.dump("request", registry.unstructure_request(request)), None
+            if data.pop("decisions", None) != []:
+                return self.dump("request", registry.unstructure_request(request)), None
+            out = [self.decision_text(decision) for decision in decisions]
+        head = registry.dumps(data).encode("utf-8")
+        document = b'{"schema":%d,"request":%b,"decisions":[%b]}}' % (
+            _DOCUMENT_SCHEMA,
+            head[:-1],
+            b",".join(out),
+        )
+        return document, out
 
     def decision_args(
         self,
