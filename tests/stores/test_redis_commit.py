@@ -624,19 +624,30 @@ async def test_a_wrong_type_meta_key_is_refused_at_open(redis_url: str, prefix: 
 async def test_a_stored_request_holds_the_registry_encoding_of_it(store: RedisStore) -> None:
     import json
 
+    async def stored_document() -> Any:
+        raw = await store.client.hget(store.keys.request("d"), "document")
+        assert raw is not None
+        return json.loads(raw)
+
     first = sample_decision(timestamp=T0, reason="caf\u00e9 \ud800", metadata={"n": [1, "x"]})
     request = attrs.evolve(
         sample_request("d", state_id="s:3", created_at=T0), decisions=numbered([first])
     )
     (stored,) = await store.committer.commit(GovernedCommit((RequestWrite.create(request),)))
-    canceled = _decided(stored, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    approved = _decided(stored, RequestStatus.APPROVED, LifecycleDecision.APPROVED)
     (stored,) = await store.committer.commit(
-        GovernedCommit((RequestWrite.update(stored, canceled),))
+        GovernedCommit((RequestWrite.update(stored, approved),))
     )
-    raw = await store.client.hget(store.keys.request("d"), "document")
-    assert raw is not None
+    # Written from the store's own copies (earlier decisions kept), then from a read
+    # (every decision new to the store): the same data as the registry's encoding.
     expected = {"schema": 3, "request": store._b.registry.unstructure_request(stored)}
-    assert json.loads(raw) == json.loads(json.dumps(expected))
+    assert await stored_document() == json.loads(json.dumps(expected))
+    read = await store.requests.get("d")
+    assert read == stored
+    canceled = _decided(read, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    (stored,) = await store.committer.commit(GovernedCommit((RequestWrite.update(read, canceled),)))
+    expected = {"schema": 3, "request": store._b.registry.unstructure_request(stored)}
+    assert await stored_document() == json.loads(json.dumps(expected))
     assert await store.requests.get("d") == stored
     await _log_matches(store, "d")
 
