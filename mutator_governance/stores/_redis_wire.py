@@ -270,7 +270,12 @@ class Wire:
             await self._pool.release(connection)
 
     async def aclose(self) -> None:
-        """Lend every kept connection back to the pool (which the client then closes)."""
+        """Lend every kept connection back to the pool (which the client then closes); with
+        no command in flight, drop the deadline watch (a closed store leaves no timer)."""
+        if not self._flights:
+            for handle in self._watches.values():
+                handle.cancel()
+            self._watches.clear()
         idle, self._idle = self._idle, []
         for connection in idle:
             await self._give_back(connection, broken=False)

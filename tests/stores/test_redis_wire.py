@@ -210,6 +210,8 @@ async def test_commands_share_one_deadline_timer(
         await store._b.call("PING")
     # The deadline watch armed by the first command covers the next ones: no timer each.
     assert len(timers) <= 1
+    await store._b.wire.aclose()
+    assert not store._b.wire._watches  # closed, it leaves no timer behind
 
 
 @pytest.mark.anyio
