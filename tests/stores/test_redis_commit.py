@@ -620,6 +620,67 @@ async def test_a_wrong_type_meta_key_is_refused_at_open(redis_url: str, prefix: 
     assert caught.value.key == f"{prefix}:meta"
 
 
+@pytest.mark.anyio
+async def test_a_stored_request_holds_the_registry_encoding_of_it(store: RedisStore) -> None:
+    import json
+
+    async def stored_document() -> Any:
+        raw = await store.client.hget(store.keys.request("d"), "document")
+        assert raw is not None
+        return json.loads(raw)
+
+    first = sample_decision(timestamp=T0, reason="caf\u00e9 \ud800", metadata={"n": [1, "x"]})
+    request = attrs.evolve(
+        sample_request("d", state_id="s:3", created_at=T0), decisions=numbered([first])
+    )
+    (stored,) = await store.committer.commit(GovernedCommit((RequestWrite.create(request),)))
+    approved = _decided(stored, RequestStatus.APPROVED, LifecycleDecision.APPROVED)
+    (stored,) = await store.committer.commit(
+        GovernedCommit((RequestWrite.update(stored, approved),))
+    )
+    # Written from the store's own copies (earlier decisions kept), then from a read
+    # (every decision new to the store): the same data as the registry's encoding.
+    expected = {"schema": 3, "request": store._b.registry.unstructure_request(stored)}
+    assert await stored_document() == json.loads(json.dumps(expected))
+    read = await store.requests.get("d")
+    assert read == stored
+    canceled = _decided(read, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    (stored,) = await store.committer.commit(GovernedCommit((RequestWrite.update(read, canceled),)))
+    expected = {"schema": 3, "request": store._b.registry.unstructure_request(stored)}
+    assert await stored_document() == json.loads(json.dumps(expected))
+    assert await store.requests.get("d") == stored
+    await _log_matches(store, "d")
+
+
+@pytest.mark.anyio
+async def test_a_write_encodes_only_the_decisions_not_encoded_before(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, b = await _seed(store)
+    registry = store._b.registry
+    encoded: list[int] = []
+    whole, one = registry.unstructure_request, registry.unstructure_decision
+
+    def request_hook(request: Any) -> Any:
+        encoded.append(len(request.decisions))
+        return whole(request)
+
+    def decision_hook(decision: RequestDecision) -> Any:
+        encoded.append(1)
+        return one(decision)
+
+    monkeypatch.setattr(registry, "unstructure_request", request_hook)
+    monkeypatch.setattr(registry, "unstructure_decision", decision_hook)
+    approved = _decided(b, RequestStatus.APPROVED, LifecycleDecision.APPROVED)
+    (approved,) = await store.committer.commit(GovernedCommit((RequestWrite.update(b, approved),)))
+    encoded.clear()
+    canceled = _decided(approved, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
+    await store.committer.commit(GovernedCommit((RequestWrite.update(approved, canceled),)))
+    # The request's earlier decisions were encoded by the previous write: only the new one.
+    assert sum(encoded) == 1
+    await _log_matches(store, "b")
+
+
 # -- opening: URLs, options, event loop -----------------------------------------------------
 
 

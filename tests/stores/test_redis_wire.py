@@ -41,6 +41,8 @@ prefix, store = store_fixtures(sample_registry)
         ("EVALSHA", "0" * 40, 2, "k1", b"k2", "", b"", 0, -17, 12345678901234567890),
         ("SET", "caf\u00e9:\u2603", "\U0001f600" * 3, b"\x00\xff\r\n"),
         ("SET", "big", b"x" * 100_000),
+        ("SET", memoryview(bytearray(b"key")), memoryview(b"value")),
+        ("HSET", "p:k", "f", 7, "g", memoryview(bytearray(b"x" * 200))),
     ],
 )
 def test_pack_writes_what_redis_py_writes(command: tuple[object, ...]) -> None:
@@ -52,14 +54,15 @@ SCRIPT = "return {KEYS[1], ARGV[1]}"
 ODD_PARTS: list[str | bytes] = ["", b"", "caf\u00e9:\u2603", "\U0001f600", b"\x00\xff\r\n", "-1"]
 
 
-@pytest.fixture(params=["hiredis", "python"])
+@pytest.fixture(params=["kept", "fresh"])
 def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each way :class:`Evalsha` packs the parts of a call: hiredis's C packer, Python's."""
-    if request.param == "python":
-        monkeypatch.setattr(_redis_wire, "_bulk", _redis_wire._python_bulk)
+    """Each way :class:`Evalsha` packs a short part: kept from an earlier call, or fresh."""
+    if request.param == "fresh":
+        monkeypatch.setattr(_redis_wire, "_KEPT", {})
     else:
-        pytest.importorskip("hiredis", reason="hiredis is not installed")
-        assert _redis_wire._bulk is not _redis_wire._python_bulk
+        _redis_wire._KEPT.clear()
+        for part in [*ODD_PARTS, "k", "a", "k1", b"k2", "\u2603" * 4]:
+            _redis_wire._kept(part)
     return str(request.param)
 
 
@@ -71,6 +74,7 @@ def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         (("p:seq", "p:caf\u00e9"), ("p:ready", "3"), (), ()),
         (("p:seq",), ("3",), ("k1", b"k2", "", "\u2603" * 4), ODD_PARTS),
         (("p:seq",), (), ODD_PARTS, ("x" * 70_000, b"y" * 100_000)),
+        ((), (), ("k" * 160, b"k" * 161), ("\u2603" * 54, "\u2603" * 53, b"a" * 160)),
     ],
 )
 def test_evalsha_writes_what_redis_py_writes(
@@ -86,6 +90,14 @@ def test_evalsha_writes_what_redis_py_writes(
     connection = aioredis.Connection()
     assert script.pack(keys, args) == b"".join(connection.pack_command(*command))
     assert script.pack(list(keys), list(args)) == pack(command)
+
+
+def test_the_kept_parts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_redis_wire, "_KEPT", {})
+    script = Evalsha(SCRIPT)
+    for n in range(_redis_wire._KEPT_LIMIT + 10):
+        script.pack([f"k{n}"], [])
+    assert 0 < len(_redis_wire._KEPT) <= _redis_wire._KEPT_LIMIT
 
 
 def test_evalsha_names_the_script_as_redis_does() -> None:
@@ -176,3 +188,63 @@ async def test_a_bounded_pool_is_lent_back_after_each_command(redis_url: str, pr
         assert (await store.requests.list()).items == ()
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_commands_share_one_deadline_timer(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    await store._b.call("PING")
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: object, **kwargs: object) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    for _ in range(30):
+        await store._b.call("PING")
+    # The deadline watch armed by the first command covers the next ones: no timer each.
+    assert len(timers) <= 1
+    await store._b.wire.aclose()
+    assert not store._b.wire._watches  # closed, it leaves no timer behind
+
+
+@pytest.mark.anyio
+async def test_only_the_command_past_its_deadline_times_out(redis_url: str, prefix: str) -> None:
+    import asyncio
+
+    store = await RedisStore.open(
+        redis_url, registry=sample_registry(), prefix=prefix, socket_timeout=0.3
+    )
+    replies: list[bytes] = []
+    timed_out: list[BaseException] = []
+
+    async def stall() -> None:
+        try:
+            await store._b.call("BLPOP", f"{prefix}:never", "5")
+        except redis.exceptions.TimeoutError as error:
+            timed_out.append(error)
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0  # the timeout's cancellation was taken back
+        replies.append(await store._b.call("ECHO", "after"))
+
+    async def chatter() -> None:
+        for n in range(6):
+            replies.append(await store._b.call("ECHO", str(n)))
+            await anyio.sleep(0.1)
+
+    try:
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stall)
+                tg.start_soon(chatter)
+    finally:
+        await store.aclose()
+    assert len(timed_out) == 1
+    assert sorted(replies) == sorted([str(n).encode() for n in range(6)] + [b"after"])
