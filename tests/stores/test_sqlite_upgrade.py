@@ -1,4 +1,4 @@
-"""Schema upgrades on open: version 2 with rows (unreadable ones too) and version 4 to 5.
+"""Schema upgrades on open: version 2 with rows (unreadable ones too), 4 to 5 and 6 to 7.
 
 Version 5 to 6 (the expiry index) is in ``test_sqlite_expiry.py``.
 """
@@ -23,7 +23,7 @@ from mutator_governance import (
     RequestQuery,
     RequestStatus,
 )
-from mutator_governance.stores import _sqlite_schema
+from mutator_governance.stores import _sqlite, _sqlite_schema
 from mutator_governance.stores._sqlite import (
     SCHEMA_VERSION,
     SQLiteStore,
@@ -118,7 +118,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     _write_v2(path, rows)
 
     async with await SQLiteStore.open(path, registry=sample_registry()) as store:
-        assert store.schema_version == SCHEMA_VERSION == 6
+        assert store.schema_version == SCHEMA_VERSION == 7
         columns = await store._db.run_read(
             lambda c: c.execute(
                 "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
@@ -159,7 +159,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
         ).fetchone()
     finally:
         raw.close()
-    assert versions == [1, 2, 3, 4, 5, 6]
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
     # Version 4: only PENDING rows are indexed by pending reason.
     assert pending_index.endswith("WHERE status = 'pending'")
     assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
@@ -229,7 +229,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
     drop_due_at(tmp_path / "v4.db")
 
     async with Governance.open(url, registry=registry()) as gov:
-        assert gov.requests._db.schema_version == SCHEMA_VERSION == 6  # type: ignore[attr-defined]
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 7  # type: ignore[attr-defined]
         gov.engine.register_policy(NeedsApprover())
         for table, rows in before.items():
             assert await _rows(gov, table) == rows, table
@@ -265,5 +265,58 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
 
 
 def test_terminal_rows_names_every_terminal_status() -> None:
-    terminal = ", ".join(f"'{s.value}'" for s in RequestStatus if s.is_terminal)
-    assert f"status IN ({terminal})" == TERMINAL_ROWS
+    terminal = " OR ".join(f"status = '{s.value}'" for s in RequestStatus if s.is_terminal)
+    assert f"({terminal})" == TERMINAL_ROWS
+
+
+def _index_sql(path: Path, name: str) -> str:
+    raw = sqlite3.connect(path)
+    try:
+        (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    finally:
+        raw.close()
+    text: str = sql
+    return text
+
+
+async def test_a_version_6_database_indexes_terminal_rows_without_a_list_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 7: ``requests_by_updated`` states its predicate as comparisons (no ``IN``
+    list for SQLite to build a table for on every request write); it holds the same rows,
+    so a purge still finds the terminal requests written before the upgrade."""
+    url = f"sqlite:///{tmp_path / 'v6.db'}"
+    with monkeypatch.context() as patched:
+        patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 6)
+        async with Governance.open(url, registry=registry()) as gov:
+            gov.engine.register_policy(NeedsApprover())
+            await gov.states.put("counter:a", Counter(0))
+            first = await _run_one(gov)
+            waiting = await gov.submit(Increment(2), state_id="counter:a", context=ALICE)
+    assert " IN (" in _index_sql(tmp_path / "v6.db", "requests_by_updated")
+
+    async with Governance.open(url, registry=registry()) as gov:
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 7  # type: ignore[attr-defined]
+        gov.engine.register_policy(NeedsApprover())
+        second = await _run_one(gov)
+        purged = await gov.requests.purge(
+            before=datetime.now(UTC) + timedelta(days=1), statuses=TERMINAL_STATUSES, limit=10
+        )
+        assert sorted(purged.request_ids) == sorted([first, second])
+        assert await gov.requests.get(waiting.request_id) is not None
+    assert _index_sql(tmp_path / "v6.db", "requests_by_updated").endswith(f"WHERE {TERMINAL_ROWS}")
+
+
+@pytest.mark.parametrize("statement", ["_CREATE_REQUEST", "_UPDATE_MUTABLE", "_UPDATE_REQUEST"])
+def test_a_request_write_builds_no_temporary_table(statement: str) -> None:
+    """Each index predicate a request write checks is plain comparisons: SQLite builds an
+    ephemeral table for an ``IN`` list on every execution of the statement."""
+    raw = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _sqlite_schema.migrate(raw, ":memory:")
+        sql = getattr(_sqlite, statement)
+        parameters = [None] * (12 if statement == "_CREATE_REQUEST" else 13)
+        program = raw.execute(f"EXPLAIN {sql}", parameters).fetchall()
+    finally:
+        raw.close()
+    assert [op for op in program if op[1] == "OpenEphemeral"] == []
