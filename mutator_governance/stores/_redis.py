@@ -75,7 +75,6 @@ import functools
 import heapq
 import logging
 import math
-import operator
 import re
 import time
 import uuid
@@ -92,7 +91,6 @@ from redis.backoff import NoBackoff
 
 from mutator import AuditEntry, ConcurrencyError, ConfigurationError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
-from mutator.values import trusted
 
 from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
@@ -119,7 +117,7 @@ from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
-from ._documents import decode, join_field, pace, paced, parse
+from ._documents import RequestDocuments, decode, join_field, pace, paced, parse
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -165,12 +163,6 @@ _GLOB = re.compile(r"([*?\[\]\\])")
 # Redis replies that mean "the server cannot take this write now", not bad data.
 _UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 _UPGRADE_WAIT = 60.0
-_DECISION_TEXTS = 2048  # decisions whose JSON a store keeps (see _Backend.request_document)
-_REQUEST_FIELDS = tuple(field.name for field in attrs.fields(MutationRequest))
-_DECISIONS_AT = _REQUEST_FIELDS.index("decisions")
-_before_decisions = operator.attrgetter(*_REQUEST_FIELDS[:_DECISIONS_AT])
-_after_decisions = operator.attrgetter(*_REQUEST_FIELDS[_DECISIONS_AT + 1 :])
-_build_request = trusted(MutationRequest)
 _log = logging.getLogger("mutator.governance.redis")
 
 
@@ -541,8 +533,7 @@ class _Backend:
         self.registry = registry
         self.url = url
         self.wire = Wire(client.connection_pool, keep=keep_connections)
-        # id(decision) -> (decision, its JSON): see request_document.
-        self._decision_texts: dict[int, tuple[RequestDecision, bytes]] = {}
+        self.documents = RequestDocuments(registry)
         # The commit script's leading KEYS and ARGV (see _redis_scripts.COMMIT), packed once.
         self.script = Evalsha(
             scripts.COMMIT,
@@ -717,101 +708,25 @@ class _Backend:
 
     # -- script arguments ----------------------------------------------------------------
 
-    def decision_text(self, decision: RequestDecision) -> bytes:
-        """The JSON of ``decision`` (UTF-8), kept for the next write of its request.
-
-        A request's decisions never change once made, and each write of a request sends
-        all of them (its document) while the objects themselves are carried from write to
-        write (a claim's decisions are its commit's first ones): so each is encoded once
-        while the store keeps it. Kept by identity, the object held so its id is not reused.
-        """
-        kept = self._decision_texts.get(id(decision))
-        if kept is not None and kept[0] is decision:
-            return kept[1]
-        registry = self.registry
-        text = registry.dumps(registry.unstructure_decision(decision)).encode("utf-8")
-        texts = self._decision_texts
-        if len(texts) >= _DECISION_TEXTS:
-            texts.clear()
-        texts[id(decision)] = (decision, text)
-        return text
-
-    def request_document(self, request: MutationRequest) -> tuple[bytes, list[bytes] | None]:
-        """The stored document of ``request`` and the JSON of each of its decisions.
-
-        The document is the registry's encoding of the request with ``"decisions"`` (the
-        last key) spliced in from :meth:`decision_text`: the same JSON data, without
-        encoding again the decisions an earlier write of the request encoded. When most
-        of its decisions are new to the store (a request read from it), the whole request
-        is encoded at once (cheaper than decision by decision) and the decisions' texts
-        kept from it. A request or decision of a subclass is encoded whole (its hooks may
-        differ); the texts are then None.
-        """
-        decisions = request.decisions
-        registry = self.registry
-        if request.__class__ is not MutationRequest or any(
-            decision.__class__ is not RequestDecision for decision in decisions
-        ):
-            return self.dump("request", registry.unstructure_request(request)), None
-        texts = self._decision_texts
-        missing = 0
-        for decision in decisions:
-            kept = texts.get(id(decision))
-            if kept is None or kept[0] is not decision:
-                missing += 1
-        if missing * 3 >= len(decisions) * 2 and missing > 1:
-            data = registry.unstructure_request(request)
-            encoded = data.pop("decisions", None)
-            if encoded.__class__ is not list or len(encoded) != len(decisions):
-                data["decisions"] = encoded
-                return self.dump("request", data), None
-            if len(texts) + len(decisions) > _DECISION_TEXTS:
-                texts.clear()
-            out = []
-            for decision, item in zip(decisions, encoded, strict=True):
-                text = registry.dumps(item).encode("utf-8")
-                texts[id(decision)] = (decision, text)
-                out.append(text)
-        else:
-            bare = _build_request(*_before_decisions(request), (), *_after_decisions(request))
-            data = registry.unstructure_request(bare)
-            if data.pop("decisions", None) != []:
-                return self.dump("request", registry.unstructure_request(request)), None
-            out = [self.decision_text(decision) for decision in decisions]
-        head = registry.dumps(data).encode("utf-8")
-        document = b'{"schema":%d,"request":%b,"decisions":[%b]}}' % (
-            _DOCUMENT_SCHEMA,
-            head[:-1],
-            b",".join(out),
-        )
-        return document, out
-
     def decision_args(
         self,
         request_id: str,
         decisions: Sequence[RequestDecision],
-        texts: Sequence[bytes] | None = None,
     ) -> tuple[list[str], list[str | bytes]]:
-        """The per-decision KEYS and ARGV of a script section.
-
-        ``texts``: the decisions' JSON when already at hand (see :meth:`request_document`),
-        so they are not encoded twice.
-        """
+        """The per-decision KEYS and ARGV of a script section (each decision's JSON is
+        the one its request's document was written with, see :class:`RequestDocuments`)."""
         keys: list[str] = []
         owner = self.registry.dumps(request_id).encode()
         args: list[str | bytes] = [str(len(decisions)), owner]
-        for index, decision in enumerate(decisions):
+        documents = self.documents
+        for decision in decisions:
             sequence = decision.sequence
             if type(sequence) is not int or sequence < 1:
                 raise ValueError(
                     f"decision {decision} of request {request_id!r} has no sequence number "
                     f"(sequence {sequence!r}; decisions are numbered from 1)"
                 )
-            encoded = (
-                self.registry.dumps(self.registry.unstructure_decision(decision)).encode()
-                if texts is None
-                else texts[index]
-            )
+            encoded = documents.decision(decision).encode("utf-8")
             keys.append(self.keys.recent(decision.category))
             args += [str(sequence), encoded, _stamp(decision.timestamp)]
         return keys, args
@@ -827,13 +742,11 @@ class _Backend:
         """The KEYS and ARGV of one script section (``mode`` create, update or log)."""
         request_key = self.keys.request(request_id)
         logs = [self.keys.decisions(request_id), self.keys.decision_members(request_id)]
-        new_texts = None
         if request is None:
             keys = [request_key, *logs]
             args: list[str | bytes] = [mode, "", "", "", "", "", "", "0", "", "0"]
         else:
-            document, texts = self.request_document(request)
-            new_texts = _new_texts(request, decisions, texts)
+            document = self.wrap("request", self.documents.request(request)[0].encode("utf-8"))
             indexes = self.keys.request_indexes(request)
             updated = self.keys.updated_indexes(request)
             keys = [request_key, *logs, *indexes, *updated]
@@ -849,7 +762,7 @@ class _Backend:
                 _member(request.updated_at, request_id) if updated else b"",
                 str(len(updated)),
             ]
-        decision_keys, decision_args = self.decision_args(request_id, decisions, new_texts)
+        decision_keys, decision_args = self.decision_args(request_id, decisions)
         return keys + decision_keys, args + decision_args
 
     def state_args(self, write: StateWrite | None) -> tuple[list[str], list[str | bytes]]:
@@ -866,24 +779,6 @@ class _Backend:
             _raw(write.request_id or ""),
         ]
         return keys, args
-
-
-def _new_texts(
-    request: MutationRequest, new: Sequence[RequestDecision], texts: Sequence[bytes] | None
-) -> Sequence[bytes] | None:
-    """The JSON of ``new`` among ``texts`` (those of ``request``'s decisions), or None.
-
-    A write's new decisions are normally the last of its request, those very objects.
-    """
-    count = len(new)
-    decisions = request.decisions
-    if texts is None or not count or count > len(decisions):
-        return None
-    start = len(decisions) - count
-    for offset, decision in enumerate(new):
-        if decision is not decisions[start + offset]:
-            return None
-    return texts[start:]
 
 
 def _text(value: Any) -> str:

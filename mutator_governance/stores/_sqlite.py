@@ -40,7 +40,6 @@ import builtins
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -74,9 +73,9 @@ from .._query import (
     next_version,
 )
 from .._registry import MutationRegistry
-from .._request import MutationRequest, copy_request, expiry_deadline
+from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
-from ._documents import decode, pace, paced, parse
+from ._documents import RequestDocuments, decode, pace, paced, parse
 from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
 from ._sqlite_schema import (
     DUE_ROWS,
@@ -544,74 +543,29 @@ class _Database:
             await anyio.to_thread.run_sync(self.close)
 
 
-_DECISIONS_KEPT = 1024
-"""Encoded decisions a codec keeps (see ``_Codec.decision``) before it starts over."""
-
-_NO_DECISIONS: dict[str, Any] = {"decisions": ()}
-
-
 class _Codec:
     """Documents in and out through the registry; unreadable ones raise StoredDataError.
 
-    Each decision object is encoded once: a request's document repeats every decision
-    it has, and an operation writes the request with its new decisions and those
-    decisions' own rows, often twice (an execution's claim, then its outcome). A
-    request's document is the registry's document of the request without its decisions,
-    with the encoded decisions put in place of a marker no stored text holds.
+    Requests and decisions are written through :class:`RequestDocuments`: each decision
+    object is encoded once, though an operation writes it in its request's document and
+    in its own row, and an execution writes the request twice (claim, then outcome).
     """
 
     def __init__(self, registry: MutationRegistry) -> None:
         self.registry = registry
-        # id -> (decision, its JSON): the decision is held, so its id is not reused.
-        self._decisions: dict[int, tuple[RequestDecision, str]] = {}
-        self._decision_hook: Callable[[Any], Any] | None = None
-        self._marker = f"mutator-decisions-{uuid.uuid4().hex}"
-        self._marker_json = registry.dumps(self._marker)
+        self.documents = RequestDocuments(registry)
 
     def dumps(self, data: Any) -> str:
         """The registry's compact JSON (always encodable as UTF-8)."""
         return self.registry.dumps(data)
 
     def request(self, request: MutationRequest) -> str:
-        """The registry's document of ``request`` (the same text), each decision encoded once.
-
-        Any failure, or a marker found where it was not put, takes the registry's own
-        path, which raises the located error.
-        """
-        if request.decisions and request.__class__ is MutationRequest:
-            try:
-                data = self.registry.unstructure_request(copy_request(request, _NO_DECISIONS))
-                data["decisions"] = self._marker
-                head, found, tail = self.dumps(data).partition(self._marker_json)
-                if found and self._marker_json not in tail:
-                    decisions = ",".join([self.decision(d) for d in request.decisions])
-                    return f"{head}[{decisions}]{tail}"
-            except Exception:  # the registry's pass below raises it, located
-                pass
-        return self.dumps(self.registry.unstructure_request(request))
+        """The registry's document of ``request`` (the same text)."""
+        return self.documents.request(request)[0]
 
     def decision(self, decision: RequestDecision) -> str:
-        """``decision``'s JSON, encoded once per decision object (decisions are immutable).
-
-        Safe from any thread: a lost race only encodes a decision twice.
-        """
-        kept = self._decisions.get(id(decision))
-        if kept is not None and kept[0] is decision:
-            return kept[1]
-        hook = self._decision_hook
-        if hook is None:
-            hook = self._decision_hook = self.registry.converter.get_unstructure_hook(
-                RequestDecision
-            )
-        try:
-            data = hook(decision)
-        except Exception:  # the located pass below says where and why
-            data = self.registry.unstructure_decision(decision)
-        text = self.dumps(data)
-        if len(self._decisions) >= _DECISIONS_KEPT:
-            self._decisions.clear()
-        self._decisions[id(decision)] = (decision, text)
-        return text
+        """The registry's JSON of ``decision``, encoded once per decision object."""
+        return self.documents.decision(decision)
 
     def value(self, value: Any) -> str:
         return self.dumps(self.registry.unstructure_value(value))

@@ -657,27 +657,22 @@ async def test_a_write_encodes_only_the_decisions_not_encoded_before(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, b = await _seed(store)
-    registry = store._b.registry
-    encoded: list[int] = []
-    whole, one = registry.unstructure_request, registry.unstructure_decision
+    documents = store._b.documents
+    hook = store._b.registry.converter.get_unstructure_hook(RequestDecision)
+    encoded: list[RequestDecision] = []
 
-    def request_hook(request: Any) -> Any:
-        encoded.append(len(request.decisions))
-        return whole(request)
+    def counting(decision: RequestDecision) -> Any:
+        encoded.append(decision)
+        return hook(decision)
 
-    def decision_hook(decision: RequestDecision) -> Any:
-        encoded.append(1)
-        return one(decision)
-
-    monkeypatch.setattr(registry, "unstructure_request", request_hook)
-    monkeypatch.setattr(registry, "unstructure_decision", decision_hook)
+    monkeypatch.setattr(documents, "_hook", counting)
     approved = _decided(b, RequestStatus.APPROVED, LifecycleDecision.APPROVED)
     (approved,) = await store.committer.commit(GovernedCommit((RequestWrite.update(b, approved),)))
     encoded.clear()
     canceled = _decided(approved, RequestStatus.CANCELED, LifecycleDecision.CANCELED)
     await store.committer.commit(GovernedCommit((RequestWrite.update(approved, canceled),)))
     # The request's earlier decisions were encoded by the previous write: only the new one.
-    assert sum(encoded) == 1
+    assert encoded == [canceled.decisions[-1]]
     await _log_matches(store, "b")
 
 

@@ -29,7 +29,6 @@ from mutator import (
 from mutator_governance import (
     GovernedCommit,
     LifecycleDecision,
-    MutationRegistry,
     MutationRequest,
     RequestAlreadyExistsError,
     RequestConcurrencyError,
@@ -43,9 +42,9 @@ from mutator_governance import (
     StoreUnavailableError,
 )
 from mutator_governance.stores import open_store
-from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteOptions, SQLiteStore, _Codec
+from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteOptions, SQLiteStore
 from mutator_governance.stores._sqlite_schema import MIGRATIONS
-from mutator_governance.testing import SampleState, sample_decision, sample_registry
+from mutator_governance.testing import SampleState, sample_registry
 from mutator_governance.testing import sample_request as _sample_request
 from mutator_governance.testing._fixtures import SAMPLE_STATE_ID
 
@@ -658,48 +657,3 @@ async def test_an_update_that_changes_a_column_requests_never_change_lands(
             await store.requests.replace(moved, expected_revision=0)
         with pytest.raises(RequestNotFoundError):
             await store.requests.replace(sample_request("r2"), expected_revision=0)
-
-
-def counted_decisions() -> tuple[MutationRegistry, list[RequestDecision]]:
-    """A sample registry whose converter records every decision it unstructures."""
-    registry = sample_registry()
-    hook = registry.converter.get_unstructure_hook(RequestDecision)
-    seen: list[RequestDecision] = []
-
-    def counting(decision: RequestDecision) -> Any:
-        seen.append(decision)
-        return hook(decision)
-
-    registry.converter.register_unstructure_hook(RequestDecision, counting)
-    return registry, seen
-
-
-def test_a_request_and_its_decision_rows_encode_each_decision_once() -> None:
-    """An execution writes its request twice (claim, outcome) and the new decisions' rows:
-    the documents are the registry's, but each decision is unstructured once."""
-    registry, seen = counted_decisions()
-    codec = _Codec(registry)
-    request = sample_request(
-        "r-1",
-        decisions=[
-            sample_decision(LifecycleDecision.SUBMITTED),
-            sample_decision(LifecycleDecision.PENDING, metadata={"decisions": ["x"]}),
-        ],
-    )
-    document = registry.dumps(registry.unstructure_request(request))
-    rows = [registry.dumps(registry.unstructure_decision(d)) for d in request.decisions]
-    seen.clear()
-    assert codec.request(request) == document
-    assert codec.request(request) == document
-    assert [codec.decision(d) for d in request.decisions] == rows
-    assert seen == list(request.decisions)
-
-
-def test_a_request_holding_the_codecs_marker_is_still_the_registrys_document() -> None:
-    registry = sample_registry()
-    codec = _Codec(registry)
-    marker = codec._marker  # what a request's data never holds, unless it does
-    request = sample_request(
-        "r-1", decisions=[sample_decision(metadata={"note": marker})], metadata={"m": marker}
-    )
-    assert codec.request(request) == registry.dumps(registry.unstructure_request(request))
