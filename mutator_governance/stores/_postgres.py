@@ -108,6 +108,7 @@ from .._errors import (
     RequestConcurrencyError,
     RequestNotFoundError,
     StoredDataError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 from .._quarantine import QuarantinedRequest, quarantine_entry
@@ -1952,7 +1953,9 @@ class PostgresStore:
         self._server_time = "SELECT clock_timestamp()"
 
     @classmethod
-    async def open(cls, url: str, *, registry: MutationRegistry, **options: Any) -> PostgresStore:
+    async def open(
+        cls, url: str, *, registry: MutationRegistry, create: bool = True, **options: Any
+    ) -> PostgresStore:
         """Connect to ``url``, create or migrate the schema, and open the connection pool.
 
         ``url`` is ``postgresql://user[:password]@host[:port]/database``; only what it names
@@ -1961,6 +1964,10 @@ class PostgresStore:
         ``connect_timeout``, ``statement_timeout``, ``check_connections``,
         ``write_flights``), also accepted as URL query parameters; other query parameters
         must be libpq connection parameters.
+
+        With ``create=False`` a schema holding no store (no ``schema_version`` table) is
+        refused with :class:`StoreNotFoundError` before anything is written: what an
+        operator's tool uses so that a mistyped schema is an error, not a new empty store.
 
         Raises ConfigurationError (a ValueError) for a malformed URL, an unknown or
         malformed option, or when called outside asyncio — all before connecting;
@@ -2019,6 +2026,8 @@ class PostgresStore:
             db.unavailable("cannot connect to PostgreSQL", error)
         try:
             async with conn:
+                if not create:
+                    await _require_store(conn, schema, safe_url)
                 await _migrate(conn, schema, safe_url)
         except psycopg.Error as error:
             db.unavailable(f"cannot create or migrate the schema {schema!r}", error)
@@ -2080,6 +2089,19 @@ class PostgresStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _require_store(conn: Connection, schema: str, url: str) -> None:
+    """Refuse ``schema`` unless it holds the store's ``schema_version`` table (read only)."""
+    found = await (
+        await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".schema_version',))
+    ).fetchone()
+    if found is None or not found[0]:
+        raise StoreNotFoundError(
+            f"no governance store in the PostgreSQL schema {schema!r} (no schema_version table)",
+            where=schema,
+            url=url,
+        )
 
 
 async def _migrate(conn: Connection, schema: str, url: str) -> None:
