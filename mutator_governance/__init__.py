@@ -48,6 +48,7 @@ from ._errors import (
     SelfApprovalError,
     StateNotFoundError,
     StoredDataError,
+    StoreNotFoundError,
     StoreUnavailableError,
     UnknownMutationTypeError,
 )
@@ -215,6 +216,7 @@ __all__ = [
     "StateNotFoundError",
     "UnknownMutationTypeError",
     "StoredDataError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "ApprovalError",
     "ApprovalConfigurationError",

@@ -9,8 +9,9 @@ on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor; a SQLite URL naming
-no existing governance database too: the command line never creates one).
+traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no existing
+governance store too — a missing SQLite file, a PostgreSQL schema or Redis key prefix
+holding no store: the command line never creates one).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
@@ -56,7 +57,7 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
-from ._errors import GovernanceError, RequestNotFoundError
+from ._errors import GovernanceError, RequestNotFoundError, StoreNotFoundError
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
@@ -567,6 +568,13 @@ def _check_sqlite_file(url: str) -> None:
         )
 
 
+def _existing_only(url: str) -> dict[str, Any]:
+    """The store option that refuses a PostgreSQL schema or Redis prefix holding no store
+    (``create=False``: checked before anything is written), as SQLite files are refused."""
+    scheme = urlsplit(url).scheme.lower()
+    return {"create": False} if scheme in ("postgresql", "postgres", "redis", "rediss") else {}
+
+
 def _holds_governance(path: str) -> bool:
     """Whether the SQLite file has the store's tables (read-only; a file SQLite cannot
     read counts as one, so that opening it reports the store's own error)."""
@@ -590,7 +598,9 @@ async def _run(
 ) -> None:
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
     try:
-        async with Governance.open(args.url, registry=registry, policies=policies) as gov:
+        async with Governance.open(
+            args.url, registry=registry, policies=policies, **_existing_only(args.url)
+        ) as gov:
             await _COMMANDS[name](gov, args, Output(args.json))
     except BaseExceptionGroup as group:
         # a task group (the worker's) wraps the one error that stopped it: report that one
@@ -625,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(_run, args, registry, policies)
     except UsageError as error:
         usage(str(error))
+    except StoreNotFoundError as error:
+        usage(f"{error}; the command line never creates one")
     except ConfigurationError as error:
         usage(str(error))
     except MutatorError as error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mutator import MutatorError
+from mutator import ConfigurationError, MutatorError
 
 from ._enums import PendingReason, RequestStatus
 
@@ -31,6 +31,7 @@ __all__ = [
     "SelfApprovalError",
     "StateNotFoundError",
     "StoredDataError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "UnknownMutationTypeError",
 ]
@@ -132,6 +133,17 @@ class StoreUnavailableError(GovernanceError):
 
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(f"{message} ({url})")
+        self.url = url
+
+
+class StoreNotFoundError(GovernanceError, ConfigurationError):
+    """``create=False`` and no governance store exists where the URL points (``where``: the
+    PostgreSQL schema or Redis key prefix; ``url`` has its credentials removed): a mistyped
+    location is refused instead of creating an empty store there."""
+
+    def __init__(self, message: str, *, where: str, url: str) -> None:
+        super().__init__(f"{message} ({url})")
+        self.where = where
         self.url = url
 
 

@@ -48,7 +48,9 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
 
     ``options`` are the backend's own (pool sizes, timeouts, ...); an unknown scheme, a
     malformed URL or an unknown option raises :class:`mutator.ConfigurationError` before
-    anything connects.
+    anything connects. ``create=False`` (PostgreSQL and Redis) refuses a schema or key
+    prefix holding no store with :class:`~mutator_governance.StoreNotFoundError` instead
+    of creating one there (the ``mutator`` command line opens stores this way).
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"a store URL is a non-empty string such as {ACCEPTED_FORMS}")

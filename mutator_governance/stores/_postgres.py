@@ -108,6 +108,7 @@ from .._errors import (
     RequestConcurrencyError,
     RequestNotFoundError,
     StoredDataError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 from .._quarantine import QuarantinedRequest, quarantine_entry
@@ -1952,15 +1953,21 @@ class PostgresStore:
         self._server_time = "SELECT clock_timestamp()"
 
     @classmethod
-    async def open(cls, url: str, *, registry: MutationRegistry, **options: Any) -> PostgresStore:
+    async def open(
+        cls, url: str, *, registry: MutationRegistry, create: bool = True, **options: Any
+    ) -> PostgresStore:
         """Connect to ``url``, create or migrate the schema, and open the connection pool.
 
         ``url`` is ``postgresql://user[:password]@host[:port]/database``; only what it names
         is used (no libpq defaults for host, user or database). ``options`` are the fields
         of :class:`PostgresOptions` (``schema``, ``min_size``, ``max_size``,
-        ``connect_timeout``, ``statement_timeout``, ``check_connections``,
-        ``write_flights``), also accepted as URL query parameters; other query parameters
-        must be libpq connection parameters.
+        ``connect_timeout``, ``statement_timeout``, ``connection_check_interval``,
+        ``check_connections``, ``write_flights``), also accepted as URL query parameters;
+        other query parameters must be libpq connection parameters.
+
+        With ``create=False`` a schema holding no store (no ``schema_version`` table) is
+        refused with :class:`StoreNotFoundError` before anything is written: what an
+        operator's tool uses so that a mistyped schema is an error, not a new empty store.
 
         Raises ConfigurationError (a ValueError) for a malformed URL, an unknown or
         malformed option, or when called outside asyncio — all before connecting;
@@ -1984,11 +1991,38 @@ class PostgresStore:
             "autocommit": True,
             "connect_timeout": max(1, round(timeout)),
         }
+        settings: dict[str, int] = {}
         if opts.statement_timeout is not None:
-            milliseconds = max(1, round(opts.statement_timeout * 1000))
-            connect["options"] = (
-                f"{keywords.get('options', '')} -c statement_timeout={milliseconds}".strip()
+            settings["statement_timeout"] = max(1, round(opts.statement_timeout * 1000))
+
+        def unavailable(message: str, error: BaseException) -> NoReturn:
+            # as _Database.unavailable: the pool is built once the server's settings are known
+            detail = f"{message}: {error}"
+            raise StoreUnavailableError(
+                detail.replace(password, "***") if password else detail, url=safe_url
+            ) from error
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                **{**keywords, "connect_timeout": max(1, round(timeout))}, autocommit=True
             )
+        except psycopg.Error as error:
+            unavailable("cannot connect to PostgreSQL", error)
+        try:
+            async with conn:
+                if not create:
+                    await _require_store(conn, schema, safe_url)
+                await _migrate(conn, schema, safe_url)
+                if opts.connection_check_interval is not None:
+                    interval = max(1, round(opts.connection_check_interval * 1000))
+                    if await _accepts_connection_check(conn, interval):
+                        settings["client_connection_check_interval"] = interval
+        except psycopg.Error as error:
+            unavailable(f"cannot create or migrate the schema {schema!r}", error)
+        if settings:
+            connect["options"] = " ".join(
+                [keywords.get("options", ""), *(f"-c {k}={v}" for k, v in settings.items())]
+            ).strip()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             "",
             min_size=opts.min_size,
@@ -2011,17 +2045,6 @@ class PostgresStore:
         )
         db.write_flights = opts.write_flights
         db.keep_spare = not opts.check_connections
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                **{**keywords, "connect_timeout": max(1, round(timeout))}, autocommit=True
-            )
-        except psycopg.Error as error:
-            db.unavailable("cannot connect to PostgreSQL", error)
-        try:
-            async with conn:
-                await _migrate(conn, schema, safe_url)
-        except psycopg.Error as error:
-            db.unavailable(f"cannot create or migrate the schema {schema!r}", error)
         try:
             await pool.open(wait=True, timeout=timeout)
         except (PoolTimeout, psycopg.OperationalError) as error:
@@ -2080,6 +2103,30 @@ class PostgresStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _accepts_connection_check(conn: Connection, milliseconds: int) -> bool:
+    """Whether the server takes ``client_connection_check_interval`` (PostgreSQL 14 and
+    later, on platforms that can check a socket; a normal user may set it)."""
+    try:
+        await conn.execute(f"SET client_connection_check_interval = {milliseconds}")
+    except (psycopg.errors.UndefinedObject, psycopg.errors.InvalidParameterValue):
+        return False
+    await conn.execute("RESET client_connection_check_interval")
+    return True
+
+
+async def _require_store(conn: Connection, schema: str, url: str) -> None:
+    """Refuse ``schema`` unless it holds the store's ``schema_version`` table (read only)."""
+    found = await (
+        await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".schema_version',))
+    ).fetchone()
+    if found is None or not found[0]:
+        raise StoreNotFoundError(
+            f"no governance store in the PostgreSQL schema {schema!r} (no schema_version table)",
+            where=schema,
+            url=url,
+        )
 
 
 async def _migrate(conn: Connection, schema: str, url: str) -> None:

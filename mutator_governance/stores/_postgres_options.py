@@ -44,7 +44,7 @@ def _size(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None and attribute.name == "statement_timeout":
+    if value is None and attribute.name != "connect_timeout":
         return
     if (
         isinstance(value, bool)
@@ -56,7 +56,8 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _no_limit(value: Any) -> Any:
-    """``statement_timeout=0`` means no limit, as it does in PostgreSQL itself."""
+    """``statement_timeout=0`` means no limit (and ``connection_check_interval=0`` no
+    check), as they do in PostgreSQL itself."""
     if not isinstance(value, bool) and isinstance(value, int | float) and value == 0:
         return None
     return value
@@ -79,6 +80,12 @@ class PostgresOptions:
     - ``connect_timeout``: seconds to connect, and to wait for a pooled connection.
     - ``statement_timeout``: seconds a statement may run before the server cancels it
       (None or 0: no limit); a cancelled operation writes nothing.
+    - ``connection_check_interval``: seconds between the server's checks, while a
+      statement runs, that the store's connection is still open (PostgreSQL's
+      ``client_connection_check_interval``; None or 0: no check; ignored by servers
+      before 14). A statement whose caller was cancelled (a cancel scope) while it waited,
+      say on a row lock, may have its connection closed instead of being cancelled on the
+      server; the check aborts it then, where it would otherwise wait on and commit.
     - ``check_connections``: check every connection on checkout (a round trip each time;
       the store then keeps no connection aside between operations).
       Off by default: a broken connection fails its operation with
@@ -100,6 +107,9 @@ class PostgresOptions:
     statement_timeout: float | None = attrs.field(
         default=None, converter=_no_limit, validator=_seconds
     )
+    connection_check_interval: float | None = attrs.field(
+        default=1.0, converter=_no_limit, validator=_seconds
+    )
     check_connections: bool = attrs.field(default=False, validator=_flag)
     write_flights: int = attrs.field(default=0, validator=_size)
 
@@ -120,8 +130,8 @@ def _from_text(name: str, text: str) -> Any:
     try:
         if name in ("min_size", "max_size", "write_flights"):
             return int(text)
-        if name in ("connect_timeout", "statement_timeout"):
-            if name == "statement_timeout" and text.lower() in ("", "none", "0"):
+        if name in ("connect_timeout", "statement_timeout", "connection_check_interval"):
+            if name != "connect_timeout" and text.lower() in ("", "none", "0"):
                 return None
             return float(text)
         if name == "check_connections":

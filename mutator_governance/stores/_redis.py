@@ -100,6 +100,7 @@ from .._errors import (
     RequestConcurrencyError,
     RequestNotFoundError,
     StoredDataError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 from .._quarantine import QuarantinedRequest, quarantine_entry
@@ -2053,6 +2054,7 @@ class RedisStore:
         socket_timeout: float | None = None,
         connect_timeout: float | None = None,
         max_connections: int | None = None,
+        create: bool = True,
         **unknown: Any,
     ) -> Self:
         """Connect to ``url`` (see :data:`URL_FORM`) and check the store's schema version.
@@ -2063,7 +2065,10 @@ class RedisStore:
         asyncio raises :class:`mutator.ConfigurationError`. Only what the URL names is
         used (no environment, no default host). Raises StoreUnavailableError when Redis
         does not answer and StoredDataError when the store was written by a newer schema.
-        A store of an older schema is upgraded in place.
+        A store of an older schema is upgraded in place. With ``create=False`` a prefix
+        holding no store (no ``<prefix>:meta`` key) is refused with
+        :class:`StoreNotFoundError` before anything is written: what an operator's tool
+        uses so that a mistyped prefix is an error, not a new empty store.
         """
         if not isinstance(registry, MutationRegistry):
             raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
@@ -2112,6 +2117,13 @@ class RedisStore:
         try:
             with backend.guard(keys.meta):
                 found = await client.hget(keys.meta, "schema")
+                if found is None and not create:
+                    raise StoreNotFoundError(
+                        f"no governance store under the Redis key prefix {options.prefix!r} "
+                        f"(no {keys.meta!r} key)",
+                        where=options.prefix,
+                        url=redact_url(url),
+                    )
                 if found is None:
                     await client.hsetnx(keys.meta, "schema", str(SCHEMA_VERSION))
                     found = await client.hget(keys.meta, "schema")

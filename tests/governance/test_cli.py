@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -23,7 +24,9 @@ import pytest
 
 from mutator import MutationContext
 from mutator_governance import Governance
+from mutator_governance.stores import redact_url
 from tests.cli_domain import FinanceApproves, Quota, RaiseQuota, make_registry, submit
+from tests.stores.conftest import POSTGRES_URL, REDIS_URL, _need
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("mutator")
@@ -241,6 +244,95 @@ def test_a_sqlite_file_without_a_store_is_refused_not_changed(tmp_path: Path) ->
         with sqlite3.connect(tmp_path / name) as check:
             found = check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             assert [row[0] for row in found] == tables
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A PostgreSQL server URL and a fresh schema name, the schema dropped afterwards."""
+    import psycopg
+
+    server = _need("PostgreSQL", POSTGRES_URL, 5432, "MUTATOR_TEST_POSTGRES_URL")
+    schema = f"cli_typo_{uuid.uuid4().hex[:12]}"
+    try:
+        yield server, schema
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """A Redis server URL and a fresh key prefix, its keys deleted afterwards."""
+    server = _need("Redis", REDIS_URL, 6379, "MUTATOR_TEST_REDIS_URL")
+    prefix = f"cli-typo-{uuid.uuid4().hex[:12]}"
+    try:
+        yield server, prefix
+    finally:
+        keys = redis_keys(server, prefix)
+        if keys:
+            import redis
+
+            with redis.Redis.from_url(server) as client:
+                client.delete(*keys)
+
+
+def with_query(server: str, name: str, value: str) -> str:
+    return f"{server}{'&' if '?' in server else '?'}{name}={value}"
+
+
+def postgres_schemas(server: str, schema: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name = %s",
+            (schema,),
+        ).fetchall()
+    return [row[0] for row in found]
+
+
+def redis_keys(server: str, prefix: str) -> list[bytes]:
+    import redis
+
+    with redis.Redis.from_url(server) as client:
+        return sorted(client.scan_iter(match=f"{prefix}:*"))
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], where: str, url: str) -> None:
+    assert done.returncode == 2, done.stdout
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("mutator: error: no governance store"), done.stderr
+    assert repr(where) in error, error
+    assert redact_url(url) in error, error
+    assert "Traceback" not in done.stderr
+
+
+def test_a_postgres_schema_without_a_store_is_refused_not_created(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """A mistyped ``?schema=`` is an error (exit 2), not a new schema listing nothing."""
+    server, schema = postgres_schema
+    location = with_query(server, "schema", schema)
+    for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
+        assert_refused(mutator(location, *args), schema, location)
+    assert postgres_schemas(server, schema) == []
+
+    anyio.run(submit, location, "req-1", backend="asyncio")
+    assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
+
+
+def test_a_redis_prefix_without_a_store_is_refused_not_written(
+    redis_prefix: tuple[str, str],
+) -> None:
+    """A mistyped ``?prefix=`` is an error (exit 2) that writes no ``<prefix>:meta``."""
+    server, prefix = redis_prefix
+    location = with_query(server, "prefix", prefix)
+    for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
+        assert_refused(mutator(location, *args), prefix, location)
+    assert redis_keys(server, prefix) == []
+
+    anyio.run(submit, location, "req-1", backend="asyncio")
+    assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
 
 
 def files_in(directory: Path) -> list[str]:

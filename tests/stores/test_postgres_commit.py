@@ -52,6 +52,7 @@ from .test_postgres import drop_schema, execute_sql, new_schema, with_schema
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
 STATE_ID = "sample:1"
+CHECK_INTERVAL = 1.0
 
 
 @pytest.fixture
@@ -474,6 +475,8 @@ async def test_malformed_urls_are_refused_before_connecting(url: str, named: str
         ({"connect_timeout": float("nan")}, "connect_timeout"),
         ({"statement_timeout": -0.5}, "statement_timeout"),
         ({"statement_timeout": True}, "statement_timeout"),
+        ({"connection_check_interval": -1}, "connection_check_interval"),
+        ({"connection_check_interval": float("inf")}, "connection_check_interval"),
         ({"check_connections": 1}, "check_connections"),
         ({"write_flights": -1}, "write_flights"),
         ({"write_flights": "1"}, "write_flights"),
@@ -524,6 +527,31 @@ async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: 
         async with store._db.connection() as conn:
             row = await (await conn.execute("SHOW statement_timeout")).fetchone()
         assert row == ("5s",)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "keywords", "shown"),
+    [
+        ("", {}, "1s"),
+        ("&connection_check_interval=2.5", {}, "2500ms"),
+        ("&connection_check_interval=0", {}, "0"),
+        ("&connection_check_interval=5", {"connection_check_interval": None}, "0"),
+    ],
+)
+async def test_the_server_checks_the_connection_during_statements_by_default(
+    postgres_url: str, schema: str, query: str, keywords: dict[str, Any], shown: str
+) -> None:
+    """Every pooled connection has ``client_connection_check_interval`` (default 1 s; 0
+    or None: no check), so a statement whose connection closed is aborted."""
+    url = with_schema(postgres_url, schema) + query
+    store = await open_store(url, registry=sample_registry(), **keywords)
+    assert isinstance(store, PostgresStore)
+    try:
+        async with store._db.connection() as conn:
+            row = await (await conn.execute("SHOW client_connection_check_interval")).fetchone()
+        assert row == (shown,)
     finally:
         await store.aclose()
 
@@ -871,3 +899,27 @@ async def test_an_operation_cancelled_mid_statement_is_cancelled_on_the_server(
     assert await store.requests.get(one.request_id) == one
     (written,) = await store.committer.commit(_update(one, two))
     assert written.status is RequestStatus.APPROVED
+
+
+async def test_a_write_cancelled_while_waiting_for_a_lock_never_lands(
+    store: PostgresStore, postgres_url: str, schema: str
+) -> None:
+    """A write cancelled by a cancel scope while blocked on a row lock is not applied when
+    the lock is released later. anyio re-delivers the cancellation while psycopg sends
+    its server-side cancel, so psycopg closes the connection instead; the server's check
+    of the connection (``connection_check_interval``) then aborts the orphaned statement,
+    which would otherwise wait on and commit once the lock is free."""
+    await store.states.put(STATE_ID, SampleState("sample", 1))
+    async with await psycopg.AsyncConnection.connect(postgres_url) as holder:
+        await holder.execute(
+            f'SELECT 1 FROM "{schema}".states WHERE state_id = %s FOR UPDATE', (STATE_ID,)
+        )
+        with anyio.move_on_after(0.5) as scope:
+            await store.states.put(STATE_ID, SampleState("sample", 2), expected_version="1")
+        assert scope.cancelled_caught
+        await anyio.sleep(CHECK_INTERVAL + 0.5)  # the server checks the connection once
+        await holder.commit()
+    await anyio.sleep(0.5)  # an orphaned statement would have committed by now
+    latest = await store.states.get(STATE_ID)
+    assert latest is not None
+    assert (latest.version, latest.state) == ("1", SampleState("sample", 1))
