@@ -47,28 +47,14 @@ from mutator_governance.stores._postgres import PostgresStore
 from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
-from .test_postgres import drop_schema, execute_sql, new_schema, with_schema
+from .test_postgres import anyio_backend as anyio_backend  # the fixtures
+from .test_postgres import execute_sql, with_schema
+from .test_postgres import schema as schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
 STATE_ID = "sample:1"
 CHECK_INTERVAL = 1.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """psycopg's async driver runs on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A unique schema name, dropped after the test."""
-    name = new_schema()
-    try:
-        yield name
-    finally:
-        await drop_schema(postgres_url, name)
 
 
 @pytest.fixture

@@ -36,25 +36,12 @@ from mutator_governance import (
 from mutator_governance.stores._postgres import PostgresStore, _Writer
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
-from .test_postgres import drop_schema, execute_sql, new_schema, with_schema
+from .test_postgres import anyio_backend as anyio_backend  # the fixtures
+from .test_postgres import execute_sql, with_schema
+from .test_postgres import schema as schema
 from .test_postgres_commit import _inject
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """psycopg's async driver runs on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    name = new_schema()
-    try:
-        yield name
-    finally:
-        await drop_schema(postgres_url, name)
 
 
 async def _open(postgres_url: str, schema: str) -> PostgresStore:
