@@ -16,8 +16,9 @@ import sys
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -307,29 +308,23 @@ def assert_refused(done: subprocess.CompletedProcess[str], where: str, url: str)
     assert "Traceback" not in done.stderr
 
 
-def test_a_postgres_schema_without_a_store_is_refused_not_created(
-    postgres_schema: tuple[str, str],
+@pytest.mark.parametrize(
+    ("place", "parameter", "residue"),
+    [("postgres_schema", "schema", postgres_schemas), ("redis_prefix", "prefix", redis_keys)],
+)
+def test_a_server_store_that_does_not_exist_is_refused_not_created(
+    request: pytest.FixtureRequest,
+    place: str,
+    parameter: str,
+    residue: Callable[[str, str], list[Any]],
 ) -> None:
-    """A mistyped ``?schema=`` is an error (exit 2), not a new schema listing nothing."""
-    server, schema = postgres_schema
-    location = with_query(server, "schema", schema)
+    """A mistyped ``?schema=`` (PostgreSQL) or ``?prefix=`` (Redis) is an error (exit 2)
+    that writes nothing, not a new store listing nothing; a real store there is listed."""
+    server, where = request.getfixturevalue(place)
+    location = with_query(server, parameter, where)
     for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
-        assert_refused(mutator(location, *args), schema, location)
-    assert postgres_schemas(server, schema) == []
-
-    anyio.run(submit, location, "req-1", backend="asyncio")
-    assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
-
-
-def test_a_redis_prefix_without_a_store_is_refused_not_written(
-    redis_prefix: tuple[str, str],
-) -> None:
-    """A mistyped ``?prefix=`` is an error (exit 2) that writes no ``<prefix>:meta``."""
-    server, prefix = redis_prefix
-    location = with_query(server, "prefix", prefix)
-    for args in (["requests", "list"], ["worker", "--until-idle"], ["quarantine"]):
-        assert_refused(mutator(location, *args), prefix, location)
-    assert redis_keys(server, prefix) == []
+        assert_refused(mutator(location, *args), where, location)
+    assert residue(server, where) == []
 
     anyio.run(submit, location, "req-1", backend="asyncio")
     assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
