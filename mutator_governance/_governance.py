@@ -245,7 +245,8 @@ class Governance:
         ``engine`` an engine is built (with ``options``, ``policies`` and ``interceptors``)
         whose audit and history are the backend's too, so one database holds everything;
         with ``engine``, its policies and interceptors are extended by the given ones.
-        ``store_options`` go to the backend (see :func:`~mutator_governance.stores.open_store`).
+        ``store_options`` go to the backend (see :func:`~mutator_governance.stores.open_store`):
+        an option also named in the URL must have the same value there.
         Without ``clock``, the governance clock follows the store's own clock where the
         store has one (PostgreSQL, Redis), so every host judges leases alike.
         ``instrumentation`` is called once with the new governance before it is handed

@@ -46,11 +46,14 @@ ACCEPTED_FORMS = (
 async def open_store(url: str, *, registry: MutationRegistry, **options: Any) -> GovernanceStore:
     """Open the backend named by ``url``'s scheme (see the module docstring).
 
-    ``options`` are the backend's own (pool sizes, timeouts, ...); an unknown scheme, a
-    malformed URL or an unknown option raises :class:`mutator.ConfigurationError` before
-    anything connects. ``create=False`` (PostgreSQL and Redis) refuses a schema or key
-    prefix holding no store with :class:`~mutator_governance.StoreNotFoundError` instead
-    of creating one there (the ``mutator`` command line opens stores this way).
+    ``options`` are the backend's own (pool sizes, timeouts, ...), also accepted as URL
+    query parameters; an option named both ways must have the same value in both
+    (compared typed: ``?pool_size=8`` and ``pool_size=8`` agree). An unknown scheme, a
+    malformed URL, an unknown or malformed option, or an option named both ways with
+    different values raises :class:`mutator.ConfigurationError` before anything connects.
+    ``create=False`` (PostgreSQL and Redis) refuses a schema or key prefix holding no store
+    with :class:`~mutator_governance.StoreNotFoundError` instead of creating one there (the
+    ``mutator`` command line opens stores this way).
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"a store URL is a non-empty string such as {ACCEPTED_FORMS}")

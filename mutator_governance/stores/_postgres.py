@@ -1963,14 +1963,16 @@ class PostgresStore:
         of :class:`PostgresOptions` (``schema``, ``min_size``, ``max_size``,
         ``connect_timeout``, ``statement_timeout``, ``connection_check_interval``,
         ``check_connections``, ``write_flights``, ``prepare_threshold``), also accepted as
-        URL query parameters; other query parameters must be libpq connection parameters.
+        URL query parameters (named both ways, an option must have the same value in
+        both); other query parameters must be libpq connection parameters.
 
         With ``create=False`` a schema holding no store (no ``schema_version`` table) is
         refused with :class:`StoreNotFoundError` before anything is written: what an
         operator's tool uses so that a mistyped schema is an error, not a new empty store.
 
         Raises ConfigurationError (a ValueError) for a malformed URL, an unknown or
-        malformed option, or when called outside asyncio — all before connecting;
+        malformed option, an option named in the URL and as a keyword with different
+        values, or when called outside asyncio — all before connecting;
         StoreUnavailableError (password removed) when the server cannot be reached;
         StoredDataError when the database was migrated by a newer release.
         """

@@ -1,10 +1,12 @@
 """Options of the PostgreSQL store, from ``open`` keywords and URL query parameters.
 
-Everything is validated before connecting: a malformed URL or an unknown or malformed
-option raises :class:`mutator.ConfigurationError` (a ``ValueError``) naming the accepted
-form. Only what the URL names is used: host, database and user must be in the URL, so
-libpq never falls back to its defaults (the Unix socket, the OS user, the database named
-after it).
+Everything is validated before connecting: a malformed URL, an unknown or malformed
+option, or an option named both in the URL and as a keyword with different values raises
+:class:`mutator.ConfigurationError` (a ``ValueError``) naming the accepted form or the
+option. Named both ways with the same value (compared typed: ``?connect_timeout=2`` and
+``connect_timeout=2.0`` agree) an option is accepted, as on every backend. Only what the
+URL names is used: host, database and user must be in the URL, so libpq never falls back
+to its defaults (the Unix socket, the OS user, the database named after it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from psycopg import pq
 from mutator import ConfigurationError
 
 from . import redact_url
+from ._options import one_value_each
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
 
@@ -80,7 +83,9 @@ class PostgresOptions:
     """How :class:`~mutator_governance.stores._postgres.PostgresStore` connects.
 
     Each option is an ``open`` keyword and a URL query parameter of the same name
-    (``?max_size=20&statement_timeout=5``); a keyword wins over the URL.
+    (``?max_size=20&statement_timeout=5``). Named both ways it must have the same value
+    (``?statement_timeout=0`` and ``statement_timeout=None`` agree); different values
+    raise :class:`mutator.ConfigurationError` naming the option and both.
 
     - ``schema``: the PostgreSQL schema holding the tables (an identifier).
     - ``min_size`` / ``max_size``: the connection pool's bounds.
@@ -165,11 +170,31 @@ def _from_text(name: str, text: str) -> Any:
     return text
 
 
+def _alone(name: str, value: Any) -> Any:
+    """``value`` as PostgresOptions holds option ``name``: converted and checked on its own.
+
+    The pool sizes (no converter) go through their own validator here, since the rule
+    relating the two (``min_size <= max_size``) needs both and is checked once the whole
+    options are built.
+    """
+    if name in ("min_size", "max_size"):
+        _size(None, attrs.fields_dict(PostgresOptions)[name], value)
+        return value
+    return getattr(PostgresOptions(**{name: value}), name)
+
+
+def _from_url(name: str, text: str) -> Any:
+    """The typed value of URL parameter ``name``, checked on its own (see :func:`_alone`)."""
+    return _alone(name, _from_text(name, text))
+
+
 def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], PostgresOptions]:
     """libpq connection keywords named by ``url``, and the store options.
 
-    ``options`` are the ``open`` keywords; they override the URL's query parameters.
-    Raises ConfigurationError for a malformed URL or an unknown or malformed option.
+    ``options`` are the ``open`` keywords. An option may also be a URL query parameter;
+    named both ways, its two values must agree once typed. Raises ConfigurationError for a
+    malformed URL, an unknown or malformed option, or an option named both ways with
+    different values (naming it and both values, never the URL's password).
     """
     unknown = sorted(set(options) - _OPTION_NAMES)
     if unknown:
@@ -189,12 +214,12 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], Postgr
     if parts.scheme.lower() not in ("postgresql", "postgres"):
         raise ConfigurationError(f"not a PostgreSQL URL: {safe!r}; expected {ACCEPTED_FORM}")
     params: dict[str, str] = {}
-    from_url: dict[str, Any] = {}
+    in_url: dict[str, str] = {}
     for key, value in query:
-        if key in params or key in from_url:
+        if key in params or key in in_url:
             raise ConfigurationError(f"URL parameter {key!r} is given twice in {safe!r}")
         if key in _OPTION_NAMES:
-            from_url[key] = _from_text(key, value)
+            in_url[key] = value
         elif key in _LIBPQ_NAMES and key not in ("dbname", "user", "password", "port"):
             params[key] = value
         else:
@@ -202,6 +227,7 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], Postgr
                 f"unknown URL parameter {key!r} in {safe!r}; accepted: the store options "
                 f"({', '.join(sorted(_OPTION_NAMES))}) and libpq connection parameters"
             )
+    chosen = one_value_each("PostgreSQL", in_url, options, from_text=_from_url, from_keyword=_alone)
     host = parts.hostname or params.get("host")
     database = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
     user = unquote(parts.username) if parts.username else ""
@@ -221,7 +247,7 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], Postgr
     if parts.password is not None:
         keywords["password"] = unquote(parts.password)
     try:
-        store_options = PostgresOptions(**{**from_url, **options})
+        store_options = PostgresOptions(**chosen)
     except TypeError as error:  # pragma: no cover - names are checked above
         raise ConfigurationError(str(error)) from None
     return keywords, store_options

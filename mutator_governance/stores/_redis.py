@@ -2,7 +2,8 @@
 
 Asyncio only (it uses ``redis.asyncio``); install the ``redis`` extra. Open it with
 :meth:`RedisStore.open` or through ``open_store("redis://host:port/db?prefix=name")``;
-the options (:class:`RedisOptions`) are keyword arguments or URL query parameters.
+the options (:class:`RedisOptions`) are keyword arguments or URL query parameters, and
+one named both ways must have the same value in both.
 
 Keyspace (``p`` is the prefix, default ``mutator``; ``<x>`` is an escaped segment, see
 :func:`escape_segment`)::
@@ -119,6 +120,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import RequestDocuments, decode, join_field, pace, paced, parse
+from ._options import one_value_each
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -390,8 +392,10 @@ class RedisOptions:
       operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
     Each can be given to :meth:`RedisStore.open` (or ``open_store`` / ``Governance.open``)
-    as a keyword argument or in the URL's query string (``?socket_timeout=2``); a keyword
-    argument wins. Unknown or malformed options raise :class:`mutator.ConfigurationError`.
+    as a keyword argument or in the URL's query string (``?socket_timeout=2``). Named both
+    ways an option must have the same value in both, compared typed (``?socket_timeout=2``
+    and ``socket_timeout=2.0`` agree). Unknown or malformed options, and an option named
+    both ways with different values, raise :class:`mutator.ConfigurationError`.
     """
 
     prefix: str = attrs.field(default="mutator", validator=_prefix)
@@ -402,28 +406,42 @@ class RedisOptions:
 
     @classmethod
     def from_text(cls, values: Mapping[str, str], given: Mapping[str, Any]) -> RedisOptions:
-        """Options from URL query ``values`` (text) overridden by keyword ``given``."""
+        """Options from URL query ``values`` (text) and keyword arguments ``given``.
+
+        An option named in both must have the same value in both once typed; different
+        values raise ConfigurationError naming the option and both values, as on every
+        backend. Errors in the URL's parameters name :data:`URL_FORM`.
+        """
         names = {field.name for field in attrs.fields(cls)}
-        for name in [*values, *given]:
-            if name not in names:
-                raise ConfigurationError(
-                    f"unknown Redis store option {name!r}; accepted: {', '.join(sorted(names))}"
-                )
-        chosen: dict[str, Any] = {}
-        for name, text in values.items():
+        for source, named in ((f"; expected {URL_FORM}", values), ("", given)):
+            for name in named:
+                if name not in names:
+                    raise ConfigurationError(
+                        f"unknown Redis store option {name!r}; "
+                        f"accepted: {', '.join(sorted(names))}{source}"
+                    )
+
+        def typed(name: str, value: Any) -> Any:
+            return getattr(cls(**{name: value}), name)
+
+        def from_url(name: str, text: str) -> Any:
             try:
                 if name in ("socket_timeout", "connect_timeout"):
-                    chosen[name] = float(text)
+                    value: Any = float(text)
                 elif name == "max_connections":
-                    chosen[name] = None if text.lower() in ("", "none") else int(text)
+                    value = None if text.lower() in ("", "none") else int(text)
                 else:
-                    chosen[name] = text
+                    value = text
             except ValueError:
                 raise ConfigurationError(
                     f"Redis URL parameter {name}={text!r} is malformed; expected {URL_FORM}"
                 ) from None
-        chosen.update(given)
-        return cls(**chosen)
+            try:
+                return typed(name, value)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{error}; expected {URL_FORM}") from None
+
+        return cls(**one_value_each("Redis", values, given, from_text=from_url, from_keyword=typed))
 
 
 @attrs.frozen
@@ -2059,16 +2077,17 @@ class RedisStore:
     ) -> Self:
         """Connect to ``url`` (see :data:`URL_FORM`) and check the store's schema version.
 
-        Options (:class:`RedisOptions`) come from the keyword arguments, else the URL's
-        query parameters, else their defaults. The URL and the options are checked before
-        connecting: a malformed URL, an unknown or malformed option, or opening outside
-        asyncio raises :class:`mutator.ConfigurationError`. Only what the URL names is
-        used (no environment, no default host). Raises StoreUnavailableError when Redis
-        does not answer and StoredDataError when the store was written by a newer schema.
-        A store of an older schema is upgraded in place. With ``create=False`` a prefix
-        holding no store (no ``<prefix>:meta`` key) is refused with
-        :class:`StoreNotFoundError` before anything is written: what an operator's tool
-        uses so that a mistyped prefix is an error, not a new empty store.
+        Options (:class:`RedisOptions`) come from the keyword arguments or the URL's query
+        parameters, else their defaults; an option named both ways must have the same value
+        in both. The URL and the options are checked before connecting: a malformed URL, an
+        unknown or malformed option, an option named both ways with different values, or
+        opening outside asyncio raises :class:`mutator.ConfigurationError`. Only what the
+        URL names is used (no environment, no default host). Raises StoreUnavailableError
+        when Redis does not answer and StoredDataError when the store was written by a
+        newer schema. A store of an older schema is upgraded in place. With
+        ``create=False`` a prefix holding no store (no ``<prefix>:meta`` key) is refused
+        with :class:`StoreNotFoundError` before anything is written: what an operator's
+        tool uses so that a mistyped prefix is an error, not a new empty store.
         """
         if not isinstance(registry, MutationRegistry):
             raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
@@ -2080,12 +2099,7 @@ class RedisStore:
             "max_connections": max_connections,
         }
         given = {**unknown, **{name: v for name, v in named.items() if v is not None}}
-        try:
-            options = RedisOptions.from_text(target.query, given)
-        except ConfigurationError as error:
-            if not target.query or URL_FORM in str(error):
-                raise
-            raise ConfigurationError(f"{error}; expected {URL_FORM}") from None
+        options = RedisOptions.from_text(target.query, given)
         library = running_library()
         if library != "asyncio":
             raise ConfigurationError(

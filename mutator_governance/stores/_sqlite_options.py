@@ -2,9 +2,10 @@
 
 ``sqlite:///gov.db?synchronous=NORMAL&busy_timeout=2.5&pool_size=8`` and
 ``SQLiteStore.open("sqlite:///gov.db", synchronous="NORMAL", busy_timeout=2.5,
-pool_size=8)`` mean the same; naming an option both ways with different values, an unknown
-option or a malformed value raises :class:`mutator.ConfigurationError` before any file is
-opened.
+pool_size=8)`` mean the same. Naming an option both ways is accepted when the two values
+agree once typed (``?busy_timeout=2`` and ``busy_timeout=2.0``); different values, an
+unknown option or a malformed value raise :class:`mutator.ConfigurationError` before any
+file is opened. PostgreSQL and Redis apply the same rule (``_options.one_value_each``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import parse_qsl, unquote
 import attrs
 
 from mutator import ConfigurationError
+
+from ._options import one_value_each
 
 __all__ = ["MEMORY", "SQLiteOptions", "Synchronous", "parse_sqlite_url", "sqlite_path"]
 
@@ -93,7 +96,11 @@ class SQLiteOptions:
 
     @classmethod
     def build(cls, query: dict[str, str], keywords: dict[str, Any]) -> SQLiteOptions:
-        """Options from URL query parameters and keyword arguments (ConfigurationError)."""
+        """Options from URL query parameters and keyword arguments (ConfigurationError).
+
+        An option named both ways must have the same value in both, compared typed
+        (``?pool_size=8`` and ``pool_size=8`` agree), as on every backend.
+        """
         known = {field.name for field in attrs.fields(cls)}
         for source, names in (("URL query parameter", query), ("keyword option", keywords)):
             unknown = sorted(set(names) - known)
@@ -102,21 +109,11 @@ class SQLiteOptions:
                     f"unknown SQLite {source} {', '.join(map(repr, unknown))}; "
                     f"accepted: {', '.join(sorted(known))}"
                 )
-        values: dict[str, Any] = {}
-        for name in known:
-            if name in query and name in keywords:
-                from_url = cls(**{name: query[name]})
-                from_keyword = cls(**{name: keywords[name]})
-                if getattr(from_url, name) != getattr(from_keyword, name):
-                    raise ConfigurationError(
-                        f"SQLite option {name!r} is {query[name]!r} in the URL but "
-                        f"{keywords[name]!r} as a keyword argument; name it once"
-                    )
-            if name in keywords:
-                values[name] = keywords[name]
-            elif name in query:
-                values[name] = query[name]
-        return cls(**values)
+
+        def typed(name: str, value: Any) -> Any:
+            return getattr(cls(**{name: value}), name)
+
+        return cls(**one_value_each("SQLite", query, keywords, from_text=typed, from_keyword=typed))
 
 
 def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:

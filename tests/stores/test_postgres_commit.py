@@ -31,6 +31,7 @@ from mutator import (
     MutationMode,
 )
 from mutator_governance import (
+    Governance,
     GovernedCommit,
     LifecycleDecision,
     MutationRequest,
@@ -44,6 +45,7 @@ from mutator_governance import (
 )
 from mutator_governance.stores import open_store
 from mutator_governance.stores._postgres import PostgresStore
+from mutator_governance.stores._postgres_options import parse_url
 from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
@@ -476,12 +478,93 @@ async def test_unknown_or_malformed_options_are_refused_before_connecting(
         await PostgresStore.open(url, registry=sample_registry(), **options)
 
 
+async def _open_through(opener: str, url: str, **options: Any) -> None:
+    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
+    if opener == "open_store":
+        store = await open_store(url, registry=sample_registry(), **options)
+        await store.aclose()
+    else:
+        async with Governance.open(url, registry=sample_registry(), **options):
+            pass
+
+
+DIFFERENT_VALUES = [
+    ("schema", "a", "b"),
+    ("min_size", "2", 3),
+    ("max_size", "3", 4),
+    ("connect_timeout", "2", 2.5),
+    ("statement_timeout", "5", 0),
+    ("statement_timeout", "0", 5),
+    ("connection_check_interval", "5", None),
+    ("check_connections", "true", False),
+    ("write_flights", "1", 2),
+]
+
+
+@pytest.mark.parametrize(("option", "in_url", "keyword"), DIFFERENT_VALUES)
+def test_an_option_named_twice_with_different_values_is_refused(
+    option: str, in_url: str, keyword: Any
+) -> None:
+    """As on SQLite and Redis: the message names the option and both values (never the
+    URL's password)."""
+    url = f"postgresql://postgres:s3cret@127.0.0.1:5432/test?{option}={in_url}"
+    with pytest.raises(ConfigurationError) as caught:
+        parse_url(url, {option: keyword})
+    message = str(caught.value)
+    assert f"PostgreSQL option {option!r}" in message
+    assert f"{in_url!r} in the URL" in message
+    assert f"{keyword!r} as a keyword argument" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.usefixtures("no_connect")
+@pytest.mark.parametrize("opener", ["open_store", "Governance.open"])
+@pytest.mark.parametrize(("option", "in_url", "keyword"), DIFFERENT_VALUES[:3])
+async def test_an_option_named_twice_with_different_values_is_refused_before_connecting(
+    opener: str, option: str, in_url: str, keyword: Any
+) -> None:
+    url = f"postgresql://postgres:s3cret@127.0.0.1:5432/test?{option}={in_url}"
+    with pytest.raises(ConfigurationError, match=f"PostgreSQL option {option!r}") as caught:
+        await _open_through(opener, url, **{option: keyword})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "in_url", "keyword"),
+    [
+        ("schema", "s1", "s1"),
+        ("min_size", "2", 2),
+        ("max_size", "8", 8),
+        ("connect_timeout", "2", 2.0),
+        ("connect_timeout", "2.5", 2.5),
+        ("statement_timeout", "0", None),
+        ("statement_timeout", "none", 0),
+        ("statement_timeout", "2", 2),
+        ("connection_check_interval", "0", 0.0),
+        ("connection_check_interval", "", None),
+        ("check_connections", "1", True),
+        ("check_connections", "false", False),
+        ("write_flights", "2", 2),
+    ],
+)
+def test_an_option_named_twice_with_the_same_value_is_accepted(
+    option: str, in_url: str, keyword: Any
+) -> None:
+    """Values are compared once typed: ``?connect_timeout=2`` and ``connect_timeout=2.0``
+    agree, as do ``?statement_timeout=0`` and ``statement_timeout=None`` (no limit)."""
+    url = f"postgresql://postgres@127.0.0.1:5432/test?{option}={in_url}"
+    _, both = parse_url(url, {option: keyword})
+    assert both == parse_url(url, {})[1]
+    assert both == parse_url("postgresql://postgres@127.0.0.1:5432/test", {option: keyword})[1]
+
+
 @pytest.mark.parametrize(
     ("query", "keywords"),
     [
         ("&statement_timeout=0", {}),
         ("&statement_timeout=none", {}),
-        ("&statement_timeout=5", {"statement_timeout": 0}),
+        ("", {"statement_timeout": 0}),
+        ("&statement_timeout=0", {"statement_timeout": None}),
     ],
 )
 async def test_a_zero_statement_timeout_means_no_limit_in_either_form(
@@ -500,15 +583,13 @@ async def test_a_zero_statement_timeout_means_no_limit_in_either_form(
 
 
 async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: str) -> None:
-    url = (
-        with_schema(postgres_url, schema)
-        + "&min_size=2&max_size=3&statement_timeout=5&write_flights=2"
-    )
-    store = await open_store(url, registry=sample_registry(), max_size=4)
+    url = with_schema(postgres_url, schema) + "&min_size=2&statement_timeout=5&write_flights=2"
+    store = await open_store(url, registry=sample_registry(), min_size=2, max_size=4)
     assert isinstance(store, PostgresStore)
     try:
         pool = store._db.pool
-        assert (pool.min_size, pool.max_size) == (2, 4), "a keyword wins over the URL"
+        # min_size from both (the same value), max_size from the keyword alone
+        assert (pool.min_size, pool.max_size) == (2, 4)
         assert store._writer._flights == 2
         async with store._db.connection() as conn:
             row = await (await conn.execute("SHOW statement_timeout")).fetchone()
@@ -523,7 +604,8 @@ async def test_options_reach_the_pool_and_the_server(postgres_url: str, schema: 
         ("", {}, "1s"),
         ("&connection_check_interval=2.5", {}, "2500ms"),
         ("&connection_check_interval=0", {}, "0"),
-        ("&connection_check_interval=5", {"connection_check_interval": None}, "0"),
+        ("", {"connection_check_interval": None}, "0"),
+        ("&connection_check_interval=0", {"connection_check_interval": None}, "0"),
     ],
 )
 async def test_the_server_checks_the_connection_during_statements_by_default(

@@ -45,7 +45,7 @@ from mutator_governance._commit_types import GovernedCommit, RequestWrite, State
 from mutator_governance._decisions import RequestDecision, numbered
 from mutator_governance._transitions import transition
 from mutator_governance.stores import open_store
-from mutator_governance.stores._redis import RedisStore, _member
+from mutator_governance.stores._redis import RedisOptions, RedisStore, _member
 from mutator_governance.stores._redis_scripts import COMMIT
 from mutator_governance.stores._redis_wire import pack
 from mutator_governance.testing import (
@@ -736,6 +736,79 @@ async def test_malformed_or_unknown_options_are_refused(
         await open_store("redis://127.0.0.1:6379/15", registry=sample_registry(), **options)
 
 
+async def _open_through(opener: str, url: str, **options: Any) -> None:
+    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
+    if opener == "open_store":
+        store = await open_store(url, registry=sample_registry(), **options)
+        await store.aclose()
+    else:
+        async with Governance.open(url, registry=sample_registry(), **options):
+            pass
+
+
+DIFFERENT_VALUES = [
+    ("prefix", "a", "b"),
+    ("socket_timeout", "2", 3),
+    ("socket_timeout", "2", 2.5),
+    ("connect_timeout", "1.5", 2),
+    ("max_connections", "7", 8),
+    ("max_connections", "none", 8),
+    ("client_name", "worker-1", "worker-2"),
+]
+
+
+@pytest.mark.parametrize(("option", "in_url", "keyword"), DIFFERENT_VALUES)
+def test_an_option_named_twice_with_different_values_is_refused(
+    option: str, in_url: str, keyword: Any
+) -> None:
+    """As on SQLite and PostgreSQL: the message names the option and both values."""
+    with pytest.raises(ConfigurationError) as caught:
+        RedisOptions.from_text({option: in_url}, {option: keyword})
+    message = str(caught.value)
+    assert f"Redis option {option!r}" in message
+    assert f"{in_url!r} in the URL" in message
+    assert f"{keyword!r} as a keyword argument" in message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("opener", ["open_store", "Governance.open"])
+@pytest.mark.parametrize(("option", "in_url", "keyword"), DIFFERENT_VALUES)
+async def test_an_option_named_twice_with_different_values_is_refused_before_connecting(
+    opener: str, option: str, in_url: str, keyword: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_connection(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a client was built for refused options")
+
+    monkeypatch.setattr(aioredis, "Redis", no_connection)
+    url = f"redis://:s3cret@127.0.0.1:6379/15?{option}={in_url}"
+    with pytest.raises(ConfigurationError, match=f"Redis option {option!r}") as caught:
+        await _open_through(opener, url, **{option: keyword})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "in_url", "keyword"),
+    [
+        ("prefix", "p", "p"),
+        ("socket_timeout", "2", 2.0),
+        ("socket_timeout", "2.0", 2),
+        ("connect_timeout", "1.5", 1.5),
+        ("max_connections", "7", 7),
+        ("max_connections", "none", None),
+        ("max_connections", "", None),
+        ("client_name", "worker-1", "worker-1"),
+    ],
+)
+def test_an_option_named_twice_with_the_same_value_is_accepted(
+    option: str, in_url: str, keyword: Any
+) -> None:
+    """Values are compared once typed: ``?socket_timeout=2`` and ``socket_timeout=2.0``
+    agree."""
+    both = RedisOptions.from_text({option: in_url}, {option: keyword})
+    assert both == RedisOptions.from_text({option: in_url}, {})
+    assert both == RedisOptions.from_text({}, {option: keyword})
+
+
 @pytest.mark.anyio
 async def test_options_reach_the_client(redis_url: str, prefix: str) -> None:
     url = f"{_with_prefix(redis_url, prefix)}&socket_timeout=3.5&max_connections=7"
@@ -750,8 +823,9 @@ async def test_options_reach_the_client(redis_url: str, prefix: str) -> None:
         assert opened.prefix == prefix
     finally:
         await opened.aclose()
-    # A keyword wins over the URL; the defaults bound every command.
-    async with Governance.open(f"{url}", registry=sample_registry(), socket_timeout=2.0) as gov:
+    # An option named in the URL and as a keyword with the same value is accepted; the
+    # defaults bound every command.
+    async with Governance.open(url, registry=sample_registry(), socket_timeout=3.5) as gov:
         assert gov.states is not None
     default = await _open(redis_url, prefix)
     try:

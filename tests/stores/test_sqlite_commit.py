@@ -490,6 +490,64 @@ async def test_bad_options_are_refused_before_the_file_is_created(
     assert files(tmp_path) == []
 
 
+async def _open_through(opener: str, url: str, **options: Any) -> None:
+    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
+    if opener == "open_store":
+        store = await open_store(url, registry=sample_registry(), **options)
+        await store.aclose()
+    else:
+        from mutator_governance import Governance
+
+        async with Governance.open(url, registry=sample_registry(), **options):
+            pass
+
+
+@pytest.mark.parametrize("opener", ["open_store", "Governance.open"])
+@pytest.mark.parametrize(
+    ("option", "in_url", "keyword"),
+    [
+        ("synchronous", "NORMAL", "FULL"),
+        ("busy_timeout", "2", 3),
+        ("busy_timeout", "2", 2.5),
+        ("pool_size", "4", 8),
+    ],
+)
+async def test_an_option_named_twice_with_different_values_is_refused(
+    tmp_path: Path, opener: str, option: str, in_url: str, keyword: Any
+) -> None:
+    """The same rule as PostgreSQL and Redis: the message names the option and both
+    values, and nothing is opened."""
+    url = f"sqlite:///{tmp_path}/gov.db?{option}={in_url}"
+    with pytest.raises(ConfigurationError) as caught:
+        await _open_through(opener, url, **{option: keyword})
+    message = str(caught.value)
+    assert f"SQLite option {option!r}" in message
+    assert f"{in_url!r} in the URL" in message
+    assert f"{keyword!r} as a keyword argument" in message
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "in_url", "keyword"),
+    [
+        ("synchronous", "normal", "NORMAL"),
+        ("busy_timeout", "2", 2.0),
+        ("busy_timeout", "0.5", 0.5),
+        ("pool_size", "8", 8),
+    ],
+)
+async def test_an_option_named_twice_with_the_same_value_is_accepted(
+    tmp_path: Path, option: str, in_url: str, keyword: Any
+) -> None:
+    """Values are compared once typed: ``?pool_size=8`` and ``pool_size=8`` agree."""
+    url = f"sqlite:///{tmp_path}/gov.db?{option}={in_url}"
+    store = await open_store(url, registry=sample_registry(), **{option: keyword})
+    assert isinstance(store, SQLiteStore)
+    async with store:
+        assert store.options == SQLiteOptions.build({option: in_url}, {})
+        assert store.options == SQLiteOptions.build({}, {option: keyword})
+
+
 @pytest.mark.parametrize(
     "url", ["sqlite:/x.db", "sqlite://host/x.db", "sqlite:///x.db#frag", "", "   "]
 )
