@@ -1962,9 +1962,9 @@ class PostgresStore:
         is used (no libpq defaults for host, user or database). ``options`` are the fields
         of :class:`PostgresOptions` (``schema``, ``min_size``, ``max_size``,
         ``connect_timeout``, ``statement_timeout``, ``connection_check_interval``,
-        ``check_connections``, ``write_flights``), also accepted as URL query parameters
-        (named both ways, an option must have the same value in both); other query
-        parameters must be libpq connection parameters.
+        ``check_connections``, ``write_flights``, ``prepare_threshold``), also accepted as
+        URL query parameters (named both ways, an option must have the same value in
+        both); other query parameters must be libpq connection parameters.
 
         With ``create=False`` a schema holding no store (no ``schema_version`` table) is
         refused with :class:`StoreNotFoundError` before anything is written: what an
@@ -1992,6 +1992,7 @@ class PostgresStore:
             "context": _ADAPTERS,
             "autocommit": True,
             "connect_timeout": max(1, round(timeout)),
+            "prepare_threshold": opts.prepare_threshold,
         }
         settings: dict[str, int] = {}
         if opts.statement_timeout is not None:
@@ -2006,7 +2007,9 @@ class PostgresStore:
 
         try:
             conn = await psycopg.AsyncConnection.connect(
-                **{**keywords, "connect_timeout": max(1, round(timeout))}, autocommit=True
+                **{**keywords, "connect_timeout": max(1, round(timeout))},
+                autocommit=True,
+                prepare_threshold=opts.prepare_threshold,
             )
         except psycopg.Error as error:
             unavailable("cannot connect to PostgreSQL", error)
@@ -2022,9 +2025,30 @@ class PostgresStore:
         except psycopg.Error as error:
             unavailable(f"cannot create or migrate the schema {schema!r}", error)
         if settings:
-            connect["options"] = " ".join(
+            startup = " ".join(
                 [keywords.get("options", ""), *(f"-c {k}={v}" for k, v in settings.items())]
             ).strip()
+            try:
+                taken = await _startup_options_taken({**connect, "options": startup}, connect)
+            except psycopg.Error as error:
+                unavailable("cannot open the PostgreSQL connection pool", error)
+            if taken:
+                connect["options"] = startup
+            elif "statement_timeout" in settings:
+                raise StoreUnavailableError(
+                    "the server refused the startup parameter 'options' that sets "
+                    "statement_timeout on each connection (a connection pooler such as "
+                    "PgBouncer does): set statement_timeout on the database role instead "
+                    "(ALTER ROLE … SET statement_timeout = …) and leave the option unset",
+                    url=safe_url,
+                )
+            else:
+                _log.warning(
+                    "the server refused the startup parameter 'options' (a connection "
+                    "pooler such as PgBouncer does); connection_check_interval is not set "
+                    "on the store's connections (%s)",
+                    safe_url,
+                )
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             "",
             min_size=opts.min_size,
@@ -2105,6 +2129,27 @@ class PostgresStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _startup_options_taken(with_options: dict[str, Any], without: dict[str, Any]) -> bool:
+    """Whether the server accepts a connection whose startup ``options`` set the store's
+    settings; False when it accepts one only without them.
+
+    A connection pooler such as PgBouncer refuses the ``options`` startup parameter, and
+    the pool would retry until its timeout and then report only that it timed out. When
+    neither connection is accepted, the first one's error is raised.
+    """
+    try:
+        conn = await psycopg.AsyncConnection.connect(**with_options)
+    except psycopg.Error as refused:
+        try:
+            conn = await psycopg.AsyncConnection.connect(**without)
+        except psycopg.Error:
+            raise refused from None
+        await conn.close()
+        return False
+    await conn.close()
+    return True
 
 
 async def _accepts_connection_check(conn: Connection, milliseconds: int) -> bool:

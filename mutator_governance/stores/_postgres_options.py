@@ -66,6 +66,13 @@ def _no_limit(value: Any) -> Any:
     return value
 
 
+def _threshold(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (type(value) is not int or value < 0):
+        raise ConfigurationError(
+            f"{attribute.name} must be an int >= 0 or None (never prepare), got {value!r}"
+        )
+
+
 def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be a bool, got {value!r}")
@@ -103,6 +110,15 @@ class PostgresOptions:
       flushes per operation. A write that finds a free flight waits one turn of the event
       loop for writers ready at the same moment. Worth it when several processes share
       one server's CPUs; one process alone runs faster without it (0).
+    - ``prepare_threshold``: how many times a statement runs on a connection before it is
+      prepared on the server (psycopg's ``prepare_threshold``, default 5; None or
+      ``?prepare_threshold=none``: never). A pooler in transaction mode that does not keep
+      prepared statements (PgBouncer before 1.21, or without ``max_prepared_statements``)
+      needs None: each transaction may run on another server connection.
+
+    Behind a pooler that refuses the ``options`` startup parameter (PgBouncer does), the
+    store opens without ``connection_check_interval`` (logging a warning) and refuses a
+    ``statement_timeout``, which only a role setting can then give.
     """
 
     schema: str = attrs.field(default=DEFAULT_SCHEMA, validator=_schema)
@@ -117,6 +133,7 @@ class PostgresOptions:
     )
     check_connections: bool = attrs.field(default=False, validator=_flag)
     write_flights: int = attrs.field(default=0, validator=_size)
+    prepare_threshold: int | None = attrs.field(default=5, validator=_threshold)
 
     def __attrs_post_init__(self) -> None:
         if self.max_size < max(1, self.min_size):
@@ -135,6 +152,8 @@ def _from_text(name: str, text: str) -> Any:
     try:
         if name in ("min_size", "max_size", "write_flights"):
             return int(text)
+        if name == "prepare_threshold":
+            return None if text.lower() == "none" else int(text)
         if name in ("connect_timeout", "statement_timeout", "connection_check_interval"):
             if name != "connect_timeout" and text.lower() in ("", "none", "0"):
                 return None
