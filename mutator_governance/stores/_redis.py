@@ -165,6 +165,18 @@ _COUNTER = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 _GLOB = re.compile(r"([*?\[\]\\])")
 # Redis replies that mean "the server cannot take this write now", not bad data.
 _UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
+# redis-py strips the code of the replies it has a class for (``OOM command not allowed``
+# arrives as OutOfMemoryError("command not allowed ...")), so these are told by class:
+# the server cannot take the command now, or not from this client; none is about data.
+_UNAVAILABLE_ERRORS: Final = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    redis.exceptions.ClusterCrossSlotError,
+    redis.exceptions.AskError,  # and MOVED
+    redis.exceptions.NoPermissionError,
+)
 _UPGRADE_WAIT = 60.0
 _log = logging.getLogger("mutator.governance.redis")
 
@@ -506,8 +518,10 @@ def _parse_url(url: str) -> _Target:
 class _Guard:
     """The context manager of :meth:`_Backend.guard` (a class: cheaper than a generator).
 
-    Connection failures, timeouts, read-only replicas and "cannot take this write now"
-    replies become StoreUnavailableError; any other error reply, StoredDataError at the key.
+    Connection failures, timeouts, read-only replicas, "cannot take this write now"
+    replies (out of memory, a cluster down or resharding, a script busy) and refusals of
+    this client (ACL) become StoreUnavailableError; any other error reply (a key of the
+    wrong type, a script failing on what it read), StoredDataError at the key.
     """
 
     __slots__ = ("_b", "_key")
@@ -526,7 +540,7 @@ class _Guard:
             return
         if (
             isinstance(error, redis.exceptions.ResponseError)
-            and not isinstance(error, redis.exceptions.ReadOnlyError)
+            and not isinstance(error, _UNAVAILABLE_ERRORS)
             and not str(error).startswith(_UNAVAILABLE_REPLIES)
         ):
             raise StoredDataError(
@@ -2039,6 +2053,36 @@ async def _copy_v1(b: _Backend) -> list[str]:
 # -- the store -----------------------------------------------------------------------------------
 
 
+async def _check_server(client: aioredis.Redis, url: str) -> None:
+    """Refuse a Redis Cluster node, and warn when the server may evict the store's keys.
+
+    Every script of the store writes keys that hash to different slots, which a cluster
+    refuses (CROSSSLOT) even when one node holds them all. A server that does not answer
+    ``INFO`` (a managed service that renamed it) is taken as it comes; if it is a cluster
+    after all, its refusals are StoreUnavailableError, never StoredDataError.
+    """
+    try:
+        cluster = await client.info("cluster")
+        memory = await client.info("memory")
+    except redis.exceptions.ResponseError:
+        return
+    if str(cluster.get("cluster_enabled", "0")) == "1":
+        raise ConfigurationError(
+            f"{url} is a Redis Cluster node, and the Redis store needs a standalone server "
+            "(a primary, with replicas if you like): its scripts write keys in many hash "
+            "slots, which a cluster refuses"
+        )
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if str(memory.get("maxmemory", "0")) != "0" and policy.startswith("allkeys-"):
+        _log.warning(
+            "Redis at %s evicts any key when full (maxmemory-policy %s): requests, decisions "
+            "and states of the store may vanish; use noeviction",
+            url,
+            policy,
+            extra={"operation": "open"},
+        )
+
+
 class RedisStore:
     """A :class:`~mutator_governance.protocols.GovernanceStore` on one Redis database.
 
@@ -2130,6 +2174,7 @@ class RedisStore:
         )
         try:
             with backend.guard(keys.meta):
+                await _check_server(client, redact_url(url))
                 found = await client.hget(keys.meta, "schema")
                 if found is None and not create:
                     raise StoreNotFoundError(
