@@ -194,7 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true", help="stop when no approved request is left"
     )
     worker.add_argument("--strategy", choices=list(_STRATEGIES), default="reject-stale")
-    worker.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    worker.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long an idle worker waits before looking again (default 1.0; 0 means "
+        "as often as allowed: at least 10 ms between polls)",
+    )
 
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
