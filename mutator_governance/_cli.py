@@ -11,7 +11,10 @@ Exit codes: 0 success; 1 the operation was refused or failed (a governance error
 a self-approval or an invalid transition; its message goes to stderr, never a
 traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no existing
 governance store too — a missing SQLite file, a PostgreSQL schema or Redis key prefix
-holding no store: the command line never creates one).
+holding no store: the command line never creates one); 3 ``execute`` ran but the request
+did not end executed (rejected as stale or by a policy, back to pending for approvals,
+or failed), or ``worker --until-idle`` had an attempt that did not (not executed, failed
+or an error) — the outcome lines on stdout say which.
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
@@ -77,6 +80,21 @@ _STRATEGIES = {
 }
 
 
+EXIT_NOT_EXECUTED = 3
+"""The exit code of an ``execute`` whose request did not end EXECUTED (and of a
+``worker --until-idle`` with such an attempt); 0 is success, 1 a refusal, 2 a usage error."""
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  the operation was refused or failed (the message on stderr)
+  2  a usage error (arguments, URL, registry, cursor, or no store at the URL)
+  3  execute: the request ran but did not end executed (rejected, pending again,
+     failed); worker --until-idle: some attempt did not end executed (not executed,
+     failed, errors). The outcome is still printed on stdout.
+"""
+
+
 class UsageError(Exception):
     """Bad command-line input found after parsing (exit code 2)."""
 
@@ -120,7 +138,10 @@ def _paging(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mutator`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Operate governed mutation requests in a store."
+        prog=PROG,
+        description="Operate governed mutation requests in a store.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--url", default=os.environ.get("MUTATOR_URL"), help="store URL")
     parser.add_argument(
@@ -184,17 +205,41 @@ def build_parser() -> argparse.ArgumentParser:
     _actor_options(cancel, approval=False)
     cancel.add_argument("--reason", metavar="TEXT")
 
-    execute = commands.add_parser("execute", help="execute one approved request")
+    execute = commands.add_parser(
+        "execute",
+        help="execute one approved request",
+        description="Execute one approved request and print its outcome. Exits 0 when it "
+        "was executed, 3 when it ran but did not end executed (rejected as stale or by a "
+        "policy, pending approvals again, or failed), 1 when it was refused (not "
+        "executable, unknown) and 2 on a usage error.",
+    )
     execute.add_argument("request_id", metavar="ID")
     execute.add_argument("--strategy", choices=list(_STRATEGIES), default="reject-stale")
 
-    worker = commands.add_parser("worker", help="execute approved requests as they appear")
+    worker = commands.add_parser(
+        "worker",
+        help="execute approved requests as they appear",
+        description="Execute approved requests as they appear, one line per outcome and a "
+        "summary when it stops (Ctrl-C or SIGTERM; exit 0). With --until-idle it stops "
+        "when no approved request is left and exits 3 when some attempt did not end "
+        "executed (not executed, failed or errors; skipped ones, taken by another "
+        "executor, do not count), else 0.",
+    )
     worker.add_argument("--concurrency", type=_positive, default=4, metavar="N")
     worker.add_argument(
-        "--until-idle", action="store_true", help="stop when no approved request is left"
+        "--until-idle",
+        action="store_true",
+        help="stop when no approved request is left; exit 3 if some attempt did not end executed",
     )
     worker.add_argument("--strategy", choices=list(_STRATEGIES), default="reject-stale")
-    worker.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    worker.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long an idle worker waits before looking again (default 1.0; 0 means "
+        "as often as allowed: at least 10 ms between polls)",
+    )
 
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
@@ -407,9 +452,13 @@ async def _cancel(gov: Governance, args: argparse.Namespace, out: Output) -> Non
     _decided(request, out)
 
 
-async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> int:
     outcome = await gov.execute(args.request_id, strategy=_STRATEGIES[args.strategy])
     out.emit(outcome_line(outcome), outcome_json(outcome))
+    # Not executed: rejected (stale, a policy, an already compensated original), pending
+    # approvals again (renewal, policies on the latest state) or failed.
+    executed = outcome.executed and outcome.request.status is RequestStatus.EXECUTED
+    return 0 if executed else EXIT_NOT_EXECUTED
 
 
 def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
@@ -424,7 +473,7 @@ def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
     )
 
 
-async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int:
     progress = WorkerProgress()
     async with anyio.create_task_group() as group:
 
@@ -459,6 +508,11 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> Non
         f"{c.outages} outages",
         {"summary": attrs.asdict(c)},
     )
+    # A long-running worker stopped by a signal did its job (0); a drain (--until-idle)
+    # says, like ``execute``, whether everything it attempted ended executed.
+    if args.until_idle and c.not_executed + c.failed + c.errors:
+        return EXIT_NOT_EXECUTED
+    return 0
 
 
 async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -525,7 +579,8 @@ async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) ->
     out.emit(human, {"items": [plain(item) for item in items]})
 
 
-_Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[None]]
+_Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[int | None]]
+"""A command: it prints its output and returns its exit code (None for 0)."""
 
 _COMMANDS: dict[str, _Command] = {
     "requests list": _requests_list,
@@ -595,19 +650,21 @@ async def _run(
     args: argparse.Namespace,
     registry: MutationRegistry,
     policies: tuple[MutationPolicy[Any], ...] = (),
-) -> None:
+) -> int:
+    """Run the command; its exit code (0 unless it says otherwise)."""
     name = f"{args.command} {args.action}" if args.command == "requests" else args.command
     try:
         async with Governance.open(
             args.url, registry=registry, policies=policies, **_existing_only(args.url)
         ) as gov:
-            await _COMMANDS[name](gov, args, Output(args.json))
+            code = await _COMMANDS[name](gov, args, Output(args.json))
     except BaseExceptionGroup as group:
         # a task group (the worker's) wraps the one error that stopped it: report that one
         leaves = _leaves(group)
         if len(leaves) == 1 and isinstance(leaves[0], Exception):
             raise leaves[0] from None
         raise
+    return code or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -632,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "application is evaluated on the latest state",
                 file=sys.stderr,
             )
-        anyio.run(_run, args, registry, policies)
+        code = anyio.run(_run, args, registry, policies)
     except UsageError as error:
         usage(str(error))
     except StoreNotFoundError as error:
@@ -652,4 +709,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    return 0
+    return code

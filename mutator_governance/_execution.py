@@ -883,8 +883,11 @@ class GovernedExecutionManager:
         disjoint batches to every worker process in one operation; a store with a
         :class:`~mutator_governance.ReadySignal` wakes an idle worker as soon as a request
         becomes ready; otherwise the worker polls every ``poll_interval`` seconds (with
-        jitter). Nothing stops it but cancellation (or, with ``until_idle``, no ready
-        request and nothing in flight or waiting for a retry):
+        jitter). ``poll_interval`` may be 0 (with ``until_idle``, the quickest run to
+        idle): a worker waiting for work still waits at least 10 ms between polls, as it
+        does for any shorter interval, so it never reads the store in a busy loop; a
+        finished execution wakes it at once. Nothing stops it but cancellation (or, with
+        ``until_idle``, no ready request and nothing in flight or waiting for a retry):
 
         - a store outage (poll, claim, commit, housekeeping) is logged at WARNING and
           retried after ``backoff`` (exponential with jitter);

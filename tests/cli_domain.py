@@ -35,6 +35,16 @@ class RaiseQuota(Mutation[Quota]):
         return Quota(state.limit + self.by)
 
 
+@attrs.frozen
+class BreakQuota(Mutation[Quota]):
+    """A raise whose apply fails: executing it leaves the request FAILED."""
+
+    intent: ClassVar[MutationIntent] = MutationIntent("quota.break", category="billing")
+
+    def apply(self, state: Quota) -> Quota:
+        raise RuntimeError("the quota service is down")
+
+
 class FinanceApproves(MutationPolicy[Quota]):
     """Every quota raise needs someone with the finance role."""
 
@@ -57,6 +67,7 @@ policies = [FinanceApproves(), AtMost115()]
 def make_registry() -> MutationRegistry:
     made = MutationRegistry()
     made.register(RaiseQuota, name="quota.raise")
+    made.register(BreakQuota, name="quota.break")
     made.register_state(Quota, name="billing.Quota")
     return made
 
@@ -64,15 +75,18 @@ def make_registry() -> MutationRegistry:
 registry = make_registry()
 
 
-async def submit(url: str, *ids: str, requester: str = "alice") -> list[MutationRequest]:
-    """Create ``quota:acme`` (if new) and submit one +10 raise per id, as ``requester``."""
+async def submit(
+    url: str, *ids: str, requester: str = "alice", mutation: Mutation[Quota] | None = None
+) -> list[MutationRequest]:
+    """Create ``quota:acme`` (if new) and submit one ``mutation`` (default a +10 raise) per
+    id, as ``requester``."""
     async with Governance.open(url, registry=make_registry()) as gov:
         gov.engine.register_policy(FinanceApproves())
         if await gov.states.get("quota:acme") is None:
             await gov.states.put("quota:acme", Quota(100))
         return [
             await gov.submit(
-                RaiseQuota(10),
+                mutation or RaiseQuota(10),
                 state_id="quota:acme",
                 context=MutationContext.user(requester, reason="launch"),
                 request_id=request_id,

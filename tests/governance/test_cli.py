@@ -7,6 +7,7 @@ is this checkout's (``PYTHONPATH``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -26,7 +27,14 @@ import pytest
 from mutator import MutationContext
 from mutator_governance import Governance
 from mutator_governance.stores import redact_url
-from tests.cli_domain import FinanceApproves, Quota, RaiseQuota, make_registry, submit
+from tests.cli_domain import (
+    BreakQuota,
+    FinanceApproves,
+    Quota,
+    RaiseQuota,
+    make_registry,
+    submit,
+)
 from tests.stores.conftest import POSTGRES_URL, REDIS_URL, _need
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,7 +418,7 @@ def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> N
     for request_id in ("req-1", "req-2"):
         ok(url, "approve", request_id, "--as", "fiona", "--role", "finance")
     assert ok(url, "execute", "req-1").strip() == "req-1: executed (version 2)"
-    checked = ok(
+    checked = mutator(
         url,
         "--policies",
         "tests.cli_domain:policies",
@@ -419,7 +427,8 @@ def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> N
         "--strategy",
         "revalidate",
     )
-    assert checked.strip() == "req-2: rejected: AtMost115: the limit would pass 115"
+    assert (checked.returncode, checked.stderr) == (3, "")
+    assert checked.stdout.strip() == "req-2: rejected: AtMost115: the limit would pass 115"
 
     submit_more = anyio.run(submit, url, "req-3")
     assert submit_more[0].request_id == "req-3"
@@ -428,6 +437,62 @@ def test_execute_and_the_worker_evaluate_the_given_policies_again(url: str) -> N
     assert unchecked.returncode == 0
     assert unchecked.stdout.splitlines()[0] == "req-3: executed (version 3)"
     assert "warning: revalidating without --policies" in unchecked.stderr
+
+
+def approve_all(url: str, *ids: str) -> None:
+    for request_id in ids:
+        ok(url, "approve", request_id, "--as", "fiona", "--role", "finance")
+
+
+def test_execute_exits_3_when_the_request_did_not_end_executed(url: str) -> None:
+    """A script tells the outcomes apart: 0 executed; 3 (outcome still on stdout, nothing
+    on stderr) rejected as stale, pending a renewed approval, or failed; 1 refused."""
+    anyio.run(submit, url, "req-3")  # req-1 to req-3 all expect version 1
+    approve_all(url, "req-1", "req-2", "req-3")
+    assert ok(url, "execute", "req-1").strip() == "req-1: executed (version 2)"
+
+    stale = mutator(url, "execute", "req-2")
+    assert (stale.returncode, stale.stderr) == (3, "")
+    assert stale.stdout.strip() == "req-2: rejected (rejected_as_stale)"
+
+    renew = mutator(url, "--json", "execute", "req-3", "--strategy", "renew")
+    assert (renew.returncode, renew.stderr) == (3, "")
+    outcome = json.loads(renew.stdout)
+    assert (outcome["executed"], outcome["status"], outcome["pending_reason"]) == (
+        False,
+        "pending",
+        "approval",
+    )
+    assert outcome["resolution"] == "requires_renewed_approval"
+
+    anyio.run(functools.partial(submit, url, "req-4", mutation=BreakQuota()))
+    approve_all(url, "req-4")
+    failed = mutator(url, "execute", "req-4")
+    assert (failed.returncode, failed.stderr) == (3, "")
+    assert failed.stdout.strip() == (
+        "req-4: failed: mutation 'quota.break' failed: RuntimeError: the quota service is down"
+    )
+
+    refused = mutator(url, "execute", "req-4")  # FAILED is final: a refusal, not an outcome
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+
+
+def test_worker_until_idle_exits_3_when_an_attempt_did_not_end_executed(url: str) -> None:
+    """A drain that left a request unexecuted says so like ``execute``: req-2 goes stale
+    once req-1 ran, so the worker prints both outcomes and its summary and exits 3."""
+    approve_all(url, "req-1", "req-2")
+    done = mutator(url, "worker", "--until-idle", "--concurrency", "1")
+    assert (done.returncode, done.stderr) == (3, "")
+    assert done.stdout.splitlines() == [
+        "req-1: executed (version 2)",
+        "req-2: rejected (rejected_as_stale)",
+        "worker stopped: 1 executed, 1 not executed, 0 failed, 0 skipped, 0 errors, 0 retried; "
+        "0 recovered, 0 expired, 0 quarantined, 0 outages",
+    ]
+    again = mutator(url, "--json", "worker", "--until-idle")  # nothing left: a clean drain
+    assert (again.returncode, again.stderr) == (0, "")
+    assert json.loads(again.stdout)["summary"]["executed"] == 0
 
 
 def test_json_may_follow_the_command(url: str) -> None:

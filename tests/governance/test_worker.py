@@ -246,6 +246,74 @@ class TestCancellation:
         assert await quotas_of(world, STATE_ID) == ({"bob": 11}, "2")
 
 
+def counted_reserves(world: World, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the time of every ready-requests query the worker makes (``reserve``)."""
+    store = world.gov.requests
+    reserve = store.reserve  # type: ignore[attr-defined]
+    calls: list[float] = []
+
+    async def counting(**kwargs: Any) -> Any:
+        calls.append(anyio.current_time())
+        return await reserve(**kwargs)
+
+    monkeypatch.setattr(store, "reserve", counting)
+    return calls
+
+
+def reads_between(calls: list[float], start: float, end: float) -> int:
+    return sum(1 for at in calls if start <= at < end)
+
+
+class TestPollIntervalZero:
+    """``poll_interval=0`` is accepted, but a waiting worker still waits a floor (10 ms)."""
+
+    async def test_an_idle_worker_with_poll_interval_zero_does_not_spin(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Idle for 0.3 s, it queries the store about 30 times, not thousands, and still
+        executes a request approved afterwards."""
+        calls = counted_reserves(world, monkeypatch)
+        executed = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: world.gov.run_worker(poll_interval=0, on_outcome=lambda _: executed.set())
+            )
+            start = anyio.current_time()
+            await anyio.sleep(0.3)
+            idle_reads = reads_between(calls, start, anyio.current_time())
+            request = await world.submit()
+            with anyio.fail_after(5):
+                await executed.wait()
+            tg.cancel_scope.cancel()
+
+        assert 1 <= idle_reads <= 60, idle_reads
+        assert (await world.gov.get(request.request_id)).status is S.EXECUTED
+
+    async def test_a_worker_waiting_on_an_execution_with_poll_interval_zero_does_not_spin(
+        self, xworld: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a free slot and one execution in flight, an until-idle worker polls at the
+        floor too, and the execution's end still wakes it at once."""
+        gate = Gate()
+        await xworld.submit(Blocking(gate))
+        calls = counted_reserves(xworld, monkeypatch)
+        reports: list[WorkerReport] = []
+
+        async def work() -> None:
+            reports.append(await xworld.gov.run_worker(until_idle=True, poll_interval=0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            await gate.reached.wait()
+            start = anyio.current_time()
+            await anyio.sleep(0.3)
+            waiting_reads = reads_between(calls, start, anyio.current_time())
+            gate.opened.set()
+
+        assert reports == [WorkerReport(executed=1)]
+        assert 1 <= waiting_reads <= 60, waiting_reads
+
+
 async def claimed(world: World, request: MutationRequest) -> MutationRequest:
     """Claim ``request`` like an executor that then crashes (lease from the test clock)."""
     executor = world.gov.executor
