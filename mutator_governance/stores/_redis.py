@@ -164,6 +164,9 @@ _UNSAFE = re.compile(r"[%:{}*?\[\]\\|\s]")
 _COUNTER = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 _GLOB = re.compile(r"([*?\[\]\\])")
 # Redis replies that mean "the server cannot take this write now", not bad data.
+_UNBOUNDED: Final = 2**31 - 1
+"""The pool's limit for ``max_connections=None`` (redis-py's own default is 100 since 6.x,
+past which a command fails at once with "Too many connections")."""
 _UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 # redis-py strips the code of the replies it has a class for (``OOM command not allowed``
 # arrives as OutOfMemoryError("command not allowed ...")), so these are told by class:
@@ -397,9 +400,11 @@ class RedisOptions:
       :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
       shielded write cannot hang forever; a commit that timed out may have landed);
     - ``connect_timeout``: seconds to open a connection;
-    - ``max_connections``: the pool's limit (None: the driver's default). Unbounded, the
-      hot path keeps the connections it used between calls; bounded, it lends each back
-      after its command, so every path can reach the limit;
+    - ``max_connections``: the pool's limit (None: no limit). Unbounded, the hot path
+      keeps the connections it used between calls; bounded, it lends each back after its
+      command, so every path can reach the limit, and a command that finds every
+      connection in use fails at once with StoreUnavailableError (an outage the worker
+      retries) instead of waiting;
     - ``client_name``: the name every connection gives itself (``CLIENT SETNAME``), so an
       operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
@@ -2160,7 +2165,7 @@ class RedisStore:
             ssl=target.tls,
             socket_timeout=options.socket_timeout,
             socket_connect_timeout=options.connect_timeout,
-            max_connections=options.max_connections,
+            max_connections=options.max_connections or _UNBOUNDED,
             client_name=options.client_name,
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 
@@ -833,6 +834,33 @@ async def test_options_reach_the_client(redis_url: str, prefix: str) -> None:
         assert default.client.connection_pool.connection_kwargs["socket_timeout"] == 10.0
     finally:
         await default.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_operations_beyond_a_hundred_needs_no_option(
+    redis_url: str, prefix: str
+) -> None:
+    """With no ``max_connections`` the pool has no limit: 150 operations at once all land
+    (redis-py's own default pool fails the 101st at once with "Too many connections")."""
+    async with Governance.open(_with_prefix(redis_url, prefix), registry=_registry()) as gov:
+        failures: list[BaseException] = []
+
+        executed: list[str] = []
+
+        async def one(n: int) -> None:
+            try:
+                await gov.states.put(f"burst:{n}", SampleState())
+                request = await gov.submit(Bump(), state_id=f"burst:{n}", context=_user("al"))
+                result = await gov.execute(request.request_id)
+                executed.append(result.request.status.value)
+            except Exception as error:
+                failures.append(error)
+
+        async with anyio.create_task_group() as group:
+            for n in range(150):
+                group.start_soon(one, n)
+        assert failures == []
+        assert executed == ["executed"] * 150
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
