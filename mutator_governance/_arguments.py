@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from mutator import ConfigurationError
 
-__all__ = ["MAX_SPAN", "check_count", "check_id", "check_moment", "check_seconds", "check_span"]
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_SPAN",
+    "check_count",
+    "check_id",
+    "check_moment",
+    "check_seconds",
+    "check_span",
+]
+
+
+MAX_ID_BYTES: Final = 1024
+"""The longest id, in UTF-8 bytes. PostgreSQL indexes ids in pairs, and refuses an index
+entry over 2,704 bytes; the same limit holds on every store."""
 
 
 def check_id(name: str, value: object) -> str:
     """``value`` when it is a non-blank string without NUL characters (which PostgreSQL
-    cannot store) that encodes as UTF-8, ValueError otherwise, as every lookup says.
+    cannot store) that encodes as UTF-8 in at most :data:`MAX_ID_BYTES`, ValueError
+    otherwise, as every lookup says.
 
     A lone surrogate (``"\\udc80"``, e.g. from ``os.fsdecode``) is refused here on every
     store alike: SQLite and PostgreSQL cannot store it, the in-memory store and Redis could.
@@ -27,6 +42,13 @@ def check_id(name: str, value: object) -> str:
             raise ValueError(
                 f"{name} must be valid Unicode text (no lone surrogates), got {value!r}"
             ) from None
+    if len(value) > MAX_ID_BYTES // 4:  # shorter ids cannot exceed the limit
+        size = len(value.encode())
+        if size > MAX_ID_BYTES:
+            raise ValueError(
+                f"{name} must be at most {MAX_ID_BYTES:,} bytes as UTF-8, got {size:,} "
+                f"bytes ({value[:40]!r}...)"
+            )
     return value
 
 

@@ -349,7 +349,7 @@ class Governance:
         if request_id is not None:
             check_id("request_id", request_id)
         actor = context.actor_id
-        if actor is not None and (not actor.isascii() or "\x00" in actor):
+        if actor is not None and (not actor.isascii() or "\x00" in actor or len(actor) > 256):
             check_id("context.actor_id", actor)  # the requester is a column on SQL stores
         if expires_at is not None:
             check_moment("expires_at", expires_at)

@@ -13,6 +13,7 @@ from typing import Any
 from mutator import ConcurrencyError
 from mutator.values import trusted
 
+from ._arguments import check_id
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
 from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
@@ -357,7 +358,9 @@ class InMemoryStateStore:
         expected_version: str | None = None,
         request_id: str | None = None,
     ) -> str:
-        """Write ``state`` if it is at ``expected_version``; return the new version."""
+        """Write ``state`` if it is at ``expected_version``; return the new version
+        (ValueError for an id no store can keep)."""
+        check_id("state_id", state_id)
         with self._lock:
             return self.put_now(state_id, state, expected_version, request_id)
 

@@ -100,6 +100,7 @@ from mutator import (
 )
 from mutator.serialization import structure, unstructure
 
+from .._arguments import check_id
 from .._commit_types import GovernedCommit, RequestWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -511,6 +512,9 @@ class _Database:
             raise ConcurrencyError(f"PostgreSQL rolled back a transaction: {error}") from error
         if isinstance(error, psycopg.errors.QueryCanceled):
             self.unavailable("PostgreSQL cancelled the statement (statement_timeout)", error)
+        if isinstance(error, psycopg.errors.ProgramLimitExceeded):
+            # e.g. a value too long for an index entry: the value's fault, not an outage.
+            raise ValueError(f"PostgreSQL refused a value: {error}") from error
         if isinstance(error, psycopg.OperationalError):
             await self._check_idle()
             if _lost(error):
@@ -1302,8 +1306,9 @@ class PostgresStateStore:
         """Write ``state`` as the version after ``expected_version`` (None creates it).
 
         ConcurrencyError (nothing written) when the state moved, or when ``request_id``
-        already produced a version of it.
+        already produced a version of it; ValueError for an id no store can keep.
         """
+        check_id("state_id", state_id)
         try:
             version = next_version(expected_version)
         except ValueError:

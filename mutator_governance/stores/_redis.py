@@ -93,6 +93,7 @@ from redis.backoff import NoBackoff
 from mutator import AuditEntry, ConcurrencyError, ConfigurationError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
+from .._arguments import check_id
 from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -1665,6 +1666,7 @@ class RedisStateStore:
         expected_version: str | None = None,
         request_id: str | None = None,
     ) -> str:
+        check_id("state_id", state_id)
         try:
             version = next_version(expected_version)
         except ValueError:

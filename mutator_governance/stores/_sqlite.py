@@ -51,6 +51,7 @@ import attrs
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
+from .._arguments import check_id
 from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -1552,8 +1553,10 @@ class SQLiteStateStore:
         """Write ``state`` if it is at ``expected_version`` (None: it must not exist).
 
         Returns the new version; a mismatch, or a second version produced by
-        ``request_id``, raises :class:`mutator.ConcurrencyError` and writes nothing.
+        ``request_id``, raises :class:`mutator.ConcurrencyError` and writes nothing; an id
+        no store can keep raises ValueError.
         """
+        check_id("state_id", state_id)
         codec = self._codec
 
         def encode() -> Callable[[sqlite3.Connection], str]:

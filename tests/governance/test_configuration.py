@@ -303,6 +303,9 @@ class TestSubmittedIds:
             ("state_id", "quotas:\ud800", "no lone surrogates"),
             ("context.actor_id", "al\udc80", "no lone surrogates"),
             ("context.actor_id", "al\x00ice", "NUL"),
+            ("request_id", "r" * 1025, "at most 1,024 bytes"),
+            ("state_id", "é" * 513, "at most 1,024 bytes"),
+            ("context.actor_id", "a" * 1025, "at most 1,024 bytes"),
         ],
     )
     async def test_submit_refuses_an_id_that_no_store_can_keep(
@@ -326,7 +329,7 @@ class TestSubmittedIds:
                     await gov.submit(IncreaseQuota("bob", 1), **arguments)
                 assert (await gov.list(RequestQuery())).items == ()
 
-    @pytest.mark.parametrize("request_id", ["req-\udc80", "req-\x00"])
+    @pytest.mark.parametrize("request_id", ["req-\udc80", "req-\x00", "r" * 1025])
     async def test_a_lookup_refuses_an_id_that_no_store_can_keep(
         self, tmp_path: Path, request_id: str
     ) -> None:
@@ -339,6 +342,31 @@ class TestSubmittedIds:
                     await gov.get(request_id)
                 with pytest.raises(ValueError, match="request_id must"):
                     await gov.cancel(request_id, context=MutationContext.user("al"))
+
+    @pytest.mark.parametrize("state_id", ["s" * 1025, "€" * 342, "s\udc80"])
+    async def test_a_state_put_refuses_an_id_that_no_store_can_keep(
+        self, tmp_path: Path, state_id: str
+    ) -> None:
+        """A state is created with the store's own ``put``: it refuses the ids ``submit``
+        refuses, on every store (PostgreSQL called an id too long for its index an
+        outage)."""
+        for url in ("memory://", f"sqlite:///{tmp_path}/gov.db"):
+            async with Governance.open(url, registry=registry()) as gov:
+                with pytest.raises(ValueError, match="state_id must"):
+                    await gov.states.put(state_id, Quotas({"bob": 1}))
+
+    async def test_an_id_of_exactly_the_limit_is_kept(self, tmp_path: Path) -> None:
+        state_id = "€" * 341 + "s"  # 1,024 bytes
+        for url in ("memory://", f"sqlite:///{tmp_path}/gov.db"):
+            async with Governance.open(url, registry=registry()) as gov:
+                await gov.states.put(state_id, Quotas({"bob": 1}))
+                request = await gov.submit(
+                    IncreaseQuota("bob", 1),
+                    state_id=state_id,
+                    request_id="r" * 1024,
+                    context=MutationContext.user("a" * 1024),
+                )
+                assert (await gov.get(request.request_id)).state_id == state_id
 
 
 def test_a_password_is_masked_even_when_the_port_is_malformed() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -49,6 +51,7 @@ from mutator_governance.stores._postgres_options import parse_url
 from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
+from . import pg_domain
 from .test_postgres import anyio_backend as anyio_backend  # the fixtures
 from .test_postgres import execute_sql, with_schema
 from .test_postgres import schema as schema
@@ -991,3 +994,30 @@ async def test_a_write_cancelled_while_waiting_for_a_lock_never_lands(
     latest = await store.states.get(STATE_ID)
     assert latest is not None
     assert (latest.version, latest.state) == ("1", SampleState("sample", 1))
+
+
+@attrs.frozen
+class _LongNamedAdd(pg_domain.Add):
+    """``Add`` under another name (a registry knows each class once)."""
+
+
+async def test_a_value_too_long_for_an_index_is_a_value_error_not_an_outage(
+    postgres_url: str, schema: str
+) -> None:
+    """PostgreSQL refuses an index entry over 2,704 bytes (SQLSTATE 54000); the store
+    called that an outage (StoreUnavailableError), which a caller or worker retries
+    forever. An id over the limit is refused before the store is asked, as on every
+    store; any other value too long for an index is the value's fault: ValueError."""
+    letters = "".join(random.Random(9).choices(string.ascii_letters, k=3000))
+    registry = pg_domain.registry()
+    registry.register(_LongNamedAdd, name=letters)  # the mutation type is indexed
+    url = with_schema(postgres_url, schema)
+    async with Governance.open(url, registry=registry) as gov:
+        with pytest.raises(ValueError, match="state_id must be at most 1,024 bytes"):
+            await gov.states.put(letters[:1500], pg_domain.Counters())
+        await gov.states.put("s", pg_domain.Counters())
+        with pytest.raises(ValueError, match="index row size"):
+            await gov.submit(
+                _LongNamedAdd(key="a", amount=1), state_id="s", context=pg_domain.user("al")
+            )
+        assert (await gov.list()).items == ()
