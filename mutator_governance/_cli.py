@@ -16,6 +16,16 @@ did not end executed (rejected as stale or by a policy, back to pending for appr
 or failed), or ``worker --until-idle`` had an attempt that did not (not executed, failed
 or an error) — the outcome lines on stdout say which.
 
+What the library logs (loggers under ``mutator``, such as a worker attempt that raised)
+goes to stderr too, one line a record and never a traceback: ``mutator: warning:
+<message>``, an attached exception summarized on the same line as ``(<ExceptionType>:
+<message>)``, unprintable characters escaped. ``MUTATOR_LOG_LEVEL`` (``debug``, ``info``,
+``warning`` — the default — or ``error``) shows more or less; at ``debug`` the traceback
+follows the line. The command line attaches this handler only while it runs, and only in
+a process with no logging configured (no handler on the root logger, nor on ``mutator``):
+an application that runs :func:`main` with its own logging configuration keeps it, and
+``MUTATOR_LOG_LEVEL`` then changes nothing (a bad value is still a usage error).
+
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
 object per outcome line and a final ``{"summary": ...}`` line). A request is
 ``{"request_id", "status", "pending_reason", "mutation_type", "operation", "category",
@@ -26,14 +36,16 @@ enums lower-case values); listings are ``{"items": [...], "next_cursor": str | n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
+import logging
 import os
 import pathlib
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -92,7 +104,26 @@ exit codes:
   3  execute: the request ran but did not end executed (rejected, pending again,
      failed); worker --until-idle: some attempt did not end executed (not executed,
      failed, errors). The outcome is still printed on stdout.
+
+logging:
+  What the library logs goes to stderr one line a record, never a traceback:
+  "mutator: warning: MESSAGE (ErrorType: error message)". MUTATOR_LOG_LEVEL=debug,
+  info, warning (the default) or error shows more or less; debug adds tracebacks.
+  A process that configured logging itself (a root handler) keeps its own.
 """
+
+LOGGER = "mutator"
+"""The logger namespace of the library, where the command line attaches its handler."""
+
+LOG_LEVEL_VARIABLE = "MUTATOR_LOG_LEVEL"
+"""The environment variable naming the level of what the library logs to stderr."""
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class UsageError(Exception):
@@ -314,6 +345,86 @@ def load_policies(spec: str) -> tuple[MutationPolicy[Any], ...]:
     callable (a policy class included) returning either (UsageError otherwise)."""
     found = _load(spec, "--policies", _policies, "a MutationPolicy or a list of them")
     return (found,) if isinstance(found, MutationPolicy) else tuple(found)
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def log_level() -> int:
+    """The level ``MUTATOR_LOG_LEVEL`` names (WARNING when unset or blank; UsageError when
+    it names none of ``debug``, ``info``, ``warning``, ``error``, in any case)."""
+    text = os.environ.get(LOG_LEVEL_VARIABLE, "")
+    if not text.strip():
+        return logging.WARNING
+    try:
+        return _LOG_LEVELS[text.strip().lower()]
+    except KeyError:
+        raise UsageError(
+            f"{LOG_LEVEL_VARIABLE} must be one of {', '.join(_LOG_LEVELS)}, got {text!r}"
+        ) from None
+
+
+def _summary(error: BaseException) -> str:
+    """``Type: message`` (``Type`` alone for an empty message)."""
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not lose the record
+        text = ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _LineFormatter(logging.Formatter):
+    """``mutator: warning: <message> (<Type>: <message>)``: one line a record, the level
+    lower-case, an attached exception summarized on the line and every unprintable
+    character escaped (:func:`clean`, as in the human output: a requester's id holding a
+    newline must not forge a line). With ``tracebacks`` the traceback (and any stack)
+    follows on the next lines, each line escaped."""
+
+    def __init__(self, *, tracebacks: bool) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+        exc_info = record.exc_info
+        if exc_info is not None and exc_info[1] is not None:
+            line += f" ({_summary(exc_info[1])})"
+        lines = [clean(line)]
+        if self.tracebacks:
+            if exc_info is not None and exc_info[1] is not None:
+                lines += [clean(text) for text in self.formatException(exc_info).splitlines()]
+            if record.stack_info:
+                lines += [clean(text) for text in self.formatStack(record.stack_info).splitlines()]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _stderr_logging(level: int) -> Iterator[None]:
+    """While the command runs, print the records of the ``mutator`` loggers at ``level``
+    and above to stderr (:class:`_LineFormatter`), instead of :data:`logging.lastResort`'s
+    tracebacks.
+
+    Only when the process has no logging configured (no handler on the root logger nor on
+    ``mutator``): an application embedding :func:`main` keeps its own. The handler is
+    removed and the logger's level restored when the command ends, so that calling
+    :func:`main` again adds no second handler.
+    """
+    logger = logging.getLogger(LOGGER)
+    if logging.getLogger().handlers or logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(_LineFormatter(tracebacks=level <= logging.DEBUG))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -671,6 +782,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mutator`` with ``argv`` (default: the process arguments); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        level = log_level()
+    except UsageError as error:
+        parser.error(str(error))
+    with _stderr_logging(level):
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command: its exit code, or the usage error's exit (2)."""
 
     def usage(message: str) -> NoReturn:
         parser.error(message)

@@ -7,8 +7,10 @@ is this checkout's (``PYTHONPATH``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -194,7 +196,7 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
     first = mutator(url, "requests", "list")
     assert first.returncode == 0
     assert [row[0] for row in rows(first.stdout)] == ["req-2"]
-    assert first.stderr.startswith("quarantined request req-1: [sqlite]")
+    assert first.stderr.startswith("mutator: warning: quarantined request req-1: [sqlite]")
     shown = ok(url, "quarantine")
     assert rows(shown)[0][:3] == ["req-1", "sqlite", "-"]
     assert "not a JSON document" in shown
@@ -552,3 +554,149 @@ def test_a_store_failure_inside_the_worker_is_reported_without_traceback(
     assert code == 1
     assert captured.err.strip() == "mutator: connection lost (sqlite:///gov.db)"
     assert "worker stopped" not in captured.out
+
+
+# -- what the library logs -------------------------------------------------------------------
+
+GONE = (
+    "(StateNotFoundError: state 'quota:acme' is not in the state store; create it with "
+    "`await gov.states.put(state_id, state)` first)"
+)
+"""How the line of a worker's parked attempt ends: the exception, summarized."""
+
+
+def approve_then_lose_the_state(url: str, request_id: str = "req-1") -> None:
+    """The request approved, then its state deleted: the worker's attempt raises
+    StateNotFoundError, which the worker logs at WARNING with the exception and parks."""
+    approve_all(url, request_id)
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+        db.execute("DELETE FROM states WHERE state_id = 'quota:acme'")
+
+
+def drain(url: str, *handlers: logging.Handler) -> int:
+    """``mutator worker --until-idle`` run by ``main`` with only ``handlers`` on the root."""
+    from mutator_governance._cli import main
+
+    with root_handlers(*handlers):
+        return main(
+            ["--url", url, "--registry", "tests.cli_domain:registry", "worker", "--until-idle"]
+        )
+
+
+@contextlib.contextmanager
+def root_handlers(*handlers: logging.Handler) -> Iterator[None]:
+    """The root logger holds only ``handlers`` in the block: none is a process with no
+    logging configured, as ``mutator`` runs (pytest's capture handlers put back after)."""
+    root = logging.getLogger()
+    saved = root.handlers
+    root.handlers = list(handlers)
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+def test_a_logged_warning_is_one_line_with_the_error_not_a_traceback(url: str) -> None:
+    """The worker logs a request that raised with the exception attached: the command
+    prints it as one ``mutator: warning:`` line summarizing the error, no traceback."""
+    approve_then_lose_the_state(url)
+    done = mutator(url, "worker", "--until-idle")
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("mutator: warning: request req-1 raised StateNotFoundError; parked")
+    assert line.endswith(GONE)
+    assert done.stdout.splitlines()[0].startswith("req-1: errors: state 'quota:acme'")
+
+
+def test_a_logged_line_escapes_the_requester_s_text(url: str) -> None:
+    """A request id holding a newline and an escape sequence is logged escaped: it cannot
+    forge a second stderr line nor hide text from the operator."""
+    forged = "req-9\x1b[8m\nmutator: warning: all clear"
+    anyio.run(submit, url, forged)
+    approve_then_lose_the_state(url, forged)
+    done = mutator(url, "worker", "--until-idle")
+    assert done.returncode == 3
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "mutator: warning: request req-9\\x1b[8m\\nmutator: warning: all clear raised "
+        "StateNotFoundError"
+    )
+    assert "\x1b" not in done.stderr
+
+
+def test_mutator_log_level_debug_shows_the_traceback_and_info(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The opt-in for a bug report: each traceback after its line, and the INFO records."""
+    approve_then_lose_the_state(url)
+    monkeypatch.setenv("MUTATOR_LOG_LEVEL", "DEBUG")
+    assert drain(url) == 3
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if line.startswith("mutator: warning:"))
+    assert warning.endswith(GONE)
+    assert "Traceback (most recent call last):" in err
+    assert "raise StateNotFoundError(claimed.state_id)" in err
+    assert "mutator: info: req-1 errors in " in err
+
+
+@pytest.mark.parametrize("value", ["loud", "warn ing", "30"])
+def test_a_bad_mutator_log_level_is_a_usage_error(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """A level the command does not know is refused (exit 2) before anything runs."""
+    from mutator_governance._cli import main
+
+    monkeypatch.setenv("MUTATOR_LOG_LEVEL", value)
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", url, "--registry", "tests.cli_domain:registry", "requests", "list"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        "mutator: error: MUTATOR_LOG_LEVEL must be one of debug, info, warning, error, "
+        f"got {value!r}"
+    ) in captured.err
+
+
+def test_repeated_runs_leave_no_handler_behind(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each run prints its warning once and takes its handler (and level) away after."""
+    monkeypatch.delenv("MUTATOR_LOG_LEVEL", raising=False)
+    library = logging.getLogger("mutator")
+    before = (list(library.handlers), library.level)
+    approve_then_lose_the_state(url)
+    for _ in range(3):
+        assert drain(url) == 3
+        warnings = [
+            line for line in capsys.readouterr().err.splitlines() if line.startswith("mutator:")
+        ]
+        assert len(warnings) == 1
+        assert warnings[0].endswith(GONE)
+        assert (library.handlers, library.level) == before
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+            # the parked attempt keeps req-1 reserved: let the reservation run out
+            db.execute("UPDATE requests SET reserved_by = NULL, reserved_until = NULL")
+
+
+def test_a_process_with_its_own_logging_keeps_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An application that configured logging (a root handler) gets the record, with its
+    exception, in its own handler; the command line adds no handler and prints no line."""
+    seen: list[tuple[logging.LogRecord, list[logging.Handler]]] = []
+
+    class Application(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record, list(logging.getLogger("mutator").handlers)))
+
+    monkeypatch.setenv("MUTATOR_LOG_LEVEL", "debug")  # the application's level stays
+    approve_then_lose_the_state(url)
+    assert drain(url, Application(logging.WARNING)) == 3
+    assert "mutator:" not in capsys.readouterr().err
+    ((record, handlers),) = [(r, h) for r, h in seen if r.name == "mutator.governance.worker"]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]).__name__ == "StateNotFoundError"
+    assert handlers == []
