@@ -52,6 +52,7 @@ from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSIO
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
 from . import pg_domain
+from .openers import open_through
 from .test_postgres import anyio_backend as anyio_backend  # the fixtures
 from .test_postgres import execute_sql, with_schema
 from .test_postgres import schema as schema
@@ -481,16 +482,6 @@ async def test_unknown_or_malformed_options_are_refused_before_connecting(
         await PostgresStore.open(url, registry=sample_registry(), **options)
 
 
-async def _open_through(opener: str, url: str, **options: Any) -> None:
-    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
-    if opener == "open_store":
-        store = await open_store(url, registry=sample_registry(), **options)
-        await store.aclose()
-    else:
-        async with Governance.open(url, registry=sample_registry(), **options):
-            pass
-
-
 DIFFERENT_VALUES = [
     ("schema", "a", "b"),
     ("min_size", "2", 3),
@@ -528,7 +519,7 @@ async def test_an_option_named_twice_with_different_values_is_refused_before_con
 ) -> None:
     url = f"postgresql://postgres:s3cret@127.0.0.1:5432/test?{option}={in_url}"
     with pytest.raises(ConfigurationError, match=f"PostgreSQL option {option!r}") as caught:
-        await _open_through(opener, url, **{option: keyword})
+        await open_through(opener, url, **{option: keyword})
     assert "s3cret" not in str(caught.value)
 
 

@@ -57,6 +57,7 @@ from mutator_governance.testing import (
     sample_request,
 )
 
+from .openers import open_through
 from .test_redis import (
     Bump,
     RedisFixtures,
@@ -737,16 +738,6 @@ async def test_malformed_or_unknown_options_are_refused(
         await open_store("redis://127.0.0.1:6379/15", registry=sample_registry(), **options)
 
 
-async def _open_through(opener: str, url: str, **options: Any) -> None:
-    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
-    if opener == "open_store":
-        store = await open_store(url, registry=sample_registry(), **options)
-        await store.aclose()
-    else:
-        async with Governance.open(url, registry=sample_registry(), **options):
-            pass
-
-
 DIFFERENT_VALUES = [
     ("prefix", "a", "b"),
     ("socket_timeout", "2", 3),
@@ -783,7 +774,7 @@ async def test_an_option_named_twice_with_different_values_is_refused_before_con
     monkeypatch.setattr(aioredis, "Redis", no_connection)
     url = f"redis://:s3cret@127.0.0.1:6379/15?{option}={in_url}"
     with pytest.raises(ConfigurationError, match=f"Redis option {option!r}") as caught:
-        await _open_through(opener, url, **{option: keyword})
+        await open_through(opener, url, **{option: keyword})
     assert "s3cret" not in str(caught.value)
 
 

@@ -28,7 +28,13 @@ import redis.exceptions
 from redis._parsers.base import BaseParser
 
 from mutator import ConfigurationError
-from mutator_governance import Governance, RequestStatus, StoredDataError, StoreUnavailableError
+from mutator_governance import (
+    Governance,
+    MutationRequest,
+    RequestStatus,
+    StoredDataError,
+    StoreUnavailableError,
+)
 from mutator_governance.stores._redis import _Guard
 
 from .pg_domain import Add, Counters, RequireCarol, registry, user
@@ -119,15 +125,21 @@ def _make_room(port: int) -> None:
     redis.Redis(host="127.0.0.1", port=port).config_set("maxmemory", 0)
 
 
+async def _approved(gov: Governance, *, amount: int) -> MutationRequest:
+    """An APPROVED request adding ``amount`` to counter ``a`` of a new state."""
+    gov.engine.register_policy(RequireCarol())
+    await gov.states.put("counters", Counters())
+    request = await gov.submit(Add(key="a", amount=amount), state_id="counters", context=user("al"))
+    approved = await gov.approve(request.request_id, context=user("carol"))
+    assert approved.status is RequestStatus.APPROVED
+    return approved
+
+
 async def test_a_full_server_is_an_outage_for_every_write(start_server: Callable[..., int]) -> None:
     port = start_server("--maxmemory-policy", "noeviction")
     url = f"redis://127.0.0.1:{port}/0?prefix=full"
     async with Governance.open(url, registry=registry()) as gov:
-        gov.engine.register_policy(RequireCarol())
-        await gov.states.put("counters", Counters())
-        request = await gov.submit(Add(key="a", amount=1), state_id="counters", context=user("al"))
-        approved = await gov.approve(request.request_id, context=user("carol"))
-        assert approved.status is RequestStatus.APPROVED
+        request = await _approved(gov, amount=1)
         _fill(port)
         with pytest.raises(StoreUnavailableError, match="memory"):
             await gov.execute(request.request_id)
@@ -141,10 +153,7 @@ async def test_a_full_server_leaves_the_request_approved_until_it_has_room(
     port = start_server("--maxmemory-policy", "noeviction")
     url = f"redis://127.0.0.1:{port}/0?prefix=full"
     async with Governance.open(url, registry=registry()) as gov:
-        gov.engine.register_policy(RequireCarol())
-        await gov.states.put("counters", Counters())
-        request = await gov.submit(Add(key="a", amount=2), state_id="counters", context=user("al"))
-        await gov.approve(request.request_id, context=user("carol"))
+        request = await _approved(gov, amount=2)
         _fill(port)
         with pytest.raises(StoreUnavailableError):
             await gov.execute(request.request_id)

@@ -48,6 +48,8 @@ from mutator_governance.testing import SampleState, sample_registry
 from mutator_governance.testing import sample_request as _sample_request
 from mutator_governance.testing._fixtures import SAMPLE_STATE_ID
 
+from .openers import open_through
+
 pytestmark = pytest.mark.anyio
 
 APPROVED = RequestStatus.APPROVED
@@ -490,18 +492,6 @@ async def test_bad_options_are_refused_before_the_file_is_created(
     assert files(tmp_path) == []
 
 
-async def _open_through(opener: str, url: str, **options: Any) -> None:
-    """Open and close ``url`` the way ``opener`` names: every path reaches the same check."""
-    if opener == "open_store":
-        store = await open_store(url, registry=sample_registry(), **options)
-        await store.aclose()
-    else:
-        from mutator_governance import Governance
-
-        async with Governance.open(url, registry=sample_registry(), **options):
-            pass
-
-
 @pytest.mark.parametrize("opener", ["open_store", "Governance.open"])
 @pytest.mark.parametrize(
     ("option", "in_url", "keyword"),
@@ -519,7 +509,7 @@ async def test_an_option_named_twice_with_different_values_is_refused(
     values, and nothing is opened."""
     url = f"sqlite:///{tmp_path}/gov.db?{option}={in_url}"
     with pytest.raises(ConfigurationError) as caught:
-        await _open_through(opener, url, **{option: keyword})
+        await open_through(opener, url, **{option: keyword})
     message = str(caught.value)
     assert f"SQLite option {option!r}" in message
     assert f"{in_url!r} in the URL" in message
