@@ -1977,7 +1977,8 @@ class PostgresStore:
 
         Raises ConfigurationError (a ValueError) for a malformed URL, an unknown or
         malformed option, an option named in the URL and as a keyword with different
-        values, or when called outside asyncio — all before connecting;
+        values, or when called outside asyncio — all before connecting — and for a
+        ``statement_timeout`` the server cannot take (a pooler that refuses startup options);
         StoreUnavailableError (password removed) when the server cannot be reached;
         StoredDataError when the database was migrated by a newer release.
         """
@@ -2040,12 +2041,12 @@ class PostgresStore:
             if taken:
                 connect["options"] = startup
             elif "statement_timeout" in settings:
-                raise StoreUnavailableError(
-                    "the server refused the startup parameter 'options' that sets "
-                    "statement_timeout on each connection (a connection pooler such as "
-                    "PgBouncer does): set statement_timeout on the database role instead "
-                    "(ALTER ROLE … SET statement_timeout = …) and leave the option unset",
-                    url=safe_url,
+                raise ConfigurationError(
+                    f"the server at {safe_url} refused the startup parameter 'options' "
+                    "that sets statement_timeout on each connection (a connection pooler "
+                    "such as PgBouncer does): set statement_timeout on the database role "
+                    "instead (ALTER ROLE … SET statement_timeout = …) and leave the option "
+                    "unset"
                 )
             else:
                 _log.warning(

@@ -149,7 +149,7 @@ async def test_behind_such_a_pooler_a_statement_timeout_is_refused_at_once_with_
     why at once, where the pool would retry until its timeout and report only that."""
     _, url = pooler
     started = time.monotonic()
-    with pytest.raises(StoreUnavailableError, match="statement_timeout on the database role"):
+    with pytest.raises(ConfigurationError, match="statement_timeout on the database role"):
         await PostgresStore.open(
             with_schema(url, schema),
             registry=sample_registry(),
