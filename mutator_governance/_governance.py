@@ -27,7 +27,7 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
-from ._arguments import check_id, check_moment, check_span
+from ._arguments import MAX_ID_BYTES, check_id, check_moment, check_span
 from ._commit import default_committer
 from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
@@ -349,7 +349,9 @@ class Governance:
         if request_id is not None:
             check_id("request_id", request_id)
         actor = context.actor_id
-        if actor is not None and (not actor.isascii() or "\x00" in actor or len(actor) > 256):
+        if actor is not None and (
+            not actor.isascii() or "\x00" in actor or len(actor) > MAX_ID_BYTES
+        ):
             check_id("context.actor_id", actor)  # the requester is a column on SQL stores
         if expires_at is not None:
             check_moment("expires_at", expires_at)
