@@ -166,8 +166,9 @@ _COUNTER = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 _GLOB = re.compile(r"([*?\[\]\\])")
 # Redis replies that mean "the server cannot take this write now", not bad data.
 _UNBOUNDED: Final = 2**31 - 1
-"""The pool's limit for ``max_connections=None`` (redis-py's own default is 100 since 6.x,
-past which a command fails at once with "Too many connections")."""
+"""The pool's limit for ``max_connections=None``: redis-py 5 meant none, recent releases
+(8.2) bound the pool at 100 by default and fail the next command with "Too many
+connections"."""
 _UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 # redis-py strips the code of the replies it has a class for (``OOM command not allowed``
 # arrives as OutOfMemoryError("command not allowed ...")), so these are told by class:
