@@ -401,12 +401,13 @@ class RedisOptions:
     - ``socket_timeout``: seconds a command may wait for its reply before
       :class:`~mutator_governance.StoreUnavailableError` (so a network partition during a
       shielded write cannot hang forever; a commit that timed out may have landed);
-    - ``connect_timeout``: seconds to open a connection;
+    - ``connect_timeout``: seconds to open a connection (and, with ``max_connections``,
+      to wait for a free one);
     - ``max_connections``: the pool's limit (None: no limit). Unbounded, the hot path
       keeps the connections it used between calls; bounded, it lends each back after its
       command, so every path can reach the limit, and a command that finds every
-      connection in use fails at once with StoreUnavailableError (an outage the worker
-      retries) instead of waiting;
+      connection in use waits for one, at most ``connect_timeout`` seconds (then
+      StoreUnavailableError, an outage the worker retries);
     - ``client_name``: the name every connection gives itself (``CLIENT SETNAME``), so an
       operator sees the store's connections in ``CLIENT LIST`` (None: unnamed).
 
@@ -2173,6 +2174,16 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )
+        if options.max_connections is not None:
+            # Bounded: a command finding every connection in use waits for one (at most
+            # connect_timeout), as the PostgreSQL pool does, instead of failing at once.
+            pool = client.connection_pool
+            client.connection_pool = aioredis.BlockingConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=options.max_connections,
+                timeout=options.connect_timeout,
+                **pool.connection_kwargs,
+            )
         backend = _Backend(
             client,
             keys,

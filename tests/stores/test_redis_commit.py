@@ -828,12 +828,20 @@ async def test_options_reach_the_client(redis_url: str, prefix: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_burst_of_operations_beyond_a_hundred_needs_no_option(
-    redis_url: str, prefix: str
+@pytest.mark.parametrize(
+    ("query", "operations"),
+    [("", 150), ("&max_connections=3", 60)],
+    ids=["no limit", "bounded"],
+)
+async def test_a_burst_of_operations_all_land(
+    redis_url: str, prefix: str, query: str, operations: int
 ) -> None:
-    """With no ``max_connections`` the pool has no limit: 150 operations at once all land
-    (redis-py's own default pool fails the 101st at once with "Too many connections")."""
-    async with Governance.open(_with_prefix(redis_url, prefix), registry=_registry()) as gov:
+    """With no ``max_connections`` the pool has no limit, and a bounded pool makes a
+    command wait for a free connection: 150 (or 60 on 3 connections) operations at once
+    all land. redis-py's own pool failed the 101st (the 4th) at once with "Too many
+    connections"."""
+    url = _with_prefix(redis_url, prefix) + query
+    async with Governance.open(url, registry=_registry()) as gov:
         failures: list[BaseException] = []
 
         executed: list[str] = []
@@ -848,10 +856,10 @@ async def test_a_burst_of_operations_beyond_a_hundred_needs_no_option(
                 failures.append(error)
 
         async with anyio.create_task_group() as group:
-            for n in range(150):
+            for n in range(operations):
                 group.start_soon(one, n)
         assert failures == []
-        assert executed == ["executed"] * 150
+        assert executed == ["executed"] * operations
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

@@ -50,10 +50,13 @@ def anyio_backend() -> str:
 
 
 def _free_port() -> int:
-    """A free port below 55536: a cluster node also listens on its port + 10000."""
-    for port in random.sample(range(20_000, 55_000), 200):
-        with socket.socket() as probe, contextlib.suppress(OSError):
+    """A free port whose port + 10,000 (a cluster node's bus) is free too, both below
+    Linux's ephemeral range (32,768 and up), where a burst of client sockets could take
+    the bus port between this check and the server's start."""
+    for port in random.sample(range(20_000, 22_700), 200):
+        with socket.socket() as probe, socket.socket() as bus, contextlib.suppress(OSError):
             probe.bind(("127.0.0.1", port))
+            bus.bind(("127.0.0.1", port + 10_000))
             return port
     raise AssertionError("no free port")
 
@@ -95,6 +98,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., int]]:
                 client.ping()
                 break
             except redis.exceptions.ConnectionError:
+                if process.poll() is not None:
+                    raise AssertionError(f"redis-server {arguments} exited") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
