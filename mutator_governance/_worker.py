@@ -193,6 +193,10 @@ thousands of reads a second). 10 ms is about the wake-up latency of the stores t
 an idle worker little, and a finished execution still wakes the worker at once.
 """
 
+_SIGNAL_PAUSE = 0.05
+"""The shortest pause, in seconds, before asking again a ready signal that returned at once
+without a wake-up (a store whose listening connection is down answers at once)."""
+
 _GIVE_BACK_SECONDS = 5.0
 """How long a stopping worker waits for the store to take back its unstarted reservations."""
 
@@ -350,8 +354,10 @@ class _Worker:
             woken = await signal.wait_ready(max(self.poll_interval, 1.0))
             if woken:
                 self.wake.set()
-            elif anyio.current_time() - started < 0.05:
-                await anyio.sleep(min(self.poll_interval, 1.0) or 0.05)
+            elif anyio.current_time() - started < _SIGNAL_PAUSE:
+                # It could not wait (its connection is down, say): ask again later, never
+                # in a busy loop, whatever the poll interval.
+                await anyio.sleep(max(min(self.poll_interval, 1.0), _SIGNAL_PAUSE))
 
     def _shut_down(self) -> None:
         """Stop claiming; give in-flight executions ``grace`` seconds, then cancel them.

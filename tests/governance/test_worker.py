@@ -313,6 +313,26 @@ class TestPollIntervalZero:
         assert reports == [WorkerReport(executed=1)]
         assert 1 <= waiting_reads <= 60, waiting_reads
 
+    async def test_a_ready_signal_that_cannot_wait_is_not_asked_in_a_busy_loop(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A store's signal whose listening connection is down returns at once; with a
+        poll interval of 1 ms the worker asked it (and the store reconnected) every
+        millisecond. It now pauses at least 50 ms."""
+        asked: list[float] = []
+
+        async def wait_ready(timeout: float) -> bool:
+            asked.append(anyio.current_time())
+            return False
+
+        monkeypatch.setattr(world.gov.requests, "wait_ready", wait_ready, raising=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: world.gov.run_worker(poll_interval=0.001))
+            await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+
+        assert 1 <= len(asked) <= 10, len(asked)
+
 
 async def claimed(world: World, request: MutationRequest) -> MutationRequest:
     """Claim ``request`` like an executor that then crashes (lease from the test clock)."""
