@@ -321,7 +321,7 @@ class TestPollIntervalZero:
         millisecond. It now pauses at least 50 ms."""
         asked: list[float] = []
 
-        async def wait_ready(timeout: float) -> bool:
+        async def wait_ready(seconds: float) -> bool:
             asked.append(anyio.current_time())
             return False
 
