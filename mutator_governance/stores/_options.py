@@ -17,7 +17,13 @@ from typing import Any
 
 from mutator import ConfigurationError
 
-__all__ = ["one_value_each"]
+__all__ = ["one_value_each", "typed_alone"]
+
+
+def typed_alone(options: type[Any], name: str, value: Any) -> Any:
+    """``value`` as an ``options`` class holds option ``name``: converted and validated on
+    its own (the other fields at their defaults), ConfigurationError when malformed."""
+    return getattr(options(**{name: value}), name)
 
 
 def one_value_each(

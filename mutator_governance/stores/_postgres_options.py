@@ -22,7 +22,7 @@ from psycopg import pq
 from mutator import ConfigurationError
 
 from . import redact_url
-from ._options import one_value_each
+from ._options import one_value_each, typed_alone
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
 
@@ -180,7 +180,7 @@ def _alone(name: str, value: Any) -> Any:
     if name in ("min_size", "max_size"):
         _size(None, attrs.fields_dict(PostgresOptions)[name], value)
         return value
-    return getattr(PostgresOptions(**{name: value}), name)
+    return typed_alone(PostgresOptions, name, value)
 
 
 def _from_url(name: str, text: str) -> Any:

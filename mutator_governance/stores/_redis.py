@@ -121,7 +121,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import RequestDocuments, decode, join_field, pace, paced, parse
-from ._options import one_value_each
+from ._options import one_value_each, typed_alone
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -169,7 +169,8 @@ _UNBOUNDED: Final = 2**31 - 1
 """The pool's limit for ``max_connections=None``: redis-py 5 meant none, recent releases
 (8.2) bound the pool at 100 by default and fail the next command with "Too many
 connections"."""
-_UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
+_UNAVAILABLE_REPLIES = ("BUSY", "NOREPLICAS")
+"""Replies redis-py has no class for, told by their code: the server cannot take it now."""
 # redis-py strips the code of the replies it has a class for (``OOM command not allowed``
 # arrives as OutOfMemoryError("command not allowed ...")), so these are told by class:
 # the server cannot take the command now, or not from this client; none is about data.
@@ -441,8 +442,7 @@ class RedisOptions:
                         f"accepted: {', '.join(sorted(names))}{source}"
                     )
 
-        def typed(name: str, value: Any) -> Any:
-            return getattr(cls(**{name: value}), name)
+        typed = functools.partial(typed_alone, cls)
 
         def from_url(name: str, text: str) -> Any:
             try:
@@ -2071,18 +2071,17 @@ async def _check_server(client: aioredis.Redis, url: str) -> None:
     after all, its refusals are StoreUnavailableError, never StoredDataError.
     """
     try:
-        cluster = await client.info("cluster")
-        memory = await client.info("memory")
+        info = await client.info()  # the default sections hold Cluster and Memory
     except redis.exceptions.ResponseError:
         return
-    if str(cluster.get("cluster_enabled", "0")) == "1":
+    if str(info.get("cluster_enabled", "0")) == "1":
         raise ConfigurationError(
             f"{url} is a Redis Cluster node, and the Redis store needs a standalone server "
             "(a primary, with replicas if you like): its scripts write keys in many hash "
             "slots, which a cluster refuses"
         )
-    policy = str(memory.get("maxmemory_policy", "noeviction"))
-    if str(memory.get("maxmemory", "0")) != "0" and policy.startswith("allkeys-"):
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if str(info.get("maxmemory", "0")) != "0" and policy.startswith("allkeys-"):
         _log.warning(
             "Redis at %s evicts any key when full (maxmemory-policy %s): requests, decisions "
             "and states of the store may vanish; use noeviction",

@@ -10,6 +10,7 @@ file is opened. PostgreSQL and Redis apply the same rule (``_options.one_value_e
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Final, Literal, cast
@@ -19,7 +20,7 @@ import attrs
 
 from mutator import ConfigurationError
 
-from ._options import one_value_each
+from ._options import one_value_each, typed_alone
 
 __all__ = ["MEMORY", "SQLiteOptions", "Synchronous", "parse_sqlite_url", "sqlite_path"]
 
@@ -110,9 +111,7 @@ class SQLiteOptions:
                     f"accepted: {', '.join(sorted(known))}"
                 )
 
-        def typed(name: str, value: Any) -> Any:
-            return getattr(cls(**{name: value}), name)
-
+        typed = functools.partial(typed_alone, cls)
         return cls(**one_value_each("SQLite", query, keywords, from_text=typed, from_keyword=typed))
 
 
