@@ -22,6 +22,7 @@ EXAMPLES: dict[str, str] = {
     "decision_taxonomy": "examples.decision_taxonomy",
     "versioned_resolution": "examples.versioned_resolution",
     "durable_sqlite": "examples.durable_sqlite",
+    "changed_mutation": "examples.changed_mutation",
     "custom_store": "examples.custom_store",
     "worker_fleet": "examples.worker_fleet",
     "queries": "examples.queries",

@@ -6,13 +6,13 @@ import dataclasses
 import enum
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 
-from mutator import Mutation
+from mutator import Mutation, SerializationError
 from mutator.serialization import TypeRegistry, make_converter, structure, unstructure
 
 from ._decisions import _CATEGORIES, _CODES, DecisionCode, RequestDecision, code_for
@@ -23,6 +23,27 @@ from ._request import MutationRequest
 __all__ = ["MutationRegistry"]
 
 T = TypeVar("T")
+
+Upgrade = Callable[[dict[str, Any]], Mapping[str, Any]]
+"""Turns a stored mutation's fields (JSON data) into fields of its class as it is now."""
+
+
+@attrs.frozen
+class _MutationReader:
+    """What reading a stored mutation of one registered name checks and changes first."""
+
+    cls: type[Any]
+    fields: frozenset[str] | None
+    upgrade: Upgrade | None
+
+
+def _field_names(cls: type[Any]) -> frozenset[str] | None:
+    """The keys a stored ``cls`` may hold (None: a class whose shape the registry cannot see)."""
+    if attrs.has(cls):
+        return frozenset(field.name for field in attrs.fields(cls))
+    if dataclasses.is_dataclass(cls):
+        return frozenset(field.name for field in dataclasses.fields(cls))
+    return None
 
 
 def _stdlib_dumps(data: Any) -> str:
@@ -98,6 +119,7 @@ class MutationRegistry:
     def __init__(self) -> None:
         self._mutations: dict[str, type[Mutation[Any]]] = {}
         self._mutation_names: dict[type[Any], str] = {}
+        self._readers: dict[str, _MutationReader] = {}
         self._states: dict[str, type[Any]] = {}
         self._state_names: dict[type[Any], str] = {}
         self.types = TypeRegistry()
@@ -106,7 +128,12 @@ class MutationRegistry:
         self._request_hooks: tuple[Callable[[Any], Any], Callable[[Any, Any], Any]] | None = None
 
     def register(
-        self, cls: type[T], *, name: str | None = None, state_name: str | None = None
+        self,
+        cls: type[T],
+        *,
+        name: str | None = None,
+        state_name: str | None = None,
+        upgrade: Upgrade | None = None,
     ) -> type[T]:
         """Register a :class:`mutator.Mutation` subclass under ``name``; returns the class.
 
@@ -114,7 +141,18 @@ class MutationRegistry:
         too, under ``state_name`` (default: the name it already has, else its qualname),
         unless the generic parameter is ``Any`` or not an attrs class, dataclass or enum.
         A later :meth:`register_state` with an explicit name replaces a defaulted one.
+
+        A request executes the mutation that was approved, so a stored mutation holding a
+        field its class no longer declares is not read (the request is quarantined)
+        rather than read without it. When a class changes while requests of it are
+        stored, ``upgrade`` says what their fields become: it is called with a copy of
+        each stored mutation's fields (JSON data, as :meth:`unstructure_value` encodes
+        values) before it is read, and returns the fields of the class as it is now; it
+        must return fields that are already current unchanged. The request keeps the
+        upgraded mutation the next time it is written.
         """
+        if upgrade is not None and not callable(upgrade):
+            raise TypeError(f"upgrade must be a callable, got {upgrade!r}")
         if not isinstance(cls, type) or not issubclass(cls, Mutation):
             raise TypeError(
                 f"MutationRegistry.register() takes a Mutation subclass, got {cls!r}; "
@@ -142,6 +180,7 @@ class MutationRegistry:
             self._check_type_name(state, state_name)
         self.types.register(cls, name)
         self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        self._readers[name] = _MutationReader(cls, _field_names(cls), upgrade)
         if state is not None and state_name is not None and state not in self._state_names:
             self.register_state(state, name=state_name)
             if inferred_name:
@@ -271,6 +310,10 @@ class MutationRegistry:
             return (typing.get_origin(tp) or tp) is Mutation
 
         def mutation_in(data: Any, _: Any) -> Mutation[Any]:
+            if data.__class__ is dict:
+                name = data.get("$type")
+                if name.__class__ is str:
+                    data = self._read_mutation(name, data)
             value = decode(data, Any)
             if not isinstance(value, Mutation):
                 raise TypeError(f"expected a registered mutation, got {type(value).__name__}")
@@ -298,6 +341,48 @@ class MutationRegistry:
         converter.register_unstructure_hook_func(lambda tp: tp == DecisionCode, code_out)
         converter.register_structure_hook_func(lambda tp: tp == DecisionCode, code_in)
         return converter
+
+    def _read_mutation(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` of a stored mutation named ``name``, upgraded and checked for retired fields."""
+        reader = self._readers.get(name)
+        if reader is None:
+            known = ", ".join(sorted(self._mutations)) or "none"
+            raise SerializationError(
+                "",
+                f"no mutation registered as {name[:100]!r} (registered: {known}); "
+                "register its class with MutationRegistry.register(cls, name=...)",
+            )
+        fields = data.get("value")
+        if fields.__class__ is not dict:
+            return data
+        if reader.upgrade is not None:
+            try:
+                upgraded = reader.upgrade(dict(fields))
+            except Exception as exc:
+                raise SerializationError(
+                    "", f"upgrade of stored mutation {name!r} raised {type(exc).__name__}: {exc}"
+                ) from exc
+            if not isinstance(upgraded, Mapping):
+                raise SerializationError(
+                    "",
+                    f"upgrade of stored mutation {name!r} returned "
+                    f"{type(upgraded).__name__}, not a mapping of fields",
+                )
+            fields = dict(upgraded)
+            data = {**data, "value": fields}
+        if reader.fields is not None:
+            retired = fields.keys() - reader.fields
+            if retired:
+                listed = ", ".join(repr(key)[:100] for key in sorted(retired, key=str))
+                cls_name = reader.cls.__qualname__
+                raise SerializationError(
+                    "",
+                    f"stored mutation {name!r} holds fields {cls_name} does not declare: "
+                    f"{listed}; a request runs as it was approved, so it is not read "
+                    f"without them: register {cls_name} with upgrade=... to say what "
+                    "they become",
+                )
+        return data
 
     def name_of(self, mutation: Mutation[Any] | type[Mutation[Any]]) -> str:
         """The registered name of a mutation or mutation class."""

@@ -237,6 +237,16 @@ def check_durable_sqlite(outcome: dict[str, Any]) -> None:
     assert outcome["decisions"] >= 5
 
 
+def check_changed_mutation(outcome: dict[str, Any]) -> None:
+    from examples.changed_mutation import RaiseQuota
+
+    assert outcome["refused"]
+    assert outcome["quarantined"]
+    assert outcome["untouched"] == 100
+    assert outcome["read_as"] == outcome["stored_as"] == RaiseQuota(50)
+    assert (outcome["executed"], outcome["limit"]) == (True, 150)
+
+
 def check_custom_store(outcome: dict[str, Any]) -> None:
     assert outcome["atomic"] is True
     assert outcome["status"] is RequestStatus.EXECUTED
@@ -323,6 +333,7 @@ def check_worker_fleet(outcome: dict[str, Any]) -> None:
 CHECKS: dict[str, Callable[[Any], None]] = {
     "worker_fleet": check_worker_fleet,
     "durable_sqlite": check_durable_sqlite,
+    "changed_mutation": check_changed_mutation,
     "custom_store": check_custom_store,
     "queries": check_queries,
     "redis_queries": check_redis_queries,

@@ -60,6 +60,21 @@ class TestBadDocuments:
         assert "mutation" in caught.value.path
         assert "nobody.registered.this" in str(caught.value)
 
+    def test_unknown_mutation_type_says_how_to_register_a_mutation(self) -> None:
+        """The hint names MutationRegistry.register and the mutations that are registered.
+
+        A deploy that dropped a mutation class must not be told to call register_value
+        or register_state, which would not make the request readable.
+        """
+        data = REGISTRY.unstructure_request(sample_rich_request())
+        data["mutation"]["$type"] = "quota.retired"
+        with pytest.raises(SerializationError) as caught:
+            REGISTRY.structure_request(data)
+        message = str(caught.value)
+        assert "MutationRegistry.register(cls, name=...)" in message
+        assert "register_value" not in message
+        assert all(name in message for name in REGISTRY.mutation_names)
+
     def test_missing_field_names_the_field(self) -> None:
         """A document without a required field raises SerializationError naming that field."""
         data = REGISTRY.unstructure_request(sample_rich_request())

@@ -411,6 +411,110 @@ async def test_a_missing_mutation_field_without_a_default_is_stored_data_error(
         assert await durable.snapshot() == before
 
 
+def in_mutation(change: Callable[[dict[str, Any]], None]) -> Callable[[Any], None]:
+    """Apply ``change`` to the stored fields of a request document's mutation."""
+
+    def edit(data: Any) -> None:
+        if isinstance(data, dict):
+            if data.get("$type") == "account.rename":
+                change(data["value"])
+                return
+            for value in data.values():
+                edit(value)
+
+    return edit
+
+
+def renamed_to_legacy(fields: dict[str, Any]) -> None:
+    """The request as an older ``Rename`` stored it: ``owner`` and a retired ``legacy``."""
+    fields["owner"] = fields.pop("new_owner")
+    fields["legacy"] = True
+
+
+def upgrade_rename(fields: dict[str, Any]) -> dict[str, Any]:
+    """What an older ``Rename``'s fields become (current fields come back unchanged)."""
+    if "owner" in fields:
+        fields["new_owner"] = fields.pop("owner")
+    fields.pop("legacy", None)
+    return fields
+
+
+async def test_a_stored_mutation_field_its_class_no_longer_declares_is_stored_data_error(
+    durable: Durable,
+) -> None:
+    """The approved mutation is never run without a field it was approved with.
+
+    Before, the field was dropped: the request executed something other than what was
+    approved and its rewritten document lost the field for good.
+    """
+    async with opened(durable) as gov:
+        await gov.states.put(STATE_ID, ACCOUNT)
+        request = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
+        await durable.edit(
+            "request", request.request_id, in_mutation(lambda f: f.update(limit_cents=500))
+        )
+        before = await durable.snapshot()
+        with pytest.raises(StoredDataError) as caught:
+            await gov.get(request.request_id)
+        assert caught.value.key == durable.key("request", request.request_id)
+        assert caught.value.field is not None
+        assert caught.value.field.endswith("mutation")
+        assert "'limit_cents'" in str(caught.value)
+        assert "upgrade=" in str(caught.value)
+        with pytest.raises(StoredDataError):
+            await gov.execute(request.request_id)
+        assert await durable.snapshot() == before
+
+
+async def test_an_upgrade_reads_an_older_mutation_and_the_request_keeps_it(
+    durable: Durable,
+) -> None:
+    """``register(..., upgrade=...)``: the older request runs, and is stored upgraded."""
+    async with opened(durable) as gov:
+        await gov.states.put(STATE_ID, ACCOUNT)
+        request = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
+    await durable.edit("request", request.request_id, in_mutation(renamed_to_legacy))
+    registry = MutationRegistry()
+    registry.register(Rename, upgrade=upgrade_rename)
+    registry.register_value(Tag, name="Tag")
+    async with Governance.open(durable.url, registry=registry, **durable.options) as gov:
+        loaded = await gov.get(request.request_id)
+        assert loaded == request
+        executed = await gov.execute(request.request_id)
+        assert executed.executed
+        current = await gov.states.get(STATE_ID)
+        assert current is not None
+        assert current.state.owner_name == "bea"
+    async with opened(durable) as gov:  # no upgrade: the stored document is current now
+        assert (await gov.get(request.request_id)).mutation == Rename("bea")
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "message"),
+    [
+        (lambda fields: fields["missing"], "upgrade of stored mutation 'account.rename' raised"),
+        (lambda fields: [fields], "returned list, not a mapping of fields"),
+    ],
+    ids=["raises", "returns-a-list"],
+)
+async def test_an_upgrade_that_fails_is_stored_data_error(
+    durable: Durable, upgrade: Callable[[dict[str, Any]], Any], message: str
+) -> None:
+    """A failing upgrade is the request's unreadable document, not an error from inside."""
+    async with opened(durable) as gov:
+        await gov.states.put(STATE_ID, ACCOUNT)
+        request = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
+    registry = MutationRegistry()
+    registry.register(Rename, upgrade=upgrade)
+    registry.register_value(Tag, name="Tag")
+    before = await durable.snapshot()
+    async with Governance.open(durable.url, registry=registry, **durable.options) as gov:
+        with pytest.raises(StoredDataError) as caught:
+            await gov.execute(request.request_id)
+        assert message in str(caught.value)
+    assert await durable.snapshot() == before
+
+
 # -- the other unreadable rows --------------------------------------------------------------------
 
 
