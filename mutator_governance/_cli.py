@@ -72,7 +72,7 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
-from ._errors import GovernanceError, RequestNotFoundError, StoreNotFoundError
+from ._errors import GovernanceError, RequestNotFoundError, StoredDataError, StoreNotFoundError
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
@@ -103,7 +103,8 @@ exit codes:
   2  a usage error (arguments, URL, registry, cursor, or no store at the URL)
   3  execute: the request ran but did not end executed (rejected, pending again,
      failed); worker --until-idle: some attempt did not end executed (not executed,
-     failed, errors). The outcome is still printed on stdout.
+     failed, errors); quarantine --release-readable: some requests still do not read.
+     The outcome is still printed on stdout.
 
 logging:
   What the library logs goes to stderr one line a record, never a traceback:
@@ -275,11 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
     quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
-    quarantine.add_argument(
+    releasing = quarantine.add_mutually_exclusive_group()
+    releasing.add_argument(
         "--release",
         type=_text,
         metavar="ID",
         help="take a repaired request out of quarantine (it must read back first)",
+    )
+    releasing.add_argument(
+        "--release-readable",
+        action="store_true",
+        help="take out every quarantined request that reads back now (after a deploy "
+        "that registers its class again or upgrades it); exit 3 when some still do not",
     )
     for group in (commands, which):
         for name, command in group.choices.items():
@@ -671,10 +679,44 @@ async def _release(gov: Governance, request_id: str, out: Output) -> None:
     )
 
 
-async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+async def _release_readable(gov: Governance, out: Output) -> int | None:
+    """Put back every quarantined request that reads back; the rest stay (exit 3)."""
+    log = gov.requests
+    if not isinstance(log, QuarantineLog):
+        raise UsageError("this store keeps no quarantine")
+    released: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    for item in await log.quarantined():
+        try:
+            await gov.get(item.request_id)
+        except RequestNotFoundError:
+            pass  # deleted instead of repaired: it just leaves the quarantine
+        except StoredDataError as error:
+            unreadable.append((item.request_id, str(error)))
+            continue
+        if await log.release(item.request_id):
+            released.append(item.request_id)
+    lines = [f"released {len(released)}, still unreadable {len(unreadable)}"]
+    lines += [f"  released {clean(request_id)}" for request_id in released]
+    lines += [
+        f"  unreadable {clean(request_id)}: {clean(error)}" for request_id, error in unreadable
+    ]
+    out.emit(
+        "\n".join(lines),
+        {
+            "released": released,
+            "unreadable": [{"request_id": rid, "error": error} for rid, error in unreadable],
+        },
+    )
+    return EXIT_NOT_EXECUTED if unreadable else None
+
+
+async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) -> int | None:
     if args.release is not None:
         await _release(gov, args.release, out)
-        return
+        return None
+    if args.release_readable:
+        return await _release_readable(gov, out)
     items = list(await gov.quarantined())
     human = (
         table(
@@ -688,6 +730,7 @@ async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) ->
         else "no quarantined rows"
     )
     out.emit(human, {"items": [plain(item) for item in items]})
+    return None
 
 
 _Command = Callable[[Governance, argparse.Namespace, Output], Awaitable[int | None]]

@@ -384,6 +384,44 @@ def test_a_repaired_row_is_released_from_quarantine(url: str) -> None:
     assert ok(url, "quarantine").strip() == "no quarantined rows"
 
 
+def test_release_readable_puts_back_every_row_that_reads_and_keeps_the_rest(url: str) -> None:
+    """After a fix (here: repaired rows), one command releases what reads; exit 3 while
+    some row still does not, and that row stays quarantined."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as damage:
+        documents = dict(damage.execute("SELECT request_id, document FROM requests").fetchall())
+        damage.execute("UPDATE requests SET document = 'not json'")
+    assert mutator(url, "requests", "list").returncode == 0
+    assert sorted(row[0] for row in rows(ok(url, "quarantine"))) == ["req-1", "req-2"]
+
+    with sqlite3.connect(path) as repair:
+        repair.execute(
+            "UPDATE requests SET document = ? WHERE request_id = 'req-2'", (documents["req-2"],)
+        )
+    partly = mutator(url, "quarantine", "--release-readable")
+    assert partly.returncode == 3, partly.stderr
+    assert partly.stdout.splitlines()[:2] == [
+        "released 1, still unreadable 1",
+        "  released req-2",
+    ]
+    assert partly.stdout.splitlines()[2].startswith(
+        "  unreadable req-1: [sqlite] at 'req-1': not a JSON document"
+    )
+    assert [row[0] for row in rows(ok(url, "quarantine"))] == ["req-1"]
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-2"]
+
+    with sqlite3.connect(path) as repair:
+        repair.execute(
+            "UPDATE requests SET document = ? WHERE request_id = 'req-1'", (documents["req-1"],)
+        )
+    done = json.loads(ok(url, "--json", "quarantine", "--release-readable"))
+    assert done == {"released": ["req-1"], "unreadable": []}
+    assert ok(url, "quarantine").strip() == "no quarantined rows"
+    assert ok(url, "quarantine", "--release-readable").strip() == ("released 0, still unreadable 0")
+    both = mutator(url, "quarantine", "--release", "req-1", "--release-readable")
+    assert both.returncode == 2
+
+
 def test_requester_text_cannot_forge_lines_an_approver_reads(tmp_path: Path) -> None:
     """Ids, reasons and actor ids are the requester's: their newlines and escape sequences
     are printed escaped, so no forged decision or row reaches the table."""
