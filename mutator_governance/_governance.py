@@ -135,6 +135,11 @@ def _check_options(allow_self_approval: object, clock: object, lease: object) ->
         )
     if not callable(clock):
         raise ConfigurationError(f"clock must be a callable returning a datetime, got {clock!r}")
+    now = clock()
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ConfigurationError(
+            f"clock must return a timezone-aware datetime (e.g. datetime.now(UTC)), got {now!r}"
+        )
 
 
 async def _store_clock(store: object) -> Callable[[], datetime]:

@@ -189,6 +189,24 @@ class TestOpen:
             async with Governance.open("memory://", registry=registry(), lease=lease):
                 pass
 
+    @pytest.mark.parametrize(
+        "clock",
+        [datetime.now, lambda: "2026-01-01T00:00:00Z", lambda: None],
+        ids=["naive", "text", "none"],
+    )
+    async def test_a_clock_that_gives_no_aware_datetime_is_refused_at_open(
+        self, tmp_path: Path, clock: Any
+    ) -> None:
+        """Refused before the file is made, naming the clock (before: the first submit
+        failed saying only "timestamp must be a timezone-aware datetime")."""
+        path = tmp_path / "gov.db"
+        with pytest.raises(ConfigurationError, match="clock must return a timezone-aware"):
+            async with Governance.open(f"sqlite:///{path}", registry=registry(), clock=clock):
+                pass
+        assert not path.exists()
+        with pytest.raises(ConfigurationError, match="clock must return a timezone-aware"):
+            Governance(MutationEngine(), registry=registry(), clock=clock)
+
 
 class TestTypedStates:
     async def test_states_can_be_typed_by_the_caller(self) -> None:
