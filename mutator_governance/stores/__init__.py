@@ -3,15 +3,21 @@
 ``open_store(url, registry=...)`` picks the backend from the URL scheme:
 
 - ``memory://`` (in-process, nothing durable)
-- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``
-- ``postgresql://user:password@host:port/database`` (extra ``postgres``; asyncio only)
-- ``redis://host:port/db`` (extra ``redis``; asyncio only)
+- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``,
+  or a :class:`pathlib.Path`
+- ``postgresql://user:password@host:port/database`` or ``postgres://...`` (extra
+  ``postgres``; asyncio only)
+- ``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock?db=n``
+  (extra ``redis``; asyncio only)
 
 Each backend implements :class:`~mutator_governance.protocols.GovernanceStore`.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -24,26 +30,68 @@ if TYPE_CHECKING:
 __all__ = ["open_store", "redact_url"]
 
 
+# ``password=...`` in a query string or a libpq key/value string (quoted or not).
+_PASSWORD_PARAMETER = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^&\s#]*)")
+
+
 def redact_url(url: str) -> str:
-    """``url`` without its password, for error messages and logs."""
+    """``url`` without its password, for error messages and logs.
+
+    The password is masked wherever a driver would read one: in the user part
+    (``user:***@host``), as a query parameter (``?password=***``) and in a libpq
+    key/value string (``password=***``).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<malformed URL>"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # as written: ``parts.port`` raises when invalid
-    user = f"{parts.username}:***@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]  # as written: ``parts.port`` raises when invalid
+        user = f"{parts.username}:***@" if parts.username else ""
+        url = urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
 
 
 ACCEPTED_FORMS = (
-    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-    "postgresql://user@host:port/database or redis://host:port/db"
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db (or a pathlib.Path), "
+    "postgresql://user@host:port/database (or postgres://), redis://host:port/db, "
+    "rediss:// (TLS) or unix:///path/to/redis.sock?db=n"
 )
+_SCHEMES = ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss", "unix")
+# ``scheme://`` at the start, as RFC 3986 spells a scheme.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-async def open_store(url: str, *, registry: MutationRegistry, **options: Any) -> GovernanceStore:
+def _unsupported(url: str) -> ConfigurationError:
+    """The error for a string that names no scheme this library knows."""
+    match = _SCHEME.match(url)
+    if match is None and "=" in url:
+        return ConfigurationError(
+            "a libpq key/value connection string (host=... dbname=...) is not a store URL; "
+            "write it as postgresql://user:password@host:port/database?parameter=value "
+            f"(store URLs: {ACCEPTED_FORMS})"
+        )
+    if match is None:
+        return ConfigurationError(
+            f"unsupported store URL {redact_url(url)!r}: it names no scheme; use {ACCEPTED_FORMS}"
+        )
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        return ConfigurationError(
+            f"a file: URI ({redact_url(url)!r}) is not a store URL; a SQLite database is "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db or a pathlib.Path"
+        )
+    close = difflib.get_close_matches(scheme, _SCHEMES, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}://? " if close else ""
+    return ConfigurationError(
+        f"unsupported store URL {redact_url(url)!r}: unknown scheme {scheme!r}; {hint}"
+        f"use {ACCEPTED_FORMS}"
+    )
+
+
+async def open_store(
+    url: str | os.PathLike[str], *, registry: MutationRegistry, **options: Any
+) -> GovernanceStore:
     """Open the backend named by ``url``'s scheme (see the module docstring).
 
     ``options`` are the backend's own (pool sizes, timeouts, ...), also accepted as URL
@@ -54,7 +102,14 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
     ``create=False`` (PostgreSQL and Redis) refuses a schema or key prefix holding no store
     with :class:`~mutator_governance.StoreNotFoundError` instead of creating one there (the
     ``mutator`` command line opens stores this way).
+    A :class:`pathlib.Path` (any ``os.PathLike``) names a SQLite file. A string must start
+    with a scheme: a plain path, a ``file:`` URI or a libpq key/value string is refused,
+    naming the forms to write (and never showing a password).
     """
+    if isinstance(url, os.PathLike):
+        from ._sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url, registry=registry, **options)
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"a store URL is a non-empty string such as {ACCEPTED_FORMS}")
     try:
@@ -63,6 +118,8 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
         raise ConfigurationError(
             f"malformed store URL {redact_url(url)!r} ({error}); use {ACCEPTED_FORMS}"
         ) from None
+    if _SCHEME.match(url) is None:
+        raise _unsupported(url)
     if scheme == "memory":
         from .._commit import InMemoryGovernanceStore
 
@@ -81,12 +138,13 @@ async def open_store(url: str, *, registry: MutationRegistry, **options: Any) ->
         from ._sqlite import SQLiteStore
 
         return await SQLiteStore.open(url, registry=registry, **options)
-    if scheme in ("postgresql", "postgres"):
+    if scheme.partition("+")[0] in ("postgresql", "postgres"):
+        # postgresql+driver:// (SQLAlchemy's form) too, so that it is refused with the hint
         from ._postgres import PostgresStore
 
         return await PostgresStore.open(url, registry=registry, **options)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisStore
 
         return await RedisStore.open(url, registry=registry, **options)
-    raise ConfigurationError(f"unsupported store URL {redact_url(url)!r}: use {ACCEPTED_FORMS}")
+    raise _unsupported(url)

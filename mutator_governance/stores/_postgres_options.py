@@ -4,9 +4,10 @@ Everything is validated before connecting: a malformed URL, an unknown or malfor
 option, or an option named both in the URL and as a keyword with different values raises
 :class:`mutator.ConfigurationError` (a ``ValueError``) naming the accepted form or the
 option. Named both ways with the same value (compared typed: ``?connect_timeout=2`` and
-``connect_timeout=2.0`` agree) an option is accepted, as on every backend. Only what the
-URL names is used: host, database and user must be in the URL, so libpq never falls back
-to its defaults (the Unix socket, the OS user, the database named after it).
+``connect_timeout=2.0`` agree) an option is accepted, as on every backend. The URL is
+read as libpq reads it (see :func:`parse_url`). Only what the URL names is used: host,
+database and user must be in the URL, so libpq never falls back to its defaults (the
+Unix socket, the OS user, the database named after it).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import attrs
+import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 
 from mutator import ConfigurationError
 
@@ -28,7 +31,12 @@ __all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
 
 DEFAULT_SCHEMA = "mutator"
 
-ACCEPTED_FORM = "postgresql://user[:password]@host[:port]/database[?option=value&...]"
+ACCEPTED_FORM = (
+    "postgresql://user[:password]@host[:port][,host2[:port2]...]/database[?option=value&...] "
+    "(or postgres://)"
+)
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -188,13 +196,52 @@ def _from_url(name: str, text: str) -> Any:
     return _alone(name, _from_text(name, text))
 
 
+def _refusal(problem: str) -> ConfigurationError:
+    return ConfigurationError(f"{problem}; expected {ACCEPTED_FORM}")
+
+
+def _libpq_parse(url: str, safe: str, secret: bool) -> dict[str, str]:
+    """What libpq reads in ``url`` (psycopg's ``conninfo_to_dict``), as ConfigurationError
+    when it cannot; libpq's own message is left out when the URL holds a password, which
+    it may quote."""
+    try:
+        parsed = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        detail = "libpq cannot parse it" if secret else str(error).strip()
+        raise _refusal(f"malformed PostgreSQL URL {safe!r} ({detail})") from None
+    return {name: str(value) for name, value in parsed.items() if value is not None}
+
+
+def _ports(hosts: list[str], port: str, safe: str) -> str:
+    """libpq's ``port`` for ``hosts``: one port for all, or one per host; an empty entry
+    is 5432 (not ``PGPORT``: only what the URL names is used)."""
+    entries = port.split(",") if port else [""]
+    if len(entries) not in (1, len(hosts)):
+        raise _refusal(f"PostgreSQL URL {safe!r} names {len(hosts)} hosts but {len(entries)} ports")
+    ports = [entry.strip() or "5432" for entry in entries]
+    for entry in ports:
+        if not entry.isascii() or not entry.isdigit() or not 0 < int(entry) < 65536:
+            raise _refusal(f"PostgreSQL URL {safe!r} has an invalid port {entry!r}")
+    return ",".join(ports)
+
+
 def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], PostgresOptions]:
     """libpq connection keywords named by ``url``, and the store options.
 
+    ``url`` is read as libpq (psycopg) reads it: ``postgres://`` or ``postgresql://``;
+    percent-encoded user, password and database; a host that is a Unix socket directory
+    (``%2Fvar%2Frun%2Fpostgresql``, or ``?host=/var/run/postgresql``); ``[::1]``; several
+    ``host:port`` pairs for libpq to try in turn; any libpq connection parameter in the
+    query, ``host``, ``port``, ``dbname``, ``user`` and ``password`` included. A part named
+    both in the URL's body and in its query must have the same value in both (libpq would
+    let the query win unseen). Host, database and user must be named, so libpq never
+    falls back to its defaults (the Unix socket, the OS user, the database named after it).
+
     ``options`` are the ``open`` keywords. An option may also be a URL query parameter;
     named both ways, its two values must agree once typed. Raises ConfigurationError for a
-    malformed URL, an unknown or malformed option, or an option named both ways with
-    different values (naming it and both values, never the URL's password).
+    malformed URL, a libpq key/value string (write a URL), SQLAlchemy's
+    ``postgresql+driver://``, an unknown or malformed option, or an option named both
+    ways with different values (naming it and both values, never a password).
     """
     unknown = sorted(set(options) - _OPTION_NAMES)
     if unknown:
@@ -202,50 +249,76 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], Postgr
             f"unknown PostgreSQL store option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(sorted(_OPTION_NAMES))}"
         )
-    safe = redact_url(url) if isinstance(url, str) else repr(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except (TypeError, ValueError, AttributeError) as error:
+    if not isinstance(url, str):
+        raise _refusal(f"a PostgreSQL URL is a str, got {type(url).__name__}")
+    safe = redact_url(url)
+    scheme = _SCHEME.match(url)
+    if scheme is None and "=" in url:
+        raise _refusal(
+            "a libpq key/value connection string (host=... dbname=...) is not accepted; "
+            "write the same parameters as a URL"
+        )
+    name = scheme.group(1).lower() if scheme else ""
+    if name.partition("+")[0] in ("postgresql", "postgres") and "+" in name:
+        rest = safe[len(name) + 3 :]
         raise ConfigurationError(
-            f"malformed PostgreSQL URL {safe!r} ({error}); expected {ACCEPTED_FORM}"
-        ) from None
-    if parts.scheme.lower() not in ("postgresql", "postgres"):
-        raise ConfigurationError(f"not a PostgreSQL URL: {safe!r}; expected {ACCEPTED_FORM}")
-    params: dict[str, str] = {}
+            f"{name}:// is SQLAlchemy's form, naming a driver; the store always connects "
+            f"with psycopg: write postgresql://{rest}"
+        )
+    if name not in ("postgresql", "postgres"):
+        raise _refusal(f"not a PostgreSQL URL: {safe!r}")
+    if "#" in url:
+        raise _refusal(
+            f"PostgreSQL URL {safe!r} has a fragment ('#'): write a '#' in a password as %23"
+        )
+    body, _, query = url.partition("?")
     in_url: dict[str, str] = {}
-    for key, value in query:
-        if key in params or key in in_url:
+    kept: list[str] = []
+    named: set[str] = set()
+    for segment in query.split("&") if query else ():
+        key, equals, value = segment.partition("=")
+        key = unquote(key)
+        if not equals or not key:
+            raise _refusal(f"malformed query in PostgreSQL URL {safe!r}: each part is name=value")
+        if key in named:
             raise ConfigurationError(f"URL parameter {key!r} is given twice in {safe!r}")
+        named.add(key)
         if key in _OPTION_NAMES:
-            in_url[key] = value
-        elif key in _LIBPQ_NAMES and key not in ("dbname", "user", "password", "port"):
-            params[key] = value
+            in_url[key] = unquote(value)
+        elif key in _LIBPQ_NAMES:
+            kept.append(segment)
         else:
             raise ConfigurationError(
                 f"unknown URL parameter {key!r} in {safe!r}; accepted: the store options "
                 f"({', '.join(sorted(_OPTION_NAMES))}) and libpq connection parameters"
             )
     chosen = one_value_each("PostgreSQL", in_url, options, from_text=_from_url, from_keyword=_alone)
-    host = parts.hostname or params.get("host")
-    database = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
-    user = unquote(parts.username) if parts.username else ""
+    secret = safe != url
+    params = _libpq_parse(body, safe, secret)
+    if kept:
+        given = _libpq_parse(f"postgresql://?{'&'.join(kept)}", safe, secret)
+        twice = sorted(key for key in given if key in params and params[key] != given[key])
+        if twice:
+            raise _refusal(
+                f"PostgreSQL URL {safe!r} names {', '.join(twice)} twice, with two values "
+                "(in the URL's body and as a query parameter)"
+            )
+        params.update(given)
+    hosts = params.get("host", params.get("hostaddr", "")).split(",")
+    database = params.get("dbname", "")
     missing = [
-        name
-        for name, value in (("host", host), ("database", database), ("user", user))
+        part
+        for part, value in (
+            ("host", all(hosts)),
+            ("database", database),
+            ("user", params.get("user")),
+        )
         if not value
     ]
     if missing or "/" in database:
         what = f"no {', '.join(missing)}" if missing else "a database name with '/'"
-        raise ConfigurationError(
-            f"malformed PostgreSQL URL {safe!r}: {what}; expected {ACCEPTED_FORM}"
-        )
-    assert host is not None
-    keywords: dict[str, Any] = {**params, "host": host, "dbname": database, "user": user}
-    keywords["port"] = str(port if port is not None else 5432)
-    if parts.password is not None:
-        keywords["password"] = unquote(parts.password)
+        raise _refusal(f"malformed PostgreSQL URL {safe!r}: {what}")
+    keywords: dict[str, Any] = {**params, "port": _ports(hosts, params.get("port", ""), safe)}
     try:
         store_options = PostgresOptions(**chosen)
     except TypeError as error:  # pragma: no cover - names are checked above

@@ -147,8 +147,9 @@ keys (the expiry set), so a schema-3 process still reads what it writes."""
 
 BACKEND: Final = "redis"
 URL_FORM: Final = (
-    "redis://[user:password@]host[:port][/db][?prefix=name&socket_timeout=s"
-    "&connect_timeout=s&max_connections=n] (or rediss:// for TLS)"
+    "redis://[user:password@]host[:port][/db][?db=n&prefix=name&socket_timeout=s"
+    "&connect_timeout=s&max_connections=n&client_name=name] (or rediss:// for TLS, "
+    "unix://[user[:password]@]/path/to/redis.sock[?db=n&password=...])"
 )
 _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MARGIN_US = 86_400_000_000  # one day, so offsets near year 1 stay non-negative
@@ -475,10 +476,24 @@ class _Target:
     username: str | None
     password: str | None
     query: dict[str, str]
+    unix_socket: str | None = None
+    """The socket's path for ``unix://`` (then ``host`` and ``port`` are unused)."""
+
+
+_DATABASE = re.compile(r"[0-9]+")
+_MAX_DATABASE: Final = 2**31 - 1
+"""The largest database number Redis reads (``SELECT`` takes a 32-bit int)."""
 
 
 def _parse_url(url: str) -> _Target:
-    """The connection target of ``url``; ConfigurationError naming :data:`URL_FORM`."""
+    """The connection target of ``url``; ConfigurationError naming :data:`URL_FORM`.
+
+    The URL is read as redis-py's ``from_url`` reads it: ``redis://``, ``rediss://``
+    (TLS) and ``unix:///path/to/socket``; user and password percent-decoded, also as
+    ``?username=`` / ``?password=``; the database as the path (``/3``) or ``?db=3``.
+    Where redis-py lets one source win, a part named twice with two values (``/3?db=4``,
+    a password in the user part and in the query) is refused instead.
+    """
     shown = redact_url(url) if isinstance(url, str) else repr(url)
 
     def refuse(problem: str) -> NoReturn:
@@ -491,32 +506,57 @@ def _parse_url(url: str) -> _Target:
         port = parts.port
     except ValueError as error:
         refuse(str(error))
-    if parts.scheme.lower() not in ("redis", "rediss"):
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
         refuse(f"unsupported scheme {parts.scheme!r}")
-    if not parts.hostname:
-        refuse("no host")
     if parts.fragment:
         refuse("a fragment is not allowed")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        refuse(f"database {path!r} is not a number")
     query: dict[str, str] = {}
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError as error:
-        refuse(f"malformed query: {error}")
+    except ValueError:
+        refuse("malformed query: each part is name=value")
     for name, value in pairs:
         if name in query:
             refuse(f"parameter {name!r} given twice")
         query[name] = value
+    socket_path: str | None = None
+    if scheme == "unix":
+        socket_path = unquote(parts.path)
+        if parts.hostname or port is not None or not socket_path.startswith("/"):
+            refuse("a unix:// URL names the server's socket by its absolute path, no host")
+        path = ""
+    elif not parts.hostname:
+        refuse("no host")
+    else:
+        path = parts.path.strip("/")
+    databases = [text for text in (path, query.pop("db", None)) if text]
+    for text in databases:
+        if not _DATABASE.fullmatch(text):
+            refuse(f"database {text!r} is not a number")
+        if int(text) > _MAX_DATABASE:
+            refuse(f"database {text} is out of range (0 to {_MAX_DATABASE})")
+    if len({int(text) for text in databases}) > 1:
+        refuse("the database is given twice, as the path and as ?db=, with two values")
+    named = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+    }
+    for name, in_user_part in list(named.items()):
+        if name in query:
+            given = query.pop(name)
+            if in_user_part is not None and given != in_user_part:
+                refuse(f"the {name} is given twice, before '@' and as ?{name}=, with two values")
+            named[name] = given
     return _Target(
-        tls=parts.scheme.lower() == "rediss",
-        host=parts.hostname,
+        tls=scheme == "rediss",
+        host=parts.hostname or "",
         port=6379 if port is None else port,
-        db=int(path) if path else 0,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        db=int(databases[0]) if databases else 0,
+        username=named["username"] or None,
+        password=named["password"],
         query=query,
+        unix_socket=socket_path,
     )
 
 
@@ -2159,13 +2199,16 @@ class RedisStore:
                 f"{library}; use asyncio, or sqlite:// on trio"
             )
         keys = RedisKeyspace(options.prefix)
+        where: dict[str, Any] = (
+            {"unix_socket_path": target.unix_socket}
+            if target.unix_socket is not None
+            else {"host": target.host, "port": target.port, "ssl": target.tls}
+        )
         client = aioredis.Redis(
-            host=target.host,
-            port=target.port,
+            **where,
             db=target.db,
             username=target.username,
             password=target.password,
-            ssl=target.tls,
             socket_timeout=options.socket_timeout,
             socket_connect_timeout=options.connect_timeout,
             max_connections=options.max_connections or _UNBOUNDED,
@@ -2190,9 +2233,11 @@ class RedisStore:
             redact_url(url),
             keep_connections=options.max_connections is None,
         )
+        answered = False  # until the server replies, a TLS failure is the handshake's
         try:
             with backend.guard(keys.meta):
                 await _check_server(client, redact_url(url))
+                answered = True
                 found = await client.hget(keys.meta, "schema")
                 if found is None and not create:
                     raise StoreNotFoundError(
@@ -2223,8 +2268,22 @@ class RedisStore:
                 )
             if schema < SCHEMA_VERSION:
                 await _upgrade(backend)
-        except BaseException:
+        except BaseException as error:
             await client.aclose()
+            if isinstance(error, StoredDataError) and "DB index is out of range" in str(
+                error.__cause__
+            ):
+                raise ConfigurationError(
+                    f"the Redis server at {redact_url(url)} has no database {target.db} "
+                    "(it numbers its databases from 0 to its 'databases' setting - 1)"
+                ) from None
+            if target.tls and isinstance(error, StoreUnavailableError) and not answered:
+                cause = error.__cause__
+                raise StoreUnavailableError(
+                    f"cannot open a TLS connection (rediss://) to {target.host}:{target.port}; "
+                    f"does the server serve TLS on that port? ({type(cause).__name__}: {cause})",
+                    url=redact_url(url),
+                ) from cause
             raise
         return cls(backend, options)
 

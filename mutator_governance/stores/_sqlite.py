@@ -77,7 +77,14 @@ from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from ._documents import RequestDocuments, decode, pace, paced, parse
-from ._sqlite_options import MEMORY, SQLiteOptions, Synchronous, parse_sqlite_url, sqlite_path
+from ._sqlite_options import (
+    MEMORY,
+    SQLiteOptions,
+    Synchronous,
+    check_sqlite_file,
+    parse_sqlite_url,
+    sqlite_path,
+)
 from ._sqlite_schema import (
     DUE_ROWS,
     PENDING_ROWS,
@@ -1856,13 +1863,16 @@ class SQLiteStore:
         (seconds a write waits for another process's lock before StoreUnavailableError,
         default 5) and ``pool_size`` (reading connections and concurrent reads, default
         4). A malformed URL or an unknown or malformed option raises
-        :class:`mutator.ConfigurationError` before any file is opened; a file that cannot
-        be opened raises StoreUnavailableError naming its path.
+        :class:`mutator.ConfigurationError` before any file is opened, as does a ``file:``
+        URI (see :func:`parse_sqlite_url`); a file that cannot be opened raises
+        StoreUnavailableError naming its path and, for a directory that does not exist, a
+        path that is a directory or a read-only file, the reason (:func:`check_sqlite_file`).
         """
         if not isinstance(registry, MutationRegistry):
             raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
         path, query = parse_sqlite_url(url)
         settings = SQLiteOptions.build(query, options)
+        await anyio.to_thread.run_sync(check_sqlite_file, path)  # stat calls: a slow mount
         database = _Database(path, settings)
         await database.start()
         return cls(database, registry)

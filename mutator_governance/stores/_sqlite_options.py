@@ -20,9 +20,17 @@ import attrs
 
 from mutator import ConfigurationError
 
+from .._errors import StoreUnavailableError
 from ._options import one_value_each, typed_alone
 
-__all__ = ["MEMORY", "SQLiteOptions", "Synchronous", "parse_sqlite_url", "sqlite_path"]
+__all__ = [
+    "MEMORY",
+    "SQLiteOptions",
+    "Synchronous",
+    "check_sqlite_file",
+    "parse_sqlite_url",
+    "sqlite_path",
+]
 
 MEMORY: Final = ":memory:"
 
@@ -31,7 +39,8 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 _ACCEPTED = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:, or a plain path"
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:, "
+    "or a plain path (a str or a pathlib.Path)"
 )
 
 
@@ -120,16 +129,26 @@ def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
 
     ``sqlite:///relative.db`` is relative to the working directory,
     ``sqlite:////absolute/path.db`` absolute, ``sqlite:///:memory:`` (or ``sqlite://``)
-    an in-memory database; anything that is not a ``sqlite:`` URL is a plain path.
-    Malformed URLs raise :class:`mutator.ConfigurationError` naming the accepted forms.
+    a private in-memory database (nothing durable: it goes with the store); anything
+    that is not a ``sqlite:`` URL is a plain path (``str`` or ``os.PathLike``). The path
+    is percent-decoded (``%20`` is a space) and a leading ``~`` or ``~user`` is the home
+    directory, in a URL as in a plain path. A ``file:`` URI is refused: SQLite's URI
+    parameters (``mode=ro``, ``cache=shared``) would change what the store relies on,
+    and read as a plain path it would name a file called ``file:...``. Malformed URLs
+    raise :class:`mutator.ConfigurationError` naming the accepted forms.
     """
     if isinstance(url, os.PathLike):
-        return os.fspath(url), {}
+        return _home(os.fspath(url)), {}
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"expected a SQLite URL or a path, got {url!r}: use {_ACCEPTED}")
     scheme, colon, rest = url.partition(":")
+    if colon and scheme.lower() == "file":
+        raise ConfigurationError(
+            f"a file: URI ({url!r}) is not accepted (its SQLite URI parameters would change "
+            f"how the store uses the file): use {_ACCEPTED}"
+        )
     if not colon or scheme.lower() != "sqlite":
-        return url, {}
+        return _home(url), {}
     if not rest.startswith("//"):
         raise ConfigurationError(f"malformed SQLite URL {url!r}: use {_ACCEPTED}")
     host, _, path = rest[2:].partition("/")
@@ -149,7 +168,48 @@ def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
         if name in params:
             raise ConfigurationError(f"SQLite URL {url!r} names {name!r} twice")
         params[name] = value
-    return unquote(path) or MEMORY, params
+    path = unquote(path)
+    return (_home(path) if path else MEMORY), params
+
+
+def _home(path: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` made the home directory."""
+    return os.path.expanduser(path) if path.startswith("~") else path
+
+
+def check_sqlite_file(path: str) -> None:
+    """Refuse a database ``path`` the store could not use, saying why.
+
+    A directory that does not exist (the store creates the file, never its directory),
+    a path that is a directory, and a file or directory the process may not write (the
+    store writes the file, and its ``-wal`` and ``-shm`` files beside it) raise
+    :class:`~mutator_governance.StoreUnavailableError` naming the path and the reason,
+    before anything is opened, instead of SQLite's "unable to open database file". They
+    are the file system's state, not the URL's: a volume mounted later or a permission
+    granted later makes the same URL work, so they are not ConfigurationError.
+    """
+    if path == MEMORY:
+        return
+    directory = os.path.dirname(path) or os.curdir
+    problem = None
+    if not os.path.isdir(directory):
+        problem = (
+            f"the directory {directory!r} does not exist (the store creates the database "
+            "file, not its directory)"
+        )
+    elif os.path.isdir(path):
+        problem = "it is a directory; name a file in it"
+    elif os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        problem = "the file is read-only for this process, and the store writes to it"
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        problem = (
+            f"the directory {directory!r} is read-only for this process, and the store "
+            "writes its journal files beside the database"
+        )
+    if problem is not None:
+        raise StoreUnavailableError(
+            f"cannot open the SQLite database {path!r}: {problem}", url=path
+        )
 
 
 def sqlite_path(url: str | os.PathLike[str]) -> str:
