@@ -9,7 +9,7 @@ transaction-scoped advisory lock, so several processes may open a fresh database
 The schema's version is kept in ``schema_version``; a database migrated by a newer release
 is refused with :class:`~mutator_governance.StoredDataError` naming both versions.
 
-Layout (schema version 8, see ``_postgres_schema``)::
+Layout (schema version 9, see ``_postgres_schema``)::
 
     requests        request_id PK (COLLATE "C"), state_id, status, pending_reason, actor_id,
                     created_at, updated_at (timestamptz), revision, document (JSON text),
@@ -914,6 +914,46 @@ class PostgresRequestStore:
         async with self._db.connection() as conn:
             return await (await conn.execute(sql, params)).fetchall()
 
+    def _listing(
+        self, query: RequestQuery, where: str, params: Sequence[Any], limit: int
+    ) -> tuple[str, builtins.list[Any]]:
+        """The statement reading the first ``limit`` rows of ``query`` matching ``where``.
+
+        Statuses and pending reasons are compared with ``=``, one value per statement
+        branch: several are read as one ordered walk of ``requests_status`` (or of
+        ``requests_reason``) per value, merged (``UNION ALL`` of ``LIMIT``-ed branches).
+        ``= ANY(...)`` has no index in ``created_at`` order, and the planner walks
+        ``requests_order`` instead: through the whole terminal backlog when the rows
+        asked for are the newest ones (PENDING, APPROVED).
+        """
+        statuses = sorted(status.value for status in query.statuses)
+        reasons = sorted(reason.value for reason in query.pending_reasons)
+        fixed: builtins.list[str] = []
+        fixed_values: builtins.list[Any] = []
+        split = ""
+        keys: builtins.list[str] = []
+        for column, wanted in (("status", statuses), ("pending_reason", reasons)):
+            if len(wanted) == 1:
+                fixed.append(f"{column} = %s")
+                fixed_values.append(wanted[0])
+            elif wanted and not split:
+                split, keys = column, wanted
+            elif wanted:
+                fixed.append(f"{column} = ANY(%s)")
+                fixed_values.append(wanted)
+        clauses = fixed + ([where] if where else [])
+        values = [*fixed_values, *params]
+        if not split:
+            sql = self._select + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            return sql + self._order + " LIMIT %s", [*values, limit]
+        rest = "".join(f" AND {clause}" for clause in clauses)
+        branch = f"({self._select} WHERE {split} = %s{rest}{self._order} LIMIT %s)"
+        union = " UNION ALL ".join([branch] * len(keys))
+        merged: builtins.list[Any] = []
+        for key in keys:
+            merged += [key, *values, limit]
+        return f"SELECT * FROM ({union}) AS merged{self._order} LIMIT %s", [*merged, limit]
+
     async def _every(self, where: str, params: Sequence[Any]) -> builtins.list[MutationRequest]:
         """Every readable request matching ``where``, ordered, read a page at a time.
 
@@ -1011,8 +1051,9 @@ class PostgresRequestStore:
             if position is not None:
                 clauses.append('(created_at, request_id COLLATE "C") > (%s, %s)')
                 values.extend(position)
-            values.append(batch)
-            rows = await self._rows(" AND ".join(clauses), values, " LIMIT %s")
+            sql, values = self._listing(query, " AND ".join(clauses), values, batch)
+            async with self._db.connection() as conn:
+                rows = await (await conn.execute(sql, values)).fetchall()
             for request in await self._readable(rows):
                 if matches(request):
                     found.append(request)
@@ -1172,6 +1213,8 @@ def _reserved_order(row: Any) -> tuple[Any, str]:
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
     """The SQL filter for the dimensions of ``query`` that have columns, and its parameters.
 
+    Statuses and pending reasons are left to :meth:`PostgresRequestStore._listing`.
+
     Rows it selects may still fail ``query.matches`` on the other dimensions, which
     :meth:`PostgresRequestStore.list` checks in Python.
     """
@@ -1184,10 +1227,6 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
 
     if query.request_ids:
         any_of("request_id", sorted(query.request_ids))
-    if query.statuses:
-        any_of("status", [s.value for s in query.statuses])
-    if query.pending_reasons:
-        any_of("pending_reason", [r.value for r in query.pending_reasons])
     if query.state_ids:
         any_of("state_id", sorted(query.state_ids))
     if query.actor_ids:
