@@ -779,9 +779,13 @@ def _check_sqlite_file(url: str) -> None:
 
 def _existing_only(url: str) -> dict[str, Any]:
     """The store option that refuses a PostgreSQL schema or Redis prefix holding no store
-    (``create=False``: checked before anything is written), as SQLite files are refused."""
+    (``create=False``: checked before anything is written), as SQLite files are refused.
+
+    Every scheme but SQLite's and memory's gets it, so a server scheme added later
+    (``unix://`` for Redis) cannot create a store by default; an unknown scheme is refused
+    by ``open_store`` either way."""
     scheme = urlsplit(url).scheme.lower()
-    return {"create": False} if scheme in ("postgresql", "postgres", "redis", "rediss") else {}
+    return {} if scheme in ("", "sqlite", "memory") else {"create": False}
 
 
 def _holds_governance(path: str) -> bool:

@@ -38,6 +38,7 @@ from tests.cli_domain import (
     submit,
 )
 from tests.stores.conftest import POSTGRES_URL, REDIS_URL, _need
+from tests.stores.test_store_urls import private_redis  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("mutator")
@@ -338,6 +339,18 @@ def test_a_server_store_that_does_not_exist_is_refused_not_created(
 
     anyio.run(submit, location, "req-1", backend="asyncio")
     assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
+
+
+def test_a_redis_socket_holding_no_store_is_refused_not_created(
+    private_redis: Callable[..., dict[str, Any]],
+) -> None:
+    """``unix://`` is a server URL like the others: no store there is exit 2, no keys."""
+    import redis
+
+    server = private_redis()
+    location = f"unix://{server['socket']}?db=4&prefix=typo"
+    assert_refused(mutator(location, "requests", "list"), "typo", location)
+    assert redis.Redis(unix_socket_path=server["socket"], db=4).keys("*") == []
 
 
 def files_in(directory: Path) -> list[str]:
