@@ -342,12 +342,12 @@ def test_a_server_store_that_does_not_exist_is_refused_not_created(
 
 
 def test_a_redis_socket_holding_no_store_is_refused_not_created(
-    private_redis: Callable[..., dict[str, Any]],
+    request: pytest.FixtureRequest,
 ) -> None:
     """``unix://`` is a server URL like the others: no store there is exit 2, no keys."""
     import redis
 
-    server = private_redis()
+    server = request.getfixturevalue("private_redis")()
     location = f"unix://{server['socket']}?db=4&prefix=typo"
     assert_refused(mutator(location, "requests", "list"), "typo", location)
     assert redis.Redis(unix_socket_path=server["socket"], db=4).keys("*") == []
