@@ -894,8 +894,9 @@ def _within(column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
     """The SQL filter for the dimensions of ``query`` that have columns, and its parameters.
 
-    Rows it selects may still fail ``query.matches`` on the other dimensions (intent,
-    metadata, side effects, ...), which :meth:`SQLiteRequestStore.list` checks in Python.
+    Statuses and pending reasons are left to :func:`_listing`. Rows it selects may still
+    fail ``query.matches`` on the other dimensions (intent, metadata, side effects, ...),
+    which :meth:`SQLiteRequestStore.list` checks in Python.
     """
     clauses: list[str] = []
     params: list[Any] = []
@@ -910,13 +911,6 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
             clauses.append(clause)
             params.append(_micros(moment))
 
-    if query.statuses:
-        within("status", (s.value for s in query.statuses))
-    if query.pending_reasons:
-        within(
-            "pending_reason",
-            [r.value if r is not None else None for r in query.pending_reasons],
-        )
     if query.request_ids:
         within("request_id", query.request_ids)
     if query.state_ids:
@@ -936,6 +930,100 @@ _NOT_QUARANTINED = (
     "NOT EXISTS (SELECT 1 FROM quarantine AS q WHERE q.request_id = requests.request_id)"
 )
 _SELECT_REQUESTS = "SELECT created_at, request_id, document FROM requests"
+_ORDER = " ORDER BY created_at, request_id"
+
+
+_NARROW_UPDATES = 5000
+"""Terminal rows an update-time window may hold for a listing to search it (see _listing)."""
+
+# How many terminal rows (up to a cap) were last updated within a window: a walk of at
+# most that many entries of ``requests_by_updated``.
+_UPDATED_WITHIN = (
+    "SELECT count(*) FROM (SELECT 1 FROM requests INDEXED BY requests_by_updated "
+    f"WHERE {TERMINAL_ROWS} AND updated_at >= ? AND updated_at <= ? LIMIT ?)"
+)
+
+# A branch of a listing: the table (with an index to use, if any), a filter, its values.
+_Branch = tuple[str, str, list[Any]]
+
+
+def _branches(
+    query: RequestQuery, *, narrow_updates: bool
+) -> tuple[list[_Branch], list[str], list[Any]]:
+    """The listing's branches (none: one statement) and the filters every row must pass.
+
+    Several statuses (or, without them, pending reasons) make one branch per value, each
+    an ordered walk of ``requests_by_status`` (``requests_by_reason``). A narrow window of
+    update time (``narrow_updates``, no reason asked for) makes one branch of the terminal
+    rows updated in it, searched in ``requests_by_updated`` and sorted, and one per open
+    status, an ordered walk of the open rows of that status.
+    """
+    statuses = sorted(status.value for status in query.statuses)
+    reasons = sorted(reason.value for reason in query.pending_reasons)
+    if narrow_updates and not reasons:
+        wanted = statuses or sorted(status.value for status in RequestStatus)
+        terminal = [s for s in wanted if RequestStatus(s).is_terminal]
+        branches: list[_Branch] = []
+        if terminal:
+            clause, values = TERMINAL_ROWS, builtins.list[Any]()
+            if statuses:
+                within, values = _within("status", terminal)
+                clause += f" AND {within}"
+            branches.append(("requests INDEXED BY requests_by_updated", clause, values))
+        branches.extend(("requests", "status = ?", [s]) for s in wanted if s not in terminal)
+        return branches, [], []
+    fixed: list[str] = []
+    values = []
+    branches = []
+    for column, keys in (("status", statuses), ("pending_reason", reasons)):
+        if len(keys) == 1:
+            fixed.append(f"{column} = ?")
+            values.extend(keys)
+        elif keys and not branches:
+            branches = [("requests", f"{column} = ?", [key]) for key in keys]
+        elif keys:
+            clause, found = _within(column, keys)
+            fixed.append(clause)
+            values.extend(found)
+    return branches, fixed, values
+
+
+def _listing(
+    query: RequestQuery,
+    where: str,
+    params: Sequence[Any],
+    limit: int,
+    *,
+    narrow_updates: bool = False,
+) -> tuple[str, list[Any]]:
+    """The statement reading the first ``limit`` rows of ``query`` matching ``where``.
+
+    Statuses and pending reasons are compared with ``=``, one value per statement branch:
+    several are read as one ordered walk of ``requests_by_status`` (or of
+    ``requests_by_reason``) per value, merged (``UNION ALL`` of ``LIMIT``-ed branches).
+    ``IN (...)`` has no index in ``created_at`` order, so SQLite walks
+    ``requests_by_created`` instead: through the whole terminal backlog when the rows asked
+    for are the newest ones (PENDING, APPROVED). With ``narrow_updates`` an update-time
+    window is read as the terminal rows it holds and the open rows (see :func:`_branches`).
+    """
+    branches, fixed, values = _branches(query, narrow_updates=narrow_updates)
+    clauses = [*fixed, *([where] if where else []), _NOT_QUARANTINED]
+    values = [*values, *params]
+    rest = " AND ".join(clauses)
+    if not branches:
+        return f"{_SELECT_REQUESTS} WHERE {rest}{_ORDER} LIMIT ?", [*values, limit]
+    select = "SELECT created_at, request_id, document FROM"
+    statements: list[str] = []
+    merged: list[Any] = []
+    for table, clause, keys in branches:
+        statements.append(f"{select} {table} WHERE {clause} AND {rest}{_ORDER} LIMIT ?")
+        merged += [*keys, *values, limit]
+    if len(statements) == 1:
+        return statements[0], merged
+    union = " UNION ALL ".join(f"SELECT * FROM ({statement})" for statement in statements)
+    return f"{union}{_ORDER} LIMIT ?", [*merged, limit]
+
+
 _INSERT_QUARANTINE = (
     "INSERT INTO quarantine (request_id, field, error, detected_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (request_id) DO NOTHING"
@@ -1241,15 +1329,19 @@ class SQLiteRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
-        clauses = [PENDING_ROWS]  # as the partial index states it, so SQLite can use it
+        clauses = [PENDING_ROWS]
         params: builtins.list[Any] = []
+        table = "requests"
         if reason is not None:
+            # Its PENDING rows in order, the state checked in the index: bounded by the
+            # open requests with that reason, whatever the state's history holds.
+            table += " INDEXED BY requests_by_reason"
             clauses.append("pending_reason = ?")
             params.append(reason.value)
         if state_id is not None:
             clauses.append("state_id = ?")
             params.append(state_id)
-        return _readable(await self._select(" AND ".join(clauses), params))
+        return _readable(await self._select(" AND ".join(clauses), params, table=table))
 
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
@@ -1269,6 +1361,7 @@ class SQLiteRequestStore:
         if cursor is not None:
             moment, after = decode_cursor(cursor)
             position = (_micros(moment), after)
+        narrow = await self._narrow_updates(query)
         found: builtins.list[MutationRequest] = []
         batch = limit + 1
         while True:
@@ -1276,7 +1369,10 @@ class SQLiteRequestStore:
             if position is not None:
                 clauses.append("(created_at, request_id) > (?, ?)")
                 values.extend(position)
-            rows = await self._select(" AND ".join(clauses), values, batch)
+            sql, values = _listing(
+                query, " AND ".join(clauses), values, batch, narrow_updates=narrow
+            )
+            rows = await self._read(sql, values, batch)
             for created_at, request_id, request in rows:
                 position = (created_at, request_id)
                 if isinstance(request, MutationRequest) and query.matches(request):
@@ -1290,18 +1386,48 @@ class SQLiteRequestStore:
         more = len(found) > limit
         return RequestPage(items, encode_cursor(items[-1]) if more and items else None)
 
+    async def _narrow_updates(self, query: RequestQuery) -> bool:
+        """Whether ``query``'s update-time window holds few terminal rows.
+
+        ``requests_by_updated`` holds terminal rows only, so a window of update time is
+        otherwise a walk of every request in ``created_at`` order until a page is full:
+        through the whole history for a recent window. A narrow one is searched and sorted
+        instead; a broad one (most of the history) keeps the walk, which fills its pages
+        early.
+        """
+        if (query.updated_from is None and query.updated_to is None) or query.pending_reasons:
+            return False
+        low = _micros(query.updated_from) if query.updated_from is not None else -(2**63)
+        high = _micros(query.updated_to) if query.updated_to is not None else 2**63 - 1
+        rows = await self._db.run_read(
+            _select_rows(_UPDATED_WITHIN, (low, high, _NARROW_UPDATES + 1))
+        )
+        return bool(rows[0][0] <= _NARROW_UPDATES)
+
     async def _select(
-        self, where: str, params: builtins.list[Any], limit: int | None = None
+        self,
+        where: str,
+        params: builtins.list[Any],
+        limit: int | None = None,
+        *,
+        table: str = "requests",
     ) -> builtins.list[_Read]:
-        """Rows matching ``where`` (quarantined ones left out), oldest first, decoded.
+        """Rows of ``table`` matching ``where`` (quarantined ones left out), oldest first.
 
         Rows that cannot be read come back as their error and are quarantined.
         """
-        sql = f"{_SELECT_REQUESTS} WHERE {where + ' AND ' if where else ''}{_NOT_QUARANTINED}"
-        sql += " ORDER BY created_at, request_id"
+        select = f"SELECT created_at, request_id, document FROM {table}"
+        sql = f"{select} WHERE {where + ' AND ' if where else ''}{_NOT_QUARANTINED}"
+        sql += _ORDER
         if limit is not None:
             sql += " LIMIT ?"
             params = [*params, limit]
+        return await self._read(sql, params, limit)
+
+    async def _read(
+        self, sql: str, params: Sequence[Any], limit: int | None
+    ) -> builtins.list[_Read]:
+        """The rows ``sql`` selects (at most ``limit``), decoded; unreadable ones quarantined."""
         codec = self._codec
         fetched = await self._db.run_read(_select_rows(sql, params), bulk=_bulk(limit))
         rows = await paced(fetched, lambda row: _decode_row(codec, row))
@@ -1616,7 +1742,11 @@ class SQLiteAuditSink:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Sequence[AuditEntry]:
-        """Entries oldest first, optionally for one state and within inclusive bounds."""
+        """Entries oldest first, optionally for one state and within inclusive bounds.
+
+        Bounds without a state search ``audit_by_time`` and sort what they find: SQLite
+        would otherwise read the whole table in id order to skip the sort.
+        """
         clauses: list[str] = []
         params: list[Any] = []
         if state_id is not None:
@@ -1629,6 +1759,8 @@ class SQLiteAuditSink:
             clauses.append("executed_at <= ?")
             params.append(_micros(until))
         sql = "SELECT execution_id, document FROM audit"
+        if state_id is None and clauses:
+            sql += " INDEXED BY audit_by_time"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY id"

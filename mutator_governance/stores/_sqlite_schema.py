@@ -18,6 +18,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING_ROWS",
     "READY",
+    "REASON_ROWS",
     "SCHEMA_VERSION",
     "STALE_DEADLINE",
     "TERMINAL_ROWS",
@@ -283,6 +284,22 @@ _V7 = (
     f"CREATE INDEX requests_by_updated ON requests (updated_at, request_id) WHERE {TERMINAL_ROWS}",
 )
 
+REASON_ROWS = "pending_reason IS NOT NULL"
+"""The rows indexed by pending reason (the predicate of ``requests_by_reason``)."""
+
+_V8 = (
+    # The pending-reason index keyed on the reason's presence instead of the PENDING
+    # status: the same rows (only a PENDING request has a reason), so a write maintains as
+    # many entries as before, but any ``pending_reason = ?`` implies the predicate, and
+    # its columns follow the listing order, so a listing by reason alone (no status) walks
+    # it in ``created_at`` order instead of every request from the oldest. The state id
+    # comes last: ``pending(reason, state_id=...)`` checks it in the index, reading no
+    # other row.
+    "CREATE INDEX requests_by_reason ON requests "
+    f"(pending_reason, created_at, request_id, state_id) WHERE {REASON_ROWS}",
+    "DROP INDEX requests_by_pending",
+)
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _V1,
     2: _V2,
@@ -291,11 +308,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: _V5,
     6: _V6,
     7: _V7,
+    8: _V8,
 }
 """Schema version -> the statements that migrate the version before it to it."""
 
 PENDING_ROWS = f"status = '{_PENDING}'"
-"""The predicate a query repeats, as written, to walk the ``requests_by_pending`` index."""
+"""The rows :meth:`~mutator_governance.stores._sqlite.SQLiteRequestStore.pending` reads."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The schema version this library writes (and the newest it can read)."""

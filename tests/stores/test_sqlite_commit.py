@@ -339,7 +339,7 @@ async def test_a_version_1_log_is_numbered_by_position_on_open(tmp_path: Path) -
     finally:
         raw.close()
     async with await SQLiteStore.open(path, registry=registry) as store:
-        assert store.schema_version == SCHEMA_VERSION == 7
+        assert store.schema_version == SCHEMA_VERSION == 8
         # Version 3 on top: the request's mutation type is backfilled and it is reservable.
         typed = await store.requests.list(RequestQuery(mutation_types={request.mutation_type}))
         assert [r.request_id for r in typed.items] == ["r1"]

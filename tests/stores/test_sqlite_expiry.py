@@ -230,7 +230,7 @@ async def test_a_version_5_database_is_swept_once_then_only_through_the_index(
     await _version_5_database(path, [*later, *past, *never])
 
     async with Governance.open(f"sqlite:///{path}", registry=sample_registry()) as gov:
-        assert gov.requests._db.schema_version == SCHEMA_VERSION == 7  # type: ignore[attr-defined]
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 8  # type: ignore[attr-defined]
         stored = await _deadlines(gov.requests)
         # Every pending row waits for the first sweep to read it; the others have nothing due.
         assert stored == {

@@ -118,7 +118,7 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     _write_v2(path, rows)
 
     async with await SQLiteStore.open(path, registry=sample_registry()) as store:
-        assert store.schema_version == SCHEMA_VERSION == 7
+        assert store.schema_version == SCHEMA_VERSION == 8
         columns = await store._db.run_read(
             lambda c: c.execute(
                 "SELECT request_id, mutation_type, compensates, reserved_by, reserved_until "
@@ -154,14 +154,16 @@ async def test_a_version_2_database_is_upgraded_on_open(tmp_path: Path) -> None:
     try:
         versions = [row[0] for row in raw.execute("SELECT version FROM schema_version")]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
-        (pending_index,) = raw.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'requests_by_pending'"
+        (reason_index,) = raw.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'requests_by_reason'"
         ).fetchone()
     finally:
         raw.close()
-    assert versions == [1, 2, 3, 4, 5, 6, 7]
-    # Version 4: only PENDING rows are indexed by pending reason.
-    assert pending_index.endswith("WHERE status = 'pending'")
+    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
+    # Version 8: only rows with a pending reason are indexed by it (version 4's index of
+    # PENDING rows is gone).
+    assert reason_index.endswith("WHERE pending_reason IS NOT NULL")
+    assert "requests_by_pending" not in indexes
     assert {"requests_ready", "requests_by_mutation_type", "quarantine"} <= indexes
 
 
@@ -229,7 +231,7 @@ async def test_a_version_4_database_keeps_its_rows_and_ids_on_open(
     drop_due_at(tmp_path / "v4.db")
 
     async with Governance.open(url, registry=registry()) as gov:
-        assert gov.requests._db.schema_version == SCHEMA_VERSION == 7  # type: ignore[attr-defined]
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 8  # type: ignore[attr-defined]
         gov.engine.register_policy(NeedsApprover())
         for table, rows in before.items():
             assert await _rows(gov, table) == rows, table
@@ -296,7 +298,7 @@ async def test_a_version_6_database_indexes_terminal_rows_without_a_list_on_open
     assert " IN (" in _index_sql(tmp_path / "v6.db", "requests_by_updated")
 
     async with Governance.open(url, registry=registry()) as gov:
-        assert gov.requests._db.schema_version == SCHEMA_VERSION == 7  # type: ignore[attr-defined]
+        assert gov.requests._db.schema_version == SCHEMA_VERSION == 8  # type: ignore[attr-defined]
         gov.engine.register_policy(NeedsApprover())
         second = await _run_one(gov)
         purged = await gov.requests.purge(
