@@ -65,11 +65,19 @@ retention purge are one script call each (:data:`._redis_scripts.RESERVE`,
 writes); a command is never resent after a failure, since a resent commit could land
 twice or report a race it won. Reads are not snapshots across round trips: a listing sees
 each request as it was when its document was fetched.
+
+A listing walks one source in index order: the smallest indexed dimension of its query
+(the union of that dimension's sets), or, when it bounds ``updated_at`` and the window is
+small, the terminal requests the updated-at sets hold in that window plus every open
+request. Members missing from the query's other indexed dimensions are dropped with
+``ZMSCORE`` before any document is read, so a page reads the documents of requests every
+index agrees on, never the terminal backlog of a dimension.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import contextlib
 import functools
@@ -1037,6 +1045,58 @@ async def _quarantine(b: _Backend, bad: Sequence[tuple[str, StoredDataError]]) -
 
 # -- requests ------------------------------------------------------------------------------
 
+_UPDATED_MAX: Final = 20_000
+"""A query bounding ``updated_at`` reads the updated-at window when it holds at most this
+many requests (and fewer than any indexed dimension); a broader window is walked in
+created-at order like any other query."""
+_FILTERED_BATCH: Final = 1024
+"""The largest batch of index members walked per round trip when other dimensions filter
+them (``ZMSCORE`` before any document is read)."""
+_MEMBER_BATCH: Final = 2048
+"""Request hashes asked for their index member per round trip."""
+
+
+@attrs.frozen
+class _Plan:
+    """A listing's source (the union of ``keys``, or ``members`` already in index order)
+    and the indexed dimensions each walked member must also be in."""
+
+    keys: tuple[str, ...]
+    filters: tuple[tuple[str, ...], ...] = ()
+    members: tuple[bytes, ...] | None = None
+
+
+def _updated_window(query: RequestQuery) -> tuple[bytes, bytes] | None:
+    """The lex range of the updated-at sets ``query`` bounds, or None when unbounded."""
+    if query.updated_from is None and query.updated_to is None:
+        return None
+    low = b"-" if query.updated_from is None else b"[" + _stamp(query.updated_from).encode()
+    high = b"+" if query.updated_to is None else _through(query.updated_to)
+    return low, high
+
+
+async def _within(
+    members: Sequence[bytes], low: bytes, high: bytes, batch: int
+) -> AsyncIterator[builtins.list[bytes]]:
+    """The sorted ``members`` within the lex range (``-``/``+``, ``[x``, ``(x``), in batches."""
+    start = 0
+    if low != b"-":
+        bound = low[1:]
+        position = bisect.bisect_left(members, bound)
+        if low[:1] == b"(" and position < len(members) and members[position] == bound:
+            position += 1
+        start = position
+    end = len(members)
+    if high != b"+":
+        bound = high[1:]
+        end = (
+            bisect.bisect_left(members, bound)
+            if high[:1] == b"("
+            else bisect.bisect_right(members, bound)
+        )
+    for index in range(start, end, batch):
+        yield list(members[index : min(index + batch, end)])
+
 
 class RedisRequestStore:
     """Requests as hashes with a JSON document, indexed by zero-score sorted sets.
@@ -1341,31 +1401,93 @@ class RedisRequestStore:
     # -- query execution -----------------------------------------------------------------
 
     async def _plan(self, query: RequestQuery) -> builtins.list[str]:
-        """The index keys whose union holds every match: the smallest dimension's keys."""
+        """The index keys a listing of ``query`` walks (none when it reads the updated-at
+        window, see :meth:`_route`)."""
+        return builtins.list((await self._route(query)).keys)
+
+    async def _route(self, query: RequestQuery) -> _Plan:
+        """Where the matches of ``query`` are read from: the smallest source, the other
+        indexed dimensions as membership filters.
+
+        Sources are each indexed dimension (the union of its value sets) and, for a query
+        bounding ``updated_at``, the terminal requests updated in that window (the
+        updated-at sets) plus every non-terminal request (no set orders those by
+        ``updated_at``; they are the open work, never the backlog).
+        """
         keys = self._b.keys
-        options: builtins.list[builtins.list[str]] = []
+        options: builtins.list[tuple[str, ...]] = []
         if query.statuses:
-            options.append([keys.index("status", s.value) for s in query.statuses])
+            options.append(tuple(keys.index("status", s.value) for s in query.statuses))
         if query.pending_reasons:
-            options.append([keys.index("reason", r.value) for r in query.pending_reasons])
+            options.append(tuple(keys.index("reason", r.value) for r in query.pending_reasons))
         if query.state_ids:
-            options.append([keys.index("state", s) for s in query.state_ids])
+            options.append(tuple(keys.index("state", s) for s in query.state_ids))
         if query.actor_ids:
-            options.append([keys.index("actor", a) for a in query.actor_ids])
+            options.append(tuple(keys.index("actor", a) for a in query.actor_ids))
         if query.mutation_types:
-            options.append([keys.index("type", t) for t in query.mutation_types])
-        if not options:
-            return [keys.index_all]
-        if len(options) == 1:
-            return options[0]
+            options.append(tuple(keys.index("type", t) for t in query.mutation_types))
+        window = _updated_window(query)
+        if not options and window is None:
+            return _Plan((keys.index_all,))
+        if len(options) == 1 and window is None:
+            return _Plan(options[0])
+        statuses = sorted(query.statuses or RequestStatus, key=lambda s: s.value)
+        terminal = [keys.updated(s) for s in statuses if s.is_terminal]
+        open_sets = [keys.index("status", s.value) for s in statuses if not s.is_terminal]
         with self._b.guard():
             async with self._b.client.pipeline(transaction=False) as pipe:
                 for option in options:
                     for key in option:
                         pipe.zcard(key)
+                if window is not None:
+                    for key in terminal:
+                        pipe.zlexcount(key, *window)
+                    for key in open_sets:
+                        pipe.zcard(key)
                 sizes = iter(await pipe.execute())
         totals = [sum(int(next(sizes)) for _ in option) for option in options]
-        return options[totals.index(min(totals))]
+        by_updated = sum(int(size) for size in sizes) if window is not None else None
+        smallest = min(totals) if totals else None
+        if (
+            window is not None
+            and by_updated is not None
+            and by_updated <= _UPDATED_MAX
+            and (smallest is None or by_updated < smallest)
+        ):
+            members = await self._updated_members(window, terminal, open_sets)
+            return _Plan((), tuple(options), members)
+        if smallest is None:
+            return _Plan((keys.index_all,))
+        chosen = totals.index(smallest)
+        return _Plan(options[chosen], tuple(options[:chosen] + options[chosen + 1 :]))
+
+    async def _updated_members(
+        self,
+        window: tuple[bytes, bytes],
+        terminal: Sequence[str],
+        open_sets: Sequence[str],
+    ) -> tuple[bytes, ...]:
+        """The index members (created-at order) of the terminal requests updated within
+        ``window`` and of every request in ``open_sets``."""
+        b = self._b
+        with b.guard():
+            async with b.client.pipeline(transaction=False) as pipe:
+                for key in terminal:
+                    pipe.zrangebylex(key, *window)
+                for key in open_sets:
+                    pipe.zrangebylex(key, b"-", b"+")
+                replies = await pipe.execute()
+        updated = [member for reply in replies[: len(terminal)] for member in reply]
+        found = [member for reply in replies[len(terminal) :] for member in reply]
+        for start in range(0, len(updated), _MEMBER_BATCH):
+            chunk = updated[start : start + _MEMBER_BATCH]
+            with b.guard():
+                async with b.client.pipeline(transaction=False) as pipe:
+                    for member in chunk:
+                        request_id = member[_ID_AT:].decode("utf-8", "surrogatepass")
+                        pipe.hget(b.keys.request(request_id), "member")
+                    found += [bytes(m) for m in await pipe.execute() if m is not None]
+        return tuple(sorted(set(found)))
 
     async def _select(
         self,
@@ -1373,8 +1495,13 @@ class RedisRequestStore:
         want: int | None,
         after: tuple[datetime, str] | None,
     ) -> builtins.list[MutationRequest]:
-        """Up to ``want`` matches of ``query`` after ``after``, in order."""
-        index_keys = await self._plan(query)
+        """Up to ``want`` matches of ``query`` after ``after``, in order.
+
+        Walks the plan's source in index order; members missing from another indexed
+        dimension are dropped by ``ZMSCORE`` before any document is read, so documents
+        are read only for requests every index agrees on.
+        """
+        plan = await self._route(query)
         low = b"-"
         if query.created_from is not None:
             low = b"[" + _stamp(query.created_from).encode()
@@ -1388,18 +1515,48 @@ class RedisRequestStore:
         batch = _BATCH if want is None else min(max(want, 16), _BATCH)
         found: builtins.list[MutationRequest] = []
         matches = query.predicate()
-        async for members in self._scan(index_keys, low, high, batch):
-            for request in await self._fetch(members):
-                if matches(request):
-                    found.append(request)
-                    if want is not None and len(found) >= want:
-                        return found
+        if plan.members is not None:
+            source = _within(plan.members, low, high, _BATCH)
+        else:
+            grow_to = _FILTERED_BATCH if plan.filters else 0
+            source = self._scan(plan.keys, low, high, batch, grow_to)
+        async for walked in source:
+            members = await self._present(walked, plan.filters)
+            for start in range(0, len(members), batch):
+                for request in await self._fetch(members[start : start + batch]):
+                    if matches(request):
+                        found.append(request)
+                        if want is not None and len(found) >= want:
+                            return found
         return found
 
+    async def _present(
+        self, members: builtins.list[bytes], filters: Sequence[Sequence[str]]
+    ) -> builtins.list[bytes]:
+        """``members`` held by at least one set of every dimension in ``filters``."""
+        if not filters or not members:
+            return members
+        with self._b.guard():
+            async with self._b.client.pipeline(transaction=False) as pipe:
+                for dimension in filters:
+                    for key in dimension:
+                        pipe.execute_command("ZMSCORE", key, *members)
+                replies = iter(await pipe.execute())
+        keep = [True] * len(members)
+        for dimension in filters:
+            held = [False] * len(members)
+            for _ in dimension:
+                for index, score in enumerate(next(replies)):
+                    if score is not None:
+                        held[index] = True
+            keep = [k and h for k, h in zip(keep, held, strict=True)]
+        return [member for member, k in zip(members, keep, strict=True) if k]
+
     async def _scan(
-        self, keys: Sequence[str], low: bytes, high: bytes, batch: int
+        self, keys: Sequence[str], low: bytes, high: bytes, batch: int, grow_to: int = 0
     ) -> AsyncIterator[builtins.list[bytes]]:
-        """Members of the union of ``keys`` within the lex range, in order, in batches."""
+        """Members of the union of ``keys`` within the lex range, in order, in batches
+        (each four times the last, up to ``grow_to``, when that is larger)."""
         bound = low
         while True:
             with self._b.guard():
@@ -1417,6 +1574,7 @@ class RedisRequestStore:
             if not full or not merged:
                 return
             bound = b"(" + merged[-1]
+            batch = max(batch, min(batch * 4, grow_to))
 
     async def _named(
         self, query: RequestQuery, after: tuple[datetime, str] | None
