@@ -643,6 +643,8 @@ class _Backend:
         self.upgrade_script = Evalsha(scripts.UPGRADE_REQUEST)
         self.due_fix_script = Evalsha(scripts.DUE_FIX)
         self.upgrade_due_script = Evalsha(scripts.UPGRADE_DUE)
+        self.has_zmscore = True
+        """Whether the server has ``ZMSCORE`` (6.2+); :func:`_check_server` finds out."""
 
     def guard(self, key: str | None = None) -> _Guard:
         """Turn driver errors into StoreUnavailableError or StoredDataError (at ``key``)."""
@@ -1540,8 +1542,15 @@ class RedisRequestStore:
             async with self._b.client.pipeline(transaction=False) as pipe:
                 for dimension in filters:
                     for key in dimension:
-                        pipe.execute_command("ZMSCORE", key, *members)
-                replies = iter(await pipe.execute())
+                        if self._b.has_zmscore:
+                            pipe.execute_command("ZMSCORE", key, *members)
+                        else:
+                            for member in members:
+                                pipe.zscore(key, member)
+                raw = await pipe.execute()
+        if not self._b.has_zmscore:  # one reply per member: regroup them per key
+            raw = [raw[at : at + len(members)] for at in range(0, len(raw), len(members))]
+        replies = iter(raw)
         keep = [True] * len(members)
         for dimension in filters:
             held = [False] * len(members)
@@ -2260,8 +2269,17 @@ async def _copy_v1(b: _Backend) -> list[str]:
 # -- the store -----------------------------------------------------------------------------------
 
 
-async def _check_server(client: aioredis.Redis, url: str) -> None:
+def _version(text: object) -> tuple[int, ...]:
+    """``redis_version`` as numbers (``(0,)`` when it is not one)."""
+    parts = re.findall(r"\d+", str(text))[:3]
+    return tuple(int(part) for part in parts) or (0,)
+
+
+async def _check_server(client: aioredis.Redis, url: str) -> bool:
     """Refuse a Redis Cluster node, and warn when the server may evict the store's keys.
+
+    Returns whether the server has ``ZMSCORE`` (Redis 6.2 and later; assumed when
+    ``INFO`` is not answered); listings ask older servers member by member instead.
 
     Every script of the store writes keys that hash to different slots, which a cluster
     refuses (CROSSSLOT) even when one node holds them all. A server that does not answer
@@ -2269,9 +2287,9 @@ async def _check_server(client: aioredis.Redis, url: str) -> None:
     after all, its refusals are StoreUnavailableError, never StoredDataError.
     """
     try:
-        info = await client.info()  # the default sections hold Cluster and Memory
+        info = await client.info()  # the default sections hold Server, Cluster and Memory
     except redis.exceptions.ResponseError:
-        return
+        return True
     if str(info.get("cluster_enabled", "0")) == "1":
         raise ConfigurationError(
             f"{url} is a Redis Cluster node, and the Redis store needs a standalone server "
@@ -2287,6 +2305,7 @@ async def _check_server(client: aioredis.Redis, url: str) -> None:
             policy,
             extra={"operation": "open"},
         )
+    return _version(info.get("redis_version", "7")) >= (6, 2)
 
 
 class RedisStore:
@@ -2394,7 +2413,7 @@ class RedisStore:
         answered = False  # until the server replies, a TLS failure is the handshake's
         try:
             with backend.guard(keys.meta):
-                await _check_server(client, redact_url(url))
+                backend.has_zmscore = await _check_server(client, redact_url(url))
                 answered = True
                 found = await client.hget(keys.meta, "schema")
                 if found is None and not create:

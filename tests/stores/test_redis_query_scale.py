@@ -191,3 +191,40 @@ async def test_open_requests_of_a_busy_requester_read_no_terminal_document(
         )
     assert by_state.items == ()
     assert tally["commands"] < 20, tally
+
+
+@pytest.mark.anyio
+async def test_a_server_without_zmscore_lists_the_same_requests(store: RedisStore) -> None:
+    """Before 6.2 Redis has no ``ZMSCORE``: listings ask member by member, same result."""
+    requests = [
+        sample_request(
+            f"r-{n:03d}",
+            status=TERMINAL[n % len(TERMINAL)] if n % 3 else RequestStatus.PENDING,
+            actor_id=f"user-{n % 4}",
+            state_id=f"state-{n % 5}",
+            created_at=NOW - timedelta(hours=n),
+            updated_at=NOW - timedelta(hours=n) + timedelta(minutes=5),
+        )
+        for n in range(120)
+    ]
+    await _fill(store, requests)
+    queries = [
+        RequestQuery(statuses={RequestStatus.PENDING}, actor_ids={"user-1", "user-2"}),
+        RequestQuery(actor_ids={"user-3"}, state_ids={"state-2", "state-4"}),
+        RequestQuery(updated_from=NOW - timedelta(hours=30), actor_ids={"user-0"}),
+    ]
+    with_zmscore = [(await store.requests.list(q, limit=500)).items for q in queries]
+    assert all(with_zmscore), with_zmscore
+    store._b.has_zmscore = False
+    without = [(await store.requests.list(q, limit=500)).items for q in queries]
+    assert without == with_zmscore
+
+
+@pytest.mark.parametrize(
+    ("text", "has"),
+    [("7.0.15", True), ("6.2.0", True), ("6.0.16", False), ("5.0.7", False), ("x", False)],
+)
+def test_zmscore_is_taken_from_the_servers_version(text: str, has: bool) -> None:
+    from mutator_governance.stores._redis import _version
+
+    assert (_version(text) >= (6, 2)) is has
