@@ -62,6 +62,7 @@ from ._validation import ValidationIssue, ValidationResult
 from .exports import publish
 from .protocols import AuditSink, HistoryStore, MetricsCollector
 
+# The distribution's version, read from here at build time ([tool.hatch.version]): the only copy.
 __version__ = "0.1.0.dev0"
 
 __all__ = [

@@ -4,6 +4,7 @@ A :class:`Governance` turns a mutation into a :class:`MutationRequest` that wait
 approvals, is resolved against the current state version and is executed exactly once.
 """
 
+from mutator import __version__ as __version__  # one distribution, one version
 from mutator.exports import publish
 
 from ._approvals import ApprovalRequirement, RejectionReason

@@ -89,6 +89,29 @@ def _unsupported(url: str) -> ConfigurationError:
     )
 
 
+# The distribution's optional dependencies, by the extra that installs them.
+_EXTRA_MODULES = {
+    "postgres": ("psycopg", "psycopg_pool", "psycopg_binary", "psycopg_c"),
+    "redis": ("redis", "hiredis"),
+}
+
+
+def _missing_extra(error: ImportError, backend: str, extra: str) -> ConfigurationError | None:
+    """The error for a backend whose driver is not installed: which extra to install.
+
+    Only an import of the extra's own modules (or a driver failing to load its native
+    part, such as psycopg without libpq) is reported so; any other import error is a
+    defect of this library: None, and it propagates as it is.
+    """
+    missing = (error.name or "").partition(".")[0]
+    if error.name is not None and missing not in _EXTRA_MODULES[extra]:
+        return None
+    return ConfigurationError(
+        f"the {backend} store needs the {extra!r} extra: "
+        f'pip install "mutator[{extra}]" ({type(error).__name__}: {error})'
+    )
+
+
 async def open_store(
     url: str | os.PathLike[str], *, registry: MutationRegistry, **options: Any
 ) -> GovernanceStore:
@@ -140,11 +163,21 @@ async def open_store(
         return await SQLiteStore.open(url, registry=registry, **options)
     if scheme.partition("+")[0] in ("postgresql", "postgres"):
         # postgresql+driver:// (SQLAlchemy's form) too, so that it is refused with the hint
-        from ._postgres import PostgresStore
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as error:
+            if (refusal := _missing_extra(error, "PostgreSQL", "postgres")) is None:
+                raise
+            raise refusal from error
 
         return await PostgresStore.open(url, registry=registry, **options)
     if scheme in ("redis", "rediss", "unix"):
-        from ._redis import RedisStore
+        try:
+            from ._redis import RedisStore
+        except ImportError as error:
+            if (refusal := _missing_extra(error, "Redis", "redis")) is None:
+                raise
+            raise refusal from error
 
         return await RedisStore.open(url, registry=registry, **options)
     raise _unsupported(url)
