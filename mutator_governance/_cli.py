@@ -54,7 +54,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from mutator import ConfigurationError, MutationContext, MutationPolicy, MutatorError
+from mutator import ConfigurationError, MutationContext, MutationPolicy, MutatorError, __version__
 
 from ._cli_output import (
     Output,
@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate governed mutation requests in a store.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     parser.add_argument("--url", default=os.environ.get("MUTATOR_URL"), help="store URL")
     parser.add_argument(

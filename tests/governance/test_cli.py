@@ -341,6 +341,23 @@ def test_a_server_store_that_does_not_exist_is_refused_not_created(
     assert [row[0] for row in rows(ok(location, "requests", "list"))] == ["req-1"]
 
 
+def test_version_prints_the_installed_version() -> None:
+    """``mutator --version`` answers without a store or a registry."""
+    import mutator
+
+    done = subprocess.run(
+        [*command(), "--version"],
+        cwd=ROOT,
+        env=environment(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"mutator {mutator.__version__}"
+
+
 def test_a_redis_socket_holding_no_store_is_refused_not_created(
     request: pytest.FixtureRequest,
 ) -> None:
