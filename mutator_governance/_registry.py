@@ -180,6 +180,8 @@ class MutationRegistry:
             self._check_type_name(state, state_name)
         self.types.register(cls, name)
         self._bind(self._mutations, self._mutation_names, cls, name, "mutation")
+        if upgrade is None and name in self._readers:  # registered again: keep its upgrade
+            upgrade = self._readers[name].upgrade
         self._readers[name] = _MutationReader(cls, _field_names(cls), upgrade)
         if state is not None and state_name is not None and state not in self._state_names:
             self.register_state(state, name=state_name)

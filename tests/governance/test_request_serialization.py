@@ -91,6 +91,22 @@ class TestBadDocuments:
             REGISTRY.structure_request(data)
         assert "revision" in caught.value.path
 
+    def test_an_upgrade_survives_registering_the_class_again(self) -> None:
+        """Registering a class again (idempotent) keeps the upgrade it was given."""
+        registry = sample_registry()
+        request = sample_rich_request()
+        cls = registry.class_of(request.mutation_type)
+        name = request.mutation_type
+        data = registry.unstructure_request(request)
+        data["mutation"]["value"]["retired"] = True
+        registry.register(
+            cls, name=name, upgrade=lambda f: {k: v for k, v in f.items() if k != "retired"}
+        )
+        registry.register(cls, name=name)
+        assert registry.structure_request(data) == request
+        with pytest.raises(TypeError, match="upgrade must be a callable"):
+            registry.register(cls, name=name, upgrade="drop retired")  # type: ignore[arg-type]
+
     def test_unregistered_mutation_cannot_be_stored(self) -> None:
         """Unstructuring a request whose mutation class is unregistered fails clearly."""
         with pytest.raises(SerializationError) as caught:
