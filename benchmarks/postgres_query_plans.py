@@ -35,7 +35,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -184,16 +184,17 @@ _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?\+00:00")
 
 
 @attrs.frozen
-class _Template:
-    """A sample request with its rows, split where a copy differs."""
+class _Sample:
+    """A sample request: its texts split where a copy differs, and what picks it."""
 
     outcome: str
-    request_id: str
-    state_id: str
+    mutation_type: str
     created: datetime
-    row: tuple[Any, ...]
     pieces: dict[str, list[str]]
     stamps: tuple[datetime, ...]
+    row: tuple[Any, ...] = ()
+    """The request's table row, instants as datetimes (the SQL probes)."""
+    execution_id: str | None = None
 
 
 def _split(text: str, request_id: str, state_id: str) -> list[str]:
@@ -202,6 +203,49 @@ def _split(text: str, request_id: str, state_id: str) -> list[str]:
     text = text.replace('"actor_id":"alice"', '"actor_id":"\0a\0"')
     text = _STAMP.sub(lambda m: f"\0t{m.group(0)}\0", text)
     return text.split("\0")
+
+
+def _sample_of(
+    texts: dict[str, str],
+    request_id: str,
+    state_id: str,
+    document: dict[str, Any],
+    *,
+    row: tuple[Any, ...] = (),
+    execution_id: str | None = None,
+) -> _Sample:
+    """The sample request of ``document`` with its ``texts`` (request, decisions, entries);
+    created at and mutation type taken from ``row`` when given."""
+    pieces = {key: _split(text, request_id, state_id) for key, text in texts.items()}
+    stamps = sorted(
+        {datetime.fromisoformat(p[1:]) for ps in pieces.values() for p in ps[1::2] if p[0] == "t"}
+    )
+    return _Sample(
+        _outcome(document),
+        row[9] if row else document["mutation_type"],
+        row[5] if row else datetime.fromisoformat(document["created_at"]),
+        pieces,
+        tuple(stamps),
+        row,
+        execution_id,
+    )
+
+
+def _texts(
+    row: Sequence[Any], decisions: Sequence[Any], audit: Sequence[Any], history: Sequence[Any]
+) -> dict[str, str]:
+    """A sample's texts from the SQL tables: the request ``row``'s document, and the
+    document (last column) of its decisions (``dN``: request id, sequence first) and of its
+    state's audit and history entries (state id first)."""
+    texts = {"request": row[8]}
+    for d in decisions:
+        if d[0] == row[0]:
+            texts[f"d{d[1]}"] = d[-1]
+    for kind, entries in (("audit", audit), ("history", history)):
+        for e in entries:
+            if e[0] == row[1]:
+                texts[kind] = e[-1]
+    return texts
 
 
 def _build(
@@ -227,11 +271,7 @@ def _moved(stamp: datetime, *, submitted: datetime, shift: timedelta, delay: tim
     return stamp + shift + (delay if stamp > submitted else timedelta())
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
-
-
-async def _templates(conn: Any, s: str) -> dict[str, list[_Template]]:
+async def _templates(conn: Any, s: str) -> dict[str, list[_Sample]]:
     rows = await (
         await conn.execute(
             f"SELECT request_id, state_id, status, pending_reason, actor_id, created_at, "
@@ -250,31 +290,11 @@ async def _templates(conn: Any, s: str) -> dict[str, list[_Template]]:
     history = await (
         await conn.execute(f"SELECT state_id, executed_at, document FROM {s}.history")
     ).fetchall()
-    found: dict[str, list[_Template]] = {}
+    found: dict[str, list[_Sample]] = {}
     for row in rows:
-        rid, state_id = row[0], row[1]
-        document = json.loads(row[8])
-        outcome = _outcome(document)
-        texts = {"request": row[8]}
-        for d in decisions:
-            if d[0] == rid:
-                texts[f"d{d[1]}"] = d[4]
-        for kind, entries in (("audit", audit), ("history", history)):
-            for e in entries:
-                if e[0] == state_id:
-                    texts[kind] = e[2]
-        pieces = {key: _split(text, rid, state_id) for key, text in texts.items()}
-        stamps = sorted(
-            {
-                datetime.fromisoformat(p[1:])
-                for ps in pieces.values()
-                for p in ps[1::2]
-                if p[0] == "t"
-            }
-        )
-        found.setdefault(outcome, []).append(
-            _Template(outcome, rid, state_id, row[5], row, pieces, tuple(stamps))
-        )
+        texts = _texts(row, decisions, audit, history)
+        sample = _sample_of(texts, row[0], row[1], json.loads(row[8]), row=row)
+        found.setdefault(sample.outcome, []).append(sample)
     return found
 
 
@@ -302,77 +322,136 @@ def _created(outcome: str, rng: random.Random) -> datetime:
     return NOW - timedelta(seconds=rng.uniform(86400, YEAR.total_seconds()))
 
 
+@attrs.frozen
+class _Copy:
+    """One copy of a sample request: fresh ids and requester, every instant moved."""
+
+    sample: _Sample
+    outcome: str
+    request_id: str
+    state_id: str
+    actor: str
+    moved: Callable[[datetime], datetime]
+    stamps: dict[str, str]
+    """The sample's instants (ISO text) and the copy's."""
+    version: str | None
+    """The state's version after this copy executed (``None``: not executed)."""
+
+    def build(self, key: str) -> str:
+        """The copy's text of the sample's ``key`` (``request``, ``dN``, ``audit``, ...)."""
+        return _build(
+            self.sample.pieces[key], self.request_id, self.state_id, self.actor, self.stamps
+        )
+
+    def request_row(self) -> tuple[Any, ...]:
+        """The sample's request row for the copy, instants as datetimes."""
+        row, moved = self.sample.row, self.moved
+        return (
+            self.request_id,
+            self.state_id,
+            row[2],
+            row[3],
+            self.actor,
+            moved(row[5]),
+            moved(row[6]),
+            row[7],
+            self.build("request"),
+            row[9],
+            None if row[10] is None else moved(row[10]),
+        )
+
+    def decisions(self) -> Iterator[tuple[int, str, datetime, str]]:
+        """(sequence, category, timestamp, document) of each decision."""
+        for key in self.sample.pieces:
+            if key.startswith("d"):
+                text = self.build(key)
+                data = json.loads(text)
+                stamp = datetime.fromisoformat(data["timestamp"])
+                yield int(key[1:]), data["code"]["category"], stamp, text
+
+    def execution(self) -> tuple[datetime, str, str] | None:
+        """(executed at, history entry, audit entry) when the copy executed."""
+        if "history" not in self.sample.pieces:
+            return None
+        executed = self.build("history")
+        at = datetime.fromisoformat(json.loads(executed)["executed_at"])
+        return at, executed, self.build("audit")
+
+
+class _Copies:
+    """The copies of ``samples`` that bring the history to ``total`` requests, in batches.
+
+    Every probe draws the same copies for the same samples (one seeded generator);
+    ``versions`` ends with each executed state's last version.
+    """
+
+    def __init__(self, samples: dict[str, list[_Sample]], total: int) -> None:
+        self.samples = samples
+        self.count = total - sum(len(t) for t in samples.values())
+        self.versions: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[_Copy]:
+        samples = self.samples
+        rng = random.Random(20261204)
+        outcomes = [o for o, _ in MIX]
+        weights = [w for _, w in MIX]
+        by_type: dict[str, dict[str, list[_Sample]]] = {}
+        for outcome, items in samples.items():
+            for t in items:
+                by_type.setdefault(outcome, {}).setdefault(t.mutation_type, []).append(t)
+        type_names = [name for _, name, _ in TYPES]
+        type_weights = [w for _, _, w in TYPES]
+        for _ in range(self.count):
+            outcome = rng.choices(outcomes, weights)[0]
+            mutation_type = rng.choices(type_names, type_weights)[0]
+            t = rng.choice(by_type[outcome].get(mutation_type) or samples[outcome])
+            rid = uuid.uuid4().hex
+            busy = rng.random() < 0.3  # a few busy states and requesters, a long tail
+            state_id = f"tenant-{rng.randrange(200 if busy else STATES)}:counter"
+            actor = f"user-{rng.randrange(50 if rng.random() < 0.3 else ACTORS)}"
+            shift = _created(outcome, rng) - t.created
+            delay = (
+                timedelta(seconds=rng.uniform(0, 4 * 3600)) if outcome != "pending" else timedelta()
+            )
+            moved = functools.partial(_moved, submitted=t.created, shift=shift, delay=delay)
+            stamps = {stamp.isoformat(): moved(stamp).isoformat() for stamp in t.stamps}
+            version = None
+            if "history" in t.pieces:
+                self.versions[state_id] = self.versions.get(state_id, 1) + 1
+                version = str(self.versions[state_id])
+            yield _Copy(t, outcome, rid, state_id, actor, moved, stamps, version)
+
+    def batches(self, size: int) -> Iterator[tuple[int, list[_Copy]]]:
+        """Lists of ``size`` copies (the last one shorter), each with the copies so far."""
+        batch: list[_Copy] = []
+        for n, copy in enumerate(self):
+            batch.append(copy)
+            if len(batch) >= size or n == self.count - 1:
+                yield n + 1, batch
+                batch = []
+
+
 async def _bulk(conn: Any, s: str, total: int, progress: Callable[[str], None]) -> None:
     """Copies of the sample rows until the schema holds ``total`` requests."""
-    templates = await _templates(conn, s)
-    have = sum(len(t) for t in templates.values())
-    rng = random.Random(20261204)
-    outcomes = [o for o, _ in MIX]
-    weights = [w for _, w in MIX]
-    by_type: dict[str, dict[str, list[_Template]]] = {}
-    for outcome, items in templates.items():
-        for t in items:
-            by_type.setdefault(outcome, {}).setdefault(t.row[9], []).append(t)
-    type_names = [name for _, name, _ in TYPES]
-    type_weights = [w for _, _, w in TYPES]
-    versions: dict[str, int] = {}
-    requests: list[tuple[Any, ...]] = []
-    decisions: list[tuple[Any, ...]] = []
-    audit: list[tuple[Any, ...]] = []
-    history: list[tuple[Any, ...]] = []
-    state_versions: list[tuple[Any, ...]] = []
-    count = total - have
-    for n in range(count):
-        outcome = rng.choices(outcomes, weights)[0]
-        mutation_type = rng.choices(type_names, type_weights)[0]
-        t = rng.choice(by_type[outcome].get(mutation_type) or templates[outcome])
-        rid = uuid.uuid4().hex
-        busy = rng.random() < 0.3  # a few busy states and requesters, a long tail
-        state_id = f"tenant-{rng.randrange(200 if busy else STATES)}:counter"
-        actor = f"user-{rng.randrange(50 if rng.random() < 0.3 else ACTORS)}"
-        created = _created(outcome, rng)
-        shift = created - t.created
-        delay = timedelta(seconds=rng.uniform(0, 4 * 3600)) if outcome != "pending" else timedelta()
-        moved = functools.partial(_moved, submitted=t.created, shift=shift, delay=delay)
-        stamps = {_iso(stamp): _iso(moved(stamp)) for stamp in t.stamps}
-        row = t.row
-        requests.append(
-            (
-                rid,
-                state_id,
-                row[2],
-                row[3],
-                actor,
-                moved(row[5]),
-                moved(row[6]),
-                row[7],
-                _build(t.pieces["request"], rid, state_id, actor, stamps),
-                row[9],
-                None if row[10] is None else moved(row[10]),
-            )
+    copies = _Copies(await _templates(conn, s), total)
+    for done, batch in copies.batches(20000):
+        decisions = [(c.request_id, *d) for c in batch for d in c.decisions()]
+        executions = [(c, c.execution()) for c in batch]
+        ran = [(c.state_id, *e) for c, e in executions if e is not None]
+        await _copy(
+            conn,
+            s,
+            [c.request_row() for c in batch],
+            decisions,
+            [(state_id, at, audit) for state_id, at, _, audit in ran],
+            [(state_id, at, history) for state_id, at, history, _ in ran],
+            [(c.state_id, c.request_id, c.version) for c in batch if c.version is not None],
         )
-        for key, pieces in t.pieces.items():
-            if key.startswith("d"):
-                sequence = int(key[1:])
-                text = _build(pieces, rid, state_id, actor, stamps)
-                stamp = datetime.fromisoformat(json.loads(text)["timestamp"])
-                category = json.loads(text)["code"]["category"]
-                decisions.append((rid, sequence, category, stamp, text))
-        if "history" in t.pieces:
-            executed = _build(t.pieces["history"], rid, state_id, actor, stamps)
-            at = datetime.fromisoformat(json.loads(executed)["executed_at"])
-            history.append((state_id, at, executed))
-            audit.append((state_id, at, _build(t.pieces["audit"], rid, state_id, actor, stamps)))
-            versions[state_id] = versions.get(state_id, 1) + 1
-            state_versions.append((state_id, rid, str(versions[state_id])))
-        if len(requests) >= 20000 or n == count - 1:
-            await _copy(conn, s, requests, decisions, audit, history, state_versions)
-            progress(f"  copied {n + 1:,} / {count:,} requests")
-            requests, decisions, audit, history, state_versions = [], [], [], [], []
+        progress(f"  copied {done:,} / {copies.count:,} requests")
     async with conn.cursor().copy(
         f"COPY {s}.states (state_id, version, request_id, document) FROM STDIN"
     ) as copy:
-        for state_id, version in versions.items():
+        for state_id, version in copies.versions.items():
             await copy.write_row(
                 (state_id, str(version), None, '{"$type":"benchmark.counter","value":{"value":1}}')
             )
@@ -403,13 +482,62 @@ async def _copy(conn: Any, s: str, *tables: list[tuple[Any, ...]]) -> None:
 
 # -- capture and explain ---------------------------------------------------------------------
 
+Read = Callable[[Governance], Awaitable[Any]]
+
 
 class _Capture:
-    """Records the statements psycopg's async cursors send while active."""
+    """Records the statements a probe's driver sends while active (``installed`` wraps it)."""
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, Any]] = []
         self.active = False
+
+    def installed(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    async def measure(self, read: Read, gov: Governance) -> tuple[Any, float]:
+        """``read`` warmed up, then run with its statements recorded: its result, wall ms."""
+        await read(gov)  # warm: plans cached, pages in memory
+        self.statements.clear()
+        self.active = True
+        started = time.perf_counter()
+        out = await read(gov)
+        wall = (time.perf_counter() - started) * 1000
+        self.active = False
+        return out, wall
+
+    async def explained(
+        self,
+        gov: Governance,
+        facts: dict[str, Any],
+        args: argparse.Namespace,
+        explain: Callable[[str, Any], Awaitable[dict[str, Any] | None]],
+        show: Callable[[dict[str, Any], bool], None],
+    ) -> list[dict[str, Any]]:
+        """Each read (of those ``--only`` names) measured, and each statement it sent that
+        ``explain`` explains; every result shown as it comes (``--plans``: with plans)."""
+        results = []
+        for name, read in _selected(_reads(facts), args.only):
+            out, wall = await self.measure(read, gov)
+            explained = []
+            for sql, params in list(self.statements):
+                found = await explain(sql, params)
+                if found is not None:
+                    explained.append({"sql": sql, **found})
+            results.append(
+                {"read": name, "wall_ms": wall, "rows": _size(out), "statements": explained}
+            )
+            show(results[-1], args.plans)
+        return results
+
+
+def _selected(reads: list[tuple[str, Read]], only: Sequence[str]) -> list[tuple[str, Read]]:
+    """The reads whose names contain a word of ``only`` (all when it is empty)."""
+    return [(name, read) for name, read in reads if not only or any(w in name for w in only)]
+
+
+class _PsycopgCapture(_Capture):
+    """Records the statements psycopg's async cursors send while active."""
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -471,9 +599,6 @@ async def _explain(conn: Any, sql: str, params: Any) -> list[dict[str, Any]]:
 
 
 # -- the reads -------------------------------------------------------------------------------
-
-
-Read = Callable[[Governance], Awaitable[Any]]
 
 
 def _reads(facts: dict[str, Any]) -> list[tuple[str, Read]]:
@@ -719,30 +844,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             await conn.execute("SET auto_explain.log_nested_statements = on")
             await conn.execute("SET auto_explain.log_timing = on")
             await conn.execute(f"SET search_path = {s}")
-            capture = _Capture()
-            results = []
+            capture = _PsycopgCapture()
+
+            async def explain(sql: str, params: Any) -> dict[str, Any] | None:
+                if sql.lstrip().upper().startswith(("SELECT CLOCK", "SET")):
+                    return None
+                return {"plans": await _explain(conn, sql, params)}
+
             with capture.installed():
-                for name, read in _reads(facts):
-                    if args.only and not any(word in name for word in args.only):
-                        continue
-                    capture.statements.clear()
-                    await read(gov)  # warm: plans cached, pages in memory
-                    capture.statements.clear()
-                    capture.active = True
-                    started = time.perf_counter()
-                    out = await read(gov)
-                    wall = (time.perf_counter() - started) * 1000
-                    capture.active = False
-                    statements = list(capture.statements)
-                    explained = []
-                    for sql, params in statements:
-                        if sql.lstrip().upper().startswith(("SELECT CLOCK", "SET")):
-                            continue
-                        explained.append({"sql": sql, "plans": await _explain(conn, sql, params)})
-                    results.append(
-                        {"read": name, "wall_ms": wall, "rows": _size(out), "statements": explained}
-                    )
-                    _print(results[-1], args.plans)
+                results = await capture.explained(gov, facts, args, explain, _print)
     if not args.keep:
         async with _connection() as conn:
             await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
@@ -776,12 +886,7 @@ def _print(result: dict[str, Any], plans: bool) -> None:
             if big:
                 flags.append(f"SORT {max(big):,}")
     indexes = sorted({i for st in statements for p in st["plans"] for i in p["indexes"]})
-    print(
-        f"{result['read']:<44} {result['wall_ms']:>9.1f} ms wall {server:>9.1f} ms server "
-        f"{len(statements):>3} stmt rows={result['rows']} {' '.join(sorted(set(flags)))} "
-        f"[{', '.join(indexes)}]",
-        flush=True,
-    )
+    _print_read(result, (9, server, "server"), sorted(set(flags)), indexes)
     if plans:
         for statement in statements:
             print("   SQL:", statement["sql"][:300])
@@ -789,30 +894,74 @@ def _print(result: dict[str, Any], plans: bool) -> None:
                 print("   " + plan["plan"].replace("\n", "\n   "))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.postgres_query_plans")
+def _print_read(
+    result: dict[str, Any], sql: tuple[int, float, str], flags: list[str], indexes: list[str]
+) -> None:
+    """A read's line: wall time, ``sql`` (width, ms, what) time, statements, rows, flags."""
+    width, ms, what = sql
+    print(
+        f"{result['read']:<44} {result['wall_ms']:>{width}.1f} ms wall {ms:>{width}.1f} ms {what} "
+        f"{len(result['statements']):>3} stmt rows={result['rows']} {' '.join(flags)} "
+        f"[{', '.join(indexes)}]",
+        flush=True,
+    )
+
+
+Option = tuple[tuple[str, ...], dict[str, Any]]
+"""An option of a probe's command line: ``add_argument``'s flags and keywords."""
+
+
+def _reads_document(args: argparse.Namespace, results: Any) -> dict[str, Any]:
+    return {"at": NOW.isoformat(), "requests": args.requests, "reads": results}
+
+
+def _probe_main(
+    prog: str,
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, Any]],
+    where: Option,
+    keep: str,
+    reuse: str,
+    *extra: Option,
+    plans: bool = True,
+    server: tuple[str, str, int, str] | None = None,
+    document: Callable[[argparse.Namespace, Any], Any] = _reads_document,
+) -> int:
+    """A probe's command line: ``--requests``, ``where`` it fills, ``--keep`` and ``--reuse``
+    (their help), its ``extra`` options, ``--only``, ``--plans`` (when it prints plans) and
+    ``--json``; skipped when its ``server`` does not answer
+    (:func:`benchmarks.governance._server_unavailable`'s arguments)."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--schema", default="scale_probe")
-    parser.add_argument("--keep", action="store_true", help="do not drop the schema at the end")
-    parser.add_argument("--reuse", action="store_true", help="keep a schema already filled")
+    parser.add_argument(*where[0], **where[1])
+    parser.add_argument("--keep", action="store_true", help=keep)
+    parser.add_argument("--reuse", action="store_true", help=reuse)
+    for flags, keywords in extra:
+        parser.add_argument(*flags, **keywords)
     parser.add_argument("--only", nargs="*", default=[], help="reads whose names contain a word")
-    parser.add_argument("--plans", action="store_true", help="print every plan")
+    if plans:
+        parser.add_argument("--plans", action="store_true", help="print every plan")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
-    reason = _server_unavailable("Postgres", POSTGRES_URL, 5432, "psycopg")
+    reason = server and _server_unavailable(*server)
     if reason:
         print(f"skipped: {reason}", file=sys.stderr)
         return 0
     results = asyncio.run(run(args))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(
-                {"at": NOW.isoformat(), "requests": args.requests, "reads": results},
-                out,
-                indent=1,
-                default=str,
-            )
+            json.dump(document(args, results), out, indent=1, default=str)
     return 0
+
+
+def main() -> int:
+    return _probe_main(
+        "python -m benchmarks.postgres_query_plans",
+        run,
+        (("--schema",), {"default": "scale_probe"}),
+        "do not drop the schema at the end",
+        "keep a schema already filled",
+        server=("Postgres", POSTGRES_URL, 5432, "psycopg"),
+    )
 
 
 if __name__ == "__main__":

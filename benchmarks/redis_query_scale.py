@@ -20,66 +20,31 @@ at the end unless ``--keep``. ``--json PATH`` writes the results.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import functools
 import json
-import random
 import sys
 import time
-import uuid
 from collections import Counter as Tally
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mutator_governance import Governance, RequestStatus
 
-from .governance import REDIS_URL, _server_unavailable
+from .governance import REDIS_URL
 from .postgres_query_plans import (
-    ACTORS,
-    MIX,
     NOW,
-    STATES,
-    TYPES,
     ByAmount,
-    _build,
-    _created,
-    _moved,
-    _outcome,
+    _Copies,
+    _probe_main,
     _reads,
+    _Sample,
     _sample,
-    _split,
+    _sample_of,
+    _selected,
     registry,
 )
+from .redis_replies import counting
 
 __all__ = ["counting", "main"]
-
-
-@contextlib.contextmanager
-def counting() -> Iterator[Tally[str]]:
-    """Count the replies read (commands) and the elements they carry, on every connection."""
-    from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
-
-    tally: Tally[str] = Tally()
-    originals = {cls: cls.read_response for cls in (_AsyncHiredisParser, _AsyncRESP2Parser)}
-
-    def wrap(original: Any) -> Any:
-        async def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
-            reply = await original(self, *args, **kwargs)
-            tally["commands"] += 1
-            tally["elements"] += len(reply) if isinstance(reply, list) else 1
-            return reply
-
-        return read_response
-
-    for cls, original in originals.items():
-        cls.read_response = wrap(original)  # type: ignore[method-assign]
-    try:
-        yield tally
-    finally:
-        for cls, original in originals.items():
-            cls.read_response = original  # type: ignore[method-assign]
 
 
 def _url(prefix: str) -> str:
@@ -105,12 +70,12 @@ async def _batches(items: Any, size: int) -> Any:
         yield batch
 
 
-async def _templates(gov: Governance) -> dict[str, list[dict[str, Any]]]:
+async def _templates(gov: Governance) -> dict[str, list[_Sample]]:
     """The sample requests (document text, audit and history texts), by outcome."""
     b: Any = gov.requests._b  # type: ignore[attr-defined]
     keys = b.keys
     segments = await b.client.hgetall(keys.segments)
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[_Sample]] = {}
     for raw_id in segments:
         rid = raw_id.decode()
         raw = await b.client.hget(keys.request(rid), "document")
@@ -123,24 +88,8 @@ async def _templates(gov: Governance) -> dict[str, list[dict[str, Any]]]:
             texts["audit"] = audit[-1].decode()
         if history:
             texts["history"] = history[-1].decode()
-        pieces = {key: _split(text, rid, state_id) for key, text in texts.items()}
-        stamps = sorted(
-            {
-                datetime.fromisoformat(p[1:])
-                for ps in pieces.values()
-                for p in ps[1::2]
-                if p[0] == "t"
-            }
-        )
-        created = datetime.fromisoformat(document["created_at"])
-        found.setdefault(_outcome(document), []).append(
-            {
-                "type": document["mutation_type"],
-                "created": created,
-                "pieces": pieces,
-                "stamps": stamps,
-            }
-        )
+        sample = _sample_of(texts, rid, state_id, document)
+        found.setdefault(sample.outcome, []).append(sample)
     return found
 
 
@@ -150,68 +99,43 @@ async def _bulk(gov: Governance, total: int, progress: Any) -> dict[str, Any]:
 
     b: Any = gov.requests._b  # type: ignore[attr-defined]
     keys = b.keys
-    templates = await _templates(gov)
-    have = sum(len(t) for t in templates.values())
-    rng = random.Random(20261204)
-    outcomes = [o for o, _ in MIX]
-    weights = [w for _, w in MIX]
-    by_type: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for outcome, items in templates.items():
-        for t in items:
-            by_type.setdefault(outcome, {}).setdefault(t["type"], []).append(t)
-    type_names = [name for _, name, _ in TYPES]
-    type_weights = [w for _, _, w in TYPES]
+    copies = _Copies(await _templates(gov), total)
     await b.client.script_load(scripts.COMMIT)
     connection = await b.client.connection_pool.get_connection()
     actors: Tally[str] = Tally()
     states: Tally[str] = Tally()
     executed: str | None = None
-    count = total - have
-    batch: list[bytes] = []
     try:
-        for n in range(count):
-            outcome = rng.choices(outcomes, weights)[0]
-            mutation_type = rng.choices(type_names, type_weights)[0]
-            t = rng.choice(by_type[outcome].get(mutation_type) or templates[outcome])
-            rid = uuid.uuid4().hex
-            busy = rng.random() < 0.3
-            state_id = f"tenant-{rng.randrange(200 if busy else STATES)}:counter"
-            actor = f"user-{rng.randrange(50 if rng.random() < 0.3 else ACTORS)}"
-            created = _created(outcome, rng)
-            shift = created - t["created"]
-            delay = (
-                timedelta(seconds=rng.uniform(0, 4 * 3600)) if outcome != "pending" else timedelta()
-            )
-            moved = functools.partial(_moved, submitted=t["created"], shift=shift, delay=delay)
-            stamps = {s.isoformat(): moved(s).isoformat() for s in t["stamps"]}
-            pieces = t["pieces"]
-            text = _build(pieces["request"], rid, state_id, actor, stamps)
-            request = b.request_from(text.encode(), keys.request(rid), rid)
-            actors[actor] += 1
-            states[state_id] += 1
-            if outcome == "executed" and executed is None:
-                executed = rid
-            section_keys, section_args = b.section("create", rid, request, None, request.decisions)
-            entries: list[tuple[str, bytes]] = []
-            if "audit" in pieces:
-                audit = _build(pieces["audit"], rid, state_id, actor, stamps).encode()
-                entries += [(keys.audit(), audit), (keys.audit(state_id), audit)]
-            if "history" in pieces:
-                history = _build(pieces["history"], rid, state_id, actor, stamps).encode()
-                entries.append((keys.history(state_id), history))
-            args: list[Any] = ["1", *section_args, "0", str(len(entries))]
-            args += [document for _, document in entries]
-            args.append("0")
-            batch.append(b.script.pack([*section_keys, *(k for k, _ in entries)], args))
-            if len(batch) >= 1000 or n == count - 1:
-                await connection.send_packed_command(b"".join(batch), check_health=False)
-                for _ in batch:
-                    reply = await connection.read_response()
-                    if int(reply[0]) != 1:
-                        raise RuntimeError(f"copy refused: {reply!r}")
-                batch = []
-                if (n + 1) % 20000 < 1000 or n == count - 1:
-                    progress(f"  copied {n + 1:,} / {count:,} requests")
+        for done, batch in copies.batches(1000):
+            packed: list[bytes] = []
+            for copy in batch:
+                rid, state_id = copy.request_id, copy.state_id
+                request = b.request_from(copy.build("request").encode(), keys.request(rid), rid)
+                actors[copy.actor] += 1
+                states[state_id] += 1
+                if copy.outcome == "executed" and executed is None:
+                    executed = rid
+                section_keys, section_args = b.section(
+                    "create", rid, request, None, request.decisions
+                )
+                entries: list[tuple[str, bytes]] = []
+                if "audit" in copy.sample.pieces:
+                    audit = copy.build("audit").encode()
+                    entries += [(keys.audit(), audit), (keys.audit(state_id), audit)]
+                if "history" in copy.sample.pieces:
+                    history = copy.build("history").encode()
+                    entries.append((keys.history(state_id), history))
+                args: list[Any] = ["1", *section_args, "0", str(len(entries))]
+                args += [document for _, document in entries]
+                args.append("0")
+                packed.append(b.script.pack([*section_keys, *(k for k, _ in entries)], args))
+            await connection.send_packed_command(b"".join(packed), check_health=False)
+            for _ in packed:
+                reply = await connection.read_response()
+                if int(reply[0]) != 1:
+                    raise RuntimeError(f"copy refused: {reply!r}")
+            if done % 20000 < 1000 or done == copies.count:
+                progress(f"  copied {done:,} / {copies.count:,} requests")
     finally:
         await b.client.connection_pool.release(connection)
     rare = sorted(a for a, c in actors.items() if 20 <= c <= 60)[0]
@@ -328,9 +252,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"  {b.keys.audit()}: {await probe.llen(b.keys.audit()):,} (list)")
             out["sizes"] = sizes
             reads = [*_reads(facts), *_extra_reads(facts)]
-            for name, read in reads:
-                if args.only and not any(word in name for word in args.only):
-                    continue
+            for name, read in _selected(reads, args.only):
                 if name.startswith("purge") and not args.purge:
                     continue
                 await read(gov)
@@ -359,24 +281,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_query_scale")
-    parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--prefix", default="scale_probe")
-    parser.add_argument("--keep", action="store_true", help="keep the keys at the end")
-    parser.add_argument("--reuse", action="store_true", help="keep a prefix already filled")
-    parser.add_argument("--purge", action="store_true", help="also run a purge batch (deletes)")
-    parser.add_argument("--only", nargs="*", default=[], help="reads whose names contain a word")
-    parser.add_argument("--json", help="write the results to this file")
-    args = parser.parse_args()
-    reason = _server_unavailable("Redis", REDIS_URL, 6379, "redis")
-    if reason:
-        print(f"skipped: {reason}", file=sys.stderr)
-        return 0
-    out = asyncio.run(run(args))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(out, handle, indent=1, default=str)
-    return 0
+    return _probe_main(
+        "python -m benchmarks.redis_query_scale",
+        run,
+        (("--prefix",), {"default": "scale_probe"}),
+        "keep the keys at the end",
+        "keep a prefix already filled",
+        (("--purge",), {"action": "store_true", "help": "also run a purge batch (deletes)"}),
+        plans=False,
+        server=("Redis", REDIS_URL, 6379, "redis"),
+        document=lambda args, out: out,
+    )
 
 
 if __name__ == "__main__":

@@ -22,48 +22,40 @@ runs the reads whose names contain a word; ``--reuse`` keeps a file already fill
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
 import json
 import os
-import random
 import re
 import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import attrs
 
 from mutator_governance import Governance
 
 from .postgres_query_plans import (
     MIX,
-    NOW,
     SAMPLE_ROUNDS,
     TYPES,
     ByAmount,
-    _build,
-    _created,
-    _moved,
-    _outcome,
-    _reads,
+    _Capture,
+    _Copies,
+    _print_read,
+    _probe_main,
+    _Sample,
     _sample,
-    _size,
-    _split,
+    _sample_of,
+    _texts,
     registry,
 )
 
 __all__ = ["main"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STATES = 20000
-_ACTORS = 2000
 
 
 def _at(micros: int | None) -> datetime | None:
@@ -74,25 +66,13 @@ def _micros(moment: datetime | None) -> int | None:
     return None if moment is None else (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-@attrs.frozen
-class _Template:
-    """A sample request with its rows, split where a copy differs."""
-
-    outcome: str
-    created: datetime
-    row: tuple[Any, ...]
-    pieces: dict[str, list[str]]
-    stamps: tuple[datetime, ...]
-    execution_id: str | None
-
-
 _REQUEST_COLUMNS = (
     "request_id, state_id, status, pending_reason, actor_id, created_at, updated_at, "
     "revision, document, mutation_type, due_at"
 )
 
 
-def _templates(conn: sqlite3.Connection) -> dict[str, list[_Template]]:
+def _templates(conn: sqlite3.Connection) -> dict[str, list[_Sample]]:
     """The sample rows (written by governance), by outcome."""
     rows = conn.execute(f"SELECT {_REQUEST_COLUMNS} FROM requests").fetchall()
     decisions = conn.execute(
@@ -100,115 +80,61 @@ def _templates(conn: sqlite3.Connection) -> dict[str, list[_Template]]:
     ).fetchall()
     audit = conn.execute("SELECT state_id, execution_id, document FROM audit").fetchall()
     history = conn.execute("SELECT state_id, execution_id, document FROM history").fetchall()
-    found: dict[str, list[_Template]] = {}
+    found: dict[str, list[_Sample]] = {}
     for row in rows:
-        rid, state_id = row[0], row[1]
-        texts = {"request": row[8]}
-        for d in decisions:
-            if d[0] == rid:
-                texts[f"d{d[1]}"] = d[2]
-        execution_id = None
-        for kind, entries in (("audit", audit), ("history", history)):
-            for e in entries:
-                if e[0] == state_id:
-                    texts[kind] = e[2]
-                    execution_id = e[1]
-        pieces = {key: _split(text, rid, state_id) for key, text in texts.items()}
-        stamps = sorted(
-            {
-                datetime.fromisoformat(p[1:])
-                for ps in pieces.values()
-                for p in ps[1::2]
-                if p[0] == "t"
-            }
-        )
+        texts = _texts(row, decisions, audit, history)
+        # the execution of the state's last entry (audit, then history)
+        executions = [e[1] for e in (*audit, *history) if e[0] == row[1]]
         shaped = (*row[:5], _at(row[5]), _at(row[6]), row[7], row[8], row[9], _at(row[10]))
-        created = _at(row[5])
-        assert created is not None
-        found.setdefault(_outcome(json.loads(row[8])), []).append(
-            _Template(
-                _outcome(json.loads(row[8])), created, shaped, pieces, tuple(stamps), execution_id
-            )
+        sample = _sample_of(
+            texts,
+            row[0],
+            row[1],
+            json.loads(row[8]),
+            row=shaped,
+            execution_id=executions[-1] if executions else None,
         )
+        found.setdefault(sample.outcome, []).append(sample)
     return found
 
 
 def _fill(conn: sqlite3.Connection, total: int, progress: Callable[[str], None]) -> None:
     """Copies of the sample rows until the file holds ``total`` requests."""
-    templates = _templates(conn)
-    have = sum(len(t) for t in templates.values())
-    rng = random.Random(20261204)
-    outcomes = [o for o, _ in MIX]
-    weights = [w for _, w in MIX]
-    by_type: dict[str, dict[str, list[_Template]]] = {}
-    for outcome, items in templates.items():
-        for t in items:
-            by_type.setdefault(outcome, {}).setdefault(t.row[9], []).append(t)
-    type_names = [name for _, name, _ in TYPES]
-    type_weights = [w for _, _, w in TYPES]
-    versions: dict[str, int] = {}
-    requests: list[tuple[Any, ...]] = []
-    decisions: list[tuple[Any, ...]] = []
-    audit: list[tuple[Any, ...]] = []
-    history: list[tuple[Any, ...]] = []
-    state_versions: list[tuple[Any, ...]] = []
-    count = total - have
-    for n in range(count):
-        outcome = rng.choices(outcomes, weights)[0]
-        mutation_type = rng.choices(type_names, type_weights)[0]
-        t = rng.choice(by_type[outcome].get(mutation_type) or templates[outcome])
-        rid = uuid.uuid4().hex
-        busy = rng.random() < 0.3  # a few busy states and requesters, a long tail
-        state_id = f"tenant-{rng.randrange(200 if busy else _STATES)}:counter"
-        actor = f"user-{rng.randrange(50 if rng.random() < 0.3 else _ACTORS)}"
-        created = _created(outcome, rng)
-        shift = created - t.created
-        delay = timedelta(seconds=rng.uniform(0, 4 * 3600)) if outcome != "pending" else timedelta()
-        moved = functools.partial(_moved, submitted=t.created, shift=shift, delay=delay)
-        stamps = {stamp.isoformat(): moved(stamp).isoformat() for stamp in t.stamps}
-        row = t.row
-        requests.append(
-            (
-                rid,
-                state_id,
-                row[2],
-                row[3],
-                actor,
-                _micros(moved(row[5])),
-                _micros(moved(row[6])),
-                row[7],
-                _build(t.pieces["request"], rid, state_id, actor, stamps),
-                row[9],
-                None if row[10] is None else _micros(moved(row[10])),
+    copies = _Copies(_templates(conn), total)
+    for done, batch in copies.batches(20000):
+        requests = []
+        for copy in batch:
+            row = copy.request_row()
+            requests.append(
+                (*row[:5], _micros(row[5]), _micros(row[6]), *row[7:10], _micros(row[10]))
             )
+        decisions = [
+            (c.request_id, sequence, category, _micros(stamp), text)
+            for c in batch
+            for sequence, category, stamp, text in c.decisions()
+        ]
+        executions = [(c, c.execution()) for c in batch]
+        ran = [
+            (c.sample.execution_id, c.state_id, _micros(e[0]), *e[1:])
+            for c, e in executions
+            if e is not None
+        ]
+        _insert(
+            conn,
+            requests,
+            decisions,
+            [(eid, state_id, at, audit) for eid, state_id, at, _, audit in ran],
+            [(eid, state_id, at, history) for eid, state_id, at, history, _ in ran],
+            [(c.state_id, c.request_id, c.version) for c in batch if c.version is not None],
         )
-        for key, pieces in t.pieces.items():
-            if key.startswith("d"):
-                text = _build(pieces, rid, state_id, actor, stamps)
-                data = json.loads(text)
-                stamp = datetime.fromisoformat(data["timestamp"])
-                decisions.append(
-                    (rid, int(key[1:]), data["code"]["category"], _micros(stamp), text)
-                )
-        if "history" in t.pieces:
-            executed = _build(t.pieces["history"], rid, state_id, actor, stamps)
-            at = _micros(datetime.fromisoformat(json.loads(executed)["executed_at"]))
-            history.append((t.execution_id, state_id, at, executed))
-            entry = _build(t.pieces["audit"], rid, state_id, actor, stamps)
-            audit.append((t.execution_id, state_id, at, entry))
-            versions[state_id] = versions.get(state_id, 1) + 1
-            state_versions.append((state_id, rid, str(versions[state_id])))
-        if len(requests) >= 20000 or n == count - 1:
-            _insert(conn, requests, decisions, audit, history, state_versions)
-            progress(f"  inserted {n + 1:,} / {count:,} requests")
-            requests, decisions, audit, history, state_versions = [], [], [], [], []
+        progress(f"  inserted {done:,} / {copies.count:,} requests")
     with conn:
         conn.executemany(
             "INSERT OR REPLACE INTO states (state_id, version, request_id, document) "
             "VALUES (?, ?, NULL, ?)",
             (
                 (state_id, str(version), '{"$type":"benchmark.counter","value":{"value":1}}')
-                for state_id, version in versions.items()
+                for state_id, version in copies.versions.items()
             ),
         )
 
@@ -244,12 +170,8 @@ def _insert(conn: sqlite3.Connection, *tables: list[tuple[Any, ...]]) -> None:
 # -- capture and explain ---------------------------------------------------------------------
 
 
-class _Capture:
+class _SQLiteCapture(_Capture):
     """Records the statements the store's connections run while active."""
-
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, Any]] = []
-        self.active = False
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -335,8 +257,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path + suffix)
     url = f"sqlite:///{path}"
-    capture = _Capture()
-    results: list[dict[str, Any]] = []
+    capture = _SQLiteCapture()
     with capture.installed():
         async with Governance.open(url, registry=registry()) as gov:
             gov.engine.register_policy(ByAmount())
@@ -365,25 +286,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 size = os.path.getsize(path)  # noqa: ASYNC240 (between reads, not timed)
                 progress(f"  file: {size / 2**20:,.0f} MiB")
                 facts = await _facts(conn)
-                for name, read in _reads(facts):
-                    if args.only and not any(word in name for word in args.only):
-                        continue
-                    await read(gov)  # warm: pages in the cache
-                    capture.statements.clear()
-                    capture.active = True
-                    started = time.perf_counter()
-                    out = await read(gov)
-                    wall = (time.perf_counter() - started) * 1000
-                    capture.active = False
-                    explained = []
-                    for sql, params in capture.statements:
-                        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
-                            continue
-                        explained.append({"sql": sql, **_explain(conn, sql, params)})
-                    results.append(
-                        {"read": name, "wall_ms": wall, "rows": _size(out), "statements": explained}
-                    )
-                    _print(results[-1], args.plans)
+
+                async def explain(sql: str, params: Any) -> dict[str, Any] | None:
+                    if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                        return None
+                    return _explain(conn, sql, params)
+
+                results = await capture.explained(gov, facts, args, explain, _print)
             finally:
                 conn.close()
     if not args.keep and not args.reuse:
@@ -402,12 +311,7 @@ def _print(result: dict[str, Any], plans: bool) -> None:
     )
     ms = sum(st["ms"] for st in statements)
     indexes = sorted({i for st in statements for i in st["indexes"]})
-    print(
-        f"{result['read']:<44} {result['wall_ms']:>8.1f} ms wall {ms:>8.1f} ms sql "
-        f"{len(statements):>3} stmt rows={result['rows']} {' '.join(flags)} "
-        f"[{', '.join(indexes)}]",
-        flush=True,
-    )
+    _print_read(result, (8, ms, "sql"), flags, indexes)
     if plans:
         for statement in statements:
             print("   SQL:", statement["sql"][:400])
@@ -416,28 +320,14 @@ def _print(result: dict[str, Any], plans: bool) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sqlite_query_plans")
-    parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument(
-        "--path", default=os.path.join(tempfile.gettempdir(), "mutator-sqlite-probe.db")
+    return _probe_main(
+        "python -m benchmarks.sqlite_query_plans",
+        run,
+        (("--path",), {"default": os.path.join(tempfile.gettempdir(), "mutator-sqlite-probe.db")}),
+        "do not remove the file at the end",
+        "keep a file already filled",
+        (("--no-analyze",), {"dest": "analyze", "action": "store_false"}),
     )
-    parser.add_argument("--keep", action="store_true", help="do not remove the file at the end")
-    parser.add_argument("--reuse", action="store_true", help="keep a file already filled")
-    parser.add_argument("--no-analyze", dest="analyze", action="store_false")
-    parser.add_argument("--only", nargs="*", default=[], help="reads whose names contain a word")
-    parser.add_argument("--plans", action="store_true", help="print every plan")
-    parser.add_argument("--json", help="write the results to this file")
-    args = parser.parse_args()
-    results = asyncio.run(run(args))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
-                {"at": NOW.isoformat(), "requests": args.requests, "reads": results},
-                out,
-                indent=1,
-                default=str,
-            )
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from mutator_governance import InMemoryRequestStore, PendingReason, RequestQuery, RequestStatus
+from mutator_governance import PendingReason, RequestQuery, RequestStatus
 from mutator_governance.stores._postgres import PostgresStore
 from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from mutator_governance.testing import sample_registry, sample_request
 
+from . import listing_reference as listing
 from .test_postgres import drop_schema, execute_sql
 
 pytestmark = pytest.mark.postgres
@@ -170,47 +171,17 @@ async def test_listing_several_statuses_and_reasons_pages_like_the_reference(
     postgres_url: str, schema: str
 ) -> None:
     store = await PostgresStore.open(postgres_url, registry=sample_registry(), schema=schema)
-    reference = InMemoryRequestStore()
-    kinds = [
-        (RequestStatus.PENDING, PendingReason.APPROVAL),
-        (RequestStatus.APPROVED, None),
-        (RequestStatus.EXECUTED, None),
-        (RequestStatus.PENDING, PendingReason.REVALIDATION),
-        (RequestStatus.PENDING, PendingReason.QUOTA),
-        (RequestStatus.REJECTED, None),
-    ]
-    try:
-        for n in range(36):
-            status, reason = kinds[n % len(kinds)]
-            at = BASE + timedelta(seconds=n // 4)  # ties on created_at: ordered by id
-            request = sample_request(
+    requests = []
+    for n in range(36):
+        status, reason = listing.KINDS[n % len(listing.KINDS)]
+        at = BASE + timedelta(seconds=n // 4)  # ties on created_at: ordered by id
+        requests.append(
+            sample_request(
                 f"r{(n * 7) % 36:02d}", status=status, pending_reason=reason, created_at=at
             )
-            await store.requests.create(request)
-            await reference.create(request)
-        queries = [
-            RequestQuery(statuses={RequestStatus.PENDING, RequestStatus.APPROVED}),
-            RequestQuery(
-                statuses={RequestStatus.PENDING, RequestStatus.EXECUTED},
-                pending_reasons={PendingReason.APPROVAL, PendingReason.QUOTA},
-            ),
-            RequestQuery(pending_reasons={PendingReason.REVALIDATION, PendingReason.QUOTA}),
-            RequestQuery(statuses={RequestStatus.REJECTED, RequestStatus.FAILED}),
-        ]
-        for query in queries:
-            pages: list[list[str]] = []
-            for source in (store.requests, reference):
-                seen: list[str] = []
-                cursor = None
-                while True:
-                    page = await source.list(query, limit=4, cursor=cursor)
-                    seen.extend(request.request_id for request in page.items)
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                pages.append(seen)
-            assert pages[0], query
-            assert pages[0] == pages[1], query
+        )
+    try:
+        await listing.assert_pages_like_the_reference(store.requests, requests, listing.SEVERAL)
     finally:
         await store.aclose()
 
@@ -231,21 +202,7 @@ async def test_version_8_schema_is_upgraded_to_the_pending_reason_index(
         for statement in MIGRATIONS[applied - 1]:
             await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
         await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (applied,))
-    old = [
-        sample_request(
-            "a",
-            status=RequestStatus.PENDING,
-            pending_reason=PendingReason.APPROVAL,
-            created_at=BASE,
-        ),
-        sample_request("b", status=RequestStatus.EXECUTED, created_at=BASE),
-        sample_request(
-            "c",
-            status=RequestStatus.PENDING,
-            pending_reason=PendingReason.QUOTA,
-            created_at=BASE + timedelta(seconds=1),
-        ),
-    ]
+    old = listing.before_the_reason_index(BASE)
     for request in old:
         await execute_sql(
             postgres_url,
@@ -281,11 +238,7 @@ async def test_version_8_schema_is_upgraded_to_the_pending_reason_index(
             (schema,),
         )
         assert statistics == [("requests_status_reason", "{f}")]
-        page = await store.requests.list(
-            RequestQuery(pending_reasons={PendingReason.APPROVAL, PendingReason.QUOTA})
-        )
-        assert page.items == (old[0], old[2])
-        assert await store.requests.pending(PendingReason.QUOTA) == [old[2]]
+        await listing.assert_listed_by_reason(store.requests, old)
     finally:
         await store.aclose()
     versions = await execute_sql(postgres_url, f"SELECT version FROM {s}.schema_version")

@@ -7,16 +7,14 @@ Commands and reply elements are counted on the client's connections (every reply
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 pytest.importorskip("redis", reason="the redis extra is not installed")
 
+from benchmarks.redis_replies import counting
 from mutator_governance import RequestQuery, RequestStatus
 from mutator_governance._request import MutationRequest
 from mutator_governance.stores._redis import RedisStore
@@ -40,32 +38,6 @@ def anyio_backend() -> str:
 
 
 prefix, store = store_fixtures(sample_registry)
-
-
-@contextlib.contextmanager
-def _counting() -> Iterator[Counter[str]]:
-    """Count the replies read (commands) and the elements they carry."""
-    from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
-
-    tally: Counter[str] = Counter()
-    originals = {cls: cls.read_response for cls in (_AsyncHiredisParser, _AsyncRESP2Parser)}
-
-    def wrap(original: Any) -> Any:
-        async def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
-            reply = await original(self, *args, **kwargs)
-            tally["commands"] += 1
-            tally["elements"] += len(reply) if isinstance(reply, list) else 1
-            return reply
-
-        return read_response
-
-    for cls, original in originals.items():
-        cls.read_response = wrap(original)  # type: ignore[method-assign]
-    try:
-        yield tally
-    finally:
-        for cls, original in originals.items():
-            cls.read_response = original  # type: ignore[method-assign]
 
 
 async def _fill(store: RedisStore, requests: Sequence[MutationRequest]) -> None:
@@ -130,13 +102,13 @@ async def test_a_listing_by_recent_update_reads_the_window_not_the_backlog(
     await _fill(store, [*_backlog(), *recent, *pending])
     hour = NOW - timedelta(hours=1)
 
-    with _counting() as tally:
+    with counting() as tally:
         page = await store.requests.list(RequestQuery(updated_from=hour), limit=50)
     assert _ids(page.items) == _ids(recent)
     assert tally["commands"] < 100, tally
     assert tally["elements"] < 500, tally
 
-    with _counting() as tally:
+    with counting() as tally:
         executed = await store.requests.list(
             RequestQuery(statuses={RequestStatus.EXECUTED}, updated_from=hour), limit=50
         )
@@ -153,7 +125,7 @@ async def test_a_past_update_window_is_paged_in_created_order(store: RedisStore)
     wanted = [r for r in requests if start <= r.updated_at <= end]
     query = RequestQuery(updated_from=start, updated_to=end)
 
-    with _counting() as tally:
+    with counting() as tally:
         first = await store.requests.list(query, limit=30)
     second = await store.requests.list(query, limit=30, cursor=first.next_cursor)
     assert _ids([*first.items, *second.items]) == _ids(wanted)
@@ -176,7 +148,7 @@ async def test_open_requests_of_a_busy_requester_read_no_terminal_document(
     ]
     await _fill(store, [*backlog, *queue, *mine])
 
-    with _counting() as tally:
+    with counting() as tally:
         page = await store.requests.list(
             RequestQuery(statuses={RequestStatus.PENDING}, actor_ids={"busy"}), limit=50
         )
@@ -185,7 +157,7 @@ async def test_open_requests_of_a_busy_requester_read_no_terminal_document(
     # round trips; only the three matching documents are read
     assert tally["commands"] < 40, tally
 
-    with _counting() as tally:
+    with counting() as tally:
         by_state = await store.requests.list(
             RequestQuery(statuses={RequestStatus.PENDING}, state_ids={"state-5"}), limit=50
         )

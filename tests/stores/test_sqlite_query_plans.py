@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mutator.testing import SAMPLE_BASE_TIME, sample_audit_entry
-from mutator_governance import InMemoryRequestStore, PendingReason, RequestQuery, RequestStatus
+from mutator_governance import PendingReason, RequestQuery, RequestStatus
 from mutator_governance.stores import _sqlite, _sqlite_schema
 from mutator_governance.stores._sqlite import (
     SCHEMA_VERSION,
@@ -22,6 +22,8 @@ from mutator_governance.stores._sqlite import (
     _request_row,
 )
 from mutator_governance.testing import sample_registry, sample_request
+
+from . import listing_reference as listing
 
 pytestmark = pytest.mark.anyio
 
@@ -176,57 +178,52 @@ async def _first_page(
     return [request.request_id for request in page.items], plans, steps
 
 
-async def test_listing_several_open_statuses_does_not_walk_the_terminal_backlog(
-    backlog_file: Path, statements: list[tuple[str, Any]]
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param(
+            RequestQuery(statuses={RequestStatus.PENDING, RequestStatus.APPROVED}),
+            # Both open kinds were created second by second from BASE: interleaved by
+            # created_at.
+            [f"{kind}-{n:06d}" for n in range(1, 11) for kind in ("ready", "wait")],
+            id="several open statuses",
+        ),
+        pytest.param(
+            RequestQuery(pending_reasons={PendingReason.APPROVAL}),
+            [f"wait-{n:06d}" for n in range(1, 21)],
+            id="a pending reason alone",
+        ),
+        pytest.param(  # one index walked per reason
+            RequestQuery(pending_reasons={PendingReason.APPROVAL, PendingReason.REVALIDATION}),
+            [f"wait-{n:06d}" for n in range(1, 21)],
+            id="several reasons",
+        ),
+        pytest.param(
+            # Open requests were last updated when created (from BASE on, a second apart,
+            # for 25 minutes); the late ones an hour after BASE.
+            RequestQuery(updated_from=BASE + timedelta(minutes=30)),
+            [f"late-{n:06d}" for n in range(1, 21)],
+            id="updated in a recent window",
+        ),
+        pytest.param(  # searches the update index
+            RequestQuery(
+                statuses={RequestStatus.EXECUTED},
+                updated_from=BASE,
+                updated_to=BASE + timedelta(hours=2),
+            ),
+            [f"late-{n:06d}" for n in range(1, 21)],
+            id="executed updated in a recent window",
+        ),
+    ],
+)
+async def test_a_first_page_does_not_walk_the_terminal_backlog(
+    backlog_file: Path,
+    statements: list[tuple[str, Any]],
+    query: RequestQuery,
+    expected: list[str],
 ) -> None:
-    query = RequestQuery(statuses={RequestStatus.PENDING, RequestStatus.APPROVED})
     ids, plans, steps = await _first_page(backlog_file, statements, query)
-    # Both open kinds were created second by second from BASE: interleaved by created_at.
-    assert ids == [f"{kind}-{n:06d}" for n in range(1, 11) for kind in ("ready", "wait")]
-    assert _scans(plans, "requests") == []
-    assert steps < MAX_STEPS, steps
-
-
-async def test_listing_by_pending_reason_alone_does_not_walk_the_terminal_backlog(
-    backlog_file: Path, statements: list[tuple[str, Any]]
-) -> None:
-    query = RequestQuery(pending_reasons={PendingReason.APPROVAL})
-    ids, plans, steps = await _first_page(backlog_file, statements, query)
-    assert ids == [f"wait-{n:06d}" for n in range(1, 21)]
-    assert _scans(plans, "requests") == []
-    assert steps < MAX_STEPS, steps
-
-
-async def test_listing_several_reasons_walks_one_index_per_reason(
-    backlog_file: Path, statements: list[tuple[str, Any]]
-) -> None:
-    query = RequestQuery(pending_reasons={PendingReason.APPROVAL, PendingReason.REVALIDATION})
-    ids, plans, steps = await _first_page(backlog_file, statements, query)
-    assert ids == [f"wait-{n:06d}" for n in range(1, 21)]
-    assert _scans(plans, "requests") == []
-    assert steps < MAX_STEPS, steps
-
-
-async def test_listing_updated_in_a_recent_window_does_not_walk_the_terminal_backlog(
-    backlog_file: Path, statements: list[tuple[str, Any]]
-) -> None:
-    # Open requests were last updated when created (from BASE on, a second apart, for
-    # 25 minutes); the late ones an hour after BASE.
-    query = RequestQuery(updated_from=BASE + timedelta(minutes=30))
-    ids, plans, steps = await _first_page(backlog_file, statements, query)
-    assert ids == [f"late-{n:06d}" for n in range(1, 21)]
-    assert _scans(plans, "requests") == []
-    assert steps < MAX_STEPS, steps
-
-
-async def test_listing_executed_updated_in_a_recent_window_searches_the_update_index(
-    backlog_file: Path, statements: list[tuple[str, Any]]
-) -> None:
-    query = RequestQuery(
-        statuses={RequestStatus.EXECUTED}, updated_from=BASE, updated_to=BASE + timedelta(hours=2)
-    )
-    ids, plans, steps = await _first_page(backlog_file, statements, query)
-    assert ids == [f"late-{n:06d}" for n in range(1, 21)]
+    assert ids == expected
     assert _scans(plans, "requests") == []
     assert steps < MAX_STEPS, steps
 
@@ -258,62 +255,35 @@ async def test_listing_statuses_reasons_and_update_windows_pages_like_the_refere
     store = await SQLiteStore.open(
         f"sqlite:///{tmp_path / 'paging.db'}", registry=sample_registry()
     )
-    reference = InMemoryRequestStore()
-    kinds = [
-        (RequestStatus.PENDING, PendingReason.APPROVAL),
-        (RequestStatus.APPROVED, None),
-        (RequestStatus.EXECUTED, None),
-        (RequestStatus.PENDING, PendingReason.REVALIDATION),
-        (RequestStatus.PENDING, PendingReason.QUOTA),
-        (RequestStatus.REJECTED, None),
-        (RequestStatus.EXECUTING, None),
-    ]
-    try:
-        for n in range(42):
-            status, reason = kinds[n % len(kinds)]
-            at = BASE + timedelta(seconds=n // 4)  # ties on created_at: ordered by id
-            request = sample_request(
+    kinds = [*listing.KINDS, (RequestStatus.EXECUTING, None)]
+    requests = []
+    for n in range(42):
+        status, reason = kinds[n % len(kinds)]
+        at = BASE + timedelta(seconds=n // 4)  # ties on created_at: ordered by id
+        requests.append(
+            sample_request(
                 f"r{(n * 5) % 42:02d}",
                 status=status,
                 pending_reason=reason,
                 created_at=at,
                 updated_at=at + timedelta(seconds=(n * 11) % 17),
             )
-            await store.requests.create(request)
-            await reference.create(request)
-        window = {
-            "updated_from": BASE + timedelta(seconds=6),
-            "updated_to": BASE + timedelta(seconds=15),
-        }
-        queries = [
-            RequestQuery(statuses={RequestStatus.PENDING, RequestStatus.APPROVED}),
-            RequestQuery(
-                statuses={RequestStatus.PENDING, RequestStatus.EXECUTED},
-                pending_reasons={PendingReason.APPROVAL, PendingReason.QUOTA},
-            ),
-            RequestQuery(pending_reasons={PendingReason.REVALIDATION, PendingReason.QUOTA}),
-            RequestQuery(statuses={RequestStatus.REJECTED, RequestStatus.FAILED}),
-            RequestQuery(updated_from=BASE + timedelta(seconds=9)),
-            RequestQuery(updated_to=BASE + timedelta(seconds=8)),
-            RequestQuery(**window),
-            RequestQuery(statuses={RequestStatus.EXECUTED, RequestStatus.PENDING}, **window),
-            RequestQuery(statuses={RequestStatus.EXECUTING}, **window),
-            RequestQuery(statuses={RequestStatus.REJECTED}, actor_ids={"alice"}, **window),
-        ]
-        for query in queries:
-            pages: list[list[str]] = []
-            for source in (store.requests, reference):
-                seen: list[str] = []
-                cursor = None
-                while True:
-                    page = await source.list(query, limit=4, cursor=cursor)
-                    seen.extend(request.request_id for request in page.items)
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                pages.append(seen)
-            assert pages[0], query
-            assert pages[0] == pages[1], query
+        )
+    window = {
+        "updated_from": BASE + timedelta(seconds=6),
+        "updated_to": BASE + timedelta(seconds=15),
+    }
+    queries = [
+        *listing.SEVERAL,
+        RequestQuery(updated_from=BASE + timedelta(seconds=9)),
+        RequestQuery(updated_to=BASE + timedelta(seconds=8)),
+        RequestQuery(**window),
+        RequestQuery(statuses={RequestStatus.EXECUTED, RequestStatus.PENDING}, **window),
+        RequestQuery(statuses={RequestStatus.EXECUTING}, **window),
+        RequestQuery(statuses={RequestStatus.REJECTED}, actor_ids={"alice"}, **window),
+    ]
+    try:
+        await listing.assert_pages_like_the_reference(store.requests, requests, queries)
     finally:
         await store.aclose()
 
@@ -322,13 +292,7 @@ async def test_a_version_7_file_is_upgraded_to_the_pending_reason_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'v7.db'}"
-    old = [
-        sample_request("a", pending_reason=PendingReason.APPROVAL, created_at=BASE),
-        sample_request("b", status=RequestStatus.EXECUTED, created_at=BASE),
-        sample_request(
-            "c", pending_reason=PendingReason.QUOTA, created_at=BASE + timedelta(seconds=1)
-        ),
-    ]
+    old = listing.before_the_reason_index(BASE)
     with monkeypatch.context() as patched:
         patched.setattr(_sqlite_schema, "SCHEMA_VERSION", 7)
         store = await SQLiteStore.open(url, registry=sample_registry())
@@ -342,11 +306,7 @@ async def test_a_version_7_file_is_upgraded_to_the_pending_reason_index(
     store = await SQLiteStore.open(url, registry=sample_registry())
     try:
         assert store.schema_version == SCHEMA_VERSION == 8
-        page = await store.requests.list(
-            RequestQuery(pending_reasons={PendingReason.APPROVAL, PendingReason.QUOTA})
-        )
-        assert page.items == (old[0], old[2])
-        assert await store.requests.pending(PendingReason.QUOTA) == [old[2]]
+        await listing.assert_listed_by_reason(store.requests, old)
     finally:
         await store.aclose()
     raw = sqlite3.connect(tmp_path / "v7.db")
