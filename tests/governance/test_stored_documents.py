@@ -62,9 +62,9 @@ class Rename(Mutation[Account]):
         return attrs.evolve(state, owner_name=self.new_owner)
 
 
-def make_registry() -> MutationRegistry:
+def make_registry(upgrade: Callable[[dict[str, Any]], Any] | None = None) -> MutationRegistry:
     registry = MutationRegistry()
-    registry.register(Rename)
+    registry.register(Rename, upgrade=upgrade)
     registry.register_value(Tag, name="Tag")
     return registry
 
@@ -313,8 +313,8 @@ async def durable(
             await _drop(server, prefix)
 
 
-def opened(durable: Durable) -> Any:
-    return Governance.open(durable.url, registry=make_registry(), **durable.options)
+def opened(durable: Durable, upgrade: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    return Governance.open(durable.url, registry=make_registry(upgrade), **durable.options)
 
 
 def user(actor: str) -> MutationContext:
@@ -474,10 +474,7 @@ async def test_an_upgrade_reads_an_older_mutation_and_the_request_keeps_it(
         await gov.states.put(STATE_ID, ACCOUNT)
         request = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
     await durable.edit("request", request.request_id, in_mutation(renamed_to_legacy))
-    registry = MutationRegistry()
-    registry.register(Rename, upgrade=upgrade_rename)
-    registry.register_value(Tag, name="Tag")
-    async with Governance.open(durable.url, registry=registry, **durable.options) as gov:
+    async with opened(durable, upgrade_rename) as gov:
         loaded = await gov.get(request.request_id)
         assert loaded == request
         executed = await gov.execute(request.request_id)
@@ -504,11 +501,8 @@ async def test_an_upgrade_that_fails_is_stored_data_error(
     async with opened(durable) as gov:
         await gov.states.put(STATE_ID, ACCOUNT)
         request = await gov.submit(Rename("bea"), state_id=STATE_ID, context=user("al"))
-    registry = MutationRegistry()
-    registry.register(Rename, upgrade=upgrade)
-    registry.register_value(Tag, name="Tag")
     before = await durable.snapshot()
-    async with Governance.open(durable.url, registry=registry, **durable.options) as gov:
+    async with opened(durable, upgrade) as gov:
         with pytest.raises(StoredDataError) as caught:
             await gov.execute(request.request_id)
         assert message in str(caught.value)
