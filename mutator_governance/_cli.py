@@ -42,11 +42,12 @@ import inspect
 import logging
 import os
 import pathlib
+import re
 import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -144,6 +145,34 @@ def _positive(text: str) -> int:
     return value
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time with its offset (``2026-12-04T10:00:00Z``), or a duration ago
+    (``90m``, ``6h``, ``7d``, ``2w``): the bounds of ``requests list``'s time filters."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is not None:
+        seconds = float(found[1]) * _UNIT_SECONDS[found[2]]
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} reaches before year 1") from None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (an ISO 8601 time with its offset, e.g. "
+            "2026-12-04T10:00:00Z, or a duration ago such as 90m, 6h, 7d, 2w)"
+        ) from None
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add one (Z, +01:00) so it names one moment"
+        )
+    return moment
+
+
 def _text(text: str) -> str:
     """A non-blank argument: an empty ``--state-id "$UNSET"`` must not mean "every state"."""
     if not text.strip():
@@ -215,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--state-id", type=_text, metavar="ID")
     listing.add_argument("--actor", type=_text, metavar="ID", help="the requester's actor id")
+    listing.add_argument(
+        "--mutation-type",
+        action="append",
+        default=[],
+        type=_text,
+        metavar="NAME",
+        help="registered mutation name (repeatable)",
+    )
+    for field in ("created", "updated"):
+        for edge, word in (("from", "at or after"), ("to", "at or before")):
+            listing.add_argument(
+                f"--{field}-{edge}",
+                type=_moment,
+                metavar="TIME",
+                help=f"{field} {word} TIME: ISO 8601 with offset, or a duration ago (6h, 7d)",
+            )
     _paging(listing)
     show = which.add_parser("show", help="a request, its approval slots and decisions")
     show.add_argument("request_id", metavar="ID")
@@ -463,6 +508,11 @@ async def _requests_list(gov: Governance, args: argparse.Namespace, out: Output)
         pending_reasons={PendingReason(args.reason)} if args.reason else (),
         state_ids={args.state_id} if args.state_id else (),
         actor_ids={args.actor} if args.actor else (),
+        mutation_types=set(args.mutation_type),
+        created_from=args.created_from,
+        created_to=args.created_to,
+        updated_from=args.updated_from,
+        updated_to=args.updated_to,
     )
     page = await gov.list(query, limit=args.limit, cursor=args.cursor)
     now = datetime.now(UTC)

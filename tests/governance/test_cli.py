@@ -171,6 +171,35 @@ def test_requests_list_filters_and_pages(url: str) -> None:
     assert ok(url, "requests", "list", "--state-id", "elsewhere").strip() == "no requests"
 
 
+def test_requests_list_filters_by_mutation_type_and_time(url: str) -> None:
+    """The indexed filters of a listing, from the command line: mutation types and
+    created/updated bounds as ISO 8601 times with an offset or durations ago."""
+
+    def listed(*args: str) -> list[str]:
+        return [
+            r["request_id"]
+            for r in json.loads(ok(url, "--json", "requests", "list", *args))["items"]
+        ]
+
+    both = ["req-1", "req-2"]
+    assert listed("--mutation-type", "quota.raise") == both
+    assert listed("--mutation-type", "quota.break") == []
+    assert listed("--mutation-type", "quota.break", "--mutation-type", "quota.raise") == both
+    assert listed("--created-from", "1h", "--updated-from", "90m") == both
+    assert listed("--created-to", "2000-01-01T00:00:00Z") == []
+    assert listed("--updated-from", "2999-01-01T00:00:00+01:00") == []
+    assert listed("--created-from", "2w", "--created-to", "2999-01-01T00:00:00Z") == both
+
+    for bad, reason in (
+        ("2026-12-04T10:00:00", "has no UTC offset"),
+        ("yesterday", "not a time"),
+        ("99999999w", "reaches before year 1"),
+    ):
+        done = mutator(url, "requests", "list", "--created-from", bad)
+        assert done.returncode == 2, done.stdout
+        assert reason in done.stderr, done.stderr
+
+
 def test_reject_cancel_execute_and_sweeps(url: str) -> None:
     """reject and cancel print the new status; execute refuses an unapproved request."""
     assert ok(
