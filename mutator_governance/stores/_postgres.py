@@ -928,6 +928,8 @@ class PostgresRequestStore:
         """
         statuses = sorted(status.value for status in query.statuses)
         reasons = sorted(reason.value for reason in query.pending_reasons)
+        if query.mutation_types and not statuses and not reasons:
+            return self._by_type(sorted(query.mutation_types), where, params, limit)
         fixed: builtins.list[str] = []
         fixed_values: builtins.list[Any] = []
         split = ""
@@ -952,6 +954,24 @@ class PostgresRequestStore:
         merged: builtins.list[Any] = []
         for key in keys:
             merged += [key, *values, limit]
+        return f"SELECT * FROM ({union}) AS merged{self._order} LIMIT %s", [*merged, limit]
+
+    def _by_type(
+        self, types: builtins.list[str], where: str, params: Sequence[Any], limit: int
+    ) -> tuple[str, builtins.list[Any]]:
+        """``_listing`` of mutation types without a status or reason: one ordered walk of
+        ``requests_mutation_type`` per type, and one of the rows whose type the upgrade to
+        schema version 3 could not read (NULL, checked in Python), merged. ``= ANY(...)
+        OR IS NULL`` has no index in ``created_at`` order: the planner walked
+        ``requests_order``, through the whole history for a rare type."""
+        rest = f" AND {where}" if where else ""
+        typed = f"({self._select} WHERE mutation_type = %s{rest}{self._order} LIMIT %s)"
+        untyped = f"({self._select} WHERE mutation_type IS NULL{rest}{self._order} LIMIT %s)"
+        union = " UNION ALL ".join([typed] * len(types) + [untyped])
+        merged: builtins.list[Any] = []
+        for name in types:
+            merged += [name, *params, limit]
+        merged += [*params, limit]
         return f"SELECT * FROM ({union}) AS merged{self._order} LIMIT %s", [*merged, limit]
 
     async def _every(self, where: str, params: Sequence[Any]) -> builtins.list[MutationRequest]:
@@ -1231,8 +1251,9 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
         any_of("state_id", sorted(query.state_ids))
     if query.actor_ids:
         any_of("actor_id", sorted(query.actor_ids))
-    if query.mutation_types:
+    if query.mutation_types and (query.statuses or query.pending_reasons):
         # NULL: a row the upgrade to schema version 3 could not read (checked in Python).
+        # Without a status or reason, _listing reads one branch per type instead.
         clauses.append("(mutation_type = ANY(%s) OR mutation_type IS NULL)")
         params.append(sorted(query.mutation_types))
     bounds: tuple[tuple[str, str, datetime | None], ...] = (

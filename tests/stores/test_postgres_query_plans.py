@@ -167,6 +167,29 @@ async def test_inbox_listing_walks_the_reason_index_in_order(
 
 
 @pytest.mark.anyio
+async def test_listing_by_mutation_type_alone_walks_the_type_index(
+    postgres_url: str, schema: str, backlog: PostgresStore
+) -> None:
+    """A type held by 1 % of the rows, all of them new, is read from its index entries:
+    the ``= ANY(...) OR IS NULL`` filter made the planner walk every request in order from
+    the oldest, as it expects matches spread evenly. (Only the column is changed, so the
+    documents do not match and the listing reads every entry of the type: still bounded.)"""
+    await execute_sql(
+        postgres_url,
+        f'UPDATE "{schema}".requests SET mutation_type = %s WHERE request_id IN '
+        f'(SELECT request_id FROM "{schema}".requests WHERE status = %s '
+        "ORDER BY created_at DESC LIMIT 330)",
+        ("rare.type", RequestStatus.APPROVED.value),
+    )
+    await execute_sql(postgres_url, f'ANALYZE "{schema}".requests')
+    ids, read = await _listing_reads(
+        postgres_url, backlog, RequestQuery(mutation_types={"rare.type"})
+    )
+    assert ids == []
+    assert read < 2_000, read  # a walk from the oldest request reads the 30,000 first
+
+
+@pytest.mark.anyio
 async def test_listing_several_statuses_and_reasons_pages_like_the_reference(
     postgres_url: str, schema: str
 ) -> None:
