@@ -919,59 +919,53 @@ class PostgresRequestStore:
     ) -> tuple[str, builtins.list[Any]]:
         """The statement reading the first ``limit`` rows of ``query`` matching ``where``.
 
-        Statuses and pending reasons are compared with ``=``, one value per statement
-        branch: several are read as one ordered walk of ``requests_status`` (or of
-        ``requests_reason``) per value, merged (``UNION ALL`` of ``LIMIT``-ed branches).
-        ``= ANY(...)`` has no index in ``created_at`` order, and the planner walks
-        ``requests_order`` instead: through the whole terminal backlog when the rows
-        asked for are the newest ones (PENDING, APPROVED).
+        Statuses, pending reasons and mutation types are compared with ``=``, one value
+        per statement branch: the first of them with several values is read as one
+        ordered walk of its index (``requests_status``, ``requests_reason``,
+        ``requests_mutation_type``) per value, merged (``UNION ALL`` of ``LIMIT``-ed
+        branches). ``= ANY(...)`` has no index in ``created_at`` order, and the planner
+        walks ``requests_order`` instead: through the whole terminal backlog when the
+        rows asked for are the newest ones. Mutation types always come with a branch of
+        their own for NULL: a row the upgrade to schema version 3 could not read (its
+        type is checked in Python).
         """
-        statuses = sorted(status.value for status in query.statuses)
-        reasons = sorted(reason.value for reason in query.pending_reasons)
-        if query.mutation_types and not statuses and not reasons:
-            return self._by_type(sorted(query.mutation_types), where, params, limit)
+        dimensions: tuple[tuple[str, Sequence[str | None]], ...] = (
+            ("status", sorted(status.value for status in query.statuses)),
+            ("pending_reason", sorted(reason.value for reason in query.pending_reasons)),
+            (
+                "mutation_type",
+                [*sorted(query.mutation_types), None] if query.mutation_types else [],
+            ),
+        )
         fixed: builtins.list[str] = []
         fixed_values: builtins.list[Any] = []
-        split = ""
-        keys: builtins.list[str] = []
-        for column, wanted in (("status", statuses), ("pending_reason", reasons)):
+        branches: builtins.list[tuple[str, builtins.list[Any]]] = []
+        for column, wanted in dimensions:
             if len(wanted) == 1:
                 fixed.append(f"{column} = %s")
                 fixed_values.append(wanted[0])
-            elif wanted and not split:
-                split, keys = column, wanted
+            elif wanted and not branches:
+                branches = [
+                    (f"{column} IS NULL", []) if key is None else (f"{column} = %s", [key])
+                    for key in wanted
+                ]
             elif wanted:
-                fixed.append(f"{column} = ANY(%s)")
-                fixed_values.append(wanted)
+                known = [key for key in wanted if key is not None]
+                orphan = f" OR {column} IS NULL" if None in wanted else ""
+                fixed.append(f"({column} = ANY(%s){orphan})")
+                fixed_values.append(known)
         clauses = fixed + ([where] if where else [])
         values = [*fixed_values, *params]
-        if not split:
+        if not branches:
             sql = self._select + (" WHERE " + " AND ".join(clauses) if clauses else "")
             return sql + self._order + " LIMIT %s", [*values, limit]
         rest = "".join(f" AND {clause}" for clause in clauses)
-        branch = f"({self._select} WHERE {split} = %s{rest}{self._order} LIMIT %s)"
-        union = " UNION ALL ".join([branch] * len(keys))
+        statements: builtins.list[str] = []
         merged: builtins.list[Any] = []
-        for key in keys:
-            merged += [key, *values, limit]
-        return f"SELECT * FROM ({union}) AS merged{self._order} LIMIT %s", [*merged, limit]
-
-    def _by_type(
-        self, types: builtins.list[str], where: str, params: Sequence[Any], limit: int
-    ) -> tuple[str, builtins.list[Any]]:
-        """``_listing`` of mutation types without a status or reason: one ordered walk of
-        ``requests_mutation_type`` per type, and one of the rows whose type the upgrade to
-        schema version 3 could not read (NULL, checked in Python), merged. ``= ANY(...)
-        OR IS NULL`` has no index in ``created_at`` order: the planner walked
-        ``requests_order``, through the whole history for a rare type."""
-        rest = f" AND {where}" if where else ""
-        typed = f"({self._select} WHERE mutation_type = %s{rest}{self._order} LIMIT %s)"
-        untyped = f"({self._select} WHERE mutation_type IS NULL{rest}{self._order} LIMIT %s)"
-        union = " UNION ALL ".join([typed] * len(types) + [untyped])
-        merged: builtins.list[Any] = []
-        for name in types:
-            merged += [name, *params, limit]
-        merged += [*params, limit]
+        for clause, keys in branches:
+            statements.append(f"({self._select} WHERE {clause}{rest}{self._order} LIMIT %s)")
+            merged += [*keys, *values, limit]
+        union = " UNION ALL ".join(statements)
         return f"SELECT * FROM ({union}) AS merged{self._order} LIMIT %s", [*merged, limit]
 
     async def _every(self, where: str, params: Sequence[Any]) -> builtins.list[MutationRequest]:
@@ -1233,7 +1227,8 @@ def _reserved_order(row: Any) -> tuple[Any, str]:
 def _where(query: RequestQuery) -> tuple[str, list[Any]]:
     """The SQL filter for the dimensions of ``query`` that have columns, and its parameters.
 
-    Statuses and pending reasons are left to :meth:`PostgresRequestStore._listing`.
+    Statuses, pending reasons and mutation types are left to
+    :meth:`PostgresRequestStore._listing`.
 
     Rows it selects may still fail ``query.matches`` on the other dimensions, which
     :meth:`PostgresRequestStore.list` checks in Python.
@@ -1251,11 +1246,6 @@ def _where(query: RequestQuery) -> tuple[str, list[Any]]:
         any_of("state_id", sorted(query.state_ids))
     if query.actor_ids:
         any_of("actor_id", sorted(query.actor_ids))
-    if query.mutation_types and (query.statuses or query.pending_reasons):
-        # NULL: a row the upgrade to schema version 3 could not read (checked in Python).
-        # Without a status or reason, _listing reads one branch per type instead.
-        clauses.append("(mutation_type = ANY(%s) OR mutation_type IS NULL)")
-        params.append(sorted(query.mutation_types))
     bounds: tuple[tuple[str, str, datetime | None], ...] = (
         ("created_at", ">=", query.created_from),
         ("created_at", "<=", query.created_to),
