@@ -15,9 +15,11 @@ Each backend implements :class:`~mutator_governance.protocols.GovernanceStore`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -96,20 +98,24 @@ _EXTRA_MODULES = {
 }
 
 
-def _missing_extra(error: ImportError, backend: str, extra: str) -> ConfigurationError | None:
-    """The error for a backend whose driver is not installed: which extra to install.
+@contextlib.contextmanager
+def _driver_of(backend: str, extra: str) -> Iterator[None]:
+    """Import a backend's module; a driver that is not installed names the extra to install.
 
     Only an import of the extra's own modules (or a driver failing to load its native
     part, such as psycopg without libpq) is reported so; any other import error is a
-    defect of this library: None, and it propagates as it is.
+    defect of this library and propagates as it is.
     """
-    missing = (error.name or "").partition(".")[0]
-    if error.name is not None and missing not in _EXTRA_MODULES[extra]:
-        return None
-    return ConfigurationError(
-        f"the {backend} store needs the {extra!r} extra: "
-        f'pip install "mutator[{extra}]" ({type(error).__name__}: {error})'
-    )
+    try:
+        yield
+    except ImportError as error:
+        missing = (error.name or "").partition(".")[0]
+        if error.name is not None and missing not in _EXTRA_MODULES[extra]:
+            raise
+        raise ConfigurationError(
+            f"the {backend} store needs the {extra!r} extra: "
+            f'pip install "mutator[{extra}]" ({type(error).__name__}: {error})'
+        ) from error
 
 
 async def open_store(
@@ -163,21 +169,13 @@ async def open_store(
         return await SQLiteStore.open(url, registry=registry, **options)
     if scheme.partition("+")[0] in ("postgresql", "postgres"):
         # postgresql+driver:// (SQLAlchemy's form) too, so that it is refused with the hint
-        try:
+        with _driver_of("PostgreSQL", "postgres"):
             from ._postgres import PostgresStore
-        except ImportError as error:
-            if (refusal := _missing_extra(error, "PostgreSQL", "postgres")) is None:
-                raise
-            raise refusal from error
 
         return await PostgresStore.open(url, registry=registry, **options)
     if scheme in ("redis", "rediss", "unix"):
-        try:
+        with _driver_of("Redis", "redis"):
             from ._redis import RedisStore
-        except ImportError as error:
-            if (refusal := _missing_extra(error, "Redis", "redis")) is None:
-                raise
-            raise refusal from error
 
         return await RedisStore.open(url, registry=registry, **options)
     raise _unsupported(url)
