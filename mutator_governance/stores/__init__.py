@@ -60,24 +60,31 @@ ACCEPTED_FORMS = (
     "rediss:// (TLS) or unix:///path/to/redis.sock?db=n"
 )
 _SCHEMES = ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss", "unix")
-# ``scheme://`` at the start, as RFC 3986 spells a scheme.
+# ``scheme:`` at the start, as RFC 3986 spells a scheme.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+KEY_VALUE_STRING = (
+    "a libpq key/value connection string (host=... dbname=...) is not a store URL; "
+    "write it as postgresql://user:password@host:port/database?parameter=value"
+)
+"""The refusal of ``"host=... dbname=..."``, wherever a store URL is read."""
+
+
+def url_scheme(url: str) -> str | None:
+    """The scheme ``url`` starts with, lower-cased, or None when it names none."""
+    match = _SCHEME.match(url)
+    return None if match is None else match.group(1).lower()
 
 
 def _unsupported(url: str) -> ConfigurationError:
     """The error for a string that names no scheme this library knows."""
-    match = _SCHEME.match(url)
-    if match is None and "=" in url:
-        return ConfigurationError(
-            "a libpq key/value connection string (host=... dbname=...) is not a store URL; "
-            "write it as postgresql://user:password@host:port/database?parameter=value "
-            f"(store URLs: {ACCEPTED_FORMS})"
-        )
-    if match is None:
+    scheme = url_scheme(url)
+    if scheme is None and "=" in url:
+        return ConfigurationError(f"{KEY_VALUE_STRING} (store URLs: {ACCEPTED_FORMS})")
+    if scheme is None:
         return ConfigurationError(
             f"unsupported store URL {redact_url(url)!r}: it names no scheme; use {ACCEPTED_FORMS}"
         )
-    scheme = match.group(1).lower()
     if scheme == "file":
         return ConfigurationError(
             f"a file: URI ({redact_url(url)!r}) is not a store URL; a SQLite database is "
@@ -147,7 +154,7 @@ async def open_store(
         raise ConfigurationError(
             f"malformed store URL {redact_url(url)!r} ({error}); use {ACCEPTED_FORMS}"
         ) from None
-    if _SCHEME.match(url) is None:
+    if url_scheme(url) is None:
         raise _unsupported(url)
     if scheme == "memory":
         from .._commit import InMemoryGovernanceStore

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from mutator import ConfigurationError
 
-from . import redact_url
+from . import KEY_VALUE_STRING, redact_url, url_scheme
 from ._options import one_value_each, typed_alone
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
@@ -35,8 +35,6 @@ ACCEPTED_FORM = (
     "postgresql://user[:password]@host[:port][,host2[:port2]...]/database[?option=value&...] "
     "(or postgres://)"
 )
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -252,15 +250,12 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[dict[str, Any], Postgr
     if not isinstance(url, str):
         raise _refusal(f"a PostgreSQL URL is a str, got {type(url).__name__}")
     safe = redact_url(url)
-    scheme = _SCHEME.match(url)
-    if scheme is None and "=" in url:
-        raise _refusal(
-            "a libpq key/value connection string (host=... dbname=...) is not accepted; "
-            "write the same parameters as a URL"
-        )
-    name = scheme.group(1).lower() if scheme else ""
+    name = url_scheme(url)
+    if name is None and "=" in url:
+        raise ConfigurationError(KEY_VALUE_STRING)
+    name = name or ""
     if name.partition("+")[0] in ("postgresql", "postgres") and "+" in name:
-        rest = safe[len(name) + 3 :]
+        rest = safe[len(name) + 1 :].removeprefix("//")
         raise ConfigurationError(
             f"{name}:// is SQLAlchemy's form, naming a driver; the store always connects "
             f"with psycopg: write postgresql://{rest}"
