@@ -1402,11 +1402,6 @@ class RedisRequestStore:
 
     # -- query execution -----------------------------------------------------------------
 
-    async def _plan(self, query: RequestQuery) -> builtins.list[str]:
-        """The index keys a listing of ``query`` walks (none when it reads the updated-at
-        window, see :meth:`_route`)."""
-        return builtins.list((await self._route(query)).keys)
-
     async def _route(self, query: RequestQuery) -> _Plan:
         """Where the matches of ``query`` are read from: the smallest source, the other
         indexed dimensions as membership filters.
