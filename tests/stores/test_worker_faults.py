@@ -65,12 +65,20 @@ async def _drain_under_sabotage(gov: Governance, sabotage: Callable[[], Awaitabl
     progress = WorkerProgress()
     killed = 0
 
+    def felt() -> bool:
+        report = progress.report
+        return report.outages + report.retried > 0
+
     async def saboteur() -> None:
+        # At least SABOTAGE_SECONDS, then on until a fault reached the worker (a killed
+        # idle connection is replaced unseen; only one killed mid-command is felt).
         nonlocal killed
-        deadline = anyio.current_time() + SABOTAGE_SECONDS
-        while anyio.current_time() < deadline:
+        start = anyio.current_time()
+        while (elapsed := anyio.current_time() - start) < SABOTAGE_SECONDS or (
+            not felt() and elapsed < 4 * SABOTAGE_SECONDS
+        ):
             killed += await sabotage()
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.02)
 
     async def drained() -> bool:
         page = await gov.list(
