@@ -12,9 +12,11 @@ __all__ = [
     "MAX_SPAN",
     "check_count",
     "check_id",
+    "check_limit",
     "check_moment",
     "check_seconds",
     "check_span",
+    "check_text",
 ]
 
 
@@ -58,6 +60,24 @@ def check_moment(name: str, value: object) -> datetime:
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value
+
+
+def check_text(name: str, value: object) -> str | None:
+    """``value`` when it is a string or None, TypeError otherwise: free text a decision
+    keeps (a reason, a note), refused here rather than by the store that cannot encode it
+    after the decision was made."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
+    return value
+
+
+def check_limit(value: object) -> int:
+    """``value`` when it is a page size (an int >= 1), TypeError or ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"limit must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"limit must be an int >= 1, got {value!r}")
     return value
 
 

@@ -61,8 +61,11 @@ from ._cli_output import (
     Output,
     age,
     approval_json,
+    change_text,
     clean,
     decision_json,
+    governed_request,
+    history_json,
     inbox_json,
     operation,
     outcome_json,
@@ -78,6 +81,7 @@ from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
 from ._request import MutationRequest
+from ._retention import TERMINAL_STATUSES
 from ._worker import WorkerOutcome, WorkerProgress
 from .protocols import QuarantineLog
 from .stores._sqlite_options import MEMORY, sqlite_path
@@ -149,14 +153,36 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def _span(text: str) -> timedelta | None:
+    """A duration (``90m``, ``6h``, ``7d``, ``2w``), None when ``text`` is not one."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        return None
+    try:
+        return timedelta(seconds=float(found[1]) * _UNIT_SECONDS[found[2]])
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long a duration") from None
+
+
+def _age(text: str) -> timedelta:
+    """A positive duration: how old a request must be to be purged."""
+    age = _span(text)
+    if age is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number and a unit: 90m, 6h, 7d, 2w)"
+        )
+    if age <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
+    return age
+
+
 def _moment(text: str) -> datetime:
     """An ISO 8601 time with its offset (``2026-12-04T10:00:00Z``), or a duration ago
     (``90m``, ``6h``, ``7d``, ``2w``): the bounds of ``requests list``'s time filters."""
-    found = _DURATION.fullmatch(text.strip())
-    if found is not None:
-        seconds = float(found[1]) * _UNIT_SECONDS[found[2]]
+    ago = _span(text)
+    if ago is not None:
         try:
-            return datetime.now(UTC) - timedelta(seconds=seconds)
+            return datetime.now(UTC) - ago
         except OverflowError:
             raise argparse.ArgumentTypeError(f"{text!r} reaches before year 1") from None
     try:
@@ -321,8 +347,54 @@ def build_parser() -> argparse.ArgumentParser:
         "as often as allowed: at least 10 ms between polls)",
     )
 
+    worker.add_argument(
+        "--retention",
+        type=_age,
+        metavar="AGE",
+        help="also purge terminal requests older than AGE (7d, 12w), as the purge command "
+        "does, every --purge-every seconds (default: keep everything)",
+    )
+    worker.add_argument(
+        "--purge-every",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how often a worker with --retention purges (default 3600)",
+    )
+
+    history = commands.add_parser(
+        "history",
+        help="what changed a state: who, when, through which request",
+        description="The committed mutations of a state, oldest first: when, the request "
+        "that ran it (- for a plain engine commit), the actor, the operation and each "
+        "changed path with its old and new value (shortened; --json has them whole).",
+    )
+    history.add_argument("state_id", type=_text, metavar="STATE")
+    history.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="the newest N (default 50)"
+    )
     commands.add_parser("recover", help="one recovery sweep (stale claims, decision log)")
     commands.add_parser("expire", help="one expiry sweep")
+    purge = commands.add_parser(
+        "purge",
+        help="delete old terminal requests with their decisions",
+        description="Delete terminal requests last updated more than AGE ago, with their "
+        "decisions, in batches, oldest first; never an executed request whose compensation "
+        "has not ended. State, history and audit stay.",
+    )
+    purge.add_argument(
+        "--older-than", type=_age, required=True, metavar="AGE", help="e.g. 90d, 12w, 36h"
+    )
+    terminal = [s.value for s in RequestStatus if s.is_terminal]
+    purge.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=terminal,
+        metavar="S",
+        help="only this terminal status (repeatable; default all): " + ", ".join(terminal),
+    )
+    purge.add_argument("--batch-size", type=_positive, default=500, metavar="N")
     quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
     releasing = quarantine.add_mutually_exclusive_group()
     releasing.add_argument(
@@ -668,6 +740,8 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
             poll_interval=args.poll_interval,
             strategy=_STRATEGIES[args.strategy],
             until_idle=args.until_idle,
+            retention=args.retention,
+            purge_every=args.purge_every,
             progress=progress,
             on_outcome=lambda outcome: _worker_line(outcome, out),
         )
@@ -676,8 +750,8 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
     out.emit(
         f"worker stopped: {c.executed} executed, {c.not_executed} not executed, "
         f"{c.failed} failed, {c.skipped} skipped, {c.errors} errors, {c.retried} retried; "
-        f"{c.recovered} recovered, {c.expired} expired, {c.quarantined} quarantined, "
-        f"{c.outages} outages",
+        f"{c.recovered} recovered, {c.expired} expired, {c.purged} purged, "
+        f"{c.quarantined} quarantined, {c.outages} outages",
         {"summary": attrs.asdict(c)},
     )
     # A long-running worker stopped by a signal did its job (0); a drain (--until-idle)
@@ -685,6 +759,36 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
     if args.until_idle and c.not_executed + c.failed + c.errors:
         return EXIT_NOT_EXECUTED
     return 0
+
+
+async def _history(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    entries = (await gov.history(args.state_id)).entries
+    shown = entries[-args.limit :]
+    rows = [
+        [
+            e.executed_at.isoformat(timespec="seconds"),
+            governed_request(e) or "-",
+            e.context.actor_id or "-",
+            e.intent.operation,
+            "; ".join(change_text(c) for c in e.changes.changes) or "(no change)",
+        ]
+        for e in shown
+    ]
+    older = len(entries) - len(shown)
+    if rows:
+        human = table(["WHEN", "REQUEST", "ACTOR", "OPERATION", "CHANGES"], rows)
+        if older:
+            human = f"{older} older commit(s) not shown (--limit)\n{human}"
+    else:
+        human = f"no commits of state {clean(args.state_id)}"
+    out.emit(
+        human,
+        {
+            "state_id": args.state_id,
+            "total": len(entries),
+            "entries": [history_json(e) for e in shown],
+        },
+    )
 
 
 async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> None:
@@ -697,6 +801,24 @@ async def _recover(gov: Governance, args: argparse.Namespace, out: Output) -> No
             "released": [r.request_id for r in sweep.released],
             "skipped": list(sweep.skipped),
             "repaired_decisions": sweep.repaired_decisions,
+        },
+    )
+
+
+async def _purge(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    statuses = [RequestStatus(s) for s in args.status] or TERMINAL_STATUSES
+    report = await gov.purge(
+        older_than=args.older_than, statuses=statuses, batch_size=args.batch_size
+    )
+    cutoff = report.cutoff.isoformat() if report.cutoff is not None else None
+    out.emit(
+        f"purge: {report.requests} request(s) and {report.decisions} decision(s) deleted "
+        f"in {report.batches} batch(es)",
+        {
+            "requests": report.requests,
+            "decisions": report.decisions,
+            "batches": report.batches,
+            "cutoff": cutoff,
         },
     )
 
@@ -798,8 +920,10 @@ _COMMANDS: dict[str, _Command] = {
     "cancel": _cancel,
     "execute": _execute,
     "worker": _worker,
+    "history": _history,
     "recover": _recover,
     "expire": _expire,
+    "purge": _purge,
     "quarantine": _quarantine,
 }
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
 
 import attrs
+
+from mutator import ChangeType, HistoryEntry, StateChange
 
 from ._approvals import ApprovalRequirement
 from ._decisions import RequestDecision
@@ -20,7 +23,11 @@ __all__ = [
     "age",
     "approval_json",
     "clean",
+    "change_text",
+    "data",
     "decision_json",
+    "governed_request",
+    "history_json",
     "inbox_json",
     "outcome_json",
     "outcome_line",
@@ -135,6 +142,52 @@ def decision_json(decision: RequestDecision) -> dict[str, Any]:
     }
 
 
+def governed_request(entry: HistoryEntry) -> str | None:
+    """The governance request whose execution committed ``entry`` (None: a plain engine
+    commit)."""
+    found = entry.context.metadata.get("governance_request_id")
+    return found if isinstance(found, str) else None
+
+
+_SHOWN = 40
+"""The longest value a history line shows before eliding it (``--json`` has it whole)."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def change_text(change: StateChange) -> str:
+    """``limit: 100 -> 110``; an added or removed path shows only the value it has."""
+    if change.type is ChangeType.ADDED:
+        return f"{change.path}: + {_short(change.new_value)}"
+    if change.type is ChangeType.REMOVED:
+        return f"{change.path}: - {_short(change.old_value)}"
+    return f"{change.path}: {_short(change.old_value)} -> {_short(change.new_value)}"
+
+
+def history_json(entry: HistoryEntry) -> dict[str, Any]:
+    """The ``--json`` object of one committed mutation of a state."""
+    return {
+        "execution_id": entry.execution_id,
+        "request_id": governed_request(entry),
+        "executed_at": _when(entry.executed_at),
+        "actor": entry.context.actor_id,
+        "reason": entry.context.reason,
+        "operation": entry.intent.operation,
+        "changes": [
+            {
+                "path": change.path,
+                "type": change.type.value,
+                "old_value": data(change.old_value),
+                "new_value": data(change.new_value),
+            }
+            for change in entry.changes.changes
+        ],
+    }
+
+
 def inbox_json(view: ApprovalView) -> dict[str, Any]:
     """The ``--json`` object of an inbox entry: its request and approval slot."""
     return {"request": request_json(view.request), "approval": approval_json(view.approval)}
@@ -180,6 +233,25 @@ class Output:
                 print(json.dumps(document, sort_keys=True), flush=True)
         elif human:
             print(human, flush=True)
+
+
+def data(value: Any) -> Any:
+    """``value`` as JSON data, all the way down: attrs classes and mappings as objects,
+    sequences and sets as arrays, enums by value, datetimes as ISO text, the rest as
+    text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if attrs.has(type(value)):
+        return {k: data(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if isinstance(value, Mapping):
+        return {str(k): data(v) for k, v in value.items()}
+    if isinstance(value, Sequence | Set) and not isinstance(value, bytes | bytearray):
+        return [data(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return data(value.value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def plain(item: Any) -> Any:

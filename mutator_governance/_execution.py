@@ -869,7 +869,7 @@ class GovernedExecutionManager:
         recover_every: float = 30.0,
         expire: Callable[[], Awaitable[int]] | None = None,
         expire_every: float = 30.0,
-        purge: Callable[[], Awaitable[object]] | None = None,
+        purge: Callable[[], Awaitable[int]] | None = None,
         purge_every: float = 3600.0,
         backoff: Backoff | None = None,
         grace: float = 10.0,
@@ -894,7 +894,9 @@ class GovernedExecutionManager:
         - a request that raised anything else is logged and parked for one lease
           (never retried in a tight loop); unreadable rows are quarantined by the store;
         - every ``recover_every`` seconds stale claims are recovered, every
-          ``expire_every`` seconds ``expire`` runs, every ``purge_every`` seconds ``purge``.
+          ``expire_every`` seconds ``expire`` runs, every ``purge_every`` seconds ``purge``
+          (each returns how many requests it settled: ``recovered``, ``expired`` and
+          ``purged`` in the report).
 
         Each outcome is logged at INFO on ``mutator.governance.worker`` and passed to
         ``on_outcome``; ``progress`` shows the counts live and after a cancellation.

@@ -27,7 +27,7 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
-from ._arguments import MAX_ID_BYTES, check_id, check_moment, check_span
+from ._arguments import MAX_ID_BYTES, check_id, check_moment, check_span, check_text
 from ._commit import default_committer
 from ._copying import attrs_copier
 from ._decisions import RequestDecision, new_decision
@@ -52,7 +52,7 @@ from ._ids import new_id
 from ._ledger import RequestLedger
 from ._memory import InMemoryDecisionHistory, InMemoryRequestStore, InMemoryStateStore
 from ._quarantine import QuarantinedRequest
-from ._query import RequestPage, RequestQuery
+from ._query import RequestPage, RequestQuery, listing, pending_reason
 from ._query_views import ApprovalPage, ApprovalQuery, DecisionPage, DecisionQuery
 from ._registry import MutationRegistry
 from ._request import CompensationPlan, MutationRequest, new_request
@@ -109,6 +109,21 @@ class ExpirySweep:
 
     expired: tuple[MutationRequest, ...] = ()
     skipped: tuple[str, ...] = ()
+
+
+DECISION_ATTEMPTS = 10
+"""How many times a decision (approve, reject, cancel, expire, supersede, move to pending)
+reads the request and writes its outcome before a lost race is a RequestConcurrencyError:
+of N deciders racing on one request, each attempt of each lands one, so up to ten
+concurrent deciders all land."""
+
+
+def _check_decider(context: object, text_name: str, text: object) -> None:
+    """Refuse, before the request is read, a decision's context that is not a
+    MutationContext or its free text (reason, note) that is not a string."""
+    if not isinstance(context, MutationContext):
+        raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
+    check_text(text_name, text)
 
 
 def _check_age(age: object) -> None:
@@ -342,8 +357,12 @@ class Governance:
         (e.g. EXTERNAL_CHECK, SCHEDULE). The state version it was evaluated against is
         recorded as ``expected_state_version``.
         """
+        if not isinstance(mutation, Mutation):
+            raise TypeError(f"mutation must be a Mutation, got {type(mutation).__name__}")
         if not isinstance(context, MutationContext):
-            raise TypeError("context must be a MutationContext")
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
         if pending_reason is not None and not isinstance(pending_reason, PendingReason):
             raise TypeError(f"pending_reason must be a PendingReason, got {pending_reason!r}")
         if pending_reason in (PendingReason.APPROVAL, PendingReason.REVALIDATION):
@@ -385,7 +404,7 @@ class Governance:
                 "policy_requirements": evaluation.requirements,
                 "expected_state_version": current.version,
                 "expires_at": expires_at,
-                "metadata": metadata or {},
+                "metadata": {} if metadata is None else metadata,
                 "trace_context": self.telemetry.capture() if self.telemetry is not None else {},
             }
         )
@@ -471,6 +490,7 @@ class Governance:
         Without ``approval_id`` the actor's one matching slot in the active step is used.
         The request becomes APPROVED when every slot is approved or satisfied.
         """
+        _check_decider(context, "reason", reason)
 
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, RequestStatus.APPROVED)
@@ -526,6 +546,11 @@ class Governance:
         rejection: RejectionReason | None = None,
     ) -> MutationRequest:
         """Reject the request (through the actor's approval slot when it awaits approvals)."""
+        _check_decider(context, "reason", reason)
+        if rejection is not None and not isinstance(rejection, RejectionReason):
+            raise TypeError(
+                f"rejection must be a RejectionReason or None, got {type(rejection).__name__}"
+            )
 
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, RequestStatus.REJECTED)
@@ -564,6 +589,7 @@ class Governance:
         self, request_id: str, *, context: MutationContext, reason: str | None = None
     ) -> MutationRequest:
         """Cancel a request that has not run yet."""
+        _check_decider(context, "reason", reason)
         return await self._lifecycle(
             request_id, RequestStatus.CANCELED, LifecycleDecision.CANCELED, context, reason
         )
@@ -573,6 +599,7 @@ class Governance:
         self, request_id: str, *, context: MutationContext, reason: str | None = None
     ) -> MutationRequest:
         """Expire a pending request now."""
+        _check_decider(context, "reason", reason)
         return await self._lifecycle(
             request_id, RequestStatus.EXPIRED, LifecycleDecision.EXPIRED, context, reason
         )
@@ -587,6 +614,7 @@ class Governance:
         reason: str | None = None,
     ) -> MutationRequest:
         """Mark a request superseded by another request, which must exist."""
+        _check_decider(context, "reason", reason)
         if superseding_request_id == request_id:
             raise ValueError("a request cannot supersede itself")
         await self._load(superseding_request_id)
@@ -613,8 +641,13 @@ class Governance:
 
         ``expires_at`` replaces the request's deadline when given (None clears it).
         """
-        if not isinstance(reason, PendingReason) or reason is PendingReason.REVALIDATION:
+        _check_decider(context, "note", note)
+        if not isinstance(reason, PendingReason):
+            raise TypeError(f"reason must be a PendingReason, got {reason!r}")
+        if reason is PendingReason.REVALIDATION:
             raise ValueError("reason must be a PendingReason other than REVALIDATION")
+        if expires_at is not KEEP and expires_at is not None:
+            check_moment("expires_at", expires_at)
 
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, RequestStatus.PENDING)
@@ -749,6 +782,10 @@ class Governance:
         """Create an approved compensation request for an executed one."""
         if not isinstance(context, MutationContext):
             raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
+        if not isinstance(mutation, Mutation):
+            raise TypeError(f"mutation must be a Mutation, got {type(mutation).__name__}")
+        if plan is not None and not isinstance(plan, CompensationPlan):
+            raise TypeError(f"plan must be a CompensationPlan or None, got {type(plan).__name__}")
         return await self.executor.compensate(
             original_request_id,
             mutation,
@@ -807,8 +844,8 @@ class Governance:
         if retention is not None:
             _check_age(retention)
 
-            async def purge() -> PurgeReport:
-                return await self.purge(older_than=retention)
+            async def purge() -> int:
+                return (await self.purge(older_than=retention)).requests
 
         async def expire() -> int:
             return len((await self.expire_due()).expired)
@@ -887,6 +924,7 @@ class Governance:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """Pending requests, optionally with one reason and for one state."""
+        pending_reason(reason)
         if state_id is not None:
             check_id("state_id", state_id)
         return await self.requests.pending(reason, state_id=state_id)
@@ -895,6 +933,7 @@ class Governance:
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
         """A page of requests matching ``query``."""
+        listing(query, limit)
         return await self.requests.list(query, limit=limit, cursor=cursor)
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
@@ -974,8 +1013,12 @@ class Governance:
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
+        elif isinstance(request_ids, str | bytes) or not isinstance(request_ids, Iterable):
+            raise TypeError(
+                f"request_ids must be a sequence of request ids or None, got {request_ids!r}"
+            )
         else:
-            ids = list(request_ids)
+            ids = [check_id("request_ids[]", request_id) for request_id in request_ids]
         appended = 0
         for request_id in ids:
             request = await self.requests.get(request_id)
@@ -1017,7 +1060,11 @@ class Governance:
         Starts from the ledger's last copy of the request when it holds one, saving a
         read. That copy may be stale: when ``decide`` refuses it, or the write finds the
         revision moved (or the request gone), the stored request is read and decided
-        again, so the outcome, error included, is that of reading first.
+        again, so the outcome, error included, is that of reading first. A write that
+        loses to a concurrent writer (another approver, say) reads and decides again, up
+        to :data:`DECISION_ATTEMPTS` times in all: a decision is made on the request as
+        stored, so it lands whenever it still holds, as it does in memory, where nothing
+        comes between the read and the write.
         """
         ledger = self._ledger
         recent = ledger.recent(request_id)
@@ -1031,6 +1078,12 @@ class Governance:
                     return await ledger.update(recent, updated)
                 except (RequestConcurrencyError, RequestNotFoundError):
                     pass
+        for _ in range(DECISION_ATTEMPTS - 1):
+            request = await ledger.load(request_id)
+            try:
+                return await ledger.update(request, decide(request))
+            except RequestConcurrencyError:
+                continue
         request = await ledger.load(request_id)
         return await ledger.update(request, decide(request))
 

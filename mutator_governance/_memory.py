@@ -23,8 +23,10 @@ from ._query import (
     RequestPage,
     RequestQuery,
     VersionedState,
+    listing,
     next_version,
     page_of,
+    pending_reason,
     sort_key,
 )
 from ._request import MutationRequest, evolve_request, expiry_deadline
@@ -211,6 +213,7 @@ class InMemoryRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
+        reason = pending_reason(reason)
         return sorted(
             (
                 r
@@ -226,7 +229,7 @@ class InMemoryRequestStore:
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
         """A page of requests matching ``query``, ordered by ``created_at`` then id."""
-        query = query or RequestQuery()
+        query = listing(query, limit)
         if query.request_ids:
             with self._lock:
                 named = [self._requests.get(i) for i in query.request_ids]

@@ -15,9 +15,9 @@ import attrs
 from mutator import MutationContext
 from mutator.values import utc_now
 
-from ._arguments import check_moment
+from ._arguments import check_limit, check_moment
 from ._enums import DecisionCategory
-from ._query import DecisionRecord, RequestQuery, encode_position
+from ._query import DecisionRecord, RequestQuery, encode_position, listing
 from ._query_views import (
     ApprovalPage,
     ApprovalQuery,
@@ -38,11 +38,6 @@ __all__ = ["inbox", "list_approvals", "list_decisions"]
 
 _SCAN = 200
 """Requests fetched per store page while filling a page of views."""
-
-
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
 
 
 async def _fill(
@@ -75,7 +70,7 @@ async def _approval_page(
     cursor: str | None,
 ) -> ApprovalPage:
     """A page of the views of the requests matching ``query``, in approval order."""
-    _check_limit(limit)
+    check_limit(limit)
     after = decode_approval_cursor(cursor) if cursor is not None else None
     if query is None:
         return ApprovalPage(())
@@ -141,7 +136,7 @@ async def inbox(
     if not isinstance(context, MutationContext):
         raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
     moment = utc_now() if at is None else check_moment("at", at)
-    pending = ApprovalQuery.pending(request=query if query is not None else RequestQuery())
+    pending = ApprovalQuery.pending(request=listing(query, limit))
 
     def views_of(request: MutationRequest) -> list[ApprovalView]:
         slots = decidable_slots(
@@ -197,7 +192,7 @@ async def list_decisions(
     query = query if query is not None else DecisionQuery()
     if not isinstance(query, DecisionQuery):
         raise TypeError(f"query must be a DecisionQuery, got {type(query).__name__}")
-    _check_limit(limit)
+    check_limit(limit)
     after = decode_decision_cursor(cursor) if cursor is not None else None
     if decisions is not None:
         page = await _from_log(requests, decisions, query, limit, after)

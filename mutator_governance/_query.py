@@ -19,6 +19,7 @@ import attrs
 from mutator import BlastRadiusScope, Severity, SideEffect
 from mutator.values import EMPTY_MAPPING, freeze_mapping, optional_aware, to_tuple
 
+from ._arguments import check_limit
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
 from ._request import MutationRequest
@@ -391,6 +392,9 @@ class VersionedState(Generic[StateT]):
     request_id: str | None = None
 
 
+_EVERY_REQUEST = RequestQuery()
+
+
 def sort_key(request: MutationRequest) -> tuple[datetime, str]:
     return (request.created_at, request.request_id)
 
@@ -418,10 +422,29 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return moment, request_id
 
 
+def listing(query: object, limit: object) -> RequestQuery:
+    """The query a page of requests runs, ``query`` or every request for None, once the
+    arguments every store's ``list`` takes are checked (TypeError or ValueError naming the
+    argument, before anything is read)."""
+    check_limit(limit)
+    if query is None:
+        return _EVERY_REQUEST
+    if not isinstance(query, RequestQuery):
+        raise TypeError(f"query must be a RequestQuery or None, got {type(query).__name__}")
+    return query
+
+
+def pending_reason(reason: object) -> PendingReason | None:
+    """``reason`` when it is a PendingReason or None: the filter of every store's
+    ``pending`` (TypeError otherwise, rather than an empty answer or an AttributeError)."""
+    if reason is not None and not isinstance(reason, PendingReason):
+        raise TypeError(f"reason must be a PendingReason or None, got {reason!r}")
+    return reason
+
+
 def page_of(ordered: Sequence[MutationRequest], limit: int, cursor: str | None) -> RequestPage:
     """Slice an ordered, filtered sequence into a page after ``cursor``."""
-    if limit < 1:
-        raise ValueError("limit must be >= 1")
+    check_limit(limit)
     start = 0
     if cursor is not None:
         after = decode_cursor(cursor)

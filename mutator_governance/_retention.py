@@ -26,6 +26,10 @@ def terminal_statuses(
     statuses: Iterable[RequestStatus] | RequestStatus,
 ) -> frozenset[RequestStatus]:
     """``statuses`` as a frozenset; ValueError unless each is a terminal RequestStatus."""
+    if isinstance(statuses, str | bytes) or not isinstance(statuses, Iterable | RequestStatus):
+        raise TypeError(
+            f"statuses must be a RequestStatus or an iterable of them, got {statuses!r}"
+        )
     chosen = frozenset((statuses,) if isinstance(statuses, RequestStatus) else statuses)
     for status in chosen:
         if not isinstance(status, RequestStatus):

@@ -98,7 +98,8 @@ class WorkerReport:
 
     ``quarantined`` is the number of quarantined requests the store reported at the last
     housekeeping (they are skipped, never executed); ``outages`` counts store operations
-    that failed with an outage and were retried after a backoff.
+    that failed with an outage and were retried after a backoff; ``purged`` counts the
+    requests its retention purges deleted.
     """
 
     executed: int = 0
@@ -111,6 +112,7 @@ class WorkerReport:
     expired: int = 0
     quarantined: int = 0
     outages: int = 0
+    purged: int = 0
 
 
 _COUNTED = {
@@ -738,7 +740,7 @@ async def run_worker(
     recover_every: float = 30.0,
     expire: Housekeeping | None = None,
     expire_every: float = 30.0,
-    purge: Callable[[], Awaitable[object]] | None = None,
+    purge: Housekeeping | None = None,
     purge_every: float = 3600.0,
     backoff: Backoff | None = None,
     grace: float = 10.0,
@@ -770,12 +772,7 @@ async def run_worker(
     if expire is not None:
         chores.append(_Chore("expire", expire_every, expire, "expired"))
     if purge is not None:
-
-        async def purged() -> int:
-            await purge()
-            return 0
-
-        chores.append(_Chore("purge", purge_every, purged, None))
+        chores.append(_Chore("purge", purge_every, purge, "purged"))
     worker = _Worker(
         manager,
         concurrency=concurrency,

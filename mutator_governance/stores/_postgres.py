@@ -120,7 +120,9 @@ from .._query import (
     VersionedState,
     decode_cursor,
     encode_cursor,
+    listing,
     next_version,
+    pending_reason,
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
@@ -1033,6 +1035,7 @@ class PostgresRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
+        reason = pending_reason(reason)
         clauses = ["status = %s"]
         params: builtins.list[Any] = [RequestStatus.PENDING.value]
         if reason is not None:
@@ -1052,9 +1055,7 @@ class PostgresRequestStore:
         checked on the rows, fetching further rows until the page is full. Unreadable
         rows are quarantined and skipped.
         """
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        query = query or RequestQuery()
+        query = listing(query, limit)
         where, params = _where(query)
         position = decode_cursor(cursor) if cursor is not None else None
         found: builtins.list[MutationRequest] = []

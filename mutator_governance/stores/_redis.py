@@ -121,7 +121,9 @@ from .._query import (
     VersionedState,
     decode_cursor,
     encode_cursor,
+    listing,
     next_version,
+    pending_reason,
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
@@ -1142,6 +1144,7 @@ class RedisRequestStore:
     async def pending(
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
+        reason = pending_reason(reason)
         query = RequestQuery(
             statuses={RequestStatus.PENDING},
             pending_reasons={reason} if reason is not None else (),
@@ -1152,10 +1155,8 @@ class RedisRequestStore:
     async def list(
         self, query: RequestQuery | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> RequestPage:
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
+        query = listing(query, limit)
         after = decode_cursor(cursor) if cursor is not None else None
-        query = query or RequestQuery()
         if query.request_ids and len(query.request_ids) <= _BATCH:
             found = await self._named(query, after)
         else:

@@ -71,7 +71,9 @@ from .._query import (
     VersionedState,
     decode_cursor,
     encode_cursor,
+    listing,
     next_version,
+    pending_reason,
 )
 from .._registry import MutationRegistry
 from .._request import MutationRequest, expiry_deadline
@@ -1329,6 +1331,7 @@ class SQLiteRequestStore:
         self, reason: PendingReason | None = None, *, state_id: str | None = None
     ) -> Sequence[MutationRequest]:
         """PENDING requests, optionally with one reason and for one state, ordered."""
+        reason = pending_reason(reason)
         clauses = [PENDING_ROWS]
         params: builtins.list[Any] = []
         table = "requests"
@@ -1353,9 +1356,7 @@ class SQLiteRequestStore:
         (unmatched or unreadable) still advance the position, so only the last page is
         ever short.
         """
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        query = query or RequestQuery()
+        query = listing(query, limit)
         where, params = _where(query)
         position: tuple[int, str] | None = None
         if cursor is not None:

@@ -129,7 +129,7 @@ def test_an_approver_works_through_the_whole_story(url: str) -> None:
     assert worker.splitlines() == [
         "req-1: executed (version 2)",
         "worker stopped: 1 executed, 0 not executed, 0 failed, 0 skipped, 0 errors, 0 retried; "
-        "0 recovered, 0 expired, 0 quarantined, 0 outages",
+        "0 recovered, 0 expired, 0 purged, 0 quarantined, 0 outages",
     ]
 
     listed = json.loads(ok(url, "--json", "requests", "list"))
@@ -587,7 +587,7 @@ def test_worker_until_idle_exits_3_when_an_attempt_did_not_end_executed(url: str
         "req-1: executed (version 2)",
         "req-2: rejected (rejected_as_stale)",
         "worker stopped: 1 executed, 1 not executed, 0 failed, 0 skipped, 0 errors, 0 retried; "
-        "0 recovered, 0 expired, 0 quarantined, 0 outages",
+        "0 recovered, 0 expired, 0 purged, 0 quarantined, 0 outages",
     ]
     again = mutator(url, "--json", "worker", "--until-idle")  # nothing left: a clean drain
     assert (again.returncode, again.stderr) == (0, "")
@@ -797,3 +797,78 @@ def test_a_process_with_its_own_logging_keeps_it(
     assert record.exc_info is not None
     assert type(record.exc_info[1]).__name__ == "StateNotFoundError"
     assert handlers == []
+
+
+def test_purge_deletes_old_terminal_requests_with_their_decisions(url: str) -> None:
+    """Only terminal requests last updated before the age go; pending ones stay."""
+    ok(url, "cancel", "req-1", "--as", "alice")
+    decided = "SELECT count(*) FROM decisions WHERE request_id = 'req-1'"
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as raw:
+        (decisions,) = raw.execute(decided).fetchone()
+    time.sleep(1.2)
+    only_executed = ok(url, "--json", "purge", "--older-than", "1s", "--status", "executed")
+    assert json.loads(only_executed)["requests"] == 0
+    assert ok(url, "purge", "--older-than", "1s").strip() == (
+        f"purge: 1 request(s) and {decisions} decision(s) deleted in 1 batch(es)"
+    )
+    assert mutator(url, "requests", "show", "req-1").returncode == 1
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-2"]
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as raw:
+        assert raw.execute(decided).fetchone() == (0,)
+
+
+def test_a_worker_with_retention_purges_and_counts_it(url: str) -> None:
+    ok(url, "cancel", "req-1", "--as", "alice")
+    time.sleep(1.2)
+    summary = json.loads(ok(url, "--json", "worker", "--until-idle", "--retention", "1s"))
+    assert summary["summary"]["purged"] == 1
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["purge"], "the following arguments are required: --older-than"),
+        (["purge", "--older-than", "7"], "not a duration: '7'"),
+        (["purge", "--older-than", "0d"], "must be longer than 0"),
+        (["purge", "--older-than", "7d", "--status", "pending"], "invalid choice: 'pending'"),
+        (["worker", "--retention", "soon"], "not a duration: 'soon'"),
+    ],
+    ids=["no age", "no unit", "zero", "not terminal", "worker retention"],
+)
+def test_a_malformed_purge_is_a_usage_error_that_deletes_nothing(
+    url: str, args: list[str], message: str
+) -> None:
+    ok(url, "cancel", "req-1", "--as", "alice")
+    refused = mutator(url, *args)
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert [row[0] for row in rows(ok(url, "requests", "list"))] == ["req-1", "req-2"]
+
+
+def test_history_shows_who_changed_a_state_through_which_request(url: str) -> None:
+    ok(url, "approve", "req-1", "--as", "fiona", "--role", "finance")
+    ok(url, "execute", "req-1")
+    anyio.run(submit, url, "req-3")  # evaluated on version 2, so it is not stale
+    ok(url, "approve", "req-3", "--as", "fiona", "--role", "finance")
+    ok(url, "execute", "req-3")
+    table = rows(ok(url, "history", "quota:acme"))
+    assert [row[1:] for row in table] == [
+        ["req-1", "alice", "quota.raise", "limit:", "100", "->", "110"],
+        ["req-3", "alice", "quota.raise", "limit:", "110", "->", "120"],
+    ]
+    newest = ok(url, "history", "quota:acme", "--limit", "1").splitlines()
+    assert newest[0] == "1 older commit(s) not shown (--limit)"
+    assert newest[2].split()[1] == "req-3"
+    document = json.loads(ok(url, "--json", "history", "quota:acme", "--limit", "1"))
+    assert document["total"] == 2
+    (entry,) = document["entries"]
+    assert (entry["request_id"], entry["actor"], entry["operation"]) == (
+        "req-3",
+        "alice",
+        "quota.raise",
+    )
+    assert entry["changes"] == [
+        {"path": "limit", "type": "modified", "old_value": 110, "new_value": 120}
+    ]
+    assert ok(url, "history", "quota:other").strip() == "no commits of state quota:other"

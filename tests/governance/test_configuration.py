@@ -15,8 +15,15 @@ from mutator import (
     MutationContext,
     MutationEngine,
     PolicyDecision,
+    PolicyRequirement,
 )
-from mutator_governance import Governance, RequestQuery, RequestStatus
+from mutator_governance import (
+    ApprovalQuery,
+    Governance,
+    PendingReason,
+    RequestQuery,
+    RequestStatus,
+)
 from mutator_governance.stores import open_store, redact_url
 
 from ..stores.test_sqlite_commit import files, snapshot
@@ -418,3 +425,196 @@ class TestArgumentTypes:
                 context="al",  # type: ignore[arg-type]
             )
         assert await world.gov.get(request.request_id) == executed.request
+
+
+def _decisions(world: World, request_id: str, value: Any) -> dict[str, Any]:
+    """Every call that records a decision with free text, given ``value`` as that text."""
+    gov, ctx = world.gov, world.ctx("carol", roles=["approver"])
+    return {
+        "approve": lambda: gov.approve(request_id, context=ctx, reason=value),
+        "reject": lambda: gov.reject(request_id, context=ctx, reason=value),
+        "cancel": lambda: gov.cancel(request_id, context=ctx, reason=value),
+        "expire": lambda: gov.expire(request_id, context=ctx, reason=value),
+        "supersede": lambda: gov.supersede(request_id, request_id + "x", context=ctx, reason=value),
+        "move_to_pending": lambda: gov.move_to_pending(
+            request_id, PendingReason.EXTERNAL_CHECK, context=ctx, note=value
+        ),
+    }
+
+
+_DECISIONS = ["approve", "reject", "cancel", "expire", "supersede", "move_to_pending"]
+
+
+class TestDecisionArguments:
+    """A decision's arguments are checked at the call, before the request is read: the same
+    refusal on every store (the in-memory store used to keep a reason of any type, which
+    the durable stores then refused to encode), and nothing recorded."""
+
+    @pytest.mark.parametrize("call", _DECISIONS)
+    @pytest.mark.parametrize("value", [123, b"why", ["why"], {}], ids=repr)
+    async def test_free_text_that_is_not_a_string_is_refused(
+        self, world: World, call: str, value: Any
+    ) -> None:
+        world.rules.require(PolicyRequirement.approval(role="approver"))
+        request = await world.submit()
+        name = "note" if call == "move_to_pending" else "reason"
+        with pytest.raises(TypeError, match=f"{name} must be a string or None, got "):
+            await _decisions(world, request.request_id, value)[call]()
+        assert await world.gov.get(request.request_id) == request
+
+    @pytest.mark.parametrize("call", _DECISIONS)
+    async def test_a_context_of_another_type_is_refused_whatever_the_request_is(
+        self, world: World, call: str
+    ) -> None:
+        """Not the request's state error first: the request here is already EXECUTED."""
+        request = await world.submit()
+        executed = (await world.gov.execute(request.request_id)).request
+        gov, rid = world.gov, request.request_id
+        calls = {
+            "approve": lambda: gov.approve(rid, context="carol"),  # type: ignore[arg-type]
+            "reject": lambda: gov.reject(rid, context="carol"),  # type: ignore[arg-type]
+            "cancel": lambda: gov.cancel(rid, context="carol"),  # type: ignore[arg-type]
+            "expire": lambda: gov.expire(rid, context="carol"),  # type: ignore[arg-type]
+            "supersede": lambda: gov.supersede(rid, "other", context="carol"),  # type: ignore[arg-type]
+            "move_to_pending": lambda: gov.move_to_pending(
+                rid,
+                PendingReason.EXTERNAL_CHECK,
+                context="carol",  # type: ignore[arg-type]
+            ),
+        }
+        with pytest.raises(TypeError, match="context must be a MutationContext, got str"):
+            await calls[call]()
+        assert await world.gov.get(rid) == executed
+
+    async def test_reject_refuses_a_rejection_that_is_not_a_rejection_reason(
+        self, world: World
+    ) -> None:
+        world.rules.require(PolicyRequirement.approval(role="approver"))
+        request = await world.submit()
+        with pytest.raises(TypeError, match="rejection must be a RejectionReason or None, got str"):
+            await world.gov.reject(
+                request.request_id,
+                context=world.ctx("carol", roles=["approver"]),
+                rejection="too risky",  # type: ignore[arg-type]
+            )
+        assert await world.gov.get(request.request_id) == request
+
+    @pytest.mark.parametrize(
+        ("arguments", "error", "message"),
+        [
+            ({"reason": "external_check"}, TypeError, "reason must be a PendingReason, got"),
+            ({"reason": None}, TypeError, "reason must be a PendingReason, got None"),
+            (
+                {"reason": PendingReason.EXTERNAL_CHECK, "expires_at": "tomorrow"},
+                TypeError,
+                "expires_at must be a datetime, got str",
+            ),
+        ],
+        ids=["reason text", "reason None", "expires_at text"],
+    )
+    async def test_move_to_pending_refuses_arguments_of_another_type(
+        self, world: World, arguments: dict[str, Any], error: type[Exception], message: str
+    ) -> None:
+        request = await world.submit()
+        with pytest.raises(error, match=message):
+            await world.gov.move_to_pending(
+                request.request_id, context=world.ctx("carol"), **arguments
+            )
+        assert await world.gov.get(request.request_id) == request
+
+
+class TestSubmissionArguments:
+    @pytest.mark.parametrize("mutation", [None, 123, "quota.increase", {"amount": 1}], ids=repr)
+    async def test_submit_refuses_what_is_not_a_mutation(self, world: World, mutation: Any) -> None:
+        """Not "mutation class int is not registered: call MutationRegistry.register(int)"."""
+        with pytest.raises(TypeError, match="mutation must be a Mutation, got "):
+            await world.gov.submit(mutation, state_id=STATE_ID, context=world.ctx("alice"))
+        assert (await world.gov.list()).items == ()
+
+    @pytest.mark.parametrize("metadata", ["", [], "ticket=42", 7], ids=repr)
+    async def test_submit_refuses_metadata_that_is_not_a_mapping(
+        self, world: World, metadata: Any
+    ) -> None:
+        """An empty string or list was taken as no metadata."""
+        with pytest.raises(TypeError, match="metadata must be a mapping or None, got "):
+            await world.submit(metadata=metadata)
+        assert (await world.gov.list()).items == ()
+
+    async def test_compensate_refuses_a_plan_or_mutation_of_another_type(
+        self, world: World
+    ) -> None:
+        request = await world.submit()
+        await world.gov.execute(request.request_id)
+        before = (await world.gov.list()).items
+        ctx = world.ctx("alice")
+        with pytest.raises(TypeError, match="plan must be a CompensationPlan or None, got str"):
+            await world.gov.compensate(
+                request.request_id,
+                IncreaseQuota("bob", -10),
+                "undo",  # type: ignore[arg-type]
+                context=ctx,
+            )
+        with pytest.raises(TypeError, match="mutation must be a Mutation, got NoneType"):
+            await world.gov.compensate(request.request_id, None, context=ctx)  # type: ignore[arg-type]
+        assert (await world.gov.list()).items == before
+
+
+class TestListingArguments:
+    """A page's size and query are checked at the call: not a comparison's TypeError, nor
+    (SQLite, ``limit=1.5``) a StoredDataError blaming the database."""
+
+    @pytest.mark.parametrize("listing", ["list", "list_approvals", "list_decisions", "inbox"])
+    @pytest.mark.parametrize("limit", [None, "10", 1.5, True], ids=repr)
+    async def test_a_limit_that_is_not_an_int_is_refused(
+        self, world: World, listing: str, limit: Any
+    ) -> None:
+        await world.submit()
+        gov = world.gov
+        calls = {
+            "list": lambda: gov.list(limit=limit),
+            "list_approvals": lambda: gov.list_approvals(limit=limit),
+            "list_decisions": lambda: gov.list_decisions(limit=limit),
+            "inbox": lambda: gov.inbox(world.ctx("carol"), limit=limit),
+        }
+        with pytest.raises(TypeError, match=r"limit must be an int >= 1, got "):
+            await calls[listing]()
+
+    @pytest.mark.parametrize("query", ["pending", [], {}, ApprovalQuery()], ids=repr)
+    async def test_a_request_query_of_another_type_is_refused(
+        self, world: World, query: Any
+    ) -> None:
+        await world.submit()
+        with pytest.raises(TypeError, match="query must be a RequestQuery or None, got "):
+            await world.gov.list(query)
+        with pytest.raises(TypeError, match="query must be a RequestQuery or None, got "):
+            await world.gov.inbox(world.ctx("carol"), query=query)
+
+    @pytest.mark.parametrize("reason", ["schedule", 1, PendingReason], ids=repr)
+    async def test_pending_refuses_a_reason_that_is_not_a_pending_reason(
+        self, world: World, reason: Any
+    ) -> None:
+        """The in-memory store answered an empty list; SQLite and PostgreSQL raised
+        AttributeError."""
+        with pytest.raises(TypeError, match="reason must be a PendingReason or None, got "):
+            await world.gov.pending(reason)
+
+
+class TestMaintenanceArguments:
+    @pytest.mark.parametrize("statuses", [None, 3, b"executed", "executed"], ids=repr)
+    async def test_purge_refuses_statuses_that_are_not_statuses(
+        self, world: World, statuses: Any
+    ) -> None:
+        with pytest.raises(TypeError, match="statuses must be a RequestStatus or an iterable"):
+            await world.gov.purge(older_than=timedelta(days=1), statuses=statuses)
+
+    @pytest.mark.parametrize("ids", ["abc", b"abc", 3], ids=repr)
+    async def test_repair_refuses_what_is_not_a_sequence_of_ids(
+        self, world: World, ids: Any
+    ) -> None:
+        """A lone string was read as one request id per character."""
+        with pytest.raises(TypeError, match="request_ids must be a sequence of request ids"):
+            await world.gov.repair_decision_log(ids)
+
+    async def test_repair_refuses_an_id_no_store_can_keep(self, world: World) -> None:
+        with pytest.raises(ValueError, match="request_ids"):
+            await world.gov.repair_decision_log([""])

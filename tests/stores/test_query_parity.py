@@ -8,6 +8,7 @@ in-memory reference predicate.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -161,3 +162,25 @@ def test_decision_views_match_the_reference_predicate(
     )
     got = [(v.decision.timestamp, v.request.request_id, v.index) for v in page.items]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda store: store.list(limit=1.5), "limit must be an int >= 1, got 1.5"),
+        (lambda store: store.list(limit=None), "limit must be an int >= 1, got None"),
+        (lambda store: store.list(limit="10"), "limit must be an int >= 1, got '10'"),
+        (lambda store: store.list([]), "query must be a RequestQuery or None, got list"),
+        (lambda store: store.list("pending"), "query must be a RequestQuery or None, got str"),
+        (lambda store: store.pending("schedule"), "reason must be a PendingReason or None"),
+    ],
+    ids=["limit 1.5", "limit None", "limit text", "query []", "query text", "pending text"],
+)
+def test_every_backend_refuses_a_malformed_listing_alike(
+    requests_store: Any, portal: BlockingPortal, call: Any, message: str
+) -> None:
+    """The same TypeError everywhere, before anything is read: not an empty answer
+    (in memory), an AttributeError (SQL stores), a comparison's TypeError, nor a
+    StoredDataError blaming the database (SQLite, ``limit=1.5``)."""
+    with pytest.raises(TypeError, match=re.escape(message)):
+        portal.call(call, requests_store)
