@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import json
 import logging
 import os
 import pathlib
@@ -63,6 +64,7 @@ from ._cli_output import (
     approval_json,
     change_text,
     clean,
+    data,
     decision_json,
     governed_request,
     history_json,
@@ -76,7 +78,13 @@ from ._cli_output import (
     table,
 )
 from ._enums import PendingReason, RequestStatus, ResolutionStrategy
-from ._errors import GovernanceError, RequestNotFoundError, StoredDataError, StoreNotFoundError
+from ._errors import (
+    GovernanceError,
+    RequestNotFoundError,
+    StateNotFoundError,
+    StoredDataError,
+    StoreNotFoundError,
+)
 from ._governance import Governance
 from ._query import RequestQuery
 from ._registry import MutationRegistry
@@ -362,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often a worker with --retention purges (default 3600)",
     )
 
+    state = commands.add_parser(
+        "state",
+        help="a state as stored now: its version and value",
+        description="A state as stored now: its version, the request whose execution "
+        "wrote it, and its value as JSON. Exit 1 when no state is stored under the id.",
+    )
+    state.add_argument("state_id", type=_text, metavar="STATE")
     history = commands.add_parser(
         "history",
         help="what changed a state: who, when, through which request",
@@ -761,6 +776,25 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
     return 0
 
 
+async def _state(gov: Governance, args: argparse.Namespace, out: Output) -> None:
+    current = await gov.states.get(args.state_id)
+    if current is None:
+        raise StateNotFoundError(args.state_id)
+    value = data(current.state)
+    by = f" (written by request {clean(current.request_id)})" if current.request_id else ""
+    out.emit(
+        f"state {clean(args.state_id)} at version {clean(current.version)}{by}\n"
+        + json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True),
+        {
+            "state_id": args.state_id,
+            "version": current.version,
+            "request_id": current.request_id,
+            "type": type(current.state).__name__,
+            "state": value,
+        },
+    )
+
+
 async def _history(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     entries = (await gov.history(args.state_id)).entries
     shown = entries[-args.limit :]
@@ -920,6 +954,7 @@ _COMMANDS: dict[str, _Command] = {
     "cancel": _cancel,
     "execute": _execute,
     "worker": _worker,
+    "state": _state,
     "history": _history,
     "recover": _recover,
     "expire": _expire,

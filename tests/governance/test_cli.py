@@ -872,3 +872,24 @@ def test_history_shows_who_changed_a_state_through_which_request(url: str) -> No
         {"path": "limit", "type": "modified", "old_value": 110, "new_value": 120}
     ]
     assert ok(url, "history", "quota:other").strip() == "no commits of state quota:other"
+
+
+def test_state_shows_the_stored_version_and_value(url: str) -> None:
+    assert ok(url, "state", "quota:acme").splitlines() == [
+        "state quota:acme at version 1",
+        "{",
+        '  "limit": 100',
+        "}",
+    ]
+    ok(url, "approve", "req-1", "--as", "fiona", "--role", "finance")
+    ok(url, "execute", "req-1")
+    assert json.loads(ok(url, "--json", "state", "quota:acme")) == {
+        "state_id": "quota:acme",
+        "version": "2",
+        "request_id": "req-1",
+        "type": "Quota",
+        "state": {"limit": 110},
+    }
+    missing = mutator(url, "state", "quota:other")
+    assert missing.returncode == 1
+    assert "quota:other" in missing.stderr
