@@ -62,7 +62,13 @@ from ._telemetry import Telemetry, observed
 from ._transitions import transition
 from ._warmup import warm_codec
 from ._worker import Backoff, WorkerOutcome, WorkerProgress, WorkerReport
-from ._workflow import approve_requirement, expire_approvals, fresh_round, reject_requirement
+from ._workflow import (
+    approve_requirement,
+    expire_approvals,
+    fresh_round,
+    overdue,
+    reject_requirement,
+)
 from .protocols import (
     DecisionHistory,
     DecisionPurger,
@@ -500,6 +506,9 @@ class Governance:
                     request_id=request_id,
                 )
             now = self._now(context)
+            late = overdue(request, now)
+            if late is not None:
+                raise late
             awaiting_slots = (
                 request.pending_reason is PendingReason.APPROVAL and request.approval_requirements
             )

@@ -43,6 +43,7 @@ __all__ = [
     "decidable_slots",
     "expire_approvals",
     "fresh_round",
+    "overdue",
     "reject_requirement",
     "slot_refusal",
 ]
@@ -198,6 +199,19 @@ def slot_refusal(
     return None
 
 
+def overdue(request: MutationRequest, at: datetime) -> ApprovalStateError | None:
+    """Why ``request`` takes no approval at ``at``: it is pending past its own deadline,
+    so the expiry sweep ends it, whether or not the sweep has run yet (None otherwise)."""
+    deadline = request.expires_at
+    if request.status is not RequestStatus.PENDING or deadline is None or deadline > at:
+        return None
+    return ApprovalStateError(
+        f"request {request.request_id!r} expired at {deadline.isoformat()}: it takes no "
+        "approval; the expiry sweep (expire_due) ends it",
+        request_id=request.request_id,
+    )
+
+
 def decidable_slots(
     request: MutationRequest,
     context: MutationContext,
@@ -209,8 +223,10 @@ def decidable_slots(
 
     Empty unless the request is pending for approval; see :func:`slot_refusal`.
     """
-    if request.status is not RequestStatus.PENDING or (
-        request.pending_reason is not PendingReason.APPROVAL
+    if (
+        request.status is not RequestStatus.PENDING
+        or request.pending_reason is not PendingReason.APPROVAL
+        or overdue(request, at) is not None
     ):
         return ()
     step = request.active_step

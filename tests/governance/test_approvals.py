@@ -842,3 +842,42 @@ class TestStaleRejection:
         with pytest.raises(ApprovalStateError):
             await world.gov.reject(request.request_id, dave.approval_id, context=world.ctx("dave"))
         assert (await world.gov.get(request.request_id)).status is S.APPROVED
+
+
+class TestOverdueRequests:
+    """A pending request past its own deadline takes no approval, whether or not the
+    expiry sweep has run: before, a late approval made it APPROVED and it executed."""
+
+    async def test_approving_past_the_deadline_is_refused_and_the_sweep_ends_it(
+        self, world: World
+    ) -> None:
+        world.rules.require(Req("carol"))
+        request = await world.submit(expires_at=T0 + timedelta(hours=1))
+        world.clock.advance(hours=2)
+        with pytest.raises(ApprovalStateError, match=r"expired at 2030-01-01T13:00:00\+00:00"):
+            await world.gov.approve(request.request_id, context=world.ctx("carol"))
+        assert await world.gov.get(request.request_id) == request
+        assert (await world.gov.inbox(world.ctx("carol"))).items == ()
+        (expired,) = (await world.gov.expire_due()).expired
+        assert expired.status is S.EXPIRED
+
+    async def test_a_request_pending_for_a_check_is_not_approved_past_its_deadline(
+        self, world: World
+    ) -> None:
+        request = await world.submit(
+            pending_reason=PendingReason.EXTERNAL_CHECK, expires_at=T0 + timedelta(minutes=5)
+        )
+        world.clock.advance(minutes=5)
+        with pytest.raises(ApprovalStateError, match="expired at"):
+            await world.gov.approve(request.request_id, context=world.ctx("carol"))
+        assert await world.gov.get(request.request_id) == request
+
+    async def test_before_the_deadline_the_approval_lands(self, world: World) -> None:
+        world.rules.require(Req("carol"))
+        request = await world.submit(expires_at=T0 + timedelta(hours=1))
+        world.clock.advance(minutes=59)
+        assert [
+            v.request.request_id for v in (await world.gov.inbox(world.ctx("carol"))).items
+        ] == [request.request_id]
+        approved = await world.gov.approve(request.request_id, context=world.ctx("carol"))
+        assert approved.status is S.APPROVED
