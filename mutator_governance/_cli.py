@@ -72,7 +72,6 @@ from ._cli_output import (
     operation,
     outcome_json,
     outcome_line,
-    plain,
     request_json,
     status,
     table,
@@ -938,7 +937,7 @@ async def _quarantine(gov: Governance, args: argparse.Namespace, out: Output) ->
         if items
         else "no quarantined rows"
     )
-    out.emit(human, {"items": [plain(item) for item in items]})
+    out.emit(human, {"items": [data(item) for item in items]})
     return None
 
 

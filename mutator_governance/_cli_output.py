@@ -32,7 +32,6 @@ __all__ = [
     "outcome_json",
     "outcome_line",
     "operation",
-    "plain",
     "request_json",
     "status",
     "table",
@@ -252,14 +251,3 @@ def data(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
-
-
-def plain(item: Any) -> Any:
-    """``item`` as JSON-ready data (attrs classes as objects, datetimes as ISO text)."""
-    if attrs.has(type(item)):
-        return {k: plain(v) for k, v in attrs.asdict(item, recurse=False).items()}
-    if isinstance(item, datetime):
-        return item.isoformat()
-    if isinstance(item, str | int | float | bool) or item is None:
-        return item
-    return str(item)
