@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 import os
@@ -420,8 +421,14 @@ class GovernedExecutionManager:
                 finally:
                     renewals.cancel_scope.cancel()
         started: list[asyncio.Task[None]] = []
+        # The timer runs in a context of its own: a cancelled timer stays in the loop's
+        # queue (until its time, or for good on a loop that never idles), and a copy of
+        # the caller's context would keep what it holds (spans...) alive with it.
+        context = contextvars.copy_context()
         timer = loop.call_later(
-            interval, lambda: started.append(loop.create_task(self._renew(held, 0.0)))
+            interval,
+            lambda: started.append(loop.create_task(self._renew(held, 0.0), context=context)),
+            context=contextvars.Context(),
         )
         try:
             return await call

@@ -2130,9 +2130,13 @@ class PostgresStore:
         db.keep_spare = not opts.check_connections
         try:
             await pool.open(wait=True, timeout=timeout)
-        except (PoolTimeout, psycopg.OperationalError) as error:
-            await pool.close()
-            db.unavailable("cannot open the PostgreSQL connection pool", error)
+        except BaseException as error:
+            # Cancelled too: a pool left open keeps its tasks and connections for good.
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+            if isinstance(error, PoolTimeout | psycopg.OperationalError):
+                db.unavailable("cannot open the PostgreSQL connection pool", error)
+            raise
         return cls(db)
 
     async def server_time(self) -> datetime | None:

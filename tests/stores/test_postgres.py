@@ -7,6 +7,8 @@ only, so this module pins ``anyio_backend`` to asyncio. The server comes from th
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import json
 import multiprocessing
@@ -26,6 +28,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
+from psycopg_pool import AsyncConnectionPool
 
 from mutator import (
     ConcurrencyError,
@@ -258,6 +261,32 @@ async def test_unreachable_server_raises_store_unavailable(postgres_url: str) ->
     assert "s3cret-pw" not in message
     assert caught.value.url == "postgresql://app:***@127.0.0.1:1/test"
     assert "127.0.0.1:1" in message
+
+
+@pytest.mark.anyio
+async def test_open_cancelled_while_the_pool_opens_closes_the_pool(
+    postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open cancelled (a timeout around it) leaves no pool task and no connection."""
+    pools: list[AsyncConnectionPool[Any]] = []
+    opened = anyio.Event()
+    open_pool = AsyncConnectionPool.open
+
+    async def open_then_wait(pool: AsyncConnectionPool[Any], *args: Any, **kwargs: Any) -> None:
+        await open_pool(pool, *args, **kwargs)
+        pools.append(pool)
+        opened.set()
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(AsyncConnectionPool, "open", open_then_wait)
+    before = set(asyncio.all_tasks())
+    async with anyio.create_task_group() as group:
+        url = with_schema(postgres_url, schema)
+        group.start_soon(functools.partial(open_store, url, registry=sample_registry()))
+        await opened.wait()
+        group.cancel_scope.cancel()
+    assert [pool.closed for pool in pools] == [True]
+    assert set(asyncio.all_tasks()) - before == set()
 
 
 @pytest.mark.anyio
