@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -123,6 +124,7 @@ class RecoverySweep:
 _copy_context = attrs_copier(MutationContext)
 _SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
 _NO_SHIELD = contextlib.nullcontext()
+_EMPTY_CONTEXT = contextvars.Context()
 
 
 def _system_context(request_id: str) -> MutationContext:
@@ -196,10 +198,57 @@ def _decides_failure(error: MutatorError) -> bool:
 class _Claim:
     """The claimed request of one running execution, renewed while the mutation runs."""
 
-    __slots__ = ("request",)
+    __slots__ = ("renewal", "request")
 
     def __init__(self, request: MutationRequest) -> None:
         self.request = request
+        self.renewal: asyncio.Task[None] | None = None
+
+
+class _Renewals:
+    """The running executions of one manager on one asyncio loop, under one timer.
+
+    A timer per execution (``call_later``, then ``cancel``) costs more than the rest of
+    the bookkeeping of an in-memory execution; here an execution only enters a dict and
+    leaves it. The timer fires when the earliest one is due, starts the renewal of every
+    execution then due (in that execution's context, as its own timer would), and is set
+    again for the next.
+    """
+
+    __slots__ = ("due", "loop", "renew", "timer", "when")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, renew: Callable[[_Claim], Coroutine[Any, Any, None]]
+    ) -> None:
+        self.loop = loop
+        self.renew = renew
+        self.due: dict[_Claim, tuple[float, contextvars.Context]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.when = 0.0
+
+    def add(self, held: _Claim, interval: float) -> None:
+        """Start renewing ``held`` ``interval`` seconds from now, unless discarded by then."""
+        at = self.loop.time() + interval
+        self.due[held] = at, contextvars.copy_context()
+        if self.timer is None or at < self.when:
+            self._set(at)
+
+    def _set(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.when = at
+        self.timer = self.loop.call_at(at, self._fire, context=_EMPTY_CONTEXT)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        due = self.due
+        for held, (at, context) in list(due.items()):
+            if at <= now:
+                del due[held]
+                held.renewal = self.loop.create_task(self.renew(held), context=context)
+        if due:
+            self._set(min(at for at, _ in due.values()))
 
 
 class GovernedExecutionManager:
@@ -233,6 +282,7 @@ class GovernedExecutionManager:
         self.lease = timedelta(seconds=lease)
         self.executor_id = executor_id or _executor_id()
         self._states = KeyedLock()
+        self._renewals: _Renewals | None = None
         self.telemetry: Telemetry | None = None
 
     @property
@@ -404,8 +454,9 @@ class GovernedExecutionManager:
         """Await ``call`` while the claim's lease is renewed every third of it.
 
         Most executions end long before a third of the lease, so the renewal starts only
-        when one is still running then: on asyncio a timer starts it (no task per
-        execution); elsewhere a task group runs it.
+        when one is still running then: on asyncio the manager's one timer starts it (no
+        task or timer per execution, see :class:`_Renewals`); elsewhere a task group
+        runs it.
         """
         if not self._outlives_lease():
             return await call
@@ -413,24 +464,28 @@ class GovernedExecutionManager:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            async with anyio.create_task_group() as renewals:
-                renewals.start_soon(self._renew, held, interval)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._renew, held, interval)
                 try:
                     return await call
                 finally:
-                    renewals.cancel_scope.cancel()
-        started: list[asyncio.Task[None]] = []
-        timer = loop.call_later(
-            interval, lambda: started.append(loop.create_task(self._renew(held, 0.0)))
-        )
+                    group.cancel_scope.cancel()
+        renewals = self._renewals
+        if renewals is None or renewals.loop is not loop:
+            renewals = self._renewals = _Renewals(loop, self._renew_now)
+        renewals.add(held, interval)
         try:
             return await call
         finally:
-            timer.cancel()
-            for task in started:
+            renewals.due.pop(held, None)
+            task = held.renewal
+            if task is not None:
                 task.cancel()
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait((task,))
+
+    def _renew_now(self, held: _Claim) -> Coroutine[Any, Any, None]:
+        return self._renew(held, 0.0)
 
     async def _renew(self, held: _Claim, first_wait: float) -> None:
         """Extend the lease every third of it while the mutation runs."""
