@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import attrs
@@ -83,6 +83,18 @@ class _Unread(enum.Enum):
 
     UNREAD = enum.auto()
 
+
+# Hot paths read enum members from module globals: on Python 3.11 an attribute of an enum
+# class is read through EnumType's __getattr__ hook, about 800 instructions each time.
+_UNREAD: Final = _Unread.UNREAD
+_APPROVED: Final = RequestStatus.APPROVED
+_PENDING: Final = RequestStatus.PENDING
+_EXECUTING: Final = RequestStatus.EXECUTING
+_EXECUTED: Final = RequestStatus.EXECUTED
+_CLAIMED: Final = LifecycleDecision.CLAIMED
+_EXECUTED_CODE: Final = LifecycleDecision.EXECUTED
+_COMPENSATION: Final = ExecutionKind.COMPENSATION
+_COMMIT: Final = MutationMode.COMMIT
 
 _INACTIVE = frozenset(
     {
@@ -380,11 +392,11 @@ class GovernedExecutionManager:
         return True
 
     def _check_executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> None:
-        if request.status is RequestStatus.EXECUTING and request.claim is not None:
+        if request.status is _EXECUTING and request.claim is not None:
             raise RequestClaimedError(
                 request.request_id, request.claim.claimant, request.claim.lease_until
             )
-        if request.status is RequestStatus.APPROVED:
+        if request.status is _APPROVED:
             return
         if (
             request.status is RequestStatus.PENDING
@@ -405,9 +417,7 @@ class GovernedExecutionManager:
 
     def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
         now = self.clock()
-        return new_claim(
-            self.executor_id, now, now + self.lease, request.status is RequestStatus.PENDING
-        )
+        return new_claim(self.executor_id, now, now + self.lease, request.status is _PENDING)
 
     def _shield(self) -> contextlib.AbstractContextManager[object]:
         """A shield for a write that must land whole, or none when nothing can suspend."""
@@ -422,10 +432,10 @@ class GovernedExecutionManager:
         now = claim.claimed_at
         claimed = transition(
             request,
-            RequestStatus.EXECUTING,
+            _EXECUTING,
             [
                 new_decision(
-                    LifecycleDecision.CLAIMED,
+                    _CLAIMED,
                     context,
                     f"claimed by {self.executor_id}",
                     now,
@@ -440,7 +450,7 @@ class GovernedExecutionManager:
         ledger = self.ledger
         if ledger.reads_with_commit:
             return await ledger.update_reading(request, claimed, request.state_id)
-        return await ledger.update(request, claimed), _Unread.UNREAD
+        return await ledger.update(request, claimed), _UNREAD
 
     def _outlives_lease(self) -> bool:
         """Whether an execution may run long enough to need its lease renewed.
@@ -521,7 +531,7 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         ledger = self.ledger
-        if current is _Unread.UNREAD:
+        if current is _UNREAD:
             current = await ledger.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
@@ -629,9 +639,9 @@ class GovernedExecutionManager:
             final = _finish(
                 claimed,
                 verdict,
-                RequestStatus.EXECUTED,
+                _EXECUTED,
                 new_decision(
-                    LifecycleDecision.EXECUTED,
+                    _EXECUTED_CODE,
                     context,
                     f"executed; state is now at version {version}",
                     now,
@@ -651,7 +661,7 @@ class GovernedExecutionManager:
             write = StateWrite(
                 claimed.state_id, result.new_state, current_version, version, claimed.request_id
             )
-            if final.execution.kind is not ExecutionKind.COMPENSATION:
+            if final.execution.kind is not _COMPENSATION:
                 return final, write, []
             try:
                 extra = await self._link_compensation(final, version, context, now)
@@ -759,7 +769,7 @@ class GovernedExecutionManager:
         """The requester's context, forced to COMMIT and correlated with the request."""
         requester = request.context
         changes: dict[str, Any] = {
-            "mode": MutationMode.COMMIT,
+            "mode": _COMMIT,
             "correlation_id": request.request_id,
             "causation_id": executor.correlation_id,
             "metadata": freeze_mapping(
