@@ -20,6 +20,10 @@ __all__ = ["BatchResult", "MutationResult"]
 
 StateT = TypeVar("StateT")
 
+# Read from a module global: on Python 3.11 an attribute of an enum class is read through
+# EnumType's __getattr__ hook, about 800 instructions each time.
+_SUCCEEDED = ResultStatus.SUCCEEDED
+
 
 def _change_set(value: ChangeSet | Iterable[Any]) -> ChangeSet:
     return value if isinstance(value, ChangeSet) else ChangeSet(value)
@@ -90,7 +94,7 @@ class MutationResult(Generic[StateT]):
     @property
     def ok(self) -> bool:
         """True only when the status is SUCCEEDED."""
-        return self.status is ResultStatus.SUCCEEDED
+        return self.status is _SUCCEEDED
 
     @property
     def blocking_decisions(self) -> tuple[PolicyDecision, ...]:

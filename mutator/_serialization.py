@@ -51,7 +51,14 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet
+from collections.abc import (
+    Callable,
+    Collection,
+    Mapping,
+    MutableMapping,
+    MutableSequence,
+    MutableSet,
+)
 from collections.abc import Sequence as AbcSequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -92,6 +99,7 @@ from ._validation import ValidationIssue, ValidationResult
 __all__ = [
     "SerializationError",
     "TypeRegistry",
+    "fields_unstructurer",
     "make_converter",
     "unstructure",
     "structure",
@@ -1600,7 +1608,37 @@ class _Compiler:
             "        finally:",
             "            H.leave_located()",
         ]
-        return self.define("unstructure_fast", lines)  # type: ignore[no-any-return]
+        fast = self.define("unstructure_fast", lines)
+        fast.fields_unstructurer = self.unstructure_fields
+        return fast  # type: ignore[no-any-return]
+
+    def unstructure_fields(
+        self, names: Collection[str], constants: Mapping[str, Any]
+    ) -> Unstructure:
+        """The fields ``names`` of an instance as the unstructure function writes them (in
+        declaration order, ``constants`` in place of their fields); raises on anything
+        that function would not take its fast path for."""
+        reads: list[str] = []
+        checks: list[str] = []
+        items: list[str] = []
+        for index, (name, _, tp, _) in enumerate(self.fields):
+            if name in constants:
+                items.append(f"{name!r}: {self.bind(constants[name])}")
+            elif name in names:
+                var = f"v{index}"
+                reads.append(f"    {var} = i.{name}")
+                check, expr = self.un_field(_without_typevars(tp), var)
+                if check:
+                    checks.append(check)
+                items.append(f"{name!r}: {expr}")
+        guard = ["    if " + " or ".join(checks) + ":", "        raise _Mismatch"]
+        lines = [
+            "def unstructure_fields(i):",
+            *reads,
+            *(guard if checks else []),
+            "    return {" + ", ".join(items) + "}",
+        ]
+        return self.define("unstructure_fields", lines)  # type: ignore[no-any-return]
 
     def un_memo_store(self) -> list[str]:
         """Keep ``(instance, output copy)`` when every mapping field is empty."""
@@ -1867,6 +1905,27 @@ def _within(hook: Unstructure, name: str) -> Unstructure:
 
 
 # -------------------------------------------------------------------- entry points
+
+
+def fields_unstructurer(
+    converter: cattrs.Converter,
+    cls: type[Any],
+    names: Collection[str],
+    constants: Mapping[str, Any] | None = None,
+) -> Callable[[Any], dict[str, Any]] | None:
+    """A function giving the fields ``names`` of a ``cls`` instance as :func:`unstructure`
+    gives them, in declaration order, with ``constants`` in place of their fields.
+
+    For writers that put a document together from parts (a part that does not change is
+    encoded once): the parts' keys and values are exactly the whole document's. It raises
+    on any value the whole document's fast path would not take (then unstructure the
+    whole to get the located error). None when ``cls`` has no compiled function.
+    """
+    compile_fields = getattr(converter.get_unstructure_hook(cls), "fields_unstructurer", None)
+    if compile_fields is None:
+        return None
+    built: Callable[[Any], dict[str, Any]] = compile_fields(names, constants or {})
+    return built
 
 
 def unstructure(

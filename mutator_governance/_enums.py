@@ -138,10 +138,15 @@ class ResolutionOutcome(enum.Enum):
     @property
     def executes(self) -> bool:
         """Whether this outcome lets the request's mutation run."""
-        return self in (
-            ResolutionOutcome.EXECUTE_APPROVED_VERSION,
-            ResolutionOutcome.REVALIDATE_ON_LATEST_STATE,
-        )
+        return self in _EXECUTING_OUTCOMES
+
+
+_EXECUTING_OUTCOMES = (
+    ResolutionOutcome.EXECUTE_APPROVED_VERSION,
+    ResolutionOutcome.REVALIDATE_ON_LATEST_STATE,
+)
+"""Read from a module global: on Python 3.11 an attribute of an enum class is read through
+EnumType's __getattr__ hook, about 800 instructions each time."""
 
 
 class ExecutionKind(enum.Enum):

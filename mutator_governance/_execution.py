@@ -10,9 +10,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import attrs
@@ -84,6 +84,18 @@ class _Unread(enum.Enum):
     UNREAD = enum.auto()
 
 
+# Hot paths read enum members from module globals: on Python 3.11 an attribute of an enum
+# class is read through EnumType's __getattr__ hook, about 800 instructions each time.
+_UNREAD: Final = _Unread.UNREAD
+_APPROVED: Final = RequestStatus.APPROVED
+_PENDING: Final = RequestStatus.PENDING
+_EXECUTING: Final = RequestStatus.EXECUTING
+_EXECUTED: Final = RequestStatus.EXECUTED
+_CLAIMED: Final = LifecycleDecision.CLAIMED
+_EXECUTED_CODE: Final = LifecycleDecision.EXECUTED
+_COMPENSATION: Final = ExecutionKind.COMPENSATION
+_COMMIT: Final = MutationMode.COMMIT
+
 _INACTIVE = frozenset(
     {
         RequestStatus.REJECTED,
@@ -124,6 +136,7 @@ class RecoverySweep:
 _copy_context = attrs_copier(MutationContext)
 _SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
 _NO_SHIELD = contextlib.nullcontext()
+_EMPTY_CONTEXT = contextvars.Context()
 
 
 def _system_context(request_id: str) -> MutationContext:
@@ -197,10 +210,57 @@ def _decides_failure(error: MutatorError) -> bool:
 class _Claim:
     """The claimed request of one running execution, renewed while the mutation runs."""
 
-    __slots__ = ("request",)
+    __slots__ = ("renewal", "request")
 
     def __init__(self, request: MutationRequest) -> None:
         self.request = request
+        self.renewal: asyncio.Task[None] | None = None
+
+
+class _Renewals:
+    """The running executions of one manager on one asyncio loop, under one timer.
+
+    A timer per execution (``call_later``, then ``cancel``) costs more than the rest of
+    the bookkeeping of an in-memory execution; here an execution only enters a dict and
+    leaves it. The timer fires when the earliest one is due, starts the renewal of every
+    execution then due (in that execution's context, as its own timer would), and is set
+    again for the next.
+    """
+
+    __slots__ = ("due", "loop", "renew", "timer", "when")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, renew: Callable[[_Claim], Coroutine[Any, Any, None]]
+    ) -> None:
+        self.loop = loop
+        self.renew = renew
+        self.due: dict[_Claim, tuple[float, contextvars.Context]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.when = 0.0
+
+    def add(self, held: _Claim, interval: float) -> None:
+        """Start renewing ``held`` ``interval`` seconds from now, unless discarded by then."""
+        at = self.loop.time() + interval
+        self.due[held] = at, contextvars.copy_context()
+        if self.timer is None or at < self.when:
+            self._set(at)
+
+    def _set(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.when = at
+        self.timer = self.loop.call_at(at, self._fire, context=_EMPTY_CONTEXT)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        due = self.due
+        for held, (at, context) in list(due.items()):
+            if at <= now:
+                del due[held]
+                held.renewal = self.loop.create_task(self.renew(held), context=context)
+        if due:
+            self._set(min(at for at, _ in due.values()))
 
 
 class GovernedExecutionManager:
@@ -234,6 +294,7 @@ class GovernedExecutionManager:
         self.lease = timedelta(seconds=lease)
         self.executor_id = executor_id or _executor_id()
         self._states = KeyedLock()
+        self._renewals: _Renewals | None = None
         self.telemetry: Telemetry | None = None
 
     @property
@@ -331,11 +392,11 @@ class GovernedExecutionManager:
         return True
 
     def _check_executable(self, request: MutationRequest, strategy: ResolutionStrategy) -> None:
-        if request.status is RequestStatus.EXECUTING and request.claim is not None:
+        if request.status is _EXECUTING and request.claim is not None:
             raise RequestClaimedError(
                 request.request_id, request.claim.claimant, request.claim.lease_until
             )
-        if request.status is RequestStatus.APPROVED:
+        if request.status is _APPROVED:
             return
         if (
             request.status is RequestStatus.PENDING
@@ -356,9 +417,7 @@ class GovernedExecutionManager:
 
     def _new_claim(self, request: MutationRequest) -> ExecutionClaim:
         now = self.clock()
-        return new_claim(
-            self.executor_id, now, now + self.lease, request.status is RequestStatus.PENDING
-        )
+        return new_claim(self.executor_id, now, now + self.lease, request.status is _PENDING)
 
     def _shield(self) -> contextlib.AbstractContextManager[object]:
         """A shield for a write that must land whole, or none when nothing can suspend."""
@@ -373,10 +432,10 @@ class GovernedExecutionManager:
         now = claim.claimed_at
         claimed = transition(
             request,
-            RequestStatus.EXECUTING,
+            _EXECUTING,
             [
                 new_decision(
-                    LifecycleDecision.CLAIMED,
+                    _CLAIMED,
                     context,
                     f"claimed by {self.executor_id}",
                     now,
@@ -391,7 +450,7 @@ class GovernedExecutionManager:
         ledger = self.ledger
         if ledger.reads_with_commit:
             return await ledger.update_reading(request, claimed, request.state_id)
-        return await ledger.update(request, claimed), _Unread.UNREAD
+        return await ledger.update(request, claimed), _UNREAD
 
     def _outlives_lease(self) -> bool:
         """Whether an execution may run long enough to need its lease renewed.
@@ -405,8 +464,9 @@ class GovernedExecutionManager:
         """Await ``call`` while the claim's lease is renewed every third of it.
 
         Most executions end long before a third of the lease, so the renewal starts only
-        when one is still running then: on asyncio a timer starts it (no task per
-        execution); elsewhere a task group runs it.
+        when one is still running then: on asyncio the manager's one timer starts it (no
+        task or timer per execution, see :class:`_Renewals`); elsewhere a task group
+        runs it.
         """
         if not self._outlives_lease():
             return await call
@@ -414,30 +474,28 @@ class GovernedExecutionManager:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            async with anyio.create_task_group() as renewals:
-                renewals.start_soon(self._renew, held, interval)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._renew, held, interval)
                 try:
                     return await call
                 finally:
-                    renewals.cancel_scope.cancel()
-        started: list[asyncio.Task[None]] = []
-        # The timer runs in a context of its own: a cancelled timer stays in the loop's
-        # queue (until its time, or for good on a loop that never idles), and a copy of
-        # the caller's context would keep what it holds (spans...) alive with it.
-        context = contextvars.copy_context()
-        timer = loop.call_later(
-            interval,
-            lambda: started.append(loop.create_task(self._renew(held, 0.0), context=context)),
-            context=contextvars.Context(),
-        )
+                    group.cancel_scope.cancel()
+        renewals = self._renewals
+        if renewals is None or renewals.loop is not loop:
+            renewals = self._renewals = _Renewals(loop, self._renew_now)
+        renewals.add(held, interval)
         try:
             return await call
         finally:
-            timer.cancel()
-            for task in started:
+            renewals.due.pop(held, None)
+            task = held.renewal
+            if task is not None:
                 task.cancel()
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait((task,))
+
+    def _renew_now(self, held: _Claim) -> Coroutine[Any, Any, None]:
+        return self._renew(held, 0.0)
 
     async def _renew(self, held: _Claim, first_wait: float) -> None:
         """Extend the lease every third of it while the mutation runs."""
@@ -473,7 +531,7 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         ledger = self.ledger
-        if current is _Unread.UNREAD:
+        if current is _UNREAD:
             current = await ledger.states.get(claimed.state_id)
         if current is None:
             raise StateNotFoundError(claimed.state_id)
@@ -581,9 +639,9 @@ class GovernedExecutionManager:
             final = _finish(
                 claimed,
                 verdict,
-                RequestStatus.EXECUTED,
+                _EXECUTED,
                 new_decision(
-                    LifecycleDecision.EXECUTED,
+                    _EXECUTED_CODE,
                     context,
                     f"executed; state is now at version {version}",
                     now,
@@ -603,7 +661,7 @@ class GovernedExecutionManager:
             write = StateWrite(
                 claimed.state_id, result.new_state, current_version, version, claimed.request_id
             )
-            if final.execution.kind is not ExecutionKind.COMPENSATION:
+            if final.execution.kind is not _COMPENSATION:
                 return final, write, []
             try:
                 extra = await self._link_compensation(final, version, context, now)
@@ -711,7 +769,7 @@ class GovernedExecutionManager:
         """The requester's context, forced to COMMIT and correlated with the request."""
         requester = request.context
         changes: dict[str, Any] = {
-            "mode": MutationMode.COMMIT,
+            "mode": _COMMIT,
             "correlation_id": request.request_id,
             "causation_id": executor.correlation_id,
             "metadata": freeze_mapping(

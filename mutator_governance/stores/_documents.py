@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio.lowlevel
+import attrs
 
-from mutator.serialization import SerializationError
+from mutator.serialization import SerializationError, fields_unstructurer
 
 from .._decisions import RequestDecision
 from .._errors import StoredDataError
@@ -152,7 +153,14 @@ def new_decisions_data(
 
 _DECISIONS_KEPT = 2048
 """Decisions whose JSON a :class:`RequestDocuments` keeps before it starts over."""
+_HEADS_KEPT = 2048
+"""Requests whose head a :class:`RequestDocuments` keeps before it starts over."""
 _NO_DECISIONS: dict[str, Any] = {"decisions": ()}
+_Fields = Callable[[Any], dict[str, Any]]
+_HEAD = ("request_id", "state_id", "state_type", "mutation_type", "mutation", "intent", "context")
+"""A request's first fields, in order: what it was submitted with, never changed."""
+_TAIL = tuple(field.name for field in attrs.fields(MutationRequest) if field.name not in _HEAD)
+assert [field.name for field in attrs.fields(MutationRequest)][: len(_HEAD)] == list(_HEAD)
 
 
 class RequestDocuments:
@@ -162,18 +170,77 @@ class RequestDocuments:
     all of them (its document) while the objects themselves travel from write to write
     (a claim's decisions are its commit's first ones): so each decision object is
     encoded once while it is kept, by identity (the object is held, so its id is not
-    reused). A request's text is the registry's own document of it, the same text, with
-    the kept decisions put in place. Safe from any thread: a lost race only encodes a
-    decision twice.
+    reused). So is a request's head (its id, state, mutation, intent and context, the
+    same objects in every copy of it). A request's text is the registry's own document
+    of it, the same text, with the kept parts put in place. Safe from any thread: a lost
+    race only encodes a part twice.
     """
 
     def __init__(self, registry: MutationRegistry) -> None:
         self.registry = registry
         self._kept: dict[int, tuple[RequestDecision, str]] = {}
+        self._heads: dict[str, tuple[Any, Any, Any, str, str, str, str]] = {}
         self._hook: Callable[[Any], Any] | None = None
         marker = f"mutator-decisions-{uuid.uuid4().hex}"
         self._marker = marker
         self._marker_json = registry.dumps(marker)
+        self._parts: tuple[_Fields, _Fields] | None = None
+
+    def _compiled(self) -> tuple[_Fields, _Fields] | None:
+        """The functions giving a request's head, and the rest with the marker (on first
+        use: they compile against the registry's converter), or None if it has none."""
+        parts = self._parts
+        if parts is None:
+            converter = self.registry.converter
+            head = fields_unstructurer(converter, MutationRequest, _HEAD)
+            tail = fields_unstructurer(
+                converter, MutationRequest, _TAIL, {"decisions": self._marker}
+            )
+            if head is None or tail is None:
+                return None
+            parts = self._parts = (head, tail)
+        return parts
+
+    def _document(self, request: MutationRequest, texts: list[str]) -> str | None:
+        """The document of ``request`` from its kept head, the rest of its fields and its
+        decisions' ``texts``; None when it cannot be put together so."""
+        parts = self._compiled()
+        if parts is None:
+            return None
+        marker = self._marker_json
+        before, found, after = self.registry.dumps(parts[1](request)).partition(marker)
+        if not found or marker in after:
+            return None
+        return f"{self._head(request, parts[0])},{before[1:]}[{','.join(texts)}]{after}"
+
+    def _head(self, request: MutationRequest, build: _Fields) -> str:
+        """The JSON of the request's head fields, without the closing brace (kept)."""
+        request_id = request.request_id
+        kept = self._heads.get(request_id)
+        if (
+            kept is not None
+            and kept[0] is request.mutation
+            and kept[1] is request.intent
+            and kept[2] is request.context
+            and kept[3] == request.state_id
+            and kept[4] == request.state_type
+            and kept[5] == request.mutation_type
+        ):
+            return kept[6]
+        text = self.registry.dumps(build(request))[:-1]
+        heads = self._heads
+        if len(heads) >= _HEADS_KEPT:
+            heads.clear()
+        heads[request_id] = (
+            request.mutation,
+            request.intent,
+            request.context,
+            request.state_id,
+            request.state_type,
+            request.mutation_type,
+            text,
+        )
+        return text
 
     def decision(self, decision: RequestDecision) -> str:
         """The JSON of ``decision``, encoded once while kept (a subclass every time)."""
@@ -230,8 +297,11 @@ class RequestDocuments:
                     for decision, item in zip(decisions, items, strict=True)
                 ]
             else:
-                data = registry.unstructure_request(copy_request(request, _NO_DECISIONS))
                 texts = [self.decision(decision) for decision in decisions]
+                document = self._document(request, texts)
+                if document is not None:
+                    return document, texts
+                data = registry.unstructure_request(copy_request(request, _NO_DECISIONS))
             data["decisions"] = self._marker
             head, found_marker, tail = registry.dumps(data).partition(self._marker_json)
             if found_marker and self._marker_json not in tail:

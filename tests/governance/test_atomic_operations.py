@@ -442,6 +442,46 @@ class TestLeaseRenewal:
         assert results[0].executed
         await assert_log_matches(world, request.request_id)
 
+    async def test_executions_started_apart_are_each_renewed_and_a_short_one_is_not(
+        self,
+    ) -> None:
+        """The renewals' one timer starts each long execution's renewal when it is due (the
+        second after the first's) and never one of an execution that already ended."""
+        from .conftest import Quotas
+
+        first_gate, second_gate = Gate(), Gate()
+        world = await world_over(Stores())
+        executor = world.gov.executor
+        executor.lease = type(executor.lease)(seconds=1.2)  # renewed 0.4 s after the claim
+        await world.gov.states.put("other", Quotas({"bob": 1}))
+        await world.gov.states.put("short", Quotas({"bob": 1}))
+        first = await world.submit(Blocking(first_gate))
+        second = await world.submit(Blocking(second_gate), state_id="other")
+        short = await world.submit(state_id="short")
+
+        async def revision(request_id: str) -> int:
+            return (await world.gov.get(request_id)).revision
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(world.gov.execute, first.request_id)
+            await first_gate.reached.wait()
+            await anyio.sleep(0.2)
+            tg.start_soon(world.gov.execute, second.request_id)
+            await second_gate.reached.wait()
+            claimed = await revision(first.request_id), await revision(second.request_id)
+            done = await world.gov.execute(short.request_id)
+            await anyio.sleep(0.3)  # the first is due, the second not yet
+            assert await revision(first.request_id) > claimed[0]
+            assert await revision(second.request_id) == claimed[1]
+            await anyio.sleep(0.3)
+            assert await revision(second.request_id) > claimed[1]
+            first_gate.opened.set()
+            second_gate.opened.set()
+        assert (await world.gov.get(short.request_id)).revision == done.request.revision
+        for request in (first, second, short):
+            assert (await world.gov.get(request.request_id)).status is RequestStatus.EXECUTED
+            await assert_log_matches(world, request.request_id)
+
 
 class TestOnlyTheMutationFails:
     async def test_a_policy_that_cannot_be_evaluated_releases_the_claim(self) -> None:

@@ -78,3 +78,45 @@ def test_a_decision_of_a_subclass_is_encoded_by_its_own_hooks_every_time() -> No
     expected = registry.dumps(registry.unstructure_decision(decision))
     assert '"note":"kept"' in expected
     assert documents.decision(decision) == expected
+
+
+def test_a_requests_head_is_encoded_once_while_its_objects_stay() -> None:
+    """Later writes of a request reuse its head (id, state, mutation, intent, context) when
+    they carry the same objects; the text is the registry's own either way."""
+    registry = sample_registry()
+    documents = RequestDocuments(registry)
+    first = sample_request("r-1", decisions=[sample_decision(LifecycleDecision.SUBMITTED)])
+    assert documents.request(first)[0] == _registry_text(registry, first)
+    parts = documents._parts
+    assert parts is not None
+    heads: list[MutationRequest] = []
+
+    def counting(request: MutationRequest) -> dict[str, Any]:
+        heads.append(request)
+        return parts[0](request)
+
+    documents._parts = (counting, parts[1])
+    claimed = attrs.evolve(
+        first,
+        decisions=(*first.decisions, sample_decision(LifecycleDecision.CLAIMED)),
+        revision=first.revision + 1,
+    )
+    assert documents.request(claimed)[0] == _registry_text(registry, claimed)
+    assert heads == []
+
+
+def test_a_request_with_another_head_object_is_encoded_again() -> None:
+    """A copy of a request whose mutation or context is another object (equal or not) gets
+    its own head: a kept head never stands for different data."""
+    registry = sample_registry()
+    documents = RequestDocuments(registry)
+    first = sample_request("r-1", decisions=[sample_decision(LifecycleDecision.SUBMITTED)])
+    documents.request(first)
+    other_mutation = attrs.evolve(first, mutation=attrs.evolve(first.mutation, value=7))
+    other_context = attrs.evolve(first, context=attrs.evolve(first.context, actor_id="bob"))
+    other_state = attrs.evolve(first, state_id="another-state")
+    for request in (other_mutation, other_context, other_state, first):
+        text = documents.request(request)[0]
+        assert text == _registry_text(registry, request)
+    assert '"value":7' in documents.request(other_mutation)[0]
+    assert '"actor_id":"bob"' in documents.request(other_context)[0]
