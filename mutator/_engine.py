@@ -185,6 +185,13 @@ class _Step:
         self.history: HistoryEntry | None = None
 
 
+def _check_state_id(state_id: object) -> None:
+    """Refuse a state id that is not a string (None is no state): it keys the state's
+    lock, its history and its audit entries, which a number or a list would not survive."""
+    if state_id is not None and not isinstance(state_id, str):
+        raise TypeError(f"state_id must be a string or None, got {state_id!r}")
+
+
 class MutationEngine:
     """Runs mutations through interceptors, policies, validation, the mode, audit and history.
 
@@ -380,6 +387,8 @@ class MutationEngine:
                 context = self._context(context)
         gate = self._gate
         if step is None:
+            if state_id is not None and type(state_id) is not str:
+                _check_state_id(state_id)
             check = checkpoint_if_cancelled()  # a cancel point, as an anyio lock would be
             if check is not None:
                 await check
@@ -677,6 +686,7 @@ class MutationEngine:
         the batch: ``ok`` is False, ``final_state`` is None and no step is written to
         history (every attempt is audited). An empty batch succeeds with ``state``.
         """
+        _check_state_id(state_id)
         steps = list(mutations)
         for mutation in steps:
             self._intent_of(mutation)
@@ -743,6 +753,7 @@ class MutationEngine:
         ``granted`` (ignoring expiry) count as already approved; denials still block.
         Metrics are recorded as usual.
         """
+        _check_state_id(state_id)
         plan = self._plan(mutation, state)
         context = self._context(context)
         collected: list[AuditEntry] = []
@@ -784,6 +795,8 @@ class MutationEngine:
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The committed history of ``state_id``, oldest entry first."""
+        if not isinstance(state_id, str):
+            raise TypeError(f"state_id must be a string, got {state_id!r}")
         return await self.history_store.history(state_id)
 
     async def statistics(self) -> EngineStatistics:

@@ -270,3 +270,23 @@ class TestErrorHierarchy:
                 await attempt()
         with pytest.raises(MutatorError):
             EngineOptions(execution_timeout=-1)
+
+
+class TestStateIds:
+    """A state id keys the state's lock, its history and its audit entries: one that is not
+    a string was taken as given (``state_id=123`` recorded a history under the number,
+    a list failed deep inside with "unhashable type")."""
+
+    @pytest.mark.parametrize("state_id", [123, 1.5, b"quota", ["quota"], object()], ids=repr)
+    async def test_execute_refuses_a_state_id_that_is_not_a_string(self, state_id: Any) -> None:
+        eng = engine()
+        with pytest.raises(TypeError, match="state_id must be a string or None, got "):
+            await eng.execute(SetQuota("a", 1), quotas(), state_id=state_id)
+        with pytest.raises(TypeError, match="state_id must be a string or None, got "):
+            await eng.execute_batch([SetQuota("a", 1)], quotas(), state_id=state_id)
+        assert await eng.audit.entries() == []
+
+    @pytest.mark.parametrize("state_id", [123, None, b"quota"], ids=repr)
+    async def test_history_refuses_a_state_id_that_is_not_a_string(self, state_id: Any) -> None:
+        with pytest.raises(TypeError, match="state_id must be a string, got "):
+            await engine().history(state_id)
