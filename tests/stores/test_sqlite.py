@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from mutator import (
     PolicyDecision,
     PolicyRequirement,
 )
+from mutator.serialization import unstructure
 from mutator_governance import (
     DecisionCategory,
     Governance,
@@ -44,7 +45,13 @@ from mutator_governance import (
     StoreUnavailableError,
 )
 from mutator_governance.stores import open_store
-from mutator_governance.stores._sqlite import SCHEMA_VERSION, SQLiteStore, sqlite_path
+from mutator_governance.stores._sqlite import (
+    SCHEMA_VERSION,
+    SQLiteStore,
+    _Codec,
+    _micros,
+    sqlite_path,
+)
 from mutator_governance.testing import (
     SampleState,
     sample_decision,
@@ -461,6 +468,40 @@ async def test_history_entry_round_trip(tmp_path: Path) -> None:
         assert isinstance(entry, HistoryEntry)
         assert entry.context.metadata["governance_request_id"] == request.request_id
         assert entry.executed_at.tzinfo is not None
+
+
+def test_micros_is_the_instant_in_any_zone() -> None:
+    """The same instant gives the same column value in UTC and any other zone; a naive
+    datetime, or one whose zone has no offset, is refused."""
+
+    class NoOffset(tzinfo):
+        def utcoffset(self, dt: datetime | None) -> timedelta | None:
+            return None
+
+    moment = datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC)
+    expected = 1_796_432_523_456_789
+    assert _micros(moment) == expected
+    assert _micros(moment.astimezone(timezone(timedelta(hours=-5, minutes=-30)))) == expected
+    assert _micros(moment.astimezone(timezone(timedelta(0), "Z"))) == expected
+    assert _micros(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
+    for wrong in (datetime(2026, 12, 5), datetime(2026, 12, 5, tzinfo=NoOffset())):
+        with pytest.raises(TypeError, match="timezone-aware"):
+            _micros(wrong)
+
+
+async def test_records_are_the_registrys_documents(tmp_path: Path) -> None:
+    """History and audit rows hold the registry's JSON of each entry, as unstructure gives."""
+    async with Governance.open(url_of(tmp_path), registry=registry()) as gov:
+        await gov.states.put("counter:a", Counter(0))
+        request = await gov.submit(Increment(2), state_id="counter:a", context=ALICE)
+        await gov.execute(request.request_id)
+    reg = registry()
+    async with await SQLiteStore.open(url_of(tmp_path), registry=reg) as store:
+        (entry,) = (await store.history.history("counter:a")).entries
+        (audit,) = await store.audit.entries("counter:a")
+    codec = _Codec(reg)
+    for record in (entry, audit, audit):
+        assert codec.record(record) == reg.dumps(unstructure(reg.converter, record))
 
 
 # -- exactly once across processes ---------------------------------------------------------------
