@@ -12,11 +12,13 @@ __all__ = [
     "MAX_SPAN",
     "check_count",
     "check_id",
+    "check_key",
     "check_limit",
     "check_moment",
     "check_seconds",
     "check_span",
     "check_text",
+    "check_version",
 ]
 
 
@@ -54,6 +56,17 @@ def check_id(name: str, value: object) -> str:
     return value
 
 
+def check_key(name: str, value: object) -> str:
+    """``value`` when it is a string, TypeError otherwise: the id a store's lookup takes.
+
+    Every backend answers a lookup for any string (None for one it holds nothing under);
+    another type was an error of the driver, or on PostgreSQL an outage.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
+    return value
+
+
 def check_moment(name: str, value: object) -> datetime:
     """``value`` when it is a timezone-aware datetime (TypeError or ValueError otherwise)."""
     if not isinstance(value, datetime):
@@ -69,6 +82,14 @@ def check_text(name: str, value: object) -> str | None:
     after the decision was made."""
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
+    return value
+
+
+def check_version(value: object) -> str | None:
+    """``value`` when it is a state version (a string) or None, TypeError otherwise: an
+    expected version of another type could only ever be a concurrency error."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected_version must be a string or None, got {value!r}")
     return value
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from mutator import ConcurrencyError
 from mutator.values import trusted
 
-from ._arguments import check_id
+from ._arguments import check_id, check_key, check_version
 from ._decisions import RequestDecision
 from ._enums import DecisionCategory, PendingReason, RequestStatus
 from ._errors import RequestAlreadyExistsError, RequestConcurrencyError, RequestNotFoundError
@@ -209,10 +209,11 @@ class InMemoryRequestStore:
 
     async def get(self, request_id: str) -> MutationRequest | None:
         """The request, or None."""
-        return self._requests.get(request_id)
+        return self._requests.get(check_key("request_id", request_id))
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id."""
+        check_key("state_id", state_id)
         return sorted((r for r in self._snapshot() if r.state_id == state_id), key=sort_key)
 
     async def pending(
@@ -327,6 +328,7 @@ class InMemoryDecisionHistory:
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         """Decisions of one request in sequence order."""
+        check_key("request_id", request_id)
         with self._lock:
             logged = self._by_request.get(request_id, {})
             return tuple(logged[sequence] for sequence in sorted(logged))
@@ -357,7 +359,7 @@ class InMemoryStateStore:
 
     async def get(self, state_id: str) -> VersionedState[Any] | None:
         """The state with its version, or None."""
-        return self._states.get(state_id)
+        return self._states.get(check_key("state_id", state_id))
 
     async def put(
         self,
@@ -370,6 +372,7 @@ class InMemoryStateStore:
         """Write ``state`` if it is at ``expected_version``; return the new version
         (ValueError for an id no store can keep)."""
         check_id("state_id", state_id)
+        check_version(expected_version)
         with self._lock:
             return self.put_now(state_id, state, expected_version, request_id)
 

@@ -100,7 +100,7 @@ from mutator import (
 )
 from mutator.serialization import structure, unstructure
 
-from .._arguments import check_id
+from .._arguments import check_id, check_key, check_version
 from .._commit_types import GovernedCommit, RequestWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -899,6 +899,7 @@ class PostgresRequestStore:
     async def get(self, request_id: str) -> MutationRequest | None:
         """The request, or None (StoredDataError when its row cannot be read; the row is
         quarantined, as a listing would)."""
+        check_key("request_id", request_id)
         async with self._db.connection() as conn:
             row = await _fetchone(conn, self._get, (request_id,))
         if row is None:
@@ -1029,6 +1030,7 @@ class PostgresRequestStore:
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id (unreadable ones
         quarantined and skipped)."""
+        check_key("state_id", state_id)
         return await self._every("state_id = %s", (state_id,))
 
     async def pending(
@@ -1292,6 +1294,7 @@ class PostgresDecisionHistory:
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         """Decisions of one request in sequence order."""
+        check_key("request_id", request_id)
         async with self._db.connection() as conn:
             rows = await (await conn.execute(self._for_request, (request_id,))).fetchall()
         return tuple(
@@ -1338,6 +1341,7 @@ class PostgresStateStore:
 
         A stored version that is not a decimal counter raises StoredDataError.
         """
+        check_key("state_id", state_id)
         async with self._db.connection() as conn:
             row = await _fetchone(conn, self._get, (state_id,))
         if row is None:
@@ -1360,6 +1364,7 @@ class PostgresStateStore:
         already produced a version of it; ValueError for an id no store can keep.
         """
         check_id("state_id", state_id)
+        check_version(expected_version)
         try:
             version = next_version(expected_version)
         except ValueError:
@@ -1471,6 +1476,7 @@ class PostgresHistoryStore:
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The whole history of ``state_id`` (empty when unknown)."""
+        check_key("state_id", state_id)
         return MutationHistory(state_id, tuple(await self._entries(" ORDER BY id", (state_id,))))
 
     async def between(

@@ -101,7 +101,7 @@ from redis.backoff import NoBackoff
 from mutator import AuditEntry, ConcurrencyError, ConfigurationError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
-from .._arguments import check_id
+from .._arguments import check_id, check_key, check_version
 from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -1126,7 +1126,7 @@ class RedisRequestStore:
     async def get(self, request_id: str) -> MutationRequest | None:
         """The request, or None (StoredDataError when it cannot be read; it is then
         quarantined, as a listing would)."""
-        key = self._b.keys.request(request_id)
+        key = self._b.keys.request(check_key("request_id", request_id))
         with self._b.guard(key):
             raw = await self._b.call("HGET", key, "document")
         if raw is None:
@@ -1139,6 +1139,7 @@ class RedisRequestStore:
             raise
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
+        check_key("state_id", state_id)
         return await self._select(RequestQuery(state_ids={state_id}), None, None)
 
     async def pending(
@@ -1787,7 +1788,7 @@ class RedisDecisionHistory:
         await _write(self._b, (), log_only=(request_id, decisions))
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
-        key = self._b.keys.decisions(request_id)
+        key = self._b.keys.decisions(check_key("request_id", request_id))
         with self._b.guard(key):
             reply = await self._b.call("HGETALL", key)
         pairs = (
@@ -1856,7 +1857,7 @@ class RedisStateStore:
         self._b = backend
 
     async def get(self, state_id: str) -> VersionedState[Any] | None:
-        key = self._b.keys.state(state_id)
+        key = self._b.keys.state(check_key("state_id", state_id))
         with self._b.guard(key):
             raw, version, request_id = await self._b.call(
                 "HMGET", key, "document", "version", "request_id"
@@ -1872,6 +1873,7 @@ class RedisStateStore:
         request_id: str | None = None,
     ) -> str:
         check_id("state_id", state_id)
+        check_version(expected_version)
         try:
             version = next_version(expected_version)
         except ValueError:
@@ -1951,6 +1953,7 @@ class RedisHistoryStore:
         await _write(self._b, (), None, [(key, _history_document(self._b, entry))])
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
+        check_key("state_id", state_id)
         return MutationHistory(state_id, tuple(await self._range(state_id, 0, -1)))
 
     async def between(

@@ -51,7 +51,7 @@ import attrs
 from mutator import AuditEntry, ConcurrencyError, HistoryEntry, MutationHistory
 from mutator.serialization import structure, unstructure
 
-from .._arguments import check_id
+from .._arguments import check_id, check_key, check_version
 from .._commit_types import GovernedCommit, RequestWrite, StateWrite
 from .._decisions import RequestDecision
 from .._enums import DecisionCategory, PendingReason, RequestStatus
@@ -1326,6 +1326,7 @@ class SQLiteRequestStore:
     async def get(self, request_id: str) -> MutationRequest | None:
         """The stored request, or None (StoredDataError when it cannot be read; the row is
         quarantined, as a listing would)."""
+        check_key("request_id", request_id)
         read = self._codec.read_request
 
         def select(connection: sqlite3.Connection) -> MutationRequest | None:
@@ -1344,6 +1345,7 @@ class SQLiteRequestStore:
 
     async def by_state(self, state_id: str) -> Sequence[MutationRequest]:
         """Requests targeting ``state_id``, by ``created_at`` then id."""
+        check_key("state_id", state_id)
         return _readable(await self._select("state_id = ?", [state_id]))
 
     async def pending(
@@ -1644,6 +1646,7 @@ class SQLiteDecisionHistory:
 
     async def for_request(self, request_id: str) -> Sequence[RequestDecision]:
         """Decisions of one request in sequence order."""
+        check_key("request_id", request_id)
         read = self._codec.read_decision
 
         sql = "SELECT sequence, document FROM decisions WHERE request_id = ? ORDER BY sequence"
@@ -1684,6 +1687,7 @@ class SQLiteStateStore:
 
         A stored version that is not a decimal counter raises StoredDataError.
         """
+        check_key("state_id", state_id)
         read = self._codec.read_state
 
         def select(connection: sqlite3.Connection) -> VersionedState[Any] | None:
@@ -1710,6 +1714,7 @@ class SQLiteStateStore:
         no store can keep raises ValueError.
         """
         check_id("state_id", state_id)
+        check_version(expected_version)
         codec = self._codec
 
         def encode() -> Callable[[sqlite3.Connection], str]:
@@ -1815,6 +1820,7 @@ class SQLiteHistoryStore:
 
     async def history(self, state_id: str) -> MutationHistory[Any]:
         """The whole history of ``state_id``, oldest first (empty when unknown)."""
+        check_key("state_id", state_id)
         return MutationHistory(state_id, await self._select(state_id, "", [], "id"))
 
     async def between(
