@@ -1577,17 +1577,28 @@ class _Compiler:
 
     # -- unstructure --------------------------------------------------------------------
 
-    def unstructure(self, located: Unstructure) -> Unstructure:
+    def un_items(
+        self, indent: str, names: Collection[str] | None, constants: Mapping[str, Any]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """The reads, type checks and dict items of the fields ``names`` (all for None),
+        ``constants`` in place of their fields, in declaration order."""
         reads: list[str] = []
         checks: list[str] = []
         items: list[str] = []
         for index, (name, _, tp, _) in enumerate(self.fields):
-            var = f"v{index}"
-            reads.append(f"        {var} = i.{name}")
-            check, expr = self.un_field(_without_typevars(tp), var)
-            if check:
-                checks.append(check)
-            items.append(f"{name!r}: {expr}")
+            if name in constants:
+                items.append(f"{name!r}: {self.bind(constants[name])}")
+            elif names is None or name in names:
+                var = f"v{index}"
+                reads.append(f"{indent}{var} = i.{name}")
+                check, expr = self.un_field(_without_typevars(tp), var)
+                if check:
+                    checks.append(check)
+                items.append(f"{name!r}: {expr}")
+        return reads, checks, items
+
+    def unstructure(self, located: Unstructure) -> Unstructure:
+        reads, checks, items = self.un_items("        ", None, {})
         self.scope["located"] = located
         guard = ["        if " + " or ".join(checks) + ":", "            raise _Mismatch"]
         lines = [
@@ -1618,19 +1629,7 @@ class _Compiler:
         """The fields ``names`` of an instance as the unstructure function writes them (in
         declaration order, ``constants`` in place of their fields); raises on anything
         that function would not take its fast path for."""
-        reads: list[str] = []
-        checks: list[str] = []
-        items: list[str] = []
-        for index, (name, _, tp, _) in enumerate(self.fields):
-            if name in constants:
-                items.append(f"{name!r}: {self.bind(constants[name])}")
-            elif name in names:
-                var = f"v{index}"
-                reads.append(f"    {var} = i.{name}")
-                check, expr = self.un_field(_without_typevars(tp), var)
-                if check:
-                    checks.append(check)
-                items.append(f"{name!r}: {expr}")
+        reads, checks, items = self.un_items("    ", names, constants)
         guard = ["    if " + " or ".join(checks) + ":", "        raise _Mismatch"]
         lines = [
             "def unstructure_fields(i):",
