@@ -42,6 +42,8 @@ from mutator_governance import (
     Governance,
     GovernanceStore,
     GovernedCommit,
+    MutationRegistry,
+    MutationRequest,
     PendingReason,
     RequestConcurrencyError,
     RequestNotFoundError,
@@ -55,6 +57,7 @@ from mutator_governance import (
 )
 from mutator_governance.stores import open_store
 from mutator_governance.stores._postgres import SCHEMA_VERSION, PostgresStore, split_url
+from mutator_governance.stores._postgres_schema import MIGRATIONS
 from mutator_governance.testing import (
     DecisionHistoryContract,
     GovernanceStoreContract,
@@ -101,6 +104,45 @@ async def execute_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[An
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cursor = await conn.execute(sql, params)
         return await cursor.fetchall() if cursor.description else []
+
+
+async def migrated_to(url: str, schema: str, version: int) -> str:
+    """Create ``schema`` as a release at schema ``version`` left it; its quoted name."""
+    s = f'"{schema}"'
+    await execute_sql(url, f"CREATE SCHEMA {s}")
+    await execute_sql(
+        url,
+        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    for applied in range(1, version + 1):
+        for statement in MIGRATIONS[applied - 1]:
+            await execute_sql(url, statement.format(s=s, channel="unused"))
+        await execute_sql(url, f"INSERT INTO {s}.schema_version VALUES (%s)", (applied,))
+    return s
+
+
+async def insert_request_row(
+    url: str, s: str, registry: MutationRegistry, request: MutationRequest
+) -> None:
+    """Write ``request`` as a row behind the store (schema version 3 or later)."""
+    await execute_sql(
+        url,
+        f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
+        "created_at, updated_at, revision, document, mutation_type) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
+        (
+            request.request_id,
+            request.state_id,
+            request.status.value,
+            None if request.pending_reason is None else request.pending_reason.value,
+            request.context.actor_id,
+            request.created_at,
+            request.updated_at,
+            registry.dumps(registry.unstructure_request(request)),
+            request.mutation_type,
+        ),
+    )
 
 
 @pytest.fixture

@@ -48,13 +48,13 @@ from mutator_governance import (
 from mutator_governance.stores import open_store
 from mutator_governance.stores._postgres import PostgresStore
 from mutator_governance.stores._postgres_options import parse_url
-from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from mutator_governance.stores._postgres_schema import SCHEMA_VERSION
 from mutator_governance.testing import SampleState, sample_registry, sample_request
 
 from . import pg_domain
 from .openers import open_through
 from .test_postgres import anyio_backend as anyio_backend  # the fixtures
-from .test_postgres import execute_sql, with_schema
+from .test_postgres import execute_sql, migrated_to, with_schema
 from .test_postgres import schema as schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
@@ -680,17 +680,8 @@ async def test_a_request_cannot_produce_a_second_version(
 async def test_version_1_schema_is_upgraded_with_numbered_decisions(
     postgres_url: str, schema: str
 ) -> None:
-    s = f'"{schema}"'
     registry = sample_registry()
-    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
-    await execute_sql(
-        postgres_url,
-        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
-        "applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    for statement in MIGRATIONS[0]:
-        await execute_sql(postgres_url, statement.format(s=s))
-    await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version (version) VALUES (1)")
+    s = await migrated_to(postgres_url, schema, 1)
     requests = []
     for index in range(3):
         request = sample_request(f"req-{index}")

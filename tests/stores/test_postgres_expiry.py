@@ -23,7 +23,7 @@ from mutator_governance import (
 from mutator_governance.stores import _postgres
 from mutator_governance.testing import ExpiryIndexContract, sample_registry, sample_request
 
-from .test_postgres import execute_sql
+from .test_postgres import execute_sql, insert_request_row
 from .test_postgres_ready import BASE, PostgresContractStores, _schema_at
 from .test_postgres_ready import schema as schema  # the fixture
 
@@ -111,21 +111,7 @@ async def test_requests_pending_before_the_upgrade_are_swept_by_their_real_deadl
         _pending("never", expires_in=None),
     ]
     for request in rows:
-        await execute_sql(
-            postgres_url,
-            f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
-            "created_at, updated_at, revision, document, mutation_type) "
-            "VALUES (%s, %s, 'pending', 'approval', %s, %s, %s, 0, %s, %s)",
-            (
-                request.request_id,
-                request.state_id,
-                request.context.actor_id,
-                request.created_at,
-                request.updated_at,
-                registry.dumps(registry.unstructure_request(request)),
-                request.mutation_type,
-            ),
-        )
+        await insert_request_row(postgres_url, s, registry, request)
     async with Governance.open(
         f"{postgres_url}?schema={schema}", registry=registry, clock=lambda: BASE
     ) as gov:

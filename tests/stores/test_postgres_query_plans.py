@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,11 +14,12 @@ import pytest
 
 from mutator_governance import PendingReason, RequestQuery, RequestStatus
 from mutator_governance.stores._postgres import PostgresStore
-from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from mutator_governance.stores._postgres_schema import SCHEMA_VERSION
 from mutator_governance.testing import sample_registry, sample_request
 
 from . import listing_reference as listing
-from .test_postgres import drop_schema, execute_sql
+from .test_postgres import execute_sql, insert_request_row, migrated_to
+from .test_postgres import schema as schema  # the fixture
 
 pytestmark = pytest.mark.postgres
 
@@ -32,16 +32,6 @@ OPEN = 1_500
 def anyio_backend() -> str:
     """psycopg's async driver runs on asyncio only."""
     return "asyncio"
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A unique schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex}"
-    try:
-        yield name
-    finally:
-        await drop_schema(postgres_url, name)
 
 
 @pytest.fixture
@@ -213,37 +203,11 @@ async def test_listing_several_statuses_and_reasons_pages_like_the_reference(
 async def test_version_8_schema_is_upgraded_to_the_pending_reason_index(
     postgres_url: str, schema: str
 ) -> None:
-    s = f'"{schema}"'
     registry = sample_registry()
-    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
-    await execute_sql(
-        postgres_url,
-        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
-        "applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    for applied in range(1, 9):
-        for statement in MIGRATIONS[applied - 1]:
-            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
-        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (applied,))
+    s = await migrated_to(postgres_url, schema, 8)
     old = listing.before_the_reason_index(BASE)
     for request in old:
-        await execute_sql(
-            postgres_url,
-            f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
-            "created_at, updated_at, revision, document, mutation_type) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
-            (
-                request.request_id,
-                request.state_id,
-                request.status.value,
-                None if request.pending_reason is None else request.pending_reason.value,
-                request.context.actor_id,
-                request.created_at,
-                request.updated_at,
-                registry.dumps(registry.unstructure_request(request)),
-                request.mutation_type,
-            ),
-        )
+        await insert_request_row(postgres_url, s, registry, request)
     store = await PostgresStore.open(postgres_url, registry=registry, schema=schema)
     try:
         indexes = await execute_sql(

@@ -42,7 +42,7 @@ from mutator_governance import (
     purgeable,
 )
 from mutator_governance.stores._postgres import PostgresRequestStore, PostgresStore
-from mutator_governance.stores._postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from mutator_governance.stores._postgres_schema import SCHEMA_VERSION
 from mutator_governance.testing import (
     ReadyQueueContract,
     SampleState,
@@ -51,7 +51,8 @@ from mutator_governance.testing import (
     sample_request,
 )
 
-from .test_postgres import drop_schema, execute_sql
+from .test_postgres import drop_schema, execute_sql, insert_request_row, migrated_to
+from .test_postgres import schema as schema  # the fixture
 
 pytestmark = pytest.mark.postgres
 
@@ -79,16 +80,6 @@ async def corrupt(url: str, schema: str, request_id: str, kind: str = "not-json"
         f'UPDATE "{schema}".requests SET document = {CORRUPTIONS[kind]} WHERE request_id = %s',
         (request_id,),
     )
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A unique schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex}"
-    try:
-        yield name
-    finally:
-        await drop_schema(postgres_url, name)
 
 
 @pytest.fixture
@@ -692,18 +683,8 @@ async def test_purge_also_forgets_a_quarantined_row(
 
 @pytest.mark.anyio
 async def test_version_2_schema_with_rows_is_upgraded(postgres_url: str, schema: str) -> None:
-    s = f'"{schema}"'
     registry = sample_registry()
-    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
-    await execute_sql(
-        postgres_url,
-        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
-        "applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    for version in (1, 2):
-        for statement in MIGRATIONS[version - 1]:
-            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
-        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (version,))
+    s = await migrated_to(postgres_url, schema, 2)
     rows = {
         "original": _aged("original", RequestStatus.EXECUTED, 40),
         # A NUL character in the document: the server's JSON operators refuse it.
@@ -770,34 +751,9 @@ async def _schema_at(
     postgres_url: str, schema: str, registry: Any, version: int
 ) -> tuple[MutationRequest, SampleState]:
     """A schema migrated only to ``version``, holding one APPROVED request and its state."""
-    s = f'"{schema}"'
-    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
-    await execute_sql(
-        postgres_url,
-        f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, "
-        "applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    for applied in range(1, version + 1):
-        for statement in MIGRATIONS[applied - 1]:
-            await execute_sql(postgres_url, statement.format(s=s, channel="unused"))
-        await execute_sql(postgres_url, f"INSERT INTO {s}.schema_version VALUES (%s)", (applied,))
+    s = await migrated_to(postgres_url, schema, version)
     request = sample_request("old", status=RequestStatus.APPROVED, created_at=BASE)
-    await execute_sql(
-        postgres_url,
-        f"INSERT INTO {s}.requests (request_id, state_id, status, pending_reason, actor_id, "
-        "created_at, updated_at, revision, document, mutation_type) "
-        "VALUES (%s, %s, %s, NULL, %s, %s, %s, 0, %s, %s)",
-        (
-            request.request_id,
-            request.state_id,
-            request.status.value,
-            request.context.actor_id,
-            request.created_at,
-            request.updated_at,
-            registry.dumps(registry.unstructure_request(request)),
-            request.mutation_type,
-        ),
-    )
+    await insert_request_row(postgres_url, s, registry, request)
     state = SampleState("sample", 7)
     await execute_sql(
         postgres_url,
