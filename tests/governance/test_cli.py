@@ -37,8 +37,12 @@ from tests.cli_domain import (
     make_registry,
     submit,
 )
-from tests.stores.conftest import POSTGRES_URL, REDIS_URL, _need
-from tests.stores.test_store_urls import private_redis  # noqa: F401  (fixture)
+from tests.stores.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    _need,
+    private_redis,  # noqa: F401  (fixture)
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("mutator")
@@ -372,19 +376,11 @@ def test_a_server_store_that_does_not_exist_is_refused_not_created(
 
 def test_version_prints_the_installed_version() -> None:
     """``mutator --version`` answers without a store or a registry."""
-    import mutator
+    from mutator import __version__
 
-    done = subprocess.run(
-        [*command(), "--version"],
-        cwd=ROOT,
-        env=environment(None),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = mutator(None, "--version")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"mutator {mutator.__version__}"
+    assert done.stdout.strip() == f"mutator {__version__}"
 
 
 def test_a_redis_socket_holding_no_store_is_refused_not_created(

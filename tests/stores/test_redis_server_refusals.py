@@ -8,16 +8,11 @@ outage, never a StoredDataError, which it parks as unreadable.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import random
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -41,74 +36,16 @@ from .pg_domain import Add, Counters, RequireCarol, registry, user
 
 pytestmark = pytest.mark.anyio
 
-SERVER = shutil.which("redis-server")
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
-def _free_port() -> int:
-    """A free port whose port + 10,000 (a cluster node's bus) is free too, both below
-    Linux's ephemeral range (32,768 and up), where a burst of client sockets could take
-    the bus port between this check and the server's start."""
-    for port in random.sample(range(20_000, 22_700), 200):
-        with socket.socket() as probe, socket.socket() as bus, contextlib.suppress(OSError):
-            probe.bind(("127.0.0.1", port))
-            bus.bind(("127.0.0.1", port + 10_000))
-            return port
-    raise AssertionError("no free port")
-
-
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., int]]:
+def start_server(private_redis: Callable[..., dict[str, Any]]) -> Callable[..., int]:
     """Start a private ``redis-server`` with extra arguments; return its port."""
-    if SERVER is None:
-        reason = "redis-server is not installed"
-        if os.environ.get("MUTATOR_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}; MUTATOR_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(reason)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*arguments: str) -> int:
-        port = _free_port()
-        process = subprocess.Popen(
-            [
-                SERVER,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-                *arguments,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        started.append(process)
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if process.poll() is not None:
-                    raise AssertionError(f"redis-server {arguments} exited") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        return port
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(10)
+    return lambda *arguments: int(private_redis(*arguments)["port"])
 
 
 def _fill(port: int) -> None:

@@ -10,15 +10,11 @@ servers named by ``MUTATOR_TEST_POSTGRES_URL`` / ``MUTATOR_TEST_REDIS_URL`` (see
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import shutil
 import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -313,8 +309,6 @@ redis = pytest.importorskip("redis", reason="the redis extra is not installed")
 
 from mutator_governance.stores._redis import _parse_url  # noqa: E402
 
-SERVER = shutil.which("redis-server")
-
 
 @pytest.mark.parametrize(
     ("url", "db"),
@@ -392,58 +386,6 @@ async def test_redis_opens_on_ipv6_loopback(redis_url: str) -> None:
         await store.client.unlink(*[key async for key in store.client.scan_iter(f"{prefix}:*")])
     finally:
         await store.aclose()
-
-
-def _free_port() -> int:
-    for port in random.sample(range(23_000, 23_900), 100):
-        with socket.socket() as probe, contextlib.suppress(OSError):
-            probe.bind(("127.0.0.1", port))
-            return port
-    raise AssertionError("no free port")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
-    """Start a private ``redis-server`` (on a free port and a socket in ``tmp_path``)."""
-    if SERVER is None:
-        reason = "redis-server is not installed"
-        if os.environ.get("MUTATOR_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}; MUTATOR_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(reason)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*arguments: str) -> dict[str, Any]:
-        port = _free_port()
-        path = tmp_path / f"redis-{port}.sock"
-        process = subprocess.Popen(
-            [
-                SERVER,
-                *("--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(path)),
-                *("--save", "", "--appendonly", "no", "--dir", str(tmp_path), *arguments),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        started.append(process)
-        client = redis.Redis(unix_socket_path=str(path))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError):
-                if process.poll() is not None:
-                    raise AssertionError(f"redis-server {arguments} exited") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            except redis.exceptions.ResponseError:
-                break  # up, and refusing the unauthenticated PING
-        return {"port": port, "socket": str(path)}
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(10)
 
 
 async def test_redis_opens_over_a_unix_socket_in_the_named_database(
