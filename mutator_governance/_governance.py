@@ -505,7 +505,7 @@ class Governance:
                     f"request {request_id!r} is already APPROVED; there is nothing left to approve",
                     request_id=request_id,
                 )
-            now = self._now(context)
+            now = self.clock()
             late = overdue(request, now)
             if late is not None:
                 raise late
@@ -563,7 +563,7 @@ class Governance:
 
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, RequestStatus.REJECTED)
-            now = self._now(context)
+            now = self.clock()
             awaiting_slots = (
                 request.status is RequestStatus.PENDING
                 and request.pending_reason is PendingReason.APPROVAL
@@ -660,7 +660,7 @@ class Governance:
 
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, RequestStatus.PENDING)
-            now = self._now(context)
+            now = self.clock()
             changes: dict[str, Any] = {} if expires_at is KEEP else {"expires_at": expires_at}
             decisions = [
                 RequestDecision(LifecycleDecision.PENDING, context, note or reason.name, now)
@@ -750,6 +750,8 @@ class Governance:
 
         Without ``current_version`` the version is read from the state store.
         """
+        if context is not None and not isinstance(context, MutationContext):
+            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
         request = await self._load(request_id)
         if current_version is None:
             current = await self.states.get(request.state_id)
@@ -757,9 +759,7 @@ class Governance:
                 raise StateNotFoundError(request.state_id)
             current_version = current.version
         context = context or MutationContext.system("version resolution", correlation_id=request_id)
-        resolution = resolve_version(
-            request, current_version, strategy, context, at=self._now(context)
-        )
+        resolution = resolve_version(request, current_version, strategy, context, at=self.clock())
         stored = await self._ledger.update(request, resolution.request)
         return attrs.evolve(resolution, request=stored)
 
@@ -1048,7 +1048,7 @@ class Governance:
     ) -> MutationRequest:
         def decide(request: MutationRequest) -> MutationRequest:
             self._fence(request, target)
-            now = self._now(context)
+            now = self.clock()
             return transition(
                 request,
                 target,
@@ -1113,11 +1113,6 @@ class Governance:
                 f"it is being executed ({holder}); only its executor, or recovery after the "
                 "lease, may move it",
             )
-
-    def _now(self, context: MutationContext) -> datetime:
-        if not isinstance(context, MutationContext):
-            raise TypeError(f"context must be a MutationContext, got {type(context).__name__}")
-        return self.clock()
 
     def _four_eyes(self, request: MutationRequest, context: MutationContext) -> None:
         if not self.allow_self_approval and context.actor_id == request.requester:

@@ -462,7 +462,7 @@ class TestDecisionArguments:
             await _decisions(world, request.request_id, value)[call]()
         assert await world.gov.get(request.request_id) == request
 
-    @pytest.mark.parametrize("call", _DECISIONS)
+    @pytest.mark.parametrize("call", [*_DECISIONS, "resolve"])
     async def test_a_context_of_another_type_is_refused_whatever_the_request_is(
         self, world: World, call: str
     ) -> None:
@@ -481,6 +481,7 @@ class TestDecisionArguments:
                 PendingReason.EXTERNAL_CHECK,
                 context="carol",  # type: ignore[arg-type]
             ),
+            "resolve": lambda: gov.resolve(rid, context="carol"),  # type: ignore[arg-type]
         }
         with pytest.raises(TypeError, match="context must be a MutationContext, got str"):
             await calls[call]()
