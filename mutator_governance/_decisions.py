@@ -11,6 +11,7 @@ import attrs
 from mutator import MutationContext
 from mutator.values import aware, freeze_mapping, trusted, utc_now
 
+from ._copying import attrs_copier
 from ._enums import ApprovalDecision, DecisionCategory, LifecycleDecision, ResolutionDecision
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "code_for",
     "new_decision",
     "numbered",
+    "system_context",
 ]
 
 DecisionCode = LifecycleDecision | ApprovalDecision | ResolutionDecision
@@ -126,3 +128,22 @@ def numbered(decisions: Iterable[RequestDecision], start: int = 0) -> tuple[Requ
     return tuple(
         d if d.sequence == start + i else _renumbered(d, start + i) for i, d in enumerate(result, 1)
     )
+
+
+_copy_context = attrs_copier(MutationContext)
+_SYSTEM = MutationContext.system(correlation_id="template")
+_SYSTEM_EXECUTING = MutationContext.system("governed execution", correlation_id="template")
+
+
+def system_context(request_id: str, at: datetime, *, executing: bool = False) -> MutationContext:
+    """The system's own context for a decision on ``request_id``, stamped ``at``.
+
+    ``at`` is the governance clock's reading, as for the decision itself, so a system
+    decision's context and timestamp agree (and follow the store's clock where the
+    governance does). ``executing``: the context of an execution nobody gave one to.
+    """
+    template = _SYSTEM_EXECUTING if executing else _SYSTEM
+    context: MutationContext = _copy_context(
+        template, {"correlation_id": request_id, "timestamp": at}
+    )
+    return context

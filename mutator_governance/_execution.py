@@ -28,13 +28,13 @@ from mutator import (
     ResultStatus,
 )
 from mutator.concurrency import KeyedLock
-from mutator.values import freeze_mapping, utc_now
+from mutator.values import freeze_mapping
 
 from ._arguments import check_moment, check_seconds
 from ._commit import InMemoryCommitter
 from ._commit_types import RequestWrite, StateWrite
 from ._copying import attrs_copier
-from ._decisions import RequestDecision, new_decision
+from ._decisions import RequestDecision, new_decision, system_context
 from ._enums import (
     ExecutionKind,
     LifecycleDecision,
@@ -134,17 +134,8 @@ class RecoverySweep:
 
 
 _copy_context = attrs_copier(MutationContext)
-_SYSTEM_CONTEXT = MutationContext.system("governed execution", correlation_id="template")
 _NO_SHIELD = contextlib.nullcontext()
 _EMPTY_CONTEXT = contextvars.Context()
-
-
-def _system_context(request_id: str) -> MutationContext:
-    """``MutationContext.system("governed execution", correlation_id=request_id)``, cheaper."""
-    context: MutationContext = _copy_context(
-        _SYSTEM_CONTEXT, {"correlation_id": request_id, "timestamp": utc_now()}
-    )
-    return context
 
 
 def _never_suspends(ledger: RequestLedger) -> bool:
@@ -346,7 +337,7 @@ class GovernedExecutionManager:
         strategy: ResolutionStrategy,
     ) -> GovernedExecutionResult:
         request_id = request.request_id
-        context = context or _system_context(request_id)
+        context = context or system_context(request_id, self.clock(), executing=True)
         self._check_executable(request, strategy)
         state_id = request.state_id
         await self._states.acquire(state_id)
@@ -900,7 +891,7 @@ class GovernedExecutionManager:
             if request.claim is None or request.claim.lease_until > now:
                 continue
             scoped = context or MutationContext.system(
-                "claim recovery", correlation_id=request.request_id
+                "claim recovery", correlation_id=request.request_id, timestamp=now
             )
             try:
                 stored, executed = await self._settle(request, scoped, "lease expired")

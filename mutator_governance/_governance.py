@@ -29,8 +29,7 @@ from . import _operator
 from ._approvals import RejectionReason, map_requirements
 from ._arguments import MAX_ID_BYTES, check_id, check_moment, check_span, check_text
 from ._commit import default_committer
-from ._copying import attrs_copier
-from ._decisions import RequestDecision, new_decision
+from ._decisions import RequestDecision, new_decision, system_context
 from ._enums import (
     ApprovalDecision,
     LifecycleDecision,
@@ -97,16 +96,6 @@ _REMEMBERED = 1024
 """How many requests' last copies the ledger keeps when its store's reads are round trips."""
 _SWEEP_BATCH = 256
 """How many due requests an expiry sweep reads at a time from an ExpiryIndex."""
-_copy_context = attrs_copier(MutationContext)
-_SYSTEM_CONTEXT = MutationContext.system(correlation_id="template")
-
-
-def _system_context(request_id: str) -> MutationContext:
-    """``MutationContext.system(correlation_id=request_id)``, cheaper."""
-    context: MutationContext = _copy_context(
-        _SYSTEM_CONTEXT, {"correlation_id": request_id, "timestamp": utc_now()}
-    )
-    return context
 
 
 @attrs.frozen
@@ -414,7 +403,7 @@ class Governance:
                 "trace_context": self.telemetry.capture() if self.telemetry is not None else {},
             }
         )
-        system = _system_context(request_id)
+        system = system_context(request_id, now)
         status = evaluation.status
         if status is ResultStatus.POLICY_BLOCKED:
             reason = "; ".join(
@@ -685,7 +674,7 @@ class Governance:
         only the requests that are due, in batches; otherwise every pending request.
         """
         now = self.clock() if now is None else check_moment("now", now)
-        context = context or MutationContext.system("expiry sweep")
+        context = context or MutationContext.system("expiry sweep", timestamp=now)
         expired: list[MutationRequest] = []
         skipped: list[str] = []
         requests = self.requests
@@ -758,8 +747,11 @@ class Governance:
             if current is None:
                 raise StateNotFoundError(request.state_id)
             current_version = current.version
-        context = context or MutationContext.system("version resolution", correlation_id=request_id)
-        resolution = resolve_version(request, current_version, strategy, context, at=self.clock())
+        now = self.clock()
+        context = context or MutationContext.system(
+            "version resolution", correlation_id=request_id, timestamp=now
+        )
+        resolution = resolve_version(request, current_version, strategy, context, at=now)
         stored = await self._ledger.update(request, resolution.request)
         return attrs.evolve(resolution, request=stored)
 

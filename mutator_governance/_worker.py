@@ -760,7 +760,7 @@ async def run_worker(
         raise ConfigurationError(f"strategy must be a ResolutionStrategy, got {strategy!r}")
     if context is not None and not isinstance(context, MutationContext):
         raise ConfigurationError(f"context must be a MutationContext, got {context!r}")
-    context = context or MutationContext.system("governance worker")
+    context = context or MutationContext.system("governance worker", timestamp=manager.clock())
 
     async def recover() -> int:
         sweep = await manager.recover_stale_claims(context=context)

@@ -338,3 +338,34 @@ class TestExpireDue:
         assert (await world.gov.get("racy")) == racy
         assert (await world.gov.get("calm")).status is S.EXPIRED
         assert await world.history("racy") == racy.decisions
+
+
+class TestSystemDecisionTimes:
+    """A decision the system makes on its own has a context stamped by the governance
+    clock, as the decision itself is, not by the host's wall clock."""
+
+    async def test_an_allowed_submission_is_approved_at_the_clock(self, world: World) -> None:
+        request = await world.submit()
+        approved = request.decisions[-1]
+        assert approved.code is L.APPROVED
+        assert approved.context.actor_id == "system"
+        assert approved.context.timestamp == approved.timestamp == T0
+
+    async def test_the_expiry_sweep_and_resolution_decide_at_the_clock(self, world: World) -> None:
+        due = await pending_check(world, expires_at=T0 + timedelta(hours=1))
+        world.clock.advance(hours=2)
+        (expired,) = (await world.gov.expire_due()).expired
+        assert expired.request_id == due.request_id
+        assert expired.decisions[-1].context.timestamp == T0 + timedelta(hours=2)
+
+        request = await world.submit()
+        resolution = await world.gov.resolve(request.request_id)
+        assert resolution.request.decisions[-1].context.timestamp == T0 + timedelta(hours=2)
+
+    async def test_an_execution_without_a_context_runs_at_the_clock(self, world: World) -> None:
+        request = await world.submit()
+        world.clock.advance(minutes=5)
+        outcome = await world.gov.execute(request.request_id)
+        assert outcome.executed
+        claimed = [d for d in outcome.request.decisions if d.code is L.CLAIMED]
+        assert [d.context.timestamp for d in claimed] == [T0 + timedelta(minutes=5)]
