@@ -1,7 +1,9 @@
 """Every durable backend governs exactly as the in-memory reference does.
 
 A hypothesis state machine drives two governances in lockstep — one on the in-memory
-stores, one on SQLite (asyncio and trio), PostgreSQL or Redis — with the same clock,
+stores, one on SQLite (asyncio and trio), PostgreSQL, Redis, the user-written journal
+store of ``examples/custom_store.py``, or SQLite stores composed with in-memory audit and
+history (committed step by step) — with the same clock,
 request ids and contexts: submissions that policies allow, deny or send to one- and
 two-step approvals, approvals and rejections by the right and the wrong actors,
 cancellations, expiry (by hand, by deadline sweeps and for overdue approvals), moves to
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,13 +33,16 @@ from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
 
+from examples.custom_store import JournalStore
 from mutator import (
     Mutation,
     MutationContext,
+    MutationEngine,
     MutationIntent,
     MutationPolicy,
     PolicyDecision,
@@ -53,6 +58,7 @@ from mutator_governance import (
     RequestQuery,
     ResolutionStrategy,
 )
+from mutator_governance.stores import open_store
 
 from ..stores.conftest import postgres_url, redis_url  # noqa: F401  (fixtures)
 from .conftest import T0, Clock
@@ -107,9 +113,13 @@ def _registry() -> MutationRegistry:
     return registry
 
 
-Opener = Callable[[Callable[..., Any]], contextlib.AbstractContextManager[str]]
-"""Given the portal's ``call``, a context that yields a fresh durable store URL and
-deletes what it holds afterwards."""
+Composed = Callable[[Clock], contextlib.AbstractAsyncContextManager[Governance]]
+"""A governance built from stores by hand, on the given clock."""
+
+Opener = Callable[[Callable[..., Any]], contextlib.AbstractContextManager[str | Composed]]
+"""Given the portal's ``call``, a context that yields a fresh durable store — a URL for
+``Governance.open``, or a governance composed by hand — and deletes what it holds
+afterwards."""
 
 _RANDOM_ID = re.compile(r"[0-9a-f]{32}")
 _PER_PROCESS = re.compile(r"[\w.-]+:\d+:[0-9a-f]{8}|[0-9a-f]{12}-[0-9a-f]{8}")
@@ -162,6 +172,8 @@ class GovernanceParity(RuleBasedStateMachine):
 
     open_durable: ClassVar[Opener]
     backend: ClassVar[str] = "asyncio"
+    purges: ClassVar[bool] = True
+    """Whether the durable store can purge (the journal store is no RequestPurger)."""
 
     requests = Bundle("requests")
 
@@ -174,8 +186,8 @@ class GovernanceParity(RuleBasedStateMachine):
             self.portal: BlockingPortal = self._stack.enter_context(
                 start_blocking_portal(self.backend)
             )
-            url = self._stack.enter_context(type(self).open_durable(self.portal.call))
-            self.govs = [self._open("memory://"), self._open(url)]
+            where = self._stack.enter_context(type(self).open_durable(self.portal.call))
+            self.govs = [self._open("memory://"), self._open(where)]
             for state_id in STATES:
                 for gov in self.govs:
                     self.portal.call(gov.states.put, state_id, Quota())
@@ -183,9 +195,13 @@ class GovernanceParity(RuleBasedStateMachine):
             self._stack.close()
             raise
 
-    def _open(self, url: str) -> Governance:
-        opened = Governance.open(
-            url, registry=_registry(), policies=[Tiers()], clock=self.clock, lease=60.0
+    def _open(self, where: str | Composed) -> Governance:
+        opened = (
+            Governance.open(
+                where, registry=_registry(), policies=[Tiers()], clock=self.clock, lease=60.0
+            )
+            if isinstance(where, str)
+            else where(self.clock)
         )
         return self._stack.enter_context(self.portal.wrap_async_context_manager(opened))
 
@@ -345,6 +361,7 @@ class GovernanceParity(RuleBasedStateMachine):
     def recover(self) -> None:
         self._both("recover", lambda gov: gov.recover())
 
+    @precondition(lambda self: self.purges)
     @rule(minutes=st.integers(0, 120))
     def purge(self, minutes: int) -> None:
         self._both("purge", lambda gov: gov.purge(older_than=timedelta(minutes=minutes)))
@@ -437,6 +454,57 @@ def _sqlite(tmp_path: Path) -> Opener:
     return open_durable
 
 
+def _journal(tmp_path: Path) -> Opener:
+    """The user-written store of ``examples/custom_store.py``, with its own committer."""
+
+    @contextlib.asynccontextmanager
+    async def compose(clock: Clock) -> AsyncIterator[Governance]:
+        store = JournalStore(
+            tmp_path / f"{uuid.uuid4().hex}.jsonl", registry=_registry(), fsync=False
+        )
+        try:
+            gov = store.governance(clock=clock, lease=60.0)
+            gov.engine.register_policy(Tiers())
+            yield gov
+        finally:
+            await store.aclose()
+
+    @contextlib.contextmanager
+    def open_durable(call: Callable[..., Any]) -> Iterator[Composed]:
+        yield compose
+
+    return open_durable
+
+
+def _sequential(tmp_path: Path) -> Opener:
+    """SQLite's request, decision and state stores with the engine's in-memory audit and
+    history: no shared transaction, so the governance commits step by step
+    (:class:`~mutator_governance.SequentialCommitter`) and repairs the decision log."""
+
+    @contextlib.asynccontextmanager
+    async def compose(clock: Clock) -> AsyncIterator[Governance]:
+        url = f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+        store = await open_store(url, registry=_registry())
+        try:
+            yield Governance(
+                MutationEngine(policies=[Tiers()]),
+                registry=_registry(),
+                requests=store.requests,
+                decisions=store.decisions,
+                states=store.states,
+                clock=clock,
+                lease=60.0,
+            )
+        finally:
+            await store.aclose()
+
+    @contextlib.contextmanager
+    def open_durable(call: Callable[..., Any]) -> Iterator[Composed]:
+        yield compose
+
+    return open_durable
+
+
 def _postgres(server: str) -> Opener:
     from ..stores.test_postgres import drop_schema, new_schema, with_schema
 
@@ -475,14 +543,25 @@ PARITY = settings(
 
 @pytest.mark.parametrize(
     ("kind", "backend"),
-    [("sqlite", "asyncio"), ("sqlite", "trio"), ("postgresql", "asyncio"), ("redis", "asyncio")],
-    ids=["sqlite-asyncio", "sqlite-trio", "postgresql", "redis"],
+    [
+        ("sqlite", "asyncio"),
+        ("sqlite", "trio"),
+        ("postgresql", "asyncio"),
+        ("redis", "asyncio"),
+        ("journal", "trio"),
+        ("sequential", "asyncio"),
+    ],
+    ids=["sqlite-asyncio", "sqlite-trio", "postgresql", "redis", "custom-journal", "sequential"],
 )
 def test_every_backend_governs_as_memory_does(
     kind: str, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if kind == "sqlite":
         opener = _sqlite(tmp_path)
+    elif kind == "journal":
+        opener = _journal(tmp_path)
+    elif kind == "sequential":
+        opener = _sequential(tmp_path)
     elif kind == "postgresql":
         opener = _postgres(request.getfixturevalue("postgres_url"))
     else:
@@ -492,4 +571,5 @@ def test_every_backend_governs_as_memory_does(
         open_durable = staticmethod(opener)  # type: ignore[assignment]
 
     Parity.backend = backend
+    Parity.purges = kind != "journal"
     run_state_machine_as_test(Parity, settings=PARITY)
