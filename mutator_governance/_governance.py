@@ -67,6 +67,7 @@ from ._workflow import (
     fresh_round,
     overdue,
     reject_requirement,
+    same_actor,
 )
 from .protocols import (
     DecisionHistory,
@@ -1107,7 +1108,7 @@ class Governance:
             )
 
     def _four_eyes(self, request: MutationRequest, context: MutationContext) -> None:
-        if not self.allow_self_approval and context.actor_id == request.requester:
+        if not self.allow_self_approval and same_actor(context.actor_id, request.requester):
             raise SelfApprovalError(
                 f"actor {context.actor_id!r} submitted request {request.request_id!r} and may "
                 "not approve it (four-eyes)",

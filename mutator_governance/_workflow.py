@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "fresh_round",
     "overdue",
     "reject_requirement",
+    "same_actor",
     "slot_refusal",
 ]
 
@@ -121,11 +124,34 @@ def _select(
     return slot
 
 
+@functools.lru_cache(maxsize=1024)
+def _person(actor_id: str) -> str:
+    return "".join(
+        c
+        for c in unicodedata.normalize("NFKC", actor_id).casefold()
+        if not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf")
+    )
+
+
+def same_actor(a: str | None, b: str | None) -> bool:
+    """Whether two actor ids may name one person, for the rules that keep people apart.
+
+    The four-eyes rule and a quorum's distinct approvers compare ids after Unicode
+    compatibility normalization and case folding, ignoring whitespace and invisible
+    characters: ``"bob"``, ``"BOB"``, ``" bob"`` and ``"bob\u200b"`` are one approver, so an
+    identity layer that passes ids through unnormalized cannot let the requester approve,
+    or one person fill a quorum twice. Approval slots still match their target exactly.
+    """
+    if a is None or b is None:
+        return False
+    return a == b or _person(a) == _person(b)
+
+
 def _already_in_group(request: MutationRequest, slot: ApprovalRequirement, actor: str) -> bool:
     return slot.quorum_group is not None and any(
         other.quorum_group == slot.quorum_group
         and other.status is ApprovalStatus.APPROVED
-        and other.decided_by == actor
+        and same_actor(other.decided_by, actor)
         for other in request.approval_requirements
     )
 
@@ -184,9 +210,11 @@ def slot_refusal(
             request_id=rid,
             approval_id=aid,
         )
-    if not allow_self_approval and actor == request.requester:
+    if not allow_self_approval and same_actor(actor, request.requester):
+        alias = "" if actor == request.requester else f" (as {request.requester!r})"
         return SelfApprovalError(
-            f"actor {actor!r} submitted request {rid!r} and may not decide it (four-eyes)",
+            f"actor {actor!r} submitted request {rid!r}{alias} and may not decide it "
+            "(four-eyes)",
             request_id=rid,
             approval_id=aid,
         )

@@ -666,6 +666,95 @@ class TestSelfApprovalSwitch:
             await world.gov.approve(request.request_id, context=alice)
 
 
+ALIASES = ["ALICE", "alice ", " alice", "alice\t", "alice\u200b", "\uff41lice"]
+"""Ids an unnormalized identity layer could hand over for the requester ``alice``."""
+
+
+class TestOnePersonUnderManyIds:
+    """Four-eyes and a quorum's distinct approvers see through case, width, whitespace and
+    invisible characters in actor ids; a slot's target still matches exactly."""
+
+    @pytest.mark.parametrize("alias", ALIASES)
+    async def test_the_requester_cannot_approve_under_another_spelling(
+        self, world: World, alias: str
+    ) -> None:
+        world.rules.require(Req(role="finance"))
+        request = await world.submit()  # by alice
+        error = await raises_unchanged(
+            world,
+            request,
+            SelfApprovalError,
+            world.gov.approve(request.request_id, context=world.ctx(alias, roles=["finance"])),
+        )
+        assert "(as 'alice')" in str(error)
+        inbox = await world.gov.inbox(world.ctx(alias, roles=["finance"]))
+        assert inbox.items == ()
+
+    @pytest.mark.parametrize("alias", ALIASES)
+    async def test_the_requester_cannot_reject_under_another_spelling(
+        self, world: World, alias: str
+    ) -> None:
+        world.rules.require(Req(role="finance"))
+        request = await world.submit()
+        await raises_unchanged(
+            world,
+            request,
+            SelfApprovalError,
+            world.gov.reject(request.request_id, context=world.ctx(alias, roles=["finance"])),
+        )
+
+    async def test_a_request_without_slots_refuses_the_requester_alike(self, world: World) -> None:
+        request = await world.submit()
+        moved = await world.gov.move_to_pending(
+            request.request_id, PendingReason.APPROVAL, context=world.ctx("carol")
+        )
+        await raises_unchanged(
+            world,
+            moved,
+            SelfApprovalError,
+            world.gov.approve(request.request_id, context=world.ctx("Alice")),
+        )
+
+    @pytest.mark.parametrize("alias", ["CAROL", "carol ", "carol\u200b"])
+    async def test_one_person_fills_one_quorum_slot(self, world: World, alias: str) -> None:
+        world.rules.require(Req(role="sre", required_approvals=2))
+        request = await world.submit()
+        request = await world.gov.approve(
+            request.request_id, context=world.ctx("carol", roles=["sre"])
+        )
+        await raises_unchanged(
+            world,
+            request,
+            DuplicateApproverError,
+            world.gov.approve(request.request_id, context=world.ctx(alias, roles=["sre"])),
+        )
+        approved = await world.gov.approve(
+            request.request_id, context=world.ctx("dave", roles=["sre"])
+        )
+        assert approved.status is S.APPROVED
+
+    async def test_a_slot_for_an_actor_matches_that_id_only(self, world: World) -> None:
+        world.rules.require(Req("carol"))
+        request = await world.submit()
+        await raises_unchanged(
+            world,
+            request,
+            ApprovalNotFoundError,
+            world.gov.approve(request.request_id, context=world.ctx("CAROL")),
+        )
+        approved = await world.gov.approve(request.request_id, context=world.ctx("carol"))
+        assert approved.status is S.APPROVED
+
+    async def test_allow_self_approval_still_lets_the_requester_approve(self, make_world) -> None:
+        world = await make_world(allow_self_approval=True)
+        world.rules.require(Req(role="finance"))
+        request = await world.submit()
+        approved = await world.gov.approve(
+            request.request_id, context=world.ctx("ALICE", roles=["finance"])
+        )
+        assert approved.status is S.APPROVED
+
+
 class TestRenewal:
     async def test_stale_request_gets_a_fresh_round_that_works(self, world: World) -> None:
         """approve -> state moves -> renewed approval -> approve again -> APPROVED."""
