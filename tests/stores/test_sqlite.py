@@ -7,6 +7,7 @@ The store contracts and the stateful comparison live in ``test_sqlite_contracts.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 from mutator import (
     ConcurrencyError,
+    ConfigurationError,
     HistoryEntry,
     MutationContext,
     MutationPolicy,
@@ -109,6 +111,21 @@ def test_sqlite_path(url: Any, path: str) -> None:
 def test_sqlite_path_rejects(url: str) -> None:
     with pytest.raises(ValueError):
         sqlite_path(url)
+
+
+@pytest.mark.parametrize("form", ["url", "plain", "path"])
+async def test_a_nul_character_in_the_path_is_a_configuration_error(
+    tmp_path: Path, form: str
+) -> None:
+    """``%00`` (or a NUL in a plain path) names no file: refused, not a bare ValueError."""
+    url: Any = {
+        "url": f"sqlite:///{tmp_path}/gov%00.db",
+        "plain": f"{tmp_path}/gov\0.db",
+        "path": tmp_path / "gov\0.db",
+    }[form]
+    with pytest.raises(ConfigurationError, match="NUL character"):
+        await SQLiteStore.open(url, registry=registry())
+    assert os.listdir(tmp_path) == []
 
 
 async def test_open_store_dispatches_and_accepts_plain_paths(tmp_path: Path) -> None:
