@@ -419,6 +419,40 @@ async def test_not_a_database_is_stored_data_error(tmp_path: Path) -> None:
     assert str(junk) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["CREATE TABLE requests (id INTEGER, title TEXT)"],
+        ["CREATE TABLE users (id INTEGER)", "CREATE INDEX audit_by_time ON users (id)"],
+        ["CREATE TABLE schema_version (name TEXT)"],
+        ["CREATE VIEW schema_version AS SELECT 1 AS version, '' AS applied_at"],
+    ],
+    ids=["requests-table", "store-index-name", "schema-version-table", "schema-version-view"],
+)
+async def test_another_applications_tables_under_the_stores_names_are_refused_untouched(
+    tmp_path: Path, statements: list[str]
+) -> None:
+    """A database whose tables or indexes the store would collide with is StoredDataError
+    (not an outage to retry), and nothing is created or changed in it."""
+    other = tmp_path / "app.db"
+
+    def schema() -> list[Any]:
+        app = sqlite3.connect(other)
+        try:
+            for statement in statements:
+                app.execute(statement)
+            return app.execute("SELECT * FROM sqlite_master").fetchall()
+        finally:
+            app.close()
+
+    before = schema()
+    statements = []
+    with pytest.raises(StoredDataError, match="another application's database") as caught:
+        await SQLiteStore.open(other, registry=registry())
+    assert str(other) in str(caught.value)
+    assert schema() == before
+
+
 async def test_locked_beyond_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "gov.db"
     async with await SQLiteStore.open(path, registry=registry(), busy_timeout=0.2) as store:
