@@ -129,6 +129,7 @@ from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from . import redact_url
 from ._documents import RequestDocuments, decode, paced, parse
+from ._options import check_create
 from ._postgres_options import PostgresOptions, parse_url
 from ._postgres_schema import (
     COMMIT_CODES,
@@ -2047,6 +2048,7 @@ class PostgresStore:
                 f"it cannot be opened under {library}"
             )
         keywords, opts = parse_url(url, options)
+        check_create(create)
         schema = opts.schema
         safe_url = redact_url(url)
         password = keywords.get("password")

@@ -131,7 +131,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import RequestDocuments, decode, join_field, pace, paced, parse
-from ._options import one_value_each, typed_alone
+from ._options import check_create, one_value_each, typed_alone
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -2368,6 +2368,7 @@ class RedisStore:
         }
         given = {**unknown, **{name: v for name, v in named.items() if v is not None}}
         options = RedisOptions.from_text(target.query, given)
+        check_create(create)
         library = running_library()
         if library != "asyncio":
             raise ConfigurationError(

@@ -82,6 +82,17 @@ def test_a_password_outside_the_user_part_is_masked_too(url: str) -> None:
     assert SECRET not in redact_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@127.0.0.1:1/app", "redis://127.0.0.1:1/0"], ids=["postgresql", "redis"]
+)
+@pytest.mark.parametrize("create", ["false", 0, None])
+async def test_create_must_be_a_bool_before_connecting(url: str, create: Any) -> None:
+    """``create="false"`` (from a configuration file) is truthy: it would create the store
+    the caller meant to refuse. Refused before connecting (nothing listens on port 1)."""
+    with pytest.raises(ConfigurationError, match="create must be True or False"):
+        await open_store(url, registry=registry(), create=create)
+
+
 async def test_open_store_takes_a_path(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "gov.db", registry=registry())
     try:
