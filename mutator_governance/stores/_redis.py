@@ -195,6 +195,10 @@ _UNAVAILABLE_ERRORS: Final = (
     redis.exceptions.NoPermissionError,
 )
 _UPGRADE_WAIT = 60.0
+"""Seconds an opening process waits for another one's upgrade before giving up."""
+_UPGRADE_LEASE = 10.0
+"""Seconds the upgrade lock lives unless renewed: the upgrading process renews it every
+third of it, so a killed one frees it soon and a long upgrade keeps it throughout."""
 _log = logging.getLogger("mutator.governance.redis")
 
 
@@ -2024,6 +2028,24 @@ class RedisCommitter:
 # -- schema upgrade ----------------------------------------------------------------------------
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+async def _keep_upgrade_lock(b: _Backend, token: str) -> None:
+    """Renew the upgrade lock ``token`` holds until cancelled (see :data:`_UPGRADE_LEASE`).
+
+    An outage ends the renewal quietly: the upgrade's own commands fail then too.
+    """
+    keys, client = b.keys, b.client
+    lease = int(_UPGRADE_LEASE * 1000)
+    with contextlib.suppress(StoreUnavailableError):
+        while True:
+            await asyncio.sleep(_UPGRADE_LEASE / 3)
+            with b.guard(keys.upgrade_lock):
+                await client.eval(_RENEW, 1, keys.upgrade_lock, token, lease)
 
 
 async def _upgrade(b: _Backend) -> None:
@@ -2032,15 +2054,16 @@ async def _upgrade(b: _Backend) -> None:
     Schema 1 to 2 rewrites the decision logs (:func:`_copy_v1`); 2 to 3 indexes every
     request for the worker and retention (:func:`_index_v2`); 3 to 4 enters the pending
     requests with a deadline in the expiry set (:func:`_index_v3`). One process upgrades under a
-    lock while others wait; each step records its schema when done, so a crash leaves the
-    store at the last finished step and the next open goes on from there.
+    lock (renewed while it works, see :data:`_UPGRADE_LEASE`) while others wait; each step
+    records its schema when done, so a crash leaves the store at the last finished step and
+    the next open goes on from there.
     """
     keys, client = b.keys, b.client
     token = uuid.uuid4().hex
     deadline = time.monotonic() + _UPGRADE_WAIT
     while True:
         with b.guard(keys.upgrade_lock):
-            if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_WAIT * 1000)):
+            if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_LEASE * 1000)):
                 break
             found = await client.hget(keys.meta, "schema")
         if found is not None and _text(found) == str(SCHEMA_VERSION):
@@ -2052,6 +2075,7 @@ async def _upgrade(b: _Backend) -> None:
                 url=b.url,
             )
         await asyncio.sleep(0.05)
+    renewal = asyncio.ensure_future(_keep_upgrade_lock(b, token))
     try:
         while True:
             with b.guard(keys.meta):
@@ -2074,6 +2098,8 @@ async def _upgrade(b: _Backend) -> None:
             else:
                 return
     finally:
+        renewal.cancel()
+        await asyncio.wait([renewal])
         with b.guard(keys.upgrade_lock):
             await client.eval(_RELEASE, 1, keys.upgrade_lock, token)
 
