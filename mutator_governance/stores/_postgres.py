@@ -2041,6 +2041,8 @@ class PostgresStore:
         StoreUnavailableError (password removed) when the server cannot be reached;
         StoredDataError when the database was migrated by a newer release.
         """
+        if not isinstance(registry, MutationRegistry):
+            raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
         library = running_library()
         if library != "asyncio":
             raise ConfigurationError(

@@ -93,6 +93,24 @@ async def test_create_must_be_a_bool_before_connecting(url: str, create: Any) ->
         await open_store(url, registry=registry(), create=create)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["memory://", "sqlite:///:memory:", "postgresql://u@127.0.0.1:1/app", "redis://127.0.0.1:1/0"],
+    ids=["memory", "sqlite", "postgresql", "redis"],
+)
+@pytest.mark.parametrize("given", [None, type(registry())], ids=["none", "the-class"])
+async def test_a_registry_that_is_not_one_is_a_type_error_on_every_backend(
+    url: str, given: Any
+) -> None:
+    """Refused alike before connecting (nothing listens on port 1): the in-memory and
+    PostgreSQL stores failed deep inside (``'NoneType' object has no attribute ...``)."""
+    with pytest.raises(TypeError, match="registry must be a MutationRegistry"):
+        await open_store(url, registry=given)
+    with pytest.raises(TypeError, match="registry must be a MutationRegistry"):
+        async with Governance.open(url, registry=given):
+            pass
+
+
 async def test_open_store_takes_a_path(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "gov.db", registry=registry())
     try:
