@@ -138,6 +138,24 @@ async def test_open_store_dispatches_and_accepts_plain_paths(tmp_path: Path) -> 
         assert await again.states.get("missing") is None
 
 
+async def test_a_relative_path_keeps_naming_the_same_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections made after ``os.chdir`` (readers are made on demand) open the file
+    the store was opened on, not a new empty ``gov.db`` in the new directory."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    async with Governance.open("sqlite:///gov.db", registry=registry()) as gov:
+        await gov.states.put("counter:a", Counter(7))
+        monkeypatch.chdir(tmp_path / "second")
+        found = await gov.states.get("counter:a")
+        assert found is not None
+        assert found.state == Counter(7)
+        assert list((await gov.list()).items) == []
+    assert os.listdir(tmp_path / "second") == []
+
+
 async def test_file_uses_wal(tmp_path: Path) -> None:
     async with await SQLiteStore.open(url_of(tmp_path), registry=registry()):
         with sqlite3.connect(tmp_path / "gov.db") as raw:
