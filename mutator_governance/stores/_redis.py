@@ -2025,6 +2025,23 @@ class RedisCommitter:
         return await _script(b, commit.requests, s, entries, read=read)
 
 
+async def _keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+    """A few keys under ``prefix:``, read before a store is created there (none: free).
+
+    A prefix another application already uses would otherwise get a store whose every
+    read and write then fails on keys of the wrong type. One SCAN of the database, once,
+    when a store is created.
+    """
+    match = _GLOB.sub(r"\\\1", prefix) + ":*"
+    cursor = 0
+    while True:
+        cursor, found = await client.scan(cursor, match=match, count=1000)
+        if found:
+            return [_text(key) for key in found[:3]]
+        if cursor == 0:
+            return []
+
+
 # -- schema upgrade ----------------------------------------------------------------------------
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
@@ -2378,7 +2395,8 @@ class RedisStore:
         opening outside asyncio raises :class:`mutator.ConfigurationError`. Only what the
         URL names is used (no environment, no default host). Raises StoreUnavailableError
         when Redis does not answer and StoredDataError when the store was written by a
-        newer schema. A store of an older schema is upgraded in place. With
+        newer schema, or when no store exists under the prefix yet but other keys do
+        (another application's). A store of an older schema is upgraded in place. With
         ``create=False`` a prefix holding no store (no ``<prefix>:meta`` key) is refused
         with :class:`StoreNotFoundError` before anything is written: what an operator's
         tool uses so that a mistyped prefix is an error, not a new empty store.
@@ -2450,6 +2468,15 @@ class RedisStore:
                         url=redact_url(url),
                     )
                 if found is None:
+                    taken = await _keys_under(client, keys.prefix)
+                    if taken and await client.hget(keys.meta, "schema") is None:
+                        raise StoredDataError(
+                            f"the key prefix {options.prefix!r} holds no governance store "
+                            f"but has keys under it ({', '.join(map(repr, taken))}): does "
+                            "another application use it? Give the store another prefix",
+                            backend=BACKEND,
+                            key=keys.meta,
+                        )
                     await client.hsetnx(keys.meta, "schema", str(SCHEMA_VERSION))
                     found = await client.hget(keys.meta, "schema")
             text = "" if found is None else _text(found)
