@@ -197,7 +197,8 @@ def check_sqlite_file(path: str) -> None:
     """Refuse a database ``path`` the store could not use, saying why.
 
     A directory that does not exist (the store creates the file, never its directory),
-    a path that is a directory, and a file or directory the process may not write (the
+    a path that is a directory or no regular file (``/dev/null``, a FIFO), and a file or
+    directory the process may not write (the
     store writes the file, and its ``-wal`` and ``-shm`` files beside it) raise
     :class:`~mutator_governance.StoreUnavailableError` naming the path and the reason,
     before anything is opened, instead of SQLite's "unable to open database file". They
@@ -215,6 +216,8 @@ def check_sqlite_file(path: str) -> None:
         )
     elif os.path.isdir(path):
         problem = "it is a directory; name a file in it"
+    elif os.path.exists(path) and not os.path.isfile(path):
+        problem = "it is not a regular file (a device, a FIFO or a socket)"
     elif os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
         problem = "the file is read-only for this process, and the store writes to it"
     elif not os.access(directory, os.W_OK | os.X_OK):

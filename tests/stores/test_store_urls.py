@@ -158,6 +158,16 @@ async def test_a_directory_is_not_taken_for_a_database_file(tmp_path: Path) -> N
         await SQLiteStore.open(f"sqlite:///{tmp_path}", registry=registry())
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+async def test_a_device_or_fifo_is_not_taken_for_a_database_file(tmp_path: Path) -> None:
+    """Named as such, not as SQLite's "disk I/O error" (a failing disk, to the reader)."""
+    fifo = tmp_path / "gov.db"
+    os.mkfifo(fifo)
+    for path in (fifo, Path(os.devnull)):
+        with pytest.raises(StoreUnavailableError, match="it is not a regular file"):
+            await SQLiteStore.open(f"sqlite:///{path}", registry=registry())
+
+
 async def test_a_read_only_database_file_is_refused_before_opening(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
