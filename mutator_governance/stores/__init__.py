@@ -140,8 +140,13 @@ async def open_store(
     ``mutator`` command line opens stores this way).
     A :class:`pathlib.Path` (any ``os.PathLike``) names a SQLite file. A string must start
     with a scheme: a plain path, a ``file:`` URI or a libpq key/value string is refused,
-    naming the forms to write (and never showing a password).
+    naming the forms to write (and never showing a password). A ``registry`` that is not a
+    :class:`~mutator_governance.MutationRegistry` raises TypeError, on every backend.
     """
+    from .._registry import MutationRegistry
+
+    if not isinstance(registry, MutationRegistry):
+        raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
     if isinstance(url, os.PathLike):
         from ._sqlite import SQLiteStore
 

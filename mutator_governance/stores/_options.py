@@ -17,7 +17,19 @@ from typing import Any
 
 from mutator import ConfigurationError
 
-__all__ = ["one_value_each", "typed_alone"]
+__all__ = ["LONGEST_MILLISECONDS", "check_create", "one_value_each", "typed_alone"]
+
+LONGEST_MILLISECONDS = 2**31 - 1
+"""The longest timeout SQLite's ``busy_timeout`` and PostgreSQL's ``statement_timeout`` and
+``client_connection_check_interval`` hold (32-bit milliseconds, about 24.8 days): beyond
+it SQLite silently waits not at all and PostgreSQL refuses the setting."""
+
+
+def check_create(value: Any) -> None:
+    """Refuse an ``open(create=...)`` that is not a bool: a ``"false"`` read from a
+    configuration file is truthy, and would create the store the caller meant to refuse."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"create must be True or False, got {value!r}")
 
 
 def typed_alone(options: type[Any], name: str, value: Any) -> Any:

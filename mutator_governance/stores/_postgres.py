@@ -129,12 +129,14 @@ from .._request import MutationRequest, expiry_deadline
 from .._retention import PurgeBatch
 from . import redact_url
 from ._documents import RequestDocuments, decode, paced, parse
+from ._options import check_create
 from ._postgres_options import PostgresOptions, parse_url
 from ._postgres_schema import (
     COMMIT_CODES,
     MIGRATIONS,
     READY_STATUSES,
     SCHEMA_VERSION,
+    STORE_RELATIONS,
     ready_channel,
 )
 from ._runtime import running_library
@@ -2039,6 +2041,8 @@ class PostgresStore:
         StoreUnavailableError (password removed) when the server cannot be reached;
         StoredDataError when the database was migrated by a newer release.
         """
+        if not isinstance(registry, MutationRegistry):
+            raise TypeError(f"registry must be a MutationRegistry, got {type(registry).__name__}")
         library = running_library()
         if library != "asyncio":
             raise ConfigurationError(
@@ -2046,6 +2050,7 @@ class PostgresStore:
                 f"it cannot be opened under {library}"
             )
         keywords, opts = parse_url(url, options)
+        check_create(create)
         schema = opts.schema
         safe_url = redact_url(url)
         password = keywords.get("password")
@@ -2243,11 +2248,72 @@ async def _require_store(conn: Connection, schema: str, url: str) -> None:
         )
 
 
+async def _not_a_store(conn: Connection, schema: str, url: str) -> StoredDataError | None:
+    """The refusal of a schema some other application wrote, or None.
+
+    A ``schema_version`` that is not the store's table (another kind of relation, or
+    without an integer ``version`` and an ``applied_at``), or, with no version recorded,
+    a relation or statistics object under a name the migrations would create: migrating
+    would fail halfway or write into another application's tables.
+    """
+    row = await (
+        await conn.execute(
+            "SELECT c.relkind::text, array(SELECT a.attname::text || ' ' || "
+            "format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = c.oid "
+            "AND a.attnum > 0 AND NOT a.attisdropped) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'schema_version'",
+            (schema,),
+        )
+    ).fetchone()
+    if row is not None and (
+        row[0] != "r" or not {"version integer", "applied_at timestamp with time zone"} <= {*row[1]}
+    ):
+        return StoredDataError(
+            f"the PostgreSQL schema {schema!r} holds a schema_version that is not the store's "
+            f"table: is it another application's schema? ({url})",
+            backend=BACKEND,
+            key=f"{schema}.schema_version",
+        )
+    if row is not None:
+        versions = await (
+            await conn.execute(f'SELECT 1 FROM "{schema}".schema_version LIMIT 1')
+        ).fetchone()
+        if versions is not None:
+            return None
+    taken = await (
+        await conn.execute(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s "
+            "AND c.relname = ANY(%(names)s) UNION SELECT x.stxname::text FROM "
+            "pg_statistic_ext x JOIN pg_namespace n ON n.oid = x.stxnamespace "
+            "WHERE n.nspname = %(schema)s AND x.stxname = ANY(%(names)s) ORDER BY 1",
+            {"schema": schema, "names": list(STORE_RELATIONS)},
+        )
+    ).fetchall()
+    if not taken:
+        return None
+    return StoredDataError(
+        f"the PostgreSQL schema {schema!r} holds no governance store but has "
+        f"{', '.join(name for (name,) in taken)}, named as the store's own tables and "
+        f"indexes: is it another application's schema? ({url})",
+        backend=BACKEND,
+        key=schema,
+    )
+
+
 async def _migrate(conn: Connection, schema: str, url: str) -> None:
-    """Create or upgrade ``schema`` to SCHEMA_VERSION under an advisory transaction lock."""
+    """Create or upgrade ``schema`` to SCHEMA_VERSION under an advisory transaction lock.
+
+    A schema holding another application's relations under the store's names is refused
+    with StoredDataError before anything is created (:func:`_not_a_store`).
+    """
     s = f'"{schema}"'
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(schema),))
+        refusal = await _not_a_store(conn, schema, url)
+        if refusal is not None:
+            raise refusal
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("

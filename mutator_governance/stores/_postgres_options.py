@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from mutator import ConfigurationError
 
 from . import KEY_VALUE_STRING, redact_url, url_scheme
-from ._options import one_value_each, typed_alone
+from ._options import LONGEST_MILLISECONDS, one_value_each, typed_alone
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresOptions", "parse_url"]
 
@@ -45,6 +45,11 @@ def _schema(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             f"schema {value!r} must be an identifier: letters, digits and '_', "
             "not starting with a digit, at most 63 characters"
         )
+    if value.startswith("pg_") or value == "information_schema":
+        raise ConfigurationError(
+            f"schema {value!r} is reserved for PostgreSQL's own system schemas "
+            "(names starting with 'pg_', and information_schema); name another"
+        )
 
 
 def _size(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -62,6 +67,11 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         or value <= 0
     ):
         raise ConfigurationError(f"{attribute.name} must be > 0 seconds, got {value!r}")
+    if attribute.name != "connect_timeout" and value * 1000 > LONGEST_MILLISECONDS:
+        raise ConfigurationError(
+            f"{attribute.name} must be at most {LONGEST_MILLISECONDS / 1000} seconds "
+            f"(PostgreSQL holds it in 32-bit milliseconds), got {value!r}"
+        )
 
 
 def _no_limit(value: Any) -> Any:
@@ -93,17 +103,20 @@ class PostgresOptions:
     (``?statement_timeout=0`` and ``statement_timeout=None`` agree); different values
     raise :class:`mutator.ConfigurationError` naming the option and both.
 
-    - ``schema``: the PostgreSQL schema holding the tables (an identifier).
+    - ``schema``: the PostgreSQL schema holding the tables (an identifier, not a system
+      schema's: neither ``pg_...`` nor ``information_schema``).
     - ``min_size`` / ``max_size``: the connection pool's bounds.
     - ``connect_timeout``: seconds to connect, and to wait for a pooled connection.
     - ``statement_timeout``: seconds a statement may run before the server cancels it
-      (None or 0: no limit); a cancelled operation writes nothing.
+      (None or 0: no limit; at most 2147483.647, PostgreSQL's limit); a cancelled
+      operation writes nothing.
     - ``connection_check_interval``: seconds between the server's checks, while a
       statement runs, that the store's connection is still open (PostgreSQL's
-      ``client_connection_check_interval``; None or 0: no check; ignored by servers
-      before 14). A statement whose caller was cancelled (a cancel scope) while it waited,
-      say on a row lock, may have its connection closed instead of being cancelled on the
-      server; the check aborts it then, where it would otherwise wait on and commit.
+      ``client_connection_check_interval``; None or 0: no check; at most 2147483.647;
+      ignored by servers before 14). A statement whose caller was cancelled (a cancel
+      scope) while it waited, say on a row lock, may have its connection closed instead of
+      being cancelled on the server; the check aborts it then, where it would otherwise
+      wait on and commit.
     - ``check_connections``: check every connection on checkout (a round trip each time;
       the store then keeps no connection aside between operations).
       Off by default: a broken connection fails its operation with

@@ -67,8 +67,16 @@ of the inbox instead of walking ``requests_reason`` in order.
 from __future__ import annotations
 
 import hashlib
+import re
 
-__all__ = ["COMMIT_CODES", "MIGRATIONS", "READY_STATUSES", "SCHEMA_VERSION", "ready_channel"]
+__all__ = [
+    "COMMIT_CODES",
+    "MIGRATIONS",
+    "READY_STATUSES",
+    "SCHEMA_VERSION",
+    "STORE_RELATIONS",
+    "ready_channel",
+]
 
 SCHEMA_VERSION = 9
 """The schema version this release writes and reads."""
@@ -816,3 +824,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V
 """Statements bringing the schema from version ``index`` to ``index + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION
+
+STORE_RELATIONS = tuple(
+    sorted(
+        {
+            name
+            for statements in MIGRATIONS
+            for statement in statements
+            for name in re.findall(
+                r"CREATE (?:TABLE|INDEX|STATISTICS) (?:\{s\}\.)?(\w+)", statement
+            )
+        }
+    )
+)
+"""Every table, index and statistics object the migrations create by name."""

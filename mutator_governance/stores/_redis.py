@@ -131,7 +131,7 @@ from .._retention import PurgeBatch, terminal_statuses
 from . import _redis_scripts as scripts
 from . import redact_url
 from ._documents import RequestDocuments, decode, join_field, pace, paced, parse
-from ._options import one_value_each, typed_alone
+from ._options import check_create, one_value_each, typed_alone
 from ._redis_wire import Evalsha, Wire, pack
 from ._runtime import running_library
 
@@ -195,6 +195,10 @@ _UNAVAILABLE_ERRORS: Final = (
     redis.exceptions.NoPermissionError,
 )
 _UPGRADE_WAIT = 60.0
+"""Seconds an opening process waits for another one's upgrade before giving up."""
+_UPGRADE_LEASE = 10.0
+"""Seconds the upgrade lock lives unless renewed: the upgrading process renews it every
+third of it, so a killed one frees it soon and a long upgrade keeps it throughout."""
 _log = logging.getLogger("mutator.governance.redis")
 
 
@@ -2021,9 +2025,44 @@ class RedisCommitter:
         return await _script(b, commit.requests, s, entries, read=read)
 
 
+async def _keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+    """A few keys under ``prefix:``, read before a store is created there (none: free).
+
+    A prefix another application already uses would otherwise get a store whose every
+    read and write then fails on keys of the wrong type. One SCAN of the database, once,
+    when a store is created.
+    """
+    match = _GLOB.sub(r"\\\1", prefix) + ":*"
+    cursor = 0
+    while True:
+        cursor, found = await client.scan(cursor, match=match, count=1000)
+        if found:
+            return [_text(key) for key in found[:3]]
+        if cursor == 0:
+            return []
+
+
 # -- schema upgrade ----------------------------------------------------------------------------
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+async def _keep_upgrade_lock(b: _Backend, token: str) -> None:
+    """Renew the upgrade lock ``token`` holds until cancelled (see :data:`_UPGRADE_LEASE`).
+
+    An outage ends the renewal quietly: the upgrade's own commands fail then too.
+    """
+    keys, client = b.keys, b.client
+    lease = int(_UPGRADE_LEASE * 1000)
+    with contextlib.suppress(StoreUnavailableError):
+        while True:
+            await asyncio.sleep(_UPGRADE_LEASE / 3)
+            with b.guard(keys.upgrade_lock):
+                await client.eval(_RENEW, 1, keys.upgrade_lock, token, lease)
 
 
 async def _upgrade(b: _Backend) -> None:
@@ -2032,15 +2071,16 @@ async def _upgrade(b: _Backend) -> None:
     Schema 1 to 2 rewrites the decision logs (:func:`_copy_v1`); 2 to 3 indexes every
     request for the worker and retention (:func:`_index_v2`); 3 to 4 enters the pending
     requests with a deadline in the expiry set (:func:`_index_v3`). One process upgrades under a
-    lock while others wait; each step records its schema when done, so a crash leaves the
-    store at the last finished step and the next open goes on from there.
+    lock (renewed while it works, see :data:`_UPGRADE_LEASE`) while others wait; each step
+    records its schema when done, so a crash leaves the store at the last finished step and
+    the next open goes on from there.
     """
     keys, client = b.keys, b.client
     token = uuid.uuid4().hex
     deadline = time.monotonic() + _UPGRADE_WAIT
     while True:
         with b.guard(keys.upgrade_lock):
-            if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_WAIT * 1000)):
+            if await client.set(keys.upgrade_lock, token, nx=True, px=int(_UPGRADE_LEASE * 1000)):
                 break
             found = await client.hget(keys.meta, "schema")
         if found is not None and _text(found) == str(SCHEMA_VERSION):
@@ -2052,6 +2092,7 @@ async def _upgrade(b: _Backend) -> None:
                 url=b.url,
             )
         await asyncio.sleep(0.05)
+    renewal = asyncio.ensure_future(_keep_upgrade_lock(b, token))
     try:
         while True:
             with b.guard(keys.meta):
@@ -2074,6 +2115,8 @@ async def _upgrade(b: _Backend) -> None:
             else:
                 return
     finally:
+        renewal.cancel()
+        await asyncio.wait([renewal])
         with b.guard(keys.upgrade_lock):
             await client.eval(_RELEASE, 1, keys.upgrade_lock, token)
 
@@ -2352,7 +2395,8 @@ class RedisStore:
         opening outside asyncio raises :class:`mutator.ConfigurationError`. Only what the
         URL names is used (no environment, no default host). Raises StoreUnavailableError
         when Redis does not answer and StoredDataError when the store was written by a
-        newer schema. A store of an older schema is upgraded in place. With
+        newer schema, or when no store exists under the prefix yet but other keys do
+        (another application's). A store of an older schema is upgraded in place. With
         ``create=False`` a prefix holding no store (no ``<prefix>:meta`` key) is refused
         with :class:`StoreNotFoundError` before anything is written: what an operator's
         tool uses so that a mistyped prefix is an error, not a new empty store.
@@ -2368,6 +2412,7 @@ class RedisStore:
         }
         given = {**unknown, **{name: v for name, v in named.items() if v is not None}}
         options = RedisOptions.from_text(target.query, given)
+        check_create(create)
         library = running_library()
         if library != "asyncio":
             raise ConfigurationError(
@@ -2423,6 +2468,15 @@ class RedisStore:
                         url=redact_url(url),
                     )
                 if found is None:
+                    taken = await _keys_under(client, keys.prefix)
+                    if taken and await client.hget(keys.meta, "schema") is None:
+                        raise StoredDataError(
+                            f"the key prefix {options.prefix!r} holds no governance store "
+                            f"but has keys under it ({', '.join(map(repr, taken))}): does "
+                            "another application use it? Give the store another prefix",
+                            backend=BACKEND,
+                            key=keys.meta,
+                        )
                     await client.hsetnx(keys.meta, "schema", str(SCHEMA_VERSION))
                     found = await client.hget(keys.meta, "schema")
             text = "" if found is None else _text(found)

@@ -2014,8 +2014,10 @@ class SQLiteStore:
         """Open (creating and migrating as needed) the database named by ``url``.
 
         ``url`` is ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``,
-        ``sqlite:///:memory:`` or a plain path. Options, as keyword arguments or URL query
-        parameters (``sqlite:///gov.db?synchronous=NORMAL&busy_timeout=2``), are those of
+        ``sqlite:///:memory:`` or a plain path; a relative path is resolved once, here, so
+        the store keeps using the same file when the process changes directory. Options,
+        as keyword arguments or URL query parameters
+        (``sqlite:///gov.db?synchronous=NORMAL&busy_timeout=2``), are those of
         :class:`SQLiteOptions`: ``synchronous`` (``FULL`` default; ``NORMAL`` may roll
         back the last commits on a power loss, never a process crash), ``busy_timeout``
         (seconds a write waits for another process's lock before StoreUnavailableError,
@@ -2031,13 +2033,16 @@ class SQLiteStore:
         path, query = parse_sqlite_url(url)
         settings = SQLiteOptions.build(query, options)
         await anyio.to_thread.run_sync(check_sqlite_file, path)  # stat calls: a slow mount
+        if path != MEMORY:
+            # Each connection opens the path again: a relative one would follow os.chdir.
+            path = await anyio.to_thread.run_sync(os.path.abspath, path)
         database = _Database(path, settings)
         await database.start()
         return cls(database, registry)
 
     @property
     def path(self) -> str:
-        """The database file (``":memory:"`` for an in-memory database)."""
+        """The database file's absolute path (``":memory:"`` for an in-memory database)."""
         return self._db.path
 
     @property

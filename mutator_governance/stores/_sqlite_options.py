@@ -21,7 +21,7 @@ import attrs
 from mutator import ConfigurationError
 
 from .._errors import StoreUnavailableError
-from ._options import one_value_each, typed_alone
+from ._options import LONGEST_MILLISECONDS, one_value_each, typed_alone
 
 __all__ = [
     "MEMORY",
@@ -54,6 +54,11 @@ def _seconds(name: str, value: Any) -> float:
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ConfigurationError(f"{name} must be a finite number >= 0 seconds, got {value!r}")
+    if value * 1000 > LONGEST_MILLISECONDS:
+        raise ConfigurationError(
+            f"{name} must be at most {LONGEST_MILLISECONDS / 1000} seconds (SQLite holds it "
+            f"in 32-bit milliseconds), got {value!r}"
+        )
     return float(value)
 
 
@@ -95,7 +100,7 @@ class SQLiteOptions:
       still never corrupt and still atomic, but the last commits before a power loss or
       OS crash (not a process crash) may be rolled back.
     - ``busy_timeout``: seconds a write waits for another process's lock before
-      ``StoreUnavailableError`` (default 5).
+      ``StoreUnavailableError`` (default 5, at most 2147483.647: SQLite's limit).
     - ``pool_size``: reading connections, and reads that run at once (default 4); reads
       never queue behind writes.
     """
@@ -132,13 +137,14 @@ def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
     a private in-memory database (nothing durable: it goes with the store); anything
     that is not a ``sqlite:`` URL is a plain path (``str`` or ``os.PathLike``). The path
     is percent-decoded (``%20`` is a space) and a leading ``~`` or ``~user`` is the home
-    directory, in a URL as in a plain path. A ``file:`` URI is refused: SQLite's URI
-    parameters (``mode=ro``, ``cache=shared``) would change what the store relies on,
-    and read as a plain path it would name a file called ``file:...``. Malformed URLs
-    raise :class:`mutator.ConfigurationError` naming the accepted forms.
+    directory, in a URL as in a plain path; a NUL character (``%00``) is refused. A
+    ``file:`` URI is refused: SQLite's URI parameters (``mode=ro``, ``cache=shared``)
+    would change what the store relies on, and read as a plain path it would name a file
+    called ``file:...``. Malformed URLs raise :class:`mutator.ConfigurationError` naming
+    the accepted forms.
     """
     if isinstance(url, os.PathLike):
-        return _home(os.fspath(url)), {}
+        return _home(_no_nul(os.fspath(url), url)), {}
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"expected a SQLite URL or a path, got {url!r}: use {_ACCEPTED}")
     scheme, colon, rest = url.partition(":")
@@ -148,7 +154,7 @@ def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
             f"how the store uses the file): use {_ACCEPTED}"
         )
     if not colon or scheme.lower() != "sqlite":
-        return _home(url), {}
+        return _home(_no_nul(url, url)), {}
     if not rest.startswith("//"):
         raise ConfigurationError(f"malformed SQLite URL {url!r}: use {_ACCEPTED}")
     host, _, path = rest[2:].partition("/")
@@ -168,8 +174,18 @@ def parse_sqlite_url(url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
         if name in params:
             raise ConfigurationError(f"SQLite URL {url!r} names {name!r} twice")
         params[name] = value
-    path = unquote(path)
+    path = _no_nul(unquote(path), url)
     return (_home(path) if path else MEMORY), params
+
+
+def _no_nul(path: str, url: object) -> str:
+    """``path``, refused when it holds a NUL character (``%00``), which no file name can."""
+    if "\0" in path:
+        raise ConfigurationError(
+            f"the SQLite database path in {url!r} holds a NUL character, which no file "
+            "name can hold"
+        )
+    return path
 
 
 def _home(path: str) -> str:
@@ -181,7 +197,8 @@ def check_sqlite_file(path: str) -> None:
     """Refuse a database ``path`` the store could not use, saying why.
 
     A directory that does not exist (the store creates the file, never its directory),
-    a path that is a directory, and a file or directory the process may not write (the
+    a path that is a directory or no regular file (``/dev/null``, a FIFO), and a file or
+    directory the process may not write (the
     store writes the file, and its ``-wal`` and ``-shm`` files beside it) raise
     :class:`~mutator_governance.StoreUnavailableError` naming the path and the reason,
     before anything is opened, instead of SQLite's "unable to open database file". They
@@ -199,6 +216,8 @@ def check_sqlite_file(path: str) -> None:
         )
     elif os.path.isdir(path):
         problem = "it is a directory; name a file in it"
+    elif os.path.exists(path) and not os.path.isfile(path):
+        problem = "it is not a regular file (a device, a FIFO or a socket)"
     elif os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
         problem = "the file is read-only for this process, and the store writes to it"
     elif not os.access(directory, os.W_OK | os.X_OK):

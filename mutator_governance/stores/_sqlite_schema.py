@@ -8,6 +8,7 @@ database's version.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -319,14 +320,66 @@ SCHEMA_VERSION = max(MIGRATIONS)
 """The schema version this library writes (and the newest it can read)."""
 
 
+_CREATED = re.compile(r"CREATE (?:TABLE|INDEX) (\w+)")
+
+STORE_NAMES = frozenset(
+    name
+    for statements in MIGRATIONS.values()
+    for statement in statements
+    for name in _CREATED.findall(statement)
+)
+"""Every table and index name the migrations create."""
+
+
+def _not_a_store(connection: sqlite3.Connection, path: str) -> StoredDataError | None:
+    """The refusal of a database some other application wrote, or None.
+
+    A ``schema_version`` that is not this library's table, or, with no version recorded,
+    a table or index under a name the migrations would create: migrating would fail
+    halfway or write into another application's tables.
+    """
+    rows = connection.execute(
+        "SELECT type, name FROM sqlite_master WHERE name = 'schema_version'"
+    ).fetchall()
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(schema_version)")}
+    if rows and (rows[0][0] != "table" or not {"version", "applied_at"} <= columns):
+        return StoredDataError(
+            f"the database holds a {rows[0][0]} named schema_version that is not this "
+            "library's: is it another application's database?",
+            backend="sqlite",
+            key=path,
+            field="schema_version",
+        )
+    if rows and connection.execute("SELECT 1 FROM schema_version LIMIT 1").fetchone():
+        return None
+    taken = sorted(
+        row[0]
+        for row in connection.execute("SELECT name FROM sqlite_master")
+        if row[0] in STORE_NAMES
+    )
+    if not taken:
+        return None
+    return StoredDataError(
+        f"the database holds no governance store but has {', '.join(taken)}, named as the "
+        "store's own tables and indexes: is it another application's database?",
+        backend="sqlite",
+        key=path,
+    )
+
+
 def migrate(connection: sqlite3.Connection, path: str) -> int:
     """Bring the database up to :data:`SCHEMA_VERSION` in one immediate transaction.
 
     Returns the version. A database written by a newer schema raises StoredDataError
-    naming both versions and changes nothing. ``connection`` must be in autocommit mode.
+    naming both versions and changes nothing, as does one holding another application's
+    tables under the store's names (:func:`_not_a_store`). ``connection`` must be in
+    autocommit mode.
     """
     connection.execute("BEGIN IMMEDIATE")
     try:
+        refusal = _not_a_store(connection, path)
+        if refusal is not None:
+            raise refusal
         connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             "version INTEGER NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -352,6 +352,42 @@ async def test_newer_schema_version_is_refused(postgres_url: str, schema: str) -
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["CREATE TABLE {s}.requests (id integer, title text)"],
+        ["CREATE TABLE {s}.users (id integer)", "CREATE INDEX audit_state ON {s}.users (id)"],
+        ["CREATE TABLE {s}.schema_version (name text)"],
+        [
+            "CREATE TABLE {s}.schema_version (version text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())",
+            "INSERT INTO {s}.schema_version (version) VALUES ('1.0')",
+        ],
+        ["CREATE VIEW {s}.schema_version AS SELECT 1 AS version, now() AS applied_at"],
+    ],
+    ids=["requests-table", "store-index-name", "other-table", "text-version", "view"],
+)
+async def test_another_applications_relations_under_the_stores_names_are_refused_untouched(
+    postgres_url: str, schema: str, statements: list[str]
+) -> None:
+    """A schema whose relations the store would collide with is StoredDataError (not an
+    outage to retry, nor a bare ValueError), and nothing is created in it."""
+    s = f'"{schema}"'
+    await execute_sql(postgres_url, f"CREATE SCHEMA {s}")
+    for statement in statements:
+        await execute_sql(postgres_url, statement.format(s=s))
+    listing = (
+        "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE nspname = %s ORDER BY 1"
+    )
+    before = await execute_sql(postgres_url, listing, (schema,))
+    with pytest.raises(StoredDataError, match="another application's schema") as caught:
+        await PostgresStore.open(postgres_url, registry=sample_registry(), schema=schema)
+    assert caught.value.backend == "postgresql"
+    assert await execute_sql(postgres_url, listing, (schema,)) == before
+
+
+@pytest.mark.anyio
 async def test_concurrent_first_time_creation(postgres_url: str, schema: str) -> None:
     opened: list[PostgresStore] = []
 

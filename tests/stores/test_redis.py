@@ -378,6 +378,35 @@ async def test_newer_schema_is_refused(store: RedisStore, redis_url: str) -> Non
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("prefix_of", ["{}", "{}*"], ids=["plain", "glob"])
+async def test_a_prefix_holding_another_applications_keys_is_refused_untouched(
+    redis_url: str, prefix_of: str
+) -> None:
+    """Keys under the prefix and no store there: StoredDataError, nothing written (it
+    created a store whose every write then failed on the keys' types). A prefix with glob
+    characters looks only at its own keys, not at those it would match as a pattern."""
+    prefix = prefix_of.format(f"t_{uuid.uuid4().hex}")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        if prefix.endswith("*"):
+            await client.set(f"{prefix[:-1]}x:index:all", "a neighbour's key")
+            store = await _open(redis_url, prefix)
+            await store.aclose()
+            assert await client.exists(f"{prefix}:meta") == 1
+        await client.set(f"{prefix}:index:all", "not ours")
+        await client.delete(f"{prefix}:meta")
+        with pytest.raises(StoredDataError, match="another application") as caught:
+            await _open(redis_url, prefix)
+        assert "index:all" in str(caught.value)
+        assert await client.exists(f"{prefix}:meta") == 0
+        assert await client.get(f"{prefix}:index:all") == b"not ours"
+    finally:
+        await _drop(redis_url, prefix)
+        await client.delete(f"{prefix.rstrip('*')}x:index:all")
+        await client.aclose()
+
+
+@pytest.mark.anyio
 async def test_an_orphan_index_member_is_quarantined(store: RedisStore) -> None:
     await store.requests.create(sample_request("r1", state_id="s:1"))
     await store.requests.create(sample_request("r2", state_id="s:1"))

@@ -977,6 +977,41 @@ async def test_concurrent_opens_upgrade_once(redis_url: str, prefix: str) -> Non
             await store.aclose()
 
 
+@pytest.mark.anyio
+async def test_an_upgrade_longer_than_its_lock_lease_is_never_joined_by_another_process(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade lock is renewed while one process upgrades: another process waits (and
+    gives up clearly), never starting the same upgrade once the first lease ran out."""
+    import asyncio
+
+    from mutator_governance.stores import _redis
+
+    await _write_v1_store(redis_url, prefix)
+    monkeypatch.setattr(_redis, "_UPGRADE_WAIT", 0.6)
+    monkeypatch.setattr(_redis, "_UPGRADE_LEASE", 0.3, raising=False)
+    copies: list[str] = []
+    copy_v1 = _redis._copy_v1
+
+    async def slow_copy(backend: Any) -> Any:
+        copies.append(backend.keys.prefix)
+        await asyncio.sleep(1.5)
+        return await copy_v1(backend)
+
+    monkeypatch.setattr(_redis, "_copy_v1", slow_copy)
+    first = asyncio.create_task(_open(redis_url, prefix))
+    await asyncio.sleep(0.1)
+    with pytest.raises(StoreUnavailableError, match="another process has been upgrading"):
+        await _open(redis_url, prefix)
+    store = await first
+    try:
+        assert copies == [prefix]
+        assert [d.sequence for d in await store.decisions.for_request("r1")] == [1, 2]
+        assert await store.client.exists(store.keys.upgrade_lock) == 0
+    finally:
+        await store.aclose()
+
+
 _ = (Awaitable, StateWrite)
 
 

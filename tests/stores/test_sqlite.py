@@ -7,6 +7,7 @@ The store contracts and the stateful comparison live in ``test_sqlite_contracts.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 from mutator import (
     ConcurrencyError,
+    ConfigurationError,
     HistoryEntry,
     MutationContext,
     MutationPolicy,
@@ -111,6 +113,21 @@ def test_sqlite_path_rejects(url: str) -> None:
         sqlite_path(url)
 
 
+@pytest.mark.parametrize("form", ["url", "plain", "path"])
+async def test_a_nul_character_in_the_path_is_a_configuration_error(
+    tmp_path: Path, form: str
+) -> None:
+    """``%00`` (or a NUL in a plain path) names no file: refused, not a bare ValueError."""
+    url: Any = {
+        "url": f"sqlite:///{tmp_path}/gov%00.db",
+        "plain": f"{tmp_path}/gov\0.db",
+        "path": tmp_path / "gov\0.db",
+    }[form]
+    with pytest.raises(ConfigurationError, match="NUL character"):
+        await SQLiteStore.open(url, registry=registry())
+    assert os.listdir(tmp_path) == []
+
+
 async def test_open_store_dispatches_and_accepts_plain_paths(tmp_path: Path) -> None:
     store = await open_store(url_of(tmp_path), registry=registry())
     assert isinstance(store, SQLiteStore)
@@ -119,6 +136,24 @@ async def test_open_store_dispatches_and_accepts_plain_paths(tmp_path: Path) -> 
     await store.aclose()
     async with await SQLiteStore.open(tmp_path / "gov.db", registry=registry()) as again:
         assert await again.states.get("missing") is None
+
+
+async def test_a_relative_path_keeps_naming_the_same_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections made after ``os.chdir`` (readers are made on demand) open the file
+    the store was opened on, not a new empty ``gov.db`` in the new directory."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    async with Governance.open("sqlite:///gov.db", registry=registry()) as gov:
+        await gov.states.put("counter:a", Counter(7))
+        monkeypatch.chdir(tmp_path / "second")
+        found = await gov.states.get("counter:a")
+        assert found is not None
+        assert found.state == Counter(7)
+        assert list((await gov.list()).items) == []
+    assert os.listdir(tmp_path / "second") == []
 
 
 async def test_file_uses_wal(tmp_path: Path) -> None:
@@ -400,6 +435,40 @@ async def test_not_a_database_is_stored_data_error(tmp_path: Path) -> None:
     with pytest.raises(StoredDataError) as caught:
         await SQLiteStore.open(junk, registry=registry())
     assert str(junk) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["CREATE TABLE requests (id INTEGER, title TEXT)"],
+        ["CREATE TABLE users (id INTEGER)", "CREATE INDEX audit_by_time ON users (id)"],
+        ["CREATE TABLE schema_version (name TEXT)"],
+        ["CREATE VIEW schema_version AS SELECT 1 AS version, '' AS applied_at"],
+    ],
+    ids=["requests-table", "store-index-name", "schema-version-table", "schema-version-view"],
+)
+async def test_another_applications_tables_under_the_stores_names_are_refused_untouched(
+    tmp_path: Path, statements: list[str]
+) -> None:
+    """A database whose tables or indexes the store would collide with is StoredDataError
+    (not an outage to retry), and nothing is created or changed in it."""
+    other = tmp_path / "app.db"
+
+    def schema() -> list[Any]:
+        app = sqlite3.connect(other)
+        try:
+            for statement in statements:
+                app.execute(statement)
+            return app.execute("SELECT * FROM sqlite_master").fetchall()
+        finally:
+            app.close()
+
+    before = schema()
+    statements = []
+    with pytest.raises(StoredDataError, match="another application's database") as caught:
+        await SQLiteStore.open(other, registry=registry())
+    assert str(other) in str(caught.value)
+    assert schema() == before
 
 
 async def test_locked_beyond_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:

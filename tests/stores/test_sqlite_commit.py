@@ -476,6 +476,8 @@ async def test_options_reach_the_database_from_keywords_and_the_url(
         ("", {"busy_timeout": float("nan")}, "busy_timeout must be a finite number"),
         ("", {"busy_timeout": -1}, "busy_timeout must be a finite number"),
         ("", {"busy_timeout": True}, "busy_timeout must be a number"),
+        ("", {"busy_timeout": 30 * 86400}, "busy_timeout must be at most"),
+        ("?busy_timeout=2147483.648", {}, "busy_timeout must be at most"),
         ("?pool_size=0", {}, "pool_size must be >= 1"),
         ("", {"pool_size": 2.5}, "pool_size must be an integer"),
         ("?pool_size=2&pool_size=3", {}, "names 'pool_size' twice"),

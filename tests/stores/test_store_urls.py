@@ -82,6 +82,35 @@ def test_a_password_outside_the_user_part_is_masked_too(url: str) -> None:
     assert SECRET not in redact_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@127.0.0.1:1/app", "redis://127.0.0.1:1/0"], ids=["postgresql", "redis"]
+)
+@pytest.mark.parametrize("create", ["false", 0, None])
+async def test_create_must_be_a_bool_before_connecting(url: str, create: Any) -> None:
+    """``create="false"`` (from a configuration file) is truthy: it would create the store
+    the caller meant to refuse. Refused before connecting (nothing listens on port 1)."""
+    with pytest.raises(ConfigurationError, match="create must be True or False"):
+        await open_store(url, registry=registry(), create=create)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memory://", "sqlite:///:memory:", "postgresql://u@127.0.0.1:1/app", "redis://127.0.0.1:1/0"],
+    ids=["memory", "sqlite", "postgresql", "redis"],
+)
+@pytest.mark.parametrize("given", [None, type(registry())], ids=["none", "the-class"])
+async def test_a_registry_that_is_not_one_is_a_type_error_on_every_backend(
+    url: str, given: Any
+) -> None:
+    """Refused alike before connecting (nothing listens on port 1): the in-memory and
+    PostgreSQL stores failed deep inside (``'NoneType' object has no attribute ...``)."""
+    with pytest.raises(TypeError, match="registry must be a MutationRegistry"):
+        await open_store(url, registry=given)
+    with pytest.raises(TypeError, match="registry must be a MutationRegistry"):
+        async with Governance.open(url, registry=given):
+            pass
+
+
 async def test_open_store_takes_a_path(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "gov.db", registry=registry())
     try:
@@ -127,6 +156,16 @@ async def test_a_missing_directory_is_named_as_the_reason(tmp_path: Path) -> Non
 async def test_a_directory_is_not_taken_for_a_database_file(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailableError, match="it is a directory"):
         await SQLiteStore.open(f"sqlite:///{tmp_path}", registry=registry())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+async def test_a_device_or_fifo_is_not_taken_for_a_database_file(tmp_path: Path) -> None:
+    """Named as such, not as SQLite's "disk I/O error" (a failing disk, to the reader)."""
+    fifo = tmp_path / "gov.db"
+    os.mkfifo(fifo)
+    for path in (fifo, Path(os.devnull)):
+        with pytest.raises(StoreUnavailableError, match="it is not a regular file"):
+            await SQLiteStore.open(f"sqlite:///{path}", registry=registry())
 
 
 async def test_a_read_only_database_file_is_refused_before_opening(
