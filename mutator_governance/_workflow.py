@@ -213,8 +213,7 @@ def slot_refusal(
     if not allow_self_approval and same_actor(actor, request.requester):
         alias = "" if actor == request.requester else f" (as {request.requester!r})"
         return SelfApprovalError(
-            f"actor {actor!r} submitted request {rid!r}{alias} and may not decide it "
-            "(four-eyes)",
+            f"actor {actor!r} submitted request {rid!r}{alias} and may not decide it (four-eyes)",
             request_id=rid,
             approval_id=aid,
         )
