@@ -7,6 +7,7 @@ ones are applied here with the queries' reference predicates.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from mutator.values import utc_now
 
 from ._arguments import check_limit, check_moment
 from ._enums import DecisionCategory
+from ._errors import StoredDataError
 from ._query import DecisionRecord, RequestQuery, encode_position, listing
 from ._query_views import (
     ApprovalPage,
@@ -33,6 +35,8 @@ from ._query_views import (
 from ._request import MutationRequest
 from ._workflow import decidable_slots
 from .protocols import DecisionHistory, RequestStore
+
+_log = logging.getLogger("mutator.governance")
 
 __all__ = ["inbox", "list_approvals", "list_decisions"]
 
@@ -187,7 +191,8 @@ async def list_decisions(
     always holds every decision of ``requests``, as an atomic committer keeps it) the
     newest end of the log is read first and only the requests it names are loaded;
     otherwise, or when that window does not fill the page, every request matching the
-    request-level filters is read.
+    request-level filters is read — as it is when the log holds a row that cannot be read
+    (logged as a warning), so one damaged row does not stop the listing.
     """
     query = query if query is not None else DecisionQuery()
     if not isinstance(query, DecisionQuery):
@@ -195,7 +200,12 @@ async def list_decisions(
     check_limit(limit)
     after = decode_decision_cursor(cursor) if cursor is not None else None
     if decisions is not None:
-        page = await _from_log(requests, decisions, query, limit, after)
+        try:
+            page = await _from_log(requests, decisions, query, limit, after)
+        except StoredDataError as error:
+            # The requests hold every decision too: one damaged log row costs speed only.
+            _log.warning("decision log unreadable, reading the requests instead: %s", error)
+            page = None
         if page is not None:
             return page
     request_query = query.request_filter()
