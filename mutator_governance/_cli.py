@@ -9,12 +9,13 @@ on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no existing
-governance store too — a missing SQLite file, a PostgreSQL schema or Redis key prefix
-holding no store: the command line never creates one); 3 ``execute`` ran but the request
-did not end executed (rejected as stale or by a policy, back to pending for approvals,
-or failed), or ``worker --until-idle`` had an attempt that did not (not executed, failed
-or an error) — the outcome lines on stdout say which.
+traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no
+existing governance store too — a missing SQLite file, ``sqlite:///`` naming none, a
+PostgreSQL schema or Redis key prefix holding no store: the command line never creates
+one); 3 ``execute`` ran but the request did not end executed (rejected as stale or by a
+policy, back to pending for approvals, or failed), or ``worker --until-idle`` had an
+attempt that did not (not executed, failed or an error) — the outcome lines on stdout
+say which.
 
 What the library logs (loggers under ``mutator``, such as a worker attempt that raised)
 goes to stderr too, one line a record and never a traceback: ``mutator: warning:
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -146,14 +148,28 @@ class UsageError(Exception):
 # -- parsing -------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
+MAX_PAGE = 10_000
+"""The largest ``--limit`` of a listing and ``--batch-size`` of a purge: a page is read and
+printed whole (``--cursor`` walks further), and the stores take no count past 64 bits."""
+
+MAX_CONCURRENCY = 1_000
+"""The largest ``worker --concurrency``: also the size of the batch it reserves at once."""
+
+
+def _positive(text: str, *, most: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be <= {most}, got {value}")
     return value
+
+
+_page_size = functools.partial(_positive, most=MAX_PAGE)
+_concurrency = functools.partial(_positive, most=MAX_CONCURRENCY)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -225,7 +241,13 @@ def _actor_options(parser: argparse.ArgumentParser, *, approval: bool) -> None:
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=_positive, default=50, metavar="N")
+    parser.add_argument(
+        "--limit",
+        type=_page_size,
+        default=50,
+        metavar="N",
+        help=f"at most N a page (default 50, at most {MAX_PAGE}; --cursor walks further)",
+    )
     parser.add_argument("--cursor", metavar="C", help="the next cursor of a previous page")
 
 
@@ -338,7 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "executed (not executed, failed or errors; skipped ones, taken by another "
         "executor, do not count), else 0.",
     )
-    worker.add_argument("--concurrency", type=_positive, default=4, metavar="N")
+    worker.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=4,
+        metavar="N",
+        help=f"executions at once (default 4, at most {MAX_CONCURRENCY})",
+    )
     worker.add_argument(
         "--until-idle",
         action="store_true",
@@ -408,7 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="only this terminal status (repeatable; default all): " + ", ".join(terminal),
     )
-    purge.add_argument("--batch-size", type=_positive, default=500, metavar="N")
+    purge.add_argument(
+        "--batch-size",
+        type=_page_size,
+        default=500,
+        metavar="N",
+        help=f"requests deleted a batch (default 500, at most {MAX_PAGE})",
+    )
     quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
     releasing = quarantine.add_mutually_exclusive_group()
     releasing.add_argument(
@@ -437,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -> Any:
     """What ``MODULE:ATTRIBUTE`` names, called when it is a factory (UsageError when it
-    names nothing, needs arguments or is an ``async def``)."""
+    names nothing, needs arguments or is an ``async def``, and when importing the module
+    or calling the factory raises: the application's code, not a refusal)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise UsageError(f"{option} must be MODULE:ATTRIBUTE, got {spec!r}")
@@ -447,6 +482,10 @@ def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -
         found: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise UsageError(f"cannot import {module_name!r} for {option}: {error}") from None
+    except Exception as error:  # the module's own code failed (a SyntaxError included)
+        raise UsageError(
+            f"importing {module_name!r} for {option} raised {_summary(error)}"
+        ) from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
@@ -459,7 +498,10 @@ def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -
             raise UsageError(f"{spec} cannot be called without arguments") from None
         except ValueError:  # no signature to inspect (a builtin): let the call decide
             pass
-        found = found()
+        try:
+            found = found()
+        except Exception as error:
+            raise UsageError(f"{option} {spec} raised {_summary(error)}") from None
     if inspect.iscoroutine(found):
         found.close()  # an ``async def``: never awaited, so say so instead of warning
         raise UsageError(f"{spec} is an async function; it must return {kind}")
@@ -972,10 +1014,18 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def _check_sqlite_file(url: str) -> None:
     """Refuse a SQLite URL naming no governance database: opening would create one (in a
     new file, or as tables in another application's database), and a mistyped path
-    would then show an empty store instead of an error."""
-    if urlsplit(url).scheme.lower() != "sqlite":
+    would then show an empty store instead of an error. So is a URL with no path at all
+    (``sqlite:///$UNSET``), which the library opens as a private in-memory database:
+    only ``sqlite:///:memory:`` says that on purpose."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
         return
     path = sqlite_path(url)
+    if path == MEMORY and not parts.path.strip("/"):
+        raise UsageError(
+            f"--url {url!r} names no SQLite database file (an unset variable?); name the "
+            "file, or sqlite:///:memory: for a store that lives as long as the command"
+        )
     if path == MEMORY:
         return
     where = f"{os.path.abspath(path)!r} (from --url {url!r})"

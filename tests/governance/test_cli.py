@@ -64,10 +64,10 @@ def environment(url: str | None) -> dict[str, str]:
     return env
 
 
-def mutator(url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+def mutator(url: str | None, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command(), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=environment(url),
         capture_output=True,
         text=True,
@@ -254,6 +254,21 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["--policies", "tests.cli_domain:Quota", "recover"], "without arguments"),
         (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
         (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
+        (True, ["requests", "list", "--limit", "10001"], "--limit: must be <= 10000"),
+        (True, ["requests", "list", "--limit", "9" * 20], "--limit: must be <= 10000"),
+        (True, ["inbox", "--as", "x", "--limit", "9" * 20], "--limit: must be <= 10000"),
+        (True, ["purge", "--older-than", "1d", "--batch-size", "9" * 20], "must be <= 10000"),
+        (True, ["worker", "--concurrency", "9" * 20], "--concurrency: must be <= 1000"),
+        (
+            True,
+            ["--registry", "tests.cli_domain:registry_broken", "recover"],
+            "--registry tests.cli_domain:registry_broken raised KeyError: 'billing'",
+        ),
+        (
+            True,
+            ["--policies", "tests.cli_domain:registry_broken", "recover"],
+            "--policies tests.cli_domain:registry_broken raised KeyError: 'billing'",
+        ),
     ],
 )
 def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], message: str) -> None:
@@ -262,6 +277,39 @@ def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], mes
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("raise RuntimeError('no config file')\n", "RuntimeError: no config file"),
+        ("registry = (\n", "SyntaxError: '(' was never closed (broken_registry.py, line 1)"),
+    ],
+    ids=["raises", "syntax error"],
+)
+def test_a_registry_module_that_fails_to_import_is_a_usage_error(
+    url: str, tmp_path: Path, source: str, error: str
+) -> None:
+    """The application's module raising on import is named with its error (exit 2), not
+    a traceback out of the command line's loading code."""
+    (tmp_path / "broken_registry.py").write_text(source)
+    done = mutator(url, "--registry", "broken_registry:registry", "recover", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"mutator: error: importing 'broken_registry' for --registry raised {error}"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_sqlite_url_naming_no_file_is_refused(tmp_path: Path) -> None:
+    """``sqlite:///$UNSET`` would open a private in-memory database: an empty store where
+    every request "does not exist". Only ``sqlite:///:memory:`` asks for one."""
+    for location in ("sqlite:///", "sqlite://", "sqlite:///?busy_timeout=1"):
+        done = mutator(location, "requests", "list", cwd=tmp_path)
+        assert done.returncode == 2, done.stdout
+        assert f"--url {location!r} names no SQLite database file" in done.stderr
+    assert files_in(tmp_path) == []
+    assert ok("sqlite:///:memory:", "requests", "list").strip() == "no requests"
 
 
 def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
