@@ -9,13 +9,15 @@ on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no
-existing governance store too — a missing SQLite file, ``sqlite:///`` naming none, a
-PostgreSQL schema or Redis key prefix holding no store: the command line never creates
-one); 3 ``execute`` ran but the request did not end executed (rejected as stale or by a
-policy, back to pending for approvals, or failed), or ``worker --until-idle`` had an
-attempt that did not (not executed, failed or an error) — the outcome lines on stdout
-say which.
+traceback; also output that cannot be written, quietly when its reader went away); 2 a
+usage error (bad arguments, URL, registry or cursor; a URL naming no existing
+governance store too — a missing SQLite file, ``sqlite:///`` naming none, a PostgreSQL
+schema or Redis key prefix holding no store: the command line never creates one); 3
+``execute`` ran but the request did not end executed (rejected as stale or by a policy,
+back to pending for approvals, or failed), or ``worker --until-idle`` had an attempt
+that did not (not executed, failed or an error) — the outcome lines on stdout say which;
+128 + the signal: a ``worker --until-idle`` stopped by SIGINT or SIGTERM before it
+drained.
 
 What the library logs (loggers under ``mutator``, such as a worker attempt that raised)
 goes to stderr too, one line a record and never a traceback: ``mutator: warning:
@@ -62,6 +64,7 @@ from mutator import ConfigurationError, MutationContext, MutationPolicy, Mutator
 
 from ._cli_output import (
     Output,
+    OutputLostError,
     age,
     approval_json,
     change_text,
@@ -113,12 +116,15 @@ EXIT_NOT_EXECUTED = 3
 EPILOG = """\
 exit codes:
   0  success
-  1  the operation was refused or failed (the message on stderr)
+  1  the operation was refused or failed (the message on stderr), or stdout
+     could not be written (quietly when its reader went away)
   2  a usage error (arguments, URL, registry, cursor, or no store at the URL)
   3  execute: the request ran but did not end executed (rejected, pending again,
      failed); worker --until-idle: some attempt did not end executed (not executed,
      failed, errors); quarantine --release-readable: some requests still do not read.
      The outcome is still printed on stdout.
+  130, 143  worker --until-idle stopped by SIGINT (Ctrl-C) or SIGTERM before it drained
+     (the summary is printed; a worker without --until-idle exits 0)
 
 logging:
   What the library logs goes to stderr one line a record, never a traceback:
@@ -358,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         "summary when it stops (Ctrl-C or SIGTERM; exit 0). With --until-idle it stops "
         "when no approved request is left and exits 3 when some attempt did not end "
         "executed (not executed, failed or errors; skipped ones, taken by another "
-        "executor, do not count), else 0.",
+        "executor, do not count), else 0; stopped by a signal before that, 128 + the "
+        "signal (130 for Ctrl-C, 143 for SIGTERM).",
     )
     worker.add_argument(
         "--concurrency",
@@ -775,14 +782,28 @@ def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
 
 async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int:
     progress = WorkerProgress()
+    stopped_by: list[int] = []
+    lost: list[OutputLostError] = []
     async with anyio.create_task_group() as group:
 
         async def stop_on_signal(*, task_status: TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 task_status.started()
-                async for _ in signals:
+                async for signum in signals:
+                    stopped_by.append(int(signum))
                     group.cancel_scope.cancel()
                     return
+
+        def on_outcome(outcome: WorkerOutcome) -> None:
+            # With nobody reading (``mutator worker | head``) the worker stops as on a
+            # signal, instead of executing on unseen and logging each lost line.
+            if lost:
+                return
+            try:
+                _worker_line(outcome, out)
+            except OutputLostError as error:
+                lost.append(error)
+                group.cancel_scope.cancel()
 
         await group.start(stop_on_signal)
         if not args.until_idle:
@@ -799,9 +820,11 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
             retention=args.retention,
             purge_every=args.purge_every,
             progress=progress,
-            on_outcome=lambda outcome: _worker_line(outcome, out),
+            on_outcome=on_outcome,
         )
         group.cancel_scope.cancel()
+    if lost:
+        raise lost[0]
     c = progress.report
     out.emit(
         f"worker stopped: {c.executed} executed, {c.not_executed} not executed, "
@@ -810,8 +833,11 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
         f"{c.quarantined} quarantined, {c.outages} outages",
         {"summary": attrs.asdict(c)},
     )
-    # A long-running worker stopped by a signal did its job (0); a drain (--until-idle)
-    # says, like ``execute``, whether everything it attempted ended executed.
+    # A long-running worker stopped by a signal did its job (0). A drain (--until-idle)
+    # stopped by one did not reach idle: 128 + the signal, as a shell reports it; one that
+    # did says, like ``execute``, whether everything it attempted ended executed.
+    if args.until_idle and stopped_by:
+        return 128 + stopped_by[0]
     if args.until_idle and c.not_executed + c.failed + c.errors:
         return EXIT_NOT_EXECUTED
     return 0
@@ -1133,9 +1159,23 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OutputLostError as lost:
+        _drop_stdout()
+        if not isinstance(lost.error, BrokenPipeError):  # ``mutator ... | head``: quietly
+            print(f"{PROG}: {lost}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
-        # the reader went away (``mutator ... | head``): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 1
     return code
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so that the interpreter's last flush of
+    what could not be written raises nothing more at exit."""
+    if sys.stdout is None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -679,6 +679,72 @@ def test_ctrl_c_stops_the_worker_cleanly(url: str) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["requests", "list"], ["--json", "requests", "show", "req-1"]])
+def test_output_that_cannot_be_written_is_one_line_on_stderr(url: str, args: list[str]) -> None:
+    """A full disk under stdout is exit 1 with the reason, not a traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*command(), *args],
+            cwd=ROOT,
+            env=environment(url),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "mutator: cannot write the output: [Errno 28] No space left on device\n"
+
+
+def test_a_worker_whose_reader_went_away_stops(url: str) -> None:
+    """``mutator worker | head`` with the reader gone: the worker stops quietly as on a
+    signal, the requests it did not start stay approved and claimable, instead of running
+    them all unseen with an error line for each lost outcome."""
+    anyio.run(submit, url, *(f"req-{n}" for n in range(3, 21)))
+    approve_all(url, *(f"req-{n}" for n in range(1, 21)))
+    process = subprocess.Popen(
+        [*command(), "worker", "--until-idle", "--concurrency", "1"],
+        cwd=ROOT,
+        env=environment(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.close()  # the reader is gone before the first line
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (1, "")
+    listed = json.loads(ok(url, "--json", "requests", "list", "--status", "approved"))
+    assert len(listed["items"]) >= 15
+    assert ok(url, "--json", "requests", "list", "--status", "executing") == (
+        '{"items": [], "next_cursor": null}\n'
+    )
+
+
+def test_a_drain_stopped_by_a_signal_exits_with_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``worker --until-idle`` stopped by SIGTERM did not drain: it prints its summary and
+    exits 128 + 15, as a shell reports a signal, not 0 as if it had reached idle."""
+    from mutator_governance._cli import main
+
+    async def stopped(self: Governance, **options: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the command's receiver is listening
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(Governance, "run_worker", stopped)
+    code = main(["--url", url, "--registry", "tests.cli_domain:registry", "worker", "--until-idle"])
+    captured = capsys.readouterr()
+    assert code == 128 + signal.SIGTERM
+    assert captured.out.startswith("worker stopped: 0 executed")
+    assert captured.err == ""
+
+
 def test_a_store_failure_inside_the_worker_is_reported_without_traceback(
     url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
