@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("request_id", metavar="ID")
     _actor_options(reject, approval=True)
     reject.add_argument("--approval", metavar="APPROVAL_ID")
-    reject.add_argument("--reason", required=True, metavar="TEXT")
+    reject.add_argument("--reason", required=True, type=_text, metavar="TEXT")
 
     cancel = commands.add_parser("cancel", help="cancel a request that has not run")
     cancel.add_argument("request_id", metavar="ID")

@@ -254,6 +254,7 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["--policies", "tests.cli_domain:Quota", "recover"], "without arguments"),
         (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
         (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
+        (True, ["reject", "req-1", "--as", "fiona", "--reason", " "], "must not be blank"),
         (True, ["requests", "list", "--limit", "10001"], "--limit: must be <= 10000"),
         (True, ["requests", "list", "--limit", "9" * 20], "--limit: must be <= 10000"),
         (True, ["inbox", "--as", "x", "--limit", "9" * 20], "--limit: must be <= 10000"),
