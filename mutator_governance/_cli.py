@@ -30,7 +30,9 @@ an application that runs :func:`main` with its own logging configuration keeps i
 ``MUTATOR_LOG_LEVEL`` then changes nothing (a bad value is still a usage error).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
-object per outcome line and a final ``{"summary": ...}`` line). A request is
+object per outcome line, each with ``request_id`` and ``outcome``: ``executed``,
+``not_executed``, ``failed``, ``skipped``, ``retried`` or ``errors``, then the execution's
+keys or ``error``; and a final ``{"summary": ...}`` line). A request is
 ``{"request_id", "status", "pending_reason", "mutation_type", "operation", "category",
 "state_id", "requester", "created_at", "updated_at", "active_step"}`` (times ISO 8601,
 enums lower-case values); listings are ``{"items": [...], "next_cursor": str | null}``.
@@ -769,14 +771,20 @@ async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> in
 
 
 def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
-    """Print one worker outcome: the execution's line, or what stopped the attempt."""
-    if outcome.result is not None:
-        out.emit(outcome_line(outcome.result), outcome_json(outcome.result))
-        return
+    """Print one worker outcome: the execution's line, or what stopped the attempt.
+
+    Every JSON line has ``request_id`` and ``outcome`` (the kind); one that ran has the
+    execution's keys, one that did not ``error`` (also under the kind's own key, as
+    before ``outcome`` was added)."""
     kind = outcome.kind.value
+    if outcome.result is not None:
+        document = {"outcome": kind, **outcome_json(outcome.result)}
+        out.emit(outcome_line(outcome.result), document)
+        return
+    error = str(outcome.error)
     out.emit(
-        clean(f"{outcome.request_id}: {kind}: {outcome.error}"),
-        {"request_id": outcome.request_id, kind: str(outcome.error)},
+        clean(f"{outcome.request_id}: {kind}: {error}"),
+        {"request_id": outcome.request_id, "outcome": kind, "error": error, kind: error},
     )
 
 

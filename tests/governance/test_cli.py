@@ -817,6 +817,29 @@ def test_a_logged_warning_is_one_line_with_the_error_not_a_traceback(url: str) -
     assert done.stdout.splitlines()[0].startswith("req-1: errors: state 'quota:acme'")
 
 
+def test_every_worker_json_line_says_its_request_and_outcome(url: str) -> None:
+    """A script reads ``outcome`` on every line: executions and an attempt that raised
+    (whose message was only under a key named after its kind) alike."""
+    anyio.run(submit, url, "req-3")
+    approve_all(url, "req-1", "req-2")
+    ran = mutator(url, "--json", "worker", "--until-idle", "--concurrency", "1")
+    assert ran.returncode == 3, ran.stderr
+    *lines, summary = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert [(line["request_id"], line["outcome"], line["status"]) for line in lines] == [
+        ("req-1", "executed", "executed"),
+        ("req-2", "not_executed", "rejected"),
+    ]
+    assert summary["summary"]["executed"] == 1
+
+    approve_then_lose_the_state(url, "req-3")
+    raised = mutator(url, "--json", "worker", "--until-idle")
+    assert raised.returncode == 3, raised.stderr
+    (line, _) = [json.loads(line) for line in raised.stdout.splitlines()]
+    assert (line["request_id"], line["outcome"]) == ("req-3", "errors")
+    assert line["error"].startswith("state 'quota:acme' is not in the state store")
+    assert line["errors"] == line["error"]
+
+
 def test_a_logged_line_escapes_the_requester_s_text(url: str) -> None:
     """A request id holding a newline and an escape sequence is logged escaped: it cannot
     forge a second stderr line nor hide text from the operator."""
