@@ -87,7 +87,6 @@ from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import (
     GovernanceError,
     RequestNotFoundError,
-    StateNotFoundError,
     StoredDataError,
     StoreNotFoundError,
 )
@@ -853,8 +852,8 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
 
 async def _state(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     current = await gov.states.get(args.state_id)
-    if current is None:
-        raise StateNotFoundError(args.state_id)
+    if current is None:  # StateNotFoundError's advice (``gov.states.put``) is for code
+        raise GovernanceError(f"no state {args.state_id!r} is stored")
     value = data(current.state)
     by = f" (written by request {clean(current.request_id)})" if current.request_id else ""
     out.emit(

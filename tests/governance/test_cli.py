@@ -1026,4 +1026,4 @@ def test_state_shows_the_stored_version_and_value(url: str) -> None:
     }
     missing = mutator(url, "state", "quota:other")
     assert missing.returncode == 1
-    assert "quota:other" in missing.stderr
+    assert missing.stderr == "mutator: no state 'quota:other' is stored\n"
