@@ -9,12 +9,15 @@ on the latest state is checked by no policy) and ``--json``.
 
 Exit codes: 0 success; 1 the operation was refused or failed (a governance error such as
 a self-approval or an invalid transition; its message goes to stderr, never a
-traceback); 2 a usage error (bad arguments, URL, registry or cursor; a URL naming no existing
-governance store too — a missing SQLite file, a PostgreSQL schema or Redis key prefix
-holding no store: the command line never creates one); 3 ``execute`` ran but the request
-did not end executed (rejected as stale or by a policy, back to pending for approvals,
-or failed), or ``worker --until-idle`` had an attempt that did not (not executed, failed
-or an error) — the outcome lines on stdout say which.
+traceback; also output that cannot be written, quietly when its reader went away); 2 a
+usage error (bad arguments, URL, registry or cursor; a URL naming no existing
+governance store too — a missing SQLite file, ``sqlite:///`` naming none, a PostgreSQL
+schema or Redis key prefix holding no store: the command line never creates one); 3
+``execute`` ran but the request did not end executed (rejected as stale or by a policy,
+back to pending for approvals, or failed), or ``worker --until-idle`` had an attempt
+that did not (not executed, failed or an error) — the outcome lines on stdout say which;
+128 + the signal: a ``worker --until-idle`` stopped by SIGINT or SIGTERM before it
+drained.
 
 What the library logs (loggers under ``mutator``, such as a worker attempt that raised)
 goes to stderr too, one line a record and never a traceback: ``mutator: warning:
@@ -27,7 +30,9 @@ an application that runs :func:`main` with its own logging configuration keeps i
 ``MUTATOR_LOG_LEVEL`` then changes nothing (a bad value is still a usage error).
 
 ``--json`` output is stable: one JSON document per command (the worker prints one JSON
-object per outcome line and a final ``{"summary": ...}`` line). A request is
+object per outcome line, each with ``request_id`` and ``outcome``: ``executed``,
+``not_executed``, ``failed``, ``skipped``, ``retried`` or ``errors``, then the execution's
+keys or ``error``; and a final ``{"summary": ...}`` line). A request is
 ``{"request_id", "status", "pending_reason", "mutation_type", "operation", "category",
 "state_id", "requester", "created_at", "updated_at", "active_step"}`` (times ISO 8601,
 enums lower-case values); listings are ``{"items": [...], "next_cursor": str | null}``.
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -60,6 +66,7 @@ from mutator import ConfigurationError, MutationContext, MutationPolicy, Mutator
 
 from ._cli_output import (
     Output,
+    OutputLostError,
     age,
     approval_json,
     change_text,
@@ -80,7 +87,6 @@ from ._enums import PendingReason, RequestStatus, ResolutionStrategy
 from ._errors import (
     GovernanceError,
     RequestNotFoundError,
-    StateNotFoundError,
     StoredDataError,
     StoreNotFoundError,
 )
@@ -111,12 +117,15 @@ EXIT_NOT_EXECUTED = 3
 EPILOG = """\
 exit codes:
   0  success
-  1  the operation was refused or failed (the message on stderr)
+  1  the operation was refused or failed (the message on stderr), or stdout
+     could not be written (quietly when its reader went away)
   2  a usage error (arguments, URL, registry, cursor, or no store at the URL)
   3  execute: the request ran but did not end executed (rejected, pending again,
      failed); worker --until-idle: some attempt did not end executed (not executed,
      failed, errors); quarantine --release-readable: some requests still do not read.
      The outcome is still printed on stdout.
+  130, 143  worker --until-idle stopped by SIGINT (Ctrl-C) or SIGTERM before it drained
+     (the summary is printed; a worker without --until-idle exits 0)
 
 logging:
   What the library logs goes to stderr one line a record, never a traceback:
@@ -146,14 +155,28 @@ class UsageError(Exception):
 # -- parsing -------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
+MAX_PAGE = 10_000
+"""The largest ``--limit`` of a listing and ``--batch-size`` of a purge: a page is read and
+printed whole (``--cursor`` walks further), and the stores take no count past 64 bits."""
+
+MAX_CONCURRENCY = 1_000
+"""The largest ``worker --concurrency``: also the size of the batch it reserves at once."""
+
+
+def _positive(text: str, *, most: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be <= {most}, got {value}")
     return value
+
+
+_page_size = functools.partial(_positive, most=MAX_PAGE)
+_concurrency = functools.partial(_positive, most=MAX_CONCURRENCY)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -225,7 +248,13 @@ def _actor_options(parser: argparse.ArgumentParser, *, approval: bool) -> None:
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=_positive, default=50, metavar="N")
+    parser.add_argument(
+        "--limit",
+        type=_page_size,
+        default=50,
+        metavar="N",
+        help=f"at most N a page (default 50, at most {MAX_PAGE}; --cursor walks further)",
+    )
     parser.add_argument("--cursor", metavar="C", help="the next cursor of a previous page")
 
 
@@ -311,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("request_id", metavar="ID")
     _actor_options(reject, approval=True)
     reject.add_argument("--approval", metavar="APPROVAL_ID")
-    reject.add_argument("--reason", required=True, metavar="TEXT")
+    reject.add_argument("--reason", required=True, type=_text, metavar="TEXT")
 
     cancel = commands.add_parser("cancel", help="cancel a request that has not run")
     cancel.add_argument("request_id", metavar="ID")
@@ -336,9 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
         "summary when it stops (Ctrl-C or SIGTERM; exit 0). With --until-idle it stops "
         "when no approved request is left and exits 3 when some attempt did not end "
         "executed (not executed, failed or errors; skipped ones, taken by another "
-        "executor, do not count), else 0.",
+        "executor, do not count), else 0; stopped by a signal before that, 128 + the "
+        "signal (130 for Ctrl-C, 143 for SIGTERM).",
     )
-    worker.add_argument("--concurrency", type=_positive, default=4, metavar="N")
+    worker.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=4,
+        metavar="N",
+        help=f"executions at once (default 4, at most {MAX_CONCURRENCY})",
+    )
     worker.add_argument(
         "--until-idle",
         action="store_true",
@@ -408,7 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="only this terminal status (repeatable; default all): " + ", ".join(terminal),
     )
-    purge.add_argument("--batch-size", type=_positive, default=500, metavar="N")
+    purge.add_argument(
+        "--batch-size",
+        type=_page_size,
+        default=500,
+        metavar="N",
+        help=f"requests deleted a batch (default 500, at most {MAX_PAGE})",
+    )
     quarantine = commands.add_parser("quarantine", help="list unreadable stored rows")
     releasing = quarantine.add_mutually_exclusive_group()
     releasing.add_argument(
@@ -437,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -> Any:
     """What ``MODULE:ATTRIBUTE`` names, called when it is a factory (UsageError when it
-    names nothing, needs arguments or is an ``async def``)."""
+    names nothing, needs arguments or is an ``async def``, and when importing the module
+    or calling the factory raises: the application's code, not a refusal)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise UsageError(f"{option} must be MODULE:ATTRIBUTE, got {spec!r}")
@@ -447,6 +490,10 @@ def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -
         found: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise UsageError(f"cannot import {module_name!r} for {option}: {error}") from None
+    except Exception as error:  # the module's own code failed (a SyntaxError included)
+        raise UsageError(
+            f"importing {module_name!r} for {option} raised {_summary(error)}"
+        ) from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
@@ -459,7 +506,10 @@ def _load(spec: str, option: str, wanted: Callable[[object], bool], kind: str) -
             raise UsageError(f"{spec} cannot be called without arguments") from None
         except ValueError:  # no signature to inspect (a builtin): let the call decide
             pass
-        found = found()
+        try:
+            found = found()
+        except Exception as error:
+            raise UsageError(f"{option} {spec} raised {_summary(error)}") from None
     if inspect.iscoroutine(found):
         found.close()  # an ``async def``: never awaited, so say so instead of warning
         raise UsageError(f"{spec} is an async function; it must return {kind}")
@@ -720,27 +770,47 @@ async def _execute(gov: Governance, args: argparse.Namespace, out: Output) -> in
 
 
 def _worker_line(outcome: WorkerOutcome, out: Output) -> None:
-    """Print one worker outcome: the execution's line, or what stopped the attempt."""
-    if outcome.result is not None:
-        out.emit(outcome_line(outcome.result), outcome_json(outcome.result))
-        return
+    """Print one worker outcome: the execution's line, or what stopped the attempt.
+
+    Every JSON line has ``request_id`` and ``outcome`` (the kind); one that ran has the
+    execution's keys, one that did not ``error`` (also under the kind's own key, as
+    before ``outcome`` was added)."""
     kind = outcome.kind.value
+    if outcome.result is not None:
+        document = {"outcome": kind, **outcome_json(outcome.result)}
+        out.emit(outcome_line(outcome.result), document)
+        return
+    error = str(outcome.error)
     out.emit(
-        clean(f"{outcome.request_id}: {kind}: {outcome.error}"),
-        {"request_id": outcome.request_id, kind: str(outcome.error)},
+        clean(f"{outcome.request_id}: {kind}: {error}"),
+        {"request_id": outcome.request_id, "outcome": kind, "error": error, kind: error},
     )
 
 
 async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int:
     progress = WorkerProgress()
+    stopped_by: list[int] = []
+    lost: list[OutputLostError] = []
     async with anyio.create_task_group() as group:
 
         async def stop_on_signal(*, task_status: TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 task_status.started()
-                async for _ in signals:
+                async for signum in signals:
+                    stopped_by.append(int(signum))
                     group.cancel_scope.cancel()
                     return
+
+        def on_outcome(outcome: WorkerOutcome) -> None:
+            # With nobody reading (``mutator worker | head``) the worker stops as on a
+            # signal, instead of executing on unseen and logging each lost line.
+            if lost:
+                return
+            try:
+                _worker_line(outcome, out)
+            except OutputLostError as error:
+                lost.append(error)
+                group.cancel_scope.cancel()
 
         await group.start(stop_on_signal)
         if not args.until_idle:
@@ -757,9 +827,11 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
             retention=args.retention,
             purge_every=args.purge_every,
             progress=progress,
-            on_outcome=lambda outcome: _worker_line(outcome, out),
+            on_outcome=on_outcome,
         )
         group.cancel_scope.cancel()
+    if lost:
+        raise lost[0]
     c = progress.report
     out.emit(
         f"worker stopped: {c.executed} executed, {c.not_executed} not executed, "
@@ -768,8 +840,11 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
         f"{c.quarantined} quarantined, {c.outages} outages",
         {"summary": attrs.asdict(c)},
     )
-    # A long-running worker stopped by a signal did its job (0); a drain (--until-idle)
-    # says, like ``execute``, whether everything it attempted ended executed.
+    # A long-running worker stopped by a signal did its job (0). A drain (--until-idle)
+    # stopped by one did not reach idle: 128 + the signal, as a shell reports it; one that
+    # did says, like ``execute``, whether everything it attempted ended executed.
+    if args.until_idle and stopped_by:
+        return 128 + stopped_by[0]
     if args.until_idle and c.not_executed + c.failed + c.errors:
         return EXIT_NOT_EXECUTED
     return 0
@@ -777,8 +852,8 @@ async def _worker(gov: Governance, args: argparse.Namespace, out: Output) -> int
 
 async def _state(gov: Governance, args: argparse.Namespace, out: Output) -> None:
     current = await gov.states.get(args.state_id)
-    if current is None:
-        raise StateNotFoundError(args.state_id)
+    if current is None:  # StateNotFoundError's advice (``gov.states.put``) is for code
+        raise GovernanceError(f"no state {args.state_id!r} is stored")
     value = data(current.state)
     by = f" (written by request {clean(current.request_id)})" if current.request_id else ""
     out.emit(
@@ -972,10 +1047,18 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def _check_sqlite_file(url: str) -> None:
     """Refuse a SQLite URL naming no governance database: opening would create one (in a
     new file, or as tables in another application's database), and a mistyped path
-    would then show an empty store instead of an error."""
-    if urlsplit(url).scheme.lower() != "sqlite":
+    would then show an empty store instead of an error. So is a URL with no path at all
+    (``sqlite:///$UNSET``), which the library opens as a private in-memory database:
+    only ``sqlite:///:memory:`` says that on purpose."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
         return
     path = sqlite_path(url)
+    if path == MEMORY and not parts.path.strip("/"):
+        raise UsageError(
+            f"--url {url!r} names no SQLite database file (an unset variable?); name the "
+            "file, or sqlite:///:memory: for a store that lives as long as the command"
+        )
     if path == MEMORY:
         return
     where = f"{os.path.abspath(path)!r} (from --url {url!r})"
@@ -1083,9 +1166,23 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OutputLostError as lost:
+        _drop_stdout()
+        if not isinstance(lost.error, BrokenPipeError):  # ``mutator ... | head``: quietly
+            print(f"{PROG}: {lost}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
-        # the reader went away (``mutator ... | head``): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 1
     return code
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so that the interpreter's last flush of
+    what could not be written raises nothing more at exit."""
+    if sys.stdout is None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import errno
 import json
+import sys
 from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,7 @@ from ._request import MutationRequest
 
 __all__ = [
     "Output",
+    "OutputLostError",
     "age",
     "approval_json",
     "clean",
@@ -219,6 +222,15 @@ def outcome_line(outcome: GovernedExecutionResult) -> str:
     return f"{line}: {clean(last.reason)}" if last is not None and last.reason else line
 
 
+class OutputLostError(Exception):
+    """Standard output could not be written (its reader went away, its disk is full): the
+    command stops, since nothing it prints reaches anyone."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"cannot write the output: {error}")
+        self.error = error
+
+
 class Output:
     """Prints human text or JSON documents."""
 
@@ -226,12 +238,20 @@ class Output:
         self.as_json = as_json
 
     def emit(self, human: str, document: Any) -> None:
-        """Print ``document`` as JSON with ``--json`` (nothing when None), else ``human``."""
+        """Print ``document`` as JSON with ``--json`` (nothing when None), else ``human``
+        (:class:`OutputLostError` when standard output cannot be written)."""
         if self.as_json:
-            if document is not None:
-                print(json.dumps(document, sort_keys=True), flush=True)
-        elif human:
-            print(human, flush=True)
+            text = json.dumps(document, sort_keys=True) if document is not None else ""
+        else:
+            text = human
+        if not text:
+            return
+        if sys.stdout is None:  # started with standard output closed (``>&-``)
+            raise OutputLostError(OSError(errno.EBADF, "standard output is closed"))
+        try:
+            print(text, flush=True)
+        except OSError as error:
+            raise OutputLostError(error) from error
 
 
 def data(value: Any) -> Any:

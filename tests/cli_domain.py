@@ -95,6 +95,11 @@ async def submit(
         ]
 
 
+def registry_broken() -> MutationRegistry:
+    """A mistake ``--registry`` may name: a factory whose own code raises."""
+    return {}["billing"]  # type: ignore[no-any-return]
+
+
 async def registry_later() -> MutationRegistry:
     """A mistake ``--registry`` must name: an ``async def`` factory (never awaited)."""
     return make_registry()

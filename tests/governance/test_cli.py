@@ -64,10 +64,10 @@ def environment(url: str | None) -> dict[str, str]:
     return env
 
 
-def mutator(url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+def mutator(url: str | None, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command(), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=environment(url),
         capture_output=True,
         text=True,
@@ -254,6 +254,22 @@ def test_a_damaged_row_is_listed_in_quarantine_and_skipped(url: str) -> None:
         (True, ["--policies", "tests.cli_domain:Quota", "recover"], "without arguments"),
         (True, ["requests", "list", "--state-id", ""], "--state-id: must not be blank"),
         (True, ["requests", "list", "--actor", " "], "--actor: must not be blank"),
+        (True, ["reject", "req-1", "--as", "fiona", "--reason", " "], "must not be blank"),
+        (True, ["requests", "list", "--limit", "10001"], "--limit: must be <= 10000"),
+        (True, ["requests", "list", "--limit", "9" * 20], "--limit: must be <= 10000"),
+        (True, ["inbox", "--as", "x", "--limit", "9" * 20], "--limit: must be <= 10000"),
+        (True, ["purge", "--older-than", "1d", "--batch-size", "9" * 20], "must be <= 10000"),
+        (True, ["worker", "--concurrency", "9" * 20], "--concurrency: must be <= 1000"),
+        (
+            True,
+            ["--registry", "tests.cli_domain:registry_broken", "recover"],
+            "--registry tests.cli_domain:registry_broken raised KeyError: 'billing'",
+        ),
+        (
+            True,
+            ["--policies", "tests.cli_domain:registry_broken", "recover"],
+            "--policies tests.cli_domain:registry_broken raised KeyError: 'billing'",
+        ),
     ],
 )
 def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], message: str) -> None:
@@ -262,6 +278,39 @@ def test_usage_errors_exit_2(url: str, url_given: bool, args: Sequence[str], mes
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("raise RuntimeError('no config file')\n", "RuntimeError: no config file"),
+        ("registry = (\n", "SyntaxError: '(' was never closed (broken_registry.py, line 1)"),
+    ],
+    ids=["raises", "syntax error"],
+)
+def test_a_registry_module_that_fails_to_import_is_a_usage_error(
+    url: str, tmp_path: Path, source: str, error: str
+) -> None:
+    """The application's module raising on import is named with its error (exit 2), not
+    a traceback out of the command line's loading code."""
+    (tmp_path / "broken_registry.py").write_text(source)
+    done = mutator(url, "--registry", "broken_registry:registry", "recover", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"mutator: error: importing 'broken_registry' for --registry raised {error}"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_sqlite_url_naming_no_file_is_refused(tmp_path: Path) -> None:
+    """``sqlite:///$UNSET`` would open a private in-memory database: an empty store where
+    every request "does not exist". Only ``sqlite:///:memory:`` asks for one."""
+    for location in ("sqlite:///", "sqlite://", "sqlite:///?busy_timeout=1"):
+        done = mutator(location, "requests", "list", cwd=tmp_path)
+        assert done.returncode == 2, done.stdout
+        assert f"--url {location!r} names no SQLite database file" in done.stderr
+    assert files_in(tmp_path) == []
+    assert ok("sqlite:///:memory:", "requests", "list").strip() == "no requests"
 
 
 def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
@@ -631,6 +680,72 @@ def test_ctrl_c_stops_the_worker_cleanly(url: str) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["requests", "list"], ["--json", "requests", "show", "req-1"]])
+def test_output_that_cannot_be_written_is_one_line_on_stderr(url: str, args: list[str]) -> None:
+    """A full disk under stdout is exit 1 with the reason, not a traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*command(), *args],
+            cwd=ROOT,
+            env=environment(url),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "mutator: cannot write the output: [Errno 28] No space left on device\n"
+
+
+def test_a_worker_whose_reader_went_away_stops(url: str) -> None:
+    """``mutator worker | head`` with the reader gone: the worker stops quietly as on a
+    signal, the requests it did not start stay approved and claimable, instead of running
+    them all unseen with an error line for each lost outcome."""
+    anyio.run(submit, url, *(f"req-{n}" for n in range(3, 21)))
+    approve_all(url, *(f"req-{n}" for n in range(1, 21)))
+    process = subprocess.Popen(
+        [*command(), "worker", "--until-idle", "--concurrency", "1"],
+        cwd=ROOT,
+        env=environment(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.close()  # the reader is gone before the first line
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (1, "")
+    listed = json.loads(ok(url, "--json", "requests", "list", "--status", "approved"))
+    assert len(listed["items"]) >= 15
+    assert ok(url, "--json", "requests", "list", "--status", "executing") == (
+        '{"items": [], "next_cursor": null}\n'
+    )
+
+
+def test_a_drain_stopped_by_a_signal_exits_with_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``worker --until-idle`` stopped by SIGTERM did not drain: it prints its summary and
+    exits 128 + 15, as a shell reports a signal, not 0 as if it had reached idle."""
+    from mutator_governance._cli import main
+
+    async def stopped(self: Governance, **options: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the command's receiver is listening
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(Governance, "run_worker", stopped)
+    code = main(["--url", url, "--registry", "tests.cli_domain:registry", "worker", "--until-idle"])
+    captured = capsys.readouterr()
+    assert code == 128 + signal.SIGTERM
+    assert captured.out.startswith("worker stopped: 0 executed")
+    assert captured.err == ""
+
+
 def test_a_store_failure_inside_the_worker_is_reported_without_traceback(
     url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -700,6 +815,29 @@ def test_a_logged_warning_is_one_line_with_the_error_not_a_traceback(url: str) -
     assert line.startswith("mutator: warning: request req-1 raised StateNotFoundError; parked")
     assert line.endswith(GONE)
     assert done.stdout.splitlines()[0].startswith("req-1: errors: state 'quota:acme'")
+
+
+def test_every_worker_json_line_says_its_request_and_outcome(url: str) -> None:
+    """A script reads ``outcome`` on every line: executions and an attempt that raised
+    (whose message was only under a key named after its kind) alike."""
+    anyio.run(submit, url, "req-3")
+    approve_all(url, "req-1", "req-2")
+    ran = mutator(url, "--json", "worker", "--until-idle", "--concurrency", "1")
+    assert ran.returncode == 3, ran.stderr
+    *lines, summary = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert [(line["request_id"], line["outcome"], line["status"]) for line in lines] == [
+        ("req-1", "executed", "executed"),
+        ("req-2", "not_executed", "rejected"),
+    ]
+    assert summary["summary"]["executed"] == 1
+
+    approve_then_lose_the_state(url, "req-3")
+    raised = mutator(url, "--json", "worker", "--until-idle")
+    assert raised.returncode == 3, raised.stderr
+    (line, _) = [json.loads(line) for line in raised.stdout.splitlines()]
+    assert (line["request_id"], line["outcome"]) == ("req-3", "errors")
+    assert line["error"].startswith("state 'quota:acme' is not in the state store")
+    assert line["errors"] == line["error"]
 
 
 def test_a_logged_line_escapes_the_requester_s_text(url: str) -> None:
@@ -888,4 +1026,4 @@ def test_state_shows_the_stored_version_and_value(url: str) -> None:
     }
     missing = mutator(url, "state", "quota:other")
     assert missing.returncode == 1
-    assert "quota:other" in missing.stderr
+    assert missing.stderr == "mutator: no state 'quota:other' is stored\n"
