@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+import anyio
+
 from mutator import (
     AuditSink,
     HistoryStore,
@@ -169,8 +171,9 @@ class SequentialCommitter:
     operation as done; then its decisions (idempotent by sequence number), history and
     audit. A crash in between leaves the request EXECUTING (recovery finishes it from the
     recorded state version) or its log behind (``Governance.recover`` appends exactly the
-    missing sequence numbers). The history and audit entries of an execution finished by
-    recovery are not recorded: use an atomic committer where that matters.
+    missing sequence numbers). A cancellation does not: once the first write is sent, the
+    rest are written under a shield. The history and audit entries of an execution
+    finished by recovery are not recorded: use an atomic committer where that matters.
     """
 
     atomic = False
@@ -193,6 +196,12 @@ class SequentialCommitter:
         """Write ``commit`` store by store, the operation's own request last."""
         for write in commit.requests:
             await self._check(write)
+        with anyio.CancelScope(shield=True):
+            stored = await self._write(commit)
+        return tuple(stored[index] for index in range(len(commit.requests)))
+
+    async def _write(self, commit: GovernedCommit) -> dict[int, MutationRequest]:
+        """The writes of ``commit``; the stored requests by their index in it."""
         if commit.state is not None:
             s = commit.state
             version = await self.states.put(
@@ -219,7 +228,7 @@ class SequentialCommitter:
         if self.audit is not None:
             for record in commit.audit:
                 await self.audit.record(record)
-        return tuple(stored[index] for index in range(len(commit.requests)))
+        return stored
 
     async def _check(self, write: RequestWrite) -> None:
         request_id = write.request.request_id

@@ -199,13 +199,19 @@ def _decides_failure(error: MutatorError) -> bool:
 
 
 class _Claim:
-    """The claimed request of one running execution, renewed while the mutation runs."""
+    """The claimed request of one running execution, renewed while the mutation runs.
 
-    __slots__ = ("renewal", "request")
+    ``scope`` is the cancel scope of a started asyncio renewal: cancelled through it, the
+    renewal still finishes a write it sent (its shield holds, which a ``Task.cancel``
+    pierces), so the commit expects the revision that write stored.
+    """
+
+    __slots__ = ("renewal", "request", "scope")
 
     def __init__(self, request: MutationRequest) -> None:
         self.request = request
         self.renewal: asyncio.Task[None] | None = None
+        self.scope: anyio.CancelScope | None = None
 
 
 class _Renewals:
@@ -481,12 +487,16 @@ class GovernedExecutionManager:
             renewals.due.pop(held, None)
             task = held.renewal
             if task is not None:
-                task.cancel()
+                if held.scope is None:  # not started yet: it never runs
+                    task.cancel()
+                else:
+                    held.scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait((task,))
 
-    def _renew_now(self, held: _Claim) -> Coroutine[Any, Any, None]:
-        return self._renew(held, 0.0)
+    async def _renew_now(self, held: _Claim) -> None:
+        with anyio.CancelScope() as held.scope:
+            await self._renew(held, 0.0)
 
     async def _renew(self, held: _Claim, first_wait: float) -> None:
         """Extend the lease every third of it while the mutation runs."""

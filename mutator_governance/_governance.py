@@ -912,7 +912,8 @@ class Governance:
             requests += len(batch.request_ids)
             decisions += batch.decisions
             if forget is not None and batch.request_ids:
-                decisions += await forget.forget(batch.request_ids)
+                with anyio.CancelScope(shield=True):  # the requests are gone: their decisions too
+                    decisions += await forget.forget(batch.request_ids)
             if len(batch.request_ids) < batch_size:
                 return PurgeReport(requests, decisions, batches, cutoff)
 

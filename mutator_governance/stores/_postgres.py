@@ -324,7 +324,9 @@ class _Connection(psycopg.AsyncConnection[tuple[Any, ...]]):
     handle pushed on the loop's heap and cancelled), on top of registering the socket:
     about a tenth of a statement's client instructions. A wait without a timeout here only
     registers the socket; an interrupted wait (cancellation) goes on in psycopg's own
-    ``wait``, which cancels the statement on the server as it always does.
+    ``wait``, which cancels the statement on the server and waits for it (at most 5 s
+    each), shielded: a cancel scope delivers its cancellation again at every await, which
+    made psycopg give up, close the connection and leave the statement running.
     """
 
     async def wait(
@@ -372,7 +374,8 @@ class _Connection(psycopg.AsyncConnection[tuple[Any, ...]]):
                     loop.remove_writer(fileno)
             if interrupted is not None:
                 rest: Any = _Interrupted(gen, state, interrupted)
-                return await super().wait(rest, interval)
+                with anyio.CancelScope(shield=True):
+                    return await super().wait(rest, interval)
             try:
                 state = gen.send(ready)
             except StopIteration as done:

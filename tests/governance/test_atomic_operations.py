@@ -442,6 +442,46 @@ class TestLeaseRenewal:
         assert results[0].executed
         await assert_log_matches(world, request.request_id)
 
+    async def test_a_mutation_ending_while_its_renewal_is_written_still_commits(self) -> None:
+        """The renewal's write is shielded: when the mutation ends while it is in flight
+        (landed in the store, its reply still on the way), the execution waits for it and
+        commits on the renewed revision. On asyncio the renewal was cancelled through its
+        shield: the write landed unseen and the commit failed with RequestConcurrencyError."""
+        gate = Gate()
+        landed = anyio.Event()
+        stores = Stores()
+        await seed(stores)
+
+        class SlowReply(CountingCommitter):
+            async def commit(self, commit: GovernedCommit) -> tuple[MutationRequest, ...]:
+                write = commit.requests[0]
+                renewal = write.request.status is S.EXECUTING and not write.new_decisions
+                stored = await super().commit(commit)
+                if renewal and not landed.is_set():
+                    landed.set()
+                    await anyio.sleep(0.05)
+                return stored
+
+        inner = InMemoryCommitter(
+            stores.requests, stores.decisions, stores.states, stores.history, stores.audit
+        )
+        world = await world_over(stores, committer=SlowReply(inner))
+        executor = world.gov.executor
+        executor.lease = type(executor.lease)(seconds=0.15)
+        request = await world.submit(Blocking(gate))
+        results: list[Any] = []
+
+        async def run() -> None:
+            results.append(await world.gov.execute(request.request_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await landed.wait()
+            gate.opened.set()
+        assert results[0].executed
+        executed = await assert_log_matches(world, request.request_id)
+        assert executed.status is S.EXECUTED
+
     async def test_executions_started_apart_are_each_renewed_and_a_short_one_is_not(
         self,
     ) -> None:

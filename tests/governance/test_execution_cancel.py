@@ -20,6 +20,7 @@ from mutator_governance import (
     InMemoryCommitter,
     LifecycleDecision,
     MutationRequest,
+    PendingReason,
     RequestStatus,
 )
 
@@ -224,3 +225,51 @@ class TestCancellation:
             again = await world.gov.execute(world.request.request_id)
             assert again.executed is True
             await assert_clean(world)
+
+
+class TestSequentialCommitCancellation:
+    """Over stores sharing no transaction, a cancellation once the first write of an
+    operation started lets the operation's remaining writes land: the request and its
+    decision log never disagree."""
+
+    @pytest.mark.parametrize("operation", ["submit", "approve", "cancel"])
+    async def test_an_operation_cancelled_between_its_writes_lands_whole(
+        self, operation: str
+    ) -> None:
+        """Cancelled while its decisions were being appended, the request was already
+        written: the log used to stay behind it until ``recover()`` repaired it."""
+        stores = Stores()
+        await seed(stores)
+        parker = Parker()
+        gov = make_governance(
+            stores, decisions=Probe(stores.decisions, "decisions", parker.before, parker.after)
+        )
+        alice = MutationContext.user("alice", reason="please")
+        pending = await gov.submit(IncreaseQuota("bob", 10), state_id=STATE_ID, context=alice)
+        if operation == "approve":
+            pending = await gov.move_to_pending(
+                pending.request_id, PendingReason.MANUAL_REVIEW, context=alice
+            )
+        parker.arm("decisions", "append")
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                if operation == "submit":
+                    await gov.submit(
+                        IncreaseQuota("bob", 1), state_id=STATE_ID, context=alice, request_id="r"
+                    )
+                elif operation == "approve":
+                    await gov.approve(pending.request_id, context=MutationContext.user("bob"))
+                else:
+                    await gov.cancel(pending.request_id, context=alice)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await parker.gate.reached.wait()
+            scope.cancel()
+            parker.gate.opened.set()
+        request_id = "r" if operation == "submit" else pending.request_id
+        stored = await stores.requests.get(request_id)
+        assert stored is not None
+        assert tuple(await stores.decisions.for_request(request_id)) == stored.decisions

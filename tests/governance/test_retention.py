@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from mutator import MutationContext
@@ -20,7 +21,7 @@ from mutator_governance import (
     RequestStatus,
 )
 
-from ._execution_support import DecreaseQuota, world_over
+from ._execution_support import DecreaseQuota, Gate, Probe, Stores, world_over
 from .conftest import World
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +121,37 @@ class TestPurge:
 
         assert (report.requests, report.decisions) == (0, 0)
         assert await everything(world) == {canceled.request_id: S.CANCELED}
+
+    async def test_a_purge_cancelled_after_a_batch_forgets_its_decisions(self) -> None:
+        """Cancelled once a batch of requests is deleted, the purge still deletes their
+        decisions: a separate decision store kept them for good (the requests were gone,
+        so no later purge found them)."""
+        stores = Stores()
+        parked = Gate()
+
+        async def park(label: str, method: str, args: Any, kwargs: Any) -> None:
+            if method == "forget":
+                await parked.pass_through()
+
+        world = await world_over(stores, decisions=Probe(stores.decisions, "decisions", park))
+        canceled = await world.submit()
+        await world.gov.cancel(canceled.request_id, context=world.ctx("dave"))
+        await aged(world)
+
+        scope = anyio.CancelScope()
+
+        async def purge() -> None:
+            with scope:
+                await world.gov.purge(older_than=OLD)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(purge)
+            await parked.reached.wait()
+            scope.cancel()
+            parked.opened.set()
+
+        assert await everything(world) == {}
+        assert await stores.decisions.for_request(canceled.request_id) == ()
 
     async def test_a_worker_with_retention_purges_as_it_runs(self) -> None:
         world = await world_over()

@@ -964,10 +964,8 @@ async def test_a_write_cancelled_while_waiting_for_a_lock_never_lands(
     store: PostgresStore, postgres_url: str, schema: str
 ) -> None:
     """A write cancelled by a cancel scope while blocked on a row lock is not applied when
-    the lock is released later. anyio re-delivers the cancellation while psycopg sends
-    its server-side cancel, so psycopg closes the connection instead; the server's check
-    of the connection (``connection_check_interval``) then aborts the orphaned statement,
-    which would otherwise wait on and commit once the lock is free."""
+    the lock is released later: the statement is cancelled on the server (see the next
+    test for the same without ``connection_check_interval``)."""
     await store.states.put(STATE_ID, SampleState("sample", 1))
     async with await psycopg.AsyncConnection.connect(postgres_url) as holder:
         await holder.execute(
@@ -982,6 +980,36 @@ async def test_a_write_cancelled_while_waiting_for_a_lock_never_lands(
     latest = await store.states.get(STATE_ID)
     assert latest is not None
     assert (latest.version, latest.state) == ("1", SampleState("sample", 1))
+
+
+async def test_a_statement_cancelled_by_a_cancel_scope_is_cancelled_on_the_server(
+    postgres_url: str, schema: str
+) -> None:
+    """Cancelled by a cancel scope while blocked on a row lock, a write is cancelled on the
+    server before the caller goes on, whatever ``connection_check_interval``: anyio
+    re-delivered the cancellation while psycopg sent its cancel request, so psycopg closed
+    the connection, and the statement, left running on the server, committed once the lock
+    was free (after the caller had been told it was cancelled). The connection is kept."""
+    store = await PostgresStore.open(
+        postgres_url, registry=sample_registry(), schema=schema, connection_check_interval=None
+    )
+    try:
+        await store.states.put(STATE_ID, SampleState("sample", 1))
+        async with await psycopg.AsyncConnection.connect(postgres_url) as holder:
+            await holder.execute(
+                f'SELECT 1 FROM "{schema}".states WHERE state_id = %s FOR UPDATE', (STATE_ID,)
+            )
+            with anyio.move_on_after(0.3) as scope:
+                await store.states.put(STATE_ID, SampleState("sample", 2), expected_version="1")
+            assert scope.cancelled_caught
+            await holder.commit()
+        await anyio.sleep(0.3)  # an orphaned statement would have committed by now
+        latest = await store.states.get(STATE_ID)
+        assert latest is not None
+        assert (latest.version, latest.state) == ("1", SampleState("sample", 1))
+        assert store._db.pool.get_stats().get("returns_bad", 0) == 0
+    finally:
+        await store.aclose()
 
 
 @attrs.frozen
