@@ -93,12 +93,20 @@ def check_version(value: object) -> str | None:
     return value
 
 
+MAX_COUNT = 2**31 - 1
+"""The largest page size, batch or concurrency accepted: every backend's integers hold it
+(a 20-digit limit overflowed SQLite's and PostgreSQL's, and a worker of that concurrency
+asked the store for that many requests at each poll, failing forever)."""
+
+
 def check_limit(value: object) -> int:
     """``value`` when it is a page size (an int >= 1), TypeError or ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"limit must be an int >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"limit must be an int >= 1, got {value!r}")
+    if value > MAX_COUNT:
+        raise ValueError(f"limit must be at most {MAX_COUNT:,}, got {value:,}")
     return value
 
 
@@ -114,9 +122,11 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None
 
 
 def check_count(name: str, value: object) -> None:
-    """Refuse a count that is not an integer >= 1 (ConfigurationError)."""
+    """Refuse a count that is not an integer from 1 to :data:`MAX_COUNT` (ConfigurationError)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > MAX_COUNT:
+        raise ConfigurationError(f"{name} must be at most {MAX_COUNT:,}, got {value:,}")
 
 
 MAX_SPAN = 10 * 365 * 86400.0

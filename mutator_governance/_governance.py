@@ -27,7 +27,14 @@ from mutator import (
 
 from . import _operator
 from ._approvals import RejectionReason, map_requirements
-from ._arguments import MAX_ID_BYTES, check_id, check_moment, check_span, check_text
+from ._arguments import (
+    MAX_COUNT,
+    MAX_ID_BYTES,
+    check_id,
+    check_moment,
+    check_span,
+    check_text,
+)
 from ._commit import default_committer
 from ._decisions import RequestDecision, new_decision, system_context
 from ._enums import (
@@ -893,6 +900,8 @@ class Governance:
         chosen = terminal_statuses(statuses)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size > MAX_COUNT:
+            raise ValueError(f"batch_size must be at most {MAX_COUNT:,}, got {batch_size:,}")
         purger = self.requests
         if not isinstance(purger, RequestPurger):
             raise TypeError(

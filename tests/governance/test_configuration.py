@@ -151,6 +151,7 @@ class TestOpen:
             ("poll_interval", float("nan")),
             ("concurrency", 0),
             ("concurrency", 1.5),
+            ("concurrency", 2**31),
             ("recover_every", float("inf")),
             ("strategy", "renew"),
             ("context", "worker"),

@@ -108,6 +108,8 @@ class TestPurge:
             await world.gov.purge(older_than=30)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="batch_size"):
             await world.gov.purge(older_than=OLD, batch_size=0)
+        with pytest.raises(ValueError, match="batch_size must be at most 2,147,483,647"):
+            await world.gov.purge(older_than=OLD, batch_size=10**20)
         assert S.EXECUTING not in TERMINAL_STATUSES
 
     async def test_an_age_reaching_before_year_one_purges_nothing(self) -> None:

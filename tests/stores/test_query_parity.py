@@ -184,3 +184,13 @@ def test_every_backend_refuses_a_malformed_listing_alike(
     StoredDataError blaming the database (SQLite, ``limit=1.5``)."""
     with pytest.raises(TypeError, match=re.escape(message)):
         portal.call(call, requests_store)
+
+
+@pytest.mark.parametrize("limit", [2**31, 2**63, 10**20])
+def test_every_backend_refuses_a_limit_beyond_its_integers_alike(
+    requests_store: Any, portal: BlockingPortal, limit: int
+) -> None:
+    """A ValueError naming the bound everywhere: SQLite raised OverflowError and
+    PostgreSQL a StoreUnavailableError ("bigint out of range") on 20 digits."""
+    with pytest.raises(ValueError, match="limit must be at most 2,147,483,647"):
+        portal.call(lambda: requests_store.list(limit=limit))
