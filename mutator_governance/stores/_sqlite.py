@@ -777,7 +777,18 @@ def _stored_revision(connection: sqlite3.Connection, request_id: str) -> int | N
     found = _fetch_one(
         connection, "SELECT revision FROM requests WHERE request_id = ?", (request_id,)
     )
-    return None if found is None else int(found[0])
+    if found is None:
+        return None
+    revision = found[0]
+    if type(revision) is not int:  # a row edited by hand: refuse it as unreadable
+        raise StoredDataError(
+            f"request {request_id!r} has a stored revision that is no integer: {revision!r}",
+            backend=BACKEND,
+            key=request_id,
+            field="revision",
+            request_id=request_id,
+        )
+    return revision
 
 
 def _check_revision(connection: sqlite3.Connection, request_id: str, expected: int | None) -> None:

@@ -404,6 +404,27 @@ async def test_corrupt_request_document_names_the_key(tmp_path: Path) -> None:
         ]
 
 
+async def test_a_revision_column_edited_by_hand_is_stored_data_error(tmp_path: Path) -> None:
+    """Every write checking the revision names the row and field (was a bare ValueError
+    from ``int()``); nothing is written, and the other requests go on."""
+    async with Governance.open(url_of(tmp_path), registry=registry()) as gov:
+        await gov.states.put("c", Counter(0))
+        for name in ("good", "bad"):
+            await gov.submit(
+                Increment(1), state_id="c", context=MutationContext.user("al"), request_id=name
+            )
+        _corrupt(tmp_path / "gov.db", "UPDATE requests SET revision = 'x' WHERE request_id = 'bad'")
+        for attempt in (
+            lambda: gov.execute("bad"),
+            lambda: gov.cancel("bad", context=MutationContext.user("bo")),
+        ):
+            with pytest.raises(StoredDataError) as caught:
+                await attempt()
+            assert (caught.value.key, caught.value.field) == ("bad", "revision")
+        assert (await gov.execute("good")).executed
+        assert (await gov.get("bad")).status is RequestStatus.APPROVED
+
+
 async def test_corrupt_state_and_decision_documents(tmp_path: Path) -> None:
     async with await SQLiteStore.open(url_of(tmp_path), registry=sample_registry()) as store:
         await store.states.put("s:1", SampleState())
