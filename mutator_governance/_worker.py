@@ -202,6 +202,11 @@ without a wake-up (a store whose listening connection is down answers at once)."
 _GIVE_BACK_SECONDS = 5.0
 """How long a stopping worker waits for the store to take back its unstarted reservations."""
 
+_RESERVE_SECONDS = 10.0
+"""How long a reservation may take, and run on once the worker is cancelled: the store may
+have made it already (a PostgreSQL statement committed while its reply was on the way),
+and only a worker that gets the reply can give the reservation back."""
+
 Housekeeping = Callable[[], Awaitable[int]]
 """A periodic sweep the worker runs; returns how many requests it settled."""
 
@@ -469,13 +474,16 @@ class _Worker:
         if self.queue is not None:
             now = manager.clock()
             until = now + max(manager.lease, timedelta(seconds=self.backoff.maximum))
-            return await self.queue.reserve(
-                owner=manager.executor_id,
-                limit=limit,
-                now=now,
-                until=until,
-                revalidation=self.revalidation,
-            )
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + _RESERVE_SECONDS
+                return await self.queue.reserve(
+                    owner=manager.executor_id,
+                    limit=limit,
+                    now=now,
+                    until=until,
+                    revalidation=self.revalidation,
+                )
+            raise TimeoutError(f"reserving ready requests took over {_RESERVE_SECONDS:g} s")
         return await self._scan(limit)
 
     async def _scan(self, limit: int) -> list[MutationRequest]:

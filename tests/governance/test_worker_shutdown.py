@@ -150,6 +150,41 @@ class TestCancelledWhileReserving:
         assert await reservable_by_another(world) == [request.request_id]
 
 
+class ReplyInFlightAtTheCancel(ReservingThroughTheCancel):
+    """A reservation the store has made whose reply is still on the way when the worker
+    is cancelled (a PostgreSQL statement that committed just before the cancel)."""
+
+    async def reserve(self, **options: Any) -> Sequence[MutationRequest]:
+        made = await InMemoryRequestStore.reserve(self, **options)
+        if self.hold and made:
+            self.entered.set()
+            await anyio.sleep(0.2)
+        return made
+
+
+class TestCancelledWhileTheReplyIsOnItsWay:
+    async def test_a_reservation_made_before_the_cancel_is_given_back(self) -> None:
+        """Before: the cancel interrupted the wait for the reply, the worker never learnt
+        what it had reserved, and the request stayed reserved until the reservation ran
+        out (the lease, five minutes by default)."""
+        requests = ReplyInFlightAtTheCancel()
+        world = await world_over(Stores(requests=requests))
+        request = await world.submit()
+        requests.hold = True
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: world.gov.run_worker(poll_interval=POLL, grace=5))
+                await requests.entered.wait()
+                tg.cancel_scope.cancel()
+
+        stored = await world.gov.get(request.request_id)
+        assert stored.status is S.APPROVED
+        assert stored.revision == request.revision  # never claimed
+        assert requests.unreserved == [[request.request_id]]
+        assert await reservable_by_another(world) == [request.request_id]
+
+
 class TestRetriesAtShutdown:
     async def test_a_request_waiting_for_its_retry_is_given_back(self) -> None:
         """An outage made the request wait for a retry; the worker stops meanwhile. Its
