@@ -114,9 +114,10 @@ class PostgresOptions:
       statement runs, that the store's connection is still open (PostgreSQL's
       ``client_connection_check_interval``; None or 0: no check; at most 2147483.647;
       ignored by servers before 14). A statement whose caller was cancelled (a cancel
-      scope) while it waited, say on a row lock, may have its connection closed instead of
-      being cancelled on the server; the check aborts it then, where it would otherwise
-      wait on and commit.
+      scope) is cancelled on the server before the caller goes on; should that cancel not
+      get through (the server does not answer it within psycopg's 5 s), the connection is
+      closed, and the check aborts the statement then, where it would otherwise wait on
+      (say on a row lock) and commit.
     - ``check_connections``: check every connection on checkout (a round trip each time;
       the store then keeps no connection aside between operations).
       Off by default: a broken connection fails its operation with
