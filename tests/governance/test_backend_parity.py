@@ -454,6 +454,16 @@ def _sqlite(tmp_path: Path) -> Opener:
     return open_durable
 
 
+def _composed(compose: Composed) -> Opener:
+    """The opener of a governance composed by hand (it deletes its own files)."""
+
+    @contextlib.contextmanager
+    def open_durable(call: Callable[..., Any]) -> Iterator[Composed]:
+        yield compose
+
+    return open_durable
+
+
 def _journal(tmp_path: Path) -> Opener:
     """The user-written store of ``examples/custom_store.py``, with its own committer."""
 
@@ -469,11 +479,7 @@ def _journal(tmp_path: Path) -> Opener:
         finally:
             await store.aclose()
 
-    @contextlib.contextmanager
-    def open_durable(call: Callable[..., Any]) -> Iterator[Composed]:
-        yield compose
-
-    return open_durable
+    return _composed(compose)
 
 
 def _sequential(tmp_path: Path) -> Opener:
@@ -498,11 +504,7 @@ def _sequential(tmp_path: Path) -> Opener:
         finally:
             await store.aclose()
 
-    @contextlib.contextmanager
-    def open_durable(call: Callable[..., Any]) -> Iterator[Composed]:
-        yield compose
-
-    return open_durable
+    return _composed(compose)
 
 
 def _postgres(server: str) -> Opener:
