@@ -138,7 +138,7 @@ def same_actor(a: str | None, b: str | None) -> bool:
 
     The four-eyes rule and a quorum's distinct approvers compare ids after Unicode
     compatibility normalization and case folding, ignoring whitespace and invisible
-    characters: ``"bob"``, ``"BOB"``, ``" bob"`` and ``"bob\u200b"`` are one approver, so an
+    characters: ``"bob"``, ``"BOB"``, ``" bob"`` and ``"bob\\u200b"`` are one approver, so an
     identity layer that passes ids through unnormalized cannot let the requester approve,
     or one person fill a quorum twice. Approval slots still match their target exactly.
     """
